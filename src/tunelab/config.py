@@ -1,0 +1,76 @@
+"""One typed settings object; every knob is a ``TUNELAB_*`` environment variable.
+
+Settings are created once at the edge (CLI command, app factory, worker) and passed down
+explicitly; no module reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "tunelab"
+
+
+class Settings(BaseSettings):
+    """tunelab's configuration. Each field can be set as ``TUNELAB_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNELAB_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Data directory: database, model cache, uploads, adapters.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; default is SQLite (WAL) at HOME/tunelab.db.",
+    )
+    default_base_model: str = Field(
+        default="smollm2-135m-instruct", description="Base model used when none is named."
+    )
+    extra_models: dict[str, str] = Field(
+        default_factory=dict,
+        description='More base models by name: JSON {"my-model": "/path/to/hf-folder-or.gguf"}.',
+    )
+    threads: int | None = Field(
+        default=None, description="torch threads for training and inference; default: all cores."
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'mps'.")
+    seed: int = Field(default=0, description="Seed for shuffling and LoRA initialisation.")
+    adapter_cache_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        description="LRU budget for adapters kept loaded in a serving process (bytes).",
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        description="A worker's claim on a job lapses this long after its last heartbeat.",
+    )
+    ray_address: str | None = Field(
+        default=None, description="Run training as Ray tasks on this cluster instead of locally."
+    )
+
+    @property
+    def models_dir(self) -> Path:
+        """Cache of base models converted to safetensors."""
+        return self.home / "models"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Adapters, checkpoints and uploaded files."""
+        return self.home / "artifacts"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'tunelab.db'}"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.models_dir, self.artifacts_dir):
+            d.mkdir(parents=True, exist_ok=True)
