@@ -22,6 +22,7 @@ class Template:
     name: str
     end: str
     default_system: str | None = None
+    bos: bool = False  # prepend the tokenizer's BOS token to every prompt
 
     def render(self, turns: list[Turn], system: str | None = None) -> str:
         """Render the conversation so far, ending where the model's next answer begins."""
@@ -61,7 +62,7 @@ CHATML = Template(
     "chatml",
     end="<|im_end|>",
 )
-GEMMA = Template("gemma", end="<end_of_turn>")
+GEMMA = Template("gemma", end="<end_of_turn>", bos=True)
 PLAIN = Template("plain", end="\n\n")
 
 TEMPLATES = {t.name: t for t in (CHATML, GEMMA, PLAIN)}

@@ -1,0 +1,89 @@
+"""Tokenize examples with the base model's template and build padded training batches.
+
+Only output tokens are learned from: each tokenized example keeps its prompt and its output
+apart, and a batch records which positions predict an output token, so the trainer computes
+the LM head only there (for small models the LM head is the largest matmul: Gemma's
+vocabulary has 262,144 entries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tunelab.catalog.templates import Template, Turn
+from tunelab.data.examples import Example
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    prompt_ids: list[int]
+    output_ids: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+
+def encode_prompt(tokenizer: Any, template: Template, turns: list[Turn], system: str | None) -> list[int]:
+    ids = tokenizer(template.render(turns, system), add_special_tokens=False)["input_ids"]
+    if template.bos and tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id, *ids]
+    return ids
+
+
+def tokenize_example(tokenizer: Any, template: Template, ex: Example) -> TokenizedExample:
+    prompt = encode_prompt(tokenizer, template, [("user", ex.text_input)], None)
+    output = tokenizer(ex.output + template.end, add_special_tokens=False)["input_ids"]
+    return TokenizedExample(prompt, output)
+
+
+@dataclass
+class Batch:
+    """A padded batch. ``predict_rows/predict_cols`` index the hidden states whose next token is
+    an output token; ``targets`` are those tokens. ``n_tokens`` = number of targets."""
+
+    input_ids: Any
+    attention_mask: Any
+    predict_rows: Any
+    predict_cols: Any
+    targets: Any
+    n_tokens: int
+
+    def to(self, device: str) -> Batch:
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.predict_rows.to(device),
+            self.predict_cols.to(device),
+            self.targets.to(device),
+            self.n_tokens,
+        )
+
+
+def collate(items: Sequence[TokenizedExample], pad_id: int) -> Batch:
+    """Right-pad to the longest example of the batch."""
+    import torch
+
+    width = max(it.length for it in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    rows, cols, targets = [], [], []
+    for r, it in enumerate(items):
+        seq = it.prompt_ids + it.output_ids
+        ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[r, : len(seq)] = 1
+        p = len(it.prompt_ids)
+        for j, tok in enumerate(it.output_ids):
+            rows.append(r)
+            cols.append(p + j - 1)  # the hidden state at p+j-1 predicts token p+j
+            targets.append(tok)
+    return Batch(
+        ids,
+        mask,
+        torch.tensor(rows, dtype=torch.long),
+        torch.tensor(cols, dtype=torch.long),
+        torch.tensor(targets, dtype=torch.long),
+        len(targets),
+    )

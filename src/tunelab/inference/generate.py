@@ -1,0 +1,286 @@
+"""Generation from a base model plus (optionally) a LoRA adapter.
+
+The base model is loaded once per process; adapters are loaded on first use and kept in an
+LRU cache bounded by bytes (an adapter of rank 8 on a 135M model is ~9 MB, so the default
+512 MB budget keeps ~50 hot). Requests run one at a time on the shared model (a lock), and
+generation is a plain token loop with a KV cache, so streaming, stop sequences and sampling
+are all under our control.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.catalog.loading import LoadedBase
+from tunelab.catalog.templates import Turn
+from tunelab.data.batches import encode_prompt
+from tunelab.errors import InvalidArgument, NotFound
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling settings (Gemini's names). ``temperature`` 0 or None means greedy."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_output_tokens: int | None = None
+    stop_sequences: tuple[str, ...] = ()
+    candidate_count: int = 1
+    seed: int | None = None
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            out.append(f"temperature must be between 0 and 2, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            out.append(f"topP must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            out.append(f"topK must be at least 1, got {self.top_k}")
+        if self.max_output_tokens is not None and self.max_output_tokens < 1:
+            out.append(f"maxOutputTokens must be at least 1, got {self.max_output_tokens}")
+        if not 1 <= self.candidate_count <= 8:
+            out.append(f"candidateCount must be from 1 to 8, got {self.candidate_count}")
+        if len(self.stop_sequences) > 5:
+            out.append("at most 5 stopSequences are allowed")
+        return out
+
+
+@dataclass
+class Candidate:
+    text: str
+    finish_reason: str  # "STOP" | "MAX_TOKENS"
+    token_count: int
+
+
+@dataclass
+class GenerationResult:
+    candidates: list[Candidate]
+    prompt_token_count: int
+
+    @property
+    def text(self) -> str:
+        return self.candidates[0].text
+
+
+@dataclass
+class Chunk:
+    text: str
+    finish_reason: str | None = None
+    token_count: int = 0
+    prompt_token_count: int = 0
+
+
+@dataclass
+class _CacheEntry:
+    name: str
+    size: int
+    meta: dict = field(default_factory=dict)
+
+
+class Generator:
+    """Serves one base model with any number of adapters."""
+
+    def __init__(self, base: LoadedBase, adapter_cache_bytes: int = 512 * 1024 * 1024):
+        self.base = base
+        self.cache_bytes = adapter_cache_bytes
+        self._peft: Any = None
+        self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
+        self._lock = threading.RLock()
+        tok = base.tokenizer
+        self._end_ids = {tok.eos_token_id}
+        end_ids = tok(base.template.end, add_special_tokens=False)["input_ids"]
+        if len(end_ids) == 1:
+            self._end_ids.add(end_ids[0])
+        self._end_ids.discard(None)
+
+    # ---- adapters -------------------------------------------------------------------------
+    def _adapter_key(self, path: Path) -> tuple[str, int]:
+        weights = path / "adapter_model.safetensors"
+        if not weights.exists():
+            raise NotFound(f"No adapter weights at {path}.")
+        st = weights.stat()
+        key = hashlib.sha1(f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}".encode()).hexdigest()
+        return "a" + key[:16], st.st_size
+
+    def _activate(self, adapter: Path | None):
+        """Make ``adapter`` (or the bare base model) the active weights; returns the model."""
+        if adapter is None:
+            return self._peft if self._peft is not None else self.base.model
+        from peft import PeftModel
+
+        name, size = self._adapter_key(Path(adapter))
+        if name in self._cache:
+            self._cache.move_to_end(name)
+        else:
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(self.base.model, str(adapter), adapter_name=name)
+                self._peft.eval()
+            else:
+                self._peft.load_adapter(str(adapter), adapter_name=name)
+            self._cache[name] = _CacheEntry(name, size)
+            self._evict(keep=name)
+        self._peft.set_adapter(name)
+        return self._peft
+
+    def _evict(self, keep: str) -> None:
+        while sum(e.size for e in self._cache.values()) > self.cache_bytes and len(self._cache) > 1:
+            name, _ = next(iter(self._cache.items()))
+            if name == keep:
+                self._cache.move_to_end(name)
+                continue
+            self._cache.pop(name)
+            self._peft.delete_adapter(name)
+
+    @property
+    def cached_adapters(self) -> int:
+        return len(self._cache)
+
+    # ---- prompts --------------------------------------------------------------------------
+    def prompt_ids(self, turns: list[Turn], system: str | None) -> list[int]:
+        if not turns:
+            raise InvalidArgument("contents must hold at least one user message.")
+        if turns[-1][0] != "user":
+            raise InvalidArgument("The last message in contents must have role 'user'.")
+        return encode_prompt(self.base.tokenizer, self.base.template, turns, system)
+
+    def count_tokens(self, turns: list[Turn], system: str | None = None) -> int:
+        return len(self.prompt_ids(turns, system))
+
+    # ---- generation -----------------------------------------------------------------------
+    def generate(
+        self,
+        turns: list[Turn],
+        system: str | None = None,
+        config: GenerationConfig | None = None,
+        adapter: Path | None = None,
+    ) -> GenerationResult:
+        config = config or GenerationConfig()
+        candidates = []
+        prompt_tokens = 0
+        for i in range(config.candidate_count):
+            text, reason, n = "", "STOP", 0
+            for chunk in self._stream_one(turns, system, config, adapter, i):
+                text += chunk.text
+                prompt_tokens = chunk.prompt_token_count or prompt_tokens
+                if chunk.finish_reason:
+                    reason, n = chunk.finish_reason, chunk.token_count
+            candidates.append(Candidate(text, reason, n))
+        return GenerationResult(candidates, prompt_tokens)
+
+    def stream(
+        self,
+        turns: list[Turn],
+        system: str | None = None,
+        config: GenerationConfig | None = None,
+        adapter: Path | None = None,
+    ) -> Iterator[Chunk]:
+        """Text chunks of the first candidate as they are generated; the last chunk carries
+        ``finish_reason``."""
+        yield from self._stream_one(turns, system, config or GenerationConfig(), adapter, 0)
+
+    def _stream_one(
+        self, turns: list[Turn], system: str | None, config: GenerationConfig, adapter: Path | None, index: int
+    ) -> Iterator[Chunk]:
+        import torch
+
+        problems = config.problems()
+        if problems:
+            raise InvalidArgument("Invalid generationConfig: " + "; ".join(problems) + ".")
+        ids = self.prompt_ids(turns, system)
+        limit = self.base.spec.context_length
+        if len(ids) >= limit:
+            raise InvalidArgument(
+                f"The prompt is {len(ids)} tokens; this base model accepts at most {limit - 1}. "
+                "Shorten the prompt or the conversation."
+            )
+        max_new = min(config.max_output_tokens or self.base.spec.output_token_limit, limit - len(ids))
+        user_stops = [s for s in config.stop_sequences if s]
+        stops = [*user_stops, self.base.template.end]
+        # Hold back text that could be the start of a stop sequence until it is decided.
+        hold = max((len(s) for s in user_stops), default=1) - 1
+        gen = None
+        if config.temperature:
+            gen = torch.Generator().manual_seed(
+                (config.seed if config.seed is not None else torch.seed() % 2**31) + index
+            )
+        tok = self.base.tokenizer
+        with self._lock, torch.inference_mode():
+            model = self._activate(adapter)
+            ctx = model.disable_adapter() if (adapter is None and self._peft is not None) else _null()
+            with ctx:
+                out_ids: list[int] = []
+                emitted = 0
+                past = None
+                cur = torch.tensor([ids], device=self.base.device)
+                reason = "MAX_TOKENS"
+                text = ""
+                first = True
+                for _ in range(max_new):
+                    out = model(input_ids=cur, past_key_values=past, use_cache=True)
+                    past = out.past_key_values
+                    nxt = _sample(out.logits[0, -1].float(), config, gen)
+                    if nxt in self._end_ids:
+                        reason = "STOP"
+                        break
+                    out_ids.append(nxt)
+                    cur = torch.tensor([[nxt]], device=self.base.device)
+                    text = tok.decode(out_ids, skip_special_tokens=False)
+                    cut = _find_stop(text, stops)
+                    if cut is not None:
+                        text = text[:cut]
+                        reason = "STOP"
+                        break
+                    if text.endswith("\ufffd"):
+                        continue  # an incomplete UTF-8 character: wait for its next bytes
+                    safe = max(emitted, len(text) - hold)
+                    if safe > emitted:
+                        yield Chunk(text[emitted:safe], prompt_token_count=len(ids) if first else 0)
+                        first = False
+                        emitted = safe
+                yield Chunk(
+                    text[emitted:].rstrip("\ufffd"),
+                    finish_reason=reason,
+                    token_count=len(out_ids),
+                    prompt_token_count=len(ids),
+                )
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _find_stop(text: str, stops: list[str]) -> int | None:
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _sample(logits, config: GenerationConfig, gen) -> int:
+    import torch
+
+    if not config.temperature:
+        return int(torch.argmax(logits))
+    logits = logits / config.temperature
+    if config.top_k:
+        k = min(config.top_k, logits.shape[-1])
+        kth = torch.topk(logits, k).values[-1]
+        logits = torch.where(logits < kth, torch.full_like(logits, float("-inf")), logits)
+    probs = torch.softmax(logits, dim=-1)
+    if config.top_p is not None and config.top_p < 1:
+        sorted_p, idx = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, 0) - sorted_p < config.top_p
+        mask = torch.zeros_like(probs, dtype=torch.bool)
+        mask[idx[keep]] = True
+        probs = torch.where(mask, probs, torch.zeros_like(probs))
+        probs = probs / probs.sum()
+    return int(torch.multinomial(probs, 1, generator=gen))

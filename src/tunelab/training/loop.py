@@ -1,0 +1,309 @@
+"""The LoRA training loop: epochs → batches → loss on output tokens → step → snapshot.
+
+One readable function (``train``) does the work; everything it needs to resume lives in the
+per-epoch checkpoint, and the shuffle order of epoch ``e`` is derived from ``(seed, e)``, so
+a run resumed from a checkpoint takes exactly the steps an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tunelab import __version__
+from tunelab.catalog.loading import LoadedBase
+from tunelab.data.batches import Batch, TokenizedExample, collate, tokenize_example
+from tunelab.data.examples import Example, dataset_hash
+from tunelab.errors import FailedPrecondition, InvalidArgument
+from tunelab.training.advice import EpochAdvice, advise_epoch
+from tunelab.training.checkpoint import (
+    atomic_dir,
+    list_checkpoints,
+    load_state,
+    read_manifest,
+    save_checkpoint,
+    write_manifest,
+)
+from tunelab.training.hyperparameters import Hyperparameters, LoraSettings
+
+# Padded tokens per forward pass; a step whose batch is larger is split into micro-batches
+# whose gradients add up to the same step (memory stays bounded for long examples).
+MICRO_BATCH_TOKENS = 16_384
+# Batches are formed from windows of this many batches' worth of shuffled examples, sorted by
+# length, so examples of similar length share a batch and little compute goes to padding.
+BUCKET_WINDOW = 16
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One optimizer step, as Gemini's TuningSnapshot (epoch is 1-based)."""
+
+    step: int
+    epoch: int
+    mean_loss: float
+    compute_time: datetime
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["compute_time"] = self.compute_time.isoformat()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Snapshot:
+        d = dict(d)
+        d["compute_time"] = datetime.fromisoformat(d["compute_time"])
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "cancelled"
+    output_dir: Path
+    snapshots: list[Snapshot]
+    epoch_losses: list[float]
+    advice: EpochAdvice | None
+    tokens: int = 0
+    train_seconds: float = 0.0
+    resumed_from_epoch: int = 0
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.output_dir / "adapter"
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds else 0.0
+
+
+def plan_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """The batches (lists of example indices) of one epoch, deterministic in (seed, epoch)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    window = batch_size * BUCKET_WINDOW
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    shuffled = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in shuffled]
+
+
+def _micro_batches(items: list[TokenizedExample]) -> list[list[TokenizedExample]]:
+    items = sorted(items, key=lambda it: it.length)
+    out: list[list[TokenizedExample]] = []
+    cur: list[TokenizedExample] = []
+    for it in items:
+        if cur and (len(cur) + 1) * it.length > MICRO_BATCH_TOKENS:
+            out.append(cur)
+            cur = []
+        cur.append(it)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def output_loss_sum(model: Any, batch: Batch):
+    """Sum of cross-entropy over the output tokens, computing logits only where needed."""
+    import torch
+    import torch.nn.functional as F
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = lm.get_decoder()(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+    ).last_hidden_state
+    h = hidden[batch.predict_rows, batch.predict_cols]
+    logits = lm.get_output_embeddings()(h).float()
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits, batch.targets, reduction="sum")
+
+
+def _fingerprint(base: LoadedBase, data_hash: str, hp: dict, lora: LoraSettings, seed: int) -> dict:
+    return {
+        "base_model": base.spec.id,
+        "dataset_hash": data_hash,
+        "hyperparameters": hp,
+        "lora": lora.to_dict(),
+        "seed": seed,
+    }
+
+
+def train(
+    base: LoadedBase,
+    examples: list[Example],
+    hyperparameters: Hyperparameters,
+    output_dir: Path,
+    *,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    on_epoch_end: Callable[[int, float], None] | None = None,
+    seed: int = 0,
+    lora: LoraSettings | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Tune a LoRA adapter on ``examples``; write checkpoints and the adapter to ``output_dir``.
+
+    If ``output_dir`` holds checkpoints of the same run (same base, data, hyperparameters,
+    seed), training resumes after the last one. ``should_cancel`` is checked before every
+    step; on cancel the parameters learned so far are saved as the adapter.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict
+
+    if not examples:
+        raise InvalidArgument("No training examples were given.")
+    lora = lora or LoraSettings()
+    hp = hyperparameters.resolve(base.spec.recommended_learning_rate)
+    output_dir = Path(output_dir)
+    data_hash = dataset_hash(examples)
+    fingerprint = _fingerprint(base, data_hash, hp.to_dict(), lora, seed)
+
+    tokenized = [tokenize_example(base.tokenizer, base.template, ex) for ex in examples]
+    lengths = [t.length for t in tokenized]
+    steps_per_epoch = hp.steps_per_epoch(len(examples))
+    total = steps_per_epoch * hp.epoch_count
+    pad_id = base.tokenizer.pad_token_id
+
+    torch.manual_seed(seed)
+    targets = [m for m in lora.target_modules if _has_module(base.model, m)]
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets or "all-linear",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base.model, config)
+    try:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=0.0)
+
+        start_epoch, step = 0, 0
+        snapshots: list[Snapshot] = []
+        epoch_losses: list[float] = []
+        tokens_total, seconds_total = 0, 0.0
+        done = list_checkpoints(output_dir) if resume else []
+        if done:
+            state = load_state(output_dir, done[-1])
+            if state["fingerprint"] != fingerprint:
+                raise FailedPrecondition(
+                    f"{output_dir} holds checkpoints of a different tuning run (other data, base "
+                    "model or hyperparameters). Choose another output directory or delete it."
+                )
+            set_peft_model_state_dict(model, state["adapter"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, step = state["epochs_run"], state["step"]
+            snapshots = [Snapshot.from_dict(s) for s in state["snapshots"]]
+            epoch_losses = list(state["epoch_losses"])
+            tokens_total, seconds_total = state.get("tokens", 0), state.get("seconds", 0.0)
+
+        model.train()
+        status = "completed"
+        for epoch in range(start_epoch, hp.epoch_count):
+            loss_sum_epoch, tokens_epoch = 0.0, 0
+            for batch_idx in plan_batches(lengths, hp.batch_size, seed, epoch):
+                if should_cancel is not None and should_cancel():
+                    status = "cancelled"
+                    break
+                t0 = time.perf_counter()
+                items = [tokenized[i] for i in batch_idx]
+                n_tokens = sum(len(it.output_ids) for it in items)
+                optimizer.zero_grad(set_to_none=True)
+                step_loss = 0.0
+                for micro in _micro_batches(items):
+                    mb = collate(micro, pad_id).to(base.device)
+                    loss = output_loss_sum(model, mb) / n_tokens
+                    loss.backward()
+                    step_loss += loss.item()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                step += 1
+                dt = time.perf_counter() - t0
+                tokens = sum(it.length for it in items)
+                tokens_total += tokens
+                seconds_total += dt
+                loss_sum_epoch += step_loss * n_tokens
+                tokens_epoch += n_tokens
+                snap = Snapshot(step, epoch + 1, step_loss, datetime.now(UTC), tokens, dt)
+                snapshots.append(snap)
+                if on_snapshot is not None:
+                    on_snapshot(snap)
+            if status == "cancelled":
+                break
+            epoch_losses.append(loss_sum_epoch / max(tokens_epoch, 1))
+            state = {
+                "fingerprint": fingerprint,
+                "epochs_run": epoch + 1,
+                "step": step,
+                "adapter": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()},
+                "optimizer": optimizer.state_dict(),
+                "snapshots": [s.to_dict() for s in snapshots],
+                "epoch_losses": epoch_losses,
+                "tokens": tokens_total,
+                "seconds": seconds_total,
+            }
+            save_checkpoint(output_dir, epoch + 1, model, state)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, epoch_losses[-1])
+
+        atomic_dir(output_dir / "adapter", lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
+        advice = advise_epoch(epoch_losses)
+        manifest = {
+            "tunelab_version": __version__,
+            "status": status,
+            "base_model": base.spec.id,
+            "template": base.template.name,
+            "hyperparameters": hp.to_dict(),
+            "requested_hyperparameters": dataclasses.asdict(hyperparameters),
+            "lora": lora.to_dict(),
+            "seed": seed,
+            "dataset_hash": data_hash,
+            "example_count": len(examples),
+            "total_steps": total,
+            "completed_steps": step,
+            "epochs_run": len(epoch_losses),
+            "epoch_losses": epoch_losses,
+            "advice": advice.to_dict() if advice else None,
+            "selected_epoch": len(epoch_losses) if status == "completed" else None,
+            "snapshots": [s.to_dict() for s in snapshots],
+            "tokens": tokens_total,
+            "train_seconds": seconds_total,
+            "finished_at": datetime.now(UTC).isoformat(),
+        }
+        write_manifest(output_dir, manifest)
+        return TrainResult(
+            status=status,
+            output_dir=output_dir,
+            snapshots=snapshots,
+            epoch_losses=epoch_losses,
+            advice=advice,
+            tokens=tokens_total,
+            train_seconds=seconds_total,
+            resumed_from_epoch=start_epoch,
+            manifest=manifest,
+        )
+    finally:
+        # Take the LoRA layers out again, so the loaded base model can serve or tune again.
+        model.unload()
+        base.model.eval()
+
+
+def _has_module(model: Any, suffix: str) -> bool:
+    return any(name.endswith(suffix) for name, _ in model.named_modules())
+
+
+__all__ = ["Snapshot", "TrainResult", "train", "plan_batches", "read_manifest"]
