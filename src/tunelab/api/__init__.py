@@ -1,1 +1,1 @@
-"""api"""
+"""The HTTP API: FastAPI app factory, Gemini routes, the error mapping."""

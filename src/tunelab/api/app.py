@@ -1,0 +1,42 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Opening the app opens the store (applying migrations). Base models are loaded lazily, once
+per process, by the serving pool. Routes live under ``/v1beta`` and, as aliases, ``/v1``
+(google-genai's default version).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from tunelab import __version__
+from tunelab.api import errors
+from tunelab.api.gemini.routes import router as gemini_router
+from tunelab.api.serving import ServingPool
+from tunelab.config import Settings
+from tunelab.jobs.service import TuningService
+from tunelab.store import Store
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    settings = settings or Settings()
+    store = store or Store.open(settings)
+    app = FastAPI(
+        title="tunelab",
+        version=__version__,
+        description="Self-hosted LoRA tuning that speaks the Gemini API tuning protocol "
+        "(v1beta tunedModels). See docs/api.md.",
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.tuning = TuningService(settings, store)
+    app.state.pool = ServingPool(settings)
+    errors.install(app)
+    app.include_router(gemini_router, prefix="/v1beta")
+    app.include_router(gemini_router, prefix="/v1")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    return app

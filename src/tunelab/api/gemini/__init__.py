@@ -1,0 +1,1 @@
+"""The Gemini API tuning protocol (v1beta routes + pydantic schemas)."""

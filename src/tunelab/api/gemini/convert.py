@@ -1,0 +1,156 @@
+"""Store rows → wire schemas (and wire → engine values). No HTTP here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tunelab.api.gemini import schemas as s
+from tunelab.catalog import BaseModelSpec
+from tunelab.inference import GenerationConfig
+from tunelab.store import FileRow, OperationRow, SnapshotRow, TunedModelRow
+
+GENERATION_METHODS = ["generateContent", "streamGenerateContent", "countTokens",
+                      "createTunedModel"]
+
+
+def ts(dt: datetime | None) -> str | None:
+    """RFC 3339 UTC with microseconds and ``Z``."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def model_out(spec: BaseModelSpec) -> s.Model:
+    return s.Model(
+        name=spec.name,
+        base_model_id=spec.id,
+        version=spec.version,
+        display_name=spec.display_name,
+        description=spec.description,
+        input_token_limit=spec.context_length,
+        output_token_limit=spec.output_token_limit,
+        supported_generation_methods=GENERATION_METHODS,
+        temperature=spec.temperature,
+        max_temperature=2.0,
+        top_p=spec.top_p,
+        top_k=spec.top_k,
+    )
+
+
+def snapshot_out(row: SnapshotRow) -> s.TuningSnapshot:
+    return s.TuningSnapshot(
+        step=row.step, epoch=row.epoch, mean_loss=row.mean_loss, compute_time=ts(row.compute_time)
+    )
+
+
+def tuned_model_fields(
+    row: TunedModelRow, snapshots: list[SnapshotRow], *, extensions: bool = True
+) -> dict:
+    return dict(
+        name=f"tunedModels/{row.id}",
+        base_model=row.base_model,
+        display_name=row.display_name or None,
+        description=row.description or None,
+        temperature=row.temperature,
+        top_p=row.top_p,
+        top_k=row.top_k,
+        state=row.state,
+        create_time=ts(row.create_time),
+        update_time=ts(row.update_time),
+        tuning_task=s.TuningTask(
+            start_time=ts(row.start_time),
+            complete_time=ts(row.complete_time),
+            snapshots=[snapshot_out(x) for x in snapshots] or None,
+            hyperparameters=s.Hyperparameters(
+                epoch_count=row.epoch_count,
+                batch_size=row.batch_size,
+                learning_rate=row.learning_rate,
+            ),
+        ),
+        state_message=(row.state_message or None) if extensions else None,
+    )
+
+
+def tuned_model_out(row: TunedModelRow, snapshots: list[SnapshotRow]) -> s.TunedModel:
+    return s.TunedModel(**tuned_model_fields(row, snapshots))
+
+
+def operation_out(
+    op: OperationRow,
+    model: TunedModelRow,
+    snapshots: list[SnapshotRow],
+    queue_position: int = 0,
+    strict: bool = False,
+) -> s.Operation:
+    total = model.total_steps
+    completed = max((x.step for x in snapshots), default=0)
+    if op.done and op.error_code is None:
+        completed = total
+    percent = round(100.0 * completed / total, 6) if total else 0.0
+    metadata = s.CreateTunedModelMetadata(
+        tuned_model=f"tunedModels/{model.id}",
+        total_steps=total,
+        completed_steps=completed,
+        completed_percent=percent,
+        snapshots=[snapshot_out(x) for x in snapshots] or None,
+        queue_position=(queue_position or None) if not strict else None,
+    )
+    out = s.Operation(name=op.name, metadata=metadata, done=op.done or None)
+    if op.done:
+        if op.error_code is not None:
+            out.error = s.Status(code=op.error_code, message=op.error_message or "")
+        else:
+            out.response = s.TunedModelResponse(
+                **tuned_model_fields(model, snapshots, extensions=not strict)
+            )
+    return out
+
+
+def file_out(row: FileRow) -> s.File:
+    info = row.info or {}
+    return s.File(
+        name=f"files/{row.id}",
+        display_name=row.display_name,
+        mime_type=row.mime_type,
+        size_bytes=str(row.size_bytes),
+        sha256_hash=row.sha256,
+        create_time=ts(row.create_time),
+        example_count=row.example_count,
+        input_column=info.get("input_column"),
+        output_column=info.get("output_column"),
+        preview=info.get("preview") or None,
+        warnings=info.get("warnings") or None,
+    )
+
+
+def turns_of(contents: list[s.ContentIn]) -> list[tuple[str, str]]:
+    turns = []
+    for c in contents:
+        role = "model" if (c.role or "user") in ("model", "assistant") else "user"
+        turns.append((role, "".join(p.text or "" for p in c.parts)))
+    return turns
+
+
+def system_of(content: s.ContentIn | None) -> str | None:
+    if content is None:
+        return None
+    return "".join(p.text or "" for p in content.parts)
+
+
+def generation_config(
+    cfg: s.GenerationConfigIn | None,
+    temperature: float | None,
+    top_p: float | None,
+    top_k: int | None,
+) -> GenerationConfig:
+    """The request's generationConfig, with the model's own defaults where it is silent."""
+    cfg = cfg or s.GenerationConfigIn()
+    return GenerationConfig(
+        temperature=cfg.temperature if cfg.temperature is not None else temperature,
+        top_p=cfg.top_p if cfg.top_p is not None else top_p,
+        top_k=cfg.top_k if cfg.top_k is not None else top_k,
+        max_output_tokens=cfg.max_output_tokens,
+        stop_sequences=tuple(cfg.stop_sequences or ()),
+        candidate_count=cfg.candidate_count or 1,
+        seed=cfg.seed,
+    )

@@ -1,0 +1,537 @@
+"""The Gemini tuning protocol's routes. Each route translates HTTP ⇄ one call of the
+tuning service, the store or a generator; errors are raised as ``TunelabError`` and shaped
+in ``api/errors.py``. Mounted at ``/v1beta`` and ``/v1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from tunelab.api.deps import Principal, current_principal, strict_client
+from tunelab.api.gemini import convert
+from tunelab.api.gemini import schemas as s
+from tunelab.api.lenient import LenientJSONRoute
+from tunelab.catalog import get_base_model, list_base_models
+from tunelab.data import Example
+from tunelab.errors import InvalidArgument, NotFound
+from tunelab.jobs.service import TuningRequest, TuningService, sampling_problems
+from tunelab.store import Store
+
+router = APIRouter(route_class=LenientJSONRoute)
+
+Auth = Annotated[Principal, Depends(current_principal)]
+EXCLUDE_NONE = {"response_model_exclude_none": True}
+MUTABLE = {
+    "display_name": "display_name",
+    "displayname": "display_name",
+    "description": "description",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "topp": "top_p",
+    "top_k": "top_k",
+    "topk": "top_k",
+}
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def _service(request: Request) -> TuningService:
+    return request.app.state.tuning
+
+
+def _pool(request: Request):
+    return request.app.state.pool
+
+
+def _page_size(value: int | None, default: int) -> int:
+    if value is None or value <= 0:
+        return default
+    return min(value, 1000)
+
+
+# ------------------------------------------------------------------------------ models
+@router.get("/models", response_model=s.ListModelsResponse, tags=["models"], **EXCLUDE_NONE)
+def list_models(
+    request: Request,
+    principal: Auth,
+    page_size: Annotated[int | None, Query(alias="pageSize")] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+    page_size_: Annotated[int | None, Query(alias="page_size", include_in_schema=False)] = None,
+    page_token_: Annotated[str | None, Query(alias="page_token", include_in_schema=False)] = None,
+) -> s.ListModelsResponse:
+    """The base model catalog (all tunable)."""
+    from tunelab.store.repo import decode_token, encode_token
+
+    size = _page_size(page_size or page_size_, 50)
+    offset = decode_token(page_token or page_token_)
+    specs = list_base_models(request.app.state.settings.extra_models)
+    page = specs[offset : offset + size]
+    more = offset + size < len(specs)
+    return s.ListModelsResponse(
+        models=[convert.model_out(x) for x in page] or None,
+        next_page_token=encode_token(offset + size) if more else None,
+    )
+
+
+@router.get("/models/{model_id}", response_model=s.Model, tags=["models"], **EXCLUDE_NONE)
+def get_model(model_id: str, request: Request, principal: Auth) -> s.Model:
+    spec = _base_spec(request, model_id)
+    return convert.model_out(spec)
+
+
+def _base_spec(request: Request, model_id: str):
+    extra = request.app.state.settings.extra_models
+    for spec in list_base_models(extra):
+        if spec.id == model_id:
+            return spec
+    known = ", ".join(x.name for x in list_base_models(extra))
+    raise NotFound(f"Model 'models/{model_id}' was not found. Known models: {known}.")
+
+
+# ------------------------------------------------------------------------ tuned models
+@router.post("/tunedModels", response_model=s.Operation, tags=["tunedModels"], **EXCLUDE_NONE)
+def create_tuned_model(
+    body: s.TunedModelIn,
+    request: Request,
+    principal: Auth,
+    tuned_model_id: Annotated[str | None, Query(alias="tunedModelId")] = None,
+    tuned_model_id_: Annotated[
+        str | None, Query(alias="tuned_model_id", include_in_schema=False)
+    ] = None,
+) -> s.Operation:
+    """Create a tuned model: validates the examples and queues a tuning job; returns the
+    long-running Operation ``tunedModels/{id}/operations/{op}``."""
+    task = body.tuning_task
+    data = task.training_data if task else None
+    hp = (task.hyperparameters if task else None) or s.HyperparametersIn()
+    examples = None
+    if data is not None and data.examples is not None:
+        examples = [Example(e.text_input or "", e.output) for e in data.examples.examples]
+    req = TuningRequest(
+        owner=principal.owner,
+        base_model=body.base_model,
+        source_tuned_model=body.tuned_model_source.tuned_model if body.tuned_model_source else None,
+        tuned_model_id=tuned_model_id or tuned_model_id_,
+        display_name=body.display_name,
+        description=body.description,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        examples=examples,
+        file=data.file if data is not None else None,
+        epoch_count=hp.epoch_count,
+        batch_size=hp.batch_size,
+        learning_rate=hp.learning_rate,
+        learning_rate_multiplier=hp.learning_rate_multiplier,
+    )
+    pool = _pool(request)
+    submitted = _service(request).submit(req, pool.example_token_counter)
+    return _operation(request, submitted.operation, principal)
+
+
+@router.get(
+    "/tunedModels", response_model=s.ListTunedModelsResponse, tags=["tunedModels"],
+    **EXCLUDE_NONE,
+)
+def list_tuned_models(
+    request: Request,
+    principal: Auth,
+    page_size: Annotated[int | None, Query(alias="pageSize")] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+    filter: Annotated[str | None, Query()] = None,  # noqa: A002
+    page_size_: Annotated[int | None, Query(alias="page_size", include_in_schema=False)] = None,
+    page_token_: Annotated[str | None, Query(alias="page_token", include_in_schema=False)] = None,
+) -> s.ListTunedModelsResponse:
+    """Your tuned models, newest first. ``filter``: words to find in displayName or
+    description, and ``owner:me`` / ``writers:me`` / ``readers:me`` (all your models) or
+    ``readers:everyone`` (models shared with everyone: none, sharing is not implemented)."""
+    words, everyone = [], False
+    for tok in (filter or "").split():
+        low = tok.lower()
+        if low in ("owner:me", "writers:me", "readers:me"):
+            continue
+        if low == "readers:everyone":
+            everyone = True
+            continue
+        words.append(tok)
+    if everyone:
+        return s.ListTunedModelsResponse()
+    store = _store(request)
+    page = store.list_tuned_models(
+        principal.owner, _page_size(page_size or page_size_, 10), page_token or page_token_,
+        " ".join(words) or None,
+    )
+    return s.ListTunedModelsResponse(
+        tuned_models=[convert.tuned_model_out(r, store.snapshots(r.id)) for r in page.items]
+        or None,
+        next_page_token=page.next_token,
+    )
+
+
+@router.get(
+    "/tunedModels/{model_id}", response_model=s.TunedModel, tags=["tunedModels"], **EXCLUDE_NONE
+)
+def get_tuned_model(model_id: str, request: Request, principal: Auth) -> s.TunedModel:
+    store = _store(request)
+    row = store.get_tuned_model(model_id, principal.owner)
+    return convert.tuned_model_out(row, store.snapshots(model_id))
+
+
+@router.patch(
+    "/tunedModels/{model_id}", response_model=s.TunedModel, tags=["tunedModels"], **EXCLUDE_NONE
+)
+def update_tuned_model(
+    model_id: str,
+    body: s.TunedModelIn,
+    request: Request,
+    principal: Auth,
+    update_mask: Annotated[str | None, Query(alias="updateMask")] = None,
+    update_mask_: Annotated[str | None, Query(alias="update_mask", include_in_schema=False)] = None,
+) -> s.TunedModel:
+    """Update displayName, description, temperature, topP, topK. Without ``updateMask`` the
+    mutable fields present in the body are updated (google-genai sends no mask)."""
+    mask = update_mask or update_mask_
+    if mask:
+        paths = [p.strip() for p in mask.split(",") if p.strip()]
+    else:
+        paths = [f for f in body.model_fields_set if f in MUTABLE.values()]
+    fields: dict = {}
+    bad = []
+    for p in paths:
+        key = MUTABLE.get(p.replace("-", "_").lower()) or MUTABLE.get(p.lower())
+        if key is None:
+            if p in ("reader_project_numbers", "readerProjectNumbers"):
+                continue
+            bad.append(p)
+            continue
+        fields[key] = getattr(body, key)
+    if bad:
+        raise InvalidArgument(
+            f"updateMask names fields that cannot be updated: {', '.join(bad)}. Updatable: "
+            "displayName, description, temperature, topP, topK."
+        )
+    if fields.get("display_name") and len(fields["display_name"]) > 40:
+        raise InvalidArgument(
+            f"displayName is {len(fields['display_name'])} characters; the limit is 40."
+        )
+    problems = sampling_problems(fields.get("temperature"), fields.get("top_p"),
+                                 fields.get("top_k"))
+    if problems:
+        raise InvalidArgument("Invalid tuned model: " + "; ".join(problems) + ".")
+    for k in ("display_name", "description"):
+        if k in fields and fields[k] is None:
+            fields[k] = ""
+    store = _store(request)
+    row = store.update_tuned_model(model_id, principal.owner, fields)
+    return convert.tuned_model_out(row, store.snapshots(model_id))
+
+
+@router.delete("/tunedModels/{model_id}", response_model=s.Empty, tags=["tunedModels"])
+def delete_tuned_model(model_id: str, request: Request, principal: Auth) -> s.Empty:
+    """Delete a tuned model (a job still tuning it stops within one step)."""
+    _service(request).delete(model_id, principal.owner)
+    return s.Empty()
+
+
+@router.post("/tunedModels/{model_id}:cancel", response_model=s.Empty, tags=["operations"])
+def cancel_tuned_model(model_id: str, request: Request, principal: Auth) -> s.Empty:
+    """google-genai's ``client.tunings.cancel``: cancel the model's tuning."""
+    _service(request).cancel(model_id, principal.owner)
+    return s.Empty()
+
+
+# -------------------------------------------------------------------------- operations
+def _operation(request: Request, name: str, principal: Principal) -> s.Operation:
+    store = _store(request)
+    op = store.get_operation(name, principal.owner)
+    model = store.get_tuned_model(op.tuned_model_id, principal.owner)
+    job = store.job_of(model.id)
+    position = store.queue_position(job) if job is not None else 0
+    return convert.operation_out(
+        op, model, store.snapshots(model.id), position, strict_client(request)
+    )
+
+
+@router.get(
+    "/tunedModels/{model_id}/operations", response_model=s.ListOperationsResponse,
+    tags=["operations"], **EXCLUDE_NONE,
+)
+def list_operations(
+    model_id: str,
+    request: Request,
+    principal: Auth,
+    page_size: Annotated[int | None, Query(alias="pageSize")] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+    filter: Annotated[str | None, Query(include_in_schema=False)] = None,  # noqa: A002
+) -> s.ListOperationsResponse:
+    page = _store(request).list_operations(
+        model_id, principal.owner, _page_size(page_size, 10), page_token
+    )
+    return s.ListOperationsResponse(
+        operations=[_operation(request, op.name, principal) for op in page.items] or None,
+        next_page_token=page.next_token,
+    )
+
+
+@router.get(
+    "/tunedModels/{model_id}/operations/{op_id}", response_model=s.Operation,
+    tags=["operations"], **EXCLUDE_NONE,
+)
+def get_operation(model_id: str, op_id: str, request: Request, principal: Auth) -> s.Operation:
+    return _operation(request, f"tunedModels/{model_id}/operations/{op_id}", principal)
+
+
+@router.post(
+    "/tunedModels/{model_id}/operations/{op_id}:cancel", response_model=s.Empty,
+    tags=["operations"],
+)
+def cancel_operation(model_id: str, op_id: str, request: Request, principal: Auth) -> s.Empty:
+    """Cancel a tuning operation: it ends ``done`` with ``error.code`` 1 (CANCELLED); the
+    model keeps the parameters learned so far (see docs/api.md)."""
+    op = _store(request).get_operation(f"tunedModels/{model_id}/operations/{op_id}",
+                                       principal.owner)
+    if not op.done:
+        _service(request).cancel(op.tuned_model_id, principal.owner)
+    return s.Empty()
+
+
+# -------------------------------------------------------------------------- generation
+def _target(request: Request, kind: str, model_id: str, principal: Principal):
+    """(generator, adapter, defaults, model name) for a tuned or a base model."""
+    pool = _pool(request)
+    if kind == "tunedModels":
+        row = _store(request).get_tuned_model(model_id, principal.owner)
+        adapter = _service(request).usable_adapter(row)
+        gen = pool.generator(row.base_model)
+        return gen, adapter, (row.temperature, row.top_p, row.top_k), f"tunedModels/{row.id}"
+    spec = _base_spec(request, model_id)
+    gen = pool.generator(spec.name)
+    return gen, None, (spec.temperature, spec.top_p, spec.top_k), spec.name
+
+
+def _usage(prompt: int, candidates: int | None) -> s.UsageMetadata:
+    return s.UsageMetadata(
+        prompt_token_count=prompt,
+        candidates_token_count=candidates,
+        total_token_count=prompt + (candidates or 0),
+    )
+
+
+def _generate(kind: str, model_id: str, body: s.GenerateContentRequest, request: Request,
+              principal: Principal) -> s.GenerateContentResponse:
+    gen, adapter, defaults, name = _target(request, kind, model_id, principal)
+    cfg = convert.generation_config(body.generation_config, *defaults)
+    res = gen.generate(convert.turns_of(body.contents), convert.system_of(body.system_instruction),
+                       cfg, adapter)
+    n_out = sum(c.token_count for c in res.candidates)
+    return s.GenerateContentResponse(
+        candidates=[
+            s.Candidate(
+                content=s.Content(role="model", parts=[s.Part(text=c.text)]),
+                finish_reason=c.finish_reason,
+                index=i,
+            )
+            for i, c in enumerate(res.candidates)
+        ],
+        usage_metadata=_usage(res.prompt_token_count, n_out),
+        model_version=name,
+    )
+
+
+async def _thread_stream(make: Callable[[], Iterator]) -> AsyncIterator:
+    """Run a blocking iterator in one dedicated thread (the generator holds the model's lock
+    across chunks, so it must stay in one thread) and hand its items to the event loop."""
+    q: queue.Queue = queue.Queue()
+    loop = asyncio.get_running_loop()
+
+    def work() -> None:
+        try:
+            for item in make():
+                loop.call_soon_threadsafe(q.put_nowait, ("item", item))
+            loop.call_soon_threadsafe(q.put_nowait, ("end", None))
+        except BaseException as e:  # noqa: BLE001
+            loop.call_soon_threadsafe(q.put_nowait, ("err", e))
+
+    threading.Thread(target=work, daemon=True, name="generate").start()
+    while True:
+        while q.empty():
+            await asyncio.sleep(0.005)
+        kind, val = q.get_nowait()
+        if kind == "end":
+            return
+        if kind == "err":
+            raise val
+        yield val
+
+
+async def _stream(kind: str, model_id: str, body: s.GenerateContentRequest, request: Request,
+                  principal: Principal, alt: str | None):
+    gen, adapter, defaults, name = await run_in_threadpool(
+        _target, request, kind, model_id, principal
+    )
+    cfg = convert.generation_config(body.generation_config, *defaults)
+    turns = convert.turns_of(body.contents)
+    system = convert.system_of(body.system_instruction)
+    chunks = _thread_stream(lambda: gen.stream(turns, system, cfg, adapter))
+    try:
+        first = await chunks.__anext__()  # errors (bad config, prompt too long) as JSON errors
+    except StopAsyncIteration:
+        first = None
+    prompt_tokens = [first.prompt_token_count if first else 0]
+
+    def response(chunk) -> str:
+        prompt_tokens[0] = chunk.prompt_token_count or prompt_tokens[0]
+        out = s.GenerateContentResponse(
+            candidates=[s.Candidate(
+                content=s.Content(role="model", parts=[s.Part(text=chunk.text)]),
+                finish_reason=chunk.finish_reason,
+                index=0,
+            )],
+            usage_metadata=_usage(prompt_tokens[0],
+                                  chunk.token_count if chunk.finish_reason else None),
+            model_version=name,
+        )
+        return json.dumps(out.model_dump(by_alias=True, exclude_none=True), ensure_ascii=False)
+
+    async def body_iter() -> AsyncIterator[str]:
+        items = [] if first is None else [first]
+
+        async def all_chunks():
+            for c in items:
+                yield c
+            async for c in chunks:
+                yield c
+
+        if alt == "sse":
+            async for c in all_chunks():
+                yield f"data: {response(c)}\r\n\r\n"
+        else:
+            sep = "["
+            async for c in all_chunks():
+                yield sep + response(c)
+                sep = "\n,\r\n"
+            yield "]" if sep != "[" else "[]"
+
+    media = "text/event-stream" if alt == "sse" else "application/json"
+    return StreamingResponse(body_iter(), media_type=media)
+
+
+def _count(kind: str, model_id: str, body: s.CountTokensRequest, request: Request,
+           principal: Principal) -> s.CountTokensResponse:
+    pool = _pool(request)
+    if kind == "tunedModels":
+        row = _store(request).get_tuned_model(model_id, principal.owner)
+        gen = pool.generator(row.base_model)
+    else:
+        gen = pool.generator(_base_spec(request, model_id).name)
+    inner = body.generate_content_request
+    contents = body.contents or (inner.contents if inner else [])
+    system = convert.system_of(inner.system_instruction) if inner else None
+    return s.CountTokensResponse(total_tokens=gen.count_tokens(convert.turns_of(contents), system))
+
+
+for _kind, _tag in (("tunedModels", "tunedModels"), ("models", "models")):
+
+    def _make(kind: str, tag: str) -> None:
+        @router.post(
+            f"/{kind}/{{model_id}}:generateContent", response_model=s.GenerateContentResponse,
+            tags=[tag], name=f"{kind}.generateContent", **EXCLUDE_NONE,
+        )
+        def generate_content(
+            model_id: str, body: s.GenerateContentRequest, request: Request, principal: Auth
+        ) -> s.GenerateContentResponse:
+            """Generate a reply. A tuned model's temperature/topP/topK are the defaults."""
+            return _generate(kind, model_id, body, request, principal)
+
+        @router.post(
+            f"/{kind}/{{model_id}}:streamGenerateContent", tags=[tag],
+            name=f"{kind}.streamGenerateContent",
+            responses={200: {"content": {
+                "text/event-stream": {"schema": {"$ref": "#/components/schemas/GenerateContentResponse"}},
+                "application/json": {"schema": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/GenerateContentResponse"}}},
+            }, "description": "SSE events with alt=sse, otherwise one streamed JSON array."}},
+        )
+        async def stream_generate_content(
+            model_id: str, body: s.GenerateContentRequest, request: Request, principal: Auth,
+            alt: Annotated[str | None, Query(description="'sse' for server-sent events")] = None,
+        ):
+            """Stream a reply: server-sent events with ``alt=sse``, else a JSON array."""
+            return await _stream(kind, model_id, body, request, principal, alt)
+
+        @router.post(
+            f"/{kind}/{{model_id}}:countTokens", response_model=s.CountTokensResponse,
+            tags=[tag], name=f"{kind}.countTokens",
+        )
+        def count_tokens(
+            model_id: str, body: s.CountTokensRequest, request: Request, principal: Auth
+        ) -> s.CountTokensResponse:
+            """Tokens of the prompt as the model sees it (its template applied)."""
+            return _count(kind, model_id, body, request, principal)
+
+    _make(_kind, _tag)
+
+
+# ------------------------------------------------------------------------------- files
+@router.post("/files", response_model=s.File, tags=["files"], **EXCLUDE_NONE)
+async def upload_file(
+    request: Request,
+    principal: Auth,
+    file: Annotated[UploadFile, File(description="CSV, JSON or JSONL, at most 4 MB.")],
+    display_name: Annotated[str | None, Form(alias="displayName")] = None,
+    input_column: Annotated[str | None, Form(alias="inputColumn")] = None,
+    output_column: Annotated[str | None, Form(alias="outputColumn")] = None,
+) -> s.File:
+    """tunelab extension: upload training data (multipart/form-data). The file is parsed at
+    once (every problem reported); tune on it with ``trainingData: {"file": "files/ID"}``."""
+    data = await file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        from tunelab.errors import DatasetError, Problem
+
+        raise DatasetError([Problem(
+            f"the file is larger than {MAX_UPLOAD_BYTES // 2**20} MB; remove examples or "
+            "shorten them", file.filename or "upload")])
+    row = await run_in_threadpool(
+        _service(request).store_upload, principal.owner, data, file.filename or "",
+        file.content_type or "", display_name, input_column, output_column,
+    )
+    return convert.file_out(row)
+
+
+@router.get("/files", response_model=s.ListFilesResponse, tags=["files"], **EXCLUDE_NONE)
+def list_files(
+    request: Request,
+    principal: Auth,
+    page_size: Annotated[int | None, Query(alias="pageSize")] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+) -> s.ListFilesResponse:
+    page = _store(request).list_files(principal.owner, _page_size(page_size, 10), page_token)
+    return s.ListFilesResponse(files=[convert.file_out(r) for r in page.items] or None,
+                               next_page_token=page.next_token)
+
+
+@router.get("/files/{file_id}", response_model=s.File, tags=["files"], **EXCLUDE_NONE)
+def get_file(file_id: str, request: Request, principal: Auth) -> s.File:
+    return convert.file_out(_store(request).get_file(file_id, principal.owner))
+
+
+@router.delete("/files/{file_id}", response_model=s.Empty, tags=["files"])
+def delete_file(file_id: str, request: Request, principal: Auth) -> s.Empty:
+    _service(request).delete_upload(file_id, principal.owner)
+    return s.Empty()
+
+
+__all__ = ["router", "get_base_model"]

@@ -1,0 +1,302 @@
+"""Pydantic schemas of the Gemini tuning protocol (v1beta), request and response side.
+
+Requests accept lowerCamelCase **and** snake_case field names (a proto3 JSON parser does,
+and google-genai 1.42–1.46 sends ``text_input``). Resource bodies reject unknown fields like
+Google's front end; generation bodies ignore them (clients add new fields often).
+Responses are lowerCamelCase, with ``None`` fields left out (``response_model_exclude_none``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, extra="forbid"
+    )
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, extra="ignore"
+    )
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True,
+                              serialize_by_alias=True)
+
+
+# --------------------------------------------------------------------------- requests
+class TuningExampleIn(_In):
+    text_input: str | None = Field(None, description="The model input (may be empty).")
+    output: str = Field(description="The expected model output.")
+
+
+class TuningExamplesIn(_In):
+    examples: list[TuningExampleIn] = Field(default_factory=list)
+
+
+class DatasetIn(_In):
+    examples: TuningExamplesIn | None = Field(
+        None, description="Inline examples: trainingData.examples.examples[]."
+    )
+    file: str | None = Field(
+        None,
+        description="tunelab extension: the name of an uploaded file ('files/{id}', see "
+        "POST /v1beta/files) holding the examples (CSV, JSON or JSONL).",
+    )
+
+
+class HyperparametersIn(_In):
+    learning_rate: float | None = None
+    learning_rate_multiplier: float | None = None
+    epoch_count: int | None = None
+    batch_size: int | None = None
+
+
+class TuningTaskIn(_In):
+    training_data: DatasetIn | None = None
+    hyperparameters: HyperparametersIn | None = None
+    # Output-only fields, accepted and ignored (google-generativeai PATCHes the whole model).
+    start_time: str | None = None
+    complete_time: str | None = None
+    snapshots: list[dict[str, Any]] | None = None
+
+
+class TunedModelSourceIn(_In):
+    tuned_model: str | None = None
+    base_model: str | None = None
+
+
+class TunedModelIn(_In):
+    """A TunedModel as sent to create (POST) or patch (PATCH)."""
+
+    base_model: str | None = Field(None, description="'models/{id}' of the base model.")
+    tuned_model_source: TunedModelSourceIn | None = None
+    display_name: str | None = Field(None, description="At most 40 characters.")
+    description: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    tuning_task: TuningTaskIn | None = None
+    reader_project_numbers: list[int | str] | None = None
+    # Output-only, accepted and ignored; state may be an integer enum (2 = ACTIVE).
+    name: str | None = None
+    state: str | int | None = None
+    create_time: str | None = None
+    update_time: str | None = None
+    state_message: str | None = None
+
+
+class PartIn(_Lenient):
+    text: str | None = None
+
+
+class ContentIn(_Lenient):
+    role: str | None = None
+    parts: list[PartIn] = Field(default_factory=list)
+
+
+class GenerationConfigIn(_Lenient):
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_output_tokens: int | None = None
+    stop_sequences: list[str] | None = None
+    candidate_count: int | None = None
+    seed: int | None = None
+
+
+class GenerateContentRequest(_Lenient):
+    contents: list[ContentIn] = Field(default_factory=list)
+    system_instruction: ContentIn | None = None
+    generation_config: GenerationConfigIn | None = None
+    safety_settings: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_config: dict[str, Any] | None = None
+    cached_content: str | None = None
+    model: str | None = None
+
+
+class CountTokensRequest(_Lenient):
+    contents: list[ContentIn] | None = None
+    generate_content_request: GenerateContentRequest | None = None
+
+
+# --------------------------------------------------------------------------- responses
+class TuningSnapshot(_Out):
+    step: int
+    epoch: int
+    mean_loss: float
+    compute_time: str
+
+
+class Hyperparameters(_Out):
+    """Effective values. ``learningRateMultiplier`` is never returned: the old SDK cannot
+    decode it; the learning rate it produced is reported instead."""
+
+    epoch_count: int
+    batch_size: int
+    learning_rate: float
+
+
+class TuningTask(_Out):
+    start_time: str | None = None
+    complete_time: str | None = None
+    snapshots: list[TuningSnapshot] | None = None
+    hyperparameters: Hyperparameters
+
+
+class TunedModelSource(_Out):
+    tuned_model: str
+    base_model: str
+
+
+class TunedModel(_Out):
+    name: str
+    base_model: str | None = None
+    tuned_model_source: TunedModelSource | None = None
+    display_name: str | None = None
+    description: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    state: str
+    create_time: str
+    update_time: str
+    tuning_task: TuningTask
+    state_message: str | None = Field(
+        None,
+        description="tunelab extension, only on cancelled or failed models: why the tuning "
+        "ended early, and what that means for the model.",
+    )
+
+
+class TunedModelResponse(TunedModel):
+    """A TunedModel inside ``Operation.response`` (typed Any)."""
+
+    type: str = Field(
+        "type.googleapis.com/google.ai.generativelanguage.v1beta.TunedModel", alias="@type"
+    )
+
+
+class CreateTunedModelMetadata(_Out):
+    type: str = Field(
+        "type.googleapis.com/google.ai.generativelanguage.v1beta.CreateTunedModelMetadata",
+        alias="@type",
+    )
+    tuned_model: str
+    total_steps: int
+    completed_steps: int
+    completed_percent: float
+    snapshots: list[TuningSnapshot] | None = None
+    queue_position: int | None = Field(
+        None,
+        description="tunelab extension: 1 = next to start. Omitted once the job runs, and for "
+        "google-api-core clients, which parse operations strictly.",
+    )
+
+
+class Status(_Out):
+    code: int
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class Operation(_Out):
+    name: str
+    metadata: CreateTunedModelMetadata
+    done: bool | None = None
+    error: Status | None = None
+    response: TunedModelResponse | None = None
+
+
+class ListTunedModelsResponse(_Out):
+    tuned_models: list[TunedModel] | None = None
+    next_page_token: str | None = None
+
+
+class ListOperationsResponse(_Out):
+    operations: list[Operation] | None = None
+    next_page_token: str | None = None
+
+
+class Model(_Out):
+    name: str
+    base_model_id: str
+    version: str
+    display_name: str
+    description: str
+    input_token_limit: int
+    output_token_limit: int
+    supported_generation_methods: list[str]
+    temperature: float
+    max_temperature: float
+    top_p: float
+    top_k: int
+
+
+class ListModelsResponse(_Out):
+    models: list[Model] | None = None
+    next_page_token: str | None = None
+
+
+class Part(_Out):
+    text: str
+
+
+class Content(_Out):
+    role: str
+    parts: list[Part]
+
+
+class Candidate(_Out):
+    content: Content
+    finish_reason: str | None = None
+    index: int
+
+
+class UsageMetadata(_Out):
+    prompt_token_count: int
+    candidates_token_count: int | None = None
+    total_token_count: int
+
+
+class GenerateContentResponse(_Out):
+    candidates: list[Candidate]
+    usage_metadata: UsageMetadata
+    model_version: str
+
+
+class CountTokensResponse(_Out):
+    total_tokens: int
+
+
+class Empty(_Out):
+    pass
+
+
+class File(_Out):
+    """tunelab extension: an uploaded training-data file."""
+
+    name: str
+    display_name: str
+    mime_type: str
+    size_bytes: str  # int64 → JSON string
+    sha256_hash: str
+    create_time: str
+    example_count: int
+    input_column: str | None = None
+    output_column: str | None = None
+    preview: list[dict[str, str]] | None = None
+    warnings: list[str] | None = None
+
+
+class ListFilesResponse(_Out):
+    files: list[File] | None = None
+    next_page_token: str | None = None

@@ -1,0 +1,29 @@
+"""Executors run one tuning job somewhere: ``local`` (in the worker process) or, later, Ray.
+
+Every executor has the same shape (``base.Executor``); the worker picks one from settings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tunelab.jobs.executors.base import ExecutionResult, Executor, JobSpec
+
+if TYPE_CHECKING:
+    from tunelab.config import Settings
+
+
+def make_executor(settings: Settings) -> Executor:
+    if settings.ray_address:
+        from tunelab.errors import FailedPrecondition
+
+        raise FailedPrecondition(
+            "TUNELAB_RAY_ADDRESS is set, but the Ray executor is not implemented yet; "
+            "unset it to train in local worker processes."
+        )
+    from tunelab.jobs.executors.local import LocalExecutor
+
+    return LocalExecutor(settings)
+
+
+__all__ = ["ExecutionResult", "Executor", "JobSpec", "make_executor"]

@@ -1,0 +1,52 @@
+"""Run training in this (worker) process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tunelab.catalog import get_base_model, load_base_model
+from tunelab.config import Settings
+from tunelab.jobs.executors.base import ExecutionResult, JobSpec
+from tunelab.training import Hyperparameters, Snapshot, train
+
+
+class LocalExecutor:
+    """Loads the base model once per worker process (``train`` unloads its LoRA layers when
+    it returns, so the same weights serve the next job)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._bases: dict = {}
+
+    def _base(self, name: str):
+        if name not in self._bases:
+            spec = get_base_model(name, self.settings.extra_models)
+            self._bases[name] = load_base_model(
+                spec, self.settings.models_dir, self.settings.device, self.settings.threads
+            )
+        return self._bases[name]
+
+    def run(
+        self,
+        spec: JobSpec,
+        on_snapshot: Callable[[Snapshot], None],
+        should_cancel: Callable[[], bool],
+    ) -> ExecutionResult:
+        from tunelab.jobs.service import read_examples
+
+        root = self.settings.artifacts_dir
+        examples = read_examples(root / spec.dataset)
+        base = self._base(spec.base_model)
+        hp = Hyperparameters(spec.epoch_count, spec.batch_size, spec.learning_rate)
+        result = train(
+            base,
+            examples,
+            hp,
+            root / spec.output_dir,
+            on_snapshot=on_snapshot,
+            should_cancel=should_cancel,
+            seed=spec.seed,
+        )
+        steps = result.snapshots[-1].step if result.snapshots else 0
+        adapter = result.adapter_dir if steps > 0 else None
+        return ExecutionResult(result.status, adapter, steps)

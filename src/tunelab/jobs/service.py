@@ -1,0 +1,354 @@
+"""Submitting, cancelling and deleting tuning jobs, and storing uploaded data.
+
+The API calls these; they validate everything a user sent up front (reporting every problem
+at once), write the examples as an artifact, and create the model + operation + queued job
+in one transaction. Nothing here trains: a worker picks the job up from the queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.catalog import BaseModelSpec, get_base_model
+from tunelab.config import Settings
+from tunelab.data import Example
+from tunelab.errors import DatasetError, FailedPrecondition, InvalidArgument, Problem
+from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
+from tunelab.store.repo import CANCELLED
+
+ID_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+MAX_DISPLAY_NAME = 40
+_ALPHABET = string.ascii_lowercase + string.digits
+
+NO_TRAINING_DATA = (
+    "No training examples received: tuningTask.trainingData.examples.examples is missing. "
+    "google-genai 1.47 and later drop the training examples on the Gemini API path (a bug in "
+    "the SDK), so client.tunings.tune() cannot tune here. Use google-generativeai "
+    "(genai.create_tuned_model), google-genai 1.46 or older, the tunelab CLI "
+    "(tunelab tune --server URL data.csv), or send the REST request directly with "
+    '"tuningTask": {"trainingData": {"examples": {"examples": [{"textInput": "...", '
+    '"output": "..."}]}}} — or upload a file (POST /v1beta/files) and pass '
+    '"trainingData": {"file": "files/ID"}.'
+)
+
+CANCEL_MESSAGE = "Tuning was cancelled by the user."
+
+
+def random_suffix(n: int = 5) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+
+def derive_id(display_name: str | None) -> str:
+    """``Sentence Translator`` → ``sentence-translator-u3b7m``; random when no usable name."""
+    suffix = random_suffix()
+    words = re.findall(r"[a-z0-9]+", (display_name or "").lower())
+    stem = "-".join(words)[: 40 - len(suffix) - 1].strip("-")
+    if not stem or not stem[0].isalpha():
+        stem = (random_suffix(1) if not stem else "m") + (f"-{stem}" if stem else "")
+        stem = stem[: 40 - len(suffix) - 1].strip("-")
+    return f"{stem}-{suffix}"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_examples(path: Path, examples: list[Example]) -> bytes:
+    data = "".join(
+        json.dumps({"text_input": e.text_input, "output": e.output}, ensure_ascii=False) + "\n"
+        for e in examples
+    ).encode()
+    atomic_write(path, data)
+    return data
+
+
+def read_examples(path: Path) -> list[Example]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                d = json.loads(line)
+                out.append(Example(d["text_input"], d["output"]))
+    return out
+
+
+@dataclass
+class TuningRequest:
+    """A create request, translated from the wire."""
+
+    owner: str
+    base_model: str | None
+    source_tuned_model: str | None
+    tuned_model_id: str | None
+    display_name: str | None
+    description: str | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    examples: list[Example] | None  # inline examples
+    file: str | None  # or "files/{id}"
+    epoch_count: int | None
+    batch_size: int | None
+    learning_rate: float | None
+    learning_rate_multiplier: float | None
+
+
+@dataclass
+class Submitted:
+    model_id: str
+    operation: str
+    warnings: list[Problem]
+
+
+def sampling_problems(
+    temperature: float | None, top_p: float | None, top_k: int | None
+) -> list[str]:
+    out = []
+    if temperature is not None and not 0 <= temperature <= 2:
+        out.append(f"temperature must be between 0 and 2, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        out.append(f"topP must be in (0, 1], got {top_p}")
+    if top_k is not None and top_k < 1:
+        out.append(f"topK must be at least 1, got {top_k}")
+    return out
+
+
+class TuningService:
+    """What the API (and the CLI) can ask of the tuning side."""
+
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.store = store
+
+    # -- paths --------------------------------------------------------------------------
+    def model_dir(self, model_id: str) -> Path:
+        return self.settings.artifacts_dir / "tuned" / model_id
+
+    def adapter_dir(self, model_id: str) -> Path:
+        return self.model_dir(model_id) / "adapter"
+
+    # -- create -------------------------------------------------------------------------
+    def submit(
+        self,
+        req: TuningRequest,
+        count_tokens_for: Callable[[BaseModelSpec], Callable[[Example], int]] | None = None,
+    ) -> Submitted:
+        from tunelab.data.validate import validate
+        from tunelab.training import Hyperparameters, total_steps
+
+        problems: list[str] = []
+        if req.tuned_model_id is not None and not ID_RE.match(req.tuned_model_id):
+            problems.append(
+                f"tunedModelId '{req.tuned_model_id}' is not valid: use 1-40 lowercase letters, "
+                "digits and hyphens, starting with a letter and not ending with a hyphen"
+            )
+        if req.display_name and len(req.display_name) > MAX_DISPLAY_NAME:
+            problems.append(
+                f"displayName is {len(req.display_name)} characters; the limit is "
+                f"{MAX_DISPLAY_NAME}"
+            )
+        problems += sampling_problems(req.temperature, req.top_p, req.top_k)
+        hp = Hyperparameters(
+            req.epoch_count, req.batch_size, req.learning_rate, req.learning_rate_multiplier
+        )
+        problems += [str(p) for p in hp.problems()]
+        if req.source_tuned_model:
+            raise InvalidArgument(
+                "Tuning on top of a tuned model (tunedModelSource) is not supported yet; "
+                "give baseModel ('models/...') and include the earlier examples instead."
+            )
+        if not req.base_model:
+            problems.append("baseModel is required, e.g. 'models/" +
+                            self.settings.default_base_model + "'")
+        if req.examples is None and req.file is None:
+            raise InvalidArgument(NO_TRAINING_DATA)
+        if req.examples is not None and req.file is not None:
+            problems.append("give trainingData.examples or trainingData.file, not both")
+        if problems:
+            raise InvalidArgument("Invalid tuned model: " + "; ".join(problems) + ".")
+
+        spec = get_base_model(req.base_model or "", self.settings.extra_models)
+        if not req.base_model.startswith("models/"):
+            raise InvalidArgument(
+                f"baseModel must look like 'models/{spec.id}', got '{req.base_model}'."
+            )
+        if req.file is not None:
+            file_id = req.file.removeprefix("files/")
+            frow = self.store.get_file(file_id, req.owner)
+            examples = read_examples(self.settings.artifacts_dir / frow.path)
+        else:
+            examples = req.examples or []
+        count = count_tokens_for(spec) if count_tokens_for else None
+        warnings = validate(
+            examples,
+            count_tokens=count,
+            context_length=spec.context_length if count else None,
+            location="trainingData" if req.file is None else req.file,
+        )
+        resolved = hp.resolve(spec.recommended_learning_rate)
+        steps = total_steps(len(examples), resolved.batch_size, resolved.epoch_count)
+
+        model_id = req.tuned_model_id or derive_id(req.display_name)
+        op_name = f"tunedModels/{model_id}/operations/{random_suffix(12)}"
+        ds_id = f"ds-{model_id}-{random_suffix(6)}"
+        ds_rel = Path("datasets") / f"{ds_id}.jsonl"
+        if req.tuned_model_id is not None and self.store.model_exists(model_id):
+            from tunelab.errors import AlreadyExists
+
+            raise AlreadyExists(
+                f"Tuned model 'tunedModels/{model_id}' already exists; choose another "
+                "tunedModelId or delete the existing model."
+            )
+        data = write_examples(self.settings.artifacts_dir / ds_rel, examples)
+        model = TunedModelRow(
+            id=model_id,
+            owner=req.owner,
+            display_name=req.display_name or "",
+            description=req.description or "",
+            base_model=spec.name,
+            state="CREATING",
+            state_message="",
+            cancelled=False,
+            # The tuned model's sampling defaults start as the base model's.
+            temperature=req.temperature if req.temperature is not None else spec.temperature,
+            top_p=req.top_p if req.top_p is not None else spec.top_p,
+            top_k=req.top_k if req.top_k is not None else spec.top_k,
+            epoch_count=resolved.epoch_count,
+            batch_size=resolved.batch_size,
+            learning_rate=resolved.learning_rate,
+            learning_rate_multiplier=req.learning_rate_multiplier,
+            example_count=len(examples),
+            total_steps=steps,
+            dataset_file=ds_id,
+        )
+        dataset = FileRow(
+            id=ds_id,
+            owner=req.owner,
+            kind="dataset",
+            display_name=f"training data of tunedModels/{model_id}",
+            mime_type="application/jsonl",
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            path=str(ds_rel),
+            example_count=len(examples),
+            info={},
+        )
+        op = OperationRow(name=op_name, tuned_model_id=model_id, owner=req.owner, done=False)
+        job = JobRow(
+            tuned_model_id=model_id,
+            operation=op_name,
+            owner=req.owner,
+            state="queued",
+            cancel_requested=False,
+            attempts=0,
+            completed_steps=0,
+            spec={
+                "model_id": model_id,
+                "base_model": spec.id,
+                "dataset": str(ds_rel),
+                "output_dir": str(Path("tuned") / model_id),
+                # Resolved already, so a change of defaults cannot change a queued job.
+                "epoch_count": resolved.epoch_count,
+                "batch_size": resolved.batch_size,
+                "learning_rate": resolved.learning_rate,
+                "seed": self.settings.seed,
+                "total_steps": steps,
+            },
+        )
+        try:
+            self.store.create_tuned_model(model, op, job, dataset)
+        except Exception:
+            (self.settings.artifacts_dir / ds_rel).unlink(missing_ok=True)
+            raise
+        return Submitted(model_id, op_name, warnings)
+
+    # -- cancel / delete ----------------------------------------------------------------
+    def cancel(self, model_id: str, owner: str | None) -> None:
+        """Stop the model's job within one step (or at once if it has not started)."""
+        self.store.request_cancel(model_id, owner, CANCEL_MESSAGE)
+
+    def delete(self, model_id: str, owner: str | None) -> None:
+        if self.store.delete_tuned_model(model_id, owner):
+            shutil.rmtree(self.model_dir(model_id), ignore_errors=True)
+        # else: a worker is training it; it stops within a step and removes the artifacts.
+
+    def usable_adapter(self, row: TunedModelRow) -> Path:
+        """The adapter to serve for a model, or a FAILED_PRECONDITION saying why there is none."""
+        name = f"tunedModels/{row.id}"
+        if row.state == "CREATING":
+            raise FailedPrecondition(
+                f"{name} is still being tuned (state CREATING); poll its operation and call "
+                "it when the state is ACTIVE."
+            )
+        if row.state != "ACTIVE":
+            why = f" {row.state_message}" if row.state_message else ""
+            raise FailedPrecondition(f"{name} cannot be called: its tuning failed.{why}")
+        path = self.adapter_dir(row.id)
+        if not (path / "adapter_model.safetensors").exists():
+            raise FailedPrecondition(f"{name} has no adapter weights on this server.")
+        return path
+
+    # -- uploads ------------------------------------------------------------------------
+    def store_upload(
+        self,
+        owner: str,
+        data: bytes,
+        filename: str,
+        mime_type: str,
+        display_name: str | None,
+        input_column: str | None,
+        output_column: str | None,
+    ) -> FileRow:
+        """Parse an uploaded CSV/JSON/JSONL file (every problem reported at once) and keep
+        its examples; the original bytes are kept beside them."""
+        from tunelab.data.parse import read_bytes
+
+        if not data:
+            raise DatasetError([Problem("the file is empty", filename or "upload")])
+        examples = read_bytes(
+            data, filename or "upload", input_column=input_column, output_column=output_column
+        )
+        file_id = random_suffix(12)
+        folder = Path("files") / file_id
+        ext = Path(filename or "").suffix or ".dat"
+        atomic_write(self.settings.artifacts_dir / folder / f"original{ext}", data)
+        write_examples(self.settings.artifacts_dir / folder / "examples.jsonl", examples)
+        row = FileRow(
+            id=file_id,
+            owner=owner,
+            kind="upload",
+            display_name=display_name or filename or file_id,
+            mime_type=mime_type or "application/octet-stream",
+            size_bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            path=str(folder / "examples.jsonl"),
+            example_count=len(examples),
+            info={
+                "input_column": input_column,
+                "output_column": output_column,
+                "preview": [
+                    {"textInput": e.text_input, "output": e.output} for e in examples[:5]
+                ],
+            },
+        )
+        self.store.add_file(row)
+        return row
+
+    def delete_upload(self, file_id: str, owner: str | None) -> None:
+        row = self.store.delete_file(file_id, owner)
+        shutil.rmtree(self.settings.artifacts_dir / Path(row.path).parent, ignore_errors=True)

@@ -1,0 +1,414 @@
+"""Queries: every read and write of the store goes through ``Store``.
+
+Rows come back detached (``expire_on_commit=False``) so callers can read them after the
+session closes. Each method is one transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tunelab.errors import AlreadyExists, InvalidArgument, NotFound
+from tunelab.store.db import make_engine, session_factory, upgrade
+from tunelab.store.tables import (
+    FileRow,
+    JobRow,
+    OperationRow,
+    SnapshotRow,
+    TunedModelRow,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from tunelab.config import Settings
+
+# gRPC codes used in Operation.error (google.rpc.Code).
+CANCELLED = 1
+INVALID_ARGUMENT = 3
+FAILED_PRECONDITION = 9
+INTERNAL = 13
+
+
+@dataclass
+class Page:
+    items: list
+    next_token: str | None
+
+
+def encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        if not raw.startswith("o:"):
+            raise ValueError(raw)
+        return max(0, int(raw[2:]))
+    except Exception as e:  # noqa: BLE001
+        raise InvalidArgument(
+            f"pageToken '{token}' is not valid; pass the nextPageToken of the previous page."
+        ) from e
+
+
+class Store:
+    """The database behind the service (SQLite by default, any SQLAlchemy URL)."""
+
+    def __init__(self, url: str, *, migrate: bool = True, lock_dir=None):
+        self.url = url
+        self.engine = make_engine(url)
+        if migrate:
+            upgrade(self.engine, lock_dir)
+        self._sessions = session_factory(self.engine)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Store:
+        settings.ensure_dirs()
+        return cls(settings.resolved_database_url(), lock_dir=settings.home)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as s:
+            yield s
+
+    # -- tuned models -------------------------------------------------------------------
+    def create_tuned_model(
+        self, model: TunedModelRow, op: OperationRow, job: JobRow, dataset: FileRow | None
+    ) -> None:
+        """The model, its operation and its queued job appear together or not at all."""
+        try:
+            with self.session() as s:
+                if s.get(TunedModelRow, model.id) is not None:
+                    raise AlreadyExists(
+                        f"Tuned model 'tunedModels/{model.id}' already exists; "
+                        "choose another tunedModelId or delete the existing model."
+                    )
+                if dataset is not None:
+                    s.add(dataset)
+                s.add_all([model, op, job])
+        except IntegrityError as e:
+            raise AlreadyExists(
+                f"Tuned model 'tunedModels/{model.id}' already exists; choose another id."
+            ) from e
+
+    def get_tuned_model(self, model_id: str, owner: str | None) -> TunedModelRow:
+        with self.session() as s:
+            row = s.get(TunedModelRow, model_id)
+            if row is None or (owner is not None and row.owner != owner):
+                raise NotFound(
+                    f"Tuned model 'tunedModels/{model_id}' was not found. "
+                    "List your tuned models with GET /v1beta/tunedModels."
+                )
+            return row
+
+    def list_tuned_models(
+        self, owner: str | None, page_size: int, page_token: str | None, text: str | None
+    ) -> Page:
+        offset = decode_token(page_token)
+        with self.session() as s:
+            q = select(TunedModelRow)
+            if owner is not None:
+                q = q.where(TunedModelRow.owner == owner)
+            if text:
+                like = f"%{text.lower()}%"
+                q = q.where(
+                    or_(
+                        func.lower(TunedModelRow.display_name).like(like),
+                        func.lower(TunedModelRow.description).like(like),
+                    )
+                )
+            q = q.order_by(TunedModelRow.create_time.desc(), TunedModelRow.id)
+            rows = list(s.scalars(q.offset(offset).limit(page_size + 1)))
+        more = len(rows) > page_size
+        return Page(rows[:page_size], encode_token(offset + page_size) if more else None)
+
+    def update_tuned_model(self, model_id: str, owner: str | None, fields: dict) -> TunedModelRow:
+        with self.session() as s:
+            row = s.get(TunedModelRow, model_id)
+            if row is None or (owner is not None and row.owner != owner):
+                raise NotFound(f"Tuned model 'tunedModels/{model_id}' was not found.")
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.update_time = utcnow()
+            return row
+
+    def delete_tuned_model(self, model_id: str, owner: str | None) -> bool:
+        """Delete a model, its operations and snapshots. A running job is asked to stop (its
+        worker removes the artifacts); returns True when the caller may remove them now."""
+        with self.session() as s:
+            row = s.get(TunedModelRow, model_id)
+            if row is None or (owner is not None and row.owner != owner):
+                raise NotFound(f"Tuned model 'tunedModels/{model_id}' was not found.")
+            running = False
+            for job in s.scalars(select(JobRow).where(JobRow.tuned_model_id == model_id)):
+                if job.state == "running":
+                    job.cancel_requested = True
+                    running = True
+                elif job.state == "queued":
+                    job.state = "done"
+                    job.error = "deleted"
+                    job.finish_time = utcnow()
+            s.execute(delete(SnapshotRow).where(SnapshotRow.tuned_model_id == model_id))
+            s.execute(delete(OperationRow).where(OperationRow.tuned_model_id == model_id))
+            if row.dataset_file:
+                ds = s.get(FileRow, row.dataset_file)
+                if ds is not None and ds.kind == "dataset":
+                    s.delete(ds)
+            s.delete(row)
+            return not running
+
+    def snapshots(self, model_id: str) -> list[SnapshotRow]:
+        with self.session() as s:
+            q = select(SnapshotRow).where(SnapshotRow.tuned_model_id == model_id)
+            return list(s.scalars(q.order_by(SnapshotRow.step)))
+
+    # -- operations ---------------------------------------------------------------------
+    def get_operation(self, name: str, owner: str | None) -> OperationRow:
+        with self.session() as s:
+            row = s.get(OperationRow, name)
+            if row is None or (owner is not None and row.owner != owner):
+                raise NotFound(f"Operation '{name}' was not found.")
+            return row
+
+    def list_operations(
+        self, model_id: str, owner: str | None, page_size: int, page_token: str | None
+    ) -> Page:
+        offset = decode_token(page_token)
+        self.get_tuned_model(model_id, owner)
+        with self.session() as s:
+            q = (
+                select(OperationRow)
+                .where(OperationRow.tuned_model_id == model_id)
+                .order_by(OperationRow.create_time.desc())
+            )
+            rows = list(s.scalars(q.offset(offset).limit(page_size + 1)))
+        more = len(rows) > page_size
+        return Page(rows[:page_size], encode_token(offset + page_size) if more else None)
+
+    def operations_of(self, model_id: str) -> list[OperationRow]:
+        with self.session() as s:
+            q = select(OperationRow).where(OperationRow.tuned_model_id == model_id)
+            return list(s.scalars(q.order_by(OperationRow.create_time)))
+
+    # -- jobs (API side) ----------------------------------------------------------------
+    def job_of(self, model_id: str) -> JobRow | None:
+        with self.session() as s:
+            q = select(JobRow).where(JobRow.tuned_model_id == model_id).order_by(JobRow.seq.desc())
+            return s.scalars(q.limit(1)).first()
+
+    def queue_position(self, job: JobRow) -> int:
+        """1 for the next job to start, 0 when the job is not waiting."""
+        if job.state != "queued":
+            return 0
+        with self.session() as s:
+            ahead = s.scalar(
+                select(func.count())
+                .select_from(JobRow)
+                .where(JobRow.state == "queued", JobRow.seq < job.seq)
+            )
+        return int(ahead or 0) + 1
+
+    def list_jobs(self, owner: str | None = None, include_done: bool = False) -> list[JobRow]:
+        with self.session() as s:
+            q = select(JobRow)
+            if owner is not None:
+                q = q.where(JobRow.owner == owner)
+            if not include_done:
+                q = q.where(JobRow.state != "done")
+            return list(s.scalars(q.order_by(JobRow.seq)))
+
+    def request_cancel(self, model_id: str, owner: str | None, message: str) -> None:
+        """Ask the job of a model to stop. A job still in the queue ends here and now."""
+        with self.session() as s:
+            model = s.get(TunedModelRow, model_id)
+            if model is None or (owner is not None and model.owner != owner):
+                raise NotFound(f"Tuned model 'tunedModels/{model_id}' was not found.")
+            q = select(JobRow).where(JobRow.tuned_model_id == model_id, JobRow.state != "done")
+            for job in s.scalars(q):
+                if job.state == "queued":
+                    now = utcnow()
+                    job.state, job.finish_time, job.error = "done", now, "cancelled"
+                    model.state = "FAILED"
+                    model.cancelled = True
+                    model.state_message = (
+                        "Tuning was cancelled by the user before it started; "
+                        "the model has no tuned parameters."
+                    )
+                    model.update_time = model.complete_time = now
+                    op = s.get(OperationRow, job.operation)
+                    if op is not None:
+                        op.done, op.error_code, op.error_message = True, CANCELLED, message
+                else:
+                    job.cancel_requested = True
+
+    # -- jobs (worker side) -------------------------------------------------------------
+    def claim_job(self, worker_id: str, lease_seconds: float) -> JobRow | None:
+        """Take the oldest queued job, or a running one whose worker stopped heartbeating.
+        The conditional UPDATE makes the claim safe when several workers race."""
+        while True:
+            now = utcnow()
+            with self.session() as s:
+                q = (
+                    select(JobRow.seq)
+                    .where(
+                        or_(
+                            JobRow.state == "queued",
+                            and_(JobRow.state == "running", JobRow.lease_expires_at < now),
+                        )
+                    )
+                    .order_by(JobRow.seq)
+                    .limit(1)
+                )
+                seq = s.scalar(q)
+                if seq is None:
+                    return None
+                res = s.execute(
+                    update(JobRow)
+                    .where(
+                        JobRow.seq == seq,
+                        or_(
+                            JobRow.state == "queued",
+                            and_(JobRow.state == "running", JobRow.lease_expires_at < now),
+                        ),
+                    )
+                    .values(
+                        state="running",
+                        worker_id=worker_id,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                        heartbeat_at=now,
+                        attempts=JobRow.attempts + 1,
+                    )
+                )
+                if res.rowcount == 1:
+                    job = s.get(JobRow, seq)
+                    s.refresh(job)
+                    return job
+
+    def heartbeat(self, seq: int, worker_id: str, lease_seconds: float) -> bool:
+        """Extend the lease; False when the job is no longer ours."""
+        now = utcnow()
+        with self.session() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.seq == seq, JobRow.worker_id == worker_id, JobRow.state == "running")
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds), heartbeat_at=now)
+            )
+            return res.rowcount == 1
+
+    def job_status(self, seq: int) -> tuple[str, bool, str | None]:
+        with self.session() as s:
+            job = s.get(JobRow, seq)
+            if job is None:
+                return ("done", True, None)
+            return (job.state, job.cancel_requested, job.worker_id)
+
+    def model_exists(self, model_id: str) -> bool:
+        with self.session() as s:
+            return s.get(TunedModelRow, model_id) is not None
+
+    def mark_started(self, model_id: str, total_steps: int) -> None:
+        with self.session() as s:
+            model = s.get(TunedModelRow, model_id)
+            if model is not None:
+                if model.start_time is None:
+                    model.start_time = utcnow()
+                model.total_steps = total_steps
+                model.update_time = utcnow()
+
+    def put_snapshot(
+        self, seq: int, model_id: str, step: int, epoch: int, mean_loss: float, at: datetime
+    ) -> None:
+        with self.session() as s:
+            row = s.get(SnapshotRow, (model_id, step))
+            if row is None:
+                if s.get(TunedModelRow, model_id) is None:
+                    return
+                s.add(SnapshotRow(tuned_model_id=model_id, step=step, epoch=epoch,
+                                  mean_loss=mean_loss, compute_time=at))
+            else:
+                row.epoch, row.mean_loss, row.compute_time = epoch, mean_loss, at
+            s.execute(update(JobRow).where(JobRow.seq == seq).values(completed_steps=step))
+
+    def release_job(self, seq: int, worker_id: str) -> None:
+        """Put a job back in the queue (worker shutting down); keeps its place (``seq``)."""
+        with self.session() as s:
+            s.execute(
+                update(JobRow)
+                .where(JobRow.seq == seq, JobRow.worker_id == worker_id, JobRow.state == "running")
+                .values(state="queued", worker_id=None, lease_expires_at=None)
+            )
+
+    def finish_job(
+        self,
+        seq: int,
+        worker_id: str,
+        *,
+        model_state: str,
+        cancelled: bool = False,
+        state_message: str = "",
+        error_code: int | None = None,
+        error_message: str | None = None,
+    ) -> bool:
+        """Record the outcome of a job in one transaction; False if the job was not ours."""
+        now = utcnow()
+        with self.session() as s:
+            job = s.get(JobRow, seq)
+            if job is None or job.worker_id != worker_id or job.state != "running":
+                return False
+            job.state, job.finish_time, job.lease_expires_at = "done", now, None
+            job.error = error_message
+            model = s.get(TunedModelRow, job.tuned_model_id)
+            if model is not None:
+                model.state = model_state
+                model.cancelled = cancelled
+                model.state_message = state_message
+                model.complete_time = model.update_time = now
+            op = s.get(OperationRow, job.operation)
+            if op is not None:
+                op.done, op.error_code, op.error_message = True, error_code, error_message
+            return True
+
+    # -- files --------------------------------------------------------------------------
+    def add_file(self, row: FileRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def get_file(self, file_id: str, owner: str | None) -> FileRow:
+        with self.session() as s:
+            row = s.get(FileRow, file_id)
+            if row is None or row.kind != "upload" or (owner is not None and row.owner != owner):
+                raise NotFound(
+                    f"File 'files/{file_id}' was not found; upload it with POST /v1beta/files."
+                )
+            return row
+
+    def list_files(self, owner: str | None, page_size: int, page_token: str | None) -> Page:
+        offset = decode_token(page_token)
+        with self.session() as s:
+            q = select(FileRow).where(FileRow.kind == "upload")
+            if owner is not None:
+                q = q.where(FileRow.owner == owner)
+            q = q.order_by(FileRow.create_time.desc()).offset(offset).limit(page_size + 1)
+            rows = list(s.scalars(q))
+        more = len(rows) > page_size
+        return Page(rows[:page_size], encode_token(offset + page_size) if more else None)
+
+    def delete_file(self, file_id: str, owner: str | None) -> FileRow:
+        row = self.get_file(file_id, owner)
+        with self.session() as s:
+            s.execute(delete(FileRow).where(FileRow.id == file_id))
+        return row
