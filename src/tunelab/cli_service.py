@@ -1,0 +1,273 @@
+"""Service commands of the ``tunelab`` CLI: ``serve``, ``worker``, ``jobs``, ``cancel``, and
+``tune --server`` (``submit_and_follow``). ``cli.py`` calls ``register(app)``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from tunelab.config import Settings
+from tunelab.errors import TunelabError
+
+console = Console()
+err = Console(stderr=True)
+
+ServerOpt = Annotated[
+    str | None, typer.Option("--server", help="URL of a running tunelab service.")
+]
+
+
+# ------------------------------------------------------------------------------- serve
+class WorkerPool:
+    """``tunelab serve``'s worker processes, restarted if they die (a killed worker's job is
+    resumed by the next one to claim it once its lease lapses)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "tunelab.jobs"], env=os.environ.copy())
+
+    def start(self) -> None:
+        self.procs = [self._spawn() for _ in range(self.n)]
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="worker-pool")
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(1.0):
+            for i, p in enumerate(self.procs):
+                if p.poll() is not None and not self.stopping.is_set():
+                    err.print(f"worker {p.pid} exited ({p.returncode}); starting another")
+                    self.procs[i] = self._spawn()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stopping.set()
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)  # the job stops within a step, back to the queue
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Tuning worker processes to start.")] = 1,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Start no worker (run `tunelab worker`).")
+    ] = False,
+) -> None:
+    """Run the API (Gemini tuning protocol under /v1beta) and local tuning workers."""
+    import uvicorn
+
+    from tunelab.api.app import create_app
+    from tunelab.store import Store
+
+    settings = Settings()
+    store = Store.open(settings)  # migrations run once, before any worker starts
+    pool = WorkerPool(0 if no_worker else max(0, workers))
+    app = create_app(settings, store)
+    err.print(f"tunelab: data in {settings.home}; {pool.n} worker(s); http://{host}:{port}")
+    pool.start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        pool.stop()
+
+
+def worker(
+    once: Annotated[bool, typer.Option(help="Exit when the queue is empty.")] = False,
+) -> None:
+    """Run one tuning worker against the store in TUNELAB_HOME / TUNELAB_DATABASE_URL."""
+    from tunelab.jobs.worker import run_worker
+
+    run_worker(Settings(), once=once)
+
+
+# --------------------------------------------------------------------- client helpers
+def _client(server: str):
+    import httpx
+
+    return httpx.Client(base_url=server.rstrip("/"), timeout=60.0)
+
+
+def _check(resp) -> dict:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {}
+    if resp.status_code >= 400:
+        e = body.get("error", {}) if isinstance(body, dict) else {}
+        raise TunelabError(
+            f"{resp.status_code} {e.get('status', '')}: {e.get('message', resp.text)}"
+        )
+    return body
+
+
+def jobs(
+    server: ServerOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include finished jobs.")] = False,
+) -> None:
+    """List tuning jobs (the queue, in order, with progress)."""
+    table = Table("model", "state", "steps", "queue", "worker" if not server else "updated")
+    try:
+        if server:
+            with _client(server) as c:
+                body = _check(c.get("/v1beta/tunedModels", params={"pageSize": 1000}))
+                for m in body.get("tunedModels", []):
+                    if not all_ and m.get("state") != "CREATING":
+                        continue
+                    snaps = m.get("tuningTask", {}).get("snapshots") or []
+                    table.add_row(m["name"], m["state"], str(snaps[-1]["step"] if snaps else 0),
+                                  "", m.get("updateTime", ""))
+        else:
+            from tunelab.store import Store
+
+            store = Store.open(Settings())
+            for j in store.list_jobs(include_done=all_):
+                pos = store.queue_position(j)
+                table.add_row(
+                    f"tunedModels/{j.tuned_model_id}",
+                    j.state + (" (cancelling)" if j.cancel_requested else ""),
+                    f"{j.completed_steps}/{j.spec.get('total_steps', '?')}",
+                    str(pos) if pos else "",
+                    j.worker_id or "",
+                )
+    except TunelabError as e:
+        err.print(f"[red]{e.message}[/]")
+        raise typer.Exit(2) from None
+    console.print(table)
+
+
+def cancel(
+    model: Annotated[str, typer.Argument(help="tunedModels/ID or ID.")],
+    server: ServerOpt = None,
+) -> None:
+    """Cancel a tuning job; it stops within one step and keeps what it learned so far."""
+    model_id = model.removeprefix("tunedModels/")
+    try:
+        if server:
+            with _client(server) as c:
+                _check(c.post(f"/v1beta/tunedModels/{model_id}:cancel"))
+        else:
+            from tunelab.jobs.service import TuningService
+            from tunelab.store import Store
+
+            settings = Settings()
+            TuningService(settings, Store.open(settings)).cancel(model_id, None)
+    except TunelabError as e:
+        err.print(f"[red]{e.message}[/]")
+        raise typer.Exit(2) from None
+    console.print(f"Cancel requested for tunedModels/{model_id}.")
+
+
+def submit_and_follow(
+    server: str,
+    examples: list,
+    hp: Any,
+    base_model: str,
+    display_name: str | None,
+    *,
+    poll_seconds: float = 1.0,
+    out: Console | None = None,
+) -> dict:
+    """Submit a tuning job to a tunelab service and show the progress bar from the
+    operation's snapshots until it is done. Ctrl-C cancels the job. Returns the final
+    Operation JSON; raises TunelabError when the server rejects the request."""
+    out = out or console
+    body: dict = {
+        "baseModel": base_model if base_model.startswith("models/") else f"models/{base_model}",
+        "tuningTask": {
+            "trainingData": {"examples": {"examples": [
+                {"textInput": e.text_input, "output": e.output} for e in examples
+            ]}},
+            "hyperparameters": {k: v for k, v in {
+                "epochCount": hp.epoch_count,
+                "batchSize": hp.batch_size,
+                "learningRate": hp.learning_rate,
+                "learningRateMultiplier": hp.learning_rate_multiplier,
+            }.items() if v is not None},
+        },
+    }
+    if display_name:
+        body["displayName"] = display_name[:40]
+    progress = Progress(
+        TextColumn("[bold blue]tuning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epoch {task.fields[epoch]}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=out,
+    )
+    with _client(server) as c:
+        op = _check(c.post("/v1beta/tunedModels", json=body))
+        meta = op["metadata"]
+        out.print(f"Submitted {meta['tunedModel']} ({meta['totalSteps']} steps) to {server}")
+        cancelled = False
+        with progress:
+            task = progress.add_task("tune", total=meta["totalSteps"], epoch="–", loss="–",
+                                     note="")
+            while True:
+                meta = op["metadata"]
+                snaps = meta.get("snapshots") or []
+                pos = meta.get("queuePosition")
+                progress.update(
+                    task,
+                    completed=meta.get("completedSteps", 0),
+                    epoch=snaps[-1]["epoch"] if snaps else "–",
+                    loss=f"{snaps[-1]['meanLoss']:.4f}" if snaps else "–",
+                    note=f"queued (position {pos})" if pos else "",
+                )
+                if op.get("done"):
+                    break
+                try:
+                    time.sleep(poll_seconds)
+                    op = _check(c.get(f"/v1beta/{op['name']}"))
+                except KeyboardInterrupt:
+                    if cancelled:
+                        raise
+                    cancelled = True
+                    out.print("Cancelling (Ctrl-C again to stop following)…")
+                    _check(c.post(f"/v1beta/{op['name']}:cancel"))
+        name = op["metadata"]["tunedModel"]
+        if "error" in op:
+            out.print(f"[yellow]{name}: {op['error'].get('message', '')}[/]")
+        else:
+            out.print(f"[green]{name} is ACTIVE.[/] Call it with POST "
+                      f"{server.rstrip('/')}/v1beta/{name}:generateContent")
+        return op
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(worker)
+    app.command()(jobs)
+    app.command()(cancel)
