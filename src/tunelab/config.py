@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         default=None, description="Run training as Ray tasks on this cluster instead of locally."
     )
+    step_delay_seconds: float = Field(
+        default=0.0,
+        description="Testing only: a worker sleeps this long after each training step, so tests "
+        "can stop or kill a job mid-epoch on a model that trains in milliseconds.",
+    )
 
     @property
     def models_dir(self) -> Path:

@@ -120,6 +120,8 @@ class Worker:
             self.store.put_snapshot(
                 job.seq, spec.model_id, s.step, s.epoch, float(s.mean_loss), s.compute_time
             )
+            if self.settings.step_delay_seconds:
+                time.sleep(self.settings.step_delay_seconds)
 
         try:
             if not self.store.model_exists(spec.model_id):

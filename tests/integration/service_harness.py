@@ -1,0 +1,117 @@
+"""Start a real tunelab service (``tunelab serve``) and workers as subprocesses, on a free
+port of 127.0.0.1 with a temporary TUNELAB_HOME and the tiny random base model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def examples(n: int = 20) -> list[dict]:
+    """Inputs and outputs in one consistent format (no validation warnings)."""
+    return [{"textInput": f"word {i}", "output": f"WORD {i}"} for i in range(n)]
+
+
+def create_body(n: int = 20, epochs: int = 2, batch: int = 4, **extra) -> dict:
+    body = {
+        "baseModel": "models/tiny-random",
+        "tuningTask": {
+            "trainingData": {"examples": {"examples": examples(n)}},
+            "hyperparameters": {"epochCount": epochs, "batchSize": batch, "learningRate": 0.01},
+        },
+    }
+    body.update(extra)
+    return body
+
+
+class Service:
+    def __init__(self, home: Path, *, workers: int = 1, env: dict | None = None):
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.env = {
+            **os.environ,
+            "TUNELAB_HOME": str(home),
+            "TUNELAB_DEFAULT_BASE_MODEL": "tiny-random",
+            "TUNELAB_THREADS": "1",
+            "TUNELAB_LEASE_SECONDS": "2",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+        self.worker_procs: list[subprocess.Popen] = []
+        self.log = open(home / f"serve-{self.port}.log", "ab")
+
+    def start(self) -> Service:
+        args = [sys.executable, "-m", "tunelab.cli", "serve", "--host", "127.0.0.1",
+                "--port", str(self.port), "--workers", str(self.workers)]
+        if self.workers == 0:
+            args.append("--no-worker")
+        self.proc = subprocess.Popen(args, env=self.env, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.read_log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.read_log()}")
+
+    def start_worker(self) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-m", "tunelab.jobs"], env=self.env,
+                             stdout=self.log, stderr=self.log)
+        self.worker_procs.append(p)
+        return p
+
+    def read_log(self) -> str:
+        self.log.flush()
+        return (self.home / f"serve-{self.port}.log").read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        for p in [self.proc, *self.worker_procs]:
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in [self.proc, *self.worker_procs]:
+            if p is not None:
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.worker_procs = []
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+def wait_op(c: httpx.Client, name: str, until=lambda op: op.get("done"), timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        op = c.get(f"/v1beta/{name}").json()
+        if until(op):
+            return op
+        time.sleep(0.1)
+    raise AssertionError(f"operation {name} did not reach the condition: {op}")
+
+
+def snapshot_tuples(op_or_model: dict) -> list[tuple]:
+    snaps = (op_or_model.get("metadata") or op_or_model.get("tuningTask") or {}).get(
+        "snapshots", []
+    )
+    return [(s["step"], s["epoch"], round(s["meanLoss"], 5)) for s in snaps]
