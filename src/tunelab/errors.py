@@ -73,7 +73,9 @@ class Problem:
     row: int | None = None  # 1-based example number, when the finding concerns one example
 
     def __str__(self) -> str:
-        where = ", ".join(p for p in (self.location, f"field '{self.field}'" if self.field else "") if p)
+        where = ", ".join(
+            p for p in (self.location, f"field '{self.field}'" if self.field else "") if p
+        )
         return f"{where}: {self.message}" if where else self.message
 
 

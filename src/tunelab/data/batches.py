@@ -26,7 +26,9 @@ class TokenizedExample:
         return len(self.prompt_ids) + len(self.output_ids)
 
 
-def encode_prompt(tokenizer: Any, template: Template, turns: list[Turn], system: str | None) -> list[int]:
+def encode_prompt(
+    tokenizer: Any, template: Template, turns: list[Turn], system: str | None
+) -> list[int]:
     ids = tokenizer(template.render(turns, system), add_special_tokens=False)["input_ids"]
     if template.bos and tokenizer.bos_token_id is not None:
         ids = [tokenizer.bos_token_id, *ids]

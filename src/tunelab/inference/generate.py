@@ -120,7 +120,9 @@ class Generator:
             self._cache.move_to_end(name)
         else:
             if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self.base.model, str(adapter), adapter_name=name)
+                self._peft = PeftModel.from_pretrained(
+                    self.base.model, str(adapter), adapter_name=name
+                )
                 self._peft.eval()
             else:
                 self._peft.load_adapter(str(adapter), adapter_name=name)
@@ -186,7 +188,12 @@ class Generator:
         yield from self._stream_one(turns, system, config or GenerationConfig(), adapter, 0)
 
     def _stream_one(
-        self, turns: list[Turn], system: str | None, config: GenerationConfig, adapter: Path | None, index: int
+        self,
+        turns: list[Turn],
+        system: str | None,
+        config: GenerationConfig,
+        adapter: Path | None,
+        index: int,
     ) -> Iterator[Chunk]:
         import torch
 
@@ -200,7 +207,9 @@ class Generator:
                 f"The prompt is {len(ids)} tokens; this base model accepts at most {limit - 1}. "
                 "Shorten the prompt or the conversation."
             )
-        max_new = min(config.max_output_tokens or self.base.spec.output_token_limit, limit - len(ids))
+        max_new = min(
+            config.max_output_tokens or self.base.spec.output_token_limit, limit - len(ids)
+        )
         user_stops = [s for s in config.stop_sequences if s]
         stops = [*user_stops, self.base.template.end]
         # Hold back text that could be the start of a stop sequence until it is decided.
@@ -213,7 +222,9 @@ class Generator:
         tok = self.base.tokenizer
         with self._lock, torch.inference_mode():
             model = self._activate(adapter)
-            ctx = model.disable_adapter() if (adapter is None and self._peft is not None) else _null()
+            ctx = (
+                model.disable_adapter() if (adapter is None and self._peft is not None) else _null()
+            )
             with ctx:
                 out_ids: list[int] = []
                 emitted = 0

@@ -46,7 +46,9 @@ class Hyperparameters:
         ]
         for name, value, lo, hi in checks:
             if value is not None and (not isinstance(value, int) or not lo <= value <= hi):
-                out.append(Problem(f"must be a whole number from {lo} to {hi}, got {value!r}", field=name))
+                out.append(
+                    Problem(f"must be a whole number from {lo} to {hi}, got {value!r}", field=name)
+                )
         for name, value in (
             ("learningRate", self.learning_rate),
             ("learningRateMultiplier", self.learning_rate_multiplier),
@@ -67,7 +69,9 @@ class Hyperparameters:
         if self.learning_rate is not None:
             lr = self.learning_rate
         elif self.learning_rate_multiplier is not None:
-            lr = self.learning_rate_multiplier * (recommended_learning_rate or DEFAULT_LEARNING_RATE)
+            lr = self.learning_rate_multiplier * (
+                recommended_learning_rate or DEFAULT_LEARNING_RATE
+            )
         else:
             lr = recommended_learning_rate or DEFAULT_LEARNING_RATE
         return ResolvedHyperparameters(

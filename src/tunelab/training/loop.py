@@ -83,9 +83,7 @@ class TrainResult:
         return self.tokens / self.train_seconds if self.train_seconds else 0.0
 
 
-def plan_batches(
-    lengths: list[int], batch_size: int, seed: int, epoch: int
-) -> list[list[int]]:
+def plan_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The batches (lists of example indices) of one epoch, deterministic in (seed, epoch)."""
     import torch
 
@@ -249,7 +247,9 @@ def train(
                 "fingerprint": fingerprint,
                 "epochs_run": epoch + 1,
                 "step": step,
-                "adapter": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()},
+                "adapter": {
+                    k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()
+                },
                 "optimizer": optimizer.state_dict(),
                 "snapshots": [s.to_dict() for s in snapshots],
                 "epoch_losses": epoch_losses,
@@ -260,7 +260,9 @@ def train(
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, epoch_losses[-1])
 
-        atomic_dir(output_dir / "adapter", lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
+        atomic_dir(
+            output_dir / "adapter", lambda tmp: model.save_pretrained(tmp, safe_serialization=True)
+        )
         advice = advise_epoch(epoch_losses)
         manifest = {
             "tunelab_version": __version__,

@@ -1,0 +1,1 @@
+"""Bundled example datasets (and the code that generated them)."""
