@@ -23,7 +23,6 @@ from tunelab.config import Settings
 from tunelab.data import Example
 from tunelab.errors import DatasetError, FailedPrecondition, InvalidArgument, Problem
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
-from tunelab.store.repo import CANCELLED
 
 ID_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 MAX_DISPLAY_NAME = 40

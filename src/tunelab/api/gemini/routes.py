@@ -41,6 +41,7 @@ MUTABLE = {
     "topk": "top_k",
 }
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+GCR_REF = "#/components/schemas/GenerateContentResponse"
 
 
 def _store(request: Request) -> Store:
@@ -459,10 +460,8 @@ for _kind, _tag in (("tunedModels", "tunedModels"), ("models", "models")):
             f"/{kind}/{{model_id}}:streamGenerateContent", tags=[tag],
             name=f"{kind}.streamGenerateContent",
             responses={200: {"content": {
-                "text/event-stream": {"schema": {"$ref": "#/components/schemas/GenerateContentResponse"}},
-                "application/json": {"schema": {
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/GenerateContentResponse"}}},
+                "text/event-stream": {"schema": {"$ref": GCR_REF}},
+                "application/json": {"schema": {"type": "array", "items": {"$ref": GCR_REF}}},
             }, "description": "SSE events with alt=sse, otherwise one streamed JSON array."}},
         )
         async def stream_generate_content(
