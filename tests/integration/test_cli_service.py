@@ -1,0 +1,41 @@
+"""The service commands of the CLI against a real server: tune --server, jobs, cancel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from service_harness import create_body, wait_op
+
+
+def _cli(service, *args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "tunelab.cli", *args], env=service.env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_tune_with_server_follows_progress(service, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("text_input,output\n" + "".join(f"word {i},WORD {i}\n" for i in range(20)))
+    r = _cli(service, "tune", str(data), "--server", service.url, "--epochs", "1",
+             "--batch-size", "4", "--learning-rate", "0.01", "--base-model", "tiny-random",
+             "--display-name", "From CLI")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Submitted tunedModels/from-cli-" in r.stdout
+    assert "5/5" in r.stdout and "is ACTIVE" in r.stdout
+
+
+def test_jobs_and_cancel(service, client):
+    op = client.post("/v1beta/tunedModels", params={"tunedModelId": "cli-long"},
+                     json=create_body(n=40, epochs=50)).json()
+    wait_op(client, op["name"], until=lambda o: o["metadata"]["completedSteps"] >= 1)
+    local = _cli(service, "jobs")
+    assert local.returncode == 0 and "tunedModels/cli-long" in local.stdout
+    assert "running" in local.stdout
+    remote = _cli(service, "jobs", "--server", service.url)
+    assert "tunedModels/cli-long" in remote.stdout and "CREATING" in remote.stdout
+    r = _cli(service, "cancel", "tunedModels/cli-long", "--server", service.url)
+    assert r.returncode == 0 and "Cancel requested" in r.stdout
+    done = wait_op(client, op["name"])
+    assert done["error"]["code"] == 1
+    r = _cli(service, "cancel", "no-such-model")
+    assert r.returncode == 2 and "not found" in (r.stdout + r.stderr)
