@@ -31,14 +31,14 @@ def advise_epoch(epoch_losses: list[float]) -> EpochAdvice | None:
         return None
     n = len(epoch_losses)
     if n == 1:
-        return EpochAdvice(1, False, "Only one epoch ran; there is no curve to judge yet.")
+        return EpochAdvice(1, False, "Only one epoch ran (epoch 1); there is no curve to judge yet.")
     first, best = epoch_losses[0], min(epoch_losses)
     drop = first - best
     if drop <= 0:
         return EpochAdvice(
             1,
             False,
-            "The loss did not fall after the first epoch: the extra epochs did not help. "
+            "The loss did not fall after epoch 1: the extra epochs did not help. "
             "Check that outputs are consistent, or try a lower learning rate.",
         )
     threshold = PLATEAU_FRACTION * drop
@@ -55,6 +55,6 @@ def advise_epoch(epoch_losses: list[float]) -> EpochAdvice | None:
     return EpochAdvice(
         n,
         False,
-        f"The loss was still falling at the last epoch ({epoch_losses[-1]:.4f}); "
+        f"The loss was still falling at the last epoch, epoch {n} ({epoch_losses[-1]:.4f}); "
         "more epochs may help.",
     )
