@@ -31,7 +31,9 @@ def advise_epoch(epoch_losses: list[float]) -> EpochAdvice | None:
         return None
     n = len(epoch_losses)
     if n == 1:
-        return EpochAdvice(1, False, "Only one epoch ran (epoch 1); there is no curve to judge yet.")
+        return EpochAdvice(
+            1, False, "Only one epoch ran (epoch 1); there is no curve to judge yet."
+        )
     first, best = epoch_losses[0], min(epoch_losses)
     drop = first - best
     if drop <= 0:

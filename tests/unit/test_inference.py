@@ -1,0 +1,124 @@
+"""Generation on the tiny model: greedy determinism, sampling settings, stop sequences,
+streaming, adapters and the adapter LRU."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunelab.data import Example
+from tunelab.errors import InvalidArgument
+from tunelab.inference import GenerationConfig, Generator
+from tunelab.training import Hyperparameters, train
+
+PROMPT = [("user", "hello there")]
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_serving_base):
+    return Generator(tiny_serving_base)
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_base, tmp_path_factory):
+    """Two adapters tuned to answer 'yes' / 'no' to everything."""
+    out = {}
+    for word in ("yes", "no"):
+        exs = [Example(f"question {i}", word) for i in range(20)]
+        d = tmp_path_factory.mktemp(word)
+        train(tiny_base, exs, Hyperparameters(epoch_count=15, learning_rate=0.02), d)
+        out[word] = d / "adapter"
+    return out
+
+
+def test_greedy_is_deterministic_and_bounded(gen):
+    cfg = GenerationConfig(max_output_tokens=12)
+    a, b = gen.generate(PROMPT, None, cfg), gen.generate(PROMPT, None, cfg)
+    assert a.text == b.text
+    c = a.candidates[0]
+    assert c.token_count <= 12
+    assert c.finish_reason in ("STOP", "MAX_TOKENS")
+    assert a.prompt_token_count == gen.count_tokens(PROMPT)
+
+
+def test_stream_concatenates_to_generate(gen):
+    cfg = GenerationConfig(max_output_tokens=20)
+    chunks = list(gen.stream(PROMPT, None, cfg))
+    assert "".join(c.text for c in chunks) == gen.generate(PROMPT, None, cfg).text
+    assert chunks[-1].finish_reason is not None
+    assert all(c.finish_reason is None for c in chunks[:-1])
+
+
+def test_sampling_is_seeded(gen):
+    cfg = GenerationConfig(temperature=1.0, top_k=50, top_p=0.9, seed=7, max_output_tokens=15)
+    assert gen.generate(PROMPT, None, cfg).text == gen.generate(PROMPT, None, cfg).text
+    two = gen.generate(
+        PROMPT,
+        None,
+        GenerationConfig(temperature=1.5, seed=1, candidate_count=2, max_output_tokens=15),
+    )
+    assert len(two.candidates) == 2
+
+
+def test_tuned_adapter_answers_and_stop_sequences_cut(gen, adapters):
+    yes = gen.generate(
+        [("user", "question 3")], None, GenerationConfig(max_output_tokens=10), adapters["yes"]
+    )
+    assert yes.text == "yes" and yes.candidates[0].finish_reason == "STOP"
+    no = gen.generate(
+        [("user", "question 3")], None, GenerationConfig(max_output_tokens=10), adapters["no"]
+    )
+    assert no.text == "no"
+    cut = gen.generate(
+        [("user", "question 3")], None, GenerationConfig(stop_sequences=("s",)), adapters["yes"]
+    )
+    assert cut.text == "ye" and cut.candidates[0].finish_reason == "STOP"
+    # the base model (no adapter) is unchanged by the loaded adapters
+    base = gen.generate([("user", "question 3")], None, GenerationConfig(max_output_tokens=10))
+    assert base.text not in ("yes", "no")
+
+
+def test_adapter_lru_evicts_by_bytes(tiny_serving_base, adapters):
+    size = (adapters["yes"] / "adapter_model.safetensors").stat().st_size
+    g = Generator(tiny_serving_base, adapter_cache_bytes=int(size * 1.5))
+    cfg = GenerationConfig(max_output_tokens=4)
+    g.generate([("user", "question 1")], None, cfg, adapters["yes"])
+    assert g.cached_adapters == 1
+    assert g.generate([("user", "question 1")], None, cfg, adapters["no"]).text == "no"
+    assert g.cached_adapters == 1  # "yes" was evicted to stay within budget
+    assert g.generate([("user", "question 1")], None, cfg, adapters["yes"]).text == "yes"
+
+
+@pytest.mark.parametrize(
+    "cfg, fragment",
+    [
+        (GenerationConfig(temperature=3.0), "temperature"),
+        (GenerationConfig(top_p=0.0), "topP"),
+        (GenerationConfig(top_k=0), "topK"),
+        (GenerationConfig(max_output_tokens=0), "maxOutputTokens"),
+        (GenerationConfig(candidate_count=9), "candidateCount"),
+    ],
+)
+def test_bad_generation_config(gen, cfg, fragment):
+    with pytest.raises(InvalidArgument) as e:
+        gen.generate(PROMPT, None, cfg)
+    assert fragment in e.value.message
+
+
+def test_prompt_errors(gen, tiny_serving_base):
+    with pytest.raises(InvalidArgument, match="role 'user'"):
+        gen.generate([("user", "hi"), ("model", "hello")])
+    with pytest.raises(InvalidArgument, match="at least one user message"):
+        gen.generate([])
+    too_long = "x" * (tiny_serving_base.spec.context_length + 10)
+    with pytest.raises(InvalidArgument, match="Shorten the prompt"):
+        gen.generate([("user", too_long)])
+
+
+def test_multi_turn_and_system_follow_the_template(gen, tiny_serving_base):
+    turns = [("user", "a"), ("model", "b"), ("user", "c")]
+    text = tiny_serving_base.template.render(turns, "sys")
+    assert text == (
+        "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\na<|im_end|>\n"
+        "<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert gen.count_tokens(turns, "sys") == len(tiny_serving_base.encode(text))
