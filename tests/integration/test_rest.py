@@ -267,6 +267,11 @@ def test_file_upload_and_tune_from_file(client, tmp_path):
     op = client.post("/v1beta/tunedModels", json=body).json()
     done = wait_op(client, op["name"])
     assert done["response"]["state"] == "ACTIVE"
+    few = client.post("/v1beta/files", files={"file": ("few.csv", csv[:60], "text/csv")})
+    assert few.status_code == 400 and "at least 20" in few.json()["error"]["message"]
+    mixed = csv + "word 1,WORD 1\n"  # a duplicate: a warning, not an error
+    warn = client.post("/v1beta/files", files={"file": ("mixed.csv", mixed, "text/csv")})
+    assert warn.status_code == 200 and warn.json()["warnings"]
     bad = client.post("/v1beta/files", files={"file": ("bad.csv", "a,b\n1,2\n", "text/csv")})
     assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
     big = client.post("/v1beta/files", files={"file": ("big.jsonl", b"x" * (4 * 2**20 + 1))})

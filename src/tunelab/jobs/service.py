@@ -282,7 +282,12 @@ class TuningService:
         self.store.request_cancel(model_id, owner, CANCEL_MESSAGE)
 
     def delete(self, model_id: str, owner: str | None) -> None:
-        if self.store.delete_tuned_model(model_id, owner):
+        row = self.store.get_tuned_model(model_id, owner)
+        ds = self.store.dataset_path(row.dataset_file) if row.dataset_file else None
+        may_remove = self.store.delete_tuned_model(model_id, owner)
+        if ds:  # a running worker holds the examples in memory already
+            (self.settings.artifacts_dir / ds).unlink(missing_ok=True)
+        if may_remove:
             shutil.rmtree(self.model_dir(model_id), ignore_errors=True)
         # else: a worker is training it; it stops within a step and removes the artifacts.
 
@@ -319,9 +324,14 @@ class TuningService:
 
         if not data:
             raise DatasetError([Problem("the file is empty", filename or "upload")])
+        from tunelab.data.validate import validate
+
         examples = read_bytes(
             data, filename or "upload", input_column=input_column, output_column=output_column
         )
+        # Everything that does not depend on the base model is checked now (the token
+        # lengths are checked when a tuning job names its base model).
+        warnings = validate(examples, location=filename or "upload")
         file_id = random_suffix(12)
         folder = Path("files") / file_id
         ext = Path(filename or "").suffix or ".dat"
@@ -343,6 +353,7 @@ class TuningService:
                 "preview": [
                     {"textInput": e.text_input, "output": e.output} for e in examples[:5]
                 ],
+                "warnings": [str(w) for w in warnings],
             },
         )
         self.store.add_file(row)

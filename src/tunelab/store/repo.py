@@ -171,6 +171,11 @@ class Store:
             s.delete(row)
             return not running
 
+    def dataset_path(self, file_id: str) -> str | None:
+        with self.session() as s:
+            row = s.get(FileRow, file_id)
+            return row.path if row is not None else None
+
     def snapshots(self, model_id: str) -> list[SnapshotRow]:
         with self.session() as s:
             q = select(SnapshotRow).where(SnapshotRow.tuned_model_id == model_id)
