@@ -1,0 +1,148 @@
+"""The tunelab CLI, run as a user runs it (a subprocess), on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def write_jsonl(path: Path, n: int = 24, bad_row: int | None = None) -> Path:
+    lines = []
+    for i in range(n):
+        out = "" if i + 1 == bad_row else f"{2 * i + 1}"
+        lines.append(json.dumps({"text_input": f"add {i} and {i + 1}", "output": out}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def env(tmp_path, models_dir, tiny_base):
+    e = dict(os.environ)
+    e["TUNELAB_HOME"] = str(tmp_path / "home")
+    e["TUNELAB_EXTRA_MODELS"] = json.dumps({"tiny": str(tiny_base.path)})
+    e["COLUMNS"] = "200"
+    return e
+
+
+def run(args, env, cwd, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_tune_then_generate_then_use_epoch(tmp_path, env):
+    data = write_jsonl(tmp_path / "sums.jsonl")
+    r = run(
+        [
+            "tune",
+            str(data),
+            "--base-model",
+            "tiny",
+            "--epochs",
+            "2",
+            "--learning-rate",
+            "0.02",
+            "-o",
+            "out",
+        ],
+        env,
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Mean loss per epoch" in r.stdout and "Epoch advice" in r.stdout
+    assert "12/12" in r.stdout  # the progress bar finished: ceil(24/4) * 2 steps
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and len(manifest["snapshots"]) == 12
+    g = run(["generate", "out", "add 1 and 2", "--max-output-tokens", "5"], env, tmp_path)
+    assert g.returncode == 0, g.stderr
+    u = run(["use-epoch", "out", "1"], env, tmp_path)
+    assert u.returncode == 0 and "epoch 1" in u.stdout
+    bad = run(["use-epoch", "out", "9"], env, tmp_path)
+    assert bad.returncode == 2 and "available epochs: 1, 2" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_bad_data_is_reported_with_its_line_and_no_traceback(tmp_path, env):
+    data = write_jsonl(tmp_path / "bad.jsonl", n=24, bad_row=5)
+    r = run(["tune", str(data), "--base-model", "tiny"], env, tmp_path)
+    assert r.returncode == 2
+    assert "bad.jsonl, line 5" in r.stderr and "output" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_too_few_examples_and_both_rates(tmp_path, env):
+    data = write_jsonl(tmp_path / "few.jsonl", n=5)
+    r = run(["tune", str(data), "--base-model", "tiny"], env, tmp_path)
+    assert r.returncode == 2 and "20" in r.stderr and "Traceback" not in r.stderr
+    r = run(
+        ["tune", str(data), "--learning-rate", "0.1", "--learning-rate-multiplier", "2"],
+        env,
+        tmp_path,
+    )
+    assert r.returncode == 2 and "not both" in r.stderr
+
+
+def test_missing_file_and_unknown_model(tmp_path, env):
+    r = run(["tune", "nope.csv"], env, tmp_path)
+    assert r.returncode == 2 and "nope.csv" in r.stderr and "Traceback" not in r.stderr
+    data = write_jsonl(tmp_path / "ok.jsonl")
+    r = run(["tune", str(data), "--base-model", "gpt-17"], env, tmp_path)
+    assert r.returncode == 2 and "Known base models" in r.stderr
+
+
+def test_models_lists_the_catalog(tmp_path, env):
+    r = run(["models"], env, tmp_path)
+    assert r.returncode == 0
+    assert "smollm2-135m-instruct" in r.stdout and "gemma-3-270m" in r.stdout
+    assert "tiny" in r.stdout
+
+
+def test_ctrl_c_cancels_cleanly_and_keeps_the_adapter(tmp_path, env):
+    data = write_jsonl(tmp_path / "long.jsonl", n=40)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tunelab.cli",
+            "tune",
+            str(data),
+            "--base-model",
+            "tiny",
+            "--epochs",
+            "1000",
+            "--batch-size",
+            "1",
+            "-o",
+            "out",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ckpt = tmp_path / "out" / "checkpoints" / "epoch-1"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.exists(), "training never reached its first checkpoint"
+    proc.send_signal(signal.SIGINT)
+    out, errs = proc.communicate(timeout=120)
+    assert proc.returncode == 0, errs
+    assert "Cancelling after this step" in errs
+    assert "cancelled" in out and "quality is unpredictable" in out
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "cancelled"
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").exists()
