@@ -62,12 +62,23 @@ def test_full_flow(configured, capsys):
 
 
 def test_cancel_and_errors(configured):
+    import httpx
+    from service_harness import create_body
+
+    # A job ahead in the queue: the SDK's operation waits, and its strict parser must not
+    # see tunelab's queuePosition extension.
+    blocker = httpx.post(f"{configured.url}/v1beta/tunedModels",
+                         json=create_body(n=40, epochs=50)).json()
     op = genai.create_tuned_model(
         source_model="models/tiny-random", training_data=examples(40) and [
             (r["textInput"], r["output"]) for r in examples(40)],
         id="old-sdk-cancel", epoch_count=50, batch_size=4, learning_rate=0.01,
     )
+    assert not op.done()  # polls GET …/operations/… with the strict parser
+    raw = httpx.get(f"{configured.url}/v1beta/{op.operation.name}").json()
+    assert raw["metadata"]["queuePosition"] >= 1  # other clients do see it
     op.cancel()
+    httpx.post(f"{configured.url}/v1beta/{blocker['name']}:cancel")
     with pytest.raises(exceptions.Cancelled):
         op.result()
     assert op.cancelled()
