@@ -124,3 +124,24 @@ def test_derived_ids(name, prefix):
     assert ID_RE.match(mid), mid
     if prefix:
         assert mid.startswith(prefix)
+
+
+def test_worker_gives_up_after_too_many_attempts(tmp_path, store):
+    from tunelab.config import Settings
+    from tunelab.jobs.worker import MAX_ATTEMPTS, Worker
+
+    class Boom:
+        def run(self, *a):  # pragma: no cover - must not be reached
+            raise AssertionError("should not run")
+
+    _submit(store, "a")
+    with store.session() as s:
+        s.get(JobRow, 1).spec = {"model_id": "a", "base_model": "tiny-random", "dataset": "x",
+                                 "output_dir": "tuned/a", "epoch_count": 1, "batch_size": 4,
+                                 "learning_rate": 0.01, "seed": 0, "total_steps": 5}
+        s.get(JobRow, 1).attempts = MAX_ATTEMPTS
+    w = Worker(Settings(home=tmp_path), store=store, executor=Boom(), worker_id="w")
+    w.run(once=True)
+    op = store.get_operation("tunedModels/a/operations/x", "me")
+    assert op.done and op.error_code == 13 and "interrupted" in op.error_message
+    assert store.get_tuned_model("a", "me").state == "FAILED"

@@ -33,6 +33,10 @@ log = logging.getLogger("tunelab.worker")
 # before each step). Cheap: one primary-key read.
 CANCEL_POLL_SECONDS = 0.2
 
+# A job claimed this many times (worker crashes, restarts) is failed instead of retried
+# forever: something about it kills its workers (out of memory, for example).
+MAX_ATTEMPTS = 10
+
 CANCELLED_ACTIVE = (
     "Tuning was cancelled by the user after step {step} of {total}. The model keeps the "
     "parameters learned so far and can be called, but its quality is unpredictable."
@@ -126,6 +130,12 @@ class Worker:
         try:
             if not self.store.model_exists(spec.model_id):
                 self._finish_deleted(job, spec)
+                return
+            if job.attempts > MAX_ATTEMPTS:
+                self._fail(job, spec, INTERNAL, (
+                    f"The tuning job was interrupted {job.attempts - 1} times (worker crashes "
+                    "or restarts) and was given up. If workers run out of memory, lower "
+                    "batchSize or use shorter examples, then create the model again."))
                 return
             self.store.mark_started(spec.model_id, spec.total_steps)
             try:
