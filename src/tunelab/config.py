@@ -61,6 +61,30 @@ class Settings(BaseSettings):
         "can stop or kill a job mid-epoch on a model that trains in milliseconds.",
     )
 
+    access_token_seconds: int = Field(
+        default=3600,
+        description="Lifetime of an OAuth access token (1 hour, as Google's); clients refresh "
+        "it with their refresh token.",
+    )
+    refresh_token_seconds: int = Field(
+        default=180 * 24 * 3600,
+        description="Lifetime of an OAuth refresh token (180 days); revocable at any time.",
+    )
+    max_concurrent_jobs: int = Field(
+        default=2,
+        description="Per user: tuning jobs queued or running at once (0 = no limit). A user's "
+        "own limit (tunelab users limits) overrides it.",
+    )
+    max_tuned_models: int = Field(
+        default=100,
+        description="Per user: tuned models stored (0 = no limit). Overridable per user.",
+    )
+
+    @property
+    def credentials_file(self) -> Path:
+        """The owner account's credentials, written (mode 0600) on the first ``serve``."""
+        return self.home / "credentials.json"
+
     @property
     def models_dir(self) -> Path:
         """Cache of base models converted to safetensors."""

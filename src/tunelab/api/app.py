@@ -11,8 +11,11 @@ from fastapi import FastAPI
 
 from tunelab import __version__
 from tunelab.api import errors
+from tunelab.api.gemini.permissions import router as permissions_router
 from tunelab.api.gemini.routes import router as gemini_router
+from tunelab.api.oauth import router as oauth_router
 from tunelab.api.serving import ServingPool
+from tunelab.auth.accounts import Accounts
 from tunelab.config import Settings
 from tunelab.jobs.service import TuningService
 from tunelab.store import Store
@@ -31,9 +34,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = store
     app.state.tuning = TuningService(settings, store)
     app.state.pool = ServingPool(settings)
+    app.state.accounts = Accounts(store, settings)
     errors.install(app)
     app.include_router(gemini_router, prefix="/v1beta")
     app.include_router(gemini_router, prefix="/v1")
+    app.include_router(permissions_router, prefix="/v1beta")
+    app.include_router(oauth_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

@@ -1,30 +1,26 @@
 """Dependencies shared by the routes.
 
-``current_principal`` is the seam for authentication (next issue): every route takes
-``principal: Principal = Depends(current_principal)`` and passes ``principal.owner`` to the
-store, so replacing this one function puts auth in front of every route unchanged.
+``current_principal`` puts authentication in front of every route: every route takes
+``principal: Principal = Depends(current_principal)``, which checks the caller's credential
+against the route's rule in ``auth/rules.py`` (API key allowed? which OAuth scopes?).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fastapi import Request
 
+from tunelab.auth.principal import Principal
+
 LOCAL_OWNER = "local"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling. ``owner`` is stored on everything they create."""
-
-    owner: str
-    scopes: frozenset[str] = frozenset({"*"})
+__all__ = ["LOCAL_OWNER", "Principal", "current_principal", "strict_client"]
 
 
 def current_principal(request: Request) -> Principal:
-    """For now: a single local owner (no authentication)."""
-    return Principal(owner=LOCAL_OWNER)
+    """The authenticated caller, allowed by the route's rule (else 400/401/403)."""
+    from tunelab.auth.authenticate import authorize
+    from tunelab.auth.rules import rule_for
+
+    return authorize(request, request.app.state.accounts, rule_for(request))
 
 
 def strict_client(request: Request) -> bool:

@@ -45,7 +45,7 @@ def error_body(code: int, status: str, message: str, details: list | None = None
 
 
 def error_response(exc: TunelabError) -> JSONResponse:
-    details = None
+    details = getattr(exc, "details", None)  # e.g. google.rpc.ErrorInfo (auth errors)
     if isinstance(exc, DatasetError):
         details = [
             {

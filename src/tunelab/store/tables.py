@@ -142,3 +142,80 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     enqueue_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finish_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# -- accounts and credentials (auth/). Secrets are never stored: only SHA-256 hashes of
+# random tokens and scrypt hashes of passwords.
+class UserRow(Base):
+    """An account. ``name`` is what is stored as ``owner`` on everything the user creates."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="user")  # user | service
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_tuned_models: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKeyRow(Base):
+    """An API key: ``id`` is its public handle (shown in lists), ``key_hash`` its SHA-256."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16), default="")  # last 4 characters
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class OAuthClientRow(Base):
+    """A confidential OAuth client: a service account's client_credentials identity."""
+
+    __tablename__ = "oauth_clients"
+
+    client_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OAuthTokenRow(Base):
+    """An access token (short-lived) or refresh token (long-lived), by SHA-256 hash. An
+    access token minted from a refresh token names it in ``parent`` so revoking the refresh
+    token revokes its access tokens too."""
+
+    __tablename__ = "oauth_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # access | refresh
+    user: Mapped[str] = mapped_column(String(255), index=True)
+    client_id: Mapped[str] = mapped_column(String(255), default="")
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    parent: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PermissionRow(Base):
+    """A share of a tuned model: ``grantee`` is a user name (USER) or None (EVERYONE)."""
+
+    __tablename__ = "permissions"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    tuned_model_id: Mapped[str] = mapped_column(String(63), index=True)
+    grantee_type: Mapped[str] = mapped_column(String(16))  # USER | EVERYONE
+    grantee: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    role: Mapped[str] = mapped_column(String(16))  # READER | WRITER
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -20,11 +20,13 @@ from tunelab.api.deps import Principal, current_principal, strict_client
 from tunelab.api.gemini import convert
 from tunelab.api.gemini import schemas as s
 from tunelab.api.lenient import LenientJSONRoute
+from tunelab.auth.accounts import Accounts
+from tunelab.auth.rules import OWNER, rule_for
 from tunelab.catalog import get_base_model, list_base_models
 from tunelab.data import Example
 from tunelab.errors import InvalidArgument, NotFound
 from tunelab.jobs.service import TuningRequest, TuningService, sampling_problems
-from tunelab.store import Store
+from tunelab.store import Store, TunedModelRow
 
 router = APIRouter(route_class=LenientJSONRoute)
 
@@ -54,6 +56,17 @@ def _service(request: Request) -> TuningService:
 
 def _pool(request: Request):
     return request.app.state.pool
+
+
+def _accounts(request: Request) -> Accounts:
+    return request.app.state.accounts
+
+
+def _model(request: Request, principal: Principal, model_id: str) -> TunedModelRow:
+    """The tuned model in the path, if the caller has the role the route's rule needs
+    (none → 404 as if it did not exist; too low → 403)."""
+    need = rule_for(request).role or OWNER
+    return _accounts(request).require(model_id, principal.owner, need)
 
 
 def _page_size(value: int | None, default: int) -> int:
@@ -137,6 +150,7 @@ def create_tuned_model(
         learning_rate=hp.learning_rate,
         learning_rate_multiplier=hp.learning_rate_multiplier,
     )
+    _accounts(request).check_create_limits(principal.owner)
     pool = _pool(request)
     submitted = _service(request).submit(req, pool.example_token_counter)
     return _operation(request, submitted.operation, principal)
@@ -155,24 +169,22 @@ def list_tuned_models(
     page_size_: Annotated[int | None, Query(alias="page_size", include_in_schema=False)] = None,
     page_token_: Annotated[str | None, Query(alias="page_token", include_in_schema=False)] = None,
 ) -> s.ListTunedModelsResponse:
-    """Your tuned models, newest first. ``filter``: words to find in displayName or
-    description, and ``owner:me`` / ``writers:me`` / ``readers:me`` (all your models) or
-    ``readers:everyone`` (models shared with everyone: none, sharing is not implemented)."""
-    words, everyone = [], False
+    """Tuned models you own or that are shared with you, newest first. ``filter``: words to
+    find in displayName or description, and ``owner:me`` (yours), ``writers:me`` (you may
+    change), ``readers:me`` (you may read) or ``readers:everyone`` (shared with everyone;
+    excluded otherwise)."""
+    words, mode = [], "default"
+    modes = {"owner:me": "owner", "writers:me": "writers", "readers:me": "readers",
+             "readers:everyone": "everyone"}
     for tok in (filter or "").split():
-        low = tok.lower()
-        if low in ("owner:me", "writers:me", "readers:me"):
-            continue
-        if low == "readers:everyone":
-            everyone = True
+        if tok.lower() in modes:
+            mode = modes[tok.lower()]
             continue
         words.append(tok)
-    if everyone:
-        return s.ListTunedModelsResponse()
     store = _store(request)
-    page = store.list_tuned_models(
-        principal.owner, _page_size(page_size or page_size_, 10), page_token or page_token_,
-        " ".join(words) or None,
+    page = _accounts(request).list_visible(
+        principal.owner, mode, _page_size(page_size or page_size_, 10),
+        page_token or page_token_, " ".join(words) or None,
     )
     return s.ListTunedModelsResponse(
         tuned_models=[convert.tuned_model_out(r, store.snapshots(r.id)) for r in page.items]
@@ -186,7 +198,7 @@ def list_tuned_models(
 )
 def get_tuned_model(model_id: str, request: Request, principal: Auth) -> s.TunedModel:
     store = _store(request)
-    row = store.get_tuned_model(model_id, principal.owner)
+    row = _model(request, principal, model_id)
     return convert.tuned_model_out(row, store.snapshots(model_id))
 
 
@@ -203,6 +215,7 @@ def update_tuned_model(
 ) -> s.TunedModel:
     """Update displayName, description, temperature, topP, topK. Without ``updateMask`` the
     mutable fields present in the body are updated (google-genai sends no mask)."""
+    _model(request, principal, model_id)
     mask = update_mask or update_mask_
     if mask:
         paths = [p.strip() for p in mask.split(",") if p.strip()]
@@ -235,29 +248,33 @@ def update_tuned_model(
         if k in fields and fields[k] is None:
             fields[k] = ""
     store = _store(request)
-    row = store.update_tuned_model(model_id, principal.owner, fields)
+    row = store.update_tuned_model(model_id, None, fields)
     return convert.tuned_model_out(row, store.snapshots(model_id))
 
 
 @router.delete("/tunedModels/{model_id}", response_model=s.Empty, tags=["tunedModels"])
 def delete_tuned_model(model_id: str, request: Request, principal: Auth) -> s.Empty:
     """Delete a tuned model (a job still tuning it stops within one step)."""
-    _service(request).delete(model_id, principal.owner)
+    _model(request, principal, model_id)
+    _service(request).delete(model_id, None)
+    _accounts(request).forget_model(model_id)
     return s.Empty()
 
 
 @router.post("/tunedModels/{model_id}:cancel", response_model=s.Empty, tags=["operations"])
 def cancel_tuned_model(model_id: str, request: Request, principal: Auth) -> s.Empty:
     """google-genai's ``client.tunings.cancel``: cancel the model's tuning."""
-    _service(request).cancel(model_id, principal.owner)
+    _model(request, principal, model_id)
+    _service(request).cancel(model_id, None)
     return s.Empty()
 
 
 # -------------------------------------------------------------------------- operations
 def _operation(request: Request, name: str, principal: Principal) -> s.Operation:
+    """The caller's access to the operation's model is checked by the route."""
     store = _store(request)
-    op = store.get_operation(name, principal.owner)
-    model = store.get_tuned_model(op.tuned_model_id, principal.owner)
+    op = store.get_operation(name, None)
+    model = store.get_tuned_model(op.tuned_model_id, None)
     job = store.job_of(model.id)
     position = store.queue_position(job) if job is not None else 0
     return convert.operation_out(
@@ -277,9 +294,8 @@ def list_operations(
     page_token: Annotated[str | None, Query(alias="pageToken")] = None,
     filter: Annotated[str | None, Query(include_in_schema=False)] = None,  # noqa: A002
 ) -> s.ListOperationsResponse:
-    page = _store(request).list_operations(
-        model_id, principal.owner, _page_size(page_size, 10), page_token
-    )
+    _model(request, principal, model_id)
+    page = _store(request).list_operations(model_id, None, _page_size(page_size, 10), page_token)
     return s.ListOperationsResponse(
         operations=[_operation(request, op.name, principal) for op in page.items] or None,
         next_page_token=page.next_token,
@@ -291,6 +307,7 @@ def list_operations(
     tags=["operations"], **EXCLUDE_NONE,
 )
 def get_operation(model_id: str, op_id: str, request: Request, principal: Auth) -> s.Operation:
+    _model(request, principal, model_id)
     return _operation(request, f"tunedModels/{model_id}/operations/{op_id}", principal)
 
 
@@ -301,10 +318,10 @@ def get_operation(model_id: str, op_id: str, request: Request, principal: Auth) 
 def cancel_operation(model_id: str, op_id: str, request: Request, principal: Auth) -> s.Empty:
     """Cancel a tuning operation: it ends ``done`` with ``error.code`` 1 (CANCELLED); the
     model keeps the parameters learned so far (see docs/api.md)."""
-    op = _store(request).get_operation(f"tunedModels/{model_id}/operations/{op_id}",
-                                       principal.owner)
+    _model(request, principal, model_id)
+    op = _store(request).get_operation(f"tunedModels/{model_id}/operations/{op_id}", None)
     if not op.done:
-        _service(request).cancel(op.tuned_model_id, principal.owner)
+        _service(request).cancel(op.tuned_model_id, None)
     return s.Empty()
 
 
@@ -313,7 +330,7 @@ def _target(request: Request, kind: str, model_id: str, principal: Principal):
     """(generator, adapter, defaults, model name) for a tuned or a base model."""
     pool = _pool(request)
     if kind == "tunedModels":
-        row = _store(request).get_tuned_model(model_id, principal.owner)
+        row = _model(request, principal, model_id)
         adapter = _service(request).usable_adapter(row)
         gen = pool.generator(row.base_model)
         return gen, adapter, (row.temperature, row.top_p, row.top_k), f"tunedModels/{row.id}"
@@ -433,7 +450,7 @@ def _count(kind: str, model_id: str, body: s.CountTokensRequest, request: Reques
            principal: Principal) -> s.CountTokensResponse:
     pool = _pool(request)
     if kind == "tunedModels":
-        row = _store(request).get_tuned_model(model_id, principal.owner)
+        row = _model(request, principal, model_id)
         gen = pool.generator(row.base_model)
     else:
         gen = pool.generator(_base_spec(request, model_id).name)

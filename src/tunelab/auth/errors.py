@@ -1,0 +1,57 @@
+"""Authentication errors, with Google's exact wording and ``google.rpc.ErrorInfo`` reasons.
+They are ``TunelabError`` subclasses, so ``api/errors.py`` shapes them like every other error
+(``details`` included). No message ever contains the credential that was sent."""
+
+from __future__ import annotations
+
+from tunelab.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+
+SERVICE = "generativelanguage.googleapis.com"
+
+
+def error_info(reason: str, **metadata: str) -> list[dict]:
+    return [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+             "domain": "googleapis.com", "metadata": {"service": SERVICE, **metadata}}]
+
+
+class MissingCredentials(Unauthenticated):
+    def __init__(self) -> None:
+        super().__init__(
+            "Request is missing required authentication credential. Expected OAuth 2 access "
+            "token, login cookie or other valid authentication credential. Send an API key "
+            "(x-goog-api-key header or key= parameter) or 'Authorization: Bearer TOKEN' "
+            "(see docs/auth.md)."
+        )
+        self.details = error_info("CREDENTIALS_MISSING")
+
+
+class InvalidToken(Unauthenticated):
+    def __init__(self, expired: bool = False) -> None:
+        super().__init__(
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+            "login cookie or other valid authentication credential."
+            + (" The access token has expired; refresh it at /oauth2/token." if expired else "")
+        )
+        self.details = error_info("ACCESS_TOKEN_EXPIRED" if expired else
+                                  "ACCESS_TOKEN_TYPE_UNSUPPORTED")
+
+
+class ApiKeyInvalid(InvalidArgument):
+    def __init__(self) -> None:
+        super().__init__("API key not valid. Please pass a valid API key.")
+        self.details = error_info("API_KEY_INVALID")
+
+
+class InsufficientScopes(PermissionDenied):
+    def __init__(self, method: str = "") -> None:
+        super().__init__("Request had insufficient authentication scopes.")
+        self.details = error_info("ACCESS_TOKEN_SCOPE_INSUFFICIENT", method=method)
+
+
+class QuotaExceeded(ResourceExhausted):
+    """A per-user limit; ``limit`` names it (max_concurrent_jobs, max_tuned_models)."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.details = error_info("RATE_LIMIT_EXCEEDED", quota_limit=limit)

@@ -1,0 +1,82 @@
+"""What every endpoint needs: one table, keyed by the FastAPI route name.
+
+``key``: whether an API key may call it (else 403 "Request had insufficient authentication
+scopes.", as the Gemini API answers an API key on tuning calls). ``scopes``: an OAuth token
+needs one of them (``cloud-platform`` always does). ``role``: the caller's least role on the
+tuned model named in the path (none → 404 as if it did not exist; too low → 403).
+
+A route missing from the table gets ``STRICTEST`` (fail closed); a test checks that every
+route is listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from tunelab.auth.scopes import GL, RETRIEVER, RETRIEVER_RO, TUNING, TUNING_RO
+
+READER, WRITER, OWNER = "READER", "WRITER", "OWNER"
+ROLE_RANK = {READER: 1, WRITER: 2, OWNER: 3}
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: bool
+    scopes: frozenset[str]
+    role: str | None = None
+    what: str = ""
+
+
+def _r(key: bool, scopes: tuple[str, ...], role: str | None, what: str) -> Rule:
+    return Rule(key, frozenset(scopes), role, what)
+
+
+_USE = (GL, TUNING, TUNING_RO)
+_READ_TUNED = (TUNING, TUNING_RO)
+_WRITE_TUNED = (TUNING,)
+_SHARE_READ = (GL, TUNING, TUNING_RO, RETRIEVER, RETRIEVER_RO)
+_SHARE_WRITE = (GL, TUNING, RETRIEVER)
+
+RULES: dict[str, Rule] = {
+    # base models
+    "list_models": _r(True, _USE, None, "list base models"),
+    "get_model": _r(True, _USE, None, "get a base model"),
+    "models.generateContent": _r(True, _USE, None, "generate with a base model"),
+    "models.streamGenerateContent": _r(True, _USE, None, "stream with a base model"),
+    "models.countTokens": _r(True, _USE, None, "count tokens (base model)"),
+    # tuned models: reading and calling
+    "list_tuned_models": _r(True, _READ_TUNED, None, "list tuned models you may read"),
+    "get_tuned_model": _r(True, _READ_TUNED, READER, "get a tuned model"),
+    "list_operations": _r(True, _READ_TUNED, READER, "list a model's operations"),
+    "get_operation": _r(True, _READ_TUNED, READER, "poll an operation"),
+    "tunedModels.generateContent": _r(True, _USE, READER, "generate with a tuned model"),
+    "tunedModels.streamGenerateContent": _r(True, _USE, READER, "stream with a tuned model"),
+    "tunedModels.countTokens": _r(True, _USE, READER, "count tokens (tuned model)"),
+    # tuning: OAuth with the tuning scope only
+    "create_tuned_model": _r(False, _WRITE_TUNED, None, "create (tune) a model"),
+    "update_tuned_model": _r(False, _WRITE_TUNED, WRITER, "patch a tuned model"),
+    "delete_tuned_model": _r(False, _WRITE_TUNED, OWNER, "delete a tuned model"),
+    "cancel_tuned_model": _r(False, _WRITE_TUNED, WRITER, "cancel tuning (:cancel)"),
+    "cancel_operation": _r(False, _WRITE_TUNED, WRITER, "cancel an operation"),
+    # permissions (sharing)
+    "list_permissions": _r(False, _SHARE_READ, WRITER, "list a model's permissions"),
+    "get_permission": _r(False, _SHARE_READ, WRITER, "get a permission"),
+    "create_permission": _r(False, _SHARE_WRITE, WRITER, "share a model"),
+    "update_permission": _r(False, _SHARE_WRITE, WRITER, "change a permission's role"),
+    "delete_permission": _r(False, _SHARE_WRITE, WRITER, "remove a permission"),
+    "transfer_ownership": _r(False, _SHARE_WRITE, OWNER, "transfer ownership"),
+    # training data files (tunelab extension)
+    "upload_file": _r(False, _WRITE_TUNED, None, "upload training data"),
+    "list_files": _r(True, _READ_TUNED, None, "list your files"),
+    "get_file": _r(True, _READ_TUNED, None, "get a file"),
+    "delete_file": _r(False, _WRITE_TUNED, None, "delete a file"),
+}
+STRICTEST = Rule(False, frozenset({TUNING}), OWNER, "unlisted endpoint")
+
+
+def rule_for(request: Request) -> Rule:
+    route = request.scope.get("route")
+    name = getattr(route, "name", None)
+    return RULES.get(name or "", STRICTEST)
