@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from tunelab import __version__
 from tunelab.api import errors
+from tunelab.api.gemini.epochs import router as epochs_router
 from tunelab.api.gemini.permissions import router as permissions_router
 from tunelab.api.gemini.routes import router as gemini_router
 from tunelab.api.oauth import router as oauth_router
@@ -19,6 +20,7 @@ from tunelab.auth.accounts import Accounts
 from tunelab.config import Settings
 from tunelab.jobs.service import TuningService
 from tunelab.store import Store
+from tunelab.studio import routes as studio
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
@@ -40,6 +42,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(gemini_router, prefix="/v1")
     app.include_router(permissions_router, prefix="/v1beta")
     app.include_router(oauth_router)
+    app.include_router(epochs_router, prefix="/v1beta")
+    app.include_router(epochs_router, prefix="/v1")
+    studio.mount(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

@@ -1,0 +1,178 @@
+"""The Studio's server side: its static page, and sign-in/out.
+
+The page is plain HTML + JS modules under ``static/`` and talks to the public REST API
+(``/v1beta``) with an OAuth access token, like any client. Signing in runs the OAuth password
+grant; the refresh token is kept in an HttpOnly, SameSite=Strict cookie (scripts cannot read
+it, other sites cannot send it), and ``GET /studio/session`` trades it for a short-lived access
+token that the page's ``api.js`` sends as ``Authorization: Bearer``. State-changing Studio
+endpoints also require the ``X-Tunelab-Studio`` header and a same-origin ``Origin``, which a
+cross-site form cannot send (a second CSRF guard besides SameSite).
+
+API keys have no REST endpoint in the Gemini protocol; the Studio manages them here
+(``/studio/keys``), authenticated by the same session cookie.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from tunelab.errors import PermissionDenied, Unauthenticated
+
+STATIC = Path(__file__).parent / "static"
+COOKIE = "tunelab_studio"
+CLIENT_ID = "tunelab-studio"
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+       "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'")
+PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-cache",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+NO_STORE = {"Cache-Control": "no-store"}
+
+router = APIRouter(include_in_schema=False)
+
+
+class Login(BaseModel):
+    username: str
+    password: str
+
+
+class NewKey(BaseModel):
+    name: str = ""
+
+
+def _accounts(request: Request):
+    return request.app.state.accounts
+
+
+def _same_origin(request: Request) -> None:
+    """CSRF guard for POST/DELETE: the custom header and, when sent, a same-origin Origin."""
+    if request.headers.get("x-tunelab-studio") != "1":
+        raise PermissionDenied("Studio requests must carry the X-Tunelab-Studio header.")
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise PermissionDenied("Cross-site request refused.")
+
+
+def _session_out(accounts, tokens: dict) -> dict:
+    caller = accounts.check_access_token(tokens["access_token"])
+    user = accounts.get_user(caller.user)
+    return {
+        "user": {"name": user.name, "displayName": user.name, "email": user.email},
+        "accessToken": tokens["access_token"],
+        "expiresIn": tokens.get("expires_in"),
+        "authEnabled": True,
+    }
+
+
+def _refresh(request: Request) -> dict:
+    from tunelab.auth.accounts import OAuthError
+
+    rt = request.cookies.get(COOKIE)
+    if not rt:
+        raise Unauthenticated("Not signed in.")
+    try:
+        return _accounts(request).refresh_grant(rt, None, CLIENT_ID)
+    except OAuthError as e:
+        raise Unauthenticated(e.description) from None
+
+
+def _user(request: Request) -> str:
+    """The signed-in user, from the session cookie (for the Studio's own endpoints)."""
+    accounts = _accounts(request)
+    tokens = _refresh(request)
+    user = accounts.check_access_token(tokens["access_token"]).user
+    accounts.revoke_token(tokens["access_token"])
+    return user
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/studio/", status_code=307)
+
+
+@router.get("/studio")
+def studio_no_slash() -> RedirectResponse:
+    return RedirectResponse("/studio/", status_code=307)
+
+
+@router.get("/studio/")
+def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+
+@router.post("/studio/login")
+async def login(body: Login, request: Request) -> JSONResponse:
+    from tunelab.auth.accounts import OAuthError
+
+    _same_origin(request)
+    accounts = _accounts(request)
+    try:
+        tokens = await run_in_threadpool(
+            accounts.password_grant, body.username, body.password, None, CLIENT_ID)
+    except OAuthError as e:
+        raise Unauthenticated(e.description) from None
+    out = await run_in_threadpool(_session_out, accounts, tokens)
+    resp = JSONResponse(out, headers=NO_STORE)
+    resp.set_cookie(COOKIE, tokens["refresh_token"], httponly=True, samesite="strict",
+                    secure=request.url.scheme == "https", path="/studio")
+    return resp
+
+
+@router.get("/studio/session")
+async def session(request: Request) -> JSONResponse:
+    accounts = _accounts(request)
+    tokens = await run_in_threadpool(_refresh, request)
+    return JSONResponse(await run_in_threadpool(_session_out, accounts, tokens),
+                        headers=NO_STORE)
+
+
+@router.post("/studio/logout")
+async def logout(request: Request) -> JSONResponse:
+    _same_origin(request)
+    rt = request.cookies.get(COOKIE)
+    if rt:
+        await run_in_threadpool(_accounts(request).revoke_token, rt)
+    resp = JSONResponse({}, headers=NO_STORE)
+    resp.delete_cookie(COOKIE, path="/studio", httponly=True, samesite="strict")
+    return resp
+
+
+def _key_out(row) -> dict:
+    from tunelab.api.gemini.convert import ts
+
+    return {"id": row.id, "name": row.name, "hint": row.hint, "revoked": row.revoked,
+            "createTime": ts(row.create_time), "lastUsed": ts(row.last_used)}
+
+
+@router.get("/studio/keys")
+def list_keys(request: Request) -> JSONResponse:
+    user = _user(request)
+    keys = [_key_out(k) for k in _accounts(request).list_keys(user) if not k.revoked]
+    return JSONResponse({"keys": keys}, headers=NO_STORE)
+
+
+@router.post("/studio/keys")
+def create_key(body: NewKey, request: Request) -> JSONResponse:
+    _same_origin(request)
+    row, secret = _accounts(request).create_key(_user(request), body.name.strip()[:100])
+    return JSONResponse({**_key_out(row), "key": secret}, headers=NO_STORE)
+
+
+@router.delete("/studio/keys/{key_id}")
+def revoke_key(key_id: str, request: Request) -> JSONResponse:
+    _same_origin(request)
+    _accounts(request).revoke_key(key_id, _user(request))
+    return JSONResponse({}, headers=NO_STORE)
+
+
+def mount(app) -> None:
+    """Add the Studio to an app: the routes above and the static files."""
+    app.include_router(router)
+    app.mount("/studio/static", StaticFiles(directory=STATIC), name="studio-static")

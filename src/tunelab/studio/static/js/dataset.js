@@ -1,0 +1,125 @@
+// Reading training data in the browser for the editable table. The server stays the judge
+// of validity (every upload is parsed and validated by POST /v1beta/files); this only turns a
+// file into rows labelled the way the server names them ("row 7", "line 3", "example 2").
+
+export const MAX_BYTES = 4 * 1024 * 1024;
+const INPUT_KEYS = ["text_input", "textinput", "input", "prompt"];
+const OUTPUT_KEYS = ["output", "completion"];
+
+/** CSV records as Python's csv.reader yields them (a blank line is an empty record). */
+export function csvRecords(text, delimiter) {
+  const records = [];
+  let rec = [], cell = "", quoted = false, i = 0, started = false;
+  const endCell = () => { rec.push(cell); cell = ""; };
+  const endRec = () => { if (started || rec.length) endCell(); records.push(started || rec.length > 0 ? rec : []); rec = []; started = false; };
+  while (i < text.length) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { cell += '"'; i += 2; continue; }
+      if (c === '"') { quoted = false; i++; continue; }
+      cell += c; i++; continue;
+    }
+    if (c === '"' && cell === "") { quoted = true; started = true; i++; continue; }
+    if (c === delimiter) { endCell(); started = true; i++; continue; }
+    if (c === "\r" || c === "\n") {
+      endRec();
+      i += c === "\r" && text[i + 1] === "\n" ? 2 : 1;
+      continue;
+    }
+    cell += c; started = true; i++;
+  }
+  if (started || rec.length || cell) endRec();
+  return records;
+}
+
+function pick(keys, names) {
+  const low = names.map((n) => String(n).trim().toLowerCase());
+  for (const k of keys) { const j = low.indexOf(k); if (j >= 0) return j; }
+  return -1;
+}
+
+/** {rows: [{input, output, label}], note} from a file's text. */
+export function parseText(text, filename) {
+  text = text.replace(/^\uFEFF/, "");
+  const ext = (filename.split(".").pop() || "").toLowerCase();
+  if (ext === "jsonl" || ext === "ndjson") return parseJsonl(text);
+  if (ext === "json") {
+    try { return parseJson(JSON.parse(text)); } catch { return parseJsonl(text); }
+  }
+  return parseCsv(text);
+}
+
+function parseCsv(text) {
+  const first = text.replace(/^[\r\n]+/, "").split(/\r?\n/, 1)[0] || "";
+  const delim = first.includes(",") ? "," : first.includes("\t") ? "\t" : first.includes(";") ? ";" : ",";
+  const recs = csvRecords(text, delim);
+  let h = recs.findIndex((r) => r.some((c) => c.trim()));
+  if (h < 0) return { rows: [] };
+  const header = recs[h];
+  let ii = pick(INPUT_KEYS, header), oi = pick(OUTPUT_KEYS, header);
+  if (ii < 0 || oi < 0) { ii = 0; oi = 1; }
+  const rows = [];
+  for (let r = h + 1; r < recs.length; r++) {
+    const rec = recs[r];
+    if (!rec.length || !rec.some((c) => c !== "")) continue;
+    rows.push({ input: rec[ii] ?? "", output: rec[oi] ?? "", label: `row ${r + 1}` });
+  }
+  return { rows };
+}
+
+function fromRecord(rec, label) {
+  if (Array.isArray(rec)) return { input: String(rec[0] ?? ""), output: String(rec[1] ?? ""), label };
+  if (!rec || typeof rec !== "object") return { input: String(rec ?? ""), output: "", label };
+  const keys = Object.keys(rec);
+  const ii = pick(INPUT_KEYS, keys), oi = pick(OUTPUT_KEYS, keys);
+  const val = (j) => (j < 0 ? "" : typeof rec[keys[j]] === "string" ? rec[keys[j]] : JSON.stringify(rec[keys[j]] ?? ""));
+  return { input: val(ii), output: val(oi), label };
+}
+
+function parseJsonl(text) {
+  const rows = [];
+  text.split(/\r?\n/).forEach((line, i) => {
+    if (!line.trim()) return;
+    let rec;
+    try { rec = JSON.parse(line); } catch { rec = { text_input: line, output: "" }; }
+    rows.push(fromRecord(rec, `line ${i + 1}`));
+  });
+  return { rows };
+}
+
+function parseJson(value) {
+  let list = value;
+  if (value && !Array.isArray(value) && typeof value === "object") {
+    list = value.examples?.examples || value.examples || value.trainingData?.examples?.examples;
+    if (!list && Array.isArray(value.text_input || value.textInput)) {
+      const ins = value.text_input || value.textInput;
+      list = ins.map((x, i) => ({ text_input: x, output: (value.output || [])[i] }));
+    }
+  }
+  if (!Array.isArray(list)) return { rows: [] };
+  return { rows: list.map((rec, i) => fromRecord(rec, `example ${i + 1}`)) };
+}
+
+/** The table as a CSV file (header text_input,output), every value quoted. */
+export function toCsv(rows) {
+  const q = (s) => `"${String(s).replace(/"/g, '""')}"`;
+  return ["text_input,output", ...rows.map((r) => `${q(r.input)},${q(r.output)}`)].join("\r\n") + "\r\n";
+}
+
+/** Rows named in a server message: [{kind: "row"|"line"|"example", n}] */
+export function locations(message) {
+  const out = [];
+  const re = /\b(rows?|lines?|examples?) (\d+(?:(?:, | and )\d+)*)/g;
+  let m;
+  while ((m = re.exec(message))) {
+    const kind = m[1].replace(/s$/, "");
+    for (const n of m[2].split(/, | and /)) out.push({ kind, n: Number(n) });
+  }
+  return out;
+}
+
+/** Splits a spreadsheet paste (tab-separated) into [input, output] pairs, or null. */
+export function pastedRows(text) {
+  if (!text.includes("\t")) return null;
+  return csvRecords(text, "\t").filter((r) => r.some((c) => c.trim())).map((r) => [r[0] ?? "", r[1] ?? ""]);
+}

@@ -1,0 +1,299 @@
+// The model page: live status, loss curve, epochs, details, edit, share, cancel/delete,
+// playground (tuned vs base, streamed) and code snippets.
+import { get, post, patch, del, streamGenerate, ApiError } from "./api.js";
+import { $, $$, html, raw, render, toast, confirmDialog, timeAgo, displayState, badge, progressText, copyText, esc } from "./util.js";
+import { lossChart } from "./chart.js";
+import { snippets } from "./snippets.js";
+
+export async function show(main, id) {
+  const name = `tunedModels/${id}`;
+  let model = await get(name);
+  let op = null;
+  let epochs = null;
+  let timer = null;
+  let stopped = false;
+  const streams = [];
+  document.title = `${model.displayName || id} · tunelab Studio`;
+
+  render(main, html`
+    <div class="page-head">
+      <div>
+        <p class="sub small"><a href="#/library">My Library</a> ›</p>
+        <h1 id="m-title"></h1>
+        <p class="sub mono">${name}</p>
+      </div>
+      <div class="row">
+        <button type="button" class="btn ghost" id="cancel" hidden>Cancel tuning</button>
+        <button type="button" class="btn ghost danger" id="delete">Delete</button>
+      </div>
+    </div>
+    <section class="panel" aria-labelledby="status-h">
+      <h2 id="status-h" class="row">Status <span id="m-badge"></span></h2>
+      <div class="status-line">
+        <div class="progress" role="progressbar" id="m-progress" aria-label="Tuning progress" aria-valuemin="0" aria-valuemax="100"><div></div></div>
+        <span id="m-progress-text" class="small"></span>
+      </div>
+      <div id="m-message"></div>
+    </section>
+    <div class="grid2">
+      <div>
+        <section class="panel" aria-labelledby="loss-h">
+          <h2 id="loss-h">Loss curve</h2>
+          <div id="chart"></div>
+          <div id="advice"></div>
+        </section>
+        <section class="panel" aria-labelledby="play-h">
+          <h2 id="play-h">Playground</h2>
+          <form id="play">
+            <label class="field">Prompt <textarea name="prompt" rows="3" required placeholder="Type an input like the ones you tuned on"></textarea></label>
+            <div class="gen-settings">
+              <label class="field">Temperature <input type="number" name="temperature" min="0" max="2" step="0.1" placeholder="model default"></label>
+              <label class="field">Max output tokens <input type="number" name="maxOutputTokens" min="1" max="2048" value="64"></label>
+              <label class="field">Top-p <input type="number" name="topP" min="0" max="1" step="0.05" placeholder="model default"></label>
+            </div>
+            <div class="row"><button class="btn" type="submit" id="run">Run on both</button><button class="btn ghost" type="button" id="stop" hidden>Stop</button>
+              <span class="hint">The tuned model's answer streams next to the base model's for the same prompt.</span></div>
+          </form>
+          <div class="answers">
+            <div class="answer" id="ans-tuned"><h3>Tuned · ${id}</h3><div class="text" aria-live="polite"></div></div>
+            <div class="answer" id="ans-base"><h3>Base · ${model.baseModel.replace("models/", "")}</h3><div class="text" aria-live="polite"></div></div>
+          </div>
+        </section>
+        <section class="panel" aria-labelledby="code-h">
+          <h2 id="code-h">Get code</h2>
+          <div class="tabs" role="tablist" id="code-tabs"></div>
+          <div class="code-wrap"><pre class="code" id="code" tabindex="0"></pre><button type="button" class="btn ghost small" id="copy">Copy</button></div>
+        </section>
+      </div>
+      <div>
+        <section class="panel" aria-labelledby="det-h"><h2 id="det-h">Details</h2><dl class="kv" id="details"></dl></section>
+        <form class="panel" id="edit" aria-labelledby="edit-h">
+          <h2 id="edit-h">Edit</h2>
+          <label class="field">Display name <input type="text" name="displayName" maxlength="40"></label>
+          <label class="field">Description <textarea name="description" rows="2"></textarea></label>
+          <label class="field">Default temperature <span class="hint">Used when a request does not set one (0 = always the most likely answer).</span>
+            <input type="number" name="temperature" min="0" max="2" step="0.05"></label>
+          <div class="notice bad" id="edit-error" hidden></div>
+          <button class="btn" type="submit">Save</button>
+        </form>
+        <form class="panel" id="share" aria-labelledby="share-h">
+          <h2 id="share-h">Share</h2>
+          <label class="field">User (name or email) <input type="text" name="email" required autocomplete="off"></label>
+          <label class="field">Role <select name="role"><option value="READER">Reader: can call it</option><option value="WRITER">Writer: can also edit and share</option></select></label>
+          <div class="notice bad" id="share-error" hidden></div>
+          <button class="btn ghost" type="submit">Share</button>
+          <ul id="perms" class="small" style="padding-left:1.1rem"></ul>
+        </form>
+      </div>
+    </div>`);
+
+  // -- status ---------------------------------------------------------------------------
+  function drawStatus() {
+    const state = displayState(model, op);
+    $("#m-title").textContent = model.displayName || id;
+    render($("#m-badge"), badge(state));
+    const m = op?.metadata || {};
+    const pct = op ? (op.done && !op.error ? 100 : m.completedPercent || 0) : (model.state === "ACTIVE" ? 100 : 0);
+    const bar = $("#m-progress");
+    bar.firstElementChild.style.width = `${pct}%`;
+    bar.setAttribute("aria-valuenow", String(Math.round(pct)));
+    $("#m-progress-text").textContent = op ? `${progressText(op)} · ${Math.round(pct)}%` : "";
+    $("#cancel").hidden = model.state !== "CREATING";
+    const msgs = [];
+    if (model.stateMessage) msgs.push(html`<div class="notice ${state === "FAILED" ? "bad" : "warn"}">${model.stateMessage}</div>`);
+    else if (state === "ACTIVE") msgs.push(html`<div class="notice ok">Tuning finished ${timeAgo(model.tuningTask?.completeTime)}. Try it in the playground below.</div>`);
+    else if (state === "QUEUED") msgs.push(html`<div class="notice info">Waiting for a worker: position ${m.queuePosition} in the queue.</div>`);
+    render($("#m-message"), html`${msgs}`);
+    drawChart();
+    drawDetails();
+  }
+
+  function drawChart() {
+    const snaps = model.tuningTask?.snapshots || op?.metadata?.snapshots || [];
+    const opSnaps = op?.metadata?.snapshots || [];
+    const use = opSnaps.length > snaps.length ? opSnaps : snaps;
+    const total = op?.metadata?.totalSteps || use.length;
+    const ep = model.tuningTask?.hyperparameters?.epochCount || 1;
+    const box = $("#chart");
+    box.replaceChildren(lossChart(use, { totalSteps: total, selectedEpoch: epochs?.selectedEpoch ?? null, stepsPerEpoch: total / ep }));
+    box.dataset.points = String(use.length);
+  }
+
+  function drawAdvice() {
+    const box = $("#advice");
+    if (!epochs || !epochs.epochs?.length) { render(box, html`<p class="hint">One point per optimizer step; dashed lines mark the end of each epoch.</p>`); return; }
+    const canPick = model.state === "ACTIVE" && !/cancel/i.test(model.stateMessage || "");
+    render(box, html`
+      <p class="hint">One point per optimizer step; dashed lines mark the end of each epoch${epochs.selectedEpoch ? "; the green one is the epoch being served" : ""}.</p>
+      ${epochs.advice ? html`<div class="notice info" id="epoch-advice"><b>Epoch advice:</b> ${epochs.advice.message}</div>` : ""}
+      <table class="list small" id="epochs"><thead><tr><th>Epoch</th><th>Mean loss</th><th>Served</th><th></th></tr></thead><tbody>
+      ${epochs.epochs.map((e) => html`<tr>
+        <td data-label="Epoch">${e.epoch}${epochs.advice?.epoch === e.epoch ? " (advised)" : ""}</td>
+        <td data-label="Mean loss" class="mono">${e.meanLoss.toFixed(4)}</td>
+        <td data-label="Served">${epochs.selectedEpoch === e.epoch ? "✔" : ""}</td>
+        <td>${canPick && e.checkpoint && epochs.selectedEpoch !== e.epoch ? html`<button type="button" class="btn ghost small" data-epoch="${e.epoch}">Use epoch ${e.epoch}</button>` : ""}</td>
+      </tr>`)}</tbody></table>`);
+  }
+
+  function drawDetails() {
+    const hp = model.tuningTask?.hyperparameters || {};
+    const t = model.tuningTask || {};
+    const rows = [
+      ["Base model", model.baseModel],
+      ["Created", new Date(model.createTime).toLocaleString()],
+      ["Epochs", hp.epochCount], ["Batch size", hp.batchSize], ["Learning rate", hp.learningRate],
+      ["Examples", epochs?.exampleCount ?? "…"],
+      ["Total steps", op?.metadata?.totalSteps ?? "…"],
+      ["Started", t.startTime ? new Date(t.startTime).toLocaleString() : "not yet"],
+      ["Finished", t.completeTime ? new Date(t.completeTime).toLocaleString() : "—"],
+      ["Default temperature", model.temperature ?? "—"],
+      ["Description", model.description || "—"],
+    ];
+    render($("#details"), html`${rows.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}`);
+  }
+
+  function fillEdit() {
+    const f = $("#edit").elements;
+    f.displayName.value = model.displayName || "";
+    f.description.value = model.description || "";
+    f.temperature.value = model.temperature ?? "";
+  }
+
+  async function loadEpochs() {
+    try { epochs = await get(`${name}/epochs`); } catch { epochs = null; }
+    drawAdvice(); drawChart(); drawDetails();
+  }
+
+  async function poll() {
+    if (stopped) return;
+    try {
+      const ops = await get(`${name}/operations`, { pageSize: 1 });
+      op = ops.operations?.[0] || null;
+      if (op?.name) op = await get(op.name);
+      const wasCreating = model.state === "CREATING";
+      model = await get(name);
+      drawStatus();
+      if (wasCreating && model.state !== "CREATING") { await loadEpochs(); toast(`${model.displayName || id}: tuning ${displayState(model, op).toLowerCase()}`); }
+      else if (model.state === "CREATING" && op?.metadata?.snapshots?.length) loadEpochs();
+    } catch (e) {
+      if (e.status === 404) { stopped = true; return; }
+    }
+    if (!stopped && model.state === "CREATING") timer = setTimeout(poll, 1000);
+  }
+
+  // -- actions --------------------------------------------------------------------------
+  $("#cancel").addEventListener("click", async () => {
+    const ok = await confirmDialog("Cancel tuning?",
+      "The job stops within one step. The model keeps the parameters learned so far and can still be called, " +
+      "but a cancelled model's quality is unpredictable: it has not seen all the epochs you asked for.",
+      "Cancel tuning");
+    if (!ok) return;
+    await post(`${name}:cancel`, {});
+    toast("Cancelling…");
+    clearTimeout(timer); poll();
+  });
+  $("#delete").addEventListener("click", async () => {
+    const ok = await confirmDialog("Delete this model?",
+      `${name} and its checkpoints are removed for good. Apps that call it will get 404 NOT_FOUND.`, "Delete");
+    if (!ok) return;
+    await del(name);
+    toast("Model deleted");
+    location.hash = "#/library";
+  });
+  $("#edit").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target.elements;
+    const err = $("#edit-error");
+    err.hidden = true;
+    const body = { displayName: f.displayName.value.trim(), description: f.description.value.trim() };
+    const mask = ["displayName", "description"];
+    if (f.temperature.value !== "") { body.temperature = Number(f.temperature.value); mask.push("temperature"); }
+    try {
+      model = await patch(name, body, { updateMask: mask.join(",") });
+      drawStatus(); fillEdit();
+      toast("Saved");
+    } catch (e) { err.textContent = e.message; err.hidden = false; }
+  });
+  async function loadPerms() {
+    try {
+      const r = await get(`${name}/permissions`);
+      render($("#perms"), html`${(r.permissions || []).map((p) => html`<li>${p.emailAddress || p.granteeType} — ${p.role}</li>`)}`);
+    } catch { $("#share").hidden = true; }   // only writers and owners may see permissions
+  }
+  $("#share").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target.elements;
+    const err = $("#share-error");
+    err.hidden = true;
+    try {
+      await post(`${name}/permissions`, { granteeType: "USER", emailAddress: f.email.value.trim(), role: f.role.value });
+      f.email.value = "";
+      toast("Shared");
+      loadPerms();
+    } catch (e) { err.textContent = e.message; err.hidden = false; }
+  });
+  $("#advice").addEventListener("click", async (ev) => {
+    const b = ev.target.closest("[data-epoch]");
+    if (!b) return;
+    b.disabled = true;
+    try {
+      epochs = await post(`${name}:selectEpoch`, { epoch: Number(b.dataset.epoch) });
+      toast(`Now serving epoch ${b.dataset.epoch}`);
+      drawAdvice(); drawChart();
+    } catch (e) { toast(e.message); b.disabled = false; }
+  });
+
+  // -- playground -----------------------------------------------------------------------
+  $("#play").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target.elements;
+    const prompt = f.prompt.value.trim();
+    if (!prompt) { f.prompt.focus(); return; }
+    const cfg = { maxOutputTokens: Number(f.maxOutputTokens.value) || 64 };
+    if (f.temperature.value !== "") cfg.temperature = Number(f.temperature.value);
+    if (f.topP.value !== "") cfg.topP = Number(f.topP.value);
+    const body = { contents: [{ role: "user", parts: [{ text: prompt }] }], generationConfig: cfg };
+    const ctrl = new AbortController();
+    streams.push(ctrl);
+    $("#run").disabled = true; $("#stop").hidden = false;
+    const one = async (boxId, target) => {
+      const box = $(boxId);
+      const out = $(".text", box);
+      out.textContent = "";
+      box.classList.add("streaming");
+      box.dataset.chunks = "0";
+      try {
+        await streamGenerate(target, body, (t) => { out.textContent += t; box.dataset.chunks = String(Number(box.dataset.chunks) + 1); }, ctrl.signal);
+        if (!out.textContent) out.textContent = "(an empty answer)";
+      } catch (e) {
+        if (e.name !== "AbortError") out.textContent = `⚠ ${e.message}`;
+      } finally { box.classList.remove("streaming"); box.dataset.done = "1"; }
+    };
+    $("#ans-tuned").dataset.done = ""; $("#ans-base").dataset.done = "";
+    await Promise.all([one("#ans-tuned", name), one("#ans-base", model.baseModel)]);
+    $("#run").disabled = false; $("#stop").hidden = true;
+  });
+  $("#stop").addEventListener("click", () => streams.forEach((c) => c.abort()));
+
+  // -- code -----------------------------------------------------------------------------
+  const codes = snippets(name, location.origin);
+  let tab = 0;
+  function drawCode() {
+    render($("#code-tabs"), html`${codes.map((c, i) => html`<button type="button" role="tab" id="tab-${i}" aria-selected="${i === tab ? "true" : "false"}" tabindex="${i === tab ? "0" : "-1"}" data-tab="${i}">${c.label}</button>`)}`);
+    $("#code").textContent = codes[tab].code;
+    $("#code").setAttribute("aria-labelledby", `tab-${tab}`);
+  }
+  $("#code-tabs").addEventListener("click", (ev) => { const b = ev.target.closest("[data-tab]"); if (b) { tab = Number(b.dataset.tab); drawCode(); $(`#tab-${tab}`).focus(); } });
+  $("#code-tabs").addEventListener("keydown", (ev) => {
+    if (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft") return;
+    tab = (tab + (ev.key === "ArrowRight" ? 1 : codes.length - 1)) % codes.length;
+    drawCode(); $(`#tab-${tab}`).focus();
+  });
+  $("#copy").addEventListener("click", () => copyText(codes[tab].code));
+  drawCode();
+
+  fillEdit();
+  drawStatus();
+  await Promise.all([poll(), loadEpochs(), loadPerms()]);
+  return () => { stopped = true; clearTimeout(timer); streams.forEach((c) => c.abort()); };
+}
