@@ -54,6 +54,9 @@ RULES: dict[str, Rule] = {
     "tunedModels.generateContent": _r(True, _USE, READER, "generate with a tuned model"),
     "tunedModels.streamGenerateContent": _r(True, _USE, READER, "stream with a tuned model"),
     "tunedModels.countTokens": _r(True, _USE, READER, "count tokens (tuned model)"),
+    # epochs of a run (tunelab extension, api/gemini/epochs.py)
+    "get_epochs": _r(True, _READ_TUNED, READER, "per-epoch losses and advice"),
+    "select_epoch": _r(False, _WRITE_TUNED, WRITER, "serve an earlier epoch"),
     # tuning: OAuth with the tuning scope only
     "create_tuned_model": _r(False, _WRITE_TUNED, None, "create (tune) a model"),
     "update_tuned_model": _r(False, _WRITE_TUNED, WRITER, "patch a tuned model"),

@@ -55,11 +55,19 @@ class SelectEpochRequest(_Camel):
     epoch: int
 
 
+def _model(request: Request, model_id: str, principal: Principal):
+    """The model, if the caller has the role the route's rule names (auth/rules.py)."""
+    from tunelab.auth.rules import OWNER, rule_for
+
+    need = rule_for(request).role or OWNER
+    return request.app.state.accounts.require(model_id, principal.owner, need)
+
+
 def _epochs(request: Request, model_id: str, principal: Principal) -> EpochsResponse:
     from tunelab.training import advise_epoch, list_checkpoints, read_manifest
 
     store = request.app.state.store
-    row = store.get_tuned_model(model_id, principal.owner)
+    row = _model(request, model_id, principal)
     out_dir = request.app.state.tuning.model_dir(model_id)
     by_epoch: dict[int, list] = {}
     for snap in store.snapshots(model_id):
@@ -101,7 +109,7 @@ def select_epoch(model_id: str, body: SelectEpochRequest, request: Request,
     """tunelab extension: serve an earlier (or the last) epoch's checkpoint from now on."""
     from tunelab.training import select_epoch as use_epoch
 
-    row = request.app.state.store.get_tuned_model(model_id, principal.owner)
+    row = _model(request, model_id, principal)
     if row.state != "ACTIVE" or row.cancelled:
         raise FailedPrecondition(
             f"tunedModels/{model_id} has state {row.state}"
