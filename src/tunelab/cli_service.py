@@ -91,6 +91,12 @@ def serve(
     store = Store.open(settings)  # migrations run once, before any worker starts
     pool = WorkerPool(0 if no_worker else max(0, workers))
     app = create_app(settings, store)
+    from tunelab.auth.bootstrap import ensure_owner
+
+    created = ensure_owner(settings, app.state.accounts)
+    if created:
+        err.print(f"tunelab: created the owner account; its password, API key and refresh "
+                  f"token are in {created} (readable only by you). See docs/auth.md.")
     err.print(f"tunelab: data in {settings.home}; {pool.n} worker(s); http://{host}:{port}")
     pool.start()
     try:
@@ -110,9 +116,12 @@ def worker(
 
 # --------------------------------------------------------------------- client helpers
 def _client(server: str):
+    """An HTTP client signed in with the CLI's credentials (auth/client.py)."""
     import httpx
 
-    return httpx.Client(base_url=server.rstrip("/"), timeout=60.0)
+    from tunelab.auth.client import auth_for
+
+    return httpx.Client(base_url=server.rstrip("/"), timeout=60.0, auth=auth_for(server))
 
 
 def _check(resp) -> dict:
@@ -271,3 +280,6 @@ def register(app: typer.Typer) -> None:
     app.command()(worker)
     app.command()(jobs)
     app.command()(cancel)
+    from tunelab.auth import cli as auth_cli
+
+    auth_cli.register(app)

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         description="Lifetime of an OAuth refresh token (180 days); revocable at any time.",
     )
     max_concurrent_jobs: int = Field(
-        default=2,
+        default=4,
         description="Per user: tuning jobs queued or running at once (0 = no limit). A user's "
         "own limit (tunelab users limits) overrides it.",
     )

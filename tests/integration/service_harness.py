@@ -1,8 +1,14 @@
 """Start a real tunelab service (``tunelab serve``) and workers as subprocesses, on a free
-port of 127.0.0.1 with a temporary TUNELAB_HOME and the tiny random base model."""
+port of 127.0.0.1 with a temporary TUNELAB_HOME and the tiny random base model.
+
+The service is never open: the first ``serve`` creates the owner account and writes its
+credentials to HOME/credentials.json; ``Service`` reads them, so ``client()`` sends the
+owner's bearer token (tuning scope) and ``api_key`` / ``token`` are at hand for tests that
+call with other credentials."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,6 +18,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+OWNER_CREDENTIALS = "credentials.json"
 
 
 def free_port() -> int:
@@ -49,6 +57,7 @@ class Service:
             "TUNELAB_DEFAULT_BASE_MODEL": "tiny-random",
             "TUNELAB_THREADS": "1",
             "TUNELAB_LEASE_SECONDS": "2",
+            "TUNELAB_MAX_CONCURRENT_JOBS": "50",  # tests queue many jobs; test_auth sets its own
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None
@@ -67,11 +76,35 @@ class Service:
                 raise RuntimeError(f"server exited: {self.read_log()}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    self._sign_in()
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server did not start: {self.read_log()}")
+
+    def _sign_in(self) -> None:
+        self.creds = json.loads((self.home / OWNER_CREDENTIALS).read_text())
+        self.api_key = self.creds["api_key"]
+        self.token = self.oauth_token(refresh_token=self.creds["refresh_token"])
+
+    def oauth_token(self, **form) -> str:
+        """An access token from /oauth2/token: ``refresh_token=…`` or
+        ``username=…, password=…`` (password grant), optionally ``scope=…``."""
+        grant = "refresh_token" if "refresh_token" in form else "password"
+        r = httpx.post(self.url + "/oauth2/token", data={"grant_type": grant,
+                                                         "client_id": "tunelab", **form})
+        assert r.status_code == 200, r.text
+        return r.json()["access_token"]
+
+    def accounts(self):
+        """The service's accounts, opened on its store from this process (to add users)."""
+        from tunelab.auth.accounts import Accounts
+        from tunelab.config import Settings
+        from tunelab.store import Store
+
+        settings = Settings(home=self.home)
+        return Accounts(Store.open(settings), settings)
 
     def start_worker(self) -> subprocess.Popen:
         p = subprocess.Popen([sys.executable, "-m", "tunelab.jobs"], env=self.env,
@@ -96,8 +129,10 @@ class Service:
                     p.wait()
         self.worker_procs = []
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60)
+    def client(self, token: str | None = None) -> httpx.Client:
+        """A client with a bearer token (the owner's unless another is given)."""
+        return httpx.Client(base_url=self.url, timeout=60,
+                            headers={"Authorization": f"Bearer {token or self.token}"})
 
 
 def wait_op(c: httpx.Client, name: str, until=lambda op: op.get("done"), timeout: float = 120):

@@ -26,7 +26,8 @@ def test_doc_has_both_sessions():
 def test_curl_session(service, tmp_path):
     script = "set -euo pipefail\n" + blocks("bash")[0]
     r = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                       env={**os.environ, "TUNELAB": service.url}, timeout=300)
+                       env={**os.environ, "TUNELAB": service.url, "TUNELAB_TOKEN": service.token,
+                            "TUNELAB_API_KEY": service.api_key}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert "models/tiny-random" in out
@@ -44,7 +45,8 @@ def test_curl_session(service, tmp_path):
 def test_python_session(service, tmp_path):
     r = subprocess.run([sys.executable, "-c", blocks("python")[0]], cwd=tmp_path,
                        capture_output=True, text=True,
-                       env={**os.environ, "TUNELAB": service.url}, timeout=300)
+                       env={**os.environ, "TUNELAB": service.url, "TUNELAB_TOKEN": service.token,
+                            "TUNELAB_API_KEY": service.api_key}, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert "10 steps" in out

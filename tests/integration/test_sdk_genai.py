@@ -25,9 +25,12 @@ def tuned_name(service):
 
 
 def _client(service, version: str | None = "v1beta"):
-    opts = types.HttpOptions(base_url=service.url, api_version=version) if version else \
-        types.HttpOptions(base_url=service.url)
-    return genai.Client(api_key="test-key", http_options=opts)
+    """The owner's API key, plus their bearer token as a header (google-genai sends only the
+    key in Gemini API mode; tuning calls need the token, see docs/auth.md)."""
+    headers = {"Authorization": f"Bearer {service.token}"}
+    opts = types.HttpOptions(base_url=service.url, api_version=version, headers=headers) \
+        if version else types.HttpOptions(base_url=service.url, headers=headers)
+    return genai.Client(api_key=service.api_key, http_options=opts)
 
 
 def test_tune_without_examples_explains_the_sdk_bug(service):

@@ -15,7 +15,12 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 @pytest.fixture(scope="module")
 def configured(service):
-    genai.configure(api_key="test-key", transport="rest",
+    from google.oauth2.credentials import Credentials
+
+    creds = Credentials(token=service.token, refresh_token=service.creds["refresh_token"],
+                        token_uri=f"{service.url}/oauth2/token", client_id="tunelab",
+                        client_secret="")
+    genai.configure(credentials=creds, transport="rest",
                     client_options={"api_endpoint": service.url})
     return service
 
@@ -62,23 +67,23 @@ def test_full_flow(configured, capsys):
 
 
 def test_cancel_and_errors(configured):
-    import httpx
     from service_harness import create_body
+
+    c = configured.client()
 
     # A job ahead in the queue: the SDK's operation waits, and its strict parser must not
     # see tunelab's queuePosition extension.
-    blocker = httpx.post(f"{configured.url}/v1beta/tunedModels",
-                         json=create_body(n=40, epochs=50)).json()
+    blocker = c.post("/v1beta/tunedModels", json=create_body(n=40, epochs=50)).json()
     op = genai.create_tuned_model(
         source_model="models/tiny-random", training_data=examples(40) and [
             (r["textInput"], r["output"]) for r in examples(40)],
         id="old-sdk-cancel", epoch_count=50, batch_size=4, learning_rate=0.01,
     )
     assert not op.done()  # polls GET …/operations/… with the strict parser
-    raw = httpx.get(f"{configured.url}/v1beta/{op.operation.name}").json()
+    raw = c.get(f"/v1beta/{op.operation.name}").json()
     assert raw["metadata"]["queuePosition"] >= 1  # other clients do see it
     op.cancel()
-    httpx.post(f"{configured.url}/v1beta/{blocker['name']}:cancel")
+    c.post(f"/v1beta/{blocker['name']}:cancel")
     with pytest.raises(exceptions.Cancelled):
         op.result()
     assert op.cancelled()

@@ -270,6 +270,16 @@ def cancel_tuned_model(model_id: str, request: Request, principal: Auth) -> s.Em
 
 
 # -------------------------------------------------------------------------- operations
+def _op_model(request: Request, principal: Principal, model_id: str, op_id: str) -> None:
+    """Access to an operation is access to its model; a missing one is reported as such."""
+    try:
+        _model(request, principal, model_id)
+    except NotFound:
+        raise NotFound(
+            f"Operation 'tunedModels/{model_id}/operations/{op_id}' was not found."
+        ) from None
+
+
 def _operation(request: Request, name: str, principal: Principal) -> s.Operation:
     """The caller's access to the operation's model is checked by the route."""
     store = _store(request)
@@ -307,7 +317,7 @@ def list_operations(
     tags=["operations"], **EXCLUDE_NONE,
 )
 def get_operation(model_id: str, op_id: str, request: Request, principal: Auth) -> s.Operation:
-    _model(request, principal, model_id)
+    _op_model(request, principal, model_id, op_id)
     return _operation(request, f"tunedModels/{model_id}/operations/{op_id}", principal)
 
 
@@ -318,7 +328,7 @@ def get_operation(model_id: str, op_id: str, request: Request, principal: Auth) 
 def cancel_operation(model_id: str, op_id: str, request: Request, principal: Auth) -> s.Empty:
     """Cancel a tuning operation: it ends ``done`` with ``error.code`` 1 (CANCELLED); the
     model keeps the parameters learned so far (see docs/api.md)."""
-    _model(request, principal, model_id)
+    _op_model(request, principal, model_id, op_id)
     op = _store(request).get_operation(f"tunedModels/{model_id}/operations/{op_id}", None)
     if not op.done:
         _service(request).cancel(op.tuned_model_id, None)
