@@ -51,9 +51,10 @@ def derive_id(display_name: str | None) -> str:
     suffix = random_suffix()
     words = re.findall(r"[a-z0-9]+", (display_name or "").lower())
     stem = "-".join(words)[: 40 - len(suffix) - 1].strip("-")
-    if not stem or not stem[0].isalpha():
-        stem = (random_suffix(1) if not stem else "m") + (f"-{stem}" if stem else "")
-        stem = stem[: 40 - len(suffix) - 1].strip("-")
+    if not stem:  # no usable words: a random id that starts with a letter
+        return secrets.choice(string.ascii_lowercase) + random_suffix(10)
+    if not stem[0].isalpha():
+        stem = f"m-{stem}"[: 40 - len(suffix) - 1].strip("-")
     return f"{stem}-{suffix}"
 
 
