@@ -127,8 +127,16 @@ async def login(body: Login, request: Request) -> JSONResponse:
 
 @router.get("/studio/session")
 async def session(request: Request) -> JSONResponse:
+    """The signed-in user and a fresh access token; ``{"user": null}`` when signed out (a 200,
+    so a first visit does not log a failed request in the browser's console)."""
     accounts = _accounts(request)
-    tokens = await run_in_threadpool(_refresh, request)
+    try:
+        tokens = await run_in_threadpool(_refresh, request)
+    except Unauthenticated:
+        resp = JSONResponse({"user": None, "authEnabled": True}, headers=NO_STORE)
+        if request.cookies.get(COOKIE):
+            resp.delete_cookie(COOKIE, path="/studio", httponly=True, samesite="strict")
+        return resp
     return JSONResponse(await run_in_threadpool(_session_out, accounts, tokens),
                         headers=NO_STORE)
 

@@ -52,12 +52,8 @@ function remember(s) {
 
 /** The signed-in session, or null. */
 export async function loadSession() {
-  try {
-    return remember(await studio("GET", "session"));
-  } catch (e) {
-    if (e.status === 401) { user = null; token = null; return null; }
-    throw e;
-  }
+  const s = remember(await studio("GET", "session"));
+  return s.user ? s : null;
 }
 
 export async function signIn(username, password) {

@@ -287,6 +287,8 @@ export async function show(main) {
     else if (!name) why = "Give the model a display name.";
     else if (name.length > 40 || problems.length) why = "Fix the settings above.";
     $("#create").disabled = Boolean(why) || st.creating;
+    $("#create").textContent = st.creating ? "Creating…" : "Create tuned model";
+    if (st.creating) why = "Checking the examples against the base model (its first use loads it, which can take a minute)…";
     $("#create-why").textContent = why;
   }
   form.addEventListener("input", updateCreate);

@@ -1,0 +1,219 @@
+"""The Studio end to end, as a person uses it: sign in → upload a CSV with a bad row → see the
+error on that row → fix it → create → watch progress reach 100% → one loss point per step →
+playground streams → cancel a second job → delete it → API keys → sign out; another user does
+not see the first user's models."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import USERS, screenshot
+
+pytestmark = pytest.mark.e2e
+
+ROWS = 24          # 24 examples, batch 4, 2 epochs → 6 steps per epoch, 12 steps
+BAD_DATA_ROW = 5   # the 5th example (file row 6, after the header) has an empty output
+
+
+def csv_with_bad_row() -> bytes:
+    lines = ["text_input,output"]
+    for i in range(1, ROWS + 1):
+        lines.append(f"word {i},{'' if i == BAD_DATA_ROW else f'WORD {i}'}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def sign_in(page, user: str) -> None:
+    page.goto("/studio/")
+    page.wait_for_selector("#signin")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", USERS[user])
+    page.keyboard.press("Enter")
+    page.wait_for_selector("h1:has-text('My Library')")
+
+
+def upload(page, data: bytes, name: str = "words.csv") -> None:
+    page.set_input_files("#file", files=[{"name": name, "mimeType": "text/csv", "buffer": data}])
+
+
+def create_model(page, name: str, epochs: int, data: bytes) -> str:
+    page.click("a:has-text('New tuned model')")
+    page.wait_for_selector("#drop")
+    upload(page, data)
+    page.wait_for_selector("#data-ok")
+    page.fill("#display-name", name)
+    page.select_option("#base", "models/tiny-random")
+    page.click("#advanced summary")
+    page.fill("input[name=epochCount]", str(epochs))
+    click_create(page)
+    return page.url.rsplit("/", 1)[-1]
+
+
+def click_create(page) -> None:
+    page.click("#create")
+    # (no wait_for_function: the Studio's CSP forbids the eval it needs)
+    page.wait_for_selector("#m-title, #create-error:not([hidden])", timeout=120_000)
+    assert "#/models/" in page.url, page.locator("#create-error").inner_text()
+
+
+def good_csv() -> bytes:
+    return ("text_input,output\n" + "".join(f"word {i},WORD {i}\n" for i in range(1, ROWS + 1))).encode()
+
+
+def test_studio_flow(new_page, studio_service):
+    page, errors = new_page()
+    errors.expect("/studio/login", 401)   # the wrong password below
+    errors.expect("/v1beta/files", 400)   # the server's verdict on the bad row
+
+    # Sign in
+    page.goto("/studio/")
+    page.wait_for_selector("#signin")
+    screenshot(page, "01-signin")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "wrong password")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#signin-error:has-text('Wrong user name or password')")
+    sign_in(page, "alice")
+    assert page.locator("#who").inner_text() == "Signed in as alice"
+    screenshot(page, "02-library-empty")
+
+    # New model: a CSV with one bad row; the server's error shows on that row
+    page.click("a:has-text('New tuned model')")
+    page.wait_for_selector("#drop")
+    upload(page, csv_with_bad_row())
+    bad = page.locator('tr.bad[data-label="row 6"]')
+    bad.wait_for()
+    message = page.locator('tr.msg.bad[data-msg-for="4"]')
+    assert "output is empty" in message.inner_text()
+    assert page.locator("tr.bad[data-row]").count() == 1
+    assert page.locator("#create").is_disabled()
+    assert page.locator("#data-errors").is_visible()
+    screenshot(page, "03-new-model-error")
+
+    # Fix it in the table: the server re-checks, the create button comes on
+    bad.locator("textarea[data-f=output]").fill("WORD 5")
+    page.wait_for_selector("#data-ok")
+    assert page.locator("tr.bad[data-row]").count() == 0
+    page.fill("#display-name", "Word shouter")
+    page.select_option("#base", "models/tiny-random")
+    page.fill("textarea[name=description]", "Upper-cases words")
+    page.click("#advanced summary")
+    page.fill("input[name=epochCount]", "2")
+    assert "6 × 2 = 12 steps" in page.locator("#steps").inner_text()
+    assert page.locator("#create").is_enabled()
+    screenshot(page, "04-new-model-ready")
+    click_create(page)
+    assert re.search(r"#/models/word-shouter-", page.url)
+    model_id = page.url.rsplit("/", 1)[-1]
+
+    # Progress reaches 100%; the loss curve has one point per step
+    page.wait_for_selector('#m-progress[aria-valuenow="100"]', timeout=600_000)
+    page.wait_for_selector('#m-badge [data-state="ACTIVE"]')
+    page.wait_for_selector("#chart[data-points='12']")
+    assert page.locator("#chart circle.pt").count() == 12
+    assert page.locator("#chart line.epoch").count() == 2
+    assert "12 / 12 steps" in page.locator("#m-progress-text").inner_text()
+    page.wait_for_selector("#epoch-advice")
+
+    # Serve epoch 1 instead of 2
+    page.click("button[data-epoch='1']")
+    page.wait_for_selector("#chart line.epoch.selected[data-epoch='1']", state="attached")
+
+    # Playground: both answers stream
+    page.fill("#play textarea[name=prompt]", "word 3")
+    page.fill("#play input[name=maxOutputTokens]", "12")
+    page.click("#run")
+    page.wait_for_selector("#ans-tuned[data-done='1']", timeout=300_000)
+    page.wait_for_selector("#ans-base[data-done='1']", timeout=300_000)
+    for box in ("#ans-tuned", "#ans-base"):
+        assert int(page.locator(box).get_attribute("data-chunks")) >= 2, box
+        assert page.locator(f"{box} .text").inner_text().strip()
+        assert "⚠" not in page.locator(f"{box} .text").inner_text()
+
+    # Code snippets carry the model's name
+    assert f"tunedModels/{model_id}:generateContent" in page.locator("#code").inner_text()
+    page.click("#code-tabs button:has-text('google-genai')")
+    assert f'model="tunedModels/{model_id}"' in page.locator("#code").inner_text()
+
+    # Edit the name and default temperature
+    page.fill("#edit input[name=displayName]", "Word shouter v1")
+    page.fill("#edit input[name=temperature]", "0.3")
+    page.click("#edit button[type=submit]")
+    page.wait_for_selector("#m-title:has-text('Word shouter v1')")
+    screenshot(page, "05-model")
+
+    # The library shows it, and filters work
+    page.click("a:has-text('My Library')")
+    row = page.locator(f'tr[data-model="{model_id}"]')
+    row.wait_for()
+    assert "Active" in row.inner_text() and "tiny-random" in row.inner_text()
+    page.select_option("#f-state", "FAILED")
+    page.wait_for_selector("text=No model matches these filters.")
+    page.select_option("#f-state", "")
+    page.fill("#f-text", "shouter")
+    row.wait_for()
+    screenshot(page, "06-library")
+
+    # A second, long job: watch it run, then cancel it (with the warning) and delete it
+    long_id = create_model(page, "Long run", 100, good_csv())
+    page.wait_for_selector("#m-progress-text:has-text('/ 600 steps')")
+    page.wait_for_selector("#cancel:visible")
+    for _ in range(300):  # a few steps ran: the bar moves
+        if page.locator("#m-progress-text").inner_text().split(" /")[0] not in ("0", ""):
+            break
+        page.wait_for_timeout(100)
+    screenshot(page, "07-model-running")
+    page.click("#cancel")
+    assert "unpredictable" in page.locator("#confirm-body").inner_text()
+    screenshot(page, "08-cancel-confirm")
+    page.click("#confirm-yes")
+    page.wait_for_selector('#m-badge [data-state="CANCELLED"]', timeout=300_000)
+    assert "unpredictable" in page.locator("#m-message").inner_text()
+    page.click("#delete")
+    page.click("#confirm-yes")
+    page.wait_for_url(re.compile(r"#/library$"))
+    page.locator(f'tr[data-model="{model_id}"]').wait_for()
+    assert page.locator(f'tr[data-model="{long_id}"]').count() == 0
+
+    # API keys: create (shown once), list, revoke
+    page.click("a:has-text('API keys')")
+    page.fill("#new-key input[name=name]", "support bot")
+    page.click("#new-key button[type=submit]")
+    secret = page.locator("#secret-value").inner_text()
+    assert secret.startswith("tlk_")
+    page.wait_for_selector("tr[data-key]:has-text('support bot')")
+    screenshot(page, "09-keys")
+    page.click("tr[data-key] button[data-revoke]")
+    page.click("#confirm-yes")
+    page.wait_for_selector("text=No keys yet.")
+
+    # Sign out: back to the sign-in page, and the session is gone
+    page.click("#signout")
+    page.wait_for_selector("#signin")
+    page.goto("/studio/#/library")
+    page.wait_for_selector("#signin")
+
+    # Another user sees none of alice's models, even by URL
+    sign_in(page, "bob")
+    page.wait_for_selector("text=No tuned models yet.")
+    errors.expect(f"/v1beta/tunedModels/{model_id}", 404)  # as if it did not exist
+    page.goto(f"/studio/#/models/{model_id}")
+    page.wait_for_selector("text=was not found")
+
+
+def test_keyboard_sign_in_and_navigation(new_page, studio_service):
+    page, _ = new_page()
+    page.goto("/studio/")
+    page.wait_for_selector("#signin")
+    page.keyboard.press("Tab")  # skip link
+    page.keyboard.press("Tab")  # brand
+    page.locator("input[name=username]").focus()
+    page.keyboard.type("bob")
+    page.keyboard.press("Tab")
+    page.keyboard.type(USERS["bob"])
+    page.keyboard.press("Enter")
+    page.wait_for_selector("h1:has-text('My Library')")
+    page.locator("a:has-text('New tuned model')").first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#drop")
+    assert page.evaluate("document.querySelector('#drop').tabIndex") == 0
