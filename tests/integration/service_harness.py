@@ -70,7 +70,7 @@ class Service:
         if self.workers == 0:
             args.append("--no-worker")
         self.proc = subprocess.Popen(args, env=self.env, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # generous: the test machine is often loaded
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.read_log()}")
@@ -135,7 +135,7 @@ class Service:
                             headers={"Authorization": f"Bearer {token or self.token}"})
 
 
-def wait_op(c: httpx.Client, name: str, until=lambda op: op.get("done"), timeout: float = 120):
+def wait_op(c: httpx.Client, name: str, until=lambda op: op.get("done"), timeout: float = 300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         op = c.get(f"/v1beta/{name}").json()
