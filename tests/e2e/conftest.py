@@ -101,7 +101,8 @@ def new_page(browser, studio_service):
     pages = []
 
     def make():
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=studio_service.url)
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900},
+                                  base_url=studio_service.url)
         page = ctx.new_page()
         page.set_default_timeout(120_000)
         errors = ConsoleErrors(page)

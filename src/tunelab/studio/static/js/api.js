@@ -121,7 +121,7 @@ export async function listAll(path, field, query = {}) {
 }
 
 /** Stream generateContent as server-sent events; onText gets each chunk's text. */
-export async function streamGenerate(model, body, onText, signal) {
+export async function streamGenerate(model, body, onText, signal, onEvent = () => {}) {
   const res = await send("POST", `${model}:streamGenerateContent`, { body, query: { alt: "sse" }, signal });
   if (!res.ok) {
     let data = {};
@@ -144,6 +144,7 @@ export async function streamGenerate(model, body, onText, signal) {
       if (!data) continue;
       const chunk = JSON.parse(data);
       last = chunk;
+      onEvent(chunk);
       const text = (chunk.candidates?.[0]?.content?.parts || []).map((p) => p.text || "").join("");
       if (text) onText(text);
     }

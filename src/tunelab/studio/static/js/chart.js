@@ -53,10 +53,19 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
   for (const s of snapshots) ends.set(s.epoch, s.step);
   if (stepsPerEpoch) for (let e = 1; e * stepsPerEpoch <= maxStep; e++) if (!ends.has(e)) ends.set(e, e * stepsPerEpoch);
   const marks = el("g", { class: "epochs" });
-  for (const [epoch, step] of [...ends.entries()].sort((a, b) => a[0] - b[0])) {
+  const sorted = [...ends.entries()].sort((a, b) => a[0] - b[0]);
+  // Many epochs: mark every k-th one so marks stay >= 8 px and labels >= 30 px apart.
+  const gap = sorted.length > 1 ? (W - L - R) / sorted.length : W;
+  const lineEvery = Math.max(1, Math.ceil(8 / gap));
+  const labelEvery = Math.max(1, Math.ceil(30 / gap));
+  for (const [epoch, step] of sorted) {
     const sel = epoch === selectedEpoch ? " selected" : "";
+    const last = epoch === sorted[sorted.length - 1][0];
+    if (!sel && !last && epoch % lineEvery) continue;
     marks.appendChild(el("line", { x1: x(step), x2: x(step), y1: T, y2: H - B, class: `epoch${sel}`, "data-epoch": epoch }));
-    marks.appendChild(el("text", { x: x(step) - 3, y: T + 10, "text-anchor": "end", class: `epoch-label${sel}` }, `E${epoch}`));
+    if (sel || epoch % labelEvery === 0 || labelEvery === 1) {
+      marks.appendChild(el("text", { x: x(step) - 3, y: T + 10, "text-anchor": "end", class: `epoch-label${sel}` }, `E${epoch}`));
+    }
   }
   svg.appendChild(marks);
 

@@ -14,8 +14,7 @@ export async function show(main) {
     </div>
     <section class="panel">
       <div class="filters" role="search">
-        <label class="search"><span class="sr">Search</span>
-          <input type="search" id="f-text" placeholder="Search name or description" aria-label="Search name or description" value="${params.get("q") || ""}"></label>
+        <input type="search" class="search" id="f-text" placeholder="Search name or description" aria-label="Search name or description" value="${params.get("q") || ""}">
         <select id="f-state" aria-label="Filter by state">
           <option value="">All states</option>
           ${STATES.map((s) => raw(`<option value="${s}">${s[0] + s.slice(1).toLowerCase()}</option>`))}
@@ -24,7 +23,6 @@ export async function show(main) {
       </div>
       <div id="models" aria-live="polite"><p class="muted"><span class="spinner"></span> Loading…</p></div>
     </section>`);
-  $(".filters .sr").hidden = true;
   let models = [];
   const ops = new Map();   // model name → latest operation
   let timer = null;

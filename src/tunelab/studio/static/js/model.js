@@ -81,7 +81,8 @@ export async function show(main, id) {
           <label class="field">User (name or email) <input type="text" name="email" required autocomplete="off"></label>
           <label class="field">Role <select name="role"><option value="READER">Reader: can call it</option><option value="WRITER">Writer: can also edit and share</option></select></label>
           <div class="notice bad" id="share-error" hidden></div>
-          <button class="btn ghost" type="submit">Share</button>
+          <div class="row"><button class="btn ghost" type="submit">Share</button>
+            <button class="btn ghost small" type="button" id="show-perms">Who has access?</button></div>
           <ul id="perms" class="small" style="padding-left:1.1rem"></ul>
         </form>
       </div>
@@ -126,13 +127,13 @@ export async function show(main, id) {
     render(box, html`
       <p class="hint">One point per optimizer step; dashed lines mark the end of each epoch${epochs.selectedEpoch ? "; the green one is the epoch being served" : ""}.</p>
       ${epochs.advice ? html`<div class="notice info" id="epoch-advice"><b>Epoch advice:</b> ${epochs.advice.message}</div>` : ""}
-      <table class="list small" id="epochs"><thead><tr><th>Epoch</th><th>Mean loss</th><th>Served</th><th></th></tr></thead><tbody>
+      <div class="epochs-wrap"><table class="list small" id="epochs"><thead><tr><th>Epoch</th><th>Mean loss</th><th>Served</th><th></th></tr></thead><tbody>
       ${epochs.epochs.map((e) => html`<tr>
-        <td data-label="Epoch">${e.epoch}${epochs.advice?.epoch === e.epoch ? " (advised)" : ""}</td>
+        <td data-label="Epoch">${e.epoch}${epochs.advice?.epoch === e.epoch ? " (advised)" : ""}${!e.checkpoint && model.state === "CREATING" ? " (running)" : ""}</td>
         <td data-label="Mean loss" class="mono">${e.meanLoss.toFixed(4)}</td>
         <td data-label="Served">${epochs.selectedEpoch === e.epoch ? "✔" : ""}</td>
         <td>${canPick && e.checkpoint && epochs.selectedEpoch !== e.epoch ? html`<button type="button" class="btn ghost small" data-epoch="${e.epoch}">Use epoch ${e.epoch}</button>` : ""}</td>
-      </tr>`)}</tbody></table>`);
+      </tr>`)}</tbody></table></div>`);
   }
 
   function drawDetails() {
@@ -214,12 +215,15 @@ export async function show(main, id) {
       toast("Saved");
     } catch (e) { err.textContent = e.message; err.hidden = false; }
   });
+  // Loaded on demand: only writers and owners may list permissions, and a reader's page
+  // should not provoke a 403.
   async function loadPerms() {
     try {
       const r = await get(`${name}/permissions`);
-      render($("#perms"), html`${(r.permissions || []).map((p) => html`<li>${p.emailAddress || p.granteeType} — ${p.role}</li>`)}`);
-    } catch { $("#share").hidden = true; }   // only writers and owners may see permissions
+      render($("#perms"), html`${(r.permissions || []).map((p) => html`<li>${p.emailAddress || p.granteeType} — ${p.role.toLowerCase()}</li>`)}`);
+    } catch (e) { render($("#perms"), html`<li class="muted">${e.message}</li>`); }
   }
+  $("#show-perms").addEventListener("click", loadPerms);
   $("#share").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target.elements;
@@ -262,8 +266,10 @@ export async function show(main, id) {
       out.textContent = "";
       box.classList.add("streaming");
       box.dataset.chunks = "0";
+      box.dataset.events = "0";
+      const count = (key) => { box.dataset[key] = String(Number(box.dataset[key]) + 1); };
       try {
-        await streamGenerate(target, body, (t) => { out.textContent += t; box.dataset.chunks = String(Number(box.dataset.chunks) + 1); }, ctrl.signal);
+        await streamGenerate(target, body, (t) => { out.textContent += t; count("chunks"); }, ctrl.signal, () => count("events"));
         if (!out.textContent) out.textContent = "(an empty answer)";
       } catch (e) {
         if (e.name !== "AbortError") out.textContent = `⚠ ${e.message}`;
@@ -294,6 +300,6 @@ export async function show(main, id) {
 
   fillEdit();
   drawStatus();
-  await Promise.all([poll(), loadEpochs(), loadPerms()]);
+  await Promise.all([poll(), loadEpochs()]);
   return () => { stopped = true; clearTimeout(timer); streams.forEach((c) => c.abort()); };
 }

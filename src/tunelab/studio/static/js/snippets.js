@@ -35,7 +35,10 @@ print(reply.text)
 
 for chunk in client.models.generate_content_stream(model="${name}", contents="Your input here"):
     print(chunk.text or "", end="")` },
-    { label: "tunelab CLI", code: `# Follow the tuning job and list the queue
+    { label: "tunelab CLI", code: `# Sign in once (keeps a refresh token in TUNELAB_HOME/login.json)
+tunelab login --server ${origin} YOUR_USER_NAME
+
+# Follow the tuning job and list the queue
 tunelab jobs --server ${origin}
 
 # Cancel it while it is tuning

@@ -1,0 +1,125 @@
+"""The Studio's server side without a browser: the session cookie and its CSRF guards, API
+keys, and the epochs extension (GET …/epochs, POST …:selectEpoch) that the model page uses."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from service_harness import Service, create_body, wait_op
+
+STUDIO = {"X-Tunelab-Studio": "1"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    svc = Service(tmp_path_factory.mktemp("studio-server")).start()
+    from tunelab.auth.accounts import Accounts
+    from tunelab.config import Settings
+    from tunelab.store import Store
+
+    settings = Settings(home=svc.home)
+    accounts = Accounts(Store.open(settings), settings)
+    accounts.add_user("carol", "carol-password")
+    accounts.add_user("dave", "dave-password")
+    yield svc
+    svc.stop()
+
+
+def plain(server) -> httpx.Client:
+    """A client with no credentials (the harness's own carries the owner's token)."""
+    return httpx.Client(base_url=server.url, timeout=60)
+
+
+def sign_in(c, user: str, password: str):
+    r = c.post("/studio/login", json={"username": user, "password": password}, headers=STUDIO)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_page_and_redirects(server):
+    with plain(server) as c:
+        r = c.get("/")
+        assert r.status_code == 307 and r.headers["location"] == "/studio/"
+        page = c.get("/studio/")
+        assert page.status_code == 200 and "js/app.js" in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert c.get("/studio/static/js/api.js").status_code == 200
+        assert c.get("/studio/session").json() == {"user": None, "authEnabled": True}
+
+
+def test_sign_in_cookie_session_and_sign_out(server):
+    with plain(server) as bad:
+        r = bad.post("/studio/login", json={"username": "carol", "password": "nope"},
+                     headers=STUDIO)
+        assert r.status_code == 401 and "Wrong user name or password" in r.text
+    with plain(server) as c:
+        r = sign_in(c, "carol", "carol-password")
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/studio" in cookie
+        assert "tunelab_studio" not in r.text  # the refresh token never reaches the page
+        s = c.get("/studio/session").json()
+        assert s["user"]["name"] == "carol" and s["accessToken"]
+        auth = {"Authorization": f"Bearer {s['accessToken']}"}
+        assert c.get("/v1beta/tunedModels", headers=auth).status_code == 200
+        assert c.post("/studio/logout", headers=STUDIO).status_code == 200
+        assert c.get("/studio/session").json()["user"] is None
+        # signing out revoked the refresh token and every access token minted from it
+        assert c.get("/v1beta/tunedModels", headers=auth).status_code == 401
+
+
+@pytest.mark.parametrize("headers", [
+    {},                                                     # no Studio header: a plain form
+    {**STUDIO, "Origin": "http://evil.example"},            # another site's page
+])
+def test_csrf_guards(server, headers):
+    with plain(server) as c:
+        r = c.post("/studio/login", json={"username": "carol", "password": "carol-password"},
+                   headers=headers)
+        assert r.status_code == 403
+        assert "set-cookie" not in r.headers
+
+
+def test_api_keys(server):
+    with plain(server) as c:
+        sign_in(c, "carol", "carol-password")
+        k = c.post("/studio/keys", json={"name": "bot"}, headers=STUDIO).json()
+        assert k["key"].endswith(k["hint"]) and k["name"] == "bot"
+        listed = c.get("/studio/keys").json()["keys"]
+        assert [x["id"] for x in listed] == [k["id"]] and "key" not in listed[0]
+        assert c.get("/v1beta/models", headers={"x-goog-api-key": k["key"]}).status_code == 200
+        assert c.delete(f"/studio/keys/{k['id']}").status_code == 403  # no Studio header
+        assert c.delete(f"/studio/keys/{k['id']}", headers=STUDIO).status_code == 200
+        assert c.get("/studio/keys").json()["keys"] == []
+        assert c.get("/v1beta/models", headers={"x-goog-api-key": k["key"]}).status_code == 400
+
+
+def test_epochs_and_select_epoch(server):
+    with plain(server) as c:
+        sign_in(c, "carol", "carol-password")
+        auth = {"Authorization": f"Bearer {c.get('/studio/session').json()['accessToken']}"}
+        r = c.post("/v1beta/tunedModels", params={"tunedModelId": "epochs-demo"},
+                   json=create_body(epochs=3), headers=auth)
+        assert r.status_code == 200, r.text
+        c.headers.update(auth)
+        op = wait_op(c, r.json()["name"], timeout=600)
+        assert "error" not in op
+        e = c.get("/v1beta/tunedModels/epochs-demo/epochs").json()
+        assert [x["epoch"] for x in e["epochs"]] == [1, 2, 3]
+        assert [x["lastStep"] for x in e["epochs"]] == [5, 10, 15]
+        assert all(x["checkpoint"] for x in e["epochs"])
+        assert e["selectedEpoch"] == 3 and e["exampleCount"] == 20
+        assert {"epoch", "plateaued", "message"} <= e["advice"].keys()
+        picked = c.post("/v1beta/tunedModels/epochs-demo:selectEpoch", json={"epoch": 1}).json()
+        assert picked["selectedEpoch"] == 1
+        gen = c.post("/v1beta/tunedModels/epochs-demo:generateContent",
+                     json={"contents": [{"parts": [{"text": "word 1"}]}],
+                           "generationConfig": {"maxOutputTokens": 4}})
+        assert gen.status_code == 200, gen.text
+        bad = c.post("/v1beta/tunedModels/epochs-demo:selectEpoch", json={"epoch": 9})
+        assert bad.status_code == 400 and "between 1 and 3" in bad.json()["error"]["message"]
+    with plain(server) as d:
+        sign_in(d, "dave", "dave-password")
+        d.headers["Authorization"] = f"Bearer {d.get('/studio/session').json()['accessToken']}"
+        assert d.get("/v1beta/tunedModels/epochs-demo/epochs").status_code == 404
+        assert d.post("/v1beta/tunedModels/epochs-demo:selectEpoch",
+                      json={"epoch": 1}).status_code == 404
