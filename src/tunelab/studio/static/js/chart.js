@@ -20,8 +20,10 @@ function niceTicks(lo, hi, n = 5) {
 }
 
 /** snapshots: [{step, epoch, meanLoss}]; totalSteps: the x range; selectedEpoch: or null. */
-export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, stepsPerEpoch = 0 } = {}) {
-  const W = 720, H = 280, L = 52, R = 16, T = 16, B = 40;
+export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, stepsPerEpoch = 0, width = 720 } = {}) {
+  // Drawn at the container's width (320-720 units), so the text stays legible on a phone.
+  const W = Math.round(Math.min(720, Math.max(320, width || 720)));
+  const H = W < 500 ? 230 : 280, L = 46, R = 14, T = 16, B = 40;
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-labelledby": "chart-title" });
   svg.appendChild(el("title", { id: "chart-title" },
     snapshots.length ? `Mean loss per step: ${snapshots.length} steps, last loss ${snapshots[snapshots.length - 1].meanLoss.toFixed(4)}` : "No steps yet"));
@@ -38,7 +40,7 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
     axes.appendChild(el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
     axes.appendChild(el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" }, v.toString()));
   }
-  for (const v of niceTicks(1, maxStep, 6).filter((s) => s >= 1 && Number.isInteger(s))) {
+  for (const v of niceTicks(1, maxStep, W < 500 ? 4 : 6).filter((s) => s >= 1 && Number.isInteger(s))) {
     axes.appendChild(el("text", { x: x(v), y: H - B + 16, "text-anchor": "middle", class: "tick" }, String(v)));
   }
   axes.appendChild(el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis" }));

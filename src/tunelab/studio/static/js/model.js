@@ -1,7 +1,7 @@
 // The model page: live status, loss curve, epochs, details, edit, share, cancel/delete,
 // playground (tuned vs base, streamed) and code snippets.
 import { get, post, patch, del, streamGenerate, ApiError } from "./api.js";
-import { $, $$, html, raw, render, toast, confirmDialog, timeAgo, displayState, badge, progressText, copyText, esc } from "./util.js";
+import { $, html, render, toast, confirmDialog, timeAgo, displayState, badge, progressText, copyText, debounce } from "./util.js";
 import { lossChart } from "./chart.js";
 import { snippets } from "./snippets.js";
 
@@ -52,7 +52,7 @@ export async function show(main, id) {
               <label class="field">Top-p <input type="number" name="topP" min="0" max="1" step="0.05" placeholder="model default"></label>
             </div>
             <div class="row"><button class="btn" type="submit" id="run">Run on both</button><button class="btn ghost" type="button" id="stop" hidden>Stop</button>
-              <span class="hint">The tuned model's answer streams next to the base model's for the same prompt.</span></div>
+              <span class="hint" id="play-hint"></span></div>
           </form>
           <div class="answers">
             <div class="answer" id="ans-tuned"><h3>Tuned · ${id}</h3><div class="text" aria-live="polite"></div></div>
@@ -90,6 +90,7 @@ export async function show(main, id) {
 
   // -- status ---------------------------------------------------------------------------
   function drawStatus() {
+    if (!$("#m-title")) return;
     const state = displayState(model, op);
     $("#m-title").textContent = model.displayName || id;
     render($("#m-badge"), badge(state));
@@ -100,6 +101,11 @@ export async function show(main, id) {
     bar.setAttribute("aria-valuenow", String(Math.round(pct)));
     $("#m-progress-text").textContent = op ? `${progressText(op)} · ${Math.round(pct)}%` : "";
     $("#cancel").hidden = model.state !== "CREATING";
+    const callable = model.state === "ACTIVE";
+    if (!streams.some((c) => !c.signal.aborted && c.running)) $("#run").disabled = !callable;
+    $("#play-hint").textContent = callable
+      ? "The tuned model's answer streams next to the base model's for the same prompt."
+      : model.state === "CREATING" ? "Available when tuning has finished." : "This model cannot be called: its tuning failed.";
     const msgs = [];
     if (model.stateMessage) msgs.push(html`<div class="notice ${state === "FAILED" ? "bad" : "warn"}">${model.stateMessage}</div>`);
     else if (state === "ACTIVE") msgs.push(html`<div class="notice ok">Tuning finished ${timeAgo(model.tuningTask?.completeTime)}. Try it in the playground below.</div>`);
@@ -116,7 +122,8 @@ export async function show(main, id) {
     const total = op?.metadata?.totalSteps || use.length;
     const ep = model.tuningTask?.hyperparameters?.epochCount || 1;
     const box = $("#chart");
-    box.replaceChildren(lossChart(use, { totalSteps: total, selectedEpoch: epochs?.selectedEpoch ?? null, stepsPerEpoch: total / ep }));
+    if (!box) return;   // the page was left (a resize or poll finished afterwards)
+    box.replaceChildren(lossChart(use, { totalSteps: total, selectedEpoch: epochs?.selectedEpoch ?? null, stepsPerEpoch: total / ep, width: box.clientWidth }));
     box.dataset.points = String(use.length);
   }
 
@@ -258,6 +265,7 @@ export async function show(main, id) {
     if (f.topP.value !== "") cfg.topP = Number(f.topP.value);
     const body = { contents: [{ role: "user", parts: [{ text: prompt }] }], generationConfig: cfg };
     const ctrl = new AbortController();
+    ctrl.running = true;
     streams.push(ctrl);
     $("#run").disabled = true; $("#stop").hidden = false;
     const one = async (boxId, target) => {
@@ -277,7 +285,8 @@ export async function show(main, id) {
     };
     $("#ans-tuned").dataset.done = ""; $("#ans-base").dataset.done = "";
     await Promise.all([one("#ans-tuned", name), one("#ans-base", model.baseModel)]);
-    $("#run").disabled = false; $("#stop").hidden = true;
+    ctrl.running = false;
+    $("#run").disabled = model.state !== "ACTIVE"; $("#stop").hidden = true;
   });
   $("#stop").addEventListener("click", () => streams.forEach((c) => c.abort()));
 
@@ -298,8 +307,13 @@ export async function show(main, id) {
   $("#copy").addEventListener("click", () => copyText(codes[tab].code));
   drawCode();
 
+  const onResize = debounce(() => drawChart(), 150);
+  window.addEventListener("resize", onResize);
   fillEdit();
   drawStatus();
   await Promise.all([poll(), loadEpochs()]);
-  return () => { stopped = true; clearTimeout(timer); streams.forEach((c) => c.abort()); };
+  return () => {
+    stopped = true; clearTimeout(timer); streams.forEach((c) => c.abort());
+    window.removeEventListener("resize", onResize);
+  };
 }

@@ -19,7 +19,8 @@ export function html(strings, ...values) {
 }
 export const raw = (s) => ({ __raw: String(s) });
 
-export function render(el, content) { el.innerHTML = content.__raw ?? esc(content); }
+/** Replaces el's content; a no-op when el is gone (an async update after leaving a page). */
+export function render(el, content) { if (el) el.innerHTML = content.__raw ?? esc(content); }
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
 
