@@ -3,6 +3,12 @@ keys, and the epochs extension (GET …/epochs, POST …:selectEpoch) that the m
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
 import httpx
 import pytest
 from service_harness import Service, create_body, wait_op
@@ -123,3 +129,15 @@ def test_epochs_and_select_epoch(server):
         assert d.get("/v1beta/tunedModels/epochs-demo/epochs").status_code == 404
         assert d.post("/v1beta/tunedModels/epochs-demo:selectEpoch",
                       json={"epoch": 1}).status_code == 404
+    # the example in docs/studio.md (last: the checks above have run when jq is missing)
+    if shutil.which("jq") is None:
+        pytest.skip("jq is needed for the docs/studio.md example (.ci/run installs it)")
+    doc = (Path(__file__).parents[2] / "docs" / "studio.md").read_text()
+    script = re.search(r"```bash\n(.*?)```", doc, re.S).group(1)
+    env = {**os.environ, "TUNELAB": server.url, "TOKEN": auth["Authorization"][7:],
+           "MODEL": "tunedModels/epochs-demo"}
+    out = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "2"
+    assert "epoch" in out.stdout.splitlines()[0]
