@@ -235,3 +235,41 @@ def test_keyboard_sign_in_and_navigation(new_page, studio_service):
     page.keyboard.press("Enter")
     page.wait_for_selector("#drop")
     assert page.evaluate("document.querySelector('#drop').tabIndex") == 0
+
+
+def test_new_model_warnings_jsonl_and_table_editing(new_page, studio_service):
+    page, errors = new_page()
+    errors.expect("/v1beta/files", 400)
+    sign_in(page, "bob")
+    page.click("a:has-text('New tuned model')")
+    page.wait_for_selector("#drop")
+
+    # Warnings (a duplicate) show on the rows they name and do not block creating
+    rows = [f"q {i},a {i}" for i in range(1, 21)] + ["q 1,a 1"]
+    upload(page, ("text_input,output\n" + "\n".join(rows) + "\n").encode(), "dup.csv")
+    page.wait_for_selector("#data-ok")
+    for label in ("row 2", "row 22"):
+        page.wait_for_selector(f'tr.warn[data-label="{label}"]')
+    assert "identical" in page.locator(".rowmsg.warn").first.inner_text()
+    page.select_option("#base", "models/tiny-random")
+    assert page.locator("#create").is_enabled()
+
+    # JSONL: problems are named by line, and land on that line's row
+    lines = [f'{{"text_input": "q {i}", "output": "a {i}"}}' for i in range(1, 21)]
+    lines[2] = '{"text_input": "q 3", "output": ""}'
+    upload(page, ("\n".join(lines) + "\n").encode(), "data.jsonl")
+    page.wait_for_selector('tr.bad[data-label="line 3"]')
+    assert page.locator("#create").is_disabled()
+
+    # Editing the table: remove the bad row, add one by hand; the server re-checks
+    page.click('button[aria-label="Remove line 3"]')
+    page.wait_for_selector("#data-errors:has-text('at least 20')")  # a problem of no row
+    assert page.locator("#count").inner_text() == "19 examples"
+    page.click("#add-row")
+    page.wait_for_selector("#create:disabled")
+    cells = page.locator("tr[data-row]").last
+    cells.locator("textarea[data-f=input]").fill("q 21")
+    cells.locator("textarea[data-f=output]").fill("a 21")
+    page.wait_for_selector("#data-ok:has-text('20 examples')")
+    assert page.locator("#create").is_enabled()
+    screenshot(page, "10-new-model-edited")

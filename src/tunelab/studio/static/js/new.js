@@ -195,7 +195,7 @@ export async function show(main) {
   }
   function attach(messages, level) {
     for (const text of messages) {
-      const where = locations(text).map(rowIndex).filter((i) => i >= 0);
+      const where = [...new Set(locations(text).map(rowIndex).filter((i) => i >= 0))];
       if (!where.length) { (level === "bad" ? st.general : st.warnings).push(text); continue; }
       for (const i of where) {
         if (!st.rowMsgs.has(i)) st.rowMsgs.set(i, []);
