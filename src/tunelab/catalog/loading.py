@@ -10,6 +10,7 @@ from typing import Any
 
 from tunelab.catalog.specs import BaseModelSpec
 from tunelab.catalog.templates import Template, template_for_vocab
+from tunelab.fsutil import file_lock
 
 
 @dataclass
@@ -63,8 +64,10 @@ def set_threads(threads: int | None) -> None:
 
 
 def materialize(spec: BaseModelSpec, models_dir: Path) -> Path:
-    """The Hugging Face folder for ``spec``, converting/caching GGUF weights on first use."""
-    return spec.source.materialize(models_dir / spec.id)
+    """The Hugging Face folder for ``spec``, converting/caching GGUF weights on first use
+    (under a lock, so concurrent processes convert once)."""
+    with file_lock(models_dir / f".{spec.id}.lock"):
+        return spec.source.materialize(models_dir / spec.id)
 
 
 def load_base_model(

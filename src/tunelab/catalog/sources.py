@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from tunelab.errors import ModelNotAvailable
+from tunelab.fsutil import atomic_dir
 
 CACHE_MARKER = "tunelab-cache.json"
 
@@ -49,9 +47,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir.parent))
-    try:
+    def write(tmp: Path) -> None:
         folder, name = str(gguf_path.parent), gguf_path.name
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -67,12 +63,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         (tmp / CACHE_MARKER).write_text(
             json.dumps({"source": str(gguf_path), "size": stat.st_size, "mtime": stat.st_mtime})
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_dir(out_dir, write)
     return out_dir
 
 

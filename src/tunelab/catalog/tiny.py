@@ -9,11 +9,10 @@ pipeline can be exercised without real weights.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from tunelab.fsutil import atomic_dir
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -84,16 +83,11 @@ def build_tiny_model(out_dir: Path, spec: TinyRandomSource | None = None) -> Pat
     )
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(config)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "tunelab-cache.json").write_text(json.dumps({"source": "tiny-random"}))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_dir(out_dir, write)
     return out_dir

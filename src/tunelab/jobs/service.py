@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import shutil
@@ -22,6 +21,7 @@ from tunelab.catalog import BaseModelSpec, get_base_model
 from tunelab.config import Settings
 from tunelab.data import Example
 from tunelab.errors import DatasetError, FailedPrecondition, InvalidArgument, Problem
+from tunelab.fsutil import atomic_write
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
 
 ID_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -56,16 +56,6 @@ def derive_id(display_name: str | None) -> str:
     if not stem[0].isalpha():
         stem = f"m-{stem}"[: 40 - len(suffix) - 1].strip("-")
     return f"{stem}-{suffix}"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_examples(path: Path, examples: list[Example]) -> bytes:
