@@ -13,9 +13,14 @@ from tunelab.jobs.service import derive_id
 from tunelab.store import JobRow, OperationRow, Store, TunedModelRow
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 't.db'}", lock_dir=tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    """Every queue test runs on SQLite and on a throwaway PostgreSQL (skipped without one)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 't.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = Store(url, lock_dir=tmp_path)
     yield s
     s.close()
 
@@ -48,6 +53,41 @@ def test_jobs_are_claimed_in_submission_order_once(store):
     assert store.queue_position(store.job_of("c")) == 1
     assert store.claim_job("w3", 30).tuned_model_id == "c"
     assert store.claim_job("w4", 30) is None
+
+
+def test_concurrent_workers_never_claim_the_same_job(store):
+    """Threads hammer ``claim_job``: every job is claimed exactly once, none is lost."""
+    import threading
+
+    n_jobs, n_workers = 30, 6
+    for i in range(n_jobs):
+        _submit(store, f"m{i}")
+    claims: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_workers)
+
+    def work(worker: str) -> None:
+        try:
+            start.wait()
+            mine = claims.setdefault(worker, [])
+            while (job := store.claim_job(worker, 60)) is not None:
+                assert job.worker_id == worker and job.state == "running"
+                mine.append(job.tuned_model_id)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(n_workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    claimed = [m for ms in claims.values() for m in ms]
+    assert sorted(claimed) == sorted(f"m{i}" for i in range(n_jobs))  # each exactly once
+    for worker, models in claims.items():  # each worker takes jobs in submission order
+        assert models == sorted(models, key=lambda m: int(m[1:])), worker
+    owners = {j.tuned_model_id: j.worker_id for j in store.list_jobs()}
+    assert all(owners[m] == w for w, ms in claims.items() for m in ms)
 
 
 def test_expired_lease_is_reclaimed_and_old_worker_loses_it(store):
