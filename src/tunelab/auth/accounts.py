@@ -157,7 +157,7 @@ class Accounts:
         self.get_user(user)
         secret = new_secret(API_KEY)
         row = ApiKeyRow(id=new_secret("")[:10].lower().replace("_", "x").replace("-", "y"),
-                        user=user, name=name, key_hash=token_hash(secret), hint=secret[-4:],
+                        user=user, name=name[:255], key_hash=token_hash(secret), hint=secret[-4:],
                         revoked=False)
         with self.store.session() as s:
             s.add(row)

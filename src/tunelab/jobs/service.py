@@ -332,8 +332,9 @@ class TuningService:
             id=file_id,
             owner=owner,
             kind="upload",
-            display_name=display_name or filename or file_id,
-            mime_type=mime_type or "application/octet-stream",
+            # the columns hold 255 characters (PostgreSQL enforces it; SQLite does not)
+            display_name=(display_name or filename or file_id)[:255],
+            mime_type=(mime_type or "application/octet-stream")[:255],
             size_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             path=str(folder / "examples.jsonl"),

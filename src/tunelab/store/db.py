@@ -2,7 +2,8 @@
 
 SQLite (the default) runs in WAL mode with a busy timeout, so the API process and worker
 processes can read while one of them writes. Migrations are applied on start by every process
-that opens the store; on SQLite a file lock makes concurrent starts take turns.
+that opens the store; concurrent starts take turns (SQLite: a file lock; PostgreSQL: an
+advisory lock).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+
+# Key of the PostgreSQL advisory lock held while migrating (any fixed 64-bit number).
+MIGRATION_LOCK = 0x7475_6E65_6C61_62  # "tunelab"
 
 
 def make_engine(url: str) -> Engine:
@@ -62,6 +66,10 @@ def upgrade(engine: Engine, lock_dir: Path | None = None) -> None:
     with _migration_lock(str(engine.url), lock_dir):
         cfg = _alembic_config()
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # serve and workers on other machines may start together: take turns (the
+                # lock ends with this transaction; PostgreSQL's DDL is transactional).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

@@ -263,7 +263,11 @@ class Store:
     # -- jobs (worker side) -------------------------------------------------------------
     def claim_job(self, worker_id: str, lease_seconds: float) -> JobRow | None:
         """Take the oldest queued job, or a running one whose worker stopped heartbeating.
-        The conditional UPDATE makes the claim safe when several workers race."""
+        On PostgreSQL the row is locked with ``FOR UPDATE SKIP LOCKED``: racing workers each
+        take a different job without waiting on one another. Elsewhere (SQLite serializes
+        writers) a conditional UPDATE makes the claim safe, retried if another worker won."""
+        if self.engine.dialect.name == "postgresql":
+            return self._claim_job_skip_locked(worker_id, lease_seconds)
         while True:
             now = utcnow()
             with self.session() as s:
@@ -302,6 +306,30 @@ class Store:
                     job = s.get(JobRow, seq)
                     s.refresh(job)
                     return job
+
+    def _claim_job_skip_locked(self, worker_id: str, lease_seconds: float) -> JobRow | None:
+        now = utcnow()
+        with self.session() as s:
+            q = (
+                select(JobRow)
+                .where(
+                    or_(
+                        JobRow.state == "queued",
+                        and_(JobRow.state == "running", JobRow.lease_expires_at < now),
+                    )
+                )
+                .order_by(JobRow.seq)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            job = s.scalars(q).first()
+            if job is None:
+                return None
+            job.state, job.worker_id = "running", worker_id
+            job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            job.heartbeat_at = now
+            job.attempts += 1
+            return job
 
     def heartbeat(self, seq: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend the lease; False when the job is no longer ours."""
