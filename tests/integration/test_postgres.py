@@ -146,3 +146,16 @@ def test_tune_and_generate_on_postgres(pg_service):
                    headers={"x-goog-api-key": svc.api_key}, timeout=60)
     assert b.status_code == 200, b.text
     assert b.json()["candidates"][0]["content"] == cand["content"]  # temperature 0: greedy
+
+
+def test_upload_with_a_long_name_on_postgres(pg_service):
+    """PostgreSQL enforces VARCHAR(255) (SQLite does not): a long display name is cut, not a
+    500."""
+    csv = "text_input,output\n" + "".join(f"word {i},WORD {i}\n" for i in range(20))
+    with pg_service.client() as c:
+        r = c.post("/v1beta/files", files={"file": ("data.csv", csv, "text/csv")},
+                   data={"displayName": "x" * 300})
+        assert r.status_code == 200, r.text
+        f = r.json()
+        assert f["displayName"] == "x" * 255 and f["exampleCount"] == 20
+        assert f["name"] in [x["name"] for x in c.get("/v1beta/files").json()["files"]]
