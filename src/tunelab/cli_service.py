@@ -46,7 +46,10 @@ class WorkerPool:
         self._thread: threading.Thread | None = None
 
     def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "tunelab.jobs"], env=os.environ.copy())
+        # The worker watches this pid: if `serve` dies without stopping it (kill -9), the
+        # worker notices, hands its job back to the queue and exits instead of lingering.
+        env = {**os.environ, "TUNELAB_SUPERVISOR_PID": str(os.getpid())}
+        return subprocess.Popen([sys.executable, "-m", "tunelab.jobs"], env=env)
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.n)]
@@ -99,6 +102,14 @@ def serve(
                   f"token are in {created} (readable only by you). See docs/auth.md.")
     err.print(f"tunelab: data in {settings.home}; {pool.n} worker(s); http://{host}:{port}")
     pool.start()
+
+    def _exit(signum, frame):
+        raise SystemExit(0)
+
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the handler
+    # that was in place before it started; with this one that ends in SystemExit, so the
+    # `finally` below still stops the workers (the default handler would kill us first).
+    signal.signal(signal.SIGTERM, _exit)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

@@ -204,4 +204,20 @@ def run_worker(settings: Settings, once: bool = False) -> None:
     )
     worker = Worker(settings)
     worker.install_signal_handlers()
+    supervisor = os.environ.get("TUNELAB_SUPERVISOR_PID")
+    if supervisor:
+        _watch_supervisor(int(supervisor), worker.stop)
     worker.run(once=once)
+
+
+def _watch_supervisor(pid: int, stop: threading.Event) -> None:
+    """Stop (handing the running job back to the queue) once the process that started us is
+    gone, so a killed `tunelab serve` leaves no orphan workers behind."""
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != pid:
+                log.warning("the supervising process %s is gone; stopping", pid)
+                stop.set()
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
