@@ -51,18 +51,13 @@ function signInPage(next) {
 }
 
 const PAGES = [
-  [/^#\/library$/, "library", (view) => library.show(view)],
-  [/^#\/new$/, "new", (view) => newModel.show(view)],
-  [/^#\/models\/([a-z0-9-]+)$/, "library", (view, m) => modelPage.show(view, m[1])],
-  [/^#\/keys$/, "keys", (view) => keys.show(view)],
+  [/^#\/library$/, "library", (m) => library.show(main)],
+  [/^#\/new$/, "new", () => newModel.show(main)],
+  [/^#\/models\/([a-z0-9-]+)$/, "library", (m) => modelPage.show(main, m[1])],
+  [/^#\/keys$/, "keys", () => keys.show(main)],
 ];
 
-// Each navigation renders into a fresh view element. A page still loading when the user
-// navigates on renders into its own, detached view, never over the newer page.
-let navigation = 0;
-
 async function route() {
-  const nav = ++navigation;
   if (cleanup) { try { cleanup(); } catch { /* page already gone */ } cleanup = null; }
   const hash = location.hash || "#/library";
   if (hash === "#/signin") {
@@ -79,14 +74,10 @@ async function route() {
     if (!m) continue;
     $$(".nav a").forEach((a) => a.toggleAttribute("aria-current", a.dataset.nav === nav));
     $$(".nav a").forEach((a) => { if (a.dataset.nav === nav) a.setAttribute("aria-current", "page"); });
-    const view = document.createElement("div");
-    main.replaceChildren(view);
     try {
-      const done = (await page(view, m)) || null;
-      if (nav === navigation) cleanup = done;
-      else if (done) done();  // navigated away while loading: stop its timers now
+      cleanup = (await page(m)) || null;
     } catch (e) {
-      if (nav === navigation) render(view, html`<div class="panel notice bad" role="alert">${e.message}</div>`);
+      render(main, html`<div class="panel notice bad" role="alert">${e.message}</div>`);
     }
     return;
   }
