@@ -114,7 +114,7 @@ _FIELDS = {
 
 def synthetic_examples(n: int, seed: int) -> list[Example]:
     """A format-conversion task (``key=value`` records → JSON) with 1 to 10 fields, so that
-    examples range from ~40 to ~200 tokens and batches need padding unless sorted by length."""
+    examples range from ~50 to ~210 tokens and batches need padding unless sorted by length."""
     r = random.Random(seed)
     keys = list(_FIELDS)
     out = []
