@@ -207,7 +207,11 @@ def test_studio_flow(new_page, studio_service):
     # Once alice shares it, bob sees it (as a reader: no sharing panel for him)
     page.click("#signout")
     sign_in(page, "alice")
+    # let the library finish loading first: a page still loading when the hash changes can
+    # draw over the next one (see the issue note on the Studio router)
+    page.locator(f'tr[data-model="{model_id}"]').wait_for()
     page.goto(f"/studio/#/models/{model_id}")
+    page.wait_for_selector("#m-title:has-text('Word shouter v1')")
     page.fill("#share input[name=email]", "bob")
     page.click("#share button[type=submit]")
     page.wait_for_selector("#perms li:has-text('bob — reader')")
