@@ -13,7 +13,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,6 @@ class Chunk:
 class _CacheEntry:
     name: str
     size: int
-    meta: dict = field(default_factory=dict)
 
 
 class Generator:
