@@ -207,9 +207,6 @@ def test_studio_flow(new_page, studio_service):
     # Once alice shares it, bob sees it (as a reader: no sharing panel for him)
     page.click("#signout")
     sign_in(page, "alice")
-    # let the library finish loading first: a page still loading when the hash changes can
-    # draw over the next one (see the issue note on the Studio router)
-    page.locator(f'tr[data-model="{model_id}"]').wait_for()
     page.goto(f"/studio/#/models/{model_id}")
     page.wait_for_selector("#m-title:has-text('Word shouter v1')")
     page.fill("#share input[name=email]", "bob")
@@ -239,6 +236,40 @@ def test_keyboard_sign_in_and_navigation(new_page, studio_service):
     page.keyboard.press("Enter")
     page.wait_for_selector("#drop")
     assert page.evaluate("document.querySelector('#drop').tabIndex") == 0
+
+
+def test_a_page_still_loading_never_draws_over_the_next(new_page, studio_service):
+    """The library's list answers late (held back in the browser); the user has already gone
+    on to the new-model page, which must stay as it is when the late answer arrives."""
+    page, _ = new_page()
+    sign_in(page, "bob")
+    held, releasing = [], []
+
+    def hold(route):
+        if releasing:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route(re.compile(r".*/v1beta/tunedModels(\?.*)?$"), hold)
+    page.goto("/studio/#/new")
+    page.wait_for_selector("#drop")
+    page.evaluate("location.hash = '#/library'")
+    page.wait_for_selector("h1:has-text('My Library')")
+    page.evaluate("location.hash = '#/new'")
+    page.wait_for_selector("#drop")
+    for _ in range(200):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the library never asked for the tuned models"
+    releasing.append(True)
+    for route in held:
+        route.continue_()
+    page.wait_for_timeout(1000)   # the late answer has been handled by now
+    assert page.locator("#drop").count() == 1
+    assert page.locator("h1:has-text('My Library')").count() == 0
+    assert page.locator("main .notice.bad:visible").count() == 0
 
 
 def test_new_model_warnings_jsonl_and_table_editing(new_page, studio_service):

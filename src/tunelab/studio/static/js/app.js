@@ -51,33 +51,48 @@ function signInPage(next) {
 }
 
 const PAGES = [
-  [/^#\/library$/, "library", (m) => library.show(main)],
-  [/^#\/new$/, "new", () => newModel.show(main)],
-  [/^#\/models\/([a-z0-9-]+)$/, "library", (m) => modelPage.show(main, m[1])],
-  [/^#\/keys$/, "keys", () => keys.show(main)],
+  [/^#\/library$/, "library", (view) => library.show(view)],
+  [/^#\/new$/, "new", (view) => newModel.show(view)],
+  [/^#\/models\/([a-z0-9-]+)$/, "library", (view, m) => modelPage.show(view, m[1])],
+  [/^#\/keys$/, "keys", (view) => keys.show(view)],
 ];
 
+// Every navigation renders into a fresh view element and gets a number. A page still
+// loading when the user navigates on keeps drawing into its own view, now detached, so it
+// never draws over the newer page; when it finishes loading its timers are stopped at once.
+let navigation = 0;
+
 async function route() {
+  const current = ++navigation;
   if (cleanup) { try { cleanup(); } catch { /* page already gone */ } cleanup = null; }
   const hash = location.hash || "#/library";
   if (hash === "#/signin") {
-    if (await loadSession()) { location.hash = "#/library"; return; }
+    const signedIn = await loadSession();
+    if (current !== navigation) return;  // the user navigated on meanwhile
+    if (signedIn) { location.hash = "#/library"; return; }
     return signInPage();
   }
   if (!currentUser() && !(await loadSession())) {
-    location.hash = "#/signin";
+    if (current === navigation) location.hash = "#/signin";
     return;
   }
+  if (current !== navigation) return;
   showNav(true);
   for (const [re, nav, page] of PAGES) {
     const m = hash.match(re);
     if (!m) continue;
-    $$(".nav a").forEach((a) => a.toggleAttribute("aria-current", a.dataset.nav === nav));
-    $$(".nav a").forEach((a) => { if (a.dataset.nav === nav) a.setAttribute("aria-current", "page"); });
+    $$(".nav a").forEach((a) => {
+      if (a.dataset.nav === nav) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
+    });
+    const view = document.createElement("div");
+    main.replaceChildren(view);
     try {
-      cleanup = (await page(m)) || null;
+      const stop = (await page(view, m)) || null;
+      if (current === navigation) cleanup = stop;
+      else if (stop) stop();  // the user navigated away while it loaded
     } catch (e) {
-      render(main, html`<div class="panel notice bad" role="alert">${e.message}</div>`);
+      if (current === navigation) render(view, html`<div class="panel notice bad" role="alert">${e.message}</div>`);
     }
     return;
   }

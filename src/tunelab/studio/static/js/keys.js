@@ -1,8 +1,9 @@
 // API keys: create (the secret is shown once), list, revoke.
 import { studioCall } from "./api.js";
-import { $, html, render, toast, confirmDialog, timeAgo, copyText } from "./util.js";
+import { html, render, toast, confirmDialog, timeAgo, copyText, within } from "./util.js";
 
 export async function show(main) {
+  const [$] = within(main);
   document.title = "API keys · tunelab Studio";
   render(main, html`
     <div class="page-head"><div><h1>API keys</h1>

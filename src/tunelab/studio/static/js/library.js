@@ -1,10 +1,11 @@
 // My Library: every tuned model the user can see, with live progress for running jobs.
 import { get, listAll } from "./api.js";
-import { $, $$, html, raw, render, timeAgo, modelId, displayState, badge, progressText, esc } from "./util.js";
+import { html, raw, render, timeAgo, modelId, displayState, badge, progressText, esc, within } from "./util.js";
 
 const STATES = ["TUNING", "QUEUED", "ACTIVE", "CANCELLED", "FAILED"];
 
 export async function show(main) {
+  const [$, $$] = within(main);
   document.title = "My Library · tunelab Studio";
   const params = new URLSearchParams(sessionStorage.getItem("library-filters") || "");
   render(main, html`

@@ -1,11 +1,12 @@
 // The model page: live status, loss curve, epochs, details, edit, share, cancel/delete,
 // playground (tuned vs base, streamed) and code snippets.
 import { get, post, patch, del, streamGenerate, ApiError } from "./api.js";
-import { $, html, render, toast, confirmDialog, timeAgo, displayState, badge, progressText, copyText, debounce } from "./util.js";
+import { html, render, toast, confirmDialog, timeAgo, displayState, badge, progressText, copyText, debounce, within } from "./util.js";
 import { lossChart } from "./chart.js";
 import { snippets } from "./snippets.js";
 
 export async function show(main, id) {
+  const [$] = within(main);
   const name = `tunedModels/${id}`;
   let model = await get(name);
   let op = null;

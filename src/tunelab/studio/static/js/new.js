@@ -1,11 +1,12 @@
 // New tuned model: data (file or table) → validation by the server → settings → create.
 import { get, post, upload, del, listAll, ApiError } from "./api.js";
-import { $, $$, html, raw, render, esc, toast, debounce, modelId } from "./util.js";
+import { html, raw, render, esc, toast, debounce, modelId, within } from "./util.js";
 import { MAX_BYTES, parseText, toCsv, locations, pastedRows } from "./dataset.js";
 
 const SHOWN_ROWS = 200;
 
 export async function show(main) {
+  const [$, $$] = within(main);
   document.title = "New tuned model · tunelab Studio";
   const st = {
     rows: [], source: null, sourceBytes: null, edited: false,

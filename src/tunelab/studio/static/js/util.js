@@ -23,6 +23,9 @@ export const raw = (s) => ({ __raw: String(s) });
 export function render(el, content) { if (el) el.innerHTML = content.__raw ?? esc(content); }
 export const $ = (sel, root = document) => root.querySelector(sel);
 export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
+/** $ and $$ that look only inside one page's view, so a page that is still loading after
+ *  the user navigated on can never find (and change) the newer page's elements. */
+export const within = (view) => [(sel, root = view) => $(sel, root), (sel, root = view) => $$(sel, root)];
 
 let toastTimer;
 export function toast(msg) {
