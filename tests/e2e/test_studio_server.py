@@ -86,17 +86,30 @@ def test_csrf_guards(server, headers):
 
 
 def test_api_keys(server):
+    """The Studio's keys page uses the public /v1beta/apiKeys with its access token; the
+    session cookie alone is not a credential for the REST API."""
     with plain(server) as c:
         sign_in(c, "carol", "carol-password")
-        k = c.post("/studio/keys", json={"name": "bot"}, headers=STUDIO).json()
-        assert k["key"].endswith(k["hint"]) and k["name"] == "bot"
-        listed = c.get("/studio/keys").json()["keys"]
-        assert [x["id"] for x in listed] == [k["id"]] and "key" not in listed[0]
-        assert c.get("/v1beta/models", headers={"x-goog-api-key": k["key"]}).status_code == 200
-        assert c.delete(f"/studio/keys/{k['id']}").status_code == 403  # no Studio header
-        assert c.delete(f"/studio/keys/{k['id']}", headers=STUDIO).status_code == 200
-        assert c.get("/studio/keys").json()["keys"] == []
-        assert c.get("/v1beta/models", headers={"x-goog-api-key": k["key"]}).status_code == 400
+        assert c.get("/v1beta/apiKeys").status_code == 401
+        auth = {"Authorization": f"Bearer {c.get('/studio/session').json()['accessToken']}"}
+        k = c.post("/v1beta/apiKeys", json={"displayName": "bot"}, headers=auth).json()
+        assert k["keyString"].endswith(k["keyHint"]) and k["displayName"] == "bot"
+        listed = c.get("/v1beta/apiKeys", headers=auth).json()["apiKeys"]
+        assert [x["name"] for x in listed] == [k["name"]] and "keyString" not in listed[0]
+        key = {"x-goog-api-key": k["keyString"]}
+        assert c.get("/v1beta/models", headers=key).status_code == 200
+        # a key cannot manage keys, not even revoke itself
+        r = c.delete(f"/v1beta/{k['name']}", headers=key)
+        assert r.status_code == 403
+        assert r.json()["error"]["message"] == "Request had insufficient authentication scopes."
+        assert c.delete(f"/v1beta/{k['name']}", headers=auth).status_code == 200
+        assert c.get("/v1beta/apiKeys", headers=auth).json() == {}
+        r = c.get("/v1beta/models", headers=key)
+        assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+        r = c.delete(f"/v1beta/{k['name']}x", headers=auth)
+        assert r.status_code == 404 and "GET /v1beta/apiKeys" in r.json()["error"]["message"]
+        long = c.post("/v1beta/apiKeys", json={"displayName": "x" * 101}, headers=auth)
+        assert long.status_code == 400 and "at most 100" in long.json()["error"]["message"]
 
 
 def test_epochs_and_select_epoch(server):

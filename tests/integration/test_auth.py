@@ -164,6 +164,12 @@ MATRIX = {
     "get_file": ("get", "/v1beta/{file}", {}, "401 400 400 200 401 403 200 404 404 404"),
     "delete_file": ("delete", "/v1beta/{fresh_file}", {},
                      "401 400 400 403 401 403 200 404 404 404"),
+    # keys are the caller's own: another user's key is 404 to everyone else
+    "list_api_keys": ("get", "/v1beta/apiKeys", {}, "401 400 400 403 401 403 200 200 200 200"),
+    "create_api_key": ("post", "/v1beta/apiKeys", {"json": {"displayName": "m"}},
+                       "401 400 400 403 401 403 200 200 200 200"),
+    "delete_api_key": ("delete", "/v1beta/{fresh_key}", {},
+                       "401 400 400 403 401 403 200 404 404 404"),
 }
 CASES = [(ep, cred, int(codes.split()[i]))
          for ep, (_, _, _, codes) in MATRIX.items() for i, cred in enumerate(CREDS)]
@@ -178,6 +184,8 @@ def test_auth_matrix(world, endpoint, cred, code):
         names.update(world.fresh_model())
     if "{fresh_file}" in path:
         names["fresh_file"] = world.fresh_file()
+    if "{fresh_key}" in path:
+        names["fresh_key"] = f"apiKeys/{world.acc.create_key('alice', 'fresh')[0].id}"
     with httpx.Client(base_url=world.svc.url, timeout=60) as c:
         r = c.request(method.upper(), path.format(**names), headers=world.headers(cred),
                       **kwargs)

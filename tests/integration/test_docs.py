@@ -40,6 +40,7 @@ def test_curl_session(service, tmp_path):
     assert '"code": 1' in out and "cancelled" in out
     assert '"status": "NOT_FOUND"' in out
     assert "tunedModels/doubler ACTIVE" in out
+    assert re.search(r"^apiKeys/\S+ …\S{4} doubler app$", out, re.M)
 
 
 def test_python_session(service, tmp_path):

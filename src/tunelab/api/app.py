@@ -14,6 +14,7 @@ from tunelab.api import errors
 from tunelab.api.gemini.epochs import router as epochs_router
 from tunelab.api.gemini.permissions import router as permissions_router
 from tunelab.api.gemini.routes import router as gemini_router
+from tunelab.api.keys import router as keys_router
 from tunelab.api.oauth import router as oauth_router
 from tunelab.api.serving import ServingPool
 from tunelab.auth.accounts import Accounts
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(gemini_router, prefix="/v1beta")
     app.include_router(gemini_router, prefix="/v1")
     app.include_router(permissions_router, prefix="/v1beta")
+    app.include_router(keys_router, prefix="/v1beta")
     app.include_router(oauth_router)
     app.include_router(epochs_router, prefix="/v1beta")
     app.include_router(epochs_router, prefix="/v1")

@@ -174,7 +174,8 @@ class Accounts:
         with self.store.session() as s:
             row = s.get(ApiKeyRow, key_id)
             if row is None or (user is not None and row.user != user):
-                raise NotFound(f"API key '{key_id}' was not found; see `tunelab keys list`.")
+                raise NotFound(f"API key '{key_id}' was not found; list your keys with "
+                               "`tunelab keys list` or GET /v1beta/apiKeys.")
             row.revoked = True
 
     def check_key(self, secret: str) -> Caller:

@@ -75,6 +75,10 @@ RULES: dict[str, Rule] = {
     "list_files": _r(True, _READ_TUNED, None, "list your files"),
     "get_file": _r(True, _READ_TUNED, None, "get a file"),
     "delete_file": _r(False, _WRITE_TUNED, None, "delete a file"),
+    # API keys of the caller's own account (tunelab extension, api/keys.py)
+    "list_api_keys": _r(False, _WRITE_TUNED, None, "list your API keys"),
+    "create_api_key": _r(False, _WRITE_TUNED, None, "create an API key"),
+    "delete_api_key": _r(False, _WRITE_TUNED, None, "revoke an API key"),
 }
 STRICTEST = Rule(False, frozenset({TUNING}), OWNER, "unlisted endpoint")
 

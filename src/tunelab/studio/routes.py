@@ -8,8 +8,8 @@ token that the page's ``api.js`` sends as ``Authorization: Bearer``. State-chang
 endpoints also require the ``X-Tunelab-Studio`` header and a same-origin ``Origin``, which a
 cross-site form cannot send (a second CSRF guard besides SameSite).
 
-API keys have no REST endpoint in the Gemini protocol; the Studio manages them here
-(``/studio/keys``), authenticated by the same session cookie.
+API keys have no endpoint in the Gemini protocol; the Studio manages them with tunelab's public
+extension ``/v1beta/apiKeys`` (``api/keys.py``), with the same access token as everything else.
 """
 
 from __future__ import annotations
@@ -41,10 +41,6 @@ router = APIRouter(include_in_schema=False)
 class Login(BaseModel):
     username: str
     password: str
-
-
-class NewKey(BaseModel):
-    name: str = ""
 
 
 def _accounts(request: Request):
@@ -150,34 +146,6 @@ async def logout(request: Request) -> JSONResponse:
     resp = JSONResponse({}, headers=NO_STORE)
     resp.delete_cookie(COOKIE, path="/studio", httponly=True, samesite="strict")
     return resp
-
-
-def _key_out(row) -> dict:
-    from tunelab.api.gemini.convert import ts
-
-    return {"id": row.id, "name": row.name, "hint": row.hint, "revoked": row.revoked,
-            "createTime": ts(row.create_time), "lastUsed": ts(row.last_used)}
-
-
-@router.get("/studio/keys")
-def list_keys(request: Request) -> JSONResponse:
-    user = _user(request)
-    keys = [_key_out(k) for k in _accounts(request).list_keys(user) if not k.revoked]
-    return JSONResponse({"keys": keys}, headers=NO_STORE)
-
-
-@router.post("/studio/keys")
-def create_key(body: NewKey, request: Request) -> JSONResponse:
-    _same_origin(request)
-    row, secret = _accounts(request).create_key(_user(request), body.name.strip()[:100])
-    return JSONResponse({**_key_out(row), "key": secret}, headers=NO_STORE)
-
-
-@router.delete("/studio/keys/{key_id}")
-def revoke_key(key_id: str, request: Request) -> JSONResponse:
-    _same_origin(request)
-    _accounts(request).revoke_key(key_id, _user(request))
-    return JSONResponse({}, headers=NO_STORE)
 
 
 def mount(app) -> None:

@@ -39,7 +39,6 @@ async function studio(method, path, body) {
 }
 
 /** The Studio's own endpoints (session-cookie authenticated), e.g. API keys. */
-export const studioCall = (method, path, body) => studio(method, path, body);
 
 function remember(s) {
   user = s.user || null;
