@@ -308,3 +308,54 @@ def test_new_model_warnings_jsonl_and_table_editing(new_page, studio_service):
     page.wait_for_selector("#data-ok:has-text('20 examples')")
     assert page.locator("#create").is_enabled()
     screenshot(page, "10-new-model-edited")
+
+
+DROP_FILE_JS = """([name, text]) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File([text], name, {type: "text/csv"}));
+    return dt;
+}"""
+PASTE_JS = """([el, text]) => {
+    const dt = new DataTransfer();
+    dt.setData("text/plain", text);
+    el.dispatchEvent(new ClipboardEvent("paste", {clipboardData: dt, bubbles: true, cancelable: true}));
+}"""
+
+
+def test_drop_a_file_paste_rows_and_a_file_too_big(new_page, studio_service):
+    page, _ = new_page()
+    sign_in(page, "bob")
+    page.click("a:has-text('New tuned model')")
+    page.wait_for_selector("#drop")
+
+    # Drag and drop a CSV onto the drop zone
+    dt = page.evaluate_handle(DROP_FILE_JS, ["dropped_words.csv", good_csv().decode()])
+    page.dispatch_event("#drop", "dragenter", {"dataTransfer": dt})
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dt})
+    page.wait_for_selector(f"#data-ok:has-text('{ROWS} examples')")
+    assert page.locator("#display-name").input_value() == "dropped words"
+    assert page.locator("tr[data-row]").count() == ROWS
+
+    # Paste rows copied from a spreadsheet (tab-separated) over the table, from its first cell
+    page.click("#clear")
+    page.click("#add-row")
+    pasted = "".join(f"city {i}\tCITY {i}\n" for i in range(1, 23))
+    first = page.locator("textarea[data-f=input]").first.element_handle()
+    page.evaluate(PASTE_JS, [first, pasted])
+    page.wait_for_selector("#data-ok:has-text('22 examples')")
+    last = page.locator("tr[data-row]").last
+    assert last.locator("textarea[data-f=input]").input_value() == "city 22"
+    assert last.locator("textarea[data-f=output]").input_value() == "CITY 22"
+
+    # A file over 4 MB is refused before anything is sent, saying what to do; the rows
+    # already in the table stay
+    big = "text_input,output\n" + "x" * (4 * 2**20) + ",y\n"
+    dt = page.evaluate_handle(DROP_FILE_JS, ["huge.csv", big])
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dt})
+    page.wait_for_selector("#file-error:has-text('huge.csv was not loaded')")
+    assert "the limit is 4 MB" in page.locator("#file-error").inner_text()
+    assert page.locator("tr[data-row]").count() == 22
+    screenshot(page, "11-new-model-too-big")
+    page.click("#clear")
+    assert page.locator("#file-error").count() == 0
+    assert page.locator("#create").is_disabled()

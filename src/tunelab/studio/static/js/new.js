@@ -11,7 +11,7 @@ export async function show(main) {
   const st = {
     rows: [], source: null, sourceBytes: null, edited: false,
     file: null, fileInfo: null, checking: false, rowMsgs: new Map(), general: [], warnings: [],
-    seq: 0, creating: false,
+    seq: 0, creating: false, notLoaded: "",
   };
   const bases = (await listAll("models", "models")).filter((m) => (m.supportedGenerationMethods || []).includes("createTunedModel"));
 
@@ -118,6 +118,7 @@ export async function show(main) {
 
   function changed() {
     if (!st.edited) { st.edited = true; relabel(); }
+    st.notLoaded = "";
     st.file = null;
     st.checking = true;
     drawSummary();
@@ -161,18 +162,22 @@ export async function show(main) {
     cells[cells.length - 1]?.focus();
   });
   $("#clear").addEventListener("click", () => {
-    Object.assign(st, { rows: [], file: null, source: null, edited: false, rowMsgs: new Map(), general: [], warnings: [], checking: false });
+    Object.assign(st, { rows: [], file: null, source: null, edited: false, rowMsgs: new Map(), general: [], warnings: [], checking: false, notLoaded: "" });
     drawTable(); drawSummary(); updateCreate();
   });
 
   // -- files ----------------------------------------------------------------------------
   async function takeFile(f) {
     if (!f) return;
-    st.general = []; st.rowMsgs = new Map(); st.warnings = [];
+    st.notLoaded = "";
     if (f.size > MAX_BYTES) {
-      st.general = [`${f.name} is ${(f.size / 2 ** 20).toFixed(1)} MB; the limit is 4 MB. Remove examples or shorten them.`];
+      // refused before anything is read or sent; the data already in the table stays as it is
+      st.notLoaded = `${f.name} was not loaded: it is ${(f.size / 2 ** 20).toFixed(1)} MB and the limit is 4 MB. ` +
+        "Remove examples or shorten them, or split the file and tune on a part." +
+        (st.rows.length ? " The data below is unchanged." : "");
       drawSummary(); return;
     }
+    st.general = []; st.rowMsgs = new Map(); st.warnings = [];
     const text = await f.text();
     st.rows = parseText(text, f.name).rows;
     st.source = f; st.edited = false; st.file = null;
@@ -239,6 +244,7 @@ export async function show(main) {
     const box = $("#summary");
     const nBad = [...st.rowMsgs.values()].filter((m) => m.some((x) => x.level === "bad")).length;
     const parts = [];
+    if (st.notLoaded) parts.push(html`<div class="notice bad" role="alert" id="file-error">${st.notLoaded}</div>`);
     if (st.checking) parts.push(html`<div class="notice info"><span class="spinner"></span> Checking the data…</div>`);
     else if (st.general.length || nBad) {
       parts.push(html`<div class="notice bad" role="alert" id="data-errors"><b>Fix ${nBad ? `${nBad} row${nBad === 1 ? "" : "s"}` : "the data"} before creating the model.</b>
