@@ -142,3 +142,26 @@ def test_owner_bootstrap_once(acc):
     path = ensure_owner(acc.settings, acc)
     assert path is not None and (path.stat().st_mode & 0o777) == 0o600
     assert ensure_owner(acc.settings, acc) is None
+
+
+def test_long_expired_tokens_are_purged(acc):
+    acc.add_user("ann", "password1")
+    old = acc.password_grant("ann", "password1", "tuning", "tunelab")
+    recent = acc.refresh_grant(old["refresh_token"], None, "tunelab")
+
+    def expire(token: str, ago: timedelta) -> None:
+        with acc.store.session() as s:
+            s.execute(update(OAuthTokenRow).where(OAuthTokenRow.token_hash == token_hash(token))
+                      .values(expires_at=utcnow() - ago))
+
+    expire(old["access_token"], timedelta(days=2))
+    expire(old["refresh_token"], timedelta(days=2))
+    expire(recent["access_token"], timedelta(minutes=5))
+    assert acc.purge_expired_tokens() == 2
+    with acc.store.session() as s:
+        assert s.get(OAuthTokenRow, token_hash(old["access_token"])) is None
+        assert s.get(OAuthTokenRow, token_hash(old["refresh_token"])) is None
+    with pytest.raises(InvalidToken, match="expired"):   # recently expired: still "expired"
+        acc.check_access_token(recent["access_token"])
+    with pytest.raises(InvalidToken, match="not valid|invalid"):
+        acc.check_access_token(old["access_token"])

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from tunelab.auth import scopes as sc
 from tunelab.auth.errors import ApiKeyInvalid, InvalidToken, QuotaExceeded
@@ -73,10 +73,17 @@ def _not_found(model_id: str) -> NotFound:
     )
 
 
+# Tokens expired longer ago than this are deleted (until then an expired access token still
+# answers "expired" rather than "invalid"), at most once per PURGE_EVERY per process.
+PURGE_AFTER = timedelta(days=1)
+PURGE_EVERY = timedelta(minutes=10)
+
+
 class Accounts:
     def __init__(self, store: Store, settings: Settings):
         self.store = store
         self.settings = settings
+        self._last_purge: datetime | None = None
 
     # -- users --------------------------------------------------------------------------
     def has_users(self) -> bool:
@@ -205,6 +212,21 @@ class Accounts:
                                  secret_hash=token_hash(secret), scopes=granted, revoked=False))
         return client_id, secret
 
+    def purge_expired_tokens(self) -> int:
+        """Delete tokens that expired over a day ago (refresh tokens outlive their access
+        tokens, so no live access token loses its parent); returns how many went."""
+        self._last_purge = utcnow()
+        with self.store.session() as s:
+            gone = s.execute(delete(OAuthTokenRow).where(
+                OAuthTokenRow.expires_at < self._last_purge - PURGE_AFTER))
+            return gone.rowcount or 0
+
+    def _maybe_purge(self) -> None:
+        """Called before a grant opens its session (never inside one: SQLite could refuse the
+        grant's write after another connection's)."""
+        if self._last_purge is None or utcnow() - self._last_purge > PURGE_EVERY:
+            self.purge_expired_tokens()
+
     def _issue(self, s, user: str, client_id: str, granted: tuple[str, ...],
                refresh: str | None, with_refresh: bool) -> dict:
         now = utcnow()
@@ -235,6 +257,7 @@ class Accounts:
     def password_grant(self, username: str, password: str, scope_text: str | None,
                        client_id: str) -> dict:
         granted = self._scopes(scope_text, sc.DEFAULT)
+        self._maybe_purge()
         with self.store.session() as s:
             user = self.find_user(username)
             if (user is None or user.disabled or user.kind != "user"
@@ -243,6 +266,7 @@ class Accounts:
             return self._issue(s, user.name, client_id or PUBLIC_CLIENT, granted, None, True)
 
     def refresh_grant(self, refresh_token: str, scope_text: str | None, client_id: str) -> dict:
+        self._maybe_purge()
         with self.store.session() as s:
             row = s.get(OAuthTokenRow, token_hash(refresh_token))
             if (row is None or row.kind != "refresh" or row.revoked
@@ -262,6 +286,7 @@ class Accounts:
 
     def client_credentials_grant(self, client_id: str, client_secret: str,
                                  scope_text: str | None) -> dict:
+        self._maybe_purge()
         with self.store.session() as s:
             row = s.get(OAuthClientRow, client_id or "")
             if (row is None or row.revoked or not client_secret
