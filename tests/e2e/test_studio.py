@@ -318,7 +318,8 @@ DROP_FILE_JS = """([name, text]) => {
 PASTE_JS = """([el, text]) => {
     const dt = new DataTransfer();
     dt.setData("text/plain", text);
-    el.dispatchEvent(new ClipboardEvent("paste", {clipboardData: dt, bubbles: true, cancelable: true}));
+    el.dispatchEvent(new ClipboardEvent("paste",
+                                        {clipboardData: dt, bubbles: true, cancelable: true}));
 }"""
 
 
