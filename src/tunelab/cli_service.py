@@ -88,8 +88,10 @@ def serve(
     import uvicorn
 
     from tunelab.api.app import create_app
+    from tunelab.quiet import quiet_libraries
     from tunelab.store import Store
 
+    quiet_libraries()   # before the workers start: they inherit TQDM_DISABLE
     settings = Settings()
     store = Store.open(settings)  # migrations run once, before any worker starts
     pool = WorkerPool(0 if no_worker else max(0, workers))

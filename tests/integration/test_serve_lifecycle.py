@@ -54,3 +54,26 @@ def test_stopping_serve_stops_its_workers(tmp_path, sig):
         svc.stop()
         for pid in worker_pids(tmp_path):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_serve_output_is_tunelabs_own_lines(tmp_path):
+    """A service's log holds tunelab's lines: no library deprecation notices, no migration
+    chatter, no carriage-return progress bars, over a whole tuning job and generation."""
+    from service_harness import create_body, wait_op
+
+    svc = Service(tmp_path).start()
+    try:
+        with svc.client(svc.token) as c:
+            op = c.post("/v1beta/tunedModels", json=create_body(epochs=1)).json()
+            done = wait_op(c, op["name"])
+            assert "error" not in done, done
+            model = op["name"].split("/operations/")[0]
+            r = c.post(f"/v1beta/{model}:generateContent",
+                       json={"contents": [{"parts": [{"text": "word 3"}]}]})
+            assert r.status_code == 200, r.text
+    finally:
+        svc.stop()
+    log = svc.read_log()
+    assert "job 1 completed" in log
+    for noise in ("Warning", "warnings.warn", "alembic", "\r"):
+        assert noise not in log, f"{noise!r} in the service log:\n{log}"

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from tunelab.errors import ModelNotAvailable
 from tunelab.fsutil import atomic_dir
+
+log = logging.getLogger(__name__)
 
 CACHE_MARKER = "tunelab-cache.json"
 
@@ -44,8 +47,14 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     ``quantization_config`` is dropped from the saved config: the weights are plain floats
     now, and training code refuses a model that claims to be quantized.
     """
+    import time
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once; later loads take seconds)",
+             gguf_path.name, out_dir)
+    started = time.monotonic()
 
     def write(tmp: Path) -> None:
         folder, name = str(gguf_path.parent), gguf_path.name
@@ -65,6 +74,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         )
 
     atomic_dir(out_dir, write)
+    log.info("converted %s in %.0f s", gguf_path.name, time.monotonic() - started)
     return out_dir
 
 

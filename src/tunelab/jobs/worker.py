@@ -199,9 +199,9 @@ class Worker:
 
 def run_worker(settings: Settings, once: bool = False) -> None:
     """Entry point of ``tunelab worker`` and of the workers ``tunelab serve`` starts."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from tunelab.quiet import quiet_libraries
+
+    quiet_libraries()
     worker = Worker(settings)
     worker.install_signal_handlers()
     supervisor = os.environ.get("TUNELAB_SUPERVISOR_PID")

@@ -1,0 +1,26 @@
+"""Keep a service's output to tunelab's own lines.
+
+The server and its workers run for days; the deprecation notices that transformers, PEFT and
+PyTorch print about each other (nothing a tunelab user can act on) and the libraries' progress
+bars (carriage-return redraws that garble a log file) are turned off there. The interactive CLI
+keeps its own rich progress bars either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+LIBRARIES = r"(transformers|peft|torch|accelerate)(\..*)?"
+
+
+def quiet_libraries() -> None:
+    """Call once at the start of a service process (``serve``, ``worker``)."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for name in ("alembic", "transformers", "peft"):
+        logging.getLogger(name).setLevel(logging.WARNING)
