@@ -430,6 +430,9 @@ _register_service_commands()
 
 
 def main() -> None:
+    from tunelab.quiet import silence_library_warnings
+
+    silence_library_warnings()
     try:
         app()
     except KeyboardInterrupt:

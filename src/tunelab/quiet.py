@@ -15,12 +15,17 @@ import warnings
 LIBRARIES = r"(transformers|peft|torch|accelerate)(\..*)?"
 
 
+def silence_library_warnings() -> None:
+    """Every tunelab command: no deprecation notices the libraries print about each other."""
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
+
+
 def quiet_libraries() -> None:
     """Call once at the start of a service process (``serve``, ``worker``)."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for category in (FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category, module=LIBRARIES)
+    silence_library_warnings()
     os.environ.setdefault("TQDM_DISABLE", "1")
     for name in ("alembic", "transformers", "peft"):
         logging.getLogger(name).setLevel(logging.WARNING)

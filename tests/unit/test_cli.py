@@ -63,10 +63,12 @@ def test_tune_then_generate_then_use_epoch(tmp_path, env):
     assert r.returncode == 0, r.stderr
     assert "Mean loss per epoch" in r.stdout and "Epoch advice" in r.stdout
     assert "12/12" in r.stdout  # the progress bar finished: ceil(24/4) * 2 steps
+    assert "Warning" not in r.stdout + r.stderr  # no library deprecation notices
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "completed" and len(manifest["snapshots"]) == 12
     g = run(["generate", "out", "add 1 and 2", "--max-output-tokens", "5"], env, tmp_path)
     assert g.returncode == 0, g.stderr
+    assert "Warning" not in g.stdout + g.stderr
     u = run(["use-epoch", "out", "1"], env, tmp_path)
     assert u.returncode == 0 and "epoch 1" in u.stdout
     bad = run(["use-epoch", "out", "9"], env, tmp_path)
