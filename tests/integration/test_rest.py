@@ -310,6 +310,14 @@ ERRORS = [
     ("delete", "/v1beta/tunedModels/missing-1", {}, 404, "NOT_FOUND", "missing-1"),
     ("get", "/v1beta/nothing-here", {}, 404, "NOT_FOUND", "nothing-here"),
     ("get", "/v1beta/tunedModels?pageToken=garbage!", {}, 400, "INVALID_ARGUMENT", "pageToken"),
+    # model methods tunelab does not serve: the Gemini API's answer, naming what is served
+    ("post", "/v1beta/models/tiny-random:embedContent", {"json": {}}, 404, "NOT_FOUND",
+     "not supported for embedContent. tunelab's models support generateContent"),
+    ("post", "/v1/models/tiny-random:batchEmbedContents", {"json": {}}, 404, "NOT_FOUND",
+     "models/tiny-random is not found for API version v1, or is not supported for "
+     "batchEmbedContents"),
+    ("post", "/v1beta/tunedModels/shared:generateText", {"json": {}}, 404, "NOT_FOUND",
+     "supportedGenerationMethods"),
 ]
 
 

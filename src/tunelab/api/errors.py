@@ -9,6 +9,7 @@ unexpected INTERNAL without a stack trace (logged on the server).
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,9 @@ from tunelab.errors import DatasetError, TunelabError
 
 log = logging.getLogger("tunelab.api")
 
+# ``/v1beta/models/X:embedContent`` and other model methods tunelab does not serve
+_MODEL_METHOD = re.compile(r"^/(v1|v1beta)/((?:tunedModels|models)/[^/:]+):(\w+)$")
+SERVED_METHODS = "generateContent, streamGenerateContent and countTokens"
 _HTTP_STATUS = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -101,6 +105,14 @@ def install(app: FastAPI) -> None:
     async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = exc.status_code
         status = _HTTP_STATUS.get(code, "UNKNOWN")
+        unserved = _MODEL_METHOD.match(req.url.path) if code in (404, 405) else None
+        if unserved:
+            # what the Gemini API answers for a method a model does not support
+            version, model, method = unserved.groups()
+            msg = (f"{model} is not found for API version {version}, or is not supported for "
+                   f"{method}. tunelab's models support {SERVED_METHODS}; call ListModels to "
+                   "see the models and their supportedGenerationMethods.")
+            return JSONResponse(error_body(404, "NOT_FOUND", msg), status_code=404)
         if code == 404 and exc.detail == "Not Found":
             msg = f"Method not found: {req.method} {req.url.path}."
         elif code == 405:
