@@ -38,6 +38,13 @@ FAILED_PRECONDITION = 9
 INTERNAL = 13
 
 
+def _claimable(now):
+    """A job a worker may take: queued, or running under a lease that has expired (its worker
+    died; the job resumes from its last checkpoint)."""
+    return or_(JobRow.state == "queued",
+               and_(JobRow.state == "running", JobRow.lease_expires_at < now))
+
+
 @dataclass
 class Page:
     items: list
@@ -271,29 +278,13 @@ class Store:
         while True:
             now = utcnow()
             with self.session() as s:
-                q = (
-                    select(JobRow.seq)
-                    .where(
-                        or_(
-                            JobRow.state == "queued",
-                            and_(JobRow.state == "running", JobRow.lease_expires_at < now),
-                        )
-                    )
-                    .order_by(JobRow.seq)
-                    .limit(1)
-                )
+                q = select(JobRow.seq).where(_claimable(now)).order_by(JobRow.seq).limit(1)
                 seq = s.scalar(q)
                 if seq is None:
                     return None
                 res = s.execute(
                     update(JobRow)
-                    .where(
-                        JobRow.seq == seq,
-                        or_(
-                            JobRow.state == "queued",
-                            and_(JobRow.state == "running", JobRow.lease_expires_at < now),
-                        ),
-                    )
+                    .where(JobRow.seq == seq, _claimable(now))
                     .values(
                         state="running",
                         worker_id=worker_id,
@@ -312,12 +303,7 @@ class Store:
         with self.session() as s:
             q = (
                 select(JobRow)
-                .where(
-                    or_(
-                        JobRow.state == "queued",
-                        and_(JobRow.state == "running", JobRow.lease_expires_at < now),
-                    )
-                )
+                .where(_claimable(now))
                 .order_by(JobRow.seq)
                 .limit(1)
                 .with_for_update(skip_locked=True)
