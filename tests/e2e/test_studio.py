@@ -360,3 +360,32 @@ def test_drop_a_file_paste_rows_and_a_file_too_big(new_page, studio_service):
     page.click("#clear")
     assert page.locator("#file-error").count() == 0
     assert page.locator("#create").is_disabled()
+
+
+def test_chat_format_file_keeps_its_system_prompt_through_edits(new_page, studio_service):
+    import json
+
+    page, _ = new_page()
+    sign_in(page, "bob")
+    page.click("a:has-text('New tuned model')")
+    page.wait_for_selector("#drop")
+    lines = [json.dumps({"messages": [{"role": "system", "content": "Shout it."},
+                                      {"role": "user", "content": f"word {i}"},
+                                      {"role": "assistant", "content": f"WORD {i}"}]})
+             for i in range(1, 21)]
+    upload(page, ("\n".join(lines) + "\n").encode(), "chat.jsonl")
+    page.wait_for_selector("#data-ok:has-text('20 examples')")
+    first = page.locator("tr[data-row]").first
+    assert first.locator(".sysprompt").inner_text() == "System: Shout it."
+    assert first.locator("textarea[data-f=input]").input_value() == "word 1"
+    assert first.locator("textarea[data-f=output]").input_value() == "WORD 1"
+    # an edit re-uploads the table as chat JSONL: the system prompts are still there, so the
+    # server finds nothing inconsistent
+    with page.expect_response(lambda r: r.url.endswith("/v1beta/files")
+                              and r.request.method == "POST") as checked:
+        first.locator("textarea[data-f=output]").fill("WORD ONE")
+    sent = checked.value.json()
+    assert sent["preview"][0] == {"textInput": "word 1", "output": "WORD ONE",
+                                  "systemInstruction": "Shout it."}
+    assert not sent.get("warnings")
+    page.wait_for_selector("#data-ok:has-text('20 examples')")

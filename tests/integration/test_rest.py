@@ -357,3 +357,33 @@ def test_openapi_document(client):
     assert set(op_schema["properties"]) == {"name", "metadata", "done", "error", "response"}
     params = {x["name"] for x in paths["/v1beta/tunedModels"]["get"]["parameters"]}
     assert {"pageSize", "pageToken", "filter"} <= params
+
+
+def test_chat_format_upload_tunes_with_its_system_prompt(client):
+    """An OpenAI-style chat JSONL: the upload reads the system prompt, the tuned model uses it
+    when a request brings none (counted by countTokens, as generation sees it)."""
+    system = "Shout the word back."
+    lines = [json.dumps({"messages": [{"role": "system", "content": system},
+                                      {"role": "user", "content": f"word {i}"},
+                                      {"role": "assistant", "content": f"WORD {i}"}]})
+             for i in range(20)]
+    r = client.post("/v1beta/files", files={"file": ("chat.jsonl", "\n".join(lines))})
+    assert r.status_code == 200, r.text
+    f = r.json()
+    assert f["preview"][0] == {"textInput": "word 0", "output": "WORD 0",
+                               "systemInstruction": system}
+    body = create_body(epochs=1)
+    body["tuningTask"]["trainingData"] = {"file": f["name"]}
+    op = client.post("/v1beta/tunedModels", json=body).json()
+    done = wait_op(client, op["name"])
+    assert "error" not in done, done
+    model = done["response"]["name"]
+    ask = {"contents": [{"parts": [{"text": "word 3"}]}]}
+    tuned = client.post(f"/v1beta/{model}:countTokens", json=ask).json()["totalTokens"]
+    base = client.post("/v1beta/models/tiny-random:countTokens", json={
+        "generateContentRequest": {**ask, "systemInstruction": {"parts": [{"text": system}]}}
+    }).json()["totalTokens"]
+    assert tuned == base
+    gen = client.post(f"/v1beta/{model}:generateContent",
+                      json={**ask, "generationConfig": {"maxOutputTokens": 2}}).json()
+    assert gen["usageMetadata"]["promptTokenCount"] == base

@@ -542,3 +542,71 @@ def test_doc_format_examples_parse(lang: str) -> None:
 def test_doc_python_example_runs() -> None:
     (block,) = _doc_blocks("python")
     exec(compile(block, str(DOCS), "exec"), {})
+
+
+# ---------------------------------------------------------------------------------------------
+# chat-format records (OpenAI "messages", Gemini / Vertex AI "contents")
+
+
+def _openai(i: int, system: str | None = "You add numbers.") -> dict:
+    msgs = [{"role": "system", "content": system}] if system is not None else []
+    return {"messages": [*msgs, {"role": "user", "content": f"{i}+{i}"},
+                         {"role": "assistant", "content": str(2 * i)}]}
+
+
+def _gemini(i: int) -> dict:
+    return {"systemInstruction": {"role": "system", "parts": [{"text": "Be brief."}]},
+            "contents": [{"role": "user", "parts": [{"text": f"{i}+{i}"}]},
+                         {"role": "model", "parts": [{"text": "="}, {"text": str(2 * i)}]}]}
+
+
+@pytest.mark.parametrize(("make", "system", "output_of_3"), [
+    (_openai, "You add numbers.", "6"),
+    (lambda i: _openai(i, None), None, "6"),
+    (_gemini, "Be brief.", "=6"),
+])
+def test_chat_records_in_jsonl_json_and_inline(make, system, output_of_3) -> None:
+    recs = [make(i) for i in range(1, 21)]
+    jsonl = "\n".join(json.dumps(r) for r in recs).encode()
+    for exs in (read_bytes(jsonl, "chat.jsonl"), read_bytes(json.dumps(recs).encode(), "c.json"),
+                from_records(recs)):
+        assert len(exs) == 20
+        assert exs[2] == Example("3+3", output_of_3, system)
+    assert validate(read_bytes(jsonl, "chat.jsonl")) == []
+
+
+def test_openai_content_parts_and_developer_role() -> None:
+    rec = {"messages": [{"role": "developer", "content": "Rules."},
+                        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                        {"role": "assistant", "content": "hello"}]}
+    assert from_records([rec]) == [Example("hi", "hello", "Rules.")]
+
+
+@pytest.mark.parametrize(("rec", "fragment"), [
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                   {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]},
+     "the conversation is user → assistant → user → assistant; tunelab tunes single-turn"),
+    ({"messages": [{"role": "user", "content": "a"}]}, "the conversation is user;"),
+    ({"messages": []}, "there are no messages;"),
+    ({"messages": "hi"}, "'messages' is a string; expected a list of messages"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]},
+                   {"role": "assistant", "content": "b"}]},
+     "message 1 has no text; each message needs a role and text content"),
+    ({"contents": [{"role": "user", "parts": [{"text": "a"}]},
+                   {"role": "model", "parts": [{"text": "b"}]}], "systemInstruction": 3},
+     "the systemInstruction has no text parts"),
+])
+def test_chat_record_errors_are_located(rec: dict, fragment: str) -> None:
+    data = "\n".join(json.dumps(r) for r in [_openai(1), rec]).encode()
+    with pytest.raises(DatasetError) as e:
+        read_bytes(data, "chat.jsonl")
+    [p] = e.value.problems
+    assert p.location == "chat.jsonl, line 2" and fragment in p.message, p.message
+
+
+def test_some_examples_without_the_system_prompt_is_a_warning() -> None:
+    recs = [_openai(i, None if i in (4, 9) else "You add numbers.") for i in range(1, 21)]
+    data = "\n".join(json.dumps(r) for r in recs).encode()
+    [w] = validate(read_bytes(data, "chat.jsonl"))
+    assert w.location == "chat.jsonl" and w.field == "system"
+    assert w.message.startswith("lines 4 and 9 have no system prompt while the other examples")

@@ -122,3 +122,26 @@ def test_multi_turn_and_system_follow_the_template(gen, tiny_serving_base):
         "<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n"
     )
     assert gen.count_tokens(turns, "sys") == len(tiny_serving_base.encode(text))
+
+
+def test_a_shared_system_prompt_is_tuned_in_and_used_by_default(tiny_base, tiny_serving_base,
+                                                                tmp_path):
+    """Chat-format data with one system prompt: the examples are tokenized with it, the manifest
+    records it, and generation without a systemInstruction uses it (one given still wins)."""
+    from tunelab.data.batches import tokenize_example
+
+    system = "Answer with one word."
+    exs = [Example(f"question {i}", "yes", system) for i in range(20)]
+    tok = tokenize_example(tiny_base.tokenizer, tiny_base.template, exs[0])
+    with_system = tiny_base.template.render([("user", "question 0")], system)
+    assert tok.prompt_ids == tiny_base.encode(with_system)
+    result = train(tiny_base, exs, Hyperparameters(epoch_count=1, learning_rate=0.02), tmp_path)
+    assert result.manifest["system_instruction"] == system
+    gen = Generator(tiny_serving_base)
+    adapter = tmp_path / "adapter"
+    assert gen.count_tokens(PROMPT, None, adapter) == gen.count_tokens(PROMPT, system)
+    assert gen.count_tokens(PROMPT, "x", adapter) == gen.count_tokens(PROMPT, "x")
+    assert gen.count_tokens(PROMPT, None, adapter) > gen.count_tokens(PROMPT)
+    cfg = GenerationConfig(max_output_tokens=3)
+    by_default = gen.generate(PROMPT, None, cfg, adapter)
+    assert by_default.prompt_token_count == gen.count_tokens(PROMPT, system)

@@ -36,7 +36,7 @@ def encode_prompt(
 
 
 def tokenize_example(tokenizer: Any, template: Template, ex: Example) -> TokenizedExample:
-    prompt = encode_prompt(tokenizer, template, [("user", ex.text_input)], None)
+    prompt = encode_prompt(tokenizer, template, [("user", ex.text_input)], ex.system)
     output = tokenizer(ex.output + template.end, add_special_tokens=False)["input_ids"]
     return TokenizedExample(prompt, output)
 

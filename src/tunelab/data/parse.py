@@ -120,6 +120,76 @@ def _pick(record: dict, wanted: str | None, accepted: Sequence[str], field: str,
     return None
 
 
+# Chat-format records: OpenAI's {"messages": [{"role", "content"}]} and Gemini's / Vertex AI's
+# {"contents": [{"role", "parts": [{"text"}]}], "systemInstruction": {"parts": [...]}}. tunelab
+# tunes single-turn examples: an optional system prompt, one user turn, one reply.
+_SYSTEM_ROLES = ("system", "developer")
+_REPLY_ROLES = ("assistant", "model")
+CHAT_SHAPE = ('{"messages": [{"role": "system", "content": "..."}, {"role": "user", "content": '
+              '"..."}, {"role": "assistant", "content": "..."}]}')
+
+
+def _is_chat(record: dict) -> bool:
+    has_pair = any(_norm(k) in {_norm(a) for a in INPUT_KEYS + OUTPUT_KEYS} for k in record
+                   if isinstance(k, str))
+    return not has_pair and ("messages" in record or "contents" in record)
+
+
+def _chat_text(content: Any) -> str | None:
+    """A message's text: a string, OpenAI's [{"type": "text", "text"}] or Gemini's parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict) and isinstance(content.get("parts"), list):
+        content = content["parts"]
+    if isinstance(content, list) and content and all(
+            isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    return None
+
+
+def _from_chat(record: dict, where: str, row: int, problems: list[Problem],
+               ) -> tuple[str | None, str | None, str | None]:
+    key = "messages" if "messages" in record else "contents"
+    turns = record[key]
+    if not isinstance(turns, list):
+        problems.append(Problem(f"'{key}' is {_describe(turns)}; expected a list of messages",
+                                where, key, row))
+        return None, None, None
+    system_parts: list[str] = []
+    if "systemInstruction" in record or "system_instruction" in record:
+        value = record.get("systemInstruction", record.get("system_instruction"))
+        text = _chat_text(value)
+        if text is None:
+            problems.append(Problem("the systemInstruction has no text parts; give "
+                                    '{"parts": [{"text": "..."}]}', where, "systemInstruction",
+                                    row))
+            return None, None, None
+        system_parts.append(text)
+    convo: list[tuple[str, str]] = []
+    for n, msg in enumerate(turns, start=1):
+        role = msg.get("role", "user") if isinstance(msg, dict) else None
+        text = _chat_text(msg.get("content", msg.get("parts"))) if isinstance(msg, dict) else None
+        if not isinstance(role, str) or text is None:
+            problems.append(Problem(
+                f"message {n} has no text; each message needs a role and text content (images "
+                "and tool calls cannot be tuned here)", where, key, row))
+            return None, None, None
+        if role in _SYSTEM_ROLES and not convo:
+            system_parts.append(text)
+        else:
+            convo.append((role, text))
+    roles = [r for r, _ in convo]
+    if len(roles) != 2 or roles[0] != "user" or roles[1] not in _REPLY_ROLES:
+        shape = f"the conversation is {' → '.join(roles)}" if roles else "there are no messages"
+        problems.append(Problem(
+            f"{shape}; tunelab tunes single-turn examples: an optional "
+            "system message, one user message, then one assistant (or model) reply",
+            where, key, row))
+        return None, None, None
+    system = "\n\n".join(system_parts) if system_parts else None
+    return convo[0][1], convo[1][1], system
+
+
 def _convert(records: Sequence[Any], source: str, labels: Sequence[str],
              input_key: str | None = None, output_key: str | None = None,
              ) -> tuple[ExampleList, list[Problem]]:
@@ -131,7 +201,10 @@ def _convert(records: Sequence[Any], source: str, labels: Sequence[str],
         row, where = i + 1, f"{source}, {label}"
         if record is _UNREADABLE:
             continue
-        if isinstance(record, dict):
+        system = None
+        if isinstance(record, dict) and input_key is None and _is_chat(record):
+            text_input, output, system = _from_chat(record, where, row, problems)
+        elif isinstance(record, dict):
             text_input = _pick(record, input_key, INPUT_KEYS, "text_input", where, row, problems)
             output = _pick(record, output_key, OUTPUT_KEYS, "output", where, row, problems)
         elif isinstance(record, list | tuple) and len(record) == 2:
@@ -144,7 +217,7 @@ def _convert(records: Sequence[Any], source: str, labels: Sequence[str],
                 where, "", row))
             continue
         if text_input is not None and output is not None:
-            examples.append(Example(text_input, output))
+            examples.append(Example(text_input, output, system))
             kept.append(label)
     return ExampleList(examples, source=source, labels=kept), problems
 

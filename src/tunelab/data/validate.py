@@ -90,7 +90,8 @@ def validate(examples: list[Example], *, count_tokens: Callable[[Example], int] 
                     where.at(i), "", i + 1))
     warnings = [*_duplicates(examples, where), *_conflicts(examples, where),
                 *_formats([ex.text_input for ex in examples], "input", "text_input", where),
-                *_formats([ex.output for ex in examples], "output", "output", where)]
+                *_formats([ex.output for ex in examples], "output", "output", where),
+                *_systems(examples, where)]
     if problems:
         raise DatasetError(problems, warnings)
     return warnings
@@ -123,6 +124,17 @@ class _Where:
             items.append(f"{more} more")
         text = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
         return f"{head} {text}".strip()
+
+
+def _systems(examples: Sequence[Example], where: _Where) -> list[Problem]:
+    """Some examples with a system prompt and others without: the model learns two formats."""
+    without = [i for i, ex in enumerate(examples) if ex.system is None]
+    if not without or len(without) == len(examples):
+        return []
+    return [Problem(
+        f"{where.rows(without)} {'has' if len(without) == 1 else 'have'} no system prompt while "
+        "the other examples have one; give every example the same system prompt (or none), the "
+        "way production requests will be sent", where.source, "system")]
 
 
 def _capped(groups: list[list[int]], what: str, where: _Where) -> list[Problem]:

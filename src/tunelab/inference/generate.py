@@ -10,6 +10,7 @@ are all under our control.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -151,8 +152,21 @@ class Generator:
             raise InvalidArgument("The last message in contents must have role 'user'.")
         return encode_prompt(self.base.tokenizer, self.base.template, turns, system)
 
-    def count_tokens(self, turns: list[Turn], system: str | None = None) -> int:
-        return len(self.prompt_ids(turns, system))
+    def count_tokens(self, turns: list[Turn], system: str | None = None,
+                     adapter: Path | None = None) -> int:
+        return len(self.prompt_ids(turns, self.system_for(adapter, system)))
+
+    @staticmethod
+    def system_for(adapter: Path | None, system: str | None) -> str | None:
+        """The request's system instruction, else the one a tuned model's examples all shared
+        (recorded in its manifest), so it answers as it was tuned to."""
+        if system is not None or adapter is None:
+            return system
+        try:
+            manifest = json.loads((Path(adapter).parent / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return manifest.get("system_instruction")
 
     # ---- generation -----------------------------------------------------------------------
     def generate(
@@ -199,7 +213,7 @@ class Generator:
         problems = config.problems()
         if problems:
             raise InvalidArgument("Invalid generationConfig: " + "; ".join(problems) + ".")
-        ids = self.prompt_ids(turns, system)
+        ids = self.prompt_ids(turns, self.system_for(adapter, system))
         limit = self.base.spec.context_length
         if len(ids) >= limit:
             raise InvalidArgument(

@@ -59,10 +59,11 @@ def derive_id(display_name: str | None) -> str:
 
 
 def write_examples(path: Path, examples: list[Example]) -> bytes:
-    data = "".join(
-        json.dumps({"text_input": e.text_input, "output": e.output}, ensure_ascii=False) + "\n"
-        for e in examples
-    ).encode()
+    def record(e: Example) -> dict:
+        out = {"text_input": e.text_input, "output": e.output}
+        return out if e.system is None else {**out, "system": e.system}
+
+    data = "".join(json.dumps(record(e), ensure_ascii=False) + "\n" for e in examples).encode()
     atomic_write(path, data)
     return data
 
@@ -73,7 +74,7 @@ def read_examples(path: Path) -> list[Example]:
         for line in f:
             if line.strip():
                 d = json.loads(line)
-                out.append(Example(d["text_input"], d["output"]))
+                out.append(Example(d["text_input"], d["output"], d.get("system")))
     return out
 
 
@@ -343,7 +344,9 @@ class TuningService:
                 "input_column": input_column,
                 "output_column": output_column,
                 "preview": [
-                    {"textInput": e.text_input, "output": e.output} for e in examples[:5]
+                    {"textInput": e.text_input, "output": e.output}
+                    | ({"systemInstruction": e.system} if e.system is not None else {})
+                    for e in examples[:5]
                 ],
                 "warnings": [str(w) for w in warnings],
             },

@@ -139,6 +139,12 @@ def _fingerprint(base: LoadedBase, data_hash: str, hp: dict, lora: LoraSettings,
     }
 
 
+def shared_system(examples: list[Example]) -> str | None:
+    """The system prompt all the examples have in common, else None."""
+    systems = {ex.system for ex in examples}
+    return systems.pop() if len(systems) == 1 else None
+
+
 def train(
     base: LoadedBase,
     examples: list[Example],
@@ -275,6 +281,9 @@ def train(
             "seed": seed,
             "dataset_hash": data_hash,
             "example_count": len(examples),
+            # the system prompt every example was tuned with, if they share one: generation
+            # uses it when a request brings none (inference/generate.py)
+            "system_instruction": shared_system(examples),
             "total_steps": total,
             "completed_steps": step,
             "epochs_run": len(epoch_losses),

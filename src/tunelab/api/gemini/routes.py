@@ -459,15 +459,18 @@ async def _stream(kind: str, model_id: str, body: s.GenerateContentRequest, requ
 def _count(kind: str, model_id: str, body: s.CountTokensRequest, request: Request,
            principal: Principal) -> s.CountTokensResponse:
     pool = _pool(request)
+    adapter = None
     if kind == "tunedModels":
         row = _model(request, principal, model_id)
         gen = pool.generator(row.base_model)
+        adapter = _service(request).adapter_dir(row.id)  # its tuned-in system prompt counts
     else:
         gen = pool.generator(_base_spec(request, model_id).name)
     inner = body.generate_content_request
     contents = body.contents or (inner.contents if inner else [])
     system = convert.system_of(inner.system_instruction) if inner else None
-    return s.CountTokensResponse(total_tokens=gen.count_tokens(convert.turns_of(contents), system))
+    return s.CountTokensResponse(
+        total_tokens=gen.count_tokens(convert.turns_of(contents), system, adapter))
 
 
 for _kind, _tag in (("tunedModels", "tunedModels"), ("models", "models")):

@@ -67,11 +67,35 @@ function parseCsv(text) {
   return { rows };
 }
 
+/** The text of a chat message's content: a string, OpenAI's text parts or Gemini's parts. */
+function chatText(content) {
+  if (typeof content === "string") return content;
+  const parts = Array.isArray(content) ? content : content?.parts;
+  return Array.isArray(parts) ? parts.map((p) => (typeof p?.text === "string" ? p.text : "")).join("") : "";
+}
+
+/** A chat-format record (OpenAI "messages" / Gemini "contents") as a row; the server checks
+ *  that it is single-turn and names any problem. */
+function fromChat(rec, label) {
+  const turns = Array.isArray(rec.messages) ? rec.messages : Array.isArray(rec.contents) ? rec.contents : [];
+  const sys = [];
+  const sysInstr = rec.systemInstruction ?? rec.system_instruction;
+  if (sysInstr !== undefined) sys.push(chatText(sysInstr));
+  const convo = [];
+  for (const m of turns) {
+    const text = chatText(m?.content ?? m?.parts);
+    if ((m?.role === "system" || m?.role === "developer") && !convo.length) sys.push(text);
+    else convo.push(text);
+  }
+  return { input: convo[0] ?? "", output: convo[1] ?? "", system: sys.length ? sys.join("\n\n") : undefined, label };
+}
+
 function fromRecord(rec, label) {
   if (Array.isArray(rec)) return { input: String(rec[0] ?? ""), output: String(rec[1] ?? ""), label };
   if (!rec || typeof rec !== "object") return { input: String(rec ?? ""), output: "", label };
   const keys = Object.keys(rec);
   const ii = pick(INPUT_KEYS, keys), oi = pick(OUTPUT_KEYS, keys);
+  if (ii < 0 && oi < 0 && (rec.messages || rec.contents)) return fromChat(rec, label);
   const val = (j) => (j < 0 ? "" : typeof rec[keys[j]] === "string" ? rec[keys[j]] : JSON.stringify(rec[keys[j]] ?? ""));
   return { input: val(ii), output: val(oi), label };
 }
@@ -98,6 +122,18 @@ function parseJson(value) {
   }
   if (!Array.isArray(list)) return { rows: [] };
   return { rows: list.map((rec, i) => fromRecord(rec, `example ${i + 1}`)) };
+}
+
+/** The table as a file to upload: CSV, or chat-format JSONL when rows carry system prompts
+ *  (a CSV has no place for them). */
+export function toUpload(rows, baseName) {
+  if (!rows.some((r) => r.system !== undefined)) {
+    return { blob: new Blob([toCsv(rows)], { type: "text/csv" }), name: `${baseName}.csv` };
+  }
+  const lines = rows.map((r) => JSON.stringify({ messages: [
+    ...(r.system !== undefined ? [{ role: "system", content: r.system }] : []),
+    { role: "user", content: r.input }, { role: "assistant", content: r.output }] }));
+  return { blob: new Blob([lines.join("\n") + "\n"], { type: "application/jsonl" }), name: `${baseName}.jsonl` };
 }
 
 /** The table as a CSV file (header text_input,output), every value quoted. */

@@ -1,7 +1,7 @@
 // New tuned model: data (file or table) → validation by the server → settings → create.
 import { get, post, upload, del, listAll, ApiError } from "./api.js";
 import { html, raw, render, esc, toast, debounce, modelId, within } from "./util.js";
-import { MAX_BYTES, parseText, toCsv, locations, pastedRows } from "./dataset.js";
+import { MAX_BYTES, parseText, toUpload, locations, pastedRows } from "./dataset.js";
 
 const SHOWN_ROWS = 200;
 
@@ -104,7 +104,7 @@ export async function show(main) {
       const num = r.label.replace(/^(row|line|example) /, "");
       return html`<tr class="${cls}" data-row="${i}" data-label="${r.label}">
           <td class="num" title="${r.label}">${num}</td>
-          <td><textarea data-i="${i}" data-f="input" aria-label="Input of ${r.label}" rows="1">${r.input}</textarea></td>
+          <td>${r.system !== undefined ? html`<div class="small muted sysprompt" title="System prompt">System: ${r.system}</div>` : ""}<textarea data-i="${i}" data-f="input" aria-label="Input of ${r.label}" rows="1">${r.input}</textarea></td>
           <td><textarea data-i="${i}" data-f="output" aria-label="Output of ${r.label}" rows="1">${r.output}</textarea></td>
           <td><button type="button" class="iconbtn" data-remove="${i}" aria-label="Remove ${r.label}" title="Remove">✕</button></td></tr>
         ${msgs.length ? html`<tr class="msg ${cls}" data-msg-for="${i}"><td colspan="4">${msgs.map((m) => html`<div class="rowmsg ${m.level}" role="${m.level === "bad" ? "alert" : "note"}">${m.level === "bad" ? "✖ " : "⚠ "}${m.text}</div>`)}</td></tr>` : ""}`;
@@ -217,8 +217,8 @@ export async function show(main) {
     st.checking = true; drawSummary(); updateCreate();
     const form = new FormData();
     if (st.edited || !st.source) {
-      const name = (st.source?.name || "studio-data").replace(/\.[^.]+$/, "") + ".csv";
-      form.append("file", new Blob([toCsv(st.rows)], { type: "text/csv" }), name);
+      const { blob, name } = toUpload(st.rows, (st.source?.name || "studio-data").replace(/\.[^.]+$/, ""));
+      form.append("file", blob, name);
     } else {
       form.append("file", st.source, st.source.name);
     }
