@@ -76,6 +76,28 @@ class WorkerPool:
                 p.kill()
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before creating anything when another program (another `tunelab serve`?) already
+    listens there: the plain message instead of uvicorn's bind error after start-up."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise typer.BadParameter(f"cannot listen on host '{host}': {e.strerror}",
+                                 param_hint="--host") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            err.print(f"[bold red]Error:[/] cannot listen on {host}:{port}: {e.strerror}. "
+                      "Is another tunelab serve running? Stop it, or choose another port "
+                      "with --port.", highlight=False)
+            raise typer.Exit(2) from None
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
@@ -92,6 +114,7 @@ def serve(
     from tunelab.store import Store
 
     quiet_libraries()   # before the workers start: they inherit TQDM_DISABLE
+    _check_port_free(host, port)
     settings = Settings()
     store = Store.open(settings)  # migrations run once, before any worker starts
     pool = WorkerPool(0 if no_worker else max(0, workers))
@@ -142,6 +165,12 @@ def _check(resp) -> dict:
         body = resp.json()
     except ValueError:
         body = {}
+    if resp.status_code == 401 and "authorization" not in resp.request.headers:
+        server = str(resp.request.url.copy_with(path="/", query=None)).rstrip("/")
+        raise TunelabError(
+            f"No credentials for {server}. Sign in with `tunelab login --server {server} "
+            "YOUR_NAME`, or run this on the server's machine with TUNELAB_HOME set to its data "
+            "directory (its owner credentials are there).")
     if resp.status_code >= 400:
         e = body.get("error", {}) if isinstance(body, dict) else {}
         raise TunelabError(

@@ -39,3 +39,25 @@ def test_jobs_and_cancel(service, client):
     assert done["error"]["code"] == 1
     r = _cli(service, "cancel", "no-such-model")
     assert r.returncode == 2 and "not found" in (r.stdout + r.stderr)
+
+
+def test_another_home_without_credentials_is_told_how_to_sign_in(service, tmp_path):
+    env = {**service.env, "TUNELAB_HOME": str(tmp_path / "elsewhere")}
+    r = subprocess.run([sys.executable, "-m", "tunelab.cli", "jobs", "--server", service.url],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    out = " ".join((r.stdout + r.stderr).split())
+    assert f"No credentials for {service.url}" in out
+    assert f"tunelab login --server {service.url}" in out
+
+
+def test_serve_on_a_busy_port_says_so_and_creates_nothing(service, tmp_path):
+    port = service.url.rsplit(":", 1)[1]
+    env = {**service.env, "TUNELAB_HOME": str(tmp_path / "second")}
+    r = subprocess.run([sys.executable, "-m", "tunelab.cli", "serve", "--port", port,
+                        "--no-worker"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    out = " ".join(r.stderr.split())
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out
+    assert "choose another port with --port" in out
+    assert not (tmp_path / "second").exists()
