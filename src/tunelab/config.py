@@ -53,7 +53,13 @@ class Settings(BaseSettings):
         description="A worker's claim on a job lapses this long after its last heartbeat.",
     )
     ray_address: str | None = Field(
-        default=None, description="Run training as Ray tasks on this cluster instead of locally."
+        default=None,
+        description="Run training as Ray tasks on this cluster ('auto', 'HOST:PORT' or "
+        "'ray://HOST:PORT') instead of in the worker processes; docs/deployment.md.",
+    )
+    ray_num_cpus: float = Field(default=1.0, description="CPUs one Ray training task asks for.")
+    ray_num_gpus: float = Field(
+        default=0.0, description="GPUs one Ray training task asks for (1 to train on a GPU node)."
     )
     step_delay_seconds: float = Field(
         default=0.0,

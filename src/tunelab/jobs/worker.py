@@ -124,8 +124,6 @@ class Worker:
             self.store.put_snapshot(
                 job.seq, spec.model_id, s.step, s.epoch, float(s.mean_loss), s.compute_time
             )
-            if self.settings.step_delay_seconds:
-                time.sleep(self.settings.step_delay_seconds)
 
         try:
             if not self.store.model_exists(spec.model_id):
@@ -152,7 +150,7 @@ class Worker:
                 return
             if result.status == "completed":
                 self.store.finish_job(job.seq, self.worker_id, model_state="ACTIVE")
-                log.info("job %s completed", job.seq)
+                log.info("job %s completed (trained in %s)", job.seq, result.where)
                 return
             if not user_cancel.is_set():  # we are shutting down: hand the job back
                 self.store.release_job(job.seq, self.worker_id)

@@ -1,4 +1,5 @@
-"""Executors run one tuning job somewhere: ``local`` (in the worker process) or, later, Ray.
+"""Executors run one tuning job somewhere: ``local`` (in the worker process) or ``ray_cluster``
+(a Ray task on a cluster, when ``TUNELAB_RAY_ADDRESS`` is set).
 
 Every executor has the same shape (``base.Executor``); the worker picks one from settings.
 """
@@ -15,12 +16,9 @@ if TYPE_CHECKING:
 
 def make_executor(settings: Settings) -> Executor:
     if settings.ray_address:
-        from tunelab.errors import FailedPrecondition
+        from tunelab.jobs.executors.ray_cluster import RayExecutor
 
-        raise FailedPrecondition(
-            "TUNELAB_RAY_ADDRESS is set, but the Ray executor is not implemented yet; "
-            "unset it to train in local worker processes."
-        )
+        return RayExecutor(settings)
     from tunelab.jobs.executors.local import LocalExecutor
 
     return LocalExecutor(settings)

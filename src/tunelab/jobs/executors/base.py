@@ -35,6 +35,7 @@ class ExecutionResult:
     status: str  # "completed" | "cancelled"
     adapter_dir: Path | None  # None when no parameters were learned
     completed_steps: int
+    where: str = "this worker process"  # where the training ran, for the worker's log
 
 
 class Executor(Protocol):

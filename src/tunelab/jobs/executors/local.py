@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from tunelab.catalog import get_base_model, load_base_model
@@ -38,12 +39,19 @@ class LocalExecutor:
         examples = read_examples(root / spec.dataset)
         base = self._base(spec.base_model)
         hp = Hyperparameters(spec.epoch_count, spec.batch_size, spec.learning_rate)
+        delay = self.settings.step_delay_seconds
+
+        def report(snapshot: Snapshot) -> None:
+            on_snapshot(snapshot)
+            if delay:  # testing knob: slow a tiny model's steps down to stop jobs mid-epoch
+                time.sleep(delay)
+
         result = train(
             base,
             examples,
             hp,
             root / spec.output_dir,
-            on_snapshot=on_snapshot,
+            on_snapshot=report,
             should_cancel=should_cancel,
             seed=spec.seed,
         )
