@@ -91,3 +91,32 @@ def test_unreachable_cluster_fails_the_job_with_what_to_do(tmp_path):
             assert "TUNELAB_RAY_ADDRESS" in message
     finally:
         svc.stop()
+
+
+def test_a_killed_worker_takes_its_ray_task_along_and_the_job_resumes(ray_address, tmp_path):
+    """kill -9 of the worker mid-epoch 2: Ray ends the task it owned (else two trainings would
+    write the same checkpoints), the lease lapses, a new worker resumes from the epoch-1
+    checkpoint, and the run ends with the snapshots of an uninterrupted one."""
+    import signal
+
+    body = create_body(n=20, epochs=3, batch=4)
+    svc = Service(tmp_path, workers=0, env={"TUNELAB_RAY_ADDRESS": ray_address,
+                                            "TUNELAB_STEP_DELAY_SECONDS": "0.3"}).start()
+    try:
+        with svc.client() as c:
+            svc.start_worker()
+            reference = c.post("/v1beta/tunedModels", json=body).json()
+            expected = snapshot_tuples(wait_op(c, reference["name"], timeout=600))
+            assert len(expected) == 15
+            op = c.post("/v1beta/tunedModels", json=body).json()
+            wait_op(c, op["name"], timeout=600,
+                    until=lambda o: o["metadata"].get("completedSteps", 0) >= 7)
+            victim = svc.worker_procs[0]
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait()
+            svc.start_worker()
+            done = wait_op(c, op["name"], timeout=600)
+            assert "error" not in done, done
+            assert snapshot_tuples(done) == expected
+    finally:
+        svc.stop()
