@@ -130,8 +130,9 @@ CHAT_SHAPE = ('{"messages": [{"role": "system", "content": "..."}, {"role": "use
 
 
 def _is_chat(record: dict) -> bool:
-    has_pair = any(_norm(k) in {_norm(a) for a in INPUT_KEYS + OUTPUT_KEYS} for k in record
-                   if isinstance(k, str))
+    """A chat record: ``messages`` or ``contents``, and no input/output field beside it."""
+    pair = {_norm(a) for a in INPUT_KEYS + OUTPUT_KEYS}
+    has_pair = any(isinstance(k, str) and _norm(k) in pair for k in record)
     return not has_pair and ("messages" in record or "contents" in record)
 
 

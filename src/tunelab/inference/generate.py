@@ -9,6 +9,7 @@ are all under our control.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -162,11 +163,11 @@ class Generator:
         (recorded in its manifest), so it answers as it was tuned to."""
         if system is not None or adapter is None:
             return system
+        manifest = Path(adapter).parent / "manifest.json"
         try:
-            manifest = json.loads((Path(adapter).parent / "manifest.json").read_text())
-        except (OSError, ValueError):
+            return _trained_system(str(manifest), manifest.stat().st_mtime_ns)
+        except OSError:
             return None
-        return manifest.get("system_instruction")
 
     # ---- generation -----------------------------------------------------------------------
     def generate(
@@ -282,6 +283,16 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+@functools.lru_cache(maxsize=256)
+def _trained_system(manifest: str, mtime_ns: int) -> str | None:
+    """A manifest's ``system_instruction``, read once per version of the file (the manifest
+    also holds every snapshot, too much to parse on each request)."""
+    try:
+        return json.loads(Path(manifest).read_text()).get("system_instruction")
+    except (OSError, ValueError):
+        return None
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

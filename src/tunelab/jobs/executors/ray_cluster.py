@@ -27,7 +27,6 @@ from tunelab.errors import TunelabError
 from tunelab.jobs.executors.base import ExecutionResult, JobSpec
 from tunelab.training import Snapshot
 
-log = logging.getLogger("tunelab.worker")
 POLL_SECONDS = 0.2
 _remote: dict[str, Any] = {}  # the Ray task and actor classes, made once per process
 
@@ -92,9 +91,7 @@ class RayExecutor:
                 ray.init(address=self.settings.ray_address, namespace="tunelab",
                          log_to_driver=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError) as e:
-                raise TunelabError(
-                    f"Cannot reach the Ray cluster at {self.settings.ray_address}: {e}. Start "
-                    "it (`ray start --head`) or fix TUNELAB_RAY_ADDRESS.") from None
+                raise _unreachable(self.settings.ray_address, e) from None
         return ray
 
     def _probe(self) -> None:
@@ -109,9 +106,7 @@ class RayExecutor:
         try:
             socket.create_connection((host, int(port)), timeout=10).close()
         except OSError as e:
-            raise TunelabError(
-                f"Cannot reach the Ray cluster at {address}: {e.strerror or e}. Start it "
-                "(`ray start --head`) or fix TUNELAB_RAY_ADDRESS.") from None
+            raise _unreachable(address, e.strerror or e) from None
 
     def run(
         self,
@@ -142,6 +137,11 @@ class RayExecutor:
             return _result(ray, task)
         finally:
             ray.kill(channel)
+
+
+def _unreachable(address: str | None, why: object) -> TunelabError:
+    return TunelabError(f"Cannot reach the Ray cluster at {address}: {why}. Start it "
+                        "(`ray start --head`) or fix TUNELAB_RAY_ADDRESS.")
 
 
 def _result(ray: Any, task: Any) -> ExecutionResult:
