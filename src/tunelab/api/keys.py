@@ -17,10 +17,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from tunelab.api.deps import Principal, current_principal
+from tunelab.api.gemini.schemas import _In, _Out
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.errors import InvalidArgument
 
@@ -29,12 +29,7 @@ Auth = Annotated[Principal, Depends(current_principal)]
 MAX_NAME = 100
 
 
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True,
-                              validate_by_alias=True, serialize_by_alias=True)
-
-
-class ApiKey(_Camel):
+class ApiKey(_Out):
     name: str = Field(description="apiKeys/{id}")
     display_name: str = ""
     key_hint: str = Field(description="The key's last 4 characters, to recognise it.")
@@ -44,14 +39,12 @@ class ApiKey(_Camel):
         None, description="The secret; only in the answer that creates the key.")
 
 
-class ApiKeyList(_Camel):
+class ApiKeyList(_Out):
     api_keys: list[ApiKey] | None = Field(
         None, description="Left out when there is none, as Google's list answers do.")
 
 
-class NewApiKey(_Camel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True,
-                              validate_by_alias=True, extra="forbid")
+class NewApiKey(_In):
     display_name: str = Field("", description=f"What the key is for (at most {MAX_NAME} "
                               "characters).")
 
