@@ -55,6 +55,21 @@ class ResourceExhausted(TunelabError):
     http_code = 429
 
 
+class Unavailable(TunelabError):
+    """The server cannot do it right now (its storage is full or read-only): nothing was
+    changed, and the same request can succeed later."""
+
+    status = "UNAVAILABLE"
+    http_code = 503
+
+
+class DataLoss(TunelabError):
+    """A stored file is damaged: truncated, garbled, or not what tunelab wrote."""
+
+    status = "DATA_LOSS"
+    http_code = 500
+
+
 class ModelNotAvailable(NotFound):
     """A base model is known but its weights are not installed (names the package)."""
 
