@@ -85,6 +85,45 @@ class Settings(BaseSettings):
         default=100,
         description="Per user: tuned models stored (0 = no limit). Overridable per user.",
     )
+    max_files: int = Field(
+        default=100,
+        description="Per user: uploaded files stored (0 = no limit); 100 uploads of at most "
+        "4 MB each bound one user's share of the data dir to 400 MB.",
+    )
+    max_api_keys: int = Field(
+        default=20,
+        description="Per user: API keys not revoked (0 = no limit). Revoke unused keys to make "
+        "room.",
+    )
+    max_description_chars: int = Field(
+        default=2000,
+        description="Longest tuned model description, in characters (0 = no limit).",
+    )
+    signin_attempts: int = Field(
+        default=5,
+        description="Sign-ins (password grant, Studio, client secret) allowed per user before "
+        "each further one must wait; a client address gets four times as many (it may be shared).",
+    )
+    signin_backoff_seconds: float = Field(
+        default=1.0,
+        description="The first wait after too many sign-in attempts; it doubles with each "
+        "further wrong attempt (1, 2, 4 … s), up to signin_max_backoff_seconds.",
+    )
+    signin_max_backoff_seconds: float = Field(
+        default=900.0,
+        description="Longest wait between sign-in attempts (15 minutes). Failures are forgotten "
+        "after four times this long without one, or at once on a correct password.",
+    )
+    bad_credentials_burst: int = Field(
+        default=100,
+        description="API requests with a wrong key or token one client address may make in a "
+        "burst before it is answered 429 (0 = no limit).",
+    )
+    bad_credentials_per_second: float = Field(
+        default=10.0,
+        description="How fast a client address earns back wrong-credential requests after a "
+        "burst (a sustained rate this low cannot search the 256-bit key space).",
+    )
 
     @property
     def credentials_file(self) -> Path:

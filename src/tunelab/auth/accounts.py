@@ -35,7 +35,12 @@ from tunelab.errors import (
     PermissionDenied,
 )
 from tunelab.store import FileRow, JobRow, OperationRow, Page, Store, TunedModelRow
-from tunelab.store.repo import decode_token, encode_token
+from tunelab.store.repo import (
+    decode_token,
+    encode_token,
+    jobs_limit_exceeded,
+    models_limit_exceeded,
+)
 from tunelab.store.tables import (
     ApiKeyRow,
     OAuthClientRow,
@@ -160,13 +165,27 @@ class Accounts:
 
     # -- API keys -----------------------------------------------------------------------
     def create_key(self, user: str, name: str = "") -> tuple[ApiKeyRow, str]:
-        """A new API key; the secret is returned once and only its hash is kept."""
+        """A new API key; the secret is returned once and only its hash is kept. At most
+        ``max_api_keys`` live keys per user (counted under the user's lock, so concurrent
+        creates cannot pass it together)."""
         self.get_user(user)
         secret = new_secret(API_KEY)
         row = ApiKeyRow(id=new_secret("")[:10].lower().replace("_", "x").replace("-", "y"),
                         user=user, name=name[:255], key_hash=token_hash(secret), hint=secret[-4:],
                         revoked=False)
+        limit = self.settings.max_api_keys
         with self.store.session() as s:
+            if limit > 0:
+                self.store.lock_owner(s, user)
+                n = s.scalar(select(func.count()).select_from(ApiKeyRow)
+                             .where(ApiKeyRow.user == user, ApiKeyRow.revoked.is_(False)))
+                if n >= limit:
+                    raise QuotaExceeded(
+                        "max_api_keys",
+                        f"Quota exceeded for max_api_keys: user '{user}' has {n} API keys and "
+                        f"the limit is {limit}. Revoke a key you no longer use (tunelab keys "
+                        "revoke, DELETE /v1beta/apiKeys/ID, or the Studio's keys page), or ask "
+                        "the administrator to raise the limit (TUNELAB_MAX_API_KEYS).")
             s.add(row)
         return row, secret
 
@@ -535,12 +554,7 @@ class Accounts:
     # -- limits -------------------------------------------------------------------------
     def _limits(self, user: str) -> tuple[int, int]:
         with self.store.session() as s:
-            row = s.get(UserRow, user)
-        jobs = row.max_concurrent_jobs if row and row.max_concurrent_jobs is not None else \
-            self.settings.max_concurrent_jobs
-        models = row.max_tuned_models if row and row.max_tuned_models is not None else \
-            self.settings.max_tuned_models
-        return jobs, models
+            return self.store._user_limits(s, user)
 
     def check_model_limit(self, user: str) -> None:
         _, max_models = self._limits(user)
@@ -550,24 +564,17 @@ class Accounts:
             n = s.scalar(select(func.count()).select_from(TunedModelRow)
                          .where(TunedModelRow.owner == user))
         if n >= max_models:
-            raise QuotaExceeded(
-                "max_tuned_models",
-                f"Quota exceeded for max_tuned_models: user '{user}' stores {n} tuned models "
-                f"and the limit is {max_models}. Delete a tuned model, or ask the administrator "
-                "to raise the limit (tunelab users limits, TUNELAB_MAX_TUNED_MODELS).")
+            raise models_limit_exceeded(user, n, max_models)
 
     def check_create_limits(self, user: str) -> None:
-        """Before a new tuning job: both per-user limits, each named when hit."""
+        """A quick look before a new tuning job is validated, so a user at a limit hears so
+        before their examples are read; the store checks again, atomically, when it adds the
+        job (``Store.create_tuned_model``)."""
         max_jobs, _ = self._limits(user)
         if max_jobs > 0:
             with self.store.session() as s:
                 n = s.scalar(select(func.count()).select_from(JobRow)
                              .where(JobRow.owner == user, JobRow.state != "done"))
             if n >= max_jobs:
-                raise QuotaExceeded(
-                    "max_concurrent_jobs",
-                    f"Quota exceeded for max_concurrent_jobs: user '{user}' has {n} tuning "
-                    f"jobs queued or running and the limit is {max_jobs}. Wait for one to "
-                    "finish or cancel one, or ask the administrator to raise the limit "
-                    "(tunelab users limits, TUNELAB_MAX_CONCURRENT_JOBS).")
+                raise jobs_limit_exceeded(user, n, max_jobs)
         self.check_model_limit(user)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tunelab.auth.errors import QuotaExceeded
 from tunelab.errors import AlreadyExists, InvalidArgument, NotFound
 from tunelab.store.db import make_engine, session_factory, upgrade
 from tunelab.store.tables import (
@@ -25,6 +26,7 @@ from tunelab.store.tables import (
     OperationRow,
     SnapshotRow,
     TunedModelRow,
+    UserRow,
     utcnow,
 )
 
@@ -43,6 +45,52 @@ def _claimable(now):
     died; the job resumes from its last checkpoint)."""
     return or_(JobRow.state == "queued",
                and_(JobRow.state == "running", JobRow.lease_expires_at < now))
+
+
+# First key of the PostgreSQL advisory locks that serialize one user's counted writes (the
+# second is the hash of the user's name); any fixed 32-bit number unlike MIGRATION_LOCK.
+OWNER_LOCK = 0x746C_7131  # "tlq1"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Per-user limits the store enforces in the same transaction as the write that would
+    exceed them, so concurrent requests cannot all pass a check made before any of them wrote.
+    0 means no limit; a user's own ``max_concurrent_jobs``/``max_tuned_models`` override the
+    first two (``tunelab users limits``)."""
+
+    max_concurrent_jobs: int = 0
+    max_tuned_models: int = 0
+    max_files: int = 0
+    max_description_chars: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Quota:
+        return cls(settings.max_concurrent_jobs, settings.max_tuned_models, settings.max_files,
+                   settings.max_description_chars)
+
+    def check_description(self, description: str | None) -> None:
+        n = len(description or "")
+        if self.max_description_chars and n > self.max_description_chars:
+            raise InvalidArgument(
+                f"description is {n:,} characters; the limit is {self.max_description_chars:,}. "
+                "Shorten it (the administrator sets the limit: TUNELAB_MAX_DESCRIPTION_CHARS).")
+
+
+def jobs_limit_exceeded(user: str, n: int, limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        "max_concurrent_jobs",
+        f"Quota exceeded for max_concurrent_jobs: user '{user}' has {n} tuning jobs queued or "
+        f"running and the limit is {limit}. Wait for one to finish or cancel one, or ask the "
+        "administrator to raise the limit (tunelab users limits, TUNELAB_MAX_CONCURRENT_JOBS).")
+
+
+def models_limit_exceeded(user: str, n: int, limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        "max_tuned_models",
+        f"Quota exceeded for max_tuned_models: user '{user}' stores {n} tuned models and the "
+        f"limit is {limit}. Delete a tuned model, or ask the administrator to raise the limit "
+        "(tunelab users limits, TUNELAB_MAX_TUNED_MODELS).")
 
 
 @dataclass
@@ -72,8 +120,10 @@ def decode_token(token: str | None) -> int:
 class Store:
     """The database behind the service (SQLite by default, any SQLAlchemy URL)."""
 
-    def __init__(self, url: str, *, migrate: bool = True, lock_dir=None):
+    def __init__(self, url: str, *, migrate: bool = True, lock_dir=None,
+                 quota: Quota | None = None):
         self.url = url
+        self.quota = quota or Quota()
         self.engine = make_engine(url)
         if migrate:
             upgrade(self.engine, lock_dir)
@@ -82,7 +132,8 @@ class Store:
     @classmethod
     def open(cls, settings: Settings) -> Store:
         settings.ensure_dirs()
-        return cls(settings.resolved_database_url(), lock_dir=settings.home)
+        return cls(settings.resolved_database_url(), lock_dir=settings.home,
+                   quota=Quota.of(settings))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -92,13 +143,51 @@ class Store:
         with self._sessions.begin() as s:
             yield s
 
+    def lock_owner(self, s: Session, owner: str) -> None:
+        """Make ``s`` the only transaction that counts and adds ``owner``'s rows until it ends.
+        Must be the session's first statement. PostgreSQL: an advisory lock on the owner, held
+        to the end of the transaction (other users are not held up). SQLite lets one writer in
+        at a time, so a write as the first statement takes the database's write lock before
+        anything is read (a read first could see counts another writer is about to change)."""
+        if self.engine.dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:ns, hashtext(:owner))"),
+                      {"ns": OWNER_LOCK, "owner": owner})
+        else:
+            s.execute(update(UserRow).where(UserRow.name == owner).values(name=UserRow.name))
+
+    def _user_limits(self, s: Session, owner: str) -> tuple[int, int]:
+        row = s.get(UserRow, owner)
+        jobs = row.max_concurrent_jobs if row and row.max_concurrent_jobs is not None else \
+            self.quota.max_concurrent_jobs
+        models = row.max_tuned_models if row and row.max_tuned_models is not None else \
+            self.quota.max_tuned_models
+        return jobs, models
+
+    def _check_create_quota(self, s: Session, owner: str, queued: bool) -> None:
+        max_jobs, max_models = self._user_limits(s, owner)
+        if queued and max_jobs > 0:
+            n = s.scalar(select(func.count()).select_from(JobRow)
+                         .where(JobRow.owner == owner, JobRow.state != "done"))
+            if n >= max_jobs:
+                raise jobs_limit_exceeded(owner, n, max_jobs)
+        if max_models > 0:
+            n = s.scalar(select(func.count()).select_from(TunedModelRow)
+                         .where(TunedModelRow.owner == owner))
+            if n >= max_models:
+                raise models_limit_exceeded(owner, n, max_models)
+
     # -- tuned models -------------------------------------------------------------------
     def create_tuned_model(
         self, model: TunedModelRow, op: OperationRow, job: JobRow, dataset: FileRow | None
     ) -> None:
-        """The model, its operation and its queued job appear together or not at all."""
+        """The model, its operation and its queued job appear together or not at all, and only
+        while the owner is under their limits (checked under the owner's lock: 16 concurrent
+        creates against a limit of 4 queue exactly 4)."""
+        self.quota.check_description(model.description)
         try:
             with self.session() as s:
+                self.lock_owner(s, model.owner)
+                self._check_create_quota(s, model.owner, job.state != "done")
                 if s.get(TunedModelRow, model.id) is not None:
                     raise AlreadyExists(
                         f"Tuned model 'tunedModels/{model.id}' already exists; "
@@ -144,6 +233,8 @@ class Store:
         return Page(rows[:page_size], encode_token(offset + page_size) if more else None)
 
     def update_tuned_model(self, model_id: str, owner: str | None, fields: dict) -> TunedModelRow:
+        if "description" in fields:
+            self.quota.check_description(fields["description"])
         with self.session() as s:
             row = s.get(TunedModelRow, model_id)
             if row is None or (owner is not None and row.owner != owner):
@@ -403,7 +494,20 @@ class Store:
 
     # -- files --------------------------------------------------------------------------
     def add_file(self, row: FileRow) -> None:
+        """Keep an upload's record, while its owner is under ``max_files`` (checked under the
+        owner's lock, as jobs are)."""
         with self.session() as s:
+            if row.kind == "upload" and self.quota.max_files > 0:
+                self.lock_owner(s, row.owner)
+                n = s.scalar(select(func.count()).select_from(FileRow)
+                             .where(FileRow.owner == row.owner, FileRow.kind == "upload"))
+                if n >= self.quota.max_files:
+                    raise QuotaExceeded(
+                        "max_files",
+                        f"Quota exceeded for max_files: user '{row.owner}' stores {n} uploaded "
+                        f"files and the limit is {self.quota.max_files}. Delete files you no "
+                        "longer need (DELETE /v1beta/files/ID, or the Studio), or ask the "
+                        "administrator to raise the limit (TUNELAB_MAX_FILES).")
             s.add(row)
 
     def get_file(self, file_id: str, owner: str | None) -> FileRow:
