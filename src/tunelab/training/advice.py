@@ -1,4 +1,11 @@
-"""Epoch advice: where the loss curve plateaus.
+"""Epoch advice: the best epoch from validation scores, else where the training loss plateaus.
+
+With validation examples (``data/split.py``), the advice is evidence: the epoch with the best
+validation score (ties: the earlier epoch, which is cheaper and less over-fitted), and by how
+much it beats the last epoch and the base model (``advise_from_scores``). The tuned model
+serves that epoch.
+
+Without validation examples the advice falls back on the training loss, and says so:
 
 The Gemini tuning guide advises stopping at the lowest point just before the loss plateaus.
 Rule used here: an epoch is still "paying off" while the next epoch lowers the mean loss by
@@ -16,23 +23,32 @@ from dataclasses import asdict, dataclass
 PLATEAU_FRACTION = 0.10
 
 
+VALIDATION, TRAINING_LOSS = "validation", "training_loss"
+
+
 @dataclass(frozen=True)
 class EpochAdvice:
     epoch: int  # 1-based
     plateaued: bool
     message: str
+    basis: str = TRAINING_LOSS  # what the advice rests on: VALIDATION or TRAINING_LOSS
+    score: float | None = None  # the advised epoch's validation score
+    over_last: float | None = None  # score minus the last epoch's score
+    over_base: float | None = None  # score minus the base model's score
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def advise_epoch(epoch_losses: list[float]) -> EpochAdvice | None:
+    """The training-loss plateau advice, used when there are no validation scores."""
     if not epoch_losses:
         return None
     n = len(epoch_losses)
     if n == 1:
         return EpochAdvice(
-            1, False, "Only one epoch ran (epoch 1); there is no curve to judge yet."
+            1, False, "From the training loss: only one epoch ran (epoch 1); there is no curve "
+            "to judge yet. Validation examples would give scores instead.",
         )
     first, best = epoch_losses[0], min(epoch_losses)
     drop = first - best
@@ -40,7 +56,8 @@ def advise_epoch(epoch_losses: list[float]) -> EpochAdvice | None:
         return EpochAdvice(
             1,
             False,
-            "The loss did not fall after epoch 1: the extra epochs did not help. "
+            "From the training loss: it did not fall after epoch 1, so the extra epochs did "
+            "not help. "
             "Check that outputs are consistent, or try a lower learning rate.",
         )
     threshold = PLATEAU_FRACTION * drop
@@ -50,13 +67,42 @@ def advise_epoch(epoch_losses: list[float]) -> EpochAdvice | None:
             return EpochAdvice(
                 epoch,
                 True,
-                f"The loss plateaus after epoch {epoch} (mean loss {epoch_losses[e]:.4f}); "
+                f"From the training loss: it plateaus after epoch {epoch} (mean loss "
+                f"{epoch_losses[e]:.4f}); "
                 f"later epochs lower it by less than {PLATEAU_FRACTION:.0%} of the total drop "
                 f"and add risk of over-fitting. Epoch {epoch} is the suggested checkpoint.",
             )
     return EpochAdvice(
         n,
         False,
-        f"The loss was still falling at the last epoch, epoch {n} ({epoch_losses[-1]:.4f}); "
+        f"From the training loss: it was still falling at the last epoch, epoch {n} "
+        f"({epoch_losses[-1]:.4f}); "
         "more epochs may help.",
     )
+
+
+def advise_from_scores(
+    scores: list[float], base_score: float | None, metric: str, count: int
+) -> EpochAdvice | None:
+    """The epoch with the best validation score (1-based; ties: the earlier one).
+
+    Example: accuracies 0.50, 0.75, 0.75, 0.625 with the base at 0.25 → epoch 2 (tied with 3,
+    the earlier wins), +0.125 over the last epoch, +0.50 over the base model.
+    """
+    if not scores:
+        return None
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+    epoch, last = best + 1, len(scores)
+    name = "accuracy" if metric == "accuracy" else "token F1"
+    over_last = scores[best] - scores[-1]
+    over_base = scores[best] - base_score if base_score is not None else None
+    parts = [f"Epoch {epoch} has the best validation {name}: {scores[best]:.3f} on {count} "
+             f"examples"]
+    if epoch == last:
+        parts.append("it is the last epoch")
+    else:
+        parts.append(f"{over_last:+.3f} over the last epoch ({last}, {scores[-1]:.3f})")
+    if base_score is not None:
+        parts.append(f"{over_base:+.3f} over the base model ({base_score:.3f})")
+    return EpochAdvice(epoch, False, "; ".join(parts) + ".", VALIDATION, scores[best],
+                       over_last, over_base)

@@ -3,11 +3,23 @@
 One readable function (``train``) does the work; everything it needs to resume lives in the
 per-epoch checkpoint, and the shuffle order of epoch ``e`` is derived from ``(seed, e)``, so
 a run resumed from a checkpoint takes exactly the steps an uninterrupted run takes.
+
+With validation examples, the base model is scored once before the first step and the model
+after every epoch (``training/evaluate.py``); the scores go into the checkpoint (so a resumed
+run reports them too), into ``evaluation.json`` as soon as each is known, and into the
+manifest. The best-scoring epoch is served when the run completes.
+
+The trainer works on a private copy of the base model's module tree that shares its weights
+(``_private_model``): the loaded base is never changed, so it can serve (a ``Generator`` may
+already have wrapped it with adapters) or tune again.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,15 +32,19 @@ from tunelab.catalog.loading import LoadedBase
 from tunelab.data.batches import Batch, TokenizedExample, collate, tokenize_example
 from tunelab.data.examples import Example, dataset_hash
 from tunelab.errors import FailedPrecondition, InvalidArgument
+from tunelab.fsutil import atomic_write_text
 from tunelab.training.advice import EpochAdvice, advise_epoch
 from tunelab.training.checkpoint import (
-    atomic_dir,
-    list_checkpoints,
-    load_state,
+    capture_rng,
+    load_resume_state,
     read_manifest,
+    restore_rng,
+    save_adapter,
     save_checkpoint,
+    select_epoch,
     write_manifest,
 )
+from tunelab.training.evaluate import Evaluation, Evaluator, advice_of, is_label_like
 from tunelab.training.hyperparameters import Hyperparameters, LoraSettings
 
 # Padded tokens per forward pass; a step whose batch is larger is split into micro-batches
@@ -73,6 +89,8 @@ class TrainResult:
     train_seconds: float = 0.0
     resumed_from_epoch: int = 0
     manifest: dict = field(default_factory=dict)
+    # {"metric", "example_count", "validation", "baseline", "epochs"}; None without validation
+    evaluation: dict | None = None
 
     @property
     def adapter_dir(self) -> Path:
@@ -129,14 +147,57 @@ def output_loss_sum(model: Any, batch: Batch):
     return F.cross_entropy(logits, batch.targets, reduction="sum")
 
 
-def _fingerprint(base: LoadedBase, data_hash: str, hp: dict, lora: LoraSettings, seed: int) -> dict:
-    return {
+def _fingerprint(base: LoadedBase, data_hash: str, hp: dict, lora: LoraSettings, seed: int,
+                 validation_hash: str | None) -> dict:
+    out = {
         "base_model": base.spec.id,
         "dataset_hash": data_hash,
         "hyperparameters": hp,
         "lora": lora.to_dict(),
         "seed": seed,
     }
+    if validation_hash is not None:  # the checkpoints hold scores on these examples
+        out["validation_hash"] = validation_hash
+    return out
+
+
+def _private_model(model: Any) -> Any:
+    """A module tree of its own that shares ``model``'s weights (no copy of the weights).
+
+    PEFT injects LoRA layers into the model it wraps. Training on the loaded base itself would
+    change it under a ``Generator`` that serves it, and a base a ``Generator`` has already
+    wrapped holds the generator's LoRA layers, made in inference mode: PEFT then fails with
+    "Setting requires_grad=True on inference tensor outside InferenceMode". The copy is the
+    plain base model (any LoRA layer replaced by the layer it wraps), its parameters and
+    buffers the very tensors of ``model``.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    private = copy.deepcopy(model, shared)
+    for name, module in list(private.named_modules()):
+        if isinstance(module, LoraLayer):
+            parent_name, _, child = name.rpartition(".")
+            parent = private.get_submodule(parent_name) if parent_name else private
+            setattr(parent, child, module.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if attr in private.__dict__:
+            delattr(private, attr)
+    return private
+
+
+def _write_evaluation(output_dir: Path, evaluation: dict) -> None:
+    """``evaluation.json``: the scores so far, readable while the run goes on (the API shows
+    them on the operation)."""
+    atomic_write_text(output_dir / "evaluation.json", json.dumps(evaluation, indent=2))
+
+
+def read_evaluation(output_dir: Path) -> dict | None:
+    """The scores of a run with validation examples (None without, or before any)."""
+    try:
+        return json.loads((Path(output_dir) / "evaluation.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def shared_system(examples: list[Example]) -> str | None:
@@ -157,12 +218,22 @@ def train(
     seed: int = 0,
     lora: LoraSettings | None = None,
     resume: bool = True,
+    validation: list[Example] | None = None,
+    validation_record: dict | None = None,
+    on_evaluation: Callable[[Evaluation], None] | None = None,
+    on_evaluation_progress: Callable[[int, int, int], None] | None = None,
 ) -> TrainResult:
     """Tune a LoRA adapter on ``examples``; write checkpoints and the adapter to ``output_dir``.
 
     If ``output_dir`` holds checkpoints of the same run (same base, data, hyperparameters,
     seed), training resumes after the last one. ``should_cancel`` is checked before every
     step; on cancel the parameters learned so far are saved as the adapter.
+
+    With ``validation`` examples the base model and every epoch are scored on them
+    (``on_evaluation`` gets each score, epoch 0 being the base model;
+    ``on_evaluation_progress(epoch, done, total)`` follows the answers), and a completed run
+    serves the best-scoring epoch. ``validation_record`` (how the examples were chosen, see
+    ``data/split.py``) is kept with the scores.
     """
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -174,7 +245,9 @@ def train(
     hp = hyperparameters.resolve(base.spec.recommended_learning_rate)
     output_dir = Path(output_dir)
     data_hash = dataset_hash(examples)
-    fingerprint = _fingerprint(base, data_hash, hp.to_dict(), lora, seed)
+    validation = list(validation or [])
+    fingerprint = _fingerprint(base, data_hash, hp.to_dict(), lora, seed,
+                               dataset_hash(validation) if validation else None)
 
     tokenized = [tokenize_example(base.tokenizer, base.template, ex) for ex in examples]
     lengths = [t.length for t in tokenized]
@@ -191,130 +264,171 @@ def train(
         target_modules=targets or "all-linear",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(base.model, config)
-    try:
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=0.0)
+    model = get_peft_model(_private_model(base.model), config)
+    evaluator = None
+    if validation:
+        labels = is_label_like([ex.output for ex in [*examples, *validation]])
+        evaluator = Evaluator(base, validation, labels)
+    evaluation: dict | None = None
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=0.0)
 
-        start_epoch, step = 0, 0
-        snapshots: list[Snapshot] = []
-        epoch_losses: list[float] = []
-        tokens_total, seconds_total = 0, 0.0
-        done = list_checkpoints(output_dir) if resume else []
-        if done:
-            state = load_state(output_dir, done[-1])
-            if state["fingerprint"] != fingerprint:
-                raise FailedPrecondition(
-                    f"{output_dir} holds checkpoints of a different tuning run (other data, base "
-                    "model or hyperparameters). Choose another output directory or delete it."
-                )
-            set_peft_model_state_dict(model, state["adapter"])
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, step = state["epochs_run"], state["step"]
-            snapshots = [Snapshot.from_dict(s) for s in state["snapshots"]]
-            epoch_losses = list(state["epoch_losses"])
-            tokens_total, seconds_total = state.get("tokens", 0), state.get("seconds", 0.0)
+    start_epoch, step = 0, 0
+    snapshots: list[Snapshot] = []
+    epoch_losses: list[float] = []
+    tokens_total, seconds_total = 0, 0.0
+    state = load_resume_state(output_dir) if resume else None
+    if state is not None:
+        if state["fingerprint"] != fingerprint:
+            raise FailedPrecondition(
+                "The output directory holds checkpoints of a different tuning run (other "
+                "data, base model or hyperparameters). Choose another output directory "
+                "or delete it."
+            )
+        set_peft_model_state_dict(model, state["adapter"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state.get("rng"))
+        start_epoch, step = state["epochs_run"], state["step"]
+        snapshots = [Snapshot.from_dict(s) for s in state["snapshots"]]
+        epoch_losses = list(state["epoch_losses"])
+        tokens_total, seconds_total = state.get("tokens", 0), state.get("seconds", 0.0)
+        evaluation = state.get("evaluation")
 
-        model.train()
-        status = "completed"
-        for epoch in range(start_epoch, hp.epoch_count):
-            loss_sum_epoch, tokens_epoch = 0.0, 0
-            for batch_idx in plan_batches(lengths, hp.batch_size, seed, epoch):
-                if should_cancel is not None and should_cancel():
-                    status = "cancelled"
-                    break
-                t0 = time.perf_counter()
-                items = [tokenized[i] for i in batch_idx]
-                n_tokens = sum(len(it.output_ids) for it in items)
-                optimizer.zero_grad(set_to_none=True)
-                step_loss = 0.0
-                for micro in _micro_batches(items):
-                    mb = collate(micro, pad_id).to(base.device)
-                    loss = output_loss_sum(model, mb) / n_tokens
-                    loss.backward()
-                    step_loss += loss.item()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                step += 1
-                dt = time.perf_counter() - t0
-                tokens = sum(it.length for it in items)
-                tokens_total += tokens
-                seconds_total += dt
-                loss_sum_epoch += step_loss * n_tokens
-                tokens_epoch += n_tokens
-                snap = Snapshot(step, epoch + 1, step_loss, datetime.now(UTC), tokens, dt)
-                snapshots.append(snap)
-                if on_snapshot is not None:
-                    on_snapshot(snap)
-            if status == "cancelled":
-                break
-            epoch_losses.append(loss_sum_epoch / max(tokens_epoch, 1))
-            state = {
-                "fingerprint": fingerprint,
-                "epochs_run": epoch + 1,
-                "step": step,
-                "adapter": {
-                    k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()
-                },
-                "optimizer": optimizer.state_dict(),
-                "snapshots": [s.to_dict() for s in snapshots],
-                "epoch_losses": epoch_losses,
-                "tokens": tokens_total,
-                "seconds": seconds_total,
-            }
-            save_checkpoint(output_dir, epoch + 1, model, state)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, epoch_losses[-1])
+    def evaluate(epoch: int) -> dict:
+        """Score the model (epoch 0: with the LoRA layers off, the base model)."""
+        progress = None
+        if on_evaluation_progress is not None:
+            def progress(done: int, total: int) -> None:
+                on_evaluation_progress(epoch, done, total)
+        if epoch == 0:
+            with model.disable_adapter():
+                result = evaluator.evaluate(model, 0, progress)
+        else:
+            result = evaluator.evaluate(model, epoch, progress)
+        if on_evaluation is not None:
+            on_evaluation(result)
+        return result.to_dict()
 
-        atomic_dir(
-            output_dir / "adapter", lambda tmp: model.save_pretrained(tmp, safe_serialization=True)
-        )
-        advice = advise_epoch(epoch_losses)
-        manifest = {
-            "tunelab_version": __version__,
-            "status": status,
-            "base_model": base.spec.id,
-            "template": base.template.name,
-            "hyperparameters": hp.to_dict(),
-            "requested_hyperparameters": dataclasses.asdict(hyperparameters),
-            "lora": lora.to_dict(),
-            "seed": seed,
-            "dataset_hash": data_hash,
-            "example_count": len(examples),
-            # the system prompt every example was tuned with, if they share one: generation
-            # uses it when a request brings none (inference/generate.py)
-            "system_instruction": shared_system(examples),
-            "total_steps": total,
-            "completed_steps": step,
-            "epochs_run": len(epoch_losses),
-            "epoch_losses": epoch_losses,
-            "advice": advice.to_dict() if advice else None,
-            "selected_epoch": len(epoch_losses) if status == "completed" else None,
-            "snapshots": [s.to_dict() for s in snapshots],
-            "tokens": tokens_total,
-            "train_seconds": seconds_total,
-            "finished_at": datetime.now(UTC).isoformat(),
+    if evaluator is not None and evaluation is None:
+        evaluation = {
+            "metric": "accuracy" if evaluator.labels else "token_f1",
+            "example_count": len(evaluator.examples),
+            "validation": validation_record,
+            "baseline": None,
+            "epochs": [],
         }
-        write_manifest(output_dir, manifest)
-        return TrainResult(
-            status=status,
-            output_dir=output_dir,
-            snapshots=snapshots,
-            epoch_losses=epoch_losses,
-            advice=advice,
-            tokens=tokens_total,
-            train_seconds=seconds_total,
-            resumed_from_epoch=start_epoch,
-            manifest=manifest,
-        )
-    finally:
-        # Take the LoRA layers out again, so the loaded base model can serve or tune again.
-        model.unload()
-        base.model.eval()
+        evaluation["baseline"] = evaluate(0)
+    if evaluation is not None:
+        _write_evaluation(output_dir, evaluation)
+
+    model.train()
+    status = "completed"
+    for epoch in range(start_epoch, hp.epoch_count):
+        loss_sum_epoch, tokens_epoch = 0.0, 0
+        for batch_idx in plan_batches(lengths, hp.batch_size, seed, epoch):
+            if should_cancel is not None and should_cancel():
+                status = "cancelled"
+                break
+            t0 = time.perf_counter()
+            items = [tokenized[i] for i in batch_idx]
+            n_tokens = sum(len(it.output_ids) for it in items)
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for micro in _micro_batches(items):
+                mb = collate(micro, pad_id).to(base.device)
+                loss = output_loss_sum(model, mb) / n_tokens
+                loss.backward()
+                step_loss += loss.item()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            step += 1
+            dt = time.perf_counter() - t0
+            tokens = sum(it.length for it in items)
+            tokens_total += tokens
+            seconds_total += dt
+            loss_sum_epoch += step_loss * n_tokens
+            tokens_epoch += n_tokens
+            snap = Snapshot(step, epoch + 1, step_loss, datetime.now(UTC), tokens, dt)
+            snapshots.append(snap)
+            if on_snapshot is not None:
+                on_snapshot(snap)
+        if status == "cancelled":
+            break
+        epoch_losses.append(loss_sum_epoch / max(tokens_epoch, 1))
+        if evaluation is not None:
+            evaluation["epochs"].append(evaluate(epoch + 1))
+            _write_evaluation(output_dir, evaluation)
+        state = {
+            "fingerprint": fingerprint,
+            "epochs_run": epoch + 1,
+            "step": step,
+            "adapter": {
+                k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()
+            },
+            "optimizer": optimizer.state_dict(),
+            "rng": capture_rng(),
+            "snapshots": [s.to_dict() for s in snapshots],
+            "epoch_losses": epoch_losses,
+            "tokens": tokens_total,
+            "seconds": seconds_total,
+            "evaluation": evaluation,
+        }
+        save_checkpoint(output_dir, epoch + 1, model, state)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, epoch_losses[-1])
+
+    save_adapter(output_dir, model)
+    advice = (advice_of(evaluation) if evaluation else None) or advise_epoch(epoch_losses)
+    selected = None
+    if status == "completed":
+        # with scores, the best epoch is served; without, the last (the advice only advises)
+        selected = advice.epoch if evaluation and advice else len(epoch_losses)
+    manifest = {
+        "tunelab_version": __version__,
+        "status": status,
+        "base_model": base.spec.id,
+        "template": base.template.name,
+        "hyperparameters": hp.to_dict(),
+        "requested_hyperparameters": dataclasses.asdict(hyperparameters),
+        "lora": lora.to_dict(),
+        "seed": seed,
+        "dataset_hash": data_hash,
+        "example_count": len(examples),
+        # the system prompt every example was tuned with, if they share one: generation
+        # uses it when a request brings none (inference/generate.py)
+        "system_instruction": shared_system(examples),
+        "total_steps": total,
+        "completed_steps": step,
+        "epochs_run": len(epoch_losses),
+        "epoch_losses": epoch_losses,
+        "advice": advice.to_dict() if advice else None,
+        "selected_epoch": len(epoch_losses) if status == "completed" else None,
+        "evaluation": evaluation,
+        "snapshots": [s.to_dict() for s in snapshots],
+        "tokens": tokens_total,
+        "train_seconds": seconds_total,
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    write_manifest(output_dir, manifest)
+    if selected is not None and selected != len(epoch_losses):
+        manifest = select_epoch(output_dir, selected)
+    return TrainResult(
+        status=status,
+        output_dir=output_dir,
+        snapshots=snapshots,
+        epoch_losses=epoch_losses,
+        advice=advice,
+        tokens=tokens_total,
+        train_seconds=seconds_total,
+        resumed_from_epoch=start_epoch,
+        manifest=manifest,
+        evaluation=evaluation,
+    )
 
 
 def _has_module(model: Any, suffix: str) -> bool:
     return any(name.endswith(suffix) for name, _ in model.named_modules())
 
 
-__all__ = ["Snapshot", "TrainResult", "train", "plan_batches", "read_manifest"]
+__all__ = ["Snapshot", "TrainResult", "train", "plan_batches", "read_evaluation",
+           "read_manifest"]

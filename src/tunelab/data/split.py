@@ -1,0 +1,116 @@
+"""The validation split: which examples score the tuned model instead of training it.
+
+A user may give validation examples; otherwise, from ``HOLD_OUT_MIN_TOTAL`` examples on,
+tunelab holds out 10% of them (at least ``HOLD_OUT_MIN``, at most ``HOLD_OUT_MAX``), chosen
+with a fixed seed so the same data always gives the same split. Below that nothing is held
+out: 32 examples minus 8 would leave too little to learn from, so the model is judged by its
+training loss alone and every surface says so.
+
+Arithmetic: 40 examples → 10% is 4, raised to 8 (32 train); 250 → 25 (225 train);
+5,000 → 500, capped at 100 (4,900 train).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from tunelab.data.examples import Example
+from tunelab.errors import Problem
+
+HOLD_OUT_MIN_TOTAL = 40
+HOLD_OUT_FRACTION = 0.10
+HOLD_OUT_MIN = 8
+HOLD_OUT_MAX = 100
+# The held-out examples depend only on the data, never on the training seed: re-tuning with
+# another seed is scored on the same examples, so the scores can be compared.
+SPLIT_SEED = 20240
+# Evaluation runs at every epoch on a CPU: a given validation set is cut to this many examples.
+MAX_VALIDATION = 100
+
+HELD_OUT, GIVEN, NONE = "HELD_OUT", "GIVEN", "NONE"
+
+
+@dataclass
+class Split:
+    """Training and validation examples, and a record of how they were chosen."""
+
+    train: list[Example]
+    validation: list[Example]
+    source: str  # HELD_OUT | GIVEN | NONE
+    held_out: list[int] = field(default_factory=list)  # 1-based numbers in the given data
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        """One sentence for every surface (CLI, API, Studio) on where the scores come from."""
+        n = len(self.validation)
+        if self.source == HELD_OUT:
+            return (
+                f"{n} of the {n + len(self.train)} examples were held out for validation "
+                "(10%, fixed seed) and are not trained on; each epoch is scored on them."
+            )
+        if self.source == GIVEN:
+            return f"Each epoch is scored on the {n} validation examples given."
+        return (
+            f"No validation examples: {len(self.train)} examples are fewer than "
+            f"{HOLD_OUT_MIN_TOTAL}, so none were held out and the epochs are judged by the "
+            "training loss alone. Give validation examples to get scores."
+        )
+
+    def record(self) -> dict:
+        """What the model's record keeps: JSON, without the examples themselves."""
+        return {
+            "source": self.source,
+            "example_count": len(self.validation),
+            "held_out": self.held_out,
+            "message": self.message,
+            "warnings": [str(w) for w in self.warnings],
+        }
+
+
+def hold_out_count(n: int) -> int:
+    """How many of ``n`` examples are held out when no validation examples are given."""
+    if n < HOLD_OUT_MIN_TOTAL:
+        return 0
+    return max(HOLD_OUT_MIN, min(HOLD_OUT_MAX, round(n * HOLD_OUT_FRACTION)))
+
+
+def split_validation(examples: list[Example], given: list[Example] | None = None) -> Split:
+    """Split ``examples`` into training and validation examples.
+
+    With ``given`` validation examples, every example trains and ``given`` (at most
+    ``MAX_VALIDATION`` of them) validates. Otherwise ``hold_out_count`` examples are held out,
+    chosen by a fixed seed; the training examples keep their order.
+    """
+    if given:
+        validation = list(given[:MAX_VALIDATION])
+        warnings = duplicate_warnings(examples, validation)
+        if len(given) > MAX_VALIDATION:
+            warnings.append(Problem(
+                f"{len(given)} validation examples were given; the first {MAX_VALIDATION} are "
+                "used, so that scoring every epoch stays quick", "validation data"))
+        return Split(list(examples), validation, GIVEN, [], warnings)
+    k = hold_out_count(len(examples))
+    if k == 0:
+        return Split(list(examples), [], NONE)
+    chosen = sorted(random.Random(SPLIT_SEED).sample(range(len(examples)), k))
+    picked = set(chosen)
+    train = [ex for i, ex in enumerate(examples) if i not in picked]
+    validation = [examples[i] for i in chosen]
+    return Split(train, validation, HELD_OUT, [i + 1 for i in chosen],
+                 duplicate_warnings(train, validation))
+
+
+def duplicate_warnings(train: list[Example], validation: list[Example]) -> list[Problem]:
+    """Validation inputs that are also training inputs score memory, not generalisation."""
+    seen = {(ex.system, ex.text_input.strip()) for ex in train}
+    dups = [i + 1 for i, ex in enumerate(validation) if (ex.system, ex.text_input.strip()) in seen]
+    if not dups:
+        return []
+    shown = ", ".join(map(str, dups[:10])) + (f" and {len(dups) - 10} more" if len(dups) > 10
+                                              else "")
+    return [Problem(
+        f"{len(dups)} of {len(validation)} validation inputs also appear in the training data "
+        f"(validation examples {shown}); their scores show what the model memorised, not how it "
+        "answers new inputs. Remove them from one of the two sets", "validation data")]

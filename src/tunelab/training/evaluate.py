@@ -1,0 +1,212 @@
+"""Scoring answers against expected outputs, and the per-epoch evaluation of a training run.
+
+Training loss on a few dozen examples says little about answers to new inputs, so at the end of
+every epoch the trainer scores the model on the validation examples (``data/split.py``):
+
+- **validation loss**: mean cross-entropy on the expected output tokens, as in training;
+- **greedy answers**, scored by **exact match** (after trimming whitespace), and
+  - for **label-like** outputs (few distinct outputs, e.g. ``positive``/``negative``) by
+    **accuracy** with a per-label **confusion** count,
+  - for free text by **token F1** (the overlap of answer and expected words, as in SQuAD).
+
+The score that picks the best epoch is accuracy for labels, token F1 for free text. The base
+model is scored once on the same examples, so every number has its baseline.
+
+Evaluation is bounded (at most ``MAX_VALIDATION`` examples; answers at most as long as the
+longest expected output plus ``ANSWER_MARGIN_TOKENS``) and deterministic (greedy decoding, no
+dropout, and the RNG state is saved and restored around it), so it never changes what training
+computes: a run resumed from a checkpoint still equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tunelab.data.batches import collate, encode_prompt, tokenize_example
+from tunelab.data.examples import Example
+from tunelab.data.split import MAX_VALIDATION
+
+# Outputs are "labels" when there are at most this many distinct ones and each repeats on
+# average (distinct ≤ half the examples): 2-10 classes, not free text that happens to repeat.
+MAX_LABELS = 10
+# Extra tokens an answer may run past the longest expected output before it is cut: a wrong
+# answer is usually visible in a few tokens, and generation is the slow part of evaluation.
+ANSWER_MARGIN_TOKENS = 8
+# Wrong answers kept per epoch, for a user to read what the model gets wrong.
+MAX_WRONG_SHOWN = 3
+OTHER_LABEL = "(other)"
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def is_label_like(outputs: Sequence[str]) -> bool:
+    """Whether ``outputs`` look like class labels (few distinct values, each repeated)."""
+    distinct = {o.strip() for o in outputs}
+    return 1 < len(distinct) <= MAX_LABELS and len(distinct) * 2 <= len(outputs)
+
+
+def token_f1(answer: str, expected: str) -> float:
+    """F1 of the answer's words against the expected words (case-insensitive bag of words)."""
+    a, e = _WORD.findall(answer.lower()), _WORD.findall(expected.lower())
+    if not a or not e:
+        return float(a == e)
+    common = sum((Counter(a) & Counter(e)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(a), common / len(e)
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass
+class Scores:
+    """Scores of answers against expected outputs. ``score`` is the number that ranks epochs
+    and models: ``accuracy`` for label-like outputs, else ``token_f1``."""
+
+    count: int
+    metric: str  # "accuracy" | "token_f1"
+    exact_match: float
+    score: float
+    accuracy: float | None = None
+    token_f1: float | None = None
+    confusion: list[dict] | None = None  # [{"expected", "predicted", "count"}]
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def score_answers(expected: Sequence[str], answers: Sequence[str], labels: bool) -> Scores:
+    """Score ``answers`` (one per expected output); ``labels``: see ``is_label_like``."""
+    n = len(expected)
+    exact = [a.strip() == e.strip() for a, e in zip(answers, expected, strict=True)]
+    em = sum(exact) / n if n else 0.0
+    if labels:
+        known = {e.strip() for e in expected}
+        pairs = Counter(
+            (e.strip(), a.strip() if a.strip() in known else OTHER_LABEL)
+            for a, e in zip(answers, expected, strict=True)
+        )
+        confusion = [{"expected": e, "predicted": p, "count": c}
+                     for (e, p), c in sorted(pairs.items())]
+        return Scores(n, "accuracy", em, em, accuracy=em, confusion=confusion)
+    f1 = sum(token_f1(a, e) for a, e in zip(answers, expected, strict=True)) / n if n else 0.0
+    return Scores(n, "token_f1", em, f1, token_f1=f1)
+
+
+def wrong_answers(examples: Sequence[Example], answers: Sequence[str],
+                  limit: int = MAX_WRONG_SHOWN) -> list[dict]:
+    """The first ``limit`` answers that are not exactly the expected output."""
+    out = []
+    for ex, a in zip(examples, answers, strict=True):
+        if a.strip() != ex.output.strip():
+            out.append({"text_input": ex.text_input, "expected": ex.output, "answer": a})
+            if len(out) == limit:
+                break
+    return out
+
+
+@dataclass
+class Evaluation:
+    """One scoring of a model on the validation examples (``epoch`` 0: the base model)."""
+
+    epoch: int
+    validation_loss: float
+    scores: Scores
+    wrong: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "validation_loss": self.validation_loss,
+                **self.scores.to_dict(), "wrong": self.wrong, "seconds": self.seconds}
+
+
+class Evaluator:
+    """Scores the model being trained on the validation examples, inside the training
+    process. It generates with the training model itself (its LoRA layers active), under
+    ``torch.no_grad`` rather than inference mode: tensors made in inference mode could not
+    take part in the training steps that follow."""
+
+    def __init__(self, base: Any, validation: list[Example], labels: bool):
+        self.base = base
+        self.examples = validation[:MAX_VALIDATION]
+        self.labels = labels
+        tok = base.tokenizer
+        self.tokenized = [tokenize_example(tok, base.template, ex) for ex in self.examples]
+        self.max_new_tokens = max((len(t.output_ids) for t in self.tokenized), default=0) + (
+            ANSWER_MARGIN_TOKENS)
+        self.end_ids = {tok.eos_token_id}
+        end = tok(base.template.end, add_special_tokens=False)["input_ids"]
+        if len(end) == 1:
+            self.end_ids.add(end[0])
+        self.end_ids.discard(None)
+
+    def evaluate(self, model: Any, epoch: int,
+                 on_progress: Callable[[int, int], None] | None = None) -> Evaluation:
+        """Validation loss and scored greedy answers of ``model`` (in eval mode meanwhile;
+        the caller's train/eval mode and the RNG state are restored afterwards)."""
+        import torch
+
+        t0 = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                loss = self._loss(model)
+                answers = []
+                for i, ex in enumerate(self.examples):
+                    answers.append(self.answer(model, ex))
+                    if on_progress is not None:
+                        on_progress(i + 1, len(self.examples))
+        finally:
+            model.train(was_training)
+        scores = score_answers([ex.output for ex in self.examples], answers, self.labels)
+        return Evaluation(epoch, loss, scores, wrong_answers(self.examples, answers),
+                          time.perf_counter() - t0)
+
+    def _loss(self, model: Any) -> float:
+        from tunelab.training.loop import output_loss_sum
+
+        total, tokens = 0.0, 0
+        pad = self.base.tokenizer.pad_token_id
+        for i in range(0, len(self.tokenized), 8):
+            items = self.tokenized[i:i + 8]
+            total += float(output_loss_sum(model, collate(items, pad).to(self.base.device)))
+            tokens += sum(len(it.output_ids) for it in items)
+        return total / max(tokens, 1)
+
+    def answer(self, model: Any, ex: Example) -> str:
+        """The greedy answer to one example's input, stopped like served answers are: at the
+        end-of-turn marker or the end token."""
+        import torch
+
+        tok, template = self.base.tokenizer, self.base.template
+        ids = encode_prompt(tok, template, [("user", ex.text_input)], ex.system)
+        room = self.base.spec.context_length - len(ids)
+        cur = torch.tensor([ids], device=self.base.device)
+        past, out_ids, text = None, [], ""
+        for _ in range(max(0, min(self.max_new_tokens, room))):
+            out = model(input_ids=cur, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            nxt = int(torch.argmax(out.logits[0, -1]))
+            if nxt in self.end_ids:
+                break
+            out_ids.append(nxt)
+            text = tok.decode(out_ids, skip_special_tokens=False)
+            if template.end in text:
+                return text[: text.index(template.end)]
+            cur = torch.tensor([[nxt]], device=self.base.device)
+        return text.rstrip("\ufffd")
+
+
+def advice_of(evaluation: dict) -> Any:
+    """The best-epoch advice from a run's evaluation record (None before any epoch)."""
+    from tunelab.training.advice import advise_from_scores
+
+    epochs = evaluation.get("epochs") or []
+    base = evaluation.get("baseline") or {}
+    return advise_from_scores([e["score"] for e in epochs], base.get("score"),
+                              evaluation["metric"], evaluation["example_count"])

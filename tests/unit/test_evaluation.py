@@ -1,0 +1,198 @@
+"""Validation split, scoring, per-epoch evaluation and the best epoch, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tunelab.data import Example
+from tunelab.data.split import GIVEN, HELD_OUT, NONE, hold_out_count, split_validation
+from tunelab.inference import GenerationConfig, Generator
+from tunelab.training import Hyperparameters, list_checkpoints, read_manifest, train
+from tunelab.training.advice import TRAINING_LOSS, VALIDATION, advise_epoch, advise_from_scores
+from tunelab.training.evaluate import is_label_like, score_answers, token_f1
+from tunelab.training.loop import read_evaluation
+
+
+def labelled(n: int) -> list[Example]:
+    return [Example(f"q{i}", "yes" if i % 2 else "no") for i in range(n)]
+
+
+# ---- the split ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, held", [(20, 0), (39, 0), (40, 8), (79, 8), (80, 8), (90, 9),
+                                     (250, 25), (1000, 100), (5000, 100)])
+def test_hold_out_sizes(n, held):
+    assert hold_out_count(n) == held
+    split = split_validation(labelled(n))
+    assert len(split.validation) == held and len(split.train) == n - held
+    assert split.source == (HELD_OUT if held else NONE)
+
+
+def test_split_is_deterministic_and_listed():
+    exs = [Example(f"input {i}", f"out {i}") for i in range(60)]
+    a, b = split_validation(exs), split_validation(list(exs))
+    assert a.held_out == b.held_out and len(a.held_out) == 8
+    assert a.validation == [exs[i - 1] for i in a.held_out]  # 1-based numbers of the data
+    assert [ex for ex in exs if ex not in a.validation] == a.train  # order kept
+    assert a.record()["held_out"] == a.held_out and a.record()["source"] == HELD_OUT
+    assert "8 of the 60 examples were held out" in a.message
+    assert not a.warnings
+
+
+def test_below_40_nothing_is_held_out_and_it_says_so():
+    split = split_validation(labelled(30))
+    assert split.source == NONE and split.validation == [] and len(split.train) == 30
+    assert "fewer than 40" in split.message and "training loss alone" in split.message
+
+
+def test_given_validation_and_duplicate_warnings():
+    train_exs = labelled(24)
+    given = [Example("q3", "yes"), Example("new", "no"), Example(" q5 ", "yes")]
+    split = split_validation(train_exs, given)
+    assert split.source == GIVEN and split.train == train_exs and split.validation == given
+    assert len(split.warnings) == 1
+    assert "2 of 3 validation inputs also appear in the training data" in str(
+        split.warnings[0])
+    assert "validation examples 1, 3" in str(split.warnings[0])
+
+
+# ---- scores ---------------------------------------------------------------------------------
+
+
+def test_label_like_outputs_get_accuracy_and_confusion():
+    assert is_label_like(["yes", "no", "yes", "no"])
+    assert not is_label_like(["a b", "c d", "e f"])  # every output distinct: free text
+    s = score_answers(["yes", "no", "yes", "no"], ["yes", "yes", " yes", "maybe"], labels=True)
+    assert s.metric == "accuracy" and s.accuracy == s.score == s.exact_match == 0.5
+    assert s.confusion == [
+        {"expected": "no", "predicted": "(other)", "count": 1},
+        {"expected": "no", "predicted": "yes", "count": 1},
+        {"expected": "yes", "predicted": "yes", "count": 2},
+    ]
+
+
+def test_free_text_gets_token_f1():
+    assert token_f1("the cat sat", "the cat sat") == 1.0
+    assert token_f1("the cat", "the cat sat") == pytest.approx(0.8)
+    assert token_f1("", "x") == 0.0
+    s = score_answers(["the cat sat", "a dog"], ["the cat", "a dog"], labels=False)
+    assert s.metric == "token_f1" and s.exact_match == 0.5
+    assert s.score == s.token_f1 == pytest.approx(0.9)
+
+
+# ---- the best epoch -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scores, base, epoch, over_last",
+    [
+        ([0.5, 0.75, 0.75, 0.625], 0.25, 2, 0.125),  # tie between 2 and 3: the earlier
+        ([0.1, 0.2, 0.3], 0.0, 3, 0.0),  # still improving: the last
+        ([0.9, 0.5, 0.4], 0.95, 1, 0.5),  # worse than the base: still the best epoch
+    ],
+)
+def test_best_epoch_from_a_score_sequence(scores, base, epoch, over_last):
+    a = advise_from_scores(scores, base, "accuracy", 8)
+    assert a.epoch == epoch and a.basis == VALIDATION
+    assert a.over_last == pytest.approx(over_last)
+    assert a.over_base == pytest.approx(scores[epoch - 1] - base)
+    assert f"Epoch {epoch} has the best validation accuracy" in a.message
+    assert "over the base model" in a.message
+
+
+def test_without_validation_the_advice_says_it_is_the_training_loss():
+    a = advise_epoch([3.0, 1.5, 0.8, 0.75, 0.74])
+    assert a.basis == TRAINING_LOSS and a.message.startswith("From the training loss")
+
+
+# ---- per-epoch evaluation in training -------------------------------------------------------
+
+HP = Hyperparameters(epoch_count=3, batch_size=4, learning_rate=0.05)
+
+
+def test_each_epoch_is_scored_and_the_best_is_served(tiny_base, tmp_path):
+    split = split_validation(labelled(48))
+    seen = []
+    out = tmp_path / "v"
+    r = train(tiny_base, split.train, HP, out, validation=split.validation,
+              validation_record=split.record(), on_evaluation=seen.append)
+    ev = r.evaluation
+    assert [e.epoch for e in seen] == [0, 1, 2, 3]  # the base model, then every epoch
+    assert ev["metric"] == "accuracy" and ev["example_count"] == 8
+    assert ev["validation"]["held_out"] == split.held_out
+    assert ev["baseline"]["epoch"] == 0 and len(ev["epochs"]) == 3
+    for e in ev["epochs"]:
+        assert e["validation_loss"] > 0 and 0 <= e["score"] <= 1
+        assert sum(c["count"] for c in e["confusion"]) == 8
+        assert len(e["wrong"]) <= 3
+    assert read_evaluation(out) == ev == read_manifest(out)["evaluation"]
+    scores = [e["score"] for e in ev["epochs"]]
+    best = scores.index(max(scores)) + 1
+    assert r.advice.basis == VALIDATION and r.advice.epoch == best
+    m = read_manifest(out)
+    assert m["selected_epoch"] == best and m["advice"]["epoch"] == best
+    served = load_file(out / "adapter" / "adapter_model.safetensors")
+    ckpt = load_file(out / "checkpoints" / f"epoch-{best}" / "adapter_model.safetensors")
+    assert all(torch.equal(served[k], ckpt[k]) for k in served)
+    # the validation loss falls as the model learns the two labels
+    assert ev["epochs"][-1]["validation_loss"] < ev["baseline"]["validation_loss"]
+
+
+def test_evaluation_does_not_change_training_and_resume_is_identical(tiny_base, tmp_path):
+    split = split_validation(labelled(48))
+    plain = train(tiny_base, split.train, HP, tmp_path / "plain", seed=2)
+    full = train(tiny_base, split.train, HP, tmp_path / "full", seed=2,
+                 validation=split.validation)
+    assert [s.mean_loss for s in plain.snapshots] == [s.mean_loss for s in full.snapshots]
+
+    calls = {"n": 0}
+
+    def crash_in_epoch_2():
+        calls["n"] += 1
+        return calls["n"] > 14
+
+    out = tmp_path / "resumed"
+    first = train(tiny_base, split.train, HP, out, seed=2, validation=split.validation,
+                  should_cancel=crash_in_epoch_2)
+    assert first.status == "cancelled" and list_checkpoints(out) == [1]
+    assert len(first.evaluation["epochs"]) == 1  # a cancelled run keeps its last score
+    resumed = train(tiny_base, split.train, HP, out, seed=2, validation=split.validation)
+    assert resumed.resumed_from_epoch == 1
+    assert [(s.step, s.mean_loss) for s in resumed.snapshots] == [
+        (s.step, s.mean_loss) for s in full.snapshots]
+    strip = [{k: v for k, v in e.items() if k != "seconds"} for e in full.evaluation["epochs"]]
+    assert [{k: v for k, v in e.items() if k != "seconds"}
+            for e in resumed.evaluation["epochs"]] == strip
+    for name in ("adapter",):
+        a = load_file(tmp_path / "full" / name / "adapter_model.safetensors")
+        b = load_file(out / name / "adapter_model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tuning_again_after_serving_an_adapter_on_the_same_base(models_dir, tmp_path):
+    """A base a Generator has wrapped (adapters loaded in inference mode) can tune again, and
+    the generator keeps serving its adapter unchanged ("Setting requires_grad=True on
+    inference tensor outside InferenceMode" before)."""
+    from tunelab.catalog import get_base_model, load_base_model
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", threads=1)
+    one = Hyperparameters(epoch_count=1, batch_size=4, learning_rate=0.05)
+    first = train(base, labelled(24), one, tmp_path / "a")
+    gen = Generator(base)
+    cfg = GenerationConfig(max_output_tokens=4)
+    before = gen.generate([("user", "q1")], None, cfg, first.adapter_dir).text
+    plain_before = gen.generate([("user", "q1")], None, cfg).text
+    second = train(base, labelled(24)[::-1], one, tmp_path / "b")
+    assert second.status == "completed"
+    assert gen.generate([("user", "q1")], None, cfg, first.adapter_dir).text == before
+    assert gen.generate([("user", "q1")], None, cfg).text == plain_before
+    # the second run trained on the plain base weights: the same as on a fresh base
+    fresh = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", threads=1)
+    third = train(fresh, labelled(24)[::-1], one, tmp_path / "c")
+    assert [s.mean_loss for s in third.snapshots] == [s.mean_loss for s in second.snapshots]
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "completed"
