@@ -154,3 +154,72 @@ def test_epochs_and_select_epoch(server):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "2"
     assert "epoch" in out.stdout.splitlines()[0]
+
+
+def _auth(c) -> dict:
+    return {"Authorization": f"Bearer {c.get('/studio/session').json()['accessToken']}"}
+
+
+def test_own_permission_and_structured_sharing_errors(server):
+    """What the model page builds on: the caller's own permission (so it shows only the
+    controls the role allows), and sharing errors a client can word itself."""
+    with plain(server) as c, plain(server) as d:
+        sign_in(c, "carol", "carol-password")
+        c.headers.update(_auth(c))
+        r = c.post("/v1beta/tunedModels", params={"tunedModelId": "roles-demo"},
+                   json=create_body(epochs=1))
+        assert r.status_code == 200, r.text
+        base = "/v1beta/tunedModels/roles-demo/permissions"
+        mine = c.get(base + ":mine").json()
+        assert mine == {"name": "tunedModels/roles-demo/permissions/owner", "role": "OWNER",
+                        "granteeType": "USER", "emailAddress": "carol"}
+        sign_in(d, "dave", "dave-password")
+        d.headers.update(_auth(d))
+        assert d.get(base + ":mine").status_code == 404  # not shared: as if it did not exist
+
+        perm = c.post(base, json={"granteeType": "USER", "emailAddress": "dave",
+                                  "role": "READER"}).json()
+        assert d.get(base + ":mine").json() == perm
+        everyone = c.post(base, json={"granteeType": "EVERYONE", "role": "READER"}).json()
+        c.patch(f"/v1beta/{perm['name']}", json={"role": "WRITER"}, params={"updateMask": "role"})
+        assert d.get(base + ":mine").json()["role"] == "WRITER"   # the strongest grant
+        c.delete(f"/v1beta/{perm['name']}")
+        assert d.get(base + ":mine").json() == everyone
+
+        # sharing again: 409 that names the existing permission and says what to do
+        again = c.post(base, json={"granteeType": "EVERYONE", "role": "READER"})
+        assert again.status_code == 409
+        err = again.json()["error"]
+        assert "PATCH" not in err["message"] and "update that permission's role" in err["message"]
+        assert err["details"][0]["reason"] == "ALREADY_SHARED"
+        assert err["details"][0]["metadata"] == {"permission": everyone["name"], "role": "READER"}
+
+        # an unknown user: said without CLI commands, with a reason to word it by
+        unknown = c.post(base, json={"granteeType": "USER", "emailAddress": "nobody",
+                                     "role": "READER"})
+        assert unknown.status_code == 400
+        err = unknown.json()["error"]
+        assert "tunelab users" not in err["message"] and "'nobody' is not a user" in err["message"]
+        assert err["details"][0]["reason"] == "USER_NOT_FOUND"
+
+
+def test_data_problems_are_structured_field_violations(server):
+    """Every problem of an upload as a google.rpc.BadRequest field violation: the example (or
+    the column to choose) as a field path, the problem without its location as description."""
+    rows = [f"w {i},W {i}" for i in range(1, 25)]
+    rows[2] = "w 3,W 3,extra"
+    rows[7] = "w 8,"
+    with plain(server) as c:
+        sign_in(c, "carol", "carol-password")
+        c.headers.update(_auth(c))
+        r = c.post("/v1beta/files",
+                   files={"file": ("d.csv", "text_input,output\n" + "\n".join(rows) + "\n")})
+        assert r.status_code == 400
+        (bad,) = r.json()["error"]["details"]
+        assert bad["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+        fields = [(v["field"], v["description"][:22]) for v in bad["fieldViolations"]]
+        assert fields == [("examples[2]", "has 3 fields but the h"),
+                          ("examples[7].output", "the output is empty; w")]
+        r = c.post("/v1beta/files", files={"file": ("d.csv", "ticket,category\na,b\n")})
+        fields = [v["field"] for v in r.json()["error"]["details"][0]["fieldViolations"]]
+        assert fields == ["inputColumn", "outputColumn"]

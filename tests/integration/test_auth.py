@@ -149,6 +149,8 @@ MATRIX = {
                          "401 400 400 403 401 200 200 404 403 200"),
     "get_permission": ("get", T + "/m-alice/permissions/owner", {},
                         "401 400 400 403 401 200 200 404 403 200"),
+    "get_own_permission": ("get", T + "/m-alice/permissions:mine", {},
+                           "401 400 400 200 401 200 200 404 200 200"),
     "create_permission": ("post", T + "/{fresh}/permissions", {"json": PERM},
                            "401 400 400 403 401 200 200 404 403 200"),
     "update_permission": ("patch", T + "/{fresh}/permissions/{fresh_perm}?updateMask=role",

@@ -191,7 +191,8 @@ PARSE_ERRORS: list[tuple[str, str, bytes, dict, list[Expected]]] = [
     ("csv-missing-columns", "d.csv", csv_bytes(pairs(), header=HEADER_MISSING), {}, [
         ("d.csv, row 1", "text_input", "the columns are: 'question', 'answer'; expected one "
          "named text_input, textInput, input, prompt"),
-        ("d.csv, row 1", "output", "choose the column with --output-column"),
+        ("d.csv, row 1", "output", "choose the output column (outputColumn when uploading, "
+         "--output-column in the CLI)"),
     ]),
     ("csv-chosen-column-missing", "d.csv", csv_bytes(pairs()), {"input_column": "question"}, [
         ("d.csv, row 1", "text_input", "no column named 'question' (the input column you "
@@ -610,3 +611,36 @@ def test_some_examples_without_the_system_prompt_is_a_warning() -> None:
     [w] = validate(read_bytes(data, "chat.jsonl"))
     assert w.location == "chat.jsonl" and w.field == "system"
     assert w.message.startswith("lines 4 and 9 have no system prompt while the other examples")
+
+
+# ---------------------------------------------------------------------------------------------
+# format and content problems of every row in one pass
+
+
+@pytest.mark.parametrize(("name", "data", "expected"), [
+    ("d.csv", b"input,output\n" + b"".join(f"w{i},W{i}\n".encode() for i in range(1, 4))
+     + b"a,b,c\nw5,W5\nw6,\n", [
+         ("d.csv, row 5", "", "has 3 fields but the header (row 1) has 2"),
+         ("d.csv, row 7", "output", "the output is empty"),  # example 6, after the bad row
+     ]),
+    ("d.jsonl", b'{"input": "a", "output": "b"}\n{"input": "c",}\n{"input": " ", "output": "d"}\n'
+     b'{"input": "e"}\n{"input": "f", "output": ""}\n', [
+         ("d.jsonl, line 2", "", "invalid JSON"),
+         ("d.jsonl, line 3", "text_input", "the input is only whitespace"),
+         ("d.jsonl, line 4", "output", "no output field"),
+         ("d.jsonl, line 5", "output", "the output is empty"),
+     ]),
+    ("d.json", json_bytes([{"input": "a", "output": ""}, {"input": "b"},
+                           {"input": "c", "output": "x" * 5001}]), [
+         ("d.json, example 1", "output", "the output is empty"),
+         ("d.json, example 2", "output", "no output field"),
+         ("d.json, example 3", "output", "the output is 5,001 characters; the limit is 5,000"),
+     ]),
+])
+def test_format_and_content_problems_of_every_row_in_one_pass(
+        name: str, data: bytes, expected: list[Expected]) -> None:
+    err = problems_of(lambda: read_bytes(data, name))
+    assert_problems(err.problems, expected)
+    # Problem.row stays the example number of the file, counting the unreadable rows too
+    assert [p.row for p in err.problems] == [int(e[0].rsplit(" ", 1)[1]) - (name == "d.csv")
+                                             for e in expected]

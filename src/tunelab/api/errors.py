@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tunelab.errors import DatasetError, TunelabError
+from tunelab.errors import DatasetError, Problem, TunelabError
 
 log = logging.getLogger("tunelab.api")
 
@@ -55,13 +55,29 @@ def error_response(exc: TunelabError) -> JSONResponse:
             {
                 "@type": "type.googleapis.com/google.rpc.BadRequest",
                 "fieldViolations": [
-                    {"field": p.field or p.location, "description": str(p)} for p in exc.problems
+                    {"field": violation_field(p), "description": p.message}
+                    for p in exc.problems
                 ],
             }
         ]
     return JSONResponse(
         error_body(exc.http_code, exc.status, exc.message, details), status_code=exc.http_code
     )
+
+
+_WIRE_FIELD = {"text_input": "textInput"}
+_COLUMN = {"text_input": "inputColumn", "output": "outputColumn"}
+
+
+def violation_field(p: Problem) -> str:
+    """Where a dataset problem is, as a field path a client can act on without reading the
+    message: ``examples[4].output`` (the 5th example, 0-based as in the request), ``examples[4]``
+    (the whole example), ``inputColumn`` / ``outputColumn`` (no such column: choose one, as the
+    upload's form fields of those names do), else the place it names (the file)."""
+    if p.row is not None:
+        name = _WIRE_FIELD.get(p.field, p.field)
+        return f"examples[{p.row - 1}]" + (f".{name}" if name else "")
+    return _COLUMN.get(p.field) or p.field or p.location
 
 
 def _loc(loc: tuple) -> str:

@@ -22,6 +22,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -310,8 +311,30 @@ def read_bytes(data: bytes, filename: str, *, input_column: str | None = None,
         raise DatasetError([Problem("the JSON is nested too deeply; an example is an object "
                                     "with two text fields", name)]) from None
     if problems:
-        raise DatasetError(problems)
+        found = problems + _content_problems(examples, problems)
+        raise DatasetError(sorted(found, key=lambda p: p.row or 0))
     return examples
+
+
+def _content_problems(examples: ExampleList, problems: list[Problem]) -> list[Problem]:
+    """The content problems (an empty or over-long field) of the examples that did parse, so
+    that a file with a malformed row also reports the empty output three rows further on in the
+    same pass. ``validate`` owns these checks; it runs here on the readable examples only
+    (without the minimum count: the unreadable rows are not counted), and its example numbers
+    are mapped back to the file's, which count the unreadable rows too."""
+    from tunelab.data.validate import validate
+
+    if not examples:
+        return []
+    try:
+        validate(examples, min_examples=0)
+    except DatasetError as e:
+        found = e.problems
+    else:
+        return []
+    bad_rows = {p.row for p in problems if p.row is not None}
+    numbers = [n for n in range(1, len(examples) + len(bad_rows) + 1) if n not in bad_rows]
+    return [replace(p, row=numbers[p.row - 1]) if p.row is not None else p for p in found]
 
 
 def _too_big(name: str, size: int) -> Problem:
@@ -452,7 +475,8 @@ def _column_problem(where: str, kind: str, field: str, found: list[str], columns
                     wanted: str | None, accepted: Sequence[str]) -> Problem:
     """No (or several) input/output columns: name the columns found and how to choose one."""
     have = ", ".join(f"'{c}'" for c in columns) or "none"
-    how = f"choose the column with --{kind}-column"
+    how = (f"choose the {kind} column ({kind}Column when uploading, --{kind}-column in the "
+           "CLI)")
     if found:
         names = ", ".join(f"'{c}'" for c in found)
         return Problem(f"several {kind} columns ({names}); rename or remove all but one, or "

@@ -3,6 +3,13 @@ with a user (by name or email address) or with everyone, as READER or WRITER.
 
 Enums arrive as strings or integers (google-generativeai sends ``"role": 3``); responses use
 strings. The owner appears in the list as the permission ``…/permissions/owner``.
+
+tunelab extension: ``GET …/permissions:mine`` answers the permission that gives the caller
+access (their own, the one shared with everyone, or the owner's), so a client such as the
+Studio can show only the controls the caller's role allows, without probing with calls that
+answer 403. Errors a client may want to word itself carry a ``google.rpc.ErrorInfo`` reason:
+``ALREADY_SHARED`` (metadata: the existing ``permission`` and its ``role``) and
+``USER_NOT_FOUND``.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ from tunelab.api.deps import Principal, current_principal
 from tunelab.api.gemini.schemas import Empty
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.auth.accounts import Accounts
-from tunelab.auth.rules import rule_for
-from tunelab.errors import InvalidArgument
+from tunelab.auth.rules import ROLE_RANK, rule_for
+from tunelab.errors import AlreadyExists, InvalidArgument
 from tunelab.store.repo import decode_token, encode_token
 
 router = APIRouter(route_class=LenientJSONRoute)
@@ -80,6 +87,34 @@ def _ctx(request: Request, principal: Principal, model_id: str):
 
 P = "/tunedModels/{model_id}/permissions"
 X = {"response_model_exclude_none": True, "tags": ["permissions"]}
+DOMAIN = "tunelab"
+
+
+def _error_info(reason: str, **metadata: str) -> list[dict]:
+    return [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+             "domain": DOMAIN, "metadata": metadata}]
+
+
+def _already_shared(accounts: Accounts, model, grantee_type: str, email: str | None,
+                    ) -> AlreadyExists:
+    """The 409 for sharing again: names the existing permission and says to change its role
+    (in words that fit an API client and the Studio alike)."""
+    who = "everyone"
+    match = [p for p in accounts.list_permissions(model)[1:] if p["granteeType"] == grantee_type]
+    if grantee_type == "USER":
+        user = accounts.find_user(email or "")
+        who = f"'{email}'"
+        ids = {user.name, user.email} if user else {email}
+        match = [p for p in match if p.get("emailAddress") in ids]
+    if not match:  # removed meanwhile: say it plainly rather than point at nothing
+        return AlreadyExists(f"{who} already has access to tunedModels/{model.id}.")
+    perm = match[0]
+    err = AlreadyExists(
+        f"{who} already has access to tunedModels/{model.id} as {perm['role']} (permission "
+        f"{perm['name']}). To change the role, update that permission's role instead of "
+        "sharing again; to stop sharing, delete it.")
+    err.details = _error_info("ALREADY_SHARED", permission=perm["name"], role=perm["role"])
+    return err
 
 
 @router.post(P, response_model=Permission, **X)
@@ -88,10 +123,36 @@ def create_permission(model_id: str, body: PermissionIn, request: Request,
     """Share the model: ``{"granteeType": "USER", "emailAddress": "bob", "role": "READER"}``
     or ``{"granteeType": "EVERYONE", "role": "READER"}``."""
     accounts, model = _ctx(request, principal, model_id)
-    out = accounts.create_permission(
-        model, _enum(body.grantee_type, GRANTEE_TYPES, "grantee_type") or "",
-        body.email_address, _enum(body.role, ROLES, "role") or "")
+    grantee_type = _enum(body.grantee_type, GRANTEE_TYPES, "grantee_type") or ""
+    email = (body.email_address or "").strip() or None
+    if grantee_type == "USER" and email and accounts.find_user(email) is None:
+        err = InvalidArgument(
+            f"'{email}' is not a user of this tunelab server; check the user name or email "
+            "address, or ask an administrator to add the user.")
+        err.details = _error_info("USER_NOT_FOUND", emailAddress=email)
+        raise err
+    try:
+        out = accounts.create_permission(model, grantee_type, email,
+                                         _enum(body.role, ROLES, "role") or "")
+    except AlreadyExists:
+        raise _already_shared(accounts, model, grantee_type, email) from None
     return Permission(**out)
+
+
+@router.get(P + ":mine", response_model=Permission, **X)
+def get_own_permission(model_id: str, request: Request, principal: Auth) -> Permission:
+    """tunelab extension: the permission that gives the caller access, the strongest one when
+    several do (the owner's, the caller's own, or the one shared with everyone)."""
+    accounts, model = _ctx(request, principal, model_id)
+    perms = accounts.list_permissions(model)
+    role = accounts.role_of(model, principal.owner)
+    if role == "OWNER":
+        return Permission(**perms[0])
+    me = accounts.find_user(principal.owner)
+    ids = {principal.owner, me.email if me else None}
+    mine = [p for p in perms[1:]
+            if p["granteeType"] == "EVERYONE" or p.get("emailAddress") in ids]
+    return Permission(**max(mine, key=lambda p: ROLE_RANK[p["role"]]))
 
 
 @router.get(P, response_model=ListPermissionsResponse, **X)
