@@ -125,7 +125,8 @@ def test_snapshots_checkpoints_and_manifest(tiny_base, examples, tmp_path):
     assert list_checkpoints(out) == [1, 2, 3]
     for e in (1, 2, 3):
         d = out / "checkpoints" / f"epoch-{e}"
-        assert {"adapter_model.safetensors", "adapter_config.json", "state.pt"} <= {
+        assert {"adapter_model.safetensors", "adapter_config.json", "state.safetensors",
+                "state.json", "checksums.json"} <= {
             p.name for p in d.iterdir()
         }
     m = read_manifest(out)
