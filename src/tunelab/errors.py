@@ -55,19 +55,24 @@ class ResourceExhausted(TunelabError):
     http_code = 429
 
 
-class Unavailable(TunelabError):
-    """The server cannot do it right now (its storage is full or read-only): nothing was
-    changed, and the same request can succeed later."""
-
-    status = "UNAVAILABLE"
-    http_code = 503
-
-
 class DataLoss(TunelabError):
     """A stored file is damaged: truncated, garbled, or not what tunelab wrote."""
 
     status = "DATA_LOSS"
     http_code = 500
+
+
+class Unavailable(TunelabError):
+    """The service cannot take the request now (the generation queue is full, the storage is
+    full or read-only); it may succeed if retried after ``retry_after`` seconds (sent as
+    ``Retry-After``)."""
+
+    status = "UNAVAILABLE"
+    http_code = 503
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class ModelNotAvailable(NotFound):
