@@ -25,6 +25,7 @@ from rich.table import Table
 
 from tunelab.config import Settings
 from tunelab.errors import DatasetError, TunelabError
+from tunelab.export.cli import register as register_export_commands
 
 app = typer.Typer(
     help="tunelab: tune an open text model on your examples with LoRA, and serve it.",
@@ -427,6 +428,7 @@ def _register_service_commands() -> None:
 
 
 _register_service_commands()
+register_export_commands(app)
 
 
 def main() -> None:

@@ -57,6 +57,10 @@ RULES: dict[str, Rule] = {
     # epochs of a run (tunelab extension, api/gemini/epochs.py)
     "get_epochs": _r(True, _READ_TUNED, READER, "per-epoch losses and advice"),
     "select_epoch": _r(False, _WRITE_TUNED, WRITER, "serve an earlier epoch"),
+    # export and import (tunelab extension, api/export.py): taking the weights is more than
+    # calling the model, so a READER cannot, nor can an API key
+    "export_tuned_model": _r(False, _READ_TUNED, WRITER, "download the weights"),
+    "import_tuned_model": _r(False, _WRITE_TUNED, None, "import a LoRA adapter"),
     # tuning: OAuth with the tuning scope only
     "create_tuned_model": _r(False, _WRITE_TUNED, None, "create (tune) a model"),
     "update_tuned_model": _r(False, _WRITE_TUNED, WRITER, "patch a tuned model"),
