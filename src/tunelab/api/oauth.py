@@ -6,7 +6,9 @@ libraries work with ``Credentials(token_uri=<tunelab>/oauth2/token, …)``.
 ``client_credentials`` (service accounts). Client credentials may come in the form or as HTTP
 Basic. ``POST /oauth2/revoke`` (RFC 7009) ends a token. Errors are RFC 6749 §5.2 JSON
 (``{"error": "invalid_grant", "error_description": …}``), which google-auth turns into a
-``RefreshError``.
+``RefreshError``. Too many attempts (per user or client, and per client address; see
+``auth/throttle.py``) are 429 ``{"error": "rate_limit_exceeded", …}`` with ``Retry-After``, in
+the same shape (RFC 6749 defines no code for it; this is the one Google's token endpoint uses).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from tunelab.auth.accounts import PUBLIC_CLIENT, Accounts, OAuthError
+from tunelab.auth.authenticate import client_address
+from tunelab.auth.errors import TooManyAttempts
 
 router = APIRouter(tags=["oauth2"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -72,28 +76,34 @@ async def token(request: Request) -> JSONResponse:
     client_id = basic[0] if basic else f.get("client_id", "")
     client_secret = basic[1] if basic else f.get("client_secret")
     grant = f.get("grant_type", "")
+    address = client_address(request)
     try:
         if grant == "password":
-            await run_in_threadpool(accounts.check_client, client_id, client_secret)
+            await run_in_threadpool(accounts.check_client, client_id, client_secret,
+                                    address=address)
             if not f.get("username") or not f.get("password"):
                 raise OAuthError("invalid_request", "username and password are required.")
             out = await run_in_threadpool(accounts.password_grant, f["username"],
                                           f["password"], f.get("scope"),
-                                          client_id or PUBLIC_CLIENT)
+                                          client_id or PUBLIC_CLIENT, address=address)
         elif grant == "refresh_token":
-            await run_in_threadpool(accounts.check_client, client_id, client_secret)
+            await run_in_threadpool(accounts.check_client, client_id, client_secret,
+                                    address=address)
             if not f.get("refresh_token"):
                 raise OAuthError("invalid_request", "refresh_token is required.")
             out = await run_in_threadpool(accounts.refresh_grant, f["refresh_token"],
-                                          f.get("scope"), client_id)
+                                          f.get("scope"), client_id, address=address)
         elif grant == "client_credentials":
             out = await run_in_threadpool(accounts.client_credentials_grant, client_id,
-                                          client_secret or "", f.get("scope"))
+                                          client_secret or "", f.get("scope"), address=address)
         else:
             raise OAuthError("unsupported_grant_type",
                              "grant_type must be password, refresh_token or client_credentials.")
     except OAuthError as e:
         return _error(e)
+    except TooManyAttempts as e:
+        return JSONResponse({"error": "rate_limit_exceeded", "error_description": e.message},
+                            status_code=429, headers={**NO_STORE, **e.headers})
     return JSONResponse(out, headers=NO_STORE)
 
 

@@ -20,12 +20,14 @@ from tunelab.auth.secrets import (
     API_KEY,
     CLIENT_SECRET,
     REFRESH_TOKEN,
+    UNUSABLE,
     check_password,
     hash_password,
     new_password,
     new_secret,
     token_hash,
 )
+from tunelab.auth.throttle import CredentialThrottle, SignInGuard
 from tunelab.config import Settings
 from tunelab.errors import (
     AlreadyExists,
@@ -89,6 +91,8 @@ class Accounts:
         self.store = store
         self.settings = settings
         self._last_purge: datetime | None = None
+        self.signins = SignInGuard(store, settings)
+        self.credential_throttle = CredentialThrottle.of(settings)
 
     # -- users --------------------------------------------------------------------------
     def has_users(self) -> bool:
@@ -238,7 +242,9 @@ class Accounts:
         with self.store.session() as s:
             gone = s.execute(delete(OAuthTokenRow).where(
                 OAuthTokenRow.expires_at < self._last_purge - PURGE_AFTER))
-            return gone.rowcount or 0
+            n = gone.rowcount or 0
+        self.signins.purge()
+        return n
 
     def _maybe_purge(self) -> None:
         """Called before a grant opens its session (never inside one: SQLite could refuse the
@@ -274,18 +280,30 @@ class Accounts:
             raise OAuthError("invalid_scope", e.message) from None
 
     def password_grant(self, username: str, password: str, scope_text: str | None,
-                       client_id: str) -> dict:
+                       client_id: str, *, address: str | None = None) -> dict:
+        """Sign in. Attempts are rate limited per user and per client ``address``
+        (``TooManyAttempts``), and an unknown, disabled or password-less user costs one
+        password hash like a wrong password does: neither the answer nor its time says
+        whether a user name exists."""
         granted = self._scopes(scope_text, sc.DEFAULT)
         self._maybe_purge()
-        with self.store.session() as s:
-            user = self.find_user(username)
-            if (user is None or user.disabled or user.kind != "user"
-                    or not check_password(password, user.password_hash)):
+        user = self.find_user(username)
+        with self.signins.attempt(f"user:{user.name if user else username}", address):
+            usable = user is not None and not user.disabled and user.kind == "user"
+            right = check_password(password, user.password_hash if usable else UNUSABLE)
+            if not (usable and right):
                 raise OAuthError("invalid_grant", "Wrong user name or password.")
+        with self.store.session() as s:
             return self._issue(s, user.name, client_id or PUBLIC_CLIENT, granted, None, True)
 
-    def refresh_grant(self, refresh_token: str, scope_text: str | None, client_id: str) -> dict:
+    def refresh_grant(self, refresh_token: str, scope_text: str | None, client_id: str, *,
+                      address: str | None = None) -> dict:
+        """A new access token for a refresh token; wrong refresh tokens count against the
+        client ``address`` when one is given (the token endpoint's)."""
         self._maybe_purge()
+        if address:
+            with self.signins.attempt(None, address):
+                return self.refresh_grant(refresh_token, scope_text, client_id)
         with self.store.session() as s:
             row = s.get(OAuthTokenRow, token_hash(refresh_token))
             if (row is None or row.kind != "refresh" or row.revoked
@@ -304,9 +322,9 @@ class Accounts:
             return out
 
     def client_credentials_grant(self, client_id: str, client_secret: str,
-                                 scope_text: str | None) -> dict:
+                                 scope_text: str | None, *, address: str | None = None) -> dict:
         self._maybe_purge()
-        with self.store.session() as s:
+        with self.signins.attempt(f"client:{client_id}", address), self.store.session() as s:
             row = s.get(OAuthClientRow, client_id or "")
             if (row is None or row.revoked or not client_secret
                     or token_hash(client_secret) != row.secret_hash
@@ -318,14 +336,17 @@ class Accounts:
                 raise OAuthError("invalid_scope", "The client may not have these scopes.")
             return self._issue(s, row.user, client_id, granted, None, False)
 
-    def check_client(self, client_id: str, client_secret: str | None) -> None:
-        """Confidential clients must authenticate; the public ``tunelab`` client (and any
-        unregistered id, as with an installed app) need not."""
+    def check_client(self, client_id: str, client_secret: str | None, *,
+                     address: str | None = None) -> None:
+        """Confidential clients must authenticate (rate limited like sign-ins); the public
+        ``tunelab`` client (and any unregistered id, as with an installed app) need not."""
         with self.store.session() as s:
             row = s.get(OAuthClientRow, client_id or "")
-        if row is not None and (not client_secret
-                                or token_hash(client_secret) != row.secret_hash):
-            raise OAuthError("invalid_client", "Wrong client secret.", 401)
+        if row is None:
+            return
+        with self.signins.attempt(f"client:{client_id}", address):
+            if not client_secret or token_hash(client_secret) != row.secret_hash:
+                raise OAuthError("invalid_client", "Wrong client secret.", 401)
 
     def check_access_token(self, secret: str) -> Caller:
         with self.store.session() as s:

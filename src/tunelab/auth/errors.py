@@ -55,3 +55,17 @@ class QuotaExceeded(ResourceExhausted):
         super().__init__(message)
         self.limit = limit
         self.details = error_info("RATE_LIMIT_EXCEEDED", quota_limit=limit)
+
+
+class TooManyAttempts(ResourceExhausted):
+    """Too many sign-in attempts, or wrong credentials, from one user or client address: come
+    back after ``retry_after`` seconds (also sent as ``Retry-After`` and google.rpc.RetryInfo,
+    which Google's clients read)."""
+
+    def __init__(self, retry_after: int, message: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+        self.details = [*error_info("RATE_LIMIT_EXCEEDED"),
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                         "retryDelay": f"{retry_after}s"}]

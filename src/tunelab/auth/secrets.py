@@ -47,8 +47,19 @@ def hash_password(password: str) -> str:
     return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
 
 
+# A hash no password matches (random salt and digest, written once), with the same cost as
+# every stored hash: checking a password against it when the user is unknown, disabled or has
+# no password takes as long as a wrong password for a real user, so the time of an answer
+# does not tell which user names exist.
+UNUSABLE = (f"scrypt${_N}${_R}${_P}$pVOTyQ0kLnEmcTCHh1Rk1g=="
+            "$Fh5rTzJ3GDRZaoZmd3iAq1V6bPCZ6RAnJ2HN6tjXvg8=")
+
+
 def check_password(password: str, stored: str | None) -> bool:
+    """Whether ``password`` matches ``stored``; always one scrypt (against ``UNUSABLE`` when
+    nothing is stored), so every wrong answer costs the same."""
     if not stored:
+        check_password(password, UNUSABLE)
         return False
     try:
         algo, n, r, p, salt, digest = stored.split("$")

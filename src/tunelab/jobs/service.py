@@ -351,7 +351,11 @@ class TuningService:
                 "warnings": [str(w) for w in warnings],
             },
         )
-        self.store.add_file(row)
+        try:
+            self.store.add_file(row)
+        except Exception:  # e.g. the user is at max_files: keep nothing of the upload
+            shutil.rmtree(self.settings.artifacts_dir / folder, ignore_errors=True)
+            raise
         return row
 
     def delete_upload(self, file_id: str, owner: str | None) -> None:

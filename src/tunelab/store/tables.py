@@ -219,3 +219,16 @@ class PermissionRow(Base):
     grantee: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     role: Mapped[str] = mapped_column(String(16))  # READER | WRITER
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SignInAttemptRow(Base):
+    """Recent sign-in attempts of one user name, OAuth client or client address (``key``: the
+    kind and a SHA-256 of the value, so nothing a caller typed is stored). Kept in the store so
+    every API process behind one database enforces the same backoff."""
+
+    __tablename__ = "signin_attempts"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

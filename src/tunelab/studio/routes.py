@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from tunelab.auth.authenticate import client_address
 from tunelab.errors import PermissionDenied, Unauthenticated
 
 STATIC = Path(__file__).parent / "static"
@@ -109,9 +110,10 @@ async def login(body: Login, request: Request) -> JSONResponse:
 
     _same_origin(request)
     accounts = _accounts(request)
-    try:
+    try:  # too many attempts: 429 with Retry-After, "Try again in N seconds."
         tokens = await run_in_threadpool(
-            accounts.password_grant, body.username, body.password, None, CLIENT_ID)
+            accounts.password_grant, body.username, body.password, None, CLIENT_ID,
+            address=client_address(request))
     except OAuthError as e:
         raise Unauthenticated(e.description) from None
     out = await run_in_threadpool(_session_out, accounts, tokens)
