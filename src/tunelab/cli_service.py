@@ -193,8 +193,12 @@ def jobs(
                     if not all_ and m.get("state") != "CREATING":
                         continue
                     snaps = m.get("tuningTask", {}).get("snapshots") or []
-                    table.add_row(m["name"], m["state"], str(snaps[-1]["step"] if snaps else 0),
-                                  "", m.get("updateTime", ""))
+                    meta = _latest_operation(c, m["name"]).get("metadata") or {}
+                    done = meta.get("completedSteps", snaps[-1]["step"] if snaps else 0)
+                    pos = meta.get("queuePosition")
+                    table.add_row(m["name"], m["state"],
+                                  f"{done}/{meta.get('totalSteps', '?')}",
+                                  str(pos) if pos else "", m.get("updateTime", ""))
         else:
             from tunelab.store import Store
 
@@ -212,6 +216,13 @@ def jobs(
         err.print(f"[red]{e.message}[/]")
         raise typer.Exit(2) from None
     console.print(table)
+
+
+def _latest_operation(c: Any, model: str) -> dict:
+    """A tuned model's newest operation, whose metadata holds the queue position and the
+    step counts (the tuned model itself carries neither)."""
+    ops = _check(c.get(f"/v1beta/{model}/operations", params={"pageSize": 1}))
+    return (ops.get("operations") or [{}])[0]
 
 
 def cancel(

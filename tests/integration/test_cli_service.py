@@ -61,3 +61,29 @@ def test_serve_on_a_busy_port_says_so_and_creates_nothing(service, tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out
     assert "choose another port with --port" in out
     assert not (tmp_path / "second").exists()
+
+
+def test_jobs_with_server_shows_the_queue_position(service, client):
+    """`tunelab jobs --server` reads each job's queue position and steps from its operation,
+    as the API reports them (a tuned model carries neither)."""
+    ops = [client.post("/v1beta/tunedModels", params={"tunedModelId": mid},
+                       json=create_body(n=40, epochs=50)).json()
+           for mid in ("queue-first", "queue-second")]
+    wait_op(client, ops[0]["name"], until=lambda o: o["metadata"]["completedSteps"] >= 1)
+    second = client.get(f"/v1beta/{ops[1]['name']}").json()["metadata"]
+    assert second["queuePosition"] == 1  # one worker, busy with the first job
+    r = subprocess.run([sys.executable, "-m", "tunelab.cli", "jobs", "--server", service.url],
+                       env={**service.env, "COLUMNS": "200"}, capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stderr
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in r.stdout.splitlines()
+             if "tunedModels/queue-" in line]
+    rows = {c[0]: c[1:4] for c in cells}
+    total = second["totalSteps"]
+    assert rows["tunedModels/queue-second"] == ["CREATING", f"0/{total}", "1"], r.stdout
+    assert rows["tunedModels/queue-first"][1].endswith(f"/{total}") and not rows[
+        "tunedModels/queue-first"][2]
+    for op in ops:
+        client.post(f"/v1beta/{op['name']}:cancel")
+    for op in ops:
+        wait_op(client, op["name"])
