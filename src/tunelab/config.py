@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         default=30.0,
         description="A worker's claim on a job lapses this long after its last heartbeat.",
     )
+    storage_retry_seconds: float = Field(
+        default=30.0,
+        description="A job whose storage is full or read-only goes back to the queue and is "
+        "tried again after this long, doubling up to 10 minutes while the fault lasts.",
+    )
     ray_address: str | None = Field(
         default=None,
         description="Run training as Ray tasks on this cluster ('auto', 'HOST:PORT' or "
@@ -146,5 +151,10 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.home / 'tunelab.db'}"
 
     def ensure_dirs(self) -> None:
-        for d in (self.home, self.models_dir, self.artifacts_dir):
+        """Create the data directory (readable only by its owner: it holds the database with
+        password hashes, and users' data) and its folders."""
+        from tunelab.fsutil import private_dir
+
+        private_dir(self.home)
+        for d in (self.models_dir, self.artifacts_dir):
             d.mkdir(parents=True, exist_ok=True)

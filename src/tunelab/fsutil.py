@@ -41,7 +41,7 @@ class StorageUnavailable(Unavailable):
     message names the fault and what to do, never the path that failed."""
 
     def __init__(self, kind: str):
-        super().__init__(STORAGE_FULL if kind == "full" else STORAGE_READ_ONLY)
+        super().__init__(STORAGE_FULL if kind == "full" else STORAGE_READ_ONLY, retry_after=30)
         self.kind = kind
 
 

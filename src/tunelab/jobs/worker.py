@@ -7,6 +7,11 @@ the remaining steps again (snapshots are upserted by step, so nothing is duplica
 
 Stopping: SIGTERM/SIGINT ask the worker to stop; the running job stops within a step and goes
 back to the queue (keeping its place), to resume from its checkpoint.
+
+Storage faults: when the disk is full or read-only (a checkpoint, the adapter or the base
+model cache cannot be written), the job is not failed: it goes back to the queue with the
+reason as its model's state message, and is tried again after a backoff (doubling while the
+fault lasts); it resumes from its newest intact checkpoint once space returns.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import uuid
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
+from tunelab.fsutil import StorageUnavailable, storage_fault
 from tunelab.jobs.executors import Executor, JobSpec, make_executor
 from tunelab.jobs.service import CANCEL_MESSAGE
 from tunelab.store import JobRow, Store
@@ -36,6 +42,20 @@ CANCEL_POLL_SECONDS = 0.2
 # A job claimed this many times (worker crashes, restarts) is failed instead of retried
 # forever: something about it kills its workers (out of memory, for example).
 MAX_ATTEMPTS = 10
+
+# Backoff of a job waiting for storage: settings.storage_retry_seconds, doubling per fault in a
+# row, at most this long (a fault that lasts is checked every 10 minutes).
+MAX_STORAGE_RETRY_SECONDS = 600.0
+
+STORAGE_WAIT = {
+    "full": "the server ran out of storage space while saving this model's training state",
+    "read-only": "the server's storage became read-only while saving this model's training "
+    "state",
+}
+STORAGE_ASK = {
+    "full": "free space in tunelab's data directory",
+    "read-only": "make tunelab's data directory writable",
+}
 
 CANCELLED_ACTIVE = (
     "Tuning was cancelled by the user after step {step} of {total}. The model keeps the "
@@ -62,6 +82,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.poll_seconds = poll_seconds
         self.stop = threading.Event()
+        self._storage_faults: dict[str, int] = {}  # model id → storage faults in a row
 
     def install_signal_handlers(self) -> None:
         def _stop(*_):
@@ -73,8 +94,20 @@ class Worker:
     def run(self, once: bool = False) -> None:
         """Work until stopped (or, with ``once``, until the queue is empty)."""
         log.info("worker %s started", self.worker_id)
+        self._remove_interrupted_writes()
+        waits = 0
         while not self.stop.is_set():
-            job = self.store.claim_job(self.worker_id, self.settings.lease_seconds)
+            try:
+                job = self.store.claim_job(self.worker_id, self.settings.lease_seconds)
+            except Exception as e:
+                fault = storage_fault(e)
+                if fault is None:
+                    raise
+                waits += 1  # the database's disk is full or read-only: wait, do not crash
+                log.warning("cannot claim a job: %s", fault.message)
+                self.stop.wait(self._backoff(waits))
+                continue
+            waits = 0
             if job is None:
                 if once:
                     return
@@ -138,13 +171,20 @@ class Worker:
             self.store.mark_started(spec.model_id, spec.total_steps)
             try:
                 result = self.executor.run(spec, on_snapshot, should_cancel)
-            except TunelabError as e:
-                self._fail(job, spec, INVALID_ARGUMENT, e.message)
-                return
             except Exception as e:  # noqa: BLE001
-                log.exception("job %s failed", job.seq)
-                self._fail(job, spec, INTERNAL, f"Tuning failed: {type(e).__name__}: {e}")
+                fault = storage_fault(e)
+                if fault is not None:
+                    self._defer(job, spec, fault)
+                elif isinstance(e, TunelabError):
+                    self._fail(job, spec, INVALID_ARGUMENT, e.message)
+                else:
+                    log.exception("job %s failed", job.seq)
+                    self._fail(job, spec, INTERNAL, (
+                        f"Tuning failed on the server ({type(e).__name__}); the server's log "
+                        "has the details. Create the model again; if it fails the same way, "
+                        "report it to the server's operator."))
                 return
+            self._storage_faults.pop(spec.model_id, None)
             if lost.is_set():
                 log.warning("job %s: lease lost; leaving it to its new worker", job.seq)
                 return
@@ -179,6 +219,48 @@ class Worker:
         finally:
             done.set()
             beat.join(timeout=5)
+
+    def _backoff(self, faults: int) -> float:
+        base = self.settings.storage_retry_seconds
+        return min(base * 2 ** min(faults - 1, 20), max(base, MAX_STORAGE_RETRY_SECONDS))
+
+    def _defer(self, job: JobRow, spec: JobSpec, fault: StorageUnavailable) -> None:
+        """Hand the job back to the queue until the storage can take writes again."""
+        faults = self._storage_faults.get(spec.model_id, 0) + 1
+        self._storage_faults[spec.model_id] = faults
+        delay = self._backoff(faults)
+        reason = (
+            f"Waiting for storage: {STORAGE_WAIT[fault.kind]}. The job is back in the queue "
+            f"and is tried again automatically (next in about {delay:.0f} s); it resumes from "
+            "its last saved checkpoint, so nothing saved is lost. If it keeps waiting, ask the "
+            f"server's operator to {STORAGE_ASK[fault.kind]}."
+        )
+        log.warning("job %s: storage is %s; back in the queue for %.0f s", job.seq,
+                    fault.kind, delay)
+        try:
+            self.store.defer_job(job.seq, self.worker_id, delay, reason)
+        except Exception as e:  # noqa: BLE001 - the database is on the faulty storage too
+            if storage_fault(e) is None:
+                raise
+            log.warning("job %s: cannot record the wait (%s); its lease will lapse", job.seq,
+                        fault.kind)
+
+    def _remove_interrupted_writes(self) -> None:
+        """Remove the temporary folders that crashed writes (a ``kill -9`` mid-checkpoint)
+        left in the output directories of jobs no worker is running now (a running job's
+        worker does the same for its own directory when it resumes)."""
+        from tunelab.training.checkpoint import remove_partial_writes
+
+        root = self.settings.artifacts_dir / "tuned"
+        if not root.is_dir():
+            return
+        try:
+            running = {j.tuned_model_id for j in self.store.list_jobs() if j.state == "running"}
+            for folder in root.iterdir():
+                if folder.is_dir() and folder.name not in running:
+                    remove_partial_writes(folder)
+        except OSError as e:  # cleaning up is an optimisation: never a reason not to start
+            log.warning("could not remove interrupted writes: %s", e.strerror)
 
     def _fail(self, job: JobRow, spec: JobSpec, code: int, message: str) -> None:
         if not self.store.model_exists(spec.model_id):

@@ -10,18 +10,39 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 # Key of the PostgreSQL advisory lock held while migrating (any fixed 64-bit number).
 MIGRATION_LOCK = 0x7475_6E65_6C61_62  # "tunelab"
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file readable only by its owner (0600), as SQLite would create it
+    world-readable (0644 under the usual umask) and it holds password and key hashes. SQLite
+    gives its -wal and -shm files the database file's mode; files left by an earlier version
+    are tightened too (when they are ours to change)."""
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    db = Path(path)
+    if db.parent.is_dir():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        with contextlib.suppress(OSError):  # missing, not ours, or a read-only disk
+            st = f.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                f.chmod(0o600)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
+        _private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

@@ -41,9 +41,11 @@ INTERNAL = 13
 
 
 def _claimable(now):
-    """A job a worker may take: queued, or running under a lease that has expired (its worker
-    died; the job resumes from its last checkpoint)."""
-    return or_(JobRow.state == "queued",
+    """A job a worker may take: queued (unless it waits out a storage fault: a queued job's
+    ``lease_expires_at`` is when it may be tried again, see ``defer_job``), or running under a
+    lease that has expired (its worker died; the job resumes from its last checkpoint)."""
+    return or_(and_(JobRow.state == "queued",
+                    or_(JobRow.lease_expires_at.is_(None), JobRow.lease_expires_at < now)),
                and_(JobRow.state == "running", JobRow.lease_expires_at < now))
 
 
@@ -436,6 +438,8 @@ class Store:
             if model is not None:
                 if model.start_time is None:
                     model.start_time = utcnow()
+                if model.state == "CREATING":  # a wait for storage (defer_job) is over
+                    model.state_message = ""
                 model.total_steps = total_steps
                 model.update_time = utcnow()
 
@@ -535,3 +539,21 @@ class Store:
         with self.session() as s:
             s.execute(delete(FileRow).where(FileRow.id == file_id))
         return row
+
+    def defer_job(self, seq: int, worker_id: str, delay_seconds: float, reason: str) -> bool:
+        """Put a job back in the queue, not to be claimed for ``delay_seconds`` (its storage
+        is full or read-only: try again later), with ``reason`` as its model's state message.
+        The claim is not counted as an attempt: waiting for storage is not a crash. False if
+        the job was not ours."""
+        now = utcnow()
+        with self.session() as s:
+            job = s.get(JobRow, seq)
+            if job is None or job.worker_id != worker_id or job.state != "running":
+                return False
+            job.state, job.worker_id, job.heartbeat_at = "queued", None, None
+            job.lease_expires_at = now + timedelta(seconds=delay_seconds)
+            job.attempts = max(0, job.attempts - 1)
+            model = s.get(TunedModelRow, job.tuned_model_id)
+            if model is not None:
+                model.state_message, model.update_time = reason, now
+            return True

@@ -24,6 +24,7 @@ from typing import Any
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
+from tunelab.fsutil import storage_fault
 from tunelab.jobs.executors.base import ExecutionResult, JobSpec
 from tunelab.training import Snapshot
 
@@ -146,11 +147,15 @@ def _unreachable(address: str | None, why: object) -> TunelabError:
 
 def _result(ray: Any, task: Any) -> ExecutionResult:
     """The task's result; a TunelabError raised in the task (bad data, a missing base model)
-    comes back as itself, so the job fails with its message."""
+    comes back as itself, so the job fails with its message, and a full or read-only disk on
+    the node as a storage fault, so the job waits in the queue instead of failing."""
     try:
         return ray.get(task)
     except ray.exceptions.RayTaskError as e:
         cause = getattr(e, "cause", None)
+        fault = storage_fault(cause) if isinstance(cause, BaseException) else None
+        if fault is not None:
+            raise fault from None
         if isinstance(cause, TunelabError):
             raise cause from None
         raise RuntimeError(f"the Ray training task failed: {cause or e}") from None
