@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.pool = ServingPool(settings)
     app.state.accounts = Accounts(store, settings)
     errors.install(app)
+    # before the Gemini routes: GET /tunedModels/{id} would take "{id}:export" as an id
+    app.include_router(export_router, prefix="/v1beta")
     app.include_router(gemini_router, prefix="/v1beta")
     app.include_router(gemini_router, prefix="/v1")
     app.include_router(permissions_router, prefix="/v1beta")
@@ -47,7 +49,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(oauth_router)
     app.include_router(epochs_router, prefix="/v1beta")
     app.include_router(epochs_router, prefix="/v1")
-    app.include_router(export_router, prefix="/v1beta")
     studio.mount(app)
 
     @app.get("/healthz", include_in_schema=False)
