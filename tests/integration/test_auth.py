@@ -107,6 +107,22 @@ STATUS = {200: None, 400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERM
           404: "NOT_FOUND"}
 T = "/v1beta/tunedModels"
 PERM = {"granteeType": "USER", "emailAddress": "bob@example.com", "role": "READER"}
+
+
+def _tiny_adapter() -> dict:
+    """A minimal valid LoRA adapter of the tiny model (rank 2 on one layer), as upload parts."""
+    import torch
+    from safetensors.torch import save
+
+    m = "base_model.model.model.layers.0.self_attn.q_proj"
+    weights = save({f"{m}.lora_A.weight": torch.zeros(2, 64),
+                    f"{m}.lora_B.weight": torch.zeros(64, 2)})
+    config = json.dumps({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 2,
+                         "lora_alpha": 4, "target_modules": ["q_proj"]})
+    return {"data": {"baseModel": "models/tiny-random"},
+            "files": {"adapterConfig": ("adapter_config.json", config),
+                      "adapterModel": ("adapter_model.safetensors", weights)}}
+
 # endpoint (its name in auth/rules.py): method, path, request, expected codes in CREDS order
 MATRIX = {
     "list_models": ("get", "/v1beta/models", {}, "401 400 400 200 401 200 200 200 200 200"),
@@ -132,6 +148,11 @@ MATRIX = {
     "get_epochs": ("get", T + "/m-alice/epochs", {}, "401 400 400 200 401 403 200 404 200 200"),
     "select_epoch": ("post", T + "/m-alice:selectEpoch", {"json": {"epoch": 1}},
                      "401 400 400 403 401 403 200 404 403 200"),
+    # weights leave the server: OAuth only, and WRITER (a READER may call, not take)
+    "export_tuned_model": ("get", T + "/m-alice:export", {"params": {"format": "peft"}},
+                           "401 400 400 403 401 403 200 404 403 200"),
+    "import_tuned_model": ("post", T + ":import", _tiny_adapter(),
+                           "401 400 400 403 401 403 200 200 200 200"),
     "tunedModels.countTokens": ("post", T + "/m-alice:countTokens",
                                 {"json": {"contents": GEN["contents"]}},
                                 "401 400 400 200 401 200 200 404 200 200"),
