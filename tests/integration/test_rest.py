@@ -50,7 +50,9 @@ def test_create_returns_operation_and_finishes(client, tuned):
     assert meta["completedPercent"] == 100.0
     assert [s[:2] for s in snapshot_tuples(op)] == [(i, 1 + (i - 1) // 5) for i in range(1, 11)]
     assert set(meta) == {"@type", "tunedModel", "totalSteps", "completedSteps",
-                         "completedPercent", "snapshots"}
+                         "completedPercent", "snapshots", "evaluation"}
+    # 20 examples: nothing held out, and the metadata says so (docs/evaluation.md)
+    assert meta["evaluation"]["validation"]["source"] == "NONE"
     assert set(op) == {"name", "metadata", "done", "response"}
     resp = op["response"]
     assert resp["@type"] == "type.googleapis.com/google.ai.generativelanguage.v1beta.TunedModel"

@@ -13,6 +13,7 @@ from tunelab import __version__
 from tunelab.api import errors
 from tunelab.api.export import router as export_router
 from tunelab.api.gemini.epochs import router as epochs_router
+from tunelab.api.gemini.evaluations import router as evaluations_router
 from tunelab.api.gemini.permissions import router as permissions_router
 from tunelab.api.gemini.routes import router as gemini_router
 from tunelab.api.keys import router as keys_router
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(oauth_router)
     app.include_router(epochs_router, prefix="/v1beta")
     app.include_router(epochs_router, prefix="/v1")
+    app.include_router(evaluations_router, prefix="/v1beta")
     studio.mount(app)
 
     @app.get("/healthz", include_in_schema=False)

@@ -57,6 +57,9 @@ RULES: dict[str, Rule] = {
     # epochs of a run (tunelab extension, api/gemini/epochs.py)
     "get_epochs": _r(True, _READ_TUNED, READER, "per-epoch losses and advice"),
     "select_epoch": _r(False, _WRITE_TUNED, WRITER, "serve an earlier epoch"),
+    # scoring models on test examples (tunelab extension, api/gemini/evaluations.py): calls
+    # the models, so it needs what generateContent needs on each
+    "evaluate_tuned_model": _r(True, _USE, READER, "score models on test examples"),
     # export and import (tunelab extension, api/export.py): taking the weights is more than
     # calling the model, so a READER cannot, nor can an API key
     "export_tuned_model": _r(False, _READ_TUNED, WRITER, "download the weights"),

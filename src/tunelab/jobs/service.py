@@ -20,7 +20,8 @@ from pathlib import Path
 from tunelab.catalog import BaseModelSpec, get_base_model
 from tunelab.config import Settings
 from tunelab.data import Example
-from tunelab.errors import DatasetError, FailedPrecondition, InvalidArgument, Problem
+from tunelab.data.split import split_validation
+from tunelab.errors import DataLoss, DatasetError, FailedPrecondition, InvalidArgument, Problem
 from tunelab.fsutil import atomic_write
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
 
@@ -97,6 +98,10 @@ class TuningRequest:
     batch_size: int | None
     learning_rate: float | None
     learning_rate_multiplier: float | None
+    # tunelab extension (tuningTask.validationData): examples to score each epoch on, inline
+    # or an uploaded file; without them 10% are held out from 40 examples on (data/split.py)
+    validation_examples: list[Example] | None = None
+    validation_file: str | None = None
 
 
 @dataclass
@@ -170,6 +175,8 @@ class TuningService:
             raise InvalidArgument(NO_TRAINING_DATA)
         if req.examples is not None and req.file is not None:
             problems.append("give trainingData.examples or trainingData.file, not both")
+        if req.validation_examples is not None and req.validation_file is not None:
+            problems.append("give validationData.examples or validationData.file, not both")
         if problems:
             raise InvalidArgument("Invalid tuned model: " + "; ".join(problems) + ".")
 
@@ -178,21 +185,35 @@ class TuningService:
             raise InvalidArgument(
                 f"baseModel must look like 'models/{spec.id}', got '{req.base_model}'."
             )
-        if req.file is not None:
-            file_id = req.file.removeprefix("files/")
-            frow = self.store.get_file(file_id, req.owner)
-            examples = read_examples(self.settings.artifacts_dir / frow.path)
-        else:
-            examples = req.examples or []
+        examples = self.load_examples(req.examples, req.file, req.owner)
         count = count_tokens_for(spec) if count_tokens_for else None
-        warnings = validate(
-            examples,
-            count_tokens=count,
-            context_length=spec.context_length if count else None,
-            location="trainingData" if req.file is None else req.file,
-        )
+        given = None
+        if req.validation_examples is not None or req.validation_file is not None:
+            given = self.load_examples(req.validation_examples, req.validation_file, req.owner)
+            if not given:
+                raise InvalidArgument(
+                    "validationData holds no examples; give at least one, or leave "
+                    "validationData out to let tunelab hold out 10% of 40 or more examples.")
+        try:
+            warnings = validate(
+                examples,
+                count_tokens=count,
+                context_length=spec.context_length if count else None,
+                location="trainingData" if req.file is None else req.file,
+            )
+        except DatasetError as e:
+            if given is not None:  # report the validation data's problems in the same answer
+                e.problems += self._validation_problems(given, req, count, spec)
+            raise
+        if given is not None:
+            problems_v = self._validation_problems(given, req, count, spec)
+            if problems_v:
+                raise DatasetError(problems_v, [])
+        split = split_validation(examples, given)
+        warnings += split.warnings
+        train_examples = split.train
         resolved = hp.resolve(spec.recommended_learning_rate)
-        steps = total_steps(len(examples), resolved.batch_size, resolved.epoch_count)
+        steps = total_steps(len(train_examples), resolved.batch_size, resolved.epoch_count)
 
         model_id = req.tuned_model_id or derive_id(req.display_name)
         op_name = f"tunedModels/{model_id}/operations/{random_suffix(12)}"
@@ -205,7 +226,11 @@ class TuningService:
                 f"Tuned model 'tunedModels/{model_id}' already exists; choose another "
                 "tunedModelId or delete the existing model."
             )
-        data = write_examples(self.settings.artifacts_dir / ds_rel, examples)
+        data = write_examples(self.settings.artifacts_dir / ds_rel, train_examples)
+        val_rel = None
+        if split.validation:
+            val_rel = Path("datasets") / f"{ds_id}-validation.jsonl"
+            write_examples(self.settings.artifacts_dir / val_rel, split.validation)
         model = TunedModelRow(
             id=model_id,
             owner=req.owner,
@@ -223,7 +248,7 @@ class TuningService:
             batch_size=resolved.batch_size,
             learning_rate=resolved.learning_rate,
             learning_rate_multiplier=req.learning_rate_multiplier,
-            example_count=len(examples),
+            example_count=len(train_examples),
             total_steps=steps,
             dataset_file=ds_id,
         )
@@ -236,7 +261,7 @@ class TuningService:
             size_bytes=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             path=str(ds_rel),
-            example_count=len(examples),
+            example_count=len(train_examples),
             info={},
         )
         op = OperationRow(name=op_name, tuned_model_id=model_id, owner=req.owner, done=False)
@@ -259,14 +284,53 @@ class TuningService:
                 "learning_rate": resolved.learning_rate,
                 "seed": self.settings.seed,
                 "total_steps": steps,
+                # which examples score each epoch (the record the API shows; see split.py)
+                "validation_dataset": str(val_rel) if val_rel else None,
+                "validation": split.record(),
             },
         )
         try:
             self.store.create_tuned_model(model, op, job, dataset)
         except Exception:
             (self.settings.artifacts_dir / ds_rel).unlink(missing_ok=True)
+            if val_rel:
+                (self.settings.artifacts_dir / val_rel).unlink(missing_ok=True)
             raise
         return Submitted(model_id, op_name, warnings)
+
+    def load_examples(self, inline: list[Example] | None, file: str | None,
+                      owner: str) -> list[Example]:
+        """Inline examples, or those of the caller's uploaded file ('files/ID')."""
+        if file is not None:
+            frow = self.store.get_file(file.removeprefix("files/"), owner)
+            return read_examples(self.settings.artifacts_dir / frow.path)
+        return inline or []
+
+    @staticmethod
+    def _validation_problems(given: list[Example], req: TuningRequest, count, spec) -> list:
+        """The validation examples' own problems (empty or over-long fields, too many
+        tokens), located as 'validationData, example N' (or the file's name)."""
+        from tunelab.data.validate import validate
+
+        try:
+            validate(given, count_tokens=count, context_length=spec.context_length if count
+                     else None, min_examples=1,
+                     location=req.validation_file or "validationData")
+        except DatasetError as e:
+            return e.problems
+        return []
+
+    def evaluation(self, model_id: str) -> dict | None:
+        """A model's validation record and per-epoch scores: the trainer's evaluation.json,
+        or, before the first score, the split recorded when the job was queued."""
+        from tunelab.training.loop import read_evaluation
+
+        found = read_evaluation(self.model_dir(model_id))
+        if found is not None:
+            return found
+        job = self.store.job_of(model_id)
+        record = (job.spec or {}).get("validation") if job is not None else None
+        return {"validation": record} if record else None
 
     # -- cancel / delete ----------------------------------------------------------------
     def cancel(self, model_id: str, owner: str | None) -> None:
@@ -279,12 +343,17 @@ class TuningService:
         may_remove = self.store.delete_tuned_model(model_id, owner)
         if ds:  # a running worker holds the examples in memory already
             (self.settings.artifacts_dir / ds).unlink(missing_ok=True)
+            validation = Path(ds).with_name(Path(ds).stem + "-validation.jsonl")
+            (self.settings.artifacts_dir / validation).unlink(missing_ok=True)
         if may_remove:
             shutil.rmtree(self.model_dir(model_id), ignore_errors=True)
         # else: a worker is training it; it stops within a step and removes the artifacts.
 
     def usable_adapter(self, row: TunedModelRow) -> Path:
-        """The adapter to serve for a model, or a FAILED_PRECONDITION saying why there is none."""
+        """The adapter to serve for a model, or a FAILED_PRECONDITION saying why there is none
+        (DATA_LOSS when its files are not the ones written: checked once per version)."""
+        from tunelab.training.checkpoint import adapter_damage
+
         name = f"tunedModels/{row.id}"
         if row.state == "CREATING":
             raise FailedPrecondition(
@@ -297,6 +366,13 @@ class TuningService:
         path = self.adapter_dir(row.id)
         if not (path / "adapter_model.safetensors").exists():
             raise FailedPrecondition(f"{name} has no adapter weights on this server.")
+        why = adapter_damage(path)
+        if why:
+            raise DataLoss(
+                f"{name} cannot be called: its adapter weights on the server are damaged "
+                f"({why}). Serve them again from a checkpoint (POST {name}:selectEpoch with "
+                '{"epoch": N}; GET ' + name + "/epochs lists them), or delete the model and "
+                "tune it again.")
         return path
 
     # -- uploads ------------------------------------------------------------------------

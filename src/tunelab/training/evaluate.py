@@ -210,3 +210,56 @@ def advice_of(evaluation: dict) -> Any:
     base = evaluation.get("baseline") or {}
     return advise_from_scores([e["score"] for e in epochs], base.get("score"),
                               evaluation["metric"], evaluation["example_count"])
+
+
+# ---- comparing models on a test file (``tunelab eval``, ``:evaluate``) -----------------------
+
+# Examples with differing answers listed side by side, at most.
+MAX_DIFFERENCES = 20
+
+
+def answer_budget(tokenizer: Any, template: Any, examples: Sequence[Example]) -> int:
+    """Tokens an answer may take: the longest expected output plus a small margin."""
+    longest = max((len(tokenizer(ex.output + template.end, add_special_tokens=False)
+                       ["input_ids"]) for ex in examples), default=0)
+    return longest + ANSWER_MARGIN_TOKENS
+
+
+def compare(
+    examples: Sequence[Example],
+    answerers: Sequence[tuple[str, Callable[[Example], str]]],
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Answer every example with every model and score them on one scale.
+
+    ``answerers``: (model name, a function giving that model's greedy answer). Returns
+    ``{"metric", "example_count", "results": [{"model", scores…, "mean_latency_ms"}],
+    "differences": [{"text_input", "expected", "answers": [{"model", "text"}]}],
+    "differing_count"}``; differences are the examples where the models' answers are not all
+    the same (at most ``MAX_DIFFERENCES`` are listed).
+    """
+    examples = list(examples)
+    labels = is_label_like([ex.output for ex in examples])
+    results, all_answers = [], []
+    for name, answer in answerers:
+        answers, seconds = [], 0.0
+        for i, ex in enumerate(examples):
+            t0 = time.perf_counter()
+            answers.append(answer(ex))
+            seconds += time.perf_counter() - t0
+            if on_progress is not None:
+                on_progress(name, i + 1, len(examples))
+        scores = score_answers([ex.output for ex in examples], answers, labels)
+        results.append({"model": name, **scores.to_dict(),
+                        "mean_latency_ms": 1000 * seconds / max(len(examples), 1)})
+        all_answers.append(answers)
+    differing = [i for i in range(len(examples))
+                 if len({a[i].strip() for a in all_answers}) > 1]
+    differences = [
+        {"text_input": examples[i].text_input, "expected": examples[i].output,
+         "answers": [{"model": name, "text": a[i]}
+                     for (name, _), a in zip(answerers, all_answers, strict=True)]}
+        for i in differing[:MAX_DIFFERENCES]
+    ]
+    return {"metric": "accuracy" if labels else "token_f1", "example_count": len(examples),
+            "results": results, "differences": differences, "differing_count": len(differing)}

@@ -192,12 +192,22 @@ def _write_evaluation(output_dir: Path, evaluation: dict) -> None:
     atomic_write_text(output_dir / "evaluation.json", json.dumps(evaluation, indent=2))
 
 
+# evaluation.json holds at most 100 examples' worth of labels and 3 wrong answers per epoch
+# (each under 45,000 characters): a few MB at the very most.
+MAX_EVALUATION_BYTES = 16 * 1024 * 1024
+
+
 def read_evaluation(output_dir: Path) -> dict | None:
-    """The scores of a run with validation examples (None without, or before any)."""
+    """The scores of a run with validation examples (None without, before any, or if the file
+    is not one tunelab wrote)."""
+    path = Path(output_dir) / "evaluation.json"
     try:
-        return json.loads((Path(output_dir) / "evaluation.json").read_text())
-    except (OSError, ValueError):
+        if path.stat().st_size > MAX_EVALUATION_BYTES:
+            return None
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def shared_system(examples: list[Example]) -> str | None:

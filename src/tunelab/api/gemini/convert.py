@@ -43,8 +43,63 @@ def snapshot_out(row: SnapshotRow) -> s.TuningSnapshot:
     )
 
 
+def _scores_out(d: dict) -> s.EvaluationScores:
+    return s.EvaluationScores(
+        epoch=d["epoch"],
+        validation_loss=d["validation_loss"],
+        exact_match=d["exact_match"],
+        score=d["score"],
+        accuracy=d.get("accuracy"),
+        token_f1=d.get("token_f1"),
+        confusion=[s.ConfusionCount(**c) for c in d.get("confusion") or []] or None,
+        wrong_answers=[s.WrongAnswer(**w) for w in d.get("wrong") or []] or None,
+    )
+
+
+def evaluation_out(evaluation: dict | None, row: TunedModelRow) -> s.Evaluation | None:
+    """The trainer's evaluation record (training/loop.py) on the wire. The advice names the
+    best epoch; a cancelled model's names its last evaluated score instead."""
+    from tunelab.training.evaluate import advice_of
+
+    if not evaluation:
+        return None
+    v = evaluation.get("validation")
+    validation = s.ValidationSet(
+        source=v["source"], example_count=v["example_count"],
+        held_out_examples=v.get("held_out") or None, message=v["message"],
+        warnings=v.get("warnings") or None,
+    ) if v else None
+    if "metric" not in evaluation:  # queued: only the split is known
+        return s.Evaluation(validation=validation, evaluating=row.state == "CREATING" or None)
+    epochs = evaluation.get("epochs") or []
+    base = evaluation.get("baseline")
+    advice = advice_of(evaluation) if epochs else None
+    text = advice.message if advice else None
+    metric = "accuracy" if evaluation["metric"] == "accuracy" else "tokenF1"
+    if row.cancelled and epochs:
+        last = epochs[-1]
+        text = (
+            f"Tuning was cancelled. The last evaluated epoch, {last['epoch']}, scored "
+            f"{last['score']:.3f} ({metric})"
+            + (f" against the base model's {base['score']:.3f}" if base else "")
+            + "; the parameters learned after it were not scored."
+        )
+    elif row.cancelled:
+        text = "Tuning was cancelled before the first epoch ended; no epoch was scored."
+    return s.Evaluation(
+        validation=validation,
+        metric=metric,
+        baseline=_scores_out(base) if base else None,
+        epochs=[_scores_out(e) for e in epochs] or None,
+        best_epoch=advice.epoch if advice and not row.cancelled else None,
+        advice=text,
+        evaluating=row.state == "CREATING" or None,
+    )
+
+
 def tuned_model_fields(
-    row: TunedModelRow, snapshots: list[SnapshotRow], *, extensions: bool = True
+    row: TunedModelRow, snapshots: list[SnapshotRow], *, extensions: bool = True,
+    evaluation: dict | None = None,
 ) -> dict:
     return dict(
         name=f"tunedModels/{row.id}",
@@ -68,11 +123,14 @@ def tuned_model_fields(
             ),
         ),
         state_message=(row.state_message or None) if extensions else None,
+        evaluation=evaluation_out(evaluation, row) if extensions else None,
     )
 
 
-def tuned_model_out(row: TunedModelRow, snapshots: list[SnapshotRow]) -> s.TunedModel:
-    return s.TunedModel(**tuned_model_fields(row, snapshots))
+def tuned_model_out(
+    row: TunedModelRow, snapshots: list[SnapshotRow], evaluation: dict | None = None
+) -> s.TunedModel:
+    return s.TunedModel(**tuned_model_fields(row, snapshots, evaluation=evaluation))
 
 
 def operation_out(
@@ -81,6 +139,7 @@ def operation_out(
     snapshots: list[SnapshotRow],
     queue_position: int = 0,
     strict: bool = False,
+    evaluation: dict | None = None,
 ) -> s.Operation:
     total = model.total_steps
     completed = max((x.step for x in snapshots), default=0)
@@ -94,6 +153,7 @@ def operation_out(
         completed_percent=percent,
         snapshots=[snapshot_out(x) for x in snapshots] or None,
         queue_position=(queue_position or None) if not strict else None,
+        evaluation=evaluation_out(evaluation, model) if not strict else None,
     )
     out = s.Operation(name=op.name, metadata=metadata, done=op.done or None)
     if op.done:
@@ -101,7 +161,8 @@ def operation_out(
             out.error = s.Status(code=op.error_code, message=op.error_message or "")
         else:
             out.response = s.TunedModelResponse(
-                **tuned_model_fields(model, snapshots, extensions=not strict)
+                **tuned_model_fields(model, snapshots, extensions=not strict,
+                                     evaluation=evaluation)
             )
     return out
 

@@ -33,12 +33,20 @@ class EpochOut(_Camel):
     mean_loss: float = Field(description="Mean of the epoch's step losses.")
     last_step: int
     checkpoint: bool = Field(description="Whether this epoch's parameters can be served.")
+    validation_loss: float | None = Field(None, description="Mean loss on the validation set.")
+    validation_score: float | None = Field(
+        None, description="Accuracy (label-like outputs) or token F1 on the validation set.")
 
 
 class AdviceOut(_Camel):
     epoch: int
     plateaued: bool
     message: str
+    basis: str = Field(description="'validation' (best validation score) or 'training_loss' "
+                       "(where the training loss plateaus, without validation examples).")
+    score: float | None = None
+    over_last: float | None = None
+    over_base: float | None = None
 
 
 class EpochsResponse(_Camel):
@@ -65,6 +73,7 @@ def _model(request: Request, model_id: str, principal: Principal):
 
 def _epochs(request: Request, model_id: str, principal: Principal) -> EpochsResponse:
     from tunelab.training import advise_epoch, list_checkpoints, read_manifest
+    from tunelab.training.evaluate import advice_of
 
     store = request.app.state.store
     row = _model(request, model_id, principal)
@@ -77,13 +86,19 @@ def _epochs(request: Request, model_id: str, principal: Principal) -> EpochsResp
     except NotFound:
         manifest = {}
     have = set(list_checkpoints(out_dir)) if out_dir.exists() else set()
+    evaluation = request.app.state.tuning.evaluation(model_id) or {}
+    scored = {e["epoch"]: e for e in evaluation.get("epochs") or []}
     epochs = [
         EpochOut(epoch=e, mean_loss=sum(s.mean_loss for s in snaps) / len(snaps),
-                 last_step=snaps[-1].step, checkpoint=e in have)
+                 last_step=snaps[-1].step, checkpoint=e in have,
+                 validation_loss=scored.get(e, {}).get("validation_loss"),
+                 validation_score=scored.get(e, {}).get("score"))
         for e, snaps in sorted(by_epoch.items())
     ]
     finished = [x for x in epochs if x.checkpoint]
-    advice = advise_epoch([x.mean_loss for x in finished]) if finished else None
+    advice = advice_of(evaluation) if scored else None
+    if advice is None and finished:
+        advice = advise_epoch([x.mean_loss for x in finished])
     selected = manifest.get("selected_epoch") if row.state == "ACTIVE" else None
     return EpochsResponse(
         tuned_model=f"tunedModels/{model_id}",
@@ -97,8 +112,9 @@ def _epochs(request: Request, model_id: str, principal: Principal) -> EpochsResp
 @router.get("/tunedModels/{model_id}/epochs", response_model=EpochsResponse,
             tags=["tunedModels"], response_model_exclude_none=True, response_model_by_alias=True)
 def get_epochs(model_id: str, request: Request, principal: Auth) -> EpochsResponse:
-    """tunelab extension: mean loss per epoch, which epochs have a checkpoint, the epoch
-    advice (where the loss curve plateaus) and the epoch being served."""
+    """tunelab extension: mean loss per epoch (and validation loss and score, with validation
+    examples), which epochs have a checkpoint, the epoch advice (the best validation score,
+    else where the training loss plateaus) and the epoch being served."""
     return _epochs(request, model_id, principal)
 
 

@@ -133,6 +133,10 @@ def create_tuned_model(
     examples = None
     if data is not None and data.examples is not None:
         examples = [Example(e.text_input or "", e.output) for e in data.examples.examples]
+    vdata = task.validation_data if task else None
+    validation = None
+    if vdata is not None and vdata.examples is not None:
+        validation = [Example(e.text_input or "", e.output) for e in vdata.examples.examples]
     req = TuningRequest(
         owner=principal.owner,
         base_model=body.base_model,
@@ -149,6 +153,8 @@ def create_tuned_model(
         batch_size=hp.batch_size,
         learning_rate=hp.learning_rate,
         learning_rate_multiplier=hp.learning_rate_multiplier,
+        validation_examples=validation,
+        validation_file=vdata.file if vdata is not None else None,
     )
     _accounts(request).check_create_limits(principal.owner)
     pool = _pool(request)
@@ -187,8 +193,9 @@ def list_tuned_models(
         page_token or page_token_, " ".join(words) or None,
     )
     return s.ListTunedModelsResponse(
-        tuned_models=[convert.tuned_model_out(r, store.snapshots(r.id)) for r in page.items]
-        or None,
+        tuned_models=[convert.tuned_model_out(r, store.snapshots(r.id),
+                                              _service(request).evaluation(r.id))
+                      for r in page.items] or None,
         next_page_token=page.next_token,
     )
 
@@ -199,7 +206,8 @@ def list_tuned_models(
 def get_tuned_model(model_id: str, request: Request, principal: Auth) -> s.TunedModel:
     store = _store(request)
     row = _model(request, principal, model_id)
-    return convert.tuned_model_out(row, store.snapshots(model_id))
+    return convert.tuned_model_out(row, store.snapshots(model_id),
+                                   _service(request).evaluation(model_id))
 
 
 @router.patch(
@@ -249,7 +257,8 @@ def update_tuned_model(
             fields[k] = ""
     store = _store(request)
     row = store.update_tuned_model(model_id, None, fields)
-    return convert.tuned_model_out(row, store.snapshots(model_id))
+    return convert.tuned_model_out(row, store.snapshots(model_id),
+                                   _service(request).evaluation(model_id))
 
 
 @router.delete("/tunedModels/{model_id}", response_model=s.Empty, tags=["tunedModels"])
@@ -288,7 +297,8 @@ def _operation(request: Request, name: str, principal: Principal) -> s.Operation
     job = store.job_of(model.id)
     position = store.queue_position(job) if job is not None else 0
     return convert.operation_out(
-        op, model, store.snapshots(model.id), position, strict_client(request)
+        op, model, store.snapshots(model.id), position, strict_client(request),
+        _service(request).evaluation(model.id),
     )
 
 

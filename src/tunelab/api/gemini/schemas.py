@@ -61,6 +61,12 @@ class HyperparametersIn(_In):
 
 class TuningTaskIn(_In):
     training_data: DatasetIn | None = None
+    validation_data: DatasetIn | None = Field(
+        None,
+        description="tunelab extension: examples to score the model on after every epoch "
+        "(inline or a file, as trainingData). Without them, 10% of 40 or more training "
+        "examples are held out (at least 8, at most 100).",
+    )
     hyperparameters: HyperparametersIn | None = None
     # Output-only fields, accepted and ignored (google-generativeai PATCHes the whole model).
     start_time: str | None = None
@@ -91,6 +97,7 @@ class TunedModelIn(_In):
     create_time: str | None = None
     update_time: str | None = None
     state_message: str | None = None
+    evaluation: dict[str, Any] | None = None
 
 
 class PartIn(_Lenient):
@@ -157,6 +164,56 @@ class TunedModelSource(_Out):
     base_model: str
 
 
+class ConfusionCount(_Out):
+    expected: str
+    predicted: str = Field(description="The answer given, or '(other)' when it is no label.")
+    count: int
+
+
+class WrongAnswer(_Out):
+    text_input: str
+    expected: str
+    answer: str
+
+
+class EvaluationScores(_Out):
+    """tunelab extension: one scoring on the validation examples (epoch 0: the base model)."""
+
+    epoch: int
+    validation_loss: float
+    exact_match: float
+    score: float = Field(description="accuracy for label-like outputs, else token F1.")
+    accuracy: float | None = None
+    token_f1: float | None = None
+    confusion: list[ConfusionCount] | None = None
+    wrong_answers: list[WrongAnswer] | None = Field(
+        None, description="Up to 3 answers that were not exactly the expected output.")
+
+
+class ValidationSet(_Out):
+    """tunelab extension: which examples score the model, and how they were chosen."""
+
+    source: str = Field(description="HELD_OUT (from the training data), GIVEN, or NONE.")
+    example_count: int
+    held_out_examples: list[int] | None = Field(
+        None, description="1-based numbers of the held-out training examples.")
+    message: str
+    warnings: list[str] | None = None
+
+
+class Evaluation(_Out):
+    """tunelab extension: validation scores of the base model and of every epoch so far."""
+
+    validation: ValidationSet | None = None
+    metric: str | None = Field(None, description="'accuracy' or 'tokenF1': what score is.")
+    baseline: EvaluationScores | None = None
+    epochs: list[EvaluationScores] | None = None
+    best_epoch: int | None = None
+    advice: str | None = Field(None, description="The best epoch and its margins, in words.")
+    evaluating: bool | None = Field(
+        None, description="True while the model is being tuned (more scores to come).")
+
+
 class TunedModel(_Out):
     name: str
     base_model: str | None = None
@@ -175,6 +232,8 @@ class TunedModel(_Out):
         description="tunelab extension, only on cancelled or failed models: why the tuning "
         "ended early, and what that means for the model.",
     )
+    evaluation: Evaluation | None = Field(
+        None, description="tunelab extension: the validation set and the per-epoch scores.")
 
 
 class TunedModelResponse(TunedModel):
@@ -200,6 +259,9 @@ class CreateTunedModelMetadata(_Out):
         description="tunelab extension: 1 = next to start. Omitted once the job runs, and for "
         "google-api-core clients, which parse operations strictly.",
     )
+    evaluation: Evaluation | None = Field(
+        None, description="tunelab extension: the validation set and the scores so far "
+        "(omitted for google-api-core clients).")
 
 
 class Status(_Out):

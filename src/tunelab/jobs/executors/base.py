@@ -24,10 +24,13 @@ class JobSpec:
     learning_rate: float
     seed: int
     total_steps: int
+    validation_dataset: str | None = None  # examples scored after each epoch (data/split.py)
+    validation: dict | None = None  # how they were chosen, kept with the scores
 
     @classmethod
     def from_dict(cls, d: dict) -> JobSpec:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        """Jobs queued by an older version lack the fields that have defaults."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass

@@ -46,6 +46,8 @@ class LocalExecutor:
             if delay:  # testing knob: slow a tiny model's steps down to stop jobs mid-epoch
                 time.sleep(delay)
 
+        validation = read_examples(root / spec.validation_dataset) if (
+            spec.validation_dataset) else None
         result = train(
             base,
             examples,
@@ -54,6 +56,8 @@ class LocalExecutor:
             on_snapshot=report,
             should_cancel=should_cancel,
             seed=spec.seed,
+            validation=validation,
+            validation_record=spec.validation,
         )
         steps = result.snapshots[-1].step if result.snapshots else 0
         adapter = result.adapter_dir if steps > 0 else None

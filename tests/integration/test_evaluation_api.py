@@ -1,0 +1,118 @@
+"""Validation data, per-epoch scores and :evaluate over HTTP, against a real server."""
+
+from __future__ import annotations
+
+import pytest
+from service_harness import create_body, wait_op
+
+
+def labelled(n: int, start: int = 0) -> list[dict]:
+    return [{"textInput": f"item {i}", "output": "even" if i % 2 == 0 else "odd"}
+            for i in range(start, start + n)]
+
+
+def body_with(examples: list[dict], epochs: int = 2, **task) -> dict:
+    body = create_body(epochs=epochs)
+    body["tuningTask"]["trainingData"] = {"examples": {"examples": examples}}
+    body["tuningTask"].update(task)
+    return body
+
+
+@pytest.fixture(scope="module")
+def held_out(service):
+    with service.client() as c:
+        r = c.post("/v1beta/tunedModels", params={"tunedModelId": "held"},
+                   json=body_with(labelled(48)))
+        assert r.status_code == 200, r.text
+        queued = r.json()
+        return queued, wait_op(c, queued["name"])
+
+
+def test_held_out_examples_are_listed_and_every_epoch_is_scored(client, held_out):
+    queued, op = held_out
+    v = queued["metadata"]["evaluation"]["validation"]
+    assert v["source"] == "HELD_OUT" and v["exampleCount"] == 8
+    assert len(v["heldOutExamples"]) == 8 and "8 of the 48 examples were held out" in v["message"]
+    assert queued["metadata"]["totalSteps"] == 2 * 10  # 40 training examples, batch 4
+    ev = op["metadata"]["evaluation"]
+    assert ev == op["response"]["evaluation"]
+    assert ev["metric"] == "accuracy" and ev["validation"] == v
+    assert ev["baseline"]["epoch"] == 0 and [e["epoch"] for e in ev["epochs"]] == [1, 2]
+    for e in ev["epochs"]:
+        assert {"validationLoss", "exactMatch", "score", "accuracy", "confusion"} <= e.keys()
+        assert sum(x["count"] for x in e["confusion"]) == 8
+    best = ev["bestEpoch"]
+    assert f"Epoch {best} has the best validation accuracy" in ev["advice"]
+    assert "evaluating" not in ev
+    model = client.get("/v1beta/tunedModels/held").json()
+    assert model["evaluation"] == ev
+    epochs = client.get("/v1beta/tunedModels/held/epochs").json()
+    assert epochs["selectedEpoch"] == best and epochs["advice"]["basis"] == "validation"
+    assert [x["validationScore"] for x in epochs["epochs"]] == [e["score"] for e in ev["epochs"]]
+
+
+def test_below_40_examples_nothing_is_held_out_and_the_api_says_so(client):
+    r = client.post("/v1beta/tunedModels", json=body_with(labelled(24), epochs=1))
+    assert r.status_code == 200, r.text
+    v = r.json()["metadata"]["evaluation"]["validation"]
+    assert v["source"] == "NONE" and v["exampleCount"] == 0
+    assert "fewer than 40" in v["message"]
+    op = wait_op(client, r.json()["name"])
+    assert op["response"]["evaluation"]["validation"] == v
+    epochs = client.get(f"/v1beta/{op['metadata']['tunedModel']}/epochs").json()
+    assert epochs["advice"]["basis"] == "training_loss"
+
+
+def test_given_validation_data_with_a_duplicate_is_warned_about(client):
+    given = [{"textInput": "item 3", "output": "odd"}, {"textInput": "item 99", "output": "odd"}]
+    r = client.post("/v1beta/tunedModels", json=body_with(
+        labelled(24), epochs=1, validationData={"examples": {"examples": given}}))
+    assert r.status_code == 200, r.text
+    v = r.json()["metadata"]["evaluation"]["validation"]
+    assert v["source"] == "GIVEN" and v["exampleCount"] == 2 and "heldOutExamples" not in v
+    assert "1 of 2 validation inputs also appear in the training data" in v["warnings"][0]
+    op = wait_op(client, r.json()["name"])
+    assert [e["epoch"] for e in op["response"]["evaluation"]["epochs"]] == [1]
+
+
+def test_bad_validation_data_is_reported_with_its_place(client):
+    bad = [{"textInput": "item 1", "output": " "}]
+    r = client.post("/v1beta/tunedModels", json=body_with(
+        labelled(24), validationData={"examples": {"examples": bad}}))
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["status"] == "INVALID_ARGUMENT"
+    assert "validationData, example 1" in err["message"] and "only whitespace" in err["message"]
+    r = client.post("/v1beta/tunedModels", json=body_with(
+        labelled(24), validationData={"examples": {"examples": []}}))
+    assert r.status_code == 400 and "validationData holds no examples" in r.text
+
+
+def test_evaluate_compares_the_tuned_model_with_its_base(client, held_out):
+    test = labelled(6, start=100)
+    r = client.post("/v1beta/tunedModels/held:evaluate",
+                    json={"testData": {"examples": {"examples": test}}})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["metric"] == "accuracy" and out["exampleCount"] == 6
+    assert [x["model"] for x in out["results"]] == ["tunedModels/held", "models/tiny-random"]
+    for x in out["results"]:
+        assert 0 <= x["score"] <= 1 and x["meanLatencyMs"] > 0
+    for d in out.get("differences", []):
+        assert [a["model"] for a in d["answers"]] == ["tunedModels/held", "models/tiny-random"]
+        assert len({a["text"].strip() for a in d["answers"]}) == 2
+    assert out["differingCount"] == len(out.get("differences", []))
+
+
+def test_evaluate_errors_say_what_to_do(client, held_out):
+    too_many = {"testData": {"examples": {"examples": labelled(101)}}}
+    r = client.post("/v1beta/tunedModels/held:evaluate", json=too_many)
+    assert r.status_code == 400 and "at most 100 are scored per request" in r.text
+    r = client.post("/v1beta/tunedModels/held:evaluate",
+                    json={"testData": {"examples": {"examples": labelled(2)}},
+                          "compareWith": ["tunedModels/nope"]})
+    assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND"
+    r = client.post("/v1beta/tunedModels/held:evaluate",
+                    json={"testData": {"examples": {"examples": labelled(2)}},
+                          "compareWith": ["gpt"]})
+    assert r.status_code == 400 and "'models/ID' or 'tunedModels/ID'" in r.text
