@@ -148,6 +148,10 @@ MATRIX = {
     "get_epochs": ("get", T + "/m-alice/epochs", {}, "401 400 400 200 401 403 200 404 200 200"),
     "select_epoch": ("post", T + "/m-alice:selectEpoch", {"json": {"epoch": 1}},
                      "401 400 400 403 401 403 200 404 403 200"),
+    # scores models by calling them: what generateContent needs
+    "evaluate_tuned_model": ("post", T + "/m-alice:evaluate", {"json": {
+        "testData": {"examples": {"examples": [{"textInput": "a", "output": "b"}]}}}},
+        "401 400 400 200 401 200 200 404 200 200"),
     # weights leave the server: OAuth only, and WRITER (a READER may call, not take)
     "export_tuned_model": ("get", T + "/m-alice:export", {"params": {"format": "peft"}},
                            "401 400 400 403 401 403 200 404 403 200"),
