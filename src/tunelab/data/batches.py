@@ -4,15 +4,20 @@ Only output tokens are learned from: each tokenized example keeps its prompt and
 apart, and a batch records which positions predict an output token, so the trainer computes
 the LM head only there (for small models the LM head is the largest matmul: Gemma's
 vocabulary has 262,144 entries).
+
+The user's text (inputs, outputs, system prompts, prompts at serving time) is encoded as plain
+text: a ``<|im_end|>`` typed into it becomes the characters ``<``, ``|``, … and never the
+control token that closes a turn; only the template's own control tokens are control tokens.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tunelab.catalog.templates import Template, Turn
+from tunelab.catalog.templates import Piece, Template, Turn
 from tunelab.data.examples import Example
 
 
@@ -26,10 +31,44 @@ class TokenizedExample:
         return len(self.prompt_ids) + len(self.output_ids)
 
 
+_SPECIAL_IDS: weakref.WeakKeyDictionary[Any, frozenset[int]] = weakref.WeakKeyDictionary()
+
+
+def _special_ids(tokenizer: Any) -> frozenset[int]:
+    """The ids a tokenizer gives text it treats as control tokens (its special added tokens);
+    computed once per tokenizer."""
+    ids = _SPECIAL_IDS.get(tokenizer)
+    if ids is None:
+        ids = frozenset(i for i, t in tokenizer.added_tokens_decoder.items() if t.special)
+        ids |= frozenset(tokenizer.all_special_ids)
+        _SPECIAL_IDS[tokenizer] = ids
+    return ids
+
+
+def encode_pieces(tokenizer: Any, pieces: list[Piece]) -> list[int]:
+    """Token ids of rendered ``pieces`` in which only the control pieces are control tokens.
+
+    The whole text is tokenized first, as it always was; when it holds exactly the template's
+    control tokens (the user's text holds none) that is the answer, so ordinary text is
+    encoded as before to the token. Otherwise the plain pieces are encoded again with the
+    tokenizer's special tokens split into plain text. Splitting at control tokens keeps every
+    other token as it was: tokenizers split their input at special tokens before anything
+    else."""
+    ids = tokenizer("".join(text for text, _ in pieces), add_special_tokens=False)["input_ids"]
+    specials = _special_ids(tokenizer)
+    if sum(1 for i in ids if i in specials) == sum(1 for _, control in pieces if control):
+        return ids
+    out: list[int] = []
+    for text, control in pieces:
+        out += tokenizer(text, add_special_tokens=False,
+                         split_special_tokens=not control)["input_ids"]
+    return out
+
+
 def encode_prompt(
     tokenizer: Any, template: Template, turns: list[Turn], system: str | None
 ) -> list[int]:
-    ids = tokenizer(template.render(turns, system), add_special_tokens=False)["input_ids"]
+    ids = encode_pieces(tokenizer, template.pieces(turns, system))
     if template.bos and tokenizer.bos_token_id is not None:
         ids = [tokenizer.bos_token_id, *ids]
     return ids
@@ -37,7 +76,7 @@ def encode_prompt(
 
 def tokenize_example(tokenizer: Any, template: Template, ex: Example) -> TokenizedExample:
     prompt = encode_prompt(tokenizer, template, [("user", ex.text_input)], ex.system)
-    output = tokenizer(ex.output + template.end, add_special_tokens=False)["input_ids"]
+    output = encode_pieces(tokenizer, template.output_pieces(ex.output))
     return TokenizedExample(prompt, output)
 
 

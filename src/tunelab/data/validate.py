@@ -19,6 +19,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
+from tunelab.catalog.templates import CONTROL_MARKER
 from tunelab.data.examples import Example
 from tunelab.errors import DatasetError, Problem
 
@@ -51,9 +52,10 @@ def validate(examples: list[Example], *, count_tokens: Callable[[Example], int] 
     an input over ``MAX_INPUT_CHARS`` or an output over ``MAX_OUTPUT_CHARS`` characters; and,
     when both ``count_tokens`` and ``context_length`` are given, an example with more tokens
     than ``context_length`` (``count_tokens`` should count the whole formatted example).
-    Warnings: exact duplicates, one input with different outputs, and inputs (or outputs) in
+    Warnings: exact duplicates, one input with different outputs, inputs (or outputs) in
     different formats -- some starting with a label like ``"Q:"`` and others not, different
-    labels, or only some wrapped as JSON / a code block / quotes.
+    labels, or only some wrapped as JSON / a code block / quotes -- and text that contains a
+    chat-template control token such as ``<|im_end|>``.
 
     Findings are located by the rows/lines ``read_file``/``read_bytes``/``from_records``
     recorded on the list (an ``ExampleList``); for any other list, as ``"<location>, example n"``.
@@ -91,7 +93,7 @@ def validate(examples: list[Example], *, count_tokens: Callable[[Example], int] 
     warnings = [*_duplicates(examples, where), *_conflicts(examples, where),
                 *_formats([ex.text_input for ex in examples], "input", "text_input", where),
                 *_formats([ex.output for ex in examples], "output", "output", where),
-                *_systems(examples, where)]
+                *_systems(examples, where), *_control_markers(examples, where)]
     if problems:
         raise DatasetError(problems, warnings)
     return warnings
@@ -135,6 +137,29 @@ def _systems(examples: Sequence[Example], where: _Where) -> list[Problem]:
         f"{where.rows(without)} {'has' if len(without) == 1 else 'have'} no system prompt while "
         "the other examples have one; give every example the same system prompt (or none), the "
         "way production requests will be sent", where.source, "system")]
+
+
+def _control_markers(examples: Sequence[Example], where: _Where) -> list[Problem]:
+    """Text that looks like a chat format's control token (``<|im_end|>``, ``<end_of_turn>``):
+    it is tuned as plain text (it cannot end or start a turn), so the model learns to write
+    it, which is rarely what was meant (often a conversation pasted with its template)."""
+    found = []
+    for i, ex in enumerate(examples):
+        for field, what, value in (("system", "system prompt", ex.system or ""),
+                                   ("text_input", "input", ex.text_input),
+                                   ("output", "output", ex.output)):
+            m = CONTROL_MARKER.search(value)
+            if m:
+                found.append(Problem(
+                    f"the {what} contains '{m.group()}', which looks like a chat-template "
+                    "control token. tunelab tunes it as plain text (it cannot end or start a "
+                    "turn), so the model learns to write it; remove it unless the model should "
+                    "write it literally", where.at(i), field, i + 1))
+    if len(found) <= _MAX_GROUPS:
+        return found
+    return [*found[:_MAX_GROUPS], Problem(
+        f"and {len(found) - _MAX_GROUPS} more texts with chat-template control tokens",
+        where.source)]
 
 
 def _capped(groups: list[list[int]], what: str, where: _Where) -> list[Problem]:
