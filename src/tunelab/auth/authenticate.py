@@ -33,8 +33,8 @@ def credentials_of(request: Request) -> tuple[str | None, str | None]:
 
 
 def client_address(request: Request) -> str | None:
-    """The peer's address (behind a reverse proxy, run uvicorn with ``--forwarded-allow-ips``
-    so this is the client's, not the proxy's)."""
+    """The client's address: the peer's, or behind a reverse proxy its ``X-Forwarded-For``
+    (uvicorn trusts it from the proxies in ``FORWARDED_ALLOW_IPS``, by default this machine)."""
     return request.client.host if request.client else None
 
 
