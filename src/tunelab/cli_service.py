@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -98,6 +99,41 @@ def _check_port_free(host: str, port: int) -> None:
             raise typer.Exit(2) from None
 
 
+def _unwritable(home: Path, exc: Exception) -> typer.Exit:
+    """One plain line, instead of a traceback, when ``serve`` cannot write its data directory
+    (a read-only or full disk, no permission); ``exc`` is raised on when it is not that."""
+    from tunelab.fsutil import storage_fault
+
+    fault = storage_fault(exc)
+    why = {"full": "is on a full disk", "read-only": "is on a read-only file system"}.get(
+        fault.kind if fault else "") or _write_problem(home)
+    if why is None:
+        raise exc
+    err.print(f"[bold red]Error:[/] cannot start: the data directory {home} {why}. Make it "
+              "writable (or free space), or point TUNELAB_HOME at a writable directory.",
+              highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _write_problem(home: Path) -> str | None:
+    """Why nothing can be written in ``home`` (None: a file can be created there)."""
+    import errno
+    import tempfile
+
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            return None
+    except OSError as e:
+        if e.errno == errno.EROFS:
+            return "is on a read-only file system"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "is on a full disk"
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "is not writable by this user"
+        return f"cannot be written ({e.strerror})"
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
@@ -116,12 +152,18 @@ def serve(
     quiet_libraries()   # before the workers start: they inherit TQDM_DISABLE
     _check_port_free(host, port)
     settings = Settings()
-    store = Store.open(settings)  # migrations run once, before any worker starts
+    try:
+        store = Store.open(settings)  # migrations run once, before any worker starts
+    except Exception as e:
+        raise _unwritable(settings.home, e) from None
     pool = WorkerPool(0 if no_worker else max(0, workers))
     app = create_app(settings, store)
     from tunelab.auth.bootstrap import ensure_owner
 
-    created = ensure_owner(settings, app.state.accounts)
+    try:
+        created = ensure_owner(settings, app.state.accounts)
+    except Exception as e:
+        raise _unwritable(settings.home, e) from None
     if created:
         err.print(f"tunelab: created the owner account; its password, API key and refresh "
                   f"token are in {created} (readable only by you). See docs/auth.md.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ _FULL = {errno.ENOSPC, errno.EDQUOT}
 _READ_ONLY = {errno.EROFS}
 # SQLite's primary result codes for the same faults (sqlite3.Error.sqlite_errorcode & 0xff).
 _SQLITE_FULL, _SQLITE_READONLY = 13, 8
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 STORAGE_FULL = (
     "The server is out of storage space, so this could not be saved; nothing was changed. "
@@ -58,14 +60,22 @@ def storage_fault(exc: BaseException) -> StorageUnavailable | None:
         seen.add(id(e))
         if isinstance(e, StorageUnavailable):
             return e
-        if isinstance(e, OSError) and e.errno in _FULL | _READ_ONLY:
-            return StorageUnavailable("full" if e.errno in _FULL else "read-only")
+        number = e.errno if isinstance(e, OSError) else _rust_errno(e)
+        if number in _FULL | _READ_ONLY:
+            return StorageUnavailable("full" if number in _FULL else "read-only")
         code = getattr(e, "sqlite_errorcode", None)
         if isinstance(code, int) and code & 0xFF in (_SQLITE_FULL, _SQLITE_READONLY):
             return StorageUnavailable("full" if code & 0xFF == _SQLITE_FULL else "read-only")
         orig = getattr(e, "orig", None)  # SQLAlchemy wraps the driver's exception
         todo += [e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None]
     return None
+
+
+def _rust_errno(exc: BaseException) -> int | None:
+    """The errno in an I/O error of a library written in Rust (safetensors writes the
+    weights): not an OSError, only a message ending in "(os error 28)"."""
+    found = _OS_ERROR.search(str(exc)) if not isinstance(exc, OSError) else None
+    return int(found.group(1)) if found else None
 
 
 def _fsync_files(path: Path) -> None:

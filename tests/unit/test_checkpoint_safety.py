@@ -210,3 +210,4 @@ def test_a_full_or_read_only_disk_is_a_retryable_fault():
     assert "out of storage space" in fault.message
     ro = storage_fault(OSError(errno.EROFS, "Read-only file system", "/srv/tunelab/x"))
     assert ro.kind == "read-only" and "/srv" not in ro.message
+

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.errors import DatasetError, Problem, TunelabError
+from tunelab.fsutil import storage_fault
 
 log = logging.getLogger("tunelab.api")
 
@@ -139,6 +140,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+        fault = storage_fault(exc)  # a full or read-only disk: retryable, not a bug
+        if fault is not None:
+            log.warning("storage fault: %s", exc)
+            return error_response(fault)
         log.exception("unexpected error")
         return JSONResponse(
             error_body(500, "INTERNAL", f"Internal error ({type(exc).__name__}); see server log."),

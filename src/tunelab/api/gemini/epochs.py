@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from tunelab.api.deps import Principal, current_principal
 from tunelab.api.lenient import LenientJSONRoute
-from tunelab.errors import FailedPrecondition, InvalidArgument, NotFound
+from tunelab.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 
 router = APIRouter(route_class=LenientJSONRoute)
 Auth = Annotated[Principal, Depends(current_principal)]
@@ -85,6 +85,9 @@ def _epochs(request: Request, model_id: str, principal: Principal) -> EpochsResp
         manifest = read_manifest(out_dir)
     except NotFound:
         manifest = {}
+    except DataLoss as e:
+        raise DataLoss(f"tunedModels/{model_id}: {e.message} Restore the server's data "
+                       "directory from a backup, or delete the model and tune it again.") from None
     have = set(list_checkpoints(out_dir)) if out_dir.exists() else set()
     evaluation = request.app.state.tuning.evaluation(model_id) or {}
     scored = {e["epoch"]: e for e in evaluation.get("epochs") or []}
