@@ -23,7 +23,9 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from tunelab.api.errors import error_body
 from tunelab.auth.authenticate import client_address
+from tunelab.auth.errors import TooManyAttempts
 from tunelab.errors import PermissionDenied, Unauthenticated
 
 STATIC = Path(__file__).parent / "static"
@@ -110,12 +112,15 @@ async def login(body: Login, request: Request) -> JSONResponse:
 
     _same_origin(request)
     accounts = _accounts(request)
-    try:  # too many attempts: 429 with Retry-After, "Try again in N seconds."
+    try:
         tokens = await run_in_threadpool(
             accounts.password_grant, body.username, body.password, None, CLIENT_ID,
             address=client_address(request))
     except OAuthError as e:
         raise Unauthenticated(e.description) from None
+    except TooManyAttempts as e:  # 429, "Try again in N seconds.", with Retry-After
+        return JSONResponse(error_body(e.http_code, e.status, e.message, e.details),
+                            status_code=e.http_code, headers={**NO_STORE, **e.headers})
     out = await run_in_threadpool(_session_out, accounts, tokens)
     resp = JSONResponse(out, headers=NO_STORE)
     resp.set_cookie(COOKIE, tokens["refresh_token"], httponly=True, samesite="strict",
