@@ -23,6 +23,11 @@ from pathlib import Path
 
 import pytest
 
+# Tests pin losses and greedy tokens, which must not depend on the CPU a test runs on: the frozen
+# base is held in fp32 unless a test asks for another precision (TUNELAB_PRECISION, catalog/
+# precision.py). Servers started by tests inherit it.
+os.environ.setdefault("TUNELAB_PRECISION", "fp32")
+
 
 def _pg_bindir() -> Path | None:
     env = os.environ.get("TUNELAB_TEST_PG_BINDIR")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.catalog.precision import Precision, choose
 from tunelab.catalog.specs import BaseModelSpec
 from tunelab.catalog.templates import Template, template_for_vocab
 from tunelab.fsutil import file_lock
@@ -23,6 +24,7 @@ class LoadedBase:
     template: Template
     device: str
     path: Path
+    precision: Precision = Precision("fp32", "default")
 
     @property
     def context_length(self) -> int:
@@ -45,16 +47,6 @@ def pick_device(setting: str = "auto") -> str:
     return "cpu"
 
 
-def pick_dtype(device: str):
-    """fp32 on CPUs (many lack native bf16, where bf16 matmuls run ~100x slower);
-    bf16 on GPUs that support it."""
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
 def set_threads(threads: int | None) -> None:
     import torch
 
@@ -71,10 +63,17 @@ def materialize(spec: BaseModelSpec, models_dir: Path) -> Path:
 
 
 def load_base_model(
-    spec: BaseModelSpec, models_dir: Path, device: str = "auto", threads: int | None = None
+    spec: BaseModelSpec,
+    models_dir: Path,
+    device: str = "auto",
+    threads: int | None = None,
+    precision: str = "fp32",
 ) -> LoadedBase:
+    """Load ``spec``'s weights with the frozen base held in the precision ``precision`` picks
+    (``auto``: measured on this CPU, catalog/precision.py; the service passes its setting, whose
+    default is ``auto``; a library caller gets fp32, the same numbers on every machine)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -83,7 +82,12 @@ def load_base_model(
     path = materialize(spec, models_dir)
     device = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(device))
+    config = AutoConfig.from_pretrained(path)
+    text = getattr(config, "text_config", None) or config
+    hidden = int(getattr(text, "hidden_size", 0) or 512)
+    inner = int(getattr(text, "intermediate_size", 0) or 4 * hidden)
+    chosen = choose(precision, device, models_dir, hidden, inner)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=chosen.dtype)
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     model.to(device)
@@ -95,4 +99,4 @@ def load_base_model(
         ctx = getattr(model.config, "max_position_embeddings", None) or spec.context_length
         spec = dataclasses.replace(spec, context_length=min(int(ctx), 4096))
     torch.manual_seed(0)
-    return LoadedBase(spec, model, tokenizer, template, device, path)
+    return LoadedBase(spec, model, tokenizer, template, device, path, chosen)

@@ -1,0 +1,170 @@
+"""The precision a base model's frozen weights are held in: chosen by measurement, not assumed.
+
+CPUs differ more than their names suggest. On an Intel Xeon with AMX a bf16 matmul runs several
+times faster than fp32; on an AVX2-only CPU it runs up to ~100x *slower* (emulated); with
+AVX512-BF16 but no AMX it is slower too. So on a CPU, ``auto`` times one matmul of the model's own
+shapes in both precisions (well under a second) and holds the frozen base in bf16 only where bf16
+is clearly faster. The answer is cached per CPU model, torch version and thread count in the data
+dir, so the probe runs once per machine, not once per process.
+
+Only the frozen base is bf16. The LoRA weights, their gradients, the optimizer state and the loss
+stay fp32 (PEFT keeps adapter weights fp32 and casts the adapter's output back; the loop computes
+the output-only logits in fp32), which is what keeps the training loss of the bf16 path close to
+fp32's (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tunelab.fsutil import atomic_write_text
+
+CHOICES = ("auto", "fp32", "bf16")
+# bf16 must beat fp32 by this factor to be chosen: a marginal win is not worth the rounding.
+CLEAR_WIN = 1.3
+# The probe's matmul: this many tokens against a (hidden x intermediate) weight, the shape of the
+# MLP projections that dominate a small model's step.
+PROBE_TOKENS = 256
+PROBE_BUDGET_S = 0.6
+CACHE_FILE = "precision.json"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What the frozen base weights are held in, and why."""
+
+    name: str  # "fp32" | "bf16"
+    reason: str  # one line for `tunelab models` / `tunelab tune` and the manifest
+    fp32_ms: float | None = None
+    bf16_ms: float | None = None
+
+    @property
+    def dtype(self):
+        import torch
+
+        return torch.bfloat16 if self.name == "bf16" else torch.float32
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (what the probe's cache is keyed by)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide bf16's speed, for benchmark reports: AMX, AVX512-BF16, AVX2."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return [f for f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2") if f in flags]
+
+
+def _time_matmul(dtype, tokens: int, hidden: int, inner: int, budget_s: float) -> float:
+    """Best-of milliseconds of ``x @ w.T`` in ``dtype``, within ``budget_s``."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(tokens, hidden, generator=g).to(dtype)
+    w = torch.randn(inner, hidden, generator=g).to(dtype)
+    x @ w.T  # warm-up: oneDNN picks and caches its kernel on the first call
+    best = float("inf")
+    deadline = time.perf_counter() + budget_s
+    for _ in range(20):
+        t0 = time.perf_counter()
+        x @ w.T
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() > deadline:
+            break
+    return best * 1e3
+
+
+def probe(hidden: int, inner: int) -> Precision:
+    """Time fp32 against bf16 for a (hidden x inner) projection on this CPU."""
+    fp32 = _time_matmul(_torch_dtype("fp32"), PROBE_TOKENS, hidden, inner, PROBE_BUDGET_S / 2)
+    # An emulated bf16 matmul can be ~100x slower: one warm-up call of it tells, so the probe
+    # stays short on such CPUs (the budget check runs after each call).
+    bf16 = _time_matmul(_torch_dtype("bf16"), PROBE_TOKENS, hidden, inner, PROBE_BUDGET_S / 2)
+    if bf16 * CLEAR_WIN <= fp32:
+        why = f"bf16 matmuls measured {fp32 / bf16:.1f}x faster than fp32 on this CPU"
+        return Precision("bf16", why, round(fp32, 3), round(bf16, 3))
+    why = f"bf16 matmuls are not clearly faster on this CPU ({fp32 / bf16:.2f}x of fp32's speed)"
+    return Precision("fp32", why, round(fp32, 3), round(bf16, 3))
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return torch.bfloat16 if name == "bf16" else torch.float32
+
+
+def choose(
+    setting: str, device: str, cache_dir: Path | None, hidden: int, inner: int
+) -> Precision:
+    """The precision for a base model's frozen weights on ``device``.
+
+    ``setting`` is ``TUNELAB_PRECISION``: ``fp32`` and ``bf16`` are honoured as given; ``auto``
+    measures on a CPU (cached in ``cache_dir``) and takes bf16 on a CUDA device that supports it.
+    """
+    import torch
+
+    if setting not in CHOICES:
+        raise ValueError(f"precision must be one of {', '.join(CHOICES)}, not {setting!r}")
+    if setting != "auto":
+        return Precision(setting, f"set by TUNELAB_PRECISION={setting}")
+    if device.startswith("cuda"):
+        if torch.cuda.is_bf16_supported():
+            return Precision("bf16", "the GPU supports bf16")
+        return Precision("fp32", "the GPU does not support bf16")
+    if not device.startswith("cpu"):
+        return Precision("fp32", f"fp32 on {device}")
+    key = f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | " \
+          f"{hidden}x{inner}"
+    cache = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
+    known = _read_cache(cache)
+    if key in known:
+        try:
+            return Precision(**known[key])
+        except TypeError:
+            pass  # an older cache entry: measure again
+    chosen = probe(hidden, inner)
+    if cache is not None:
+        known[key] = chosen.to_dict()
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cache, json.dumps(known, indent=1))
+        except OSError:
+            pass  # a read-only data dir: measure again next time
+    return chosen
+
+
+def _read_cache(path: Path | None) -> dict:
+    if path is None or not path.is_file() or path.stat().st_size > 1_000_000:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def threads_default() -> int:
+    return os.cpu_count() or 1

@@ -1,0 +1,79 @@
+"""The frozen base's precision: chosen by measurement on a CPU, honoured when set, cached."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tunelab.catalog import get_base_model, load_base_model
+from tunelab.catalog.precision import CACHE_FILE, Precision, choose, cpu_flags, probe
+from tunelab.config import Settings
+from tunelab.data import Example
+from tunelab.training.hyperparameters import Hyperparameters
+from tunelab.training.loop import train
+
+
+@pytest.mark.parametrize("setting", ["fp32", "bf16"])
+def test_an_explicit_setting_is_honoured_without_a_probe(setting, tmp_path):
+    chosen = choose(setting, "cpu", tmp_path, 64, 256)
+    assert chosen.name == setting
+    assert "TUNELAB_PRECISION" in chosen.reason
+    assert not (tmp_path / CACHE_FILE).exists()  # nothing measured, nothing cached
+
+
+def test_auto_measures_once_and_caches_per_machine(tmp_path):
+    first = choose("auto", "cpu", tmp_path, 64, 256)
+    assert first.name in ("fp32", "bf16")
+    assert first.fp32_ms is not None and first.bf16_ms is not None
+    cached = json.loads((tmp_path / CACHE_FILE).read_text())
+    (key,) = cached
+    assert "64x256" in key and torch.__version__ in key
+    # The cache is what a later process reads: change it, and the answer follows it.
+    other = "fp32" if first.name == "bf16" else "bf16"
+    cached[key] = Precision(other, "cached answer", 1.0, 2.0).to_dict()
+    (tmp_path / CACHE_FILE).write_text(json.dumps(cached))
+    assert choose("auto", "cpu", tmp_path, 64, 256).name == other
+
+
+def test_a_damaged_cache_is_measured_again(tmp_path):
+    (tmp_path / CACHE_FILE).write_text("{not json")
+    assert choose("auto", "cpu", tmp_path, 64, 256).name in ("fp32", "bf16")
+    assert isinstance(json.loads((tmp_path / CACHE_FILE).read_text()), dict)
+
+
+def test_probe_reports_both_timings_and_a_reason():
+    p = probe(64, 256)
+    assert p.fp32_ms > 0 and p.bf16_ms > 0
+    assert ("faster" in p.reason) == (p.name == "bf16")
+
+
+def test_cpu_flags_are_the_ones_that_decide_bf16():
+    assert set(cpu_flags()) <= {"amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2"}
+
+
+def test_an_unknown_setting_is_refused():
+    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+        choose("fp16", "cpu", None, 64, 256)
+    with pytest.raises(ValueError):
+        Settings(precision="fp16")
+
+
+def test_a_bf16_base_trains_fp32_lora_weights(models_dir, tmp_path):
+    """Only the frozen base is bf16: the adapter (and so its optimizer state) stays fp32, the
+    loss is finite and falls, and the loaded base serves fp32-free afterwards."""
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 2, "bf16")
+    assert base.precision.name == "bf16"
+    assert next(base.model.parameters()).dtype == torch.bfloat16
+    examples = [Example(f"say {i}", "yes" if i % 2 else "no") for i in range(24)]
+    result = train(base, examples, Hyperparameters(epoch_count=3, batch_size=4,
+                                                   learning_rate=5e-3), tmp_path / "out")
+    losses = [s.mean_loss for s in result.snapshots]
+    assert all(loss == loss and loss < 100 for loss in losses)
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors"))
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())
+    assert next(base.model.parameters()).dtype == torch.bfloat16
