@@ -87,7 +87,9 @@ def _load_base(settings: Settings, name: str):
 
     spec = get_base_model(name, settings.extra_models)
     with console.status(f"Loading base model {spec.id}… (the first use converts it, ~30 s)"):
-        return load_base_model(spec, settings.models_dir, settings.device, settings.threads)
+        return load_base_model(
+            spec, settings.models_dir, settings.device, settings.threads, settings.precision
+        )
 
 
 def default_output_dir(data: Path) -> Path:
@@ -123,9 +125,16 @@ def tune(
     display_name: Annotated[
         str | None, typer.Option(help="Display name of the tuned model (with --server).")
     ] = None,
+    validation: Annotated[
+        Path | None,
+        typer.Option(help="Validation examples (CSV, JSON or JSONL) to score every epoch on. "
+                     "Default: 10% of 40 or more examples are held out."),
+    ] = None,
 ) -> None:
-    """Tune a LoRA adapter on DATA and show progress, per-epoch losses and epoch advice."""
+    """Tune a LoRA adapter on DATA and show progress, per-epoch losses and validation
+    scores, and the best epoch."""
     from tunelab.data import read_file, validate
+    from tunelab.data.split import split_validation
     from tunelab.training import Hyperparameters
 
     settings = Settings()
@@ -133,6 +142,11 @@ def tune(
     try:
         hp.validate()
         examples = read_file(data, input_column=input_column, output_column=output_column)
+        given = None
+        if validation is not None:
+            given = read_file(validation, input_column=input_column,
+                              output_column=output_column)
+            validate(given, min_examples=1, location=str(validation))
         if server:
             from tunelab import cli_service
 
@@ -142,6 +156,7 @@ def tune(
                 hp,
                 base_model or settings.default_base_model,
                 display_name or data.stem,
+                validation=given,
             )
             return
         base = _load_base(settings, base_model or settings.default_base_model)
@@ -155,22 +170,28 @@ def tune(
         raise typer.Exit(2) from None
     except TunelabError as e:
         raise fail(e.message, 2) from None
+    split = split_validation(examples, given)
+    warnings += split.warnings
     if warnings:
         err.print("[yellow]Warnings about the training data:[/]")
         print_warnings(warnings)
+    console.print(f"Validation: {split.message}", highlight=False)
 
     out = output or default_output_dir(data)
     try:
         result = train_with_progress(
-            base, examples, hp, out, settings.seed if seed is None else seed
+            base, split.train, hp, out, settings.seed if seed is None else seed,
+            validation=split.validation, validation_record=split.record(),
         )
     except TunelabError as e:
         raise fail(e.message, 2) from None
     report_result(result)
 
 
-def train_with_progress(base, examples, hp, out: Path, seed: int):
-    """Run the trainer with a live progress bar; Ctrl-C cancels cleanly."""
+def train_with_progress(base, examples, hp, out: Path, seed: int, validation=None,
+                        validation_record: dict | None = None):
+    """Run the trainer with a live progress bar (which also follows the scoring of each
+    epoch on the validation examples); Ctrl-C cancels cleanly."""
     from tunelab.training import train
 
     resolved = hp.resolve(base.spec.recommended_learning_rate)
@@ -187,6 +208,7 @@ def train_with_progress(base, examples, hp, out: Path, seed: int):
         MofNCompleteColumn(),
         TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
         TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -199,7 +221,14 @@ def train_with_progress(base, examples, hp, out: Path, seed: int):
             epoch=1,
             epochs=resolved.epoch_count,
             loss="–",
+            note="",
         )
+
+        def scoring(epoch: int, done: int, total: int) -> None:
+            what = "the base model" if epoch == 0 else f"epoch {epoch}"
+            note = "" if done == total else f"scoring {what}: {done}/{total}"
+            progress.update(task, note=note)
+
         return train(
             base,
             examples,
@@ -210,6 +239,9 @@ def train_with_progress(base, examples, hp, out: Path, seed: int):
             on_snapshot=lambda s: progress.update(
                 task, completed=s.step, epoch=s.epoch, loss=f"{s.mean_loss:.4f}"
             ),
+            validation=validation,
+            validation_record=validation_record,
+            on_evaluation_progress=scoring,
         )
 
 
@@ -222,24 +254,53 @@ def _example_tokens(base, ex) -> int:
 def report_result(result) -> None:
     if result.resumed_from_epoch:
         console.print(f"(resumed from the checkpoint of epoch {result.resumed_from_epoch})")
+    ev = result.evaluation
+    scored = {e["epoch"]: e for e in ev["epochs"]} if ev else {}
+    metric = ("accuracy" if ev["metric"] == "accuracy" else "token F1") if ev else ""
     if result.epoch_losses:
-        table = Table(title="Mean loss per epoch")
+        table = Table(title="Per epoch" + (f" (validation: {ev['example_count']} examples)"
+                                           if ev else ""))
         table.add_column("epoch", justify="right")
-        table.add_column("mean loss", justify="right")
+        table.add_column("train loss", justify="right")
+        if ev:
+            for col in ("val. loss", "exact match", metric):
+                table.add_column(col, justify="right")
         table.add_column("")
+        if ev and ev.get("baseline"):
+            b = ev["baseline"]
+            table.add_row("base", "", f"{b['validation_loss']:.4f}", f"{b['exact_match']:.3f}",
+                          f"{b['score']:.3f}", "[dim]before tuning[/]")
         best = result.advice.epoch if result.advice else None
+        mark = "← best" if ev else "← suggested"
         for i, loss in enumerate(result.epoch_losses, 1):
-            table.add_row(str(i), f"{loss:.4f}", "← suggested" if i == best else "")
+            row = [str(i), f"{loss:.4f}"]
+            if ev:
+                e = scored.get(i)
+                row += [f"{e['validation_loss']:.4f}", f"{e['exact_match']:.3f}",
+                        f"{e['score']:.3f}"] if e else ["", "", ""]
+            table.add_row(*row, mark if i == best else "")
         console.print(table)
     if result.status == "cancelled":
+        last = ev["epochs"][-1] if ev and ev["epochs"] else None
+        quality = (
+            f"the last evaluated epoch, {last['epoch']}, scored {last['score']:.3f} "
+            f"({metric}); the steps after it were not scored, so their quality is "
+            "unpredictable"
+            if last else "its quality is unpredictable"
+        )
         console.print(
             f"[yellow]Tuning was cancelled after {len(result.snapshots)} steps.[/] The adapter "
-            "holds the parameters learned so far; its quality is unpredictable."
+            f"holds the parameters learned so far; {quality}.", highlight=False, soft_wrap=True
         )
     if result.advice:
-        console.print(f"[bold]Epoch advice:[/] {result.advice.message}")
+        label = "Best epoch" if ev else "Epoch advice"
+        console.print(f"[bold]{label}:[/] {result.advice.message}", highlight=False)
         last = len(result.epoch_losses)
-        if result.advice.epoch != last and result.status == "completed":
+        served = result.manifest.get("selected_epoch")
+        if ev and served and served != last:
+            console.print(f"  The adapter serves epoch {served}. To serve epoch {last} "
+                          f"instead: tunelab use-epoch {result.output_dir} {last}")
+        elif result.advice.epoch != last and result.status == "completed":
             console.print(
                 f"  To serve epoch {result.advice.epoch} instead of {last}: "
                 f"tunelab use-epoch {result.output_dir} {result.advice.epoch}"
@@ -308,6 +369,169 @@ def use_epoch(
     except TunelabError as e:
         raise fail(e.message, 2) from None
     console.print(f"{output}/adapter now holds the parameters after epoch {epoch}.")
+
+
+@app.command("eval")
+def eval_models(
+    models: Annotated[list[str], typer.Argument(
+        help="Tuning output directories, base model names, or with --server "
+        "tunedModels/ID and models/ID.")],
+    data: Annotated[Path, typer.Option(help="Test examples: a CSV, JSON or JSONL file.")],
+    server: Annotated[
+        str | None, typer.Option(help="Call tunedModels/… and models/… on this service.")
+    ] = None,
+    base: Annotated[bool, typer.Option(
+        help="Also score the base model of the first tuned model named.")] = True,
+    input_column: Annotated[str | None, typer.Option(help="CSV/JSON input column.")] = None,
+    output_column: Annotated[str | None, typer.Option(help="CSV/JSON output column.")] = None,
+    show: Annotated[int, typer.Option(help="Differing answers shown side by side.")] = 10,
+) -> None:
+    """Score models on one test file: a table of scores and latency, then the examples where
+    their answers differ, side by side (greedy answers; see docs/evaluation.md)."""
+    from tunelab.data import read_file, validate
+    from tunelab.data.split import MAX_VALIDATION
+    from tunelab.training.evaluate import compare
+
+    settings = Settings()
+    try:
+        examples = read_file(data, input_column=input_column, output_column=output_column)
+        validate(examples, min_examples=1, location=str(data))
+        if len(examples) > MAX_VALIDATION:
+            raise TunelabError(
+                f"{data} holds {len(examples)} examples; at most {MAX_VALIDATION} are scored "
+                "(each model answers every one). Use a sample of the file.")
+        answerers = _answerers(settings, list(models), examples, server, base)
+        with Progress(TextColumn("[bold blue]answering {task.fields[model]}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("eval", total=len(examples) * len(answerers), model="")
+            count = {"n": 0}
+
+            def advance(name: str, done: int, total: int) -> None:
+                count["n"] += 1
+                progress.update(task, completed=count["n"], model=name)
+
+            out = compare(examples, answerers, advance)
+    except DatasetError as e:
+        print_problems(e)
+        raise typer.Exit(2) from None
+    except TunelabError as e:
+        raise fail(e.message, 2) from None
+    show_evaluation(out, data, show)
+
+
+def _answerers(settings: Settings, names: list[str], examples, server: str | None,
+               with_base: bool) -> list:
+    """(name, greedy answer function) for each model; local ones share a loaded base."""
+    from tunelab.inference import GenerationConfig, Generator
+    from tunelab.training import adapter_path, read_manifest
+    from tunelab.training.evaluate import ANSWER_MARGIN_TOKENS, answer_budget
+
+    served = [n for n in names if n.startswith(("tunedModels/", "models/"))] if server else []
+    if with_base:
+        first = next((n for n in names if n not in served and (Path(n) / "manifest.json")
+                      .exists()), None)
+        if first is not None:
+            extra = read_manifest(Path(first))["base_model"]
+            if extra not in names and f"models/{extra}" not in names:
+                names = [*names, extra]
+        elif server and any(n.startswith("tunedModels/") for n in served):
+            with _service_client(server) as c:
+                extra = c.get(f"/v1beta/{next(n for n in served if n.startswith('tuned'))}")
+                extra = _checked(extra)["baseModel"]
+            if extra not in names:
+                names, served = [*names, extra], [*served, extra]
+    generators: dict = {}
+    out = []
+    for name in names:
+        if name in served:
+            # an answer may be as long as the longest expected output in characters (a token
+            # is at least one character) plus a margin: the server's tokenizer is not here
+            budget = max(len(ex.output) for ex in examples) + ANSWER_MARGIN_TOKENS
+            out.append((name, _served_answer(server, name, budget)))
+            continue
+        path = Path(name)
+        if (path / "manifest.json").exists():
+            base_name, adapter = read_manifest(path)["base_model"], adapter_path(path)
+        elif path.exists():
+            raise TunelabError(f"{name} is not a tuning output directory (no manifest.json).")
+        else:
+            base_name, adapter = name.removeprefix("models/"), None
+        if base_name not in generators:
+            generators[base_name] = Generator(_load_base(settings, base_name),
+                                              settings.adapter_cache_bytes)
+        gen = generators[base_name]
+        config = GenerationConfig(temperature=0.0, max_output_tokens=answer_budget(
+            gen.base.tokenizer, gen.base.template, examples))
+        out.append((name, lambda ex, g=gen, c=config, a=adapter: g.generate(
+            [("user", ex.text_input)], ex.system, c, a).text))
+    return out
+
+
+def _service_client(server: str):
+    from tunelab import cli_service
+
+    return cli_service._client(server)
+
+
+def _checked(resp) -> dict:
+    from tunelab import cli_service
+
+    return cli_service._check(resp)
+
+
+def _served_answer(server: str, name: str, budget: int):
+    """A function answering one example with a served model's generateContent (greedy)."""
+    client = _service_client(server)
+
+    def answer(ex) -> str:
+        body = {"contents": [{"role": "user", "parts": [{"text": ex.text_input}]}],
+                "generationConfig": {"temperature": 0, "maxOutputTokens": budget}}
+        if ex.system is not None:
+            body["systemInstruction"] = {"parts": [{"text": ex.system}]}
+        resp = _checked(client.post(f"/v1beta/{name}:generateContent", json=body))
+        return "".join(p.get("text", "") for p in resp["candidates"][0]["content"]["parts"])
+
+    return answer
+
+
+def show_evaluation(out: dict, data: Path, show: int) -> None:
+    """The scores table, then the differing answers side by side."""
+    metric = "accuracy" if out["metric"] == "accuracy" else "token F1"
+    table = Table(title=f"Scores on {data.name} ({out['example_count']} examples)")
+    for col in ("model", metric, "exact match", "mean latency"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    best = max(r["score"] for r in out["results"])
+    for r in out["results"]:
+        mark = "[bold green]" if r["score"] == best else ""
+        table.add_row(r["model"], f"{mark}{r['score']:.3f}", f"{r['exact_match']:.3f}",
+                      f"{r['mean_latency_ms']:.0f} ms")
+    console.print(table)
+    diffs = out["differences"][:show]
+    if len(out["results"]) < 2:
+        return
+    if not diffs:
+        console.print("Every model gave the same answer to every example.")
+        return
+    side = Table(title=f"Answers that differ ({out['differing_count']} of "
+                 f"{out['example_count']} examples; {len(diffs)} shown)", show_lines=True)
+    side.add_column("input")
+    side.add_column("expected")
+    for r in out["results"]:
+        side.add_column(r["model"])
+    for d in diffs:
+        cells = []
+        for a in d["answers"]:
+            ok = a["text"].strip() == d["expected"].strip()
+            cells.append(("[green]" if ok else "") + _cut(a["text"]) + ("[/]" if ok else ""))
+        side.add_row(_cut(d["text_input"]), _cut(d["expected"]), *cells)
+    console.print(side)
+
+
+def _cut(text: str, n: int = 80) -> str:
+    from rich.markup import escape
+
+    text = " ".join(text.split())
+    return escape(text if len(text) <= n else text[: n - 1] + "…")
 
 
 @app.command()

@@ -40,8 +40,9 @@ class WorkerPool:
     """``tunelab serve``'s worker processes, restarted if they die (a killed worker's job is
     resumed by the next one to claim it once its lease lapses)."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, threads: int = 0):
         self.n = n
+        self.threads = threads  # torch threads of each worker (0: the worker's own setting)
         self.procs: list[subprocess.Popen] = []
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -50,6 +51,8 @@ class WorkerPool:
         # The worker watches this pid: if `serve` dies without stopping it (kill -9), the
         # worker notices, hands its job back to the queue and exits instead of lingering.
         env = {**os.environ, "TUNELAB_SUPERVISOR_PID": str(os.getpid())}
+        if self.threads:
+            env["TUNELAB_THREADS"] = str(self.threads)
         return subprocess.Popen([sys.executable, "-m", "tunelab.jobs"], env=env)
 
     def start(self) -> None:
@@ -156,7 +159,11 @@ def serve(
         store = Store.open(settings)  # migrations run once, before any worker starts
     except Exception as e:
         raise _unwritable(settings.home, e) from None
-    pool = WorkerPool(0 if no_worker else max(0, workers))
+    n_workers = 0 if no_worker else max(0, workers)
+    # The API and its local workers share this machine's cores instead of each taking all.
+    api_threads, worker_threads = settings.thread_split(n_workers)
+    settings = settings.model_copy(update={"api_threads": api_threads})
+    pool = WorkerPool(n_workers, worker_threads)
     app = create_app(settings, store)
     from tunelab.auth.bootstrap import ensure_owner
 
@@ -167,7 +174,9 @@ def serve(
     if created:
         err.print(f"tunelab: created the owner account; its password, API key and refresh "
                   f"token are in {created} (readable only by you). See docs/auth.md.")
-    err.print(f"tunelab: data in {settings.home}; {pool.n} worker(s); http://{host}:{port}")
+    per_worker = f", {worker_threads} per worker" if pool.n else ""
+    err.print(f"tunelab: data in {settings.home}; {pool.n} worker(s); torch threads: API "
+              f"{api_threads}{per_worker}; http://{host}:{port}")
     pool.start()
 
     def _exit(signum, frame):
@@ -298,6 +307,7 @@ def submit_and_follow(
     *,
     poll_seconds: float = 1.0,
     out: Console | None = None,
+    validation: list | None = None,
 ) -> dict:
     """Submit a tuning job to a tunelab service and show the progress bar from the
     operation's snapshots until it is done. Ctrl-C cancels the job. Returns the final
@@ -319,6 +329,9 @@ def submit_and_follow(
     }
     if display_name:
         body["displayName"] = display_name[:40]
+    if validation:
+        body["tuningTask"]["validationData"] = {"examples": {"examples": [
+            {"textInput": e.text_input, "output": e.output} for e in validation]}}
     progress = Progress(
         TextColumn("[bold blue]tuning"),
         BarColumn(),
@@ -335,6 +348,11 @@ def submit_and_follow(
         op = _check(c.post("/v1beta/tunedModels", json=body))
         meta = op["metadata"]
         out.print(f"Submitted {meta['tunedModel']} ({meta['totalSteps']} steps) to {server}")
+        split = (meta.get("evaluation") or {}).get("validation")
+        if split:
+            out.print(f"Validation: {split['message']}", highlight=False)
+            for w in split.get("warnings") or []:
+                out.print(f"  [yellow]![/] {w}", highlight=False)
         cancelled = False
         with progress:
             task = progress.add_task("tune", total=meta["totalSteps"], epoch="–", loss="–",
@@ -367,6 +385,9 @@ def submit_and_follow(
         else:
             out.print(f"[green]{name} is ACTIVE.[/] Call it with POST "
                       f"{server.rstrip('/')}/v1beta/{name}:generateContent")
+        advice = (op["metadata"].get("evaluation") or {}).get("advice")
+        if advice:
+            out.print(f"[bold]Best epoch:[/] {advice}", highlight=False)
         return op
 
 

@@ -61,7 +61,8 @@ def test_tune_then_generate_then_use_epoch(tmp_path, env):
         tmp_path,
     )
     assert r.returncode == 0, r.stderr
-    assert "Mean loss per epoch" in r.stdout and "Epoch advice" in r.stdout
+    assert "Per epoch" in r.stdout and "Epoch advice: From the training loss" in r.stdout
+    assert "fewer than 40, so none were held out" in r.stdout
     assert "12/12" in r.stdout  # the progress bar finished: ceil(24/4) * 2 steps
     assert "Warning" not in r.stdout + r.stderr  # no library deprecation notices
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -82,7 +82,8 @@ def evaluation_out(evaluation: dict | None, row: TunedModelRow) -> s.Evaluation 
             f"Tuning was cancelled. The last evaluated epoch, {last['epoch']}, scored "
             f"{last['score']:.3f} ({metric})"
             + (f" against the base model's {base['score']:.3f}" if base else "")
-            + "; the parameters learned after it were not scored."
+            + "; the parameters learned after it were not scored, so their quality is "
+            "unpredictable."
         )
     elif row.cancelled:
         text = "Tuning was cancelled before the first epoch ended; no epoch was scored."

@@ -1,0 +1,68 @@
+"""`tunelab tune` with validation data and `tunelab eval`, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_cli import env, run  # noqa: F401 - the fixture and the runner of test_cli
+
+
+def write_labelled(path: Path, n: int, start: int = 0) -> Path:
+    path.write_text("".join(
+        json.dumps({"text_input": f"item {i}", "output": "even" if i % 2 == 0 else "odd"}) + "\n"
+        for i in range(start, start + n)))
+    return path
+
+
+def test_tune_holds_out_scores_each_epoch_then_eval_compares_with_the_base(tmp_path, env):  # noqa: F811
+    data = write_labelled(tmp_path / "parity.jsonl", 48)
+    r = run(["tune", str(data), "--base-model", "tiny", "--epochs", "2", "--learning-rate",
+             "0.05", "-o", "out"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "8 of the 48 examples were held out for validation" in out
+    assert "validation: 8 examples" in out
+    for col in ("train loss", "val. loss", "exact match", "accuracy", "base"):
+        assert col in out
+    assert "Best epoch: Epoch" in out and "over the base model" in out
+    assert "20/20" in out  # 40 training examples, batch 4, 2 epochs
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    ev = manifest["evaluation"]
+    assert len(ev["validation"]["held_out"]) == 8 and len(ev["epochs"]) == 2
+    assert manifest["selected_epoch"] == manifest["advice"]["epoch"]
+
+    test = write_labelled(tmp_path / "test.jsonl", 6, start=200)
+    e = run(["eval", "out", "--data", str(test)], env, tmp_path)
+    assert e.returncode == 0, e.stderr
+    assert "Scores on test.jsonl (6 examples)" in e.stdout
+    lines = e.stdout.splitlines()
+    assert any(" out " in line and " ms " in line for line in lines)  # the tuned model
+    assert any(" tiny " in line and " ms " in line for line in lines)  # the base, added
+    assert "accuracy" in e.stdout and "mean latency" in e.stdout
+    assert ("Answers that differ" in e.stdout
+            or "Every model gave the same answer" in e.stdout)
+    assert "Traceback" not in e.stderr
+
+
+def test_given_validation_file_and_its_duplicates(tmp_path, env):  # noqa: F811
+    data = write_labelled(tmp_path / "train.jsonl", 24)
+    val = tmp_path / "val.jsonl"
+    val.write_text('{"text_input": "item 3", "output": "odd"}\n'
+                   '{"text_input": "item 90", "output": "even"}\n')
+    r = run(["tune", str(data), "--validation", str(val), "--base-model", "tiny", "--epochs",
+             "1", "--learning-rate", "0.05", "-o", "out"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Each epoch is scored on the 2 validation examples given" in r.stdout
+    assert "1 of 2 validation inputs also appear in the training data" in r.stderr
+
+
+def test_eval_errors_are_plain_words(tmp_path, env):  # noqa: F811
+    big = write_labelled(tmp_path / "big.jsonl", 101)
+    r = run(["eval", "tiny", "--data", str(big)], env, tmp_path)
+    assert r.returncode == 2 and "at most 100 are scored" in r.stderr
+    (tmp_path / "empty-dir").mkdir()
+    small = write_labelled(tmp_path / "small.jsonl", 2)
+    r = run(["eval", "empty-dir", "--data", str(small)], env, tmp_path)
+    assert r.returncode == 2 and "not a tuning output directory" in r.stderr
+    assert "Traceback" not in r.stderr
