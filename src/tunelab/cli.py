@@ -87,9 +87,7 @@ def _load_base(settings: Settings, name: str):
 
     spec = get_base_model(name, settings.extra_models)
     with console.status(f"Loading base model {spec.id}… (the first use converts it, ~30 s)"):
-        return load_base_model(
-            spec, settings.models_dir, settings.device, settings.threads, settings.precision
-        )
+        return load_base_model(spec, settings.models_dir, settings.device, settings.threads)
 
 
 def default_output_dir(data: Path) -> Path:
