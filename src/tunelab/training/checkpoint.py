@@ -242,10 +242,11 @@ def load_state(output_dir: Path, epoch: int) -> dict:
 
 
 def remove_partial_writes(output_dir: Path) -> None:
-    """Remove the temporary folders of checkpoint, adapter and manifest writes that a crash
-    interrupted (~the size of a checkpoint each). Only while holding the run's lease."""
+    """Remove the temporary folders and files of checkpoint, adapter, manifest and evaluation
+    writes that a crash interrupted (a checkpoint's size each). Only while holding the run's
+    lease."""
     freed = remove_leftovers(output_dir / "checkpoints", ["epoch"])
-    freed += remove_leftovers(output_dir, ["adapter", "manifest.json"])
+    freed += remove_leftovers(output_dir, ["adapter", "manifest.json", "evaluation.json"])
     if freed:
         log.info("removed %d bytes left by interrupted writes", freed)
 
