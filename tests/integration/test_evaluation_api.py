@@ -116,3 +116,25 @@ def test_evaluate_errors_say_what_to_do(client, held_out):
                     json={"testData": {"examples": {"examples": labelled(2)}},
                           "compareWith": ["gpt"]})
     assert r.status_code == 400 and "'models/ID' or 'tunedModels/ID'" in r.text
+
+
+def test_cli_eval_of_a_served_model_and_its_base(service, held_out, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"text_input": e["textInput"], "output": e["output"]})
+                            + "\n" for e in labelled(4, start=300)))
+    r = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "eval", "tunedModels/held", "--server",
+         service.url, "--data", str(test)],
+        env={**service.env, "COLUMNS": "200"}, cwd=tmp_path, capture_output=True, text=True,
+        timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Scores on test.jsonl (4 examples)" in r.stdout
+    rows = [line for line in r.stdout.splitlines() if " ms " in line]
+    assert any("tunedModels/held" in line for line in rows)
+    assert any("models/tiny-random" in line for line in rows)  # its base, from the server
+    assert "Traceback" not in r.stderr and os.path.exists(test)
