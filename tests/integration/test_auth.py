@@ -106,6 +106,7 @@ CREDS = ["none", "bad_key", "revoked_key", "key", "expired", "no_tuning_scope", 
 STATUS = {200: None, 400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
           404: "NOT_FOUND"}
 T = "/v1beta/tunedModels"
+V = "/v1/projects/p/locations/l"
 PERM = {"granteeType": "USER", "emailAddress": "bob@example.com", "role": "READER"}
 
 
@@ -197,6 +198,25 @@ MATRIX = {
                        "401 400 400 403 401 403 200 200 200 200"),
     "delete_api_key": ("delete", "/v1beta/{fresh_key}", {},
                        "401 400 400 403 401 403 200 404 404 404"),
+    # Vertex AI's tuning jobs (api/vertex/): the same models under the same rules
+    "vertex.createTuningJob": ("post", V + "/tuningJobs", lambda names: {"json": {
+        "baseModel": "tiny-random", "supervisedTuningSpec": {
+            "trainingDatasetUri": names["file"], "hyperParameters": {"epochCount": 1}}}},
+        "401 400 400 403 401 403 200 404 404 404"),  # the file is alice's
+    "vertex.listTuningJobs": ("get", V + "/tuningJobs", {},
+                              "401 400 400 200 401 403 200 200 200 200"),
+    "vertex.getTuningJob": ("get", V + "/tuningJobs/m-alice", {},
+                            "401 400 400 200 401 403 200 404 200 200"),
+    "vertex.cancelTuningJob": ("post", V + "/tuningJobs/{fresh}:cancel", {},
+                               "401 400 400 403 401 403 200 404 403 200"),
+    "vertex.endpoints.generateContent": ("post", V + "/endpoints/m-alice:generateContent",
+                                         {"json": GEN}, "401 400 400 200 401 200 200 404 200 200"),
+    "vertex.endpoints.streamGenerateContent": (
+        "post", V + "/endpoints/m-alice:streamGenerateContent?alt=sse", {"json": GEN},
+        "401 400 400 200 401 200 200 404 200 200"),
+    "vertex.endpoints.countTokens": ("post", V + "/endpoints/m-alice:countTokens",
+                                     {"json": {"contents": GEN["contents"]}},
+                                     "401 400 400 200 401 200 200 404 200 200"),
 }
 CASES = [(ep, cred, int(codes.split()[i]))
          for ep, (_, _, _, codes) in MATRIX.items() for i, cred in enumerate(CREDS)]
@@ -213,6 +233,8 @@ def test_auth_matrix(world, endpoint, cred, code):
         names["fresh_file"] = world.fresh_file()
     if "{fresh_key}" in path:
         names["fresh_key"] = f"apiKeys/{world.acc.create_key('alice', 'fresh')[0].id}"
+    if callable(kwargs):  # a request body naming one of the world's resources
+        kwargs = kwargs(names)
     with httpx.Client(base_url=world.svc.url, timeout=60) as c:
         r = c.request(method.upper(), path.format(**names), headers=world.headers(cred),
                       **kwargs)

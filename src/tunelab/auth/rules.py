@@ -70,6 +70,14 @@ RULES: dict[str, Rule] = {
     "delete_tuned_model": _r(False, _WRITE_TUNED, OWNER, "delete a tuned model"),
     "cancel_tuned_model": _r(False, _WRITE_TUNED, WRITER, "cancel tuning (:cancel)"),
     "cancel_operation": _r(False, _WRITE_TUNED, WRITER, "cancel an operation"),
+    # Vertex AI's tuning jobs (api/vertex/): the same models, so the same rules
+    "vertex.createTuningJob": _r(False, _WRITE_TUNED, None, "create a tuning job"),
+    "vertex.listTuningJobs": _r(True, _READ_TUNED, None, "list tuning jobs you may read"),
+    "vertex.getTuningJob": _r(True, _READ_TUNED, READER, "get a tuning job"),
+    "vertex.cancelTuningJob": _r(False, _WRITE_TUNED, WRITER, "cancel a tuning job"),
+    "vertex.endpoints.generateContent": _r(True, _USE, READER, "generate (tuned endpoint)"),
+    "vertex.endpoints.streamGenerateContent": _r(True, _USE, READER, "stream (tuned endpoint)"),
+    "vertex.endpoints.countTokens": _r(True, _USE, READER, "count tokens (tuned endpoint)"),
     # permissions (sharing)
     "list_permissions": _r(False, _SHARE_READ, WRITER, "list a model's permissions"),
     "get_permission": _r(False, _SHARE_READ, WRITER, "get a permission"),

@@ -1,0 +1,179 @@
+"""Vertex AI's tuning routes, as google-genai calls them with ``vertexai=True``:
+``{v1,v1beta1}/projects/{project}/locations/{location}/tuningJobs`` (create, list, get,
+``:cancel``) and the tuned model's ``endpoints/{id}:generateContent`` /
+``:streamGenerateContent`` / ``:countTokens``.
+
+Each route translates to the calls the Gemini routes make (``TuningService.submit``,
+``cancel``, the accounts' role checks, the same generation functions), so the two protocols
+share one set of models, jobs, permissions and scope rules (``auth/rules.py``). Any project
+and location work: they only echo back in the names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from tunelab.api.deps import Principal, current_principal
+from tunelab.api.gemini import routes as gemini
+from tunelab.api.gemini import schemas as gs
+from tunelab.api.lenient import LenientJSONRoute
+from tunelab.api.vertex import convert
+from tunelab.api.vertex import schemas as v
+from tunelab.errors import InvalidArgument, NotFound
+from tunelab.jobs.service import TuningRequest
+from tunelab.store import TunedModelRow
+
+router = APIRouter(route_class=LenientJSONRoute)
+Auth = Annotated[Principal, Depends(current_principal)]
+EXCLUDE_NONE = {"response_model_exclude_none": True}
+TAGS = ["vertex"]
+
+
+def _job(request: Request, principal: Principal, project: str, location: str,
+         job_id: str) -> TunedModelRow:
+    """The job's tuned model, if the caller's role on it is what the route's rule needs;
+    missing or not theirs is the Vertex resource's 404."""
+    try:
+        return gemini._model(request, principal, job_id)
+    except NotFound:
+        raise NotFound(
+            f"Tuning job '{convert.parent(project, location)}/tuningJobs/{job_id}' was not "
+            f"found. List your tuning jobs with GET …/{convert.parent(project, location)}"
+            "/tuningJobs."
+        ) from None
+
+
+def _out(request: Request, row: TunedModelRow, project: str, location: str) -> v.TuningJob:
+    store = gemini._store(request)
+    job = store.job_of(row.id)
+    op = store.get_operation(job.operation, None) if job is not None else None
+    return convert.tuning_job_out(row, job, op, project, location)
+
+
+@router.post("/tuningJobs", response_model=v.TuningJob, tags=TAGS, name="vertex.createTuningJob",
+             **EXCLUDE_NONE)
+def create_tuning_job(project: str, location: str, body: v.TuningJobIn, request: Request,
+                      principal: Auth) -> v.TuningJob:
+    """Create a tuning job (a tuned model, tuned by the queue's workers) from an uploaded
+    dataset ('files/ID'); answers the job, state JOB_STATE_PENDING."""
+    spec = body.supervised_tuning_spec or v.SupervisedTuningSpecIn()
+    hp = spec.hyper_parameters or v.SupervisedHyperParametersIn()
+    problem = convert.adapter_size_problem(hp.adapter_size)
+    if problem:
+        raise InvalidArgument(f"Invalid tuning job: {problem}.")
+    training = convert.dataset_file(spec.training_dataset_uri,
+                                    "supervisedTuningSpec.trainingDatasetUri")
+    if training is None:
+        raise InvalidArgument(
+            "supervisedTuningSpec.trainingDatasetUri is required: upload the training data "
+            "(POST /v1beta/files) and pass its name, e.g. "
+            "training_dataset=types.TuningDataset(gcs_uri='files/ID') (docs/sdks.md)."
+        )
+    pre = body.pre_tuned_model
+    req = TuningRequest(
+        owner=principal.owner,
+        base_model=convert.base_model_name(body.base_model or (pre.base_model if pre else None)),
+        source_tuned_model=pre.tuned_model_name if pre else None,
+        tuned_model_id=None,
+        display_name=body.tuned_model_display_name,
+        description=body.description,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        examples=None,
+        file=training,
+        epoch_count=hp.epoch_count,
+        batch_size=hp.batch_size,
+        learning_rate=hp.learning_rate,
+        learning_rate_multiplier=hp.learning_rate_multiplier,
+        validation_file=convert.dataset_file(spec.validation_dataset_uri,
+                                             "supervisedTuningSpec.validationDatasetUri"),
+    )
+    gemini._accounts(request).check_create_limits(principal.owner)
+    submitted = gemini._service(request).submit(req, gemini._pool(request).example_token_counter)
+    row = gemini._store(request).get_tuned_model(submitted.model_id, None)
+    return _out(request, row, project, location)
+
+
+@router.get("/tuningJobs", response_model=v.ListTuningJobsResponse, tags=TAGS,
+            name="vertex.listTuningJobs", **EXCLUDE_NONE)
+def list_tuning_jobs(
+    project: str,
+    location: str,
+    request: Request,
+    principal: Auth,
+    page_size: Annotated[int | None, Query(alias="pageSize")] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+    filter: Annotated[str | None, Query()] = None,  # noqa: A002
+) -> v.ListTuningJobsResponse:
+    """Tuning jobs of the models you own or that are shared with you, newest first: every
+    tuned model, however it was created."""
+    if filter:
+        raise InvalidArgument(
+            f"filter '{filter}' is not supported by tunelab's tuningJobs.list; list without "
+            "a filter and select the jobs in your code."
+        )
+    page = gemini._accounts(request).list_visible(
+        principal.owner, "default", gemini._page_size(page_size, 50), page_token, None)
+    return v.ListTuningJobsResponse(
+        tuning_jobs=[_out(request, r, project, location) for r in page.items] or None,
+        next_page_token=page.next_token,
+    )
+
+
+@router.get("/tuningJobs/{job_id}", response_model=v.TuningJob, tags=TAGS,
+            name="vertex.getTuningJob", **EXCLUDE_NONE)
+def get_tuning_job(project: str, location: str, job_id: str, request: Request,
+                   principal: Auth) -> v.TuningJob:
+    return _out(request, _job(request, principal, project, location, job_id), project,
+                location)
+
+
+@router.post("/tuningJobs/{job_id}:cancel", response_model=v.Empty, tags=TAGS,
+             name="vertex.cancelTuningJob")
+def cancel_tuning_job(project: str, location: str, job_id: str, request: Request,
+                      principal: Auth) -> v.Empty:
+    """Stop the job within one step; the model keeps the parameters learned so far and the
+    job ends JOB_STATE_CANCELLED."""
+    _job(request, principal, project, location, job_id)
+    gemini._service(request).cancel(job_id, None)
+    return v.Empty()
+
+
+# ------------------------------------------------------------------ the tuned endpoint
+@router.post("/endpoints/{endpoint_id}:generateContent",
+             response_model=gs.GenerateContentResponse, tags=TAGS,
+             name="vertex.endpoints.generateContent", **EXCLUDE_NONE)
+def generate_content(project: str, location: str, endpoint_id: str,
+                     body: gs.GenerateContentRequest, request: Request,
+                     principal: Auth) -> gs.GenerateContentResponse:
+    """Generate with the tuned model (its temperature/topP/topK are the defaults)."""
+    return gemini._generate("tunedModels", endpoint_id, body, request, principal)
+
+
+@router.post("/endpoints/{endpoint_id}:streamGenerateContent", tags=TAGS,
+             name="vertex.endpoints.streamGenerateContent",
+             responses={200: {"content": {"text/event-stream": {
+                 "schema": {"$ref": gemini.GCR_REF}}},
+                 "description": "SSE events with alt=sse, otherwise one streamed JSON array."}})
+async def stream_generate_content(
+    project: str, location: str, endpoint_id: str, body: gs.GenerateContentRequest,
+    request: Request, principal: Auth,
+    alt: Annotated[str | None, Query(description="'sse' for server-sent events")] = None,
+):
+    """Stream a reply: server-sent events with ``alt=sse`` (google-genai), else a JSON
+    array."""
+    return await gemini._stream("tunedModels", endpoint_id, body, request, principal, alt)
+
+
+@router.post("/endpoints/{endpoint_id}:countTokens", response_model=gs.CountTokensResponse,
+             tags=TAGS, name="vertex.endpoints.countTokens")
+def count_tokens(project: str, location: str, endpoint_id: str, body: gs.CountTokensRequest,
+                 request: Request, principal: Auth) -> gs.CountTokensResponse:
+    return gemini._count("tunedModels", endpoint_id, body, request, principal)
+
+
+PREFIXES = ("/v1/projects/{project}/locations/{location}",
+            "/v1beta1/projects/{project}/locations/{location}")
