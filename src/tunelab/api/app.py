@@ -19,6 +19,7 @@ from tunelab.api.gemini.routes import router as gemini_router
 from tunelab.api.keys import router as keys_router
 from tunelab.api.oauth import router as oauth_router
 from tunelab.api.serving import ServingPool
+from tunelab.api.vertex import routes as vertex
 from tunelab.auth.accounts import Accounts
 from tunelab.config import Settings
 from tunelab.jobs.service import TuningService
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(epochs_router, prefix="/v1beta")
     app.include_router(epochs_router, prefix="/v1")
     app.include_router(evaluations_router, prefix="/v1beta")
+    for prefix in vertex.PREFIXES:  # google-genai with vertexai=True (api/vertex/)
+        app.include_router(vertex.router, prefix=prefix)
     studio.mount(app)
 
     @app.get("/healthz", include_in_schema=False)
