@@ -40,8 +40,9 @@ class WorkerPool:
     """``tunelab serve``'s worker processes, restarted if they die (a killed worker's job is
     resumed by the next one to claim it once its lease lapses)."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, threads: int = 0):
         self.n = n
+        self.threads = threads  # torch threads of each worker (0: the worker's own setting)
         self.procs: list[subprocess.Popen] = []
         self.stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -50,6 +51,8 @@ class WorkerPool:
         # The worker watches this pid: if `serve` dies without stopping it (kill -9), the
         # worker notices, hands its job back to the queue and exits instead of lingering.
         env = {**os.environ, "TUNELAB_SUPERVISOR_PID": str(os.getpid())}
+        if self.threads:
+            env["TUNELAB_THREADS"] = str(self.threads)
         return subprocess.Popen([sys.executable, "-m", "tunelab.jobs"], env=env)
 
     def start(self) -> None:
@@ -156,7 +159,11 @@ def serve(
         store = Store.open(settings)  # migrations run once, before any worker starts
     except Exception as e:
         raise _unwritable(settings.home, e) from None
-    pool = WorkerPool(0 if no_worker else max(0, workers))
+    n_workers = 0 if no_worker else max(0, workers)
+    # The API and its local workers share this machine's cores instead of each taking all.
+    api_threads, worker_threads = settings.thread_split(n_workers)
+    settings = settings.model_copy(update={"api_threads": api_threads})
+    pool = WorkerPool(n_workers, worker_threads)
     app = create_app(settings, store)
     from tunelab.auth.bootstrap import ensure_owner
 
@@ -167,7 +174,9 @@ def serve(
     if created:
         err.print(f"tunelab: created the owner account; its password, API key and refresh "
                   f"token are in {created} (readable only by you). See docs/auth.md.")
-    err.print(f"tunelab: data in {settings.home}; {pool.n} worker(s); http://{host}:{port}")
+    per_worker = f", {worker_threads} per worker" if pool.n else ""
+    err.print(f"tunelab: data in {settings.home}; {pool.n} worker(s); torch threads: API "
+              f"{api_threads}{per_worker}; http://{host}:{port}")
     pool.start()
 
     def _exit(signum, frame):

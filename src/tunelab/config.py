@@ -40,13 +40,34 @@ class Settings(BaseSettings):
         description='More base models by name: JSON {"my-model": "/path/to/hf-folder-or.gguf"}.',
     )
     threads: int | None = Field(
-        default=None, description="torch threads for training and inference; default: all cores."
+        default=None,
+        description="torch threads of this process: a worker's training, the CLI's local "
+        "generation; default: all cores. `tunelab serve` gives its local workers their share "
+        "of the cores instead (see api_threads).",
+    )
+    api_threads: int | None = Field(
+        default=None,
+        description="torch threads the API process generates with. Default: when `serve` starts "
+        "local workers, a quarter of the cores (at least 1), the workers sharing the rest; "
+        "otherwise all cores. docs/reliability.md explains the split.",
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'mps'.")
     seed: int = Field(default=0, description="Seed for shuffling and LoRA initialisation.")
     adapter_cache_bytes: int = Field(
         default=512 * 1024 * 1024,
         description="LRU budget for adapters kept loaded in a serving process (bytes).",
+    )
+    max_request_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        description="Largest request body (bytes), refused with 413 before it is read: 8 MiB "
+        "holds a 4 MB dataset inline with room for JSON escaping. File uploads have their own "
+        "limit, 4 MB plus 64 KiB of multipart framing.",
+    )
+    max_queued_generations: int = Field(
+        default=8,
+        description="Generation requests that may wait while one runs (a model serves one at a "
+        "time until batched serving lands); one more is answered 503 UNAVAILABLE with "
+        "Retry-After, so a burst cannot tie up the threads the other endpoints need.",
     )
     lease_seconds: float = Field(
         default=30.0,
@@ -144,6 +165,20 @@ class Settings(BaseSettings):
     def artifacts_dir(self) -> Path:
         """Adapters, checkpoints and uploaded files."""
         return self.home / "artifacts"
+
+    def thread_split(self, local_workers: int) -> tuple[int, int]:
+        """(API threads, threads of each local worker) for `serve` running ``local_workers``
+        tuning workers on this machine. torch keeps every thread of its pool busy-waiting
+        between operations, so two processes that each take all cores slow each other down
+        (measured before the split: polling p99 8.5 s and half the training steps/s). The API
+        only generates, one request at a time, so it gets a quarter of the cores (at least
+        one); the workers share the rest (at least one each). ``api_threads`` and ``threads``
+        override either side."""
+        cores = os.cpu_count() or 1
+        if local_workers <= 0:
+            return self.api_threads or self.threads or cores, 0
+        api = self.api_threads or max(1, cores // 4)
+        return api, self.threads or max(1, (cores - api) // local_workers)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

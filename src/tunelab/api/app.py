@@ -7,10 +7,13 @@ per process, by the serving pool. Routes live under ``/v1beta`` and, as aliases,
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from tunelab import __version__
 from tunelab.api import errors
+from tunelab.api.bounds import BodyLimit
 from tunelab.api.export import router as export_router
 from tunelab.api.gemini.epochs import router as epochs_router
 from tunelab.api.gemini.evaluations import router as evaluations_router
@@ -18,7 +21,7 @@ from tunelab.api.gemini.permissions import router as permissions_router
 from tunelab.api.gemini.routes import router as gemini_router
 from tunelab.api.keys import router as keys_router
 from tunelab.api.oauth import router as oauth_router
-from tunelab.api.serving import ServingPool
+from tunelab.api.serving import GenerationGate, ServingPool
 from tunelab.api.vertex import routes as vertex
 from tunelab.auth.accounts import Accounts
 from tunelab.config import Settings
@@ -41,7 +44,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.tuning = TuningService(settings, store)
     app.state.pool = ServingPool(settings)
     app.state.accounts = Accounts(store, settings)
+    app.state.generation_gate = GenerationGate(settings.max_queued_generations)
     errors.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # outermost: sees all
     # before the Gemini routes: GET /tunedModels/{id} would take "{id}:export" as an id
     app.include_router(export_router, prefix="/v1beta")
     app.include_router(gemini_router, prefix="/v1beta")
@@ -60,4 +65,44 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     def healthz() -> dict:
         return {"status": "ok"}
 
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _with_real_errors(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+# OAuth endpoints answer in RFC 6749's shape (api/oauth.py), except a body over the limit.
+_OAUTH_ERROR = {"type": "object", "required": ["error"], "properties": {
+    "error": {"type": "string"}, "error_description": {"type": "string"}}}
+_OAUTH_ERRORS = {
+    "/oauth2/token": {"400": "invalid_request, invalid_grant, unsupported_grant_type, "
+                             "invalid_scope", "401": "invalid_client",
+                      "429": "rate_limit_exceeded (see Retry-After)"},
+}
+
+
+def _with_real_errors(doc: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's document lists 422 for every operation with parameters; tunelab never sends
+    it (validation errors are 400 INVALID_ARGUMENT, as Google's). Each operation lists the
+    errors it does send instead: the API's route class adds them (``api/lenient.py``), the
+    OAuth endpoints are listed here."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Error"] = errors.ERROR_SCHEMA
+    schemas["OAuthError"] = _OAUTH_ERROR
+    oauth_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/OAuthError"}}}
+    for path, ops in doc.get("paths", {}).items():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            if path.startswith("/oauth2/"):
+                responses.update(errors.documented_errors({413}))
+                for code, what in _OAUTH_ERRORS.get(path, {}).items():
+                    responses[code] = {"description": what, "content": oauth_ref}
+    return doc

@@ -37,6 +37,7 @@ INPUT_KEYS = ("text_input", "textInput", "input", "prompt")
 OUTPUT_KEYS = ("output", "completion")
 
 _MAX_LISTED = 10  # bad-byte lines listed before "and N more"
+_LONG_NUMBER = re.compile(r"-?\d{4301,}")  # Python refuses int() of more than 4,300 digits
 _UNREADABLE = object()  # a JSONL line that is not JSON (already reported)
 
 
@@ -383,6 +384,21 @@ def _decode(data: bytes, name: str) -> str:
     raise DatasetError(problems)
 
 
+def load_json(text: str | bytes) -> Any:
+    """``json.loads``, with a number too long for Python's ``int()`` reported as a
+    ``JSONDecodeError`` at its position (``json`` raises a bare ``ValueError`` for it, which
+    nothing expects)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        doc = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        found = _LONG_NUMBER.search(doc)
+        raise json.JSONDecodeError("A number has more than 4,300 digits; write it as a string",
+                                   doc, found.start() if found else 0) from None
+
+
 _JSON_CAUSES = ("Fix the syntax there (common causes: a trailing comma, single quotes instead of "
                 "double quotes, an unescaped quote or line break in a string)")
 
@@ -390,7 +406,7 @@ _JSON_CAUSES = ("Fix the syntax there (common causes: a trailing comma, single q
 def _parse_json(text: str, name: str, input_key: str | None, output_key: str | None,
                 ) -> tuple[ExampleList, list[Problem]]:
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except json.JSONDecodeError as e:
         if e.msg.startswith("Extra data"):  # several values: it is JSON Lines
             return _parse_jsonl(text, name, input_key, output_key)
@@ -454,7 +470,7 @@ def _parse_jsonl(text: str, name: str, input_key: str | None, output_key: str | 
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(load_json(line))
         except json.JSONDecodeError as e:
             records.append(_UNREADABLE)
             problems.append(Problem(
@@ -464,7 +480,7 @@ def _parse_jsonl(text: str, name: str, input_key: str | None, output_key: str | 
         labels.append(f"line {lineno}")
     if problems:
         try:  # a pretty-printed JSON document saved as .jsonl
-            return _from_json_value(json.loads(text), name, input_key, output_key)
+            return _from_json_value(load_json(text), name, input_key, output_key)
         except json.JSONDecodeError:
             pass
     examples, more = _convert(records, name, labels, input_key, output_key)
