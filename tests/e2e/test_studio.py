@@ -211,7 +211,8 @@ def test_studio_flow(new_page, studio_service):
     page.wait_for_selector("#m-title:has-text('Word shouter v1')")
     page.fill("#share input[name=email]", "bob")
     page.click("#share button[type=submit]")
-    page.wait_for_selector("#perms li:has-text('bob — reader')")
+    page.wait_for_selector("#perms li:has-text('bob') select[data-role-of]")
+    assert page.locator("#perms li:has-text('bob') select").input_value() == "READER"
     page.click("#signout")
     sign_in(page, "bob")
     page.locator(f'tr[data-model="{model_id}"]').wait_for()

@@ -125,19 +125,27 @@ def get_epochs(model_id: str, request: Request, principal: Auth) -> EpochsRespon
              tags=["tunedModels"], response_model_exclude_none=True, response_model_by_alias=True)
 def select_epoch(model_id: str, body: SelectEpochRequest, request: Request,
                  principal: Auth) -> EpochsResponse:
-    """tunelab extension: serve an earlier (or the last) epoch's checkpoint from now on."""
+    """tunelab extension: serve an earlier (or the last) epoch's checkpoint from now on. A
+    cancelled model may serve any epoch that finished before the cancel (its own weights, from
+    the middle of the next epoch, are replaced)."""
+    from tunelab.training import list_checkpoints
     from tunelab.training import select_epoch as use_epoch
 
     row = _model(request, model_id, principal)
-    if row.state != "ACTIVE" or row.cancelled:
+    if row.state != "ACTIVE":
         raise FailedPrecondition(
-            f"tunedModels/{model_id} has state {row.state}"
-            f"{' (cancelled)' if row.cancelled else ''}; an epoch can be chosen only for a model "
-            "whose tuning completed.")
+            f"tunedModels/{model_id} has state {row.state}; an epoch can be chosen only for a "
+            "model whose tuning has ended (state ACTIVE).")
     out_dir = request.app.state.tuning.model_dir(model_id)
     if body.epoch < 1 or body.epoch > row.epoch_count:
         raise InvalidArgument(
             f"epoch must be between 1 and {row.epoch_count} (the model's epochCount); "
             f"got {body.epoch}.")
+    finished = list_checkpoints(out_dir) if out_dir.exists() else []
+    if body.epoch not in finished:
+        raise FailedPrecondition(
+            f"epoch {body.epoch} of tunedModels/{model_id} did not finish (the tuning was "
+            "cancelled before its end), so it has no weights to serve; finished epochs: "
+            f"{', '.join(map(str, finished)) or 'none'}.")
     use_epoch(out_dir, body.epoch)
     return _epochs(request, model_id, principal)

@@ -15,6 +15,12 @@ export class ApiError extends Error {
     this.status = status;
     this.rpcStatus = err.status || "";
     this.details = err.details || [];
+    // The structured parts a page words itself, instead of reading the message's text:
+    // google.rpc.ErrorInfo's reason and metadata, google.rpc.BadRequest's field violations.
+    const info = this.details.find((d) => String(d["@type"] || "").endsWith("google.rpc.ErrorInfo")) || {};
+    this.reason = info.reason || "";
+    this.metadata = info.metadata || {};
+    this.violations = this.details.flatMap((d) => d.fieldViolations || []);
   }
 }
 

@@ -1,7 +1,7 @@
 // The Studio's entry point: a hash router (#/library, #/new, #/models/ID, #/keys, #/signin)
 // that renders one page module at a time into <main>.
 import { loadSession, signIn, signOut, currentUser, isAuthEnabled, setSignedOutHandler } from "./api.js";
-import { $, $$, html, render, toast } from "./util.js";
+import { $, $$, html, render, toast, confirmDialog, leaveWarning, setLeaveGuard, failure } from "./util.js";
 import * as library from "./library.js";
 import * as newModel from "./new.js";
 import * as modelPage from "./model.js";
@@ -62,7 +62,26 @@ const PAGES = [
 // never draws over the newer page; when it finishes loading its timers are stopped at once.
 let navigation = 0;
 
+let shown = null;   // the hash of the page on screen
+
+/** Whether the page on screen may be left: asks when it holds work that is not saved. The
+ *  address already changed (a link, Back): it is put back while the user decides, without a
+ *  navigation of its own. */
+async function mayLeave(target) {
+  const why = shown !== null && target !== shown ? leaveWarning() : null;
+  if (!why) return true;
+  history.replaceState(null, "", shown);
+  const leave = await confirmDialog("Leave this page?", why, "Leave and discard", "Stay on this page");
+  if (leave) setLeaveGuard(null);
+  return leave;
+}
+
 async function route() {
+  const target = location.hash || "#/library";
+  if (!(await mayLeave(target))) return;
+  if ((location.hash || "#/library") !== target) { location.hash = target; return; }  // put back while asking
+  setLeaveGuard(null);
+  shown = target;
   const current = ++navigation;
   if (cleanup) { try { cleanup(); } catch { /* page already gone */ } cleanup = null; }
   const hash = location.hash || "#/library";
@@ -92,7 +111,10 @@ async function route() {
       if (current === navigation) cleanup = stop;
       else if (stop) stop();  // the user navigated away while it loaded
     } catch (e) {
-      if (current === navigation) render(view, html`<div class="panel notice bad" role="alert">${e.message}</div>`);
+      const words = e.status === 404
+        ? "This tuned model was not found: it was deleted, or it is not shared with you. Your models are in My Library."
+        : failure(e, "show this page");
+      if (current === navigation) render(view, html`<div class="panel notice bad" role="alert">${words}</div>`);
     }
     return;
   }
@@ -100,6 +122,7 @@ async function route() {
 }
 
 $("#signout").addEventListener("click", async () => {
+  if (!(await mayLeave("#/signin"))) return;
   if (cleanup) { cleanup(); cleanup = null; }
   await signOut();
   toast("Signed out");
@@ -107,4 +130,7 @@ $("#signout").addEventListener("click", async () => {
 });
 setSignedOutHandler(() => { if (location.hash !== "#/signin") location.hash = "#/signin"; });
 window.addEventListener("hashchange", route);
+window.addEventListener("beforeunload", (ev) => { if (leaveWarning()) ev.preventDefault(); });
+// "Skip to content" moves the focus to the page's main region; it is not a page address.
+$(".skip").addEventListener("click", (ev) => { ev.preventDefault(); main.focus(); });
 route();

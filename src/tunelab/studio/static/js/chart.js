@@ -1,5 +1,5 @@
-// The loss curve as SVG: one point per step (mean loss), dashed marks where epochs end,
-// the selected epoch's mark in green. Our own code; no chart library.
+// The loss curve as SVG: one point per step (mean loss), dashed marks where finished epochs
+// end, the selected epoch's mark in green, an unfinished epoch as a band. Our own code; no chart library.
 
 const NS = "http://www.w3.org/2000/svg";
 const el = (tag, attrs = {}, text) => {
@@ -19,8 +19,9 @@ function niceTicks(lo, hi, n = 5) {
   return out;
 }
 
-/** snapshots: [{step, epoch, meanLoss}]; totalSteps: the x range; selectedEpoch: or null. */
-export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, stepsPerEpoch = 0, width = 720 } = {}) {
+/** snapshots: [{step, epoch, meanLoss}]; totalSteps: the x range; selectedEpoch: or null;
+ *  stepsPerEpoch: the planned steps of one epoch; running: whether tuning goes on. */
+export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, stepsPerEpoch = 0, running = false, width = 720 } = {}) {
   // Drawn at the container's width (320-720 units), so the text stays legible on a phone.
   const W = Math.round(Math.min(720, Math.max(320, width || 720)));
   const H = W < 500 ? 230 : 280, L = 46, R = 14, T = 16, B = 40;
@@ -50,24 +51,56 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
     transform: `rotate(-90 12 ${(T + H - B) / 2})` }, "mean loss"));
   svg.appendChild(axes);
 
-  // Epoch marks: after the last step of each epoch (known from the snapshots, or planned).
+  // Epoch marks. A finished epoch gets a dashed end mark after its last step; the epoch still
+  // running (or cut short by a cancel) is drawn as a band over the steps it has, labelled as
+  // such: its latest step is not its end. While tuning runs, the planned ends of the epochs to
+  // come are drawn faintly where they will be.
+  const lastEpoch = snapshots.length ? snapshots[snapshots.length - 1].epoch : 0;
+  const lastStep = snapshots.length ? snapshots[snapshots.length - 1].step : 0;
   const ends = new Map();
   for (const s of snapshots) ends.set(s.epoch, s.step);
-  if (stepsPerEpoch) for (let e = 1; e * stepsPerEpoch <= maxStep; e++) if (!ends.has(e)) ends.set(e, e * stepsPerEpoch);
+  const finished = (e) => e < lastEpoch || (stepsPerEpoch > 0 && ends.get(e) >= e * stepsPerEpoch);
   const marks = el("g", { class: "epochs" });
-  const sorted = [...ends.entries()].sort((a, b) => a[0] - b[0]);
-  // Many epochs: mark every k-th one so marks stay >= 8 px and labels >= 30 px apart.
-  const gap = sorted.length > 1 ? (W - L - R) / sorted.length : W;
-  const lineEvery = Math.max(1, Math.ceil(8 / gap));
-  const labelEvery = Math.max(1, Math.ceil(30 / gap));
-  for (const [epoch, step] of sorted) {
+  const done = [...ends.entries()].filter(([e]) => finished(e)).sort((a, b) => a[0] - b[0]);
+  const planned = [];
+  if (running && stepsPerEpoch > 0) {
+    for (let e = lastEpoch || 1; e * stepsPerEpoch <= maxStep; e++) if (!finished(e)) planned.push([e, e * stepsPerEpoch]);
+  }
+  // Many epochs close together: a mark only where it is >= 8 px from the previous one, and a
+  // label only where it has room (>= 30 px); the selected epoch's always.
+  const selX = done.some(([e]) => e === selectedEpoch) ? x(ends.get(selectedEpoch)) : null;
+  const roomy = (px, lastPx, gap) => (lastPx === null || px - lastPx >= gap) && (selX === null || Math.abs(px - selX) >= gap);
+  let lineX = null, labelX = null;
+  for (const [epoch, step] of done) {
+    const px = x(step);
     const sel = epoch === selectedEpoch ? " selected" : "";
-    const last = epoch === sorted[sorted.length - 1][0];
-    if (!sel && !last && epoch % lineEvery) continue;
-    marks.appendChild(el("line", { x1: x(step), x2: x(step), y1: T, y2: H - B, class: `epoch${sel}`, "data-epoch": epoch }));
-    if (sel || epoch % labelEvery === 0 || labelEvery === 1) {
-      marks.appendChild(el("text", { x: x(step) - 3, y: T + 10, "text-anchor": "end", class: `epoch-label${sel}` }, `E${epoch}`));
+    if (!sel && !roomy(px, lineX, 8)) continue;
+    marks.appendChild(el("line", { x1: px, x2: px, y1: T, y2: H - B, class: `epoch${sel}`, "data-epoch": epoch }));
+    if (!sel) lineX = px;
+    if (sel || roomy(px, labelX, 30)) {
+      marks.appendChild(el("text", { x: px - 3, y: T + 10, "text-anchor": "end", class: `epoch-label${sel}` }, `E${epoch}`));
+      if (!sel) labelX = px;
     }
+  }
+  const lastMark = Math.max(labelX ?? 0, selX ?? 0);
+  if (snapshots.length && !finished(lastEpoch)) {
+    const from = ends.has(lastEpoch - 1) ? ends.get(lastEpoch - 1) : (stepsPerEpoch ? (lastEpoch - 1) * stepsPerEpoch : 0);
+    const x0 = from > 0 ? x(from) : L, x1 = Math.max(x(lastStep), x0 + 2);
+    const word = running ? "running" : "partial";
+    const band = el("rect", { x: x0, y: T, width: x1 - x0, height: H - B - T, class: `epoch-partial ${word}`, "data-epoch": lastEpoch });
+    band.appendChild(el("title", {}, `Epoch ${lastEpoch}, ${word}: ${lastStep - from} of ${stepsPerEpoch || "?"} steps`));
+    marks.appendChild(band);
+    const text = `E${lastEpoch} ${word}`;
+    if (x0 + 3 >= lastMark + 4 && W - R - x0 >= text.length * 6.5 + 4) {
+      marks.appendChild(el("text", { x: x0 + 3, y: T + 10, class: "epoch-label partial", "data-epoch": lastEpoch }, text));
+    }
+  }
+  let plannedX = null;
+  for (const [epoch, step] of planned) {
+    const px = x(step);
+    if (!roomy(px, plannedX, 8)) continue;
+    marks.appendChild(el("line", { x1: px, x2: px, y1: T, y2: H - B, class: "epoch-planned", "data-epoch": epoch }));
+    plannedX = px;
   }
   svg.appendChild(marks);
 

@@ -3,8 +3,11 @@
 // file into rows labelled the way the server names them ("row 7", "line 3", "example 2").
 
 export const MAX_BYTES = 4 * 1024 * 1024;
-const INPUT_KEYS = ["text_input", "textinput", "input", "prompt"];
+// Column names as the server accepts them (data/parse.py), compared the same way: case,
+// spaces, "_" and "-" do not matter ("Text Input" is text_input).
+const INPUT_KEYS = ["textinput", "input", "prompt"];
 const OUTPUT_KEYS = ["output", "completion"];
+const norm = (name) => String(name).replace(/[\s_-]/g, "").toLowerCase();
 
 /** CSV records as Python's csv.reader yields them (a blank line is an empty record). */
 export function csvRecords(text, delimiter) {
@@ -32,39 +35,45 @@ export function csvRecords(text, delimiter) {
   return records;
 }
 
+/** The index of the one name in ``names`` that is one of ``keys``; -1 when none is, or when
+ *  several are (the server refuses to guess between them too). */
 function pick(keys, names) {
-  const low = names.map((n) => String(n).trim().toLowerCase());
-  for (const k of keys) { const j = low.indexOf(k); if (j >= 0) return j; }
-  return -1;
+  const found = names.map((n, j) => (keys.includes(norm(n)) ? j : -1)).filter((j) => j >= 0);
+  return found.length === 1 ? found[0] : -1;
 }
 
-/** {rows: [{input, output, label}], note} from a file's text. */
-export function parseText(text, filename) {
+/** {rows: [{input, output, label}], header, columns} from a file's text. For a CSV,
+ *  ``header`` lists its columns and ``columns`` the chosen {input, output} names (given, or
+ *  found by name); rows are empty until both are known: the Studio never guesses which
+ *  column is which. */
+export function parseText(text, filename, chosen = null) {
   text = text.replace(/^\uFEFF/, "");
   const ext = (filename.split(".").pop() || "").toLowerCase();
   if (ext === "jsonl" || ext === "ndjson") return parseJsonl(text);
   if (ext === "json") {
     try { return parseJson(JSON.parse(text)); } catch { return parseJsonl(text); }
   }
-  return parseCsv(text);
+  return parseCsv(text, chosen);
 }
 
-function parseCsv(text) {
+function parseCsv(text, chosen) {
   const first = text.replace(/^[\r\n]+/, "").split(/\r?\n/, 1)[0] || "";
   const delim = first.includes(",") ? "," : first.includes("\t") ? "\t" : first.includes(";") ? ";" : ",";
   const recs = csvRecords(text, delim);
   let h = recs.findIndex((r) => r.some((c) => c.trim()));
   if (h < 0) return { rows: [] };
-  const header = recs[h];
-  let ii = pick(INPUT_KEYS, header), oi = pick(OUTPUT_KEYS, header);
-  if (ii < 0 || oi < 0) { ii = 0; oi = 1; }
+  const header = recs[h].map((c) => c.trim());
+  const ii = chosen ? header.indexOf(chosen.input) : pick(INPUT_KEYS, header);
+  const oi = chosen ? header.indexOf(chosen.output) : pick(OUTPUT_KEYS, header);
+  const columns = { input: ii >= 0 ? header[ii] : "", output: oi >= 0 ? header[oi] : "" };
+  if (ii < 0 || oi < 0 || ii === oi) return { rows: [], header, columns };
   const rows = [];
   for (let r = h + 1; r < recs.length; r++) {
     const rec = recs[r];
     if (!rec.length || !rec.some((c) => c !== "")) continue;
     rows.push({ input: rec[ii] ?? "", output: rec[oi] ?? "", label: `row ${r + 1}` });
   }
-  return { rows };
+  return { rows, header, columns };
 }
 
 /** The text of a chat message's content: a string, OpenAI's text parts or Gemini's parts. */

@@ -41,7 +41,7 @@ export async function show(main) {
   $("#keys").addEventListener("click", async (ev) => {
     const b = ev.target.closest("[data-revoke]");
     if (!b) return;
-    if (!(await confirmDialog("Revoke this key?", "Apps using it stop working at once. This cannot be undone.", "Revoke"))) return;
+    if (!(await confirmDialog("Revoke this key?", "Apps using it stop working at once. This cannot be undone.", "Revoke", "Keep the key"))) return;
     await del(b.dataset.revoke);
     toast("Key revoked");
     load();

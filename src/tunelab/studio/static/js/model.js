@@ -1,7 +1,12 @@
 // The model page: live status, loss curve, epochs, details, edit, share, cancel/delete,
-// playground (tuned vs base, streamed) and code snippets.
-import { get, post, patch, del, streamGenerate, ApiError } from "./api.js";
-import { html, render, toast, confirmDialog, timeAgo, displayState, badge, progressText, copyText, debounce, within } from "./util.js";
+// playground (tuned vs base, streamed) and code snippets. The page asks for the caller's own
+// permission first and shows each control only to a role that may use it (READER: call it;
+// WRITER: also edit, cancel, choose the epoch, share; OWNER: also delete).
+
+const RANK = { READER: 1, WRITER: 2, OWNER: 3 };
+const ROLE_WORDS = { READER: "reader", WRITER: "writer", OWNER: "owner" };
+import { get, post, patch, del, streamGenerate } from "./api.js";
+import { html, render, toast, confirmDialog, timeAgo, displayState, badge, progressText, copyText, debounce, within, failure } from "./util.js";
 import { lossChart } from "./chart.js";
 import { snippets } from "./snippets.js";
 
@@ -9,6 +14,10 @@ export async function show(main, id) {
   const [$] = within(main);
   const name = `tunedModels/${id}`;
   let model = await get(name);
+  // GET …/permissions:mine (tunelab extension) answers for every role; the least role if a
+  // server without it answers anything else, so no control is shown that would fail.
+  const role = (await get(`${name}/permissions:mine`).catch(() => null))?.role || "READER";
+  const may = (need) => RANK[role] >= RANK[need];
   let op = null;
   let epochs = null;
   let timer = null;
@@ -22,12 +31,14 @@ export async function show(main, id) {
         <p class="sub small"><a href="#/library">My Library</a> ›</p>
         <h1 id="m-title"></h1>
         <p class="sub mono">${name}</p>
+        <p class="sub small" id="m-role" data-role="${role}">Your access: ${ROLE_WORDS[role]}${role === "READER" ? " (you can call it; its owner can make you a writer to edit it)" : ""}</p>
       </div>
       <div class="row">
-        <button type="button" class="btn ghost" id="cancel" hidden>Cancel tuning</button>
-        <button type="button" class="btn ghost danger" id="delete">Delete</button>
+        ${may("WRITER") ? html`<button type="button" class="btn ghost" id="cancel" hidden>Cancel tuning</button>` : ""}
+        ${may("OWNER") ? html`<button type="button" class="btn ghost danger" id="delete">Delete</button>` : ""}
       </div>
     </div>
+    <div class="notice bad" id="action-error" role="alert" hidden></div>
     <section class="panel" aria-labelledby="status-h">
       <h2 id="status-h" class="row">Status <span id="m-badge"></span></h2>
       <div class="status-line">
@@ -68,7 +79,7 @@ export async function show(main, id) {
       </div>
       <div>
         <section class="panel" aria-labelledby="det-h"><h2 id="det-h">Details</h2><dl class="kv" id="details"></dl></section>
-        <form class="panel" id="edit" aria-labelledby="edit-h">
+        ${may("WRITER") ? html`<form class="panel" id="edit" aria-labelledby="edit-h">
           <h2 id="edit-h">Edit</h2>
           <label class="field">Display name <input type="text" name="displayName" maxlength="40"></label>
           <label class="field">Description <textarea name="description" rows="2"></textarea></label>
@@ -77,15 +88,18 @@ export async function show(main, id) {
           <div class="notice bad" id="edit-error" hidden></div>
           <button class="btn" type="submit">Save</button>
         </form>
-        <form class="panel" id="share" aria-labelledby="share-h">
+        <section class="panel" aria-labelledby="share-h">
           <h2 id="share-h">Share</h2>
-          <label class="field">User (name or email) <input type="text" name="email" required autocomplete="off"></label>
-          <label class="field">Role <select name="role"><option value="READER">Reader: can call it</option><option value="WRITER">Writer: can also edit and share</option></select></label>
-          <div class="notice bad" id="share-error" hidden></div>
-          <div class="row"><button class="btn ghost" type="submit">Share</button>
-            <button class="btn ghost small" type="button" id="show-perms">Who has access?</button></div>
-          <ul id="perms" class="small" style="padding-left:1.1rem"></ul>
-        </form>
+          <form id="share">
+            <label class="field">User (name or email) <input type="text" name="email" required autocomplete="off"></label>
+            <label class="field">Role <select name="role"><option value="READER">Reader: can call it</option><option value="WRITER">Writer: can also edit and share</option></select></label>
+            <div class="notice bad" id="share-error" role="alert" hidden></div>
+            <button class="btn ghost" type="submit">Share</button>
+          </form>
+          <h3 id="perms-h">Who has access</h3>
+          <ul id="perms" class="perms small" aria-labelledby="perms-h"></ul>
+          <div class="notice bad" id="perms-error" role="alert" hidden></div>
+        </section>` : ""}
       </div>
     </div>`);
 
@@ -101,7 +115,7 @@ export async function show(main, id) {
     bar.firstElementChild.style.width = `${pct}%`;
     bar.setAttribute("aria-valuenow", String(Math.round(pct)));
     $("#m-progress-text").textContent = op ? `${progressText(op)} · ${Math.round(pct)}%` : "";
-    $("#cancel").hidden = model.state !== "CREATING";
+    if ($("#cancel")) $("#cancel").hidden = model.state !== "CREATING";
     const callable = model.state === "ACTIVE";
     if (!streams.some((c) => !c.signal.aborted && c.running)) $("#run").disabled = !callable;
     $("#play-hint").textContent = callable
@@ -120,27 +134,53 @@ export async function show(main, id) {
     const snaps = model.tuningTask?.snapshots || op?.metadata?.snapshots || [];
     const opSnaps = op?.metadata?.snapshots || [];
     const use = opSnaps.length > snaps.length ? opSnaps : snaps;
-    const total = op?.metadata?.totalSteps || use.length;
+    // while tuning, the x axis spans the planned steps; afterwards the steps that ran (a
+    // cancelled run never reaches the planned end)
+    const planned = op?.metadata?.totalSteps || use.length;
+    const total = model.state === "CREATING" ? planned : (use.length ? use[use.length - 1].step : planned);
     const ep = model.tuningTask?.hyperparameters?.epochCount || 1;
     const box = $("#chart");
     if (!box) return;   // the page was left (a resize or poll finished afterwards)
-    box.replaceChildren(lossChart(use, { totalSteps: total, selectedEpoch: epochs?.selectedEpoch ?? null, stepsPerEpoch: total / ep, width: box.clientWidth }));
+    box.replaceChildren(lossChart(use, { totalSteps: total, selectedEpoch: epochs?.selectedEpoch ?? null, stepsPerEpoch: planned / ep, running: model.state === "CREATING", width: box.clientWidth }));
     box.dataset.points = String(use.length);
+  }
+
+  const cancelled = () => /cancel/i.test(model.stateMessage || "");
+  const stepsPerEpoch = () => (op?.metadata?.totalSteps || 0) / (model.tuningTask?.hyperparameters?.epochCount || 1);
+
+  /** The epoch whose weights are served: the chosen one, or for a cancelled model (none
+   *  chosen) the weights at the step where it stopped, i.e. its last, partial epoch. */
+  function servedEpoch() {
+    if (model.state !== "ACTIVE" || !epochs?.epochs?.length) return null;
+    if (epochs.selectedEpoch) return epochs.selectedEpoch;
+    return cancelled() ? epochs.epochs[epochs.epochs.length - 1].epoch : null;
   }
 
   function drawAdvice() {
     const box = $("#advice");
     if (!epochs || !epochs.epochs?.length) { render(box, html`<p class="hint">One point per optimizer step; dashed lines mark the end of each epoch.</p>`); return; }
-    const canPick = model.state === "ACTIVE" && !/cancel/i.test(model.stateMessage || "");
+    const canPick = model.state === "ACTIVE" && may("WRITER");
+    const served = servedEpoch();
+    const spe = stepsPerEpoch();
+    const state = (e) => {
+      if (e.checkpoint) return "";
+      const ran = spe ? e.lastStep - (e.epoch - 1) * spe : 0;
+      const of = spe ? `: ${ran} of ${spe} steps` : "";
+      return model.state === "CREATING" ? ` (running${of})` : ` (partial${of}, cancelled)`;
+    };
+    const servedText = (e) => {
+      if (served !== e.epoch) return "";
+      return e.checkpoint ? "✔ served" : `✔ served (the weights at step ${e.lastStep})`;
+    };
     render(box, html`
-      <p class="hint">One point per optimizer step; dashed lines mark the end of each epoch${epochs.selectedEpoch ? "; the green one is the epoch being served" : ""}.</p>
+      <p class="hint">One point per optimizer step; dashed lines mark the end of each finished epoch${epochs.selectedEpoch ? "; the green one is the epoch being served" : ""}${cancelled() ? "; the shaded band is the epoch the cancel cut short" : ""}.</p>
       ${epochs.advice ? html`<div class="notice info" id="epoch-advice"><b>Epoch advice:</b> ${epochs.advice.message}</div>` : ""}
       <div class="epochs-wrap"><table class="list small" id="epochs"><thead><tr><th>Epoch</th><th>Mean loss</th><th>Served</th><th></th></tr></thead><tbody>
-      ${epochs.epochs.map((e) => html`<tr>
-        <td data-label="Epoch">${e.epoch}${epochs.advice?.epoch === e.epoch ? " (advised)" : ""}${!e.checkpoint && model.state === "CREATING" ? " (running)" : ""}</td>
+      ${epochs.epochs.map((e) => html`<tr data-epoch-row="${e.epoch}" class="${e.checkpoint ? "" : "partial"}">
+        <td data-label="Epoch">${e.epoch}${epochs.advice?.epoch === e.epoch ? " (advised)" : ""}${state(e)}</td>
         <td data-label="Mean loss" class="mono">${e.meanLoss.toFixed(4)}</td>
-        <td data-label="Served">${epochs.selectedEpoch === e.epoch ? "✔" : ""}</td>
-        <td>${canPick && e.checkpoint && epochs.selectedEpoch !== e.epoch ? html`<button type="button" class="btn ghost small" data-epoch="${e.epoch}">Use epoch ${e.epoch}</button>` : ""}</td>
+        <td data-label="Served" class="served">${servedText(e)}</td>
+        <td>${canPick && e.checkpoint && served !== e.epoch ? html`<button type="button" class="btn ghost small" data-epoch="${e.epoch}">Use epoch ${e.epoch}</button>` : ""}</td>
       </tr>`)}</tbody></table></div>`);
   }
 
@@ -182,7 +222,7 @@ export async function show(main, id) {
       const wasCreating = model.state === "CREATING";
       model = await get(name);
       drawStatus();
-      if (wasCreating && model.state !== "CREATING") { await loadEpochs(); toast(`${model.displayName || id}: tuning ${displayState(model, op).toLowerCase()}`); }
+      if (wasCreating && model.state !== "CREATING") { await loadEpochs(); toast(finishedWords(displayState(model, op))); }
       else if (model.state === "CREATING" && op?.metadata?.snapshots?.length) loadEpochs();
     } catch (e) {
       if (e.status === 404) { stopped = true; return; }
@@ -191,25 +231,37 @@ export async function show(main, id) {
   }
 
   // -- actions --------------------------------------------------------------------------
-  $("#cancel").addEventListener("click", async () => {
+  // Every action that fails says so on the page, in the Studio's words.
+  function actionFailed(e, what) {
+    const box = $("#action-error");
+    if (!box) return;
+    box.textContent = failure(e, what, role);
+    box.hidden = false;
+    box.scrollIntoView({ block: "nearest" });
+  }
+  const clearFailure = () => { if ($("#action-error")) $("#action-error").hidden = true; };
+
+  $("#cancel")?.addEventListener("click", async () => {
     const ok = await confirmDialog("Cancel tuning?",
       "The job stops within one step. The model keeps the parameters learned so far and can still be called, " +
       "but a cancelled model's quality is unpredictable: it has not seen all the epochs you asked for.",
-      "Cancel tuning");
+      "Cancel tuning", "Keep tuning");
     if (!ok) return;
-    await post(`${name}:cancel`, {});
+    clearFailure();
+    try { await post(`${name}:cancel`, {}); } catch (e) { actionFailed(e, "cancel the tuning"); return; }
     toast("Cancelling…");
     clearTimeout(timer); poll();
   });
-  $("#delete").addEventListener("click", async () => {
+  $("#delete")?.addEventListener("click", async () => {
     const ok = await confirmDialog("Delete this model?",
-      `${name} and its checkpoints are removed for good. Apps that call it will get 404 NOT_FOUND.`, "Delete");
+      `${name} and its checkpoints are removed for good. Apps that call it will get 404 NOT_FOUND.`, "Delete", "Keep the model");
     if (!ok) return;
-    await del(name);
+    clearFailure();
+    try { await del(name); } catch (e) { actionFailed(e, "delete the model"); return; }
     toast("Model deleted");
     location.hash = "#/library";
   });
-  $("#edit").addEventListener("submit", async (ev) => {
+  $("#edit")?.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target.elements;
     const err = $("#edit-error");
@@ -221,38 +273,99 @@ export async function show(main, id) {
       model = await patch(name, body, { updateMask: mask.join(",") });
       drawStatus(); fillEdit();
       toast("Saved");
-    } catch (e) { err.textContent = e.message; err.hidden = false; }
+    } catch (e) { err.textContent = e.status === 400 ? e.message : failure(e, "save", role); err.hidden = false; }
   });
-  // Loaded on demand: only writers and owners may list permissions, and a reader's page
-  // should not provoke a 403.
+
+  // -- sharing (writers and owners; they may list, add, change and remove permissions) ------
+  const who = (p) => (p.granteeType === "EVERYONE" ? "Everyone" : p.emailAddress || p.granteeType);
   async function loadPerms() {
-    try {
-      const r = await get(`${name}/permissions`);
-      render($("#perms"), html`${(r.permissions || []).map((p) => html`<li>${p.emailAddress || p.granteeType} — ${p.role.toLowerCase()}</li>`)}`);
-    } catch (e) { render($("#perms"), html`<li class="muted">${e.message}</li>`); }
+    const box = $("#perms");
+    if (!box) return;
+    let list;
+    try { list = (await get(`${name}/permissions`, { pageSize: 1000 })).permissions || []; }
+    catch (e) { permsFailed(e, "list who has access"); return; }
+    render(box, html`${list.map((p) => html`<li data-perm="${p.name}">
+      <span class="grantee">${who(p)}</span>
+      ${p.role === "OWNER" ? html`<span class="muted">owner</span>`
+        : p.granteeType === "EVERYONE" ? html`<span class="muted">reader</span>`
+        : html`<select data-role-of="${p.name}" aria-label="Role of ${who(p)}">
+            <option value="READER" ${p.role === "READER" ? "selected" : ""}>reader</option>
+            <option value="WRITER" ${p.role === "WRITER" ? "selected" : ""}>writer</option></select>`}
+      ${p.role === "OWNER" ? "" : html`<button type="button" class="btn ghost danger small" data-unshare="${p.name}" aria-label="Remove the access of ${who(p)}">Remove</button>`}
+    </li>`)}`);
   }
-  $("#show-perms").addEventListener("click", loadPerms);
-  $("#share").addEventListener("submit", async (ev) => {
+  function permsFailed(e, what) {
+    const box = $("#perms-error");
+    if (!box) return;
+    box.textContent = failure(e, what, role);
+    box.hidden = false;
+  }
+  $("#perms")?.addEventListener("change", async (ev) => {
+    const sel = ev.target.closest("[data-role-of]");
+    if (!sel) return;
+    $("#perms-error").hidden = true;
+    try {
+      const p = await patch(sel.dataset.roleOf, { role: sel.value }, { updateMask: "role" });
+      toast(`${who(p)} is now a ${p.role.toLowerCase()}`);
+    } catch (e) { permsFailed(e, "change the role"); }
+    loadPerms();
+  });
+  $("#perms")?.addEventListener("click", async (ev) => {
+    const b = ev.target.closest("[data-unshare]");
+    if (!b) return;
+    const label = b.closest("li").querySelector(".grantee").textContent;
+    if (!(await confirmDialog(`Remove ${label}'s access?`, `${label} can no longer see or call ${name}.`, "Remove access", "Keep the access"))) return;
+    $("#perms-error").hidden = true;
+    try { await del(b.dataset.unshare); toast(`${label} no longer has access`); }
+    catch (e) { permsFailed(e, "remove the access"); }
+    loadPerms();
+  });
+  $("#share")?.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = ev.target.elements;
     const err = $("#share-error");
     err.hidden = true;
+    const user = f.email.value.trim();
+    const newRole = f.role.value;
     try {
-      await post(`${name}/permissions`, { granteeType: "USER", emailAddress: f.email.value.trim(), role: f.role.value });
-      f.email.value = "";
-      toast("Shared");
-      loadPerms();
-    } catch (e) { err.textContent = e.message; err.hidden = false; }
+      await post(`${name}/permissions`, { granteeType: "USER", emailAddress: user, role: newRole });
+      toast(`Shared with ${user}`);
+    } catch (e) {
+      if (e.reason === "ALREADY_SHARED" && e.metadata.role !== newRole) {
+        // sharing again with another role means: change the role
+        try {
+          await patch(e.metadata.permission, { role: newRole }, { updateMask: "role" });
+          toast(`${user} is now a ${newRole.toLowerCase()}`);
+        } catch (e2) { err.textContent = failure(e2, "change the role", role); err.hidden = false; }
+      } else {
+        err.textContent = e.reason === "ALREADY_SHARED" ? `${user} already has access as ${e.metadata.role.toLowerCase()}. Change or remove it in the list below.`
+          : e.reason === "USER_NOT_FOUND" ? `There is no user "${user}" on this server. Check the user name or email address, or ask your administrator to add them.`
+          : e.status === 400 ? e.message : failure(e, "share the model", role);
+        err.hidden = false;
+        return;
+      }
+    }
+    f.email.value = "";
+    loadPerms();
   });
   $("#advice").addEventListener("click", async (ev) => {
     const b = ev.target.closest("[data-epoch]");
     if (!b) return;
+    const epoch = Number(b.dataset.epoch);
+    const last = epochs.epochs[epochs.epochs.length - 1];
+    if (cancelled() && !epochs.selectedEpoch && !last.checkpoint) {
+      const ok = await confirmDialog(`Serve epoch ${epoch}?`,
+        `The weights served now are those at step ${last.lastStep}, in the middle of epoch ${last.epoch}, where the tuning was cancelled. ` +
+        `Serving epoch ${epoch} replaces them for good: that partial epoch cannot be served again.`, `Serve epoch ${epoch}`, "Keep the current weights");
+      if (!ok) return;
+    }
     b.disabled = true;
+    clearFailure();
     try {
-      epochs = await post(`${name}:selectEpoch`, { epoch: Number(b.dataset.epoch) });
-      toast(`Now serving epoch ${b.dataset.epoch}`);
+      epochs = await post(`${name}:selectEpoch`, { epoch });
+      toast(`Now serving epoch ${epoch}`);
       drawAdvice(); drawChart();
-    } catch (e) { toast(e.message); b.disabled = false; }
+    } catch (e) { actionFailed(e, `serve epoch ${epoch}`); b.disabled = false; }
   });
 
   // -- playground -----------------------------------------------------------------------
@@ -291,8 +404,15 @@ export async function show(main, id) {
   });
   $("#stop").addEventListener("click", () => streams.forEach((c) => c.abort()));
 
+  function finishedWords(state) {
+    const label = model.displayName || id;
+    if (state === "ACTIVE") return `${label} is ready: tuning finished. Try it in the playground.`;
+    if (state === "CANCELLED") return `${label}: tuning was cancelled. It keeps what it learned so far.`;
+    return `${label}: tuning failed. See the message at the top of the page.`;
+  }
+
   // -- code -----------------------------------------------------------------------------
-  const codes = snippets(name, location.origin);
+  const codes = snippets(name, location.origin, model);
   let tab = 0;
   function drawCode() {
     render($("#code-tabs"), html`${codes.map((c, i) => html`<button type="button" role="tab" id="tab-${i}" aria-selected="${i === tab ? "true" : "false"}" tabindex="${i === tab ? "0" : "-1"}" data-tab="${i}">${c.label}</button>`)}`);
@@ -310,9 +430,9 @@ export async function show(main, id) {
 
   const onResize = debounce(() => drawChart(), 150);
   window.addEventListener("resize", onResize);
-  fillEdit();
+  if ($("#edit")) fillEdit();
   drawStatus();
-  await Promise.all([poll(), loadEpochs()]);
+  await Promise.all([poll(), loadEpochs(), loadPerms()]);
   return () => {
     stopped = true; clearTimeout(timer); streams.forEach((c) => c.abort());
     window.removeEventListener("resize", onResize);

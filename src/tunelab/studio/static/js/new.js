@@ -1,6 +1,8 @@
 // New tuned model: data (file or table) → validation by the server → settings → create.
-import { get, post, upload, del, listAll, ApiError } from "./api.js";
-import { html, raw, render, esc, toast, debounce, modelId, within } from "./util.js";
+// The examples table is an ARIA grid: one tab stop, arrow keys between cells, Enter (or
+// typing) edits a cell, Escape leaves it.
+import { post, upload, del, listAll } from "./api.js";
+import { html, raw, render, esc, toast, debounce, modelId, within, setLeaveGuard, failure } from "./util.js";
 import { MAX_BYTES, parseText, toUpload, locations, pastedRows } from "./dataset.js";
 
 const SHOWN_ROWS = 200;
@@ -12,6 +14,8 @@ export async function show(main) {
     rows: [], source: null, sourceBytes: null, edited: false,
     file: null, fileInfo: null, checking: false, rowMsgs: new Map(), general: [], warnings: [],
     seq: 0, creating: false, notLoaded: "",
+    header: null, columns: null, columnMsgs: [], sourceText: "", autoName: "",
+    cursor: { row: 0, col: 0 },   // the grid's active cell (col 0 input, 1 output, 2 remove)
   };
   const bases = (await listAll("models", "models")).filter((m) => (m.supportedGenerationMethods || []).includes("createTunedModel"));
 
@@ -33,10 +37,11 @@ export async function show(main) {
             <span class="spacer"></span>
             <span class="hint" id="count"></span>
           </div>
-          <p class="hint">Edit any cell. Paste rows copied from a spreadsheet (two columns, input and output) into a cell to add them.</p>
+          <p class="hint" id="grid-help">Edit any cell: in the table, arrow keys move between cells, Enter or typing edits one and Escape leaves it. Paste rows copied from a spreadsheet (two columns, input and output) into a cell to add them.</p>
+          <div id="columns" class="columns" hidden></div>
           <div id="summary" aria-live="polite"></div>
-          <div class="data-wrap" id="table-wrap" hidden><table class="data" id="data">
-            <thead><tr><th scope="col">#</th><th scope="col">Input</th><th scope="col">Output</th><th><span class="sr-only" hidden>Remove</span></th></tr></thead>
+          <div class="data-wrap" id="table-wrap" hidden><table class="data" id="data" role="grid" aria-label="Training examples" aria-describedby="grid-help">
+            <thead><tr role="row"><th scope="col" role="columnheader">#</th><th scope="col" role="columnheader">Input</th><th scope="col" role="columnheader">Output</th><th role="columnheader"><span class="sr-only">Remove</span></th></tr></thead>
             <tbody></tbody></table></div>
           <p class="hint" id="shown"></p>
         </section>
@@ -77,16 +82,39 @@ export async function show(main) {
 
   const tbody = $("#data tbody");
 
-  // -- the table ------------------------------------------------------------------------
+  // -- the table (an ARIA grid) ----------------------------------------------------------
+  const cellSel = (row, col) => `td[data-cell="${row}:${col}"]`;
   function drawTable() {
     const a = document.activeElement;
-    const keep = a && a.dataset && a.dataset.f && tbody.contains(a)
-      ? { i: a.dataset.i, f: a.dataset.f, s: a.selectionStart, e: a.selectionEnd } : null;
+    const inGrid = a && tbody.contains(a);
+    const editing = inGrid && a.dataset.f ? { s: a.selectionStart, e: a.selectionEnd } : null;
     drawRows();
-    if (keep) {
-      const t = tbody.querySelector(`textarea[data-i="${keep.i}"][data-f="${keep.f}"]`);
-      if (t) { t.focus(); t.setSelectionRange(keep.s, keep.e); }
-    }
+    const cell = activeCell();
+    if (!cell) return;
+    cell.tabIndex = 0;
+    if (editing) {
+      const t = cell.querySelector("textarea");
+      if (t) { t.focus(); t.setSelectionRange(editing.s, editing.e); }
+    } else if (inGrid) cell.focus();
+  }
+  function shownRows() { return $$("tr[data-row]", tbody).map((tr) => Number(tr.dataset.row)); }
+  /** The cursor's cell, moved to the nearest shown row when its row is gone. */
+  function activeCell() {
+    const rows = shownRows();
+    if (!rows.length) return null;
+    if (!rows.includes(st.cursor.row)) st.cursor.row = rows.filter((r) => r < st.cursor.row).pop() ?? rows[0];
+    return $(cellSel(st.cursor.row, st.cursor.col), tbody);
+  }
+  function moveTo(row, col, edit = false) {
+    const old = $('td[tabindex="0"]', tbody);
+    if (old) old.tabIndex = -1;
+    st.cursor = { row, col };
+    const cell = activeCell();
+    cell.tabIndex = 0;
+    const t = cell.querySelector("textarea");
+    if (edit && t) { t.focus(); t.setSelectionRange(t.value.length, t.value.length); }
+    else cell.focus();
+    cell.scrollIntoView({ block: "nearest" });
   }
   function drawRows() {
     $("#table-wrap").hidden = st.rows.length === 0;
@@ -97,19 +125,68 @@ export async function show(main) {
       idx = idx.filter((i) => i < 100 || flagged.has(i));
     }
     $("#shown").textContent = idx.length < st.rows.length ? `Showing the first 100 rows and every row with a finding (${idx.length} of ${st.rows.length}).` : "";
+    $("#data").setAttribute("aria-rowcount", String(st.rows.length + 1));
     render(tbody, html`${idx.map((i) => {
       const r = st.rows[i];
       const msgs = st.rowMsgs.get(i) || [];
       const cls = msgs.some((m) => m.level === "bad") ? "bad" : msgs.length ? "warn" : "";
       const num = r.label.replace(/^(row|line|example) /, "");
-      return html`<tr class="${cls}" data-row="${i}" data-label="${r.label}">
-          <td class="num" title="${r.label}">${num}</td>
-          <td>${r.system !== undefined ? html`<div class="small muted sysprompt" title="System prompt">System: ${r.system}</div>` : ""}<textarea data-i="${i}" data-f="input" aria-label="Input of ${r.label}" rows="1">${r.input}</textarea></td>
-          <td><textarea data-i="${i}" data-f="output" aria-label="Output of ${r.label}" rows="1">${r.output}</textarea></td>
-          <td><button type="button" class="iconbtn" data-remove="${i}" aria-label="Remove ${r.label}" title="Remove">✕</button></td></tr>
-        ${msgs.length ? html`<tr class="msg ${cls}" data-msg-for="${i}"><td colspan="4">${msgs.map((m) => html`<div class="rowmsg ${m.level}" role="${m.level === "bad" ? "alert" : "note"}">${m.level === "bad" ? "✖ " : "⚠ "}${m.text}</div>`)}</td></tr>` : ""}`;
+      const described = msgs.length ? `msg-${i}` : "";
+      return html`<tr role="row" aria-rowindex="${i + 2}" class="${cls}" data-row="${i}" data-label="${r.label}">
+          <th scope="row" role="rowheader" class="num" title="${r.label}">${num}</th>
+          <td role="gridcell" tabindex="-1" data-cell="${i}:0" aria-describedby="${described}">${r.system !== undefined ? html`<div class="small muted sysprompt" title="System prompt">System: ${r.system}</div>` : ""}<textarea tabindex="-1" data-i="${i}" data-f="input" aria-label="Input of ${r.label}" rows="1">${r.input}</textarea></td>
+          <td role="gridcell" tabindex="-1" data-cell="${i}:1" aria-describedby="${described}"><textarea tabindex="-1" data-i="${i}" data-f="output" aria-label="Output of ${r.label}" rows="1">${r.output}</textarea></td>
+          <td role="gridcell" tabindex="-1" data-cell="${i}:2"><button type="button" tabindex="-1" class="iconbtn" data-remove="${i}" aria-label="Remove ${r.label}" title="Remove">✕</button></td></tr>
+        ${msgs.length ? html`<tr class="msg ${cls}" data-msg-for="${i}" role="presentation"><td colspan="4" id="msg-${i}" role="presentation">${msgs.map((m) => html`<div class="rowmsg ${m.level}">${m.level === "bad" ? "✖ " : "⚠ "}${m.text}</div>`)}</td></tr>` : ""}`;
     })}`);
   }
+
+  // Keys in the grid. On a cell: arrows, Home/End, Ctrl+Home/End and PageUp/PageDown move;
+  // Enter or F2 edits (or presses Remove); typing a character starts editing with it. In a
+  // cell being edited, Escape goes back to moving; Tab leaves the table.
+  tbody.addEventListener("keydown", (ev) => {
+    const t = ev.target;
+    if (t.dataset.f) {
+      if (ev.key === "Escape") { ev.preventDefault(); moveTo(Number(t.dataset.i), t.dataset.f === "input" ? 0 : 1); }
+      return;
+    }
+    const cell = t.closest("td[data-cell]");
+    if (!cell || cell !== t) return;
+    const rows = shownRows();
+    const at = rows.indexOf(st.cursor.row);
+    const { col } = st.cursor;
+    const go = (k, c) => { ev.preventDefault(); moveTo(rows[Math.max(0, Math.min(rows.length - 1, k))], Math.max(0, Math.min(2, c))); };
+    switch (ev.key) {
+      case "ArrowDown": return go(at + 1, col);
+      case "ArrowUp": return go(at - 1, col);
+      case "ArrowRight": return go(at, col + 1);
+      case "ArrowLeft": return go(at, col - 1);
+      case "PageDown": return go(at + 10, col);
+      case "PageUp": return go(at - 10, col);
+      case "Home": return ev.ctrlKey ? go(0, 0) : go(at, 0);
+      case "End": return ev.ctrlKey ? go(rows.length - 1, 2) : go(at, 2);
+      case "Enter": case "F2": case " ":
+        if (col === 2) { ev.preventDefault(); cell.querySelector("button").click(); return; }
+        if (ev.key === " ") break;
+        ev.preventDefault(); moveTo(st.cursor.row, col, true); return;
+      default: break;
+    }
+    if (col < 2 && ev.key.length === 1 && !ev.ctrlKey && !ev.metaKey && !ev.altKey) {
+      const ta = cell.querySelector("textarea");
+      ta.focus(); ta.setSelectionRange(ta.value.length, ta.value.length);   // the key types into it
+    }
+  });
+  // A click (or any focus) inside a cell makes it the grid's active cell.
+  tbody.addEventListener("focusin", (ev) => {
+    const cell = ev.target.closest("td[data-cell]");
+    if (!cell) return;
+    const [row, col] = cell.dataset.cell.split(":").map(Number);
+    if (row === st.cursor.row && col === st.cursor.col && cell.tabIndex === 0) return;
+    const old = $('td[tabindex="0"]', tbody);
+    if (old) old.tabIndex = -1;
+    st.cursor = { row, col };
+    cell.tabIndex = 0;
+  });
 
   function relabel() {
     // The table now goes to the server as a normalized CSV: row 1 is the header.
@@ -133,8 +210,8 @@ export async function show(main) {
     changed();
   });
   tbody.addEventListener("paste", (ev) => {
-    const t = ev.target;
-    if (!t.dataset.f) return;
+    const t = ev.target.dataset.f ? ev.target : ev.target.closest("td[data-cell]")?.querySelector("textarea");
+    if (!t) return;
     const pairs = pastedRows(ev.clipboardData.getData("text/plain"));
     if (!pairs) return;
     ev.preventDefault();
@@ -158,12 +235,53 @@ export async function show(main) {
     st.rows.push({ input: "", output: "", label: "" });
     st.edited = true; relabel();
     drawTable(); changed();
-    const cells = $$("textarea[data-f=input]", tbody);
-    cells[cells.length - 1]?.focus();
+    moveTo(st.rows.length - 1, 0, true);
   });
   $("#clear").addEventListener("click", () => {
-    Object.assign(st, { rows: [], file: null, source: null, edited: false, rowMsgs: new Map(), general: [], warnings: [], checking: false, notLoaded: "" });
-    drawTable(); drawSummary(); updateCreate();
+    Object.assign(st, { rows: [], file: null, source: null, edited: false, rowMsgs: new Map(), general: [], warnings: [], checking: false, notLoaded: "",
+      header: null, columns: null, columnMsgs: [], sourceText: "" });
+    forgetAutoName();
+    drawColumns(); drawTable(); drawSummary(); updateCreate();
+  });
+
+  // The display name follows the loaded file until the user writes one of their own.
+  function forgetAutoName() {
+    const dn = $("#display-name");
+    if (st.autoName && dn.value === st.autoName) dn.value = "";
+    st.autoName = "";
+  }
+  function nameAfter(file) {
+    const dn = $("#display-name");
+    if (dn.value && dn.value !== st.autoName) return;
+    dn.value = st.autoName = file.name.replace(/\.[^.]+$/, "").replace(/[_-]+/g, " ").slice(0, 40);
+  }
+
+  // -- columns (CSV): found by name, or chosen here ------------------------------------------
+  function drawColumns() {
+    const box = $("#columns");
+    box.hidden = !st.header;
+    if (!st.header) { box.replaceChildren(); return; }
+    const c = st.columns || { input: "", output: "" };
+    const options = (sel) => html`<option value="" ${sel ? "" : "selected"}>Choose a column…</option>${st.header.map((h) => html`<option value="${h}" ${h === sel ? "selected" : ""}>${h}</option>`)}`;
+    const unknown = !c.input || !c.output || c.input === c.output;
+    render(box, html`
+      <p class="small ${unknown ? "" : "muted"}" id="columns-why">${unknown
+        ? html`<b>Which columns hold the examples?</b> This file's columns are ${st.header.join(", ")}. Choose the column with the input the model receives and the one with the output it should give.`
+        : "Columns used from the file:"}</p>
+      <div class="row">
+        <label class="field small">Input column <select id="col-input">${options(c.input)}</select></label>
+        <label class="field small">Output column <select id="col-output">${options(c.output)}</select></label>
+      </div>
+      ${st.columnMsgs.length ? html`<div class="notice bad" role="alert" id="columns-error">${st.columnMsgs.join(" ")}</div>` : ""}`);
+  }
+  $("#columns").addEventListener("change", () => {
+    const input = $("#col-input").value, output = $("#col-output").value;
+    st.columns = { input, output };
+    st.columnMsgs = input && input === output ? ["Choose two different columns."] : [];
+    const parsed = parseText(st.sourceText, st.source.name, st.columns);
+    st.rows = parsed.rows; st.edited = false; st.file = null; st.rowMsgs = new Map(); st.general = []; st.warnings = [];
+    drawColumns(); drawTable();
+    if (st.rows.length) validate(); else { drawSummary(); updateCreate(); }
   });
 
   // -- files ----------------------------------------------------------------------------
@@ -177,13 +295,14 @@ export async function show(main) {
         (st.rows.length ? " The data below is unchanged." : "");
       drawSummary(); return;
     }
-    st.general = []; st.rowMsgs = new Map(); st.warnings = [];
+    st.general = []; st.rowMsgs = new Map(); st.warnings = []; st.columnMsgs = [];
     const text = await f.text();
-    st.rows = parseText(text, f.name).rows;
-    st.source = f; st.edited = false; st.file = null;
-    const dn = $("#display-name");
-    if (!dn.value) dn.value = f.name.replace(/\.[^.]+$/, "").replace(/[_-]+/g, " ").slice(0, 40);
-    drawTable();
+    const parsed = parseText(text, f.name);
+    Object.assign(st, { rows: parsed.rows, header: parsed.header || null, columns: parsed.columns || null,
+      source: f, sourceText: text, edited: false, file: null });
+    nameAfter(f);
+    drawColumns(); drawTable();
+    if (st.header && !st.rows.length) { drawSummary(); updateCreate(); return; }  // columns to choose first
     validate();
   }
   const input = $("#file");
@@ -199,15 +318,37 @@ export async function show(main) {
     if (loc.kind === "example") return loc.n - 1 < st.rows.length ? loc.n - 1 : -1;
     return st.rows.findIndex((r) => r.label === `${loc.kind} ${loc.n}`);
   }
-  function attach(messages, level) {
+  function addRowMsg(i, level, text) {
+    if (!st.rowMsgs.has(i)) st.rowMsgs.set(i, []);
+    st.rowMsgs.get(i).push({ level, text });
+  }
+  /** Warnings (plain sentences) land on the rows they name. */
+  function attachWarnings(messages) {
     for (const text of messages) {
       const where = [...new Set(locations(text).map(rowIndex).filter((i) => i >= 0))];
-      if (!where.length) { (level === "bad" ? st.general : st.warnings).push(text); continue; }
-      for (const i of where) {
-        if (!st.rowMsgs.has(i)) st.rowMsgs.set(i, []);
-        st.rowMsgs.get(i).push({ level, text: text.replace(/^[^:]*?(row|line|example)s? [^:]*: /, "") });
-      }
-      if (level === "warn" && where.length > 1) st.warnings.push(text);
+      if (!where.length) { st.warnings.push(text); continue; }
+      for (const i of where) addRowMsg(i, "warn", text.replace(/^[^:]*?(row|line|example)s? [^:]*: /, ""));
+      if (where.length > 1) st.warnings.push(text);
+    }
+  }
+  // Problems come as field violations: "examples[4].output" names the 5th example the server
+  // read from the upload, "inputColumn" / "outputColumn" a column to choose. sentRows maps an
+  // example back to its table row: a file is sent as loaded (its examples are the table's rows,
+  // in order); the edited table is sent as CSV, where a row with both cells empty is no
+  // example (the server skips blank rows, as in a spreadsheet).
+  let sentRows = [];
+  const capital = (t) => t.charAt(0).toUpperCase() + t.slice(1);
+  function attachViolations(violations) {
+    for (const v of violations) {
+      const m = /^examples\[(\d+)\]/.exec(v.field || "");
+      const row = m ? sentRows[Number(m[1])] : undefined;
+      if (row !== undefined) addRowMsg(row, "bad", capital(v.description));
+      else if (v.field === "inputColumn" || v.field === "outputColumn") {
+        const kind = v.field === "inputColumn" ? "input" : "output";
+        st.columnMsgs.push(st.header
+          ? `Choose the ${kind} column above.`
+          : `The examples have no ${kind} field the Studio can use: name it ${kind === "input" ? "text_input (or input, prompt)" : "output (or completion)"} in the file.`);
+      } else st.general.push(capital(v.description));
     }
   }
 
@@ -216,27 +357,35 @@ export async function show(main) {
     const seq = ++st.seq;
     st.checking = true; drawSummary(); updateCreate();
     const form = new FormData();
+    let sending;
     if (st.edited || !st.source) {
       const { blob, name } = toUpload(st.rows, (st.source?.name || "studio-data").replace(/\.[^.]+$/, ""));
       form.append("file", blob, name);
+      const csv = name.endsWith(".csv");
+      sending = st.rows.map((_, i) => i).filter((i) => !csv || st.rows[i].input !== "" || st.rows[i].output !== "");
     } else {
       form.append("file", st.source, st.source.name);
+      if (st.columns?.input && st.columns?.output) {
+        form.append("inputColumn", st.columns.input);
+        form.append("outputColumn", st.columns.output);
+      }
+      sending = st.rows.map((_, i) => i);
     }
     let file = null, error = null;
     try { file = await upload("files", form); } catch (e) { error = e; }
     if (seq !== st.seq) { if (file) del(file.name).catch(() => {}); return; }
     if (st.file) del(st.file.name).catch(() => {});
-    st.checking = false; st.rowMsgs = new Map(); st.general = []; st.warnings = [];
+    st.checking = false; st.rowMsgs = new Map(); st.general = []; st.warnings = []; st.columnMsgs = [];
+    sentRows = sending;
     if (file) {
       st.file = file;
-      attach(file.warnings || [], "warn");
+      attachWarnings(file.warnings || []);
     } else {
       st.file = null;
-      const violations = (error.details || []).flatMap((d) => d.fieldViolations || []).map((v) => v.description);
-      if (violations.length) attach(violations, "bad");
-      else st.general.push(error.message);
+      if (error.violations?.length) attachViolations(error.violations);
+      else st.general.push(error.status === 400 ? error.message : failure(error, "check the data"));
     }
-    drawTable(); drawSummary(); updateCreate();
+    drawColumns(); drawTable(); drawSummary(); updateCreate();
   }
   const validateSoon = debounce(validate, 600);
 
@@ -288,7 +437,8 @@ export async function show(main) {
     nameErr.hidden = name.length <= 40;
     nameErr.textContent = `The display name is ${name.length} characters; the limit is 40.`;
     let why = "";
-    if (!n && !st.source) why = "Add training data to continue.";
+    if (!n && st.header) why = "Choose the input and output columns of the file.";
+    else if (!n && !st.source) why = "Add training data to continue.";
     else if (st.checking) why = "Waiting for the data check…";
     else if (!st.file) why = "Fix the data errors shown next to the rows.";
     else if (!name) why = "Give the model a display name.";
@@ -316,15 +466,23 @@ export async function show(main) {
       });
       const id = modelId(op.metadata.tunedModel);
       del(st.file.name).catch(() => {});
+      setLeaveGuard(null);   // the examples are the model's now
       toast("Tuning started");
       location.hash = `#/models/${id}`;
     } catch (e) {
-      const violations = (e.details || []).flatMap((d) => d.fieldViolations || []).map((v) => v.description);
-      if (violations.length) { st.rowMsgs = new Map(); st.general = []; attach(violations, "bad"); drawTable(); drawSummary(); }
-      err.textContent = e.message; err.hidden = false;
+      if (e.violations?.length) {
+        st.rowMsgs = new Map(); st.general = []; st.columnMsgs = [];
+        attachViolations(e.violations); drawColumns(); drawTable(); drawSummary();
+        err.textContent = "The server found problems in the examples checked against the base model: fix the rows marked in the table.";
+      } else err.textContent = e.status === 400 ? e.message : failure(e, "create the model");
+      err.hidden = false;
     } finally {
       st.creating = false; updateCreate();
     }
   });
+  // Rows that are not a model yet are lost when the page is left: the router asks first.
+  setLeaveGuard(() => (st.rows.length && !st.creating
+    ? `The ${st.rows.length} example${st.rows.length === 1 ? "" : "s"} in the table ${st.rows.length === 1 ? "is" : "are"} not saved anywhere yet; leaving this page discards ${st.rows.length === 1 ? "it" : "them"}.`
+    : null));
   drawSummary(); updateCreate();
 }

@@ -1,7 +1,15 @@
 // "Get code": the same call in curl, google-genai and the tunelab CLI, for one model.
 
-export function snippets(name, origin) {
+export function snippets(name, origin, model = {}) {
   const id = name.replace("tunedModels/", "");
+  // "the same settings": every hyperparameter the model was tuned with, and its base model
+  const hp = model.tuningTask?.hyperparameters || {};
+  const same = [
+    model.baseModel ? `--base-model ${model.baseModel.replace(/^models\//, "")}` : "",
+    hp.epochCount ? `--epochs ${hp.epochCount}` : "",
+    hp.batchSize ? `--batch-size ${hp.batchSize}` : "",
+    hp.learningRate ? `--learning-rate ${hp.learningRate}` : "",
+  ].filter(Boolean).join(" \\\n  ");
   return [
     { label: "curl", code: `# An API key from the Studio's "API keys" page
 export TUNELAB_API_KEY=...
@@ -45,6 +53,6 @@ tunelab jobs --server ${origin}
 tunelab cancel --server ${origin} ${name}
 
 # Tune again on new data, with the same settings
-tunelab tune --server ${origin} data.csv --display-name "${id} v2"` },
+tunelab tune --server ${origin} data.csv --display-name "${id} v2"${same ? ` \\\n  ${same}` : ""}` },
   ];
 }

@@ -36,18 +36,40 @@ export function toast(msg) {
   toastTimer = setTimeout(() => t.classList.remove("show"), 3200);
 }
 
-/** A modal confirmation; resolves true when the user confirms. */
-export function confirmDialog(title, body, okLabel = "OK") {
+/** A modal confirmation; resolves true when the user confirms. Both buttons say what they
+ *  do ("Cancel tuning" / "Keep tuning"), so neither can be misread. */
+export function confirmDialog(title, body, okLabel, backLabel) {
   const d = $("#confirm");
   $("#confirm-title").textContent = title;
   $("#confirm-body").textContent = body;
   $("#confirm-yes").textContent = okLabel;
+  $("#confirm-no").textContent = backLabel;
   d.returnValue = "";
   d.showModal();
   $("#confirm-no").focus();
   return new Promise((resolve) => {
     d.addEventListener("close", () => resolve(d.returnValue === "ok"), { once: true });
   });
+}
+
+// A page with work that is not saved yet (the new-model page's rows) says so here; the router
+// asks before any navigation throws it away.
+let leaveGuard = null;
+/** fn() → a sentence saying what would be lost, or null when nothing would. */
+export function setLeaveGuard(fn) { leaveGuard = fn; }
+export function leaveWarning() { return leaveGuard ? leaveGuard() : null; }
+
+/** What went wrong with an action, in the Studio's words: the HTTP status and the error's
+ *  structured reason decide, so no server wording (CLI commands, REST paths) reaches the page.
+ *  ``what`` completes "Could not …", e.g. "delete the model". */
+export function failure(e, what, role = "") {
+  const could = `Could not ${what}`;
+  if (!e || e.status === undefined) return `${could}: the server did not answer. Check your connection and try again.`;
+  if (e.status === 404) return `${could}: this model no longer exists, or it is no longer shared with you. Go back to My Library.`;
+  if (e.status === 403) return `${could}: ${role ? `your access to this model (${role.toLowerCase()}) does not allow it` : "you are not allowed to"}. Ask the model's owner.`;
+  if (e.status === 401) return `${could}: your session has ended. Sign in again.`;
+  if (e.status === 429 || e.status === 503) return `${could}: the server is busy. Try again in a minute.`;
+  return `${could}: ${e.message}`;
 }
 
 export function timeAgo(iso) {
