@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from tunelab import __version__
-from tunelab.api import errors
+from tunelab.api import errors, openai
 from tunelab.api.bounds import BodyLimit
 from tunelab.api.export import router as export_router
 from tunelab.api.gemini.epochs import router as epochs_router
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # before the Gemini routes: GET /tunedModels/{id} would take "{id}:export" as an id
     app.include_router(export_router, prefix="/v1beta")
     app.include_router(gemini_router, prefix="/v1beta")
+    openai.include(app)  # before the Gemini routes under /v1: see api/openai/route.py
     app.include_router(gemini_router, prefix="/v1")
     app.include_router(permissions_router, prefix="/v1beta")
     app.include_router(keys_router, prefix="/v1beta")

@@ -102,6 +102,7 @@ class TuningRequest:
     # or an uploaded file; without them 10% are held out from 40 examples on (data/split.py)
     validation_examples: list[Example] | None = None
     validation_file: str | None = None
+    seed: int | None = None  # the run's seed (OpenAI's ``seed``); else the server's
 
 
 @dataclass
@@ -282,7 +283,10 @@ class TuningService:
                 "epoch_count": resolved.epoch_count,
                 "batch_size": resolved.batch_size,
                 "learning_rate": resolved.learning_rate,
-                "seed": self.settings.seed,
+                "seed": req.seed if req.seed is not None else self.settings.seed,
+                # the uploads it was created from, as the OpenAI API shows a job's files
+                "training_file": req.file,
+                "validation_file": req.validation_file,
                 "total_steps": steps,
                 # which examples score each epoch (the record the API shows; see split.py)
                 "validation_dataset": str(val_rel) if val_rel else None,
