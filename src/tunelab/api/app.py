@@ -25,6 +25,7 @@ from tunelab.api.serving import GenerationGate, ServingPool
 from tunelab.api.vertex import routes as vertex
 from tunelab.auth.accounts import Accounts
 from tunelab.config import Settings
+from tunelab.inference.prompt_check import PromptFormatStats
 from tunelab.jobs.service import TuningService
 from tunelab.store import Store
 from tunelab.studio import routes as studio
@@ -62,9 +63,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.include_router(vertex.router, prefix=prefix)
     studio.mount(app)
 
+    app.state.prompt_formats = PromptFormatStats()
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
-        return {"status": "ok"}
+        # counts only (no model names): the endpoint needs no credentials
+        return {"status": "ok", "promptFormat": app.state.prompt_formats.to_dict()}
 
     default_openapi = app.openapi
 

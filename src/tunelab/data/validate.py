@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from tunelab.catalog.templates import CONTROL_MARKER
 from tunelab.data.examples import Example
+from tunelab.data.prompt_format import RECOMMENDED, detect_task, format_findings, quote
 from tunelab.errors import DatasetError, Problem
 
 MIN_EXAMPLES = 20  # Gemini's minimum; 100-500 give noticeably better models
@@ -93,7 +94,8 @@ def validate(examples: list[Example], *, count_tokens: Callable[[Example], int] 
     warnings = [*_duplicates(examples, where), *_conflicts(examples, where),
                 *_formats([ex.text_input for ex in examples], "input", "text_input", where),
                 *_formats([ex.output for ex in examples], "output", "output", where),
-                *_systems(examples, where), *_control_markers(examples, where)]
+                *_systems(examples, where), *_control_markers(examples, where),
+                *_prompt_formats(examples, where), *_task_size(examples, where)]
     if problems:
         raise DatasetError(problems, warnings)
     return warnings
@@ -137,6 +139,51 @@ def _systems(examples: Sequence[Example], where: _Where) -> list[Problem]:
         f"{where.rows(without)} {'has' if len(without) == 1 else 'have'} no system prompt while "
         "the other examples have one; give every example the same system prompt (or none), the "
         "way production requests will be sent", where.source, "system")]
+
+
+def _prompt_formats(examples: Sequence[Example], where: _Where) -> list[Problem]:
+    """Inputs missing a preamble or a field label that most inputs have, named by row (the
+    leading label is ``_formats``' concern, so it is not reported twice)."""
+    texts = [ex.text_input for ex in examples]
+    leading = Counter(x for x in (_label(t) for t in texts) if x is not None)
+    out = []
+    for f in format_findings(texts, list(leading)):
+        verb = "lacks" if len(f.rows) == 1 else "lack"
+        if f.kind == "preamble":
+            what = f"the opening \"{quote(f.what)}\" that the other {f.usual} inputs start with"
+        else:
+            what = f"the field label '{f.what}' that the other {f.usual} inputs carry"
+        out.append(Problem(f"{where.rows(f.rows)} {verb} {what}. {_FORMAT_ADVICE['input']}",
+                           where.source, "text_input"))
+    return out
+
+
+_TASK_WORDS = {"classification": "classification labels", "summarisation": "summaries of longer "
+               "inputs", "search": "references to documents (a document search task)"}
+
+
+def _task_size(examples: Sequence[Example], where: _Where) -> list[Problem]:
+    """The Gemini tuning guide's dataset size per task type, for the type the outputs suggest
+    (fewer than 20 examples is an error already)."""
+    n = len(examples)
+    task = detect_task([ex.text_input for ex in examples], [ex.output for ex in examples])
+    if task is None or n < MIN_EXAMPLES:
+        return []
+    low, high = RECOMMENDED[task]
+    if n >= low:
+        return []
+    advice = f"{low} or more" if low == high else f"{low}-{high} or more"
+    detail = ""
+    if task == "classification":
+        counts = Counter(ex.output.strip() for ex in examples)
+        fewest = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))[:3]
+        detail = (f" ({len(counts)} labels; the fewest examples: "
+                  + ", ".join(f"'{quote(x)}' {c}" for x, c in fewest) + ")")
+    return [Problem(
+        f"the outputs look like {_TASK_WORDS[task]}{detail}; for this kind of task {advice} "
+        f"examples are recommended and {n} were given, so the tuned model may answer new "
+        "inputs poorly. Add examples, covering every kind of input production will send",
+        where.source)]
 
 
 def _control_markers(examples: Sequence[Example], where: _Where) -> list[Problem]:

@@ -31,6 +31,7 @@ from tunelab import __version__
 from tunelab.catalog.loading import LoadedBase
 from tunelab.data.batches import Batch, TokenizedExample, collate, tokenize_example
 from tunelab.data.examples import Example, dataset_hash
+from tunelab.data.prompt_format import profile_of
 from tunelab.errors import FailedPrecondition, InvalidArgument
 from tunelab.fsutil import atomic_write_text
 from tunelab.training.advice import EpochAdvice, advise_epoch
@@ -407,6 +408,9 @@ def train(
         # the system prompt every example was tuned with, if they share one: generation
         # uses it when a request brings none (inference/generate.py)
         "system_instruction": shared_system(examples),
+        # the preamble and field labels every training prompt has: a production prompt
+        # without them is answered with a note saying so (data/prompt_format.py)
+        "prompt_format": profile_of([ex.text_input for ex in examples]).to_dict(),
         "total_steps": total,
         "completed_steps": step,
         "epochs_run": len(epoch_losses),

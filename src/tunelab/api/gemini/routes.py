@@ -25,6 +25,7 @@ from tunelab.auth.rules import OWNER, rule_for
 from tunelab.catalog import get_base_model, list_base_models
 from tunelab.data import Example
 from tunelab.errors import InvalidArgument, NotFound
+from tunelab.inference.prompt_check import format_note
 from tunelab.jobs.service import TuningRequest, TuningService, sampling_problems
 from tunelab.store import Store, TunedModelRow
 
@@ -367,12 +368,24 @@ def _usage(prompt: int, candidates: int | None) -> s.UsageMetadata:
     )
 
 
+def _format_note(request: Request, adapter, turns) -> s.PromptFormatNote | None:
+    """A tuned model's note on a prompt that does not follow its training format, counted in
+    the server's stats (``GET /healthz``)."""
+    if adapter is None:
+        return None
+    note = format_note(adapter, turns)
+    stats = getattr(request.app.state, "prompt_formats", None)
+    if stats is not None:
+        stats.record(note is not None)
+    return s.PromptFormatNote(follows_training_format=False, message=note) if note else None
+
+
 def _generate(kind: str, model_id: str, body: s.GenerateContentRequest, request: Request,
               principal: Principal) -> s.GenerateContentResponse:
     gen, adapter, defaults, name = _target(request, kind, model_id, principal)
     cfg = convert.generation_config(body.generation_config, *defaults)
-    res = gen.generate(convert.turns_of(body.contents), convert.system_of(body.system_instruction),
-                       cfg, adapter)
+    turns = convert.turns_of(body.contents)
+    res = gen.generate(turns, convert.system_of(body.system_instruction), cfg, adapter)
     n_out = sum(c.token_count for c in res.candidates)
     return s.GenerateContentResponse(
         candidates=[
@@ -385,6 +398,7 @@ def _generate(kind: str, model_id: str, body: s.GenerateContentRequest, request:
         ],
         usage_metadata=_usage(res.prompt_token_count, n_out),
         model_version=name,
+        prompt_format=_format_note(request, adapter, turns),
     )
 
 
@@ -428,6 +442,7 @@ async def _stream(kind: str, model_id: str, body: s.GenerateContentRequest, requ
     except StopAsyncIteration:
         first = None
     prompt_tokens = [first.prompt_token_count if first else 0]
+    note = _format_note(request, adapter, turns)
 
     def response(chunk) -> str:
         prompt_tokens[0] = chunk.prompt_token_count or prompt_tokens[0]
@@ -440,6 +455,7 @@ async def _stream(kind: str, model_id: str, body: s.GenerateContentRequest, requ
             usage_metadata=_usage(prompt_tokens[0],
                                   chunk.token_count if chunk.finish_reason else None),
             model_version=name,
+            prompt_format=note if chunk.finish_reason else None,  # once, on the last chunk
         )
         return json.dumps(out.model_dump(by_alias=True, exclude_none=True), ensure_ascii=False)
 

@@ -329,10 +329,22 @@ class UsageMetadata(_Out):
     total_token_count: int
 
 
+class PromptFormatNote(_Out):
+    """tunelab extension: the prompt does not follow the tuned model's training format."""
+
+    follows_training_format: bool = Field(
+        description="false: the prompt lacks the preamble or field labels that every training "
+        "prompt had (the note is absent when it follows them).")
+    message: str = Field(description="What the training prompts had and this one lacks.")
+
+
 class GenerateContentResponse(_Out):
     candidates: list[Candidate]
     usage_metadata: UsageMetadata
     model_version: str
+    prompt_format: PromptFormatNote | None = Field(
+        None, description="tunelab extension, on a tuned model's answer to a prompt that does "
+        "not follow its training format; SDKs ignore it.")
 
 
 class CountTokensResponse(_Out):

@@ -1,0 +1,92 @@
+"""A prompt that does not follow a tuned model's training format is answered with a note
+saying so (``promptFormat``, which the real SDKs ignore) and counted in ``GET /healthz``."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import httpx
+import pytest
+from service_harness import wait_op
+
+warnings.filterwarnings("ignore")
+
+PREAMBLE = "Classify the support ticket into one category."
+LABELS = ["billing", "shipping", "account"]
+
+
+def _ticket(i: int) -> str:
+    return f"{PREAMBLE}\n\nTicket: order {i} has a problem\nCustomer: person {i}"
+
+
+@pytest.fixture(scope="module")
+def tuned(service) -> str:
+    examples = [{"textInput": _ticket(i), "output": LABELS[i % 3]} for i in range(24)]
+    body = {"baseModel": "models/tiny-random", "tuningTask": {
+        "trainingData": {"examples": {"examples": examples}},
+        "hyperparameters": {"epochCount": 1, "batchSize": 4, "learningRate": 0.01}}}
+    with service.client() as c:
+        r = c.post("/v1beta/tunedModels", params={"tunedModelId": "tickets"}, json=body)
+        assert r.status_code == 200, r.text
+        op = wait_op(c, r.json()["name"])
+        assert op["response"]["state"] == "ACTIVE"
+    return "tunedModels/tickets"
+
+
+def _ask(c: httpx.Client, model: str, prompt: str) -> dict:
+    r = c.post(f"/v1beta/{model}:generateContent", json={
+        "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+        "generationConfig": {"maxOutputTokens": 2}})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _stats(service) -> dict:
+    return httpx.get(service.url + "/healthz").json()["promptFormat"]
+
+
+def test_prompts_are_checked_against_the_training_format(service, tuned, client):
+    before = _stats(service)
+    assert "promptFormat" not in _ask(client, tuned, _ticket(99))
+    note = _ask(client, tuned, "order 99 has a problem")["promptFormat"]
+    assert note["followsTrainingFormat"] is False
+    assert f'start with "{PREAMBLE}"' in note["message"]
+    assert "24 training prompts" in note["message"]
+    labels = _ask(client, tuned, f"{PREAMBLE}\n\nTicket: order 99 has a problem")["promptFormat"]
+    assert "the field label 'customer:'" in labels["message"]
+    # base models have no training format: never a note, never counted
+    assert "promptFormat" not in _ask(client, "models/tiny-random", "order 99")
+    after = _stats(service)
+    assert after["tunedModelPrompts"] - before["tunedModelPrompts"] == 3
+    assert after["promptsNotInTrainingFormat"] - before["promptsNotInTrainingFormat"] == 2
+
+
+def test_a_streamed_answer_carries_the_note_once(tuned, client):
+    r = client.post(f"/v1beta/{tuned}:streamGenerateContent", params={"alt": "sse"}, json={
+        "contents": [{"role": "user", "parts": [{"text": "order 7 is late"}]}],
+        "generationConfig": {"maxOutputTokens": 3}})
+    assert r.status_code == 200, r.text
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    notes = [e["promptFormat"] for e in events if "promptFormat" in e]
+    assert len(notes) == 1 and events[-1]["candidates"][0]["finishReason"]
+    assert "does not follow the format the model was tuned on" in notes[0]["message"]
+
+
+def test_the_real_sdks_ignore_the_note(service, tuned):
+    genai = pytest.importorskip("google.genai")
+    from google.genai import types
+
+    client = genai.Client(api_key=service.api_key, http_options=types.HttpOptions(
+        base_url=service.url, api_version="v1beta"))
+    res = client.models.generate_content(
+        model=tuned, contents="order 5 is late",
+        config=types.GenerateContentConfig(max_output_tokens=2))
+    assert res.candidates and res.usage_metadata.prompt_token_count > 0
+
+    old = pytest.importorskip("google.generativeai")
+    old.configure(api_key=service.api_key, transport="rest",
+                  client_options={"api_endpoint": service.url})
+    answer = old.GenerativeModel(model_name=tuned).generate_content(
+        "order 5 is late", generation_config={"max_output_tokens": 2})
+    assert answer.candidates
