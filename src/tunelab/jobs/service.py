@@ -29,14 +29,20 @@ ID_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 MAX_DISPLAY_NAME = 40
 _ALPHABET = string.ascii_lowercase + string.digits
 
+# What google-genai 1.47+ users add so tunings.tune() sends its examples (docs/sdks.md).
+EXTRA_BODY_SNIPPET = (
+    'types.HttpOptions(extra_body={"tuningTask": {"trainingData": {"examples": {"examples": '
+    '[{"textInput": "...", "output": "..."}]}}}})'
+)
 NO_TRAINING_DATA = (
-    "No training examples received: tuningTask.trainingData.examples.examples is missing. "
-    "google-genai 1.47 and later drop the training examples on the Gemini API path (a bug in "
-    "the SDK), so client.tunings.tune() cannot tune here. Use google-generativeai "
-    "(genai.create_tuned_model), google-genai 1.46 or older, the tunelab CLI "
-    "(tunelab tune --server URL data.csv), or send the REST request directly with "
+    "No training examples received: tuningTask.trainingData is missing. google-genai 1.47 "
+    "and later drop the examples of client.tunings.tune() on the Gemini API path (a bug in "
+    "the SDK). Send them with the request yourself: pass config=types.CreateTuningJobConfig("
+    f"..., http_options={EXTRA_BODY_SNIPPET}) to tune(), or put that extra_body into the "
+    "client's HttpOptions; or use Vertex mode, genai.Client(vertexai=True, ...), with an "
+    "uploaded dataset (docs/sdks.md). Over REST, send "
     '"tuningTask": {"trainingData": {"examples": {"examples": [{"textInput": "...", '
-    '"output": "..."}]}}} — or upload a file (POST /v1beta/files) and pass '
+    '"output": "..."}]}}}, or upload a file (POST /v1beta/files) and pass '
     '"trainingData": {"file": "files/ID"}.'
 )
 
