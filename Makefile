@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-dev system-deps lint bench clean
+.PHONY: demo test install install-dev sdk-envs system-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,15 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	# google-genai 1.46, 1.47 and the newest 3.x, one virtualenv each under .venv/sdk-envs/,
+	# for the SDK version matrix (tests/integration/test_sdk_matrix.py)
+	$(BIN)/python tests/integration/sdk_envs.py
 	touch $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+sdk-envs: $(VENV)/.installed
+	$(BIN)/python tests/integration/sdk_envs.py
 
 demo: $(VENV)/.installed
 	$(BIN)/tunelab demo
