@@ -364,6 +364,25 @@ def test_v1_models_answers_each_protocol_in_its_shape(service):
         "id": "tiny-random", "object": "model", "created": 0, "owned_by": "tunelab"}
 
 
+def test_google_genai_on_v1_still_gets_the_gemini_api(service):
+    """google-genai's default version is v1: its models.list / get hit the two paths the
+    OpenAI API also has, and must get Gemini's answers."""
+    genai = pytest.importorskip("google.genai")
+    from google.genai import types
+
+    g = genai.Client(api_key=service.api_key,
+                     http_options=types.HttpOptions(base_url=service.url, api_version="v1"))
+    assert "models/tiny-random" in [m.name for m in g.models.list()]
+    assert g.models.get(model="models/tiny-random").input_token_limit == 512
+
+
+def test_an_upload_over_the_limit_is_refused_unread(service):
+    with pytest.raises(openai.APIStatusError) as e:
+        client(service).files.create(file=("big.jsonl", b"x" * (5 * 2**20)), purpose="fine-tune")
+    assert e.value.status_code == 413
+    assert error_of(e.value)["code"] == "request_too_large"
+
+
 def test_a_gemini_tuned_model_is_an_openai_job_and_model(service):
     with service.client() as c:
         r = c.post("/v1beta/tunedModels", params={"tunedModelId": "from-gemini"},
