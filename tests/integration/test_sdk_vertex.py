@@ -160,10 +160,15 @@ def test_what_tunelab_cannot_do_is_refused_with_what_to_do(service):
          ["no artifact store", "POST /v1beta/files", "'files/ID'"]),
         (types.TuningDataset(gcs_uri=train), {"adapter_size": "ADAPTER_SIZE_FOUR"},
          ["rank 8", "leave adapter_size out or set ADAPTER_SIZE_EIGHT"]),
+        (types.TuningDataset(gcs_uri=train), {"labels": {"team": "search"}},
+         ["does not support labels", "supervised tuning", "Leave the others out"]),
+        (types.TuningDataset(gcs_uri=train), {"base": "projects/p/locations/l/models/m"},
+         ["preTunedModel", "is not supported yet"]),
     ]
     for dataset, config, words in cases:
+        base = config.pop("base", "tiny-random")
         with pytest.raises(errors.ClientError) as e:
-            client.tunings.tune(base_model="tiny-random", training_dataset=dataset,
+            client.tunings.tune(base_model=base, training_dataset=dataset,
                                 config=types.CreateTuningJobConfig(**config))
         assert e.value.code == 400 and e.value.status == "INVALID_ARGUMENT"
         for w in words:

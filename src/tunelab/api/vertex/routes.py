@@ -60,6 +60,23 @@ def create_tuning_job(project: str, location: str, body: v.TuningJobIn, request:
     dataset ('files/ID'); answers the job, state JOB_STATE_PENDING."""
     spec = body.supervised_tuning_spec or v.SupervisedTuningSpecIn()
     hp = spec.hyper_parameters or v.SupervisedHyperParametersIn()
+    unknown = [*(body.model_extra or {}),
+               *(f"supervisedTuningSpec.{k}" for k in spec.model_extra or {}),
+               *(f"supervisedTuningSpec.hyperParameters.{k}" for k in hp.model_extra or {})]
+    if unknown:
+        raise InvalidArgument(
+            f"tunelab does not support {', '.join(unknown)} in a tuning job: it runs "
+            "supervised tuning of a base model (baseModel, tunedModelDisplayName, description, "
+            "supervisedTuningSpec with trainingDatasetUri, validationDatasetUri and "
+            "hyperParameters epochCount, learningRateMultiplier or learningRate, batchSize, "
+            "adapterSize). Leave the others out (docs/sdks.md)."
+        )
+    if body.pre_tuned_model is not None:
+        raise InvalidArgument(
+            "Tuning on top of a tuned model (preTunedModel) is not supported yet: give the "
+            "base model as baseModel and tune on the earlier examples and the new ones "
+            "together."
+        )
     problem = convert.adapter_size_problem(hp.adapter_size)
     if problem:
         raise InvalidArgument(f"Invalid tuning job: {problem}.")
@@ -71,11 +88,10 @@ def create_tuning_job(project: str, location: str, body: v.TuningJobIn, request:
             "(POST /v1beta/files) and pass its name, e.g. "
             "training_dataset=types.TuningDataset(gcs_uri='files/ID') (docs/sdks.md)."
         )
-    pre = body.pre_tuned_model
     req = TuningRequest(
         owner=principal.owner,
-        base_model=convert.base_model_name(body.base_model or (pre.base_model if pre else None)),
-        source_tuned_model=pre.tuned_model_name if pre else None,
+        base_model=convert.base_model_name(body.base_model),
+        source_tuned_model=None,
         tuned_model_id=None,
         display_name=body.tuned_model_display_name,
         description=body.description,

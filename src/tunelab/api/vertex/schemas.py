@@ -19,13 +19,20 @@ class _In(BaseModel):
     )
 
 
+class _Open(_In):
+    """A body whose unknown fields the route names in its own 400 (what tunelab runs
+    instead), rather than the generic unknown-field answer."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True,
                               serialize_by_alias=True)
 
 
 # --------------------------------------------------------------------------- requests
-class SupervisedHyperParametersIn(_In):
+class SupervisedHyperParametersIn(_Open):
     epoch_count: int | None = None
     learning_rate_multiplier: float | None = None
     adapter_size: str | int | None = Field(
@@ -34,7 +41,7 @@ class SupervisedHyperParametersIn(_In):
     learning_rate: float | None = None
 
 
-class SupervisedTuningSpecIn(_In):
+class SupervisedTuningSpecIn(_Open):
     training_dataset_uri: str | None = Field(
         None, description="'files/{id}' of an uploaded file (POST /v1beta/files): JSONL in "
         "Vertex's format (contents + systemInstruction), or CSV/JSON/JSONL as tunelab reads "
@@ -44,13 +51,13 @@ class SupervisedTuningSpecIn(_In):
     hyper_parameters: SupervisedHyperParametersIn | None = None
 
 
-class PreTunedModelIn(_In):
+class PreTunedModelIn(_Open):
     tuned_model_name: str | None = None
     checkpoint_id: str | None = None
     base_model: str | None = None
 
 
-class TuningJobIn(_In):
+class TuningJobIn(_Open):
     """The body of ``POST …/tuningJobs`` (supervised tuning)."""
 
     base_model: str | None = Field(
