@@ -91,10 +91,15 @@ def strip_trailing_commas(text: str) -> str:
 
 
 def loads_lenient(raw: bytes) -> Any:
-    """The JSON value of ``raw``, forgiving trailing commas; else the original error."""
+    """The JSON value of ``raw``, forgiving trailing commas; else the original error. The
+    repair is tried only when the first error is right after a comma: an error anywhere else
+    cannot be a trailing comma (one before it would have been the first error), so a large
+    invalid body costs one parse, not a repair as well."""
     try:
         return load_json(raw)
     except json.JSONDecodeError as first:
+        if not first.doc[:first.pos].rstrip().endswith(","):
+            raise
         try:
             return load_json(strip_trailing_commas(raw.decode("utf-8")))
         except (ValueError, UnicodeDecodeError):
