@@ -207,6 +207,9 @@ def test_job_errors_name_the_field(service, files):
         assert error_of(e.value)["param"] == param, extra
     with pytest.raises(openai.NotFoundError):
         oa.fine_tuning.jobs.retrieve("ftjob-nope")
+    with pytest.raises(openai.NotFoundError) as e:  # no pause: said in OpenAI's shape
+        oa.fine_tuning.jobs.pause("ftjob-nope")
+    assert "no pause or resume" in error_of(e.value)["message"]
 
 
 # ------------------------------------------------------------------------ generation

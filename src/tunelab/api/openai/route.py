@@ -74,6 +74,7 @@ RULES: dict[str, Rule] = {
     "openai.jobs.cancel": Rule(False, _WRITE, WRITER, "cancel a fine-tuning job"),
     "openai.jobs.events": Rule(True, _READ, READER, "a job's events"),
     "openai.jobs.checkpoints": Rule(True, _READ, READER, "a job's checkpoints"),
+    "openai.jobs.unsupported": Rule(True, _READ, None, "fine-tuning methods not served"),
     "openai.chat.completions": Rule(True, _USE, READER, "chat completions"),
     "openai.completions": Rule(True, _USE, READER, "completions"),
 }

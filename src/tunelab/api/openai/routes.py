@@ -350,6 +350,16 @@ def list_checkpoints(
     return convert.page(found, after, _limit(limit, 10, 1000))
 
 
+@router.api_route("/fine_tuning/{rest:path}", methods=["GET", "POST", "DELETE"],
+                  name="openai.jobs.unsupported")
+def unsupported_job_method(rest: str, request: Request, principal: Auth) -> None:
+    """The rest of OpenAI's fine-tuning API (pause, resume, alpha graders, permissions):
+    answered in OpenAI's shape, saying what tunelab offers instead."""
+    raise NotFound(f"{request.method} /fine_tuning/{rest} is not served by tunelab: it offers "
+                   "fine_tuning.jobs create, list, retrieve, cancel, list_events and "
+                   "checkpoints.list (no pause or resume; see docs/sdks.md).")
+
+
 # ------------------------------------------------------------------------------- models
 def _model_out(name: str, row: TunedModelRow) -> s.Model:
     return s.Model(id=name, created=convert.unix(row.create_time) or 0, owned_by=row.owner)
