@@ -88,7 +88,8 @@ class ServingPool:
                 # the API's share of the cores when `serve` runs local workers (config.py)
                 threads = self.settings.api_threads or self.settings.threads
                 base = load_base_model(
-                    spec, self.settings.models_dir, self.settings.device, threads
+                    spec, self.settings.models_dir, self.settings.device, threads,
+                    self.settings.precision,
                 )
                 gen = Generator(base, self.settings.adapter_cache_bytes)
                 self._generators[spec.id] = gen
