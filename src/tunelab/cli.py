@@ -192,7 +192,9 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
     epoch on the validation examples); Ctrl-C cancels cleanly."""
     from tunelab.training import train
 
-    resolved = hp.resolve(base.spec.recommended_learning_rate)
+    # unset values are chosen from the data (training/auto.py); one line says why for each
+    resolved = hp.resolve(base.spec.recommended_learning_rate, examples,
+                          has_validation=bool(validation))
     per_epoch = resolved.steps_per_epoch(len(examples))
     console.print(
         f"Tuning [bold]{base.spec.id}[/] on {len(examples)} examples: "
@@ -200,6 +202,8 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
         f"learning rate {resolved.learning_rate:g} → {out}",
         highlight=False,
     )
+    for reason in resolved.reasons:
+        console.print(f"  {reason}", highlight=False, soft_wrap=True)
     progress = Progress(
         TextColumn("[bold blue]tuning"),
         BarColumn(),
@@ -230,7 +234,7 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
         return train(
             base,
             examples,
-            hp,
+            resolved,
             out,
             seed=seed,
             should_cancel=cancel,

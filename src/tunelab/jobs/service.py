@@ -219,7 +219,9 @@ class TuningService:
         split = split_validation(examples, given)
         warnings += split.warnings
         train_examples = split.train
-        resolved = hp.resolve(spec.recommended_learning_rate)
+        # unset fields chosen from the training examples (training/auto.py)
+        resolved = hp.resolve(spec.recommended_learning_rate, train_examples,
+                              has_validation=bool(split.validation))
         steps = total_steps(len(train_examples), resolved.batch_size, resolved.epoch_count)
 
         model_id = req.tuned_model_id or derive_id(req.display_name)
@@ -297,6 +299,7 @@ class TuningService:
                 # which examples score each epoch (the record the API shows; see split.py)
                 "validation_dataset": str(val_rel) if val_rel else None,
                 "validation": split.record(),
+                "plan": resolved.plan(),
             },
         )
         try:
@@ -336,11 +339,15 @@ class TuningService:
         from tunelab.training.loop import read_evaluation
 
         found = read_evaluation(self.model_dir(model_id))
-        if found is not None:
-            return found
         job = self.store.job_of(model_id)
-        record = (job.spec or {}).get("validation") if job is not None else None
-        return {"validation": record} if record else None
+        spec = (job.spec or {}) if job is not None else {}
+        # one line on each hyperparameter choice, shown with the hyperparameters
+        choices = (spec.get("plan") or {}).get("reasons")
+        extra = {"hyperparameter_choices": choices} if choices else {}
+        if found is not None:
+            return {**found, **extra}
+        record = spec.get("validation")
+        return ({"validation": record} if record else {}) | extra or None
 
     # -- cancel / delete ----------------------------------------------------------------
     def cancel(self, model_id: str, owner: str | None) -> None:

@@ -1,5 +1,9 @@
 """Hyperparameters with Gemini's names and defaults, and the LoRA shape.
 
+A field left unset is chosen from the data when the examples are known
+(``Hyperparameters.resolve(..., examples)``, see ``training/auto.py``); Gemini's fixed defaults
+below apply otherwise. A value the user gives is always used exactly.
+
 Steps arithmetic: one optimizer step consumes ``batch_size`` examples (the last batch of an
 epoch may be smaller), so ``total_steps = ceil(n_examples / batch_size) * epoch_count``.
 With the defaults and 100 examples: ceil(100 / 4) * 5 = 125 steps.
@@ -8,9 +12,21 @@ With the defaults and 100 examples: ceil(100 / 4) * 5 = 125 steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from tunelab.data.examples import Example
 from tunelab.errors import HyperparameterError, Problem
+from tunelab.training.auto import (
+    MIN_LR_RATIO,
+    DataShape,
+    auto_batch_size,
+    auto_epoch_count,
+    learning_rate_at,
+    lora_shape,
+    probe_count,
+    warmup_steps,
+)
 
 DEFAULT_EPOCH_COUNT = 5
 DEFAULT_BATCH_SIZE = 4
@@ -21,7 +37,7 @@ MAX_BATCH_SIZE = 512
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """What a user may choose. Unset fields take the defaults; give ``learning_rate`` *or*
+    """What a user may choose. Unset fields are chosen automatically; give ``learning_rate`` *or*
     ``learning_rate_multiplier`` (× the base model's recommended rate), not both."""
 
     epoch_count: int | None = None
@@ -64,34 +80,126 @@ class Hyperparameters:
                 "Invalid hyperparameters: " + "; ".join(str(p) for p in problems) + "."
             )
 
-    def resolve(self, recommended_learning_rate: float | None = None) -> ResolvedHyperparameters:
+    def resolve(
+        self,
+        recommended_learning_rate: float | None = None,
+        examples: Sequence[Example] | None = None,
+        *,
+        has_validation: bool = False,
+    ) -> ResolvedHyperparameters:
+        """The values to train with. Without ``examples``, unset fields take Gemini's fixed
+        defaults; with them, tunelab chooses the unset fields from the data
+        (``training/auto.py``: epochs, batch size, a warmup + cosine learning-rate schedule,
+        the LoRA shape, and for a small dataset without ``has_validation`` a first run that
+        chooses the epoch). Given values are always used exactly."""
         self.validate()
+        recommended = recommended_learning_rate or DEFAULT_LEARNING_RATE
         if self.learning_rate is not None:
             lr = self.learning_rate
         elif self.learning_rate_multiplier is not None:
-            lr = self.learning_rate_multiplier * (
-                recommended_learning_rate or DEFAULT_LEARNING_RATE
-            )
+            lr = self.learning_rate_multiplier * recommended
         else:
-            lr = recommended_learning_rate or DEFAULT_LEARNING_RATE
-        return ResolvedHyperparameters(
-            epoch_count=self.epoch_count or DEFAULT_EPOCH_COUNT,
-            batch_size=self.batch_size or DEFAULT_BATCH_SIZE,
-            learning_rate=lr,
-        )
+            lr = recommended
+        if examples is None:
+            return ResolvedHyperparameters(
+                epoch_count=self.epoch_count or DEFAULT_EPOCH_COUNT,
+                batch_size=self.batch_size or DEFAULT_BATCH_SIZE,
+                learning_rate=lr,
+            )
+        return self._auto(lr, DataShape.of(examples), has_validation)
+
+    def _auto(self, lr: float, shape: DataShape, has_validation: bool) -> ResolvedHyperparameters:
+        n = shape.example_count
+        reasons, chosen = [], []
+        batch = self.batch_size
+        if batch is None:
+            batch, why = auto_batch_size(shape)
+            chosen.append("batch_size")
+            reasons.append(f"batchSize {batch} (automatic): {why}.")
+        else:
+            reasons.append(f"batchSize {batch}: as given.")
+        epochs = self.epoch_count
+        if epochs is None:
+            epochs, why = auto_epoch_count(n, batch)
+            chosen.append("epoch_count")
+            reasons.append(f"epochCount {epochs} (automatic): {why}.")
+        else:
+            reasons.append(f"epochCount {epochs}: as given.")
+        total = total_steps(n, batch, epochs)
+        warmup, decay = 0, "constant"
+        if self.learning_rate is None and self.learning_rate_multiplier is None:
+            warmup, decay = warmup_steps(total), "cosine"
+            chosen.append("learning_rate")
+            reasons.append(
+                f"learningRate {lr:g} (automatic): the base model's recommended rate, reached "
+                f"after {warmup} warmup step{'s' if warmup > 1 else ''} and decayed on a cosine "
+                f"to {lr * MIN_LR_RATIO:g} at the last of {total} steps.")
+        else:
+            reasons.append(f"learningRate {lr:g}: as given, constant.")
+        rank, alpha = lora_shape(n)
+        reasons.append(f"LoRA rank {rank}, alpha {alpha} on every linear layer: "
+                       f"{'1,000 or more' if rank > 8 else 'fewer than 1,000'} examples.")
+        probe = probe_count(n) if self.epoch_count is None and not has_validation else 0
+        if probe:
+            reasons.append(
+                f"Stopping point: a first run holds out {probe} of the {n} examples and scores "
+                "every epoch on them; the model is then trained on all of them and the epoch "
+                "that scored best is served.")
+        return ResolvedHyperparameters(epochs, batch, lr, warmup, decay, rank, alpha, probe,
+                                       tuple(reasons), tuple(chosen))
 
 
 @dataclass(frozen=True)
 class ResolvedHyperparameters:
+    """The values a run trains with. ``epoch_count``, ``batch_size`` and ``learning_rate``
+    (the peak rate) are what the Gemini API reports (``to_dict``); the rest is tunelab's
+    schedule, LoRA shape and stopping point, with one line per choice in ``reasons``."""
+
     epoch_count: int
     batch_size: int
     learning_rate: float
+    warmup_steps: int = 0
+    decay: str = "constant"  # "constant" | "cosine" (training/auto.py)
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    probe_examples: int = 0  # held out by a first run that chooses the epoch
+    reasons: tuple[str, ...] = ()
+    automatic: tuple[str, ...] = ()  # the fields tunelab chose
 
     def steps_per_epoch(self, n_examples: int) -> int:
         return math.ceil(n_examples / self.batch_size)
 
+    def lr_at(self, step: int, total: int) -> float:
+        """The learning rate of optimizer step ``step`` (1-based) of ``total``."""
+        return learning_rate_at(step, total, self.learning_rate, self.warmup_steps, self.decay)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Gemini's hyperparameters (what ``tuningTask.hyperparameters`` reports)."""
+        return {"epoch_count": self.epoch_count, "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate}
+
+    def schedule(self) -> dict | None:
+        """The learning-rate schedule and stopping point, None for Gemini's (constant rate,
+        no first run): part of a run's identity (its checkpoints' fingerprint)."""
+        if self.decay == "constant" and not self.warmup_steps and not self.probe_examples:
+            return None
+        return {"warmup_steps": self.warmup_steps, "decay": self.decay,
+                "min_lr_ratio": MIN_LR_RATIO if self.decay != "constant" else 1.0,
+                "probe_examples": self.probe_examples}
+
+    def plan(self) -> dict:
+        """Everything, as JSON (kept with a queued job, so a change of tunelab's choices
+        cannot change a job that waits)."""
+        d = asdict(self)
+        d["reasons"], d["automatic"] = list(self.reasons), list(self.automatic)
+        return d
+
+    @classmethod
+    def from_plan(cls, d: dict) -> ResolvedHyperparameters:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for k in ("reasons", "automatic"):
+            known[k] = tuple(known.get(k) or ())
+        return cls(**known)
 
 
 def total_steps(n_examples: int, batch_size: int, epoch_count: int) -> int:

@@ -46,7 +46,11 @@ from tunelab.training.checkpoint import (
     write_manifest,
 )
 from tunelab.training.evaluate import Evaluation, Evaluator, advice_of, is_label_like
-from tunelab.training.hyperparameters import Hyperparameters, LoraSettings
+from tunelab.training.hyperparameters import (
+    Hyperparameters,
+    LoraSettings,
+    ResolvedHyperparameters,
+)
 
 # Padded tokens per forward pass; a step whose batch is larger is split into micro-batches
 # whose gradients add up to the same step (memory stays bounded for long examples).
@@ -220,12 +224,11 @@ def shared_system(examples: list[Example]) -> str | None:
 def train(
     base: LoadedBase,
     examples: list[Example],
-    hyperparameters: Hyperparameters,
+    hyperparameters: Hyperparameters | ResolvedHyperparameters,
     output_dir: Path,
     *,
     on_snapshot: Callable[[Snapshot], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
-    on_epoch_end: Callable[[int, float], None] | None = None,
     seed: int = 0,
     lora: LoraSettings | None = None,
     resume: bool = True,
@@ -245,6 +248,11 @@ def train(
     ``on_evaluation_progress(epoch, done, total)`` follows the answers), and a completed run
     serves the best-scoring epoch. ``validation_record`` (how the examples were chosen, see
     ``data/split.py``) is kept with the scores.
+
+    Unset hyperparameters are chosen from the examples (``training/auto.py``); a
+    ``ResolvedHyperparameters`` (a queued job's plan) is used as it is. When the plan asks for
+    it (a small dataset, no validation examples), a first run on most of the examples chooses
+    the epoch to serve (``_choose_epoch``).
     """
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -252,13 +260,22 @@ def train(
 
     if not examples:
         raise InvalidArgument("No training examples were given.")
-    lora = lora or LoraSettings()
-    hp = hyperparameters.resolve(base.spec.recommended_learning_rate)
+    validation = list(validation or [])
+    hp = hyperparameters if isinstance(hyperparameters, ResolvedHyperparameters) else (
+        hyperparameters.resolve(base.spec.recommended_learning_rate, examples,
+                                has_validation=bool(validation)))
+    lora = lora or LoraSettings(rank=hp.lora_rank, alpha=hp.lora_alpha)
     output_dir = Path(output_dir)
     data_hash = dataset_hash(examples)
-    validation = list(validation or [])
-    fingerprint = _fingerprint(base, data_hash, hp.to_dict(), lora, seed,
-                               dataset_hash(validation) if validation else None)
+    schedule = hp.schedule()  # None for Gemini's constant rate: fingerprints stay as they were
+    fingerprint = _fingerprint(base, data_hash, {**hp.to_dict(), **(
+        {"schedule": schedule} if schedule else {})}, lora, seed,
+        dataset_hash(validation) if validation else None)
+    probe = None
+    if hp.probe_examples and not validation:
+        probe = _choose_epoch(base, examples, hp, output_dir, seed, should_cancel, resume)
+        if probe is None:  # cancelled during the first run: nothing of the model is trained
+            return TrainResult("cancelled", output_dir, [], [], None)
 
     tokenized = [tokenize_example(base.tokenizer, base.template, ex) for ex in examples]
     lengths = [t.length for t in tokenized]
@@ -351,6 +368,8 @@ def train(
                 loss.backward()
                 step_loss += loss.item()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
+            for group in optimizer.param_groups:  # a function of the step alone (resume)
+                group["lr"] = hp.lr_at(step + 1, total)
             optimizer.step()
             step += 1
             dt = time.perf_counter() - t0
@@ -385,15 +404,16 @@ def train(
             "evaluation": evaluation,
         }
         save_checkpoint(output_dir, epoch + 1, model, state)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, epoch_losses[-1])
 
     save_adapter(output_dir, model)
     advice = (advice_of(evaluation) if evaluation else None) or advise_epoch(epoch_losses)
+    if probe is not None and epoch_losses:
+        advice = _probe_advice(probe, len(examples), len(epoch_losses))
     selected = None
     if status == "completed":
-        # with scores, the best epoch is served; without, the last (the advice only advises)
-        selected = advice.epoch if evaluation and advice else len(epoch_losses)
+        # with scores (or a first run's choice), the best epoch is served; without, the last
+        # (the advice only advises)
+        selected = advice.epoch if (evaluation or probe) and advice else len(epoch_losses)
     manifest = {
         "tunelab_version": __version__,
         "status": status,
@@ -401,6 +421,9 @@ def train(
         "template": base.template.name,
         "hyperparameters": hp.to_dict(),
         "requested_hyperparameters": dataclasses.asdict(hyperparameters),
+        # every setting the run used, and one line on each choice (training/auto.py)
+        "plan": hp.plan(),
+        "probe": probe,
         "lora": lora.to_dict(),
         "seed": seed,
         "dataset_hash": data_hash,
@@ -438,6 +461,59 @@ def train(
         manifest=manifest,
         evaluation=evaluation,
     )
+
+
+PROBE_SEED = 20241  # which examples the first run holds out: the data's, not the run's seed
+
+
+def _choose_epoch(base: LoadedBase, examples: list[Example], hp: ResolvedHyperparameters,
+                  output_dir: Path, seed: int, should_cancel: Callable[[], bool] | None,
+                  resume: bool) -> dict | None:
+    """The first run of a small dataset: hold out ``hp.probe_examples`` examples (fixed seed),
+    train on the rest for ``hp.epoch_count`` epochs scoring every epoch on them, and return
+    the best epoch with its scores (None when cancelled). The result is kept in
+    ``probe.json`` and the first run's checkpoints are removed, so a resumed run neither
+    repeats it nor keeps its files."""
+    import random
+    import shutil
+
+    record = output_dir / "probe.json"
+    if resume and record.is_file():
+        found = json.loads(record.read_text())
+        if isinstance(found, dict) and found.get("examples") == hp.probe_examples:
+            return found
+    k = hp.probe_examples
+    held = set(random.Random(PROBE_SEED).sample(range(len(examples)), k))
+    rest = [ex for i, ex in enumerate(examples) if i not in held]
+    scored = [examples[i] for i in sorted(held)]
+    first = dataclasses.replace(hp, probe_examples=0, reasons=(), automatic=())
+    work = output_dir / "probe"
+    result = train(base, rest, first, work, should_cancel=should_cancel, seed=seed,
+                   resume=resume, validation=scored,
+                   validation_record={"source": "PROBE", "example_count": k,
+                                      "held_out": sorted(i + 1 for i in held),
+                                      "message": "", "warnings": []})
+    if result.status != "completed" or not result.evaluation:
+        return None
+    advice = advice_of(result.evaluation)
+    found = {"examples": k, "held_out": sorted(i + 1 for i in held),
+             "metric": result.evaluation["metric"], "epoch": advice.epoch,
+             "scores": [e["score"] for e in result.evaluation["epochs"]],
+             "baseline": (result.evaluation.get("baseline") or {}).get("score")}
+    atomic_write_text(record, json.dumps(found))
+    shutil.rmtree(work, ignore_errors=True)
+    return found
+
+
+def _probe_advice(probe: dict, n: int, epochs_run: int) -> EpochAdvice:
+    epoch = min(probe["epoch"], epochs_run)
+    name = "accuracy" if probe["metric"] == "accuracy" else "token F1"
+    score = probe["scores"][epoch - 1]
+    return EpochAdvice(
+        epoch, False,
+        f"Epoch {epoch} scored best ({name} {score:.3f}) on the {probe['examples']} examples a "
+        f"first run held out; trained on all {n} examples, epoch {epoch} is served.",
+        "first_run", score)
 
 
 def _has_module(model: Any, suffix: str) -> bool:

@@ -61,8 +61,8 @@ def evaluation_out(evaluation: dict | None, row: TunedModelRow) -> s.Evaluation 
     best epoch; a cancelled model's names its last evaluated score instead."""
     from tunelab.training.evaluate import advice_of
 
-    if not evaluation:
-        return None
+    if not evaluation or not {"validation", "metric"} & evaluation.keys():
+        return None  # e.g. only the hyperparameter choices
     v = evaluation.get("validation")
     validation = s.ValidationSet(
         source=v["source"], example_count=v["example_count"],
@@ -121,6 +121,7 @@ def tuned_model_fields(
                 epoch_count=row.epoch_count,
                 batch_size=row.batch_size,
                 learning_rate=row.learning_rate,
+                choices=(evaluation or {}).get("hyperparameter_choices") if extensions else None,
             ),
         ),
         state_message=(row.state_message or None) if extensions else None,
@@ -155,6 +156,8 @@ def operation_out(
         snapshots=[snapshot_out(x) for x in snapshots] or None,
         queue_position=(queue_position or None) if not strict else None,
         evaluation=evaluation_out(evaluation, model) if not strict else None,
+        hyperparameter_choices=(evaluation or {}).get("hyperparameter_choices")
+        if not strict else None,
     )
     out = s.Operation(name=op.name, metadata=metadata, done=op.done or None)
     if op.done:

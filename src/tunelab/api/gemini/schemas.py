@@ -150,6 +150,9 @@ class Hyperparameters(_Out):
     epoch_count: int
     batch_size: int
     learning_rate: float
+    choices: list[str] | None = Field(
+        None, description="tunelab extension: one line on each value, given or chosen "
+        "automatically from the data (the learning rate is the peak of its schedule).")
 
 
 class TuningTask(_Out):
@@ -262,6 +265,9 @@ class CreateTunedModelMetadata(_Out):
     evaluation: Evaluation | None = Field(
         None, description="tunelab extension: the validation set and the scores so far "
         "(omitted for google-api-core clients).")
+    hyperparameter_choices: list[str] | None = Field(
+        None, description="tunelab extension: one line on each hyperparameter, given or chosen "
+        "automatically from the data (omitted for google-api-core clients).")
 
 
 class Status(_Out):

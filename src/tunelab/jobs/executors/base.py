@@ -26,6 +26,8 @@ class JobSpec:
     total_steps: int
     validation_dataset: str | None = None  # examples scored after each epoch (data/split.py)
     validation: dict | None = None  # how they were chosen, kept with the scores
+    # every setting the run uses and why (training/auto.py); None: queued by an older version
+    plan: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> JobSpec:

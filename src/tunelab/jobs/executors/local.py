@@ -8,7 +8,7 @@ from collections.abc import Callable
 from tunelab.catalog import get_base_model, load_base_model
 from tunelab.config import Settings
 from tunelab.jobs.executors.base import ExecutionResult, JobSpec
-from tunelab.training import Hyperparameters, Snapshot, train
+from tunelab.training import Hyperparameters, ResolvedHyperparameters, Snapshot, train
 
 
 class LocalExecutor:
@@ -38,7 +38,8 @@ class LocalExecutor:
         root = self.settings.artifacts_dir
         examples = read_examples(root / spec.dataset)
         base = self._base(spec.base_model)
-        hp = Hyperparameters(spec.epoch_count, spec.batch_size, spec.learning_rate)
+        hp = ResolvedHyperparameters.from_plan(spec.plan) if spec.plan else Hyperparameters(
+            spec.epoch_count, spec.batch_size, spec.learning_rate)
         delay = self.settings.step_delay_seconds
 
         def report(snapshot: Snapshot) -> None:

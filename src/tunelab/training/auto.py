@@ -1,0 +1,114 @@
+"""Automatic settings: what tunelab chooses for the hyperparameters a user leaves unset.
+
+Gemini's fixed defaults (5 epochs, batch 4, a constant learning rate) give a 20-example
+dataset 25 optimizer steps, and its loss is still falling when training stops (a 6-way
+classifier tuned so is right less than half the time). The Gemini API itself chose batch size
+and rate by dataset size, and OpenAI's ``"auto"`` chooses the epochs. tunelab chooses from the
+number of training examples ``n`` and their mean length; a value the user gives is used exactly.
+
+The arithmetic (``b`` the batch size, ``spe = ceil(n / b)`` steps per epoch):
+
+- **batch size**: 4 below 1,000 examples, 8 below 5,000, 16 from 5,000 (Gemini's "4 or 16 by
+  size", with a step between); halved (at least 2) when examples average 2,000 characters
+  (~500 tokens) or more, since each step then carries that many tokens already.
+- **epochs**: below 100 examples, enough epochs for ``TARGET_STEPS`` (100) steps, at least 5 and
+  at most 20 -- 20 examples: spe 5, 20 epochs = 100 steps; 50: spe 13, 8 epochs = 104 steps.
+  From 100 examples (spe ≥ 25, 125+ steps with 5 epochs) Gemini's 5, so a dataset of 100 or
+  more never trains longer than with the fixed defaults.
+- **learning rate**: the base model's recommended rate as the peak, reached after a linear
+  warmup over 6% of the steps (at least 1) and decayed on a cosine to 10% of the peak at the
+  last step -- 100 steps: 6 warmup steps, 0.001 → 0.0001. The rate of a step is a function of
+  the step number alone (``lr_at``), so a run resumed from a checkpoint takes the same steps.
+  A learning rate the user gives (or a multiplier) is used as given, constant, as Gemini does.
+- **LoRA shape**: rank 8 (alpha 16) on every linear layer below 1,000 examples, rank 16
+  (alpha 32) from 1,000: more examples can fill more directions.
+- **stopping point**, for datasets too small to hold out validation examples from (below 40;
+  see ``data/split.py``) when the epochs are chosen automatically: a first run holds out
+  ``PROBE_FRACTION`` of the examples (at least 4) and scores every epoch on them; the model is
+  then trained on all of the examples, and the epoch that scored best is served. No example is
+  given up, at the cost of training about twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunelab.data.examples import Example
+
+TARGET_STEPS = 100
+MIN_AUTO_EPOCHS = 5
+MAX_AUTO_EPOCHS = 20
+SMALL_DATASET = 100  # below: epochs chosen for TARGET_STEPS
+LONG_EXAMPLE_CHARS = 2_000
+WARMUP_FRACTION = 0.06
+MIN_LR_RATIO = 0.1
+LARGE_DATASET = 1_000  # from here: batch 8 and LoRA rank 16
+HUGE_DATASET = 5_000  # from here: batch 16
+PROBE_FRACTION = 0.2
+MIN_PROBE = 4
+PROBE_BELOW = 40  # data/split.HOLD_OUT_MIN_TOTAL: from here validation examples are held out
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the automatic choices depend on: how many training examples, how long."""
+
+    example_count: int
+    mean_chars: float
+
+    @classmethod
+    def of(cls, examples: Sequence[Example]) -> DataShape:
+        n = len(examples)
+        chars = sum(len(ex.text_input) + len(ex.output) + len(ex.system or "") for ex in examples)
+        return cls(n, chars / n if n else 0.0)
+
+
+def auto_batch_size(shape: DataShape) -> tuple[int, str]:
+    n = shape.example_count
+    batch, why = (4, "fewer than 1,000 examples") if n < LARGE_DATASET else (
+        (8, "1,000 to 5,000 examples") if n < HUGE_DATASET else (16, "5,000 or more examples"))
+    if shape.mean_chars >= LONG_EXAMPLE_CHARS and batch > 2:
+        batch //= 2
+        why += f", halved for long examples (~{shape.mean_chars:,.0f} characters on average)"
+    return batch, why
+
+
+def auto_epoch_count(n: int, batch_size: int) -> tuple[int, str]:
+    spe = math.ceil(n / batch_size)
+    if n >= SMALL_DATASET:
+        return MIN_AUTO_EPOCHS, (f"{n} examples make {spe} steps an epoch; 5 epochs "
+                                 f"({5 * spe} steps) as Gemini's default")
+    epochs = min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, math.ceil(TARGET_STEPS / spe)))
+    return epochs, (f"{n} examples make {spe} steps an epoch at batch size {batch_size}; "
+                    f"{epochs} epochs give {epochs * spe} steps (a small dataset needs about "
+                    f"{TARGET_STEPS}; Gemini's fixed 5 epochs would give {5 * spe})")
+
+
+def lora_shape(n: int) -> tuple[int, int]:
+    rank = 16 if n >= LARGE_DATASET else 8
+    return rank, 2 * rank
+
+
+def warmup_steps(total: int) -> int:
+    return max(1, round(WARMUP_FRACTION * total))
+
+
+def probe_count(n: int) -> int:
+    """Examples a first run holds out to choose the epoch (0: none, the dataset is large
+    enough to hold out validation examples, see ``data/split.py``)."""
+    return max(MIN_PROBE, round(PROBE_FRACTION * n)) if n < PROBE_BELOW else 0
+
+
+def learning_rate_at(step: int, total: int, peak: float, warmup: int, decay: str) -> float:
+    """The rate of optimizer step ``step`` (1-based) of ``total``: a pure function of the step
+    (resume takes exactly the steps an uninterrupted run takes)."""
+    if decay == "constant" and warmup == 0:
+        return peak
+    if warmup and step <= warmup:
+        return peak * step / warmup
+    if decay != "cosine":
+        return peak
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))

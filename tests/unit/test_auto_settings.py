@@ -1,0 +1,108 @@
+"""Automatic settings for the hyperparameters a user leaves unset; given values used exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import arithmetic_examples
+from safetensors.torch import load_file
+
+from tunelab.data import Example
+from tunelab.training import Hyperparameters, train
+from tunelab.training.auto import learning_rate_at
+
+
+def _resolve(n: int, **given):
+    return Hyperparameters(**given).resolve(0.001, [Example("x" * 20, "y")] * n)
+
+
+@pytest.mark.parametrize(("n", "epochs", "batch", "warmup", "rank", "probe"), [
+    (20, 20, 4, 6, 8, 4),  # 5 steps an epoch: 20 epochs = 100 steps; 4 held out to choose one
+    (39, 10, 4, 6, 8, 8),
+    (50, 8, 4, 6, 8, 0),  # 13 steps an epoch: 8 epochs = 104 steps; validation is held out
+    (100, 5, 4, 8, 8, 0),  # from 100: Gemini's 5 epochs, never longer than the fixed defaults
+    (1200, 5, 8, 45, 16, 0),
+    (6000, 5, 16, 112, 16, 0),
+])
+def test_unset_values_are_chosen_from_the_data(n, epochs, batch, warmup, rank, probe):
+    hp = _resolve(n)
+    assert (hp.epoch_count, hp.batch_size, hp.learning_rate) == (epochs, batch, 0.001)
+    assert (hp.warmup_steps, hp.decay, hp.lora_rank, hp.lora_alpha, hp.probe_examples) == (
+        warmup, "cosine", rank, 2 * rank, probe)
+    assert set(hp.automatic) == {"epoch_count", "batch_size", "learning_rate"}
+    assert len(hp.reasons) == 4 + bool(probe)
+
+
+def test_given_values_are_used_exactly():
+    hp = _resolve(20, epoch_count=3, batch_size=2, learning_rate=0.05)
+    assert (hp.epoch_count, hp.batch_size, hp.learning_rate) == (3, 2, 0.05)
+    assert hp.schedule() is None and hp.automatic == ()  # Gemini's constant rate, no first run
+    assert [hp.lr_at(s, 30) for s in (1, 15, 30)] == [0.05, 0.05, 0.05]
+    assert hp.reasons[:3] == ("batchSize 2: as given.", "epochCount 3: as given.",
+                              "learningRate 0.05: as given, constant.")
+    # a multiplier gives the rate too (constant); unset epochs still get a first run
+    multiplied = _resolve(20, learning_rate_multiplier=2.0)
+    assert multiplied.learning_rate == 0.002 and multiplied.schedule() == {
+        "warmup_steps": 0, "decay": "constant", "min_lr_ratio": 1.0, "probe_examples": 4}
+    assert _resolve(20, epoch_count=4, learning_rate_multiplier=2.0).schedule() is None
+    # without the data (no examples known), Gemini's fixed defaults
+    assert Hyperparameters().resolve(0.001).to_dict() == {
+        "epoch_count": 5, "batch_size": 4, "learning_rate": 0.001}
+
+
+def test_long_examples_halve_the_batch():
+    hp = Hyperparameters().resolve(0.001, [Example("w " * 1500, "y")] * 1200)
+    assert hp.batch_size == 4 and "halved for long examples" in hp.reasons[0]
+
+
+def test_the_schedule_is_a_function_of_the_step():
+    rates = [learning_rate_at(s, 100, 0.001, 6, "cosine") for s in range(1, 101)]
+    assert rates[:6] == pytest.approx([0.001 * s / 6 for s in range(1, 7)])
+    assert max(rates) == pytest.approx(0.001) and rates[-1] == pytest.approx(0.0001)
+    assert all(a >= b for a, b in zip(rates[5:], rates[6:], strict=False))
+
+
+def _adapter(path):
+    return load_file(path / "adapter" / "adapter_model.safetensors")
+
+
+def test_a_small_dataset_chooses_its_epoch_and_resumes_bit_identically(tiny_base, tmp_path):
+    exs = arithmetic_examples(20)
+    hp = Hyperparameters(batch_size=8)  # 3 steps an epoch: 20 epochs, 60 steps
+    full = train(tiny_base, exs, hp, tmp_path / "full", seed=1)
+    m = json.loads((tmp_path / "full" / "manifest.json").read_text())
+    assert m["plan"]["epoch_count"] == 20 and m["plan"]["probe_examples"] == 4
+    probe = m["probe"]
+    assert probe["examples"] == 4 and len(probe["scores"]) == 20
+    assert m["selected_epoch"] == probe["epoch"] == full.advice.epoch
+    assert full.advice.basis == "first_run" and "first run held out" in full.advice.message
+    assert len(full.snapshots) == 60  # all 20 examples trained; the first run is not reported
+    assert not (tmp_path / "full" / "probe").exists()
+
+    for stop_after in (30, 75):  # killed in the first run, then in the second
+        out = tmp_path / f"resumed-{stop_after}"
+        calls = {"n": 0}
+
+        def crash(stop_after=stop_after, calls=calls):
+            calls["n"] += 1
+            return calls["n"] > stop_after
+
+        assert train(tiny_base, exs, hp, out, seed=1, should_cancel=crash).status == "cancelled"
+        resumed = train(tiny_base, exs, hp, out, seed=1)
+        assert [(s.step, s.mean_loss) for s in resumed.snapshots] == [
+            (s.step, s.mean_loss) for s in full.snapshots]
+        a, b = _adapter(tmp_path / "full"), _adapter(out)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_schedule_changes_what_is_learned(tiny_base, tmp_path):
+    exs = arithmetic_examples(48)  # validation held out: no first run
+    auto = train(tiny_base, exs, Hyperparameters(epoch_count=2, batch_size=4), tmp_path / "a")
+    const = train(tiny_base, exs, Hyperparameters(epoch_count=2, batch_size=4,
+                                                  learning_rate=0.01), tmp_path / "c")
+    # tiny-random's recommended rate is 0.01: the same peak, but warmed up and decayed
+    assert auto.manifest["hyperparameters"] == const.manifest["hyperparameters"]
+    assert auto.snapshots[0].mean_loss == const.snapshots[0].mean_loss
+    assert [s.mean_loss for s in auto.snapshots[1:]] != [s.mean_loss for s in const.snapshots[1:]]
