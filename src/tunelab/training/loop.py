@@ -299,7 +299,7 @@ def train(
         evaluator = Evaluator(base, validation, labels)
     evaluation: dict | None = None
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=0.0)
+    optimizer = _adamw(params, hp.learning_rate)
 
     start_epoch, step = 0, 0
     snapshots: list[Snapshot] = []
@@ -416,6 +416,8 @@ def train(
         selected = advice.epoch if (evaluation or probe) and advice else len(epoch_losses)
     manifest = {
         "tunelab_version": __version__,
+        # what the frozen base was held in and why (catalog/precision.py)
+        "precision": base.precision.to_dict(),
         "status": status,
         "base_model": base.spec.id,
         "template": base.template.name,
@@ -514,6 +516,18 @@ def _probe_advice(probe: dict, n: int, epochs_run: int) -> EpochAdvice:
         f"Epoch {epoch} scored best ({name} {score:.3f}) on the {probe['examples']} examples a "
         f"first run held out; trained on all {n} examples, epoch {epoch} is served.",
         "first_run", score)
+
+
+def _adamw(params: list, lr: float):
+    """AdamW, fused where the device has it (CPU since torch 2.4, CUDA): one kernel over all the
+    LoRA tensors instead of a Python loop over each (SmolLM2's adapter has 420 of them; measured
+    60 → 5 ms per optimizer step on a 2-core CPU)."""
+    import torch
+
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
+    except (RuntimeError, TypeError):  # a device or an older torch without the fused kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
 
 def _has_module(model: Any, suffix: str) -> bool:
