@@ -87,7 +87,9 @@ def _load_base(settings: Settings, name: str):
 
     spec = get_base_model(name, settings.extra_models)
     with console.status(f"Loading base model {spec.id}… (the first use converts it, ~30 s)"):
-        return load_base_model(spec, settings.models_dir, settings.device, settings.threads)
+        return load_base_model(
+            spec, settings.models_dir, settings.device, settings.threads, settings.precision
+        )
 
 
 def default_output_dir(data: Path) -> Path:
@@ -204,6 +206,8 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
     )
     for reason in resolved.reasons:
         console.print(f"  {reason}", highlight=False, soft_wrap=True)
+    console.print(f"  base weights in {base.precision.name}: {base.precision.reason}",
+                  highlight=False, soft_wrap=True)
     progress = Progress(
         TextColumn("[bold blue]tuning"),
         BarColumn(),
@@ -555,6 +559,21 @@ def models() -> None:
             spec.source.describe(),
         )
     console.print(table)
+    console.print(_precision_line(settings), highlight=False, soft_wrap=True)
+
+
+def _precision_line(settings: Settings) -> str:
+    """What a base model's frozen weights are held in on this machine, and why (a short probe the
+    first time, cached in the data dir: catalog/precision.py)."""
+    from tunelab.catalog.loading import pick_device
+    from tunelab.catalog.precision import choose, cpu_flags, cpu_model
+
+    device = pick_device(settings.device)
+    # SmolLM2-135M's projection shape; every catalog model of this size class behaves alike
+    chosen = choose(settings.precision, device, settings.models_dir, 576, 1536)
+    flags = ", ".join(cpu_flags()) or "none of AMX/AVX512-BF16/AVX2"
+    where = f"{cpu_model()} ({flags})" if device == "cpu" else device
+    return f"Base weights on this machine: {chosen.name} — {chosen.reason}. CPU: {where}."
 
 
 @app.command()

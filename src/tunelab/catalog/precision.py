@@ -5,7 +5,8 @@ times faster than fp32; on an AVX2-only CPU it runs up to ~100x *slower* (emulat
 AVX512-BF16 but no AMX it is slower too. So on a CPU, ``auto`` times one matmul of the model's own
 shapes in both precisions (well under a second) and holds the frozen base in bf16 only where bf16
 is clearly faster. The answer is cached per CPU model, torch version and thread count in the data
-dir, so the probe runs once per machine, not once per process.
+dir, so the probe runs once per machine, not once per process (a probe taken while other work
+keeps the cores busy is used but not cached, and taken again next time).
 
 Only the frozen base is bf16. The LoRA weights, their gradients, the optimizer state and the loss
 stay fp32 (PEFT keeps adapter weights fp32 and casts the adapter's output back; the loop computes
@@ -78,36 +79,51 @@ def cpu_flags() -> list[str]:
     return [f for f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2") if f in flags]
 
 
-def _time_matmul(dtype, tokens: int, hidden: int, inner: int, budget_s: float) -> float:
-    """Best-of milliseconds of ``x @ w.T`` in ``dtype``, within ``budget_s``."""
+def _operands(dtype, tokens: int, hidden: int, inner: int):
     import torch
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(tokens, hidden, generator=g).to(dtype)
     w = torch.randn(inner, hidden, generator=g).to(dtype)
     x @ w.T  # warm-up: oneDNN picks and caches its kernel on the first call
-    best = float("inf")
-    deadline = time.perf_counter() + budget_s
-    for _ in range(20):
-        t0 = time.perf_counter()
-        x @ w.T
-        best = min(best, time.perf_counter() - t0)
-        if time.perf_counter() > deadline:
-            break
-    return best * 1e3
+    return x, w
 
 
 def probe(hidden: int, inner: int) -> Precision:
-    """Time fp32 against bf16 for a (hidden x inner) projection on this CPU."""
-    fp32 = _time_matmul(_torch_dtype("fp32"), PROBE_TOKENS, hidden, inner, PROBE_BUDGET_S / 2)
-    # An emulated bf16 matmul can be ~100x slower: one warm-up call of it tells, so the probe
-    # stays short on such CPUs (the budget check runs after each call).
-    bf16 = _time_matmul(_torch_dtype("bf16"), PROBE_TOKENS, hidden, inner, PROBE_BUDGET_S / 2)
+    """Time fp32 against bf16 for a (hidden x inner) projection on this CPU.
+
+    The two are timed in turns and the fastest of each kept, so a burst of load from another
+    process slows both alike instead of deciding the answer. An emulated bf16 matmul can be
+    ~100x slower: the budget is checked after every turn, so the probe stays short there too.
+    """
+    import torch
+
+    pairs = {name: _operands(dt, PROBE_TOKENS, hidden, inner)
+             for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    deadline = time.perf_counter() + PROBE_BUDGET_S
+    for _ in range(15):
+        for name, (x, w) in pairs.items():
+            t0 = time.perf_counter()
+            x @ w.T
+            best[name] = min(best[name], time.perf_counter() - t0)
+        if time.perf_counter() > deadline:
+            break
+    fp32, bf16 = best["fp32"] * 1e3, best["bf16"] * 1e3
     if bf16 * CLEAR_WIN <= fp32:
         why = f"bf16 matmuls measured {fp32 / bf16:.1f}x faster than fp32 on this CPU"
         return Precision("bf16", why, round(fp32, 3), round(bf16, 3))
     why = f"bf16 matmuls are not clearly faster on this CPU ({fp32 / bf16:.2f}x of fp32's speed)"
     return Precision("fp32", why, round(fp32, 3), round(bf16, 3))
+
+
+def machine_busy() -> bool:
+    """Whether other work keeps this machine's cores busy (1-minute load average at or above
+    three quarters of the cores): a probe taken then is used but not cached."""
+    try:
+        return os.getloadavg()[0] >= 0.75 * (os.cpu_count() or 1)
+    except OSError:
+        return False
 
 
 def _torch_dtype(name: str):
@@ -146,7 +162,7 @@ def choose(
         except TypeError:
             pass  # an older cache entry: measure again
     chosen = probe(hidden, inner)
-    if cache is not None:
+    if cache is not None and not machine_busy():
         known[key] = chosen.to_dict()
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -166,5 +182,3 @@ def _read_cache(path: Path | None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def threads_default() -> int:
-    return os.cpu_count() or 1

@@ -23,7 +23,8 @@ class LocalExecutor:
         if name not in self._bases:
             spec = get_base_model(name, self.settings.extra_models)
             self._bases[name] = load_base_model(
-                spec, self.settings.models_dir, self.settings.device, self.settings.threads
+                spec, self.settings.models_dir, self.settings.device, self.settings.threads,
+                self.settings.precision,
             )
         return self._bases[name]
 
