@@ -1,0 +1,203 @@
+"""The driver: ``python -m bench.throughput [--quick] [--json FILE]``.
+
+Every contender trains in a process of its own, one after another (never side by side), on the
+identical token sequences; the driver then checks that they all trained on the same tokens,
+prints the machine, a table and tunelab's ratio to each, and warns when other processes were
+using the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.throughput import data, report
+from bench.throughput.contenders import CONTENDERS
+from bench.throughput.measure import Result
+
+REPO = Path(__file__).resolve().parents[2]
+MISSING_TRL = (
+    "trl is not installed; this benchmark compares against TRL's SFTTrainer. "
+    "Install it with: pip install 'tunelab[bench]'"
+)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description="LoRA training throughput of tunelab, TRL's SFTTrainer and a plain PEFT "
+        "loop, each in its own process on identical token sequences.",
+    )
+    p.add_argument("--base-model", default="smollm2-135m-instruct",
+                   help="catalog id or local path (default: %(default)s)")
+    p.add_argument("--examples", type=int, default=200, help="synthetic examples (default 200)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=4, help="examples per optimizer step")
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=report.cores(),
+                   help="torch threads of every contender (default: all cores)")
+    p.add_argument("--contenders", default=",".join(CONTENDERS),
+                   help=f"comma-separated, run in this order (default: {','.join(CONTENDERS)})")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: --base-model tiny-random --examples 8")
+    p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.base_model, args.examples = "tiny-random", 8
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown or not names:
+        p.error(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; "
+                f"choose from {', '.join(CONTENDERS)}")
+    args.contenders = names
+    for name in ("examples", "epochs", "batch_size", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < args.learning_rate < 1:
+        p.error("--learning-rate must be between 0 and 1")
+    return args
+
+
+def run_contender(name: str, args: argparse.Namespace, workdir: Path
+                  ) -> tuple[Result | None, report.Load, str]:
+    """Run one contender's process; its result (None if it failed), how busy the machine was,
+    and on failure one line saying why."""
+    result_file, log_file = workdir / f"{name}.json", workdir / f"{name}.log"
+    command = [
+        sys.executable, "-m", "bench.throughput.one", "--contender", name,
+        "--workload", str(workdir / "workload.json"), "--result", str(result_file),
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "--learning-rate", str(args.learning_rate), "--seed", str(args.seed),
+        "--threads", str(args.threads),
+    ]
+    load_before, others_before = report.load_average(), report.others_busy_now()
+    meter = report.CpuMeter()
+    own_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with log_file.open("w") as log:
+        log.write(" ".join(command) + "\n")
+        log.flush()
+        proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              check=False)
+    own_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = meter.busy_core_seconds()
+    own = (own_after.ru_utime + own_after.ru_stime) - (own_before.ru_utime + own_before.ru_stime)
+    others_during = None if busy is None else max(0.0, busy - own) / meter.seconds()
+    load = report.Load(load_before, report.load_average(), others_before, others_during)
+    if proc.returncode != 0 or not result_file.is_file():
+        lines = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
+        return None, load, f"exit status {proc.returncode}: {lines[-1] if lines else 'no output'}"
+    return Result.from_dict(json.loads(result_file.read_text())), load, ""
+
+
+def check_identical(results: list[Result], workload: data.Workload, epochs: int) -> list[str]:
+    """Problems that make the comparison unfair: different token counts or sequences."""
+    expected_tokens, expected = workload.tokens * epochs, workload.fingerprint(epochs)
+    problems = []
+    for r in results:
+        if r.tokens != expected_tokens:
+            problems.append(f"{r.contender} trained on {r.tokens:,} real tokens, "
+                            f"the workload has {expected_tokens:,}")
+        elif r.fingerprint != expected:
+            problems.append(f"{r.contender} trained on other token sequences than the workload's "
+                            "(or with the loss on other tokens)")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    needs_trl = any(n.startswith("trl") for n in args.contenders)
+    if needs_trl and importlib.util.find_spec("trl") is None:
+        print(MISSING_TRL, file=sys.stderr)
+        return 2
+    precision = os.environ.get("TUNELAB_PRECISION", "auto")
+    if precision not in PRECISIONS:
+        print(f"TUNELAB_PRECISION is {precision!r}; set it to one of {', '.join(PRECISIONS)} "
+              "or unset it (auto).", file=sys.stderr)
+        return 2
+
+    from bench.throughput.one import quiet_libraries
+    from tunelab.catalog import pick_device
+    from tunelab.config import Settings
+
+    quiet_libraries()
+    workload = data.prepare(args.base_model, args.examples, args.seed)
+    info = report.machine()
+    described = {
+        "base_model": args.base_model, "examples": args.examples, "tokens": workload.tokens,
+        "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "seed": args.seed, "threads": args.threads, "device": pick_device(Settings().device),
+        "tunelab_precision_setting": precision,
+    }
+    print(report.header(info, described), flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="tunelab-throughput-"))
+    workload.save(workdir / "workload.json")
+    results: list[Result] = []
+    loads: dict[str, report.Load] = {}
+    failures: list[str] = []
+    for i, name in enumerate(args.contenders, 1):
+        print(f"[{i}/{len(args.contenders)}] {CONTENDERS[name]} ...", file=sys.stderr, flush=True)
+        result, load, why = run_contender(name, args, workdir)
+        loads[name] = load
+        if result is None:
+            failures.append(f"{name} failed ({why}); its whole output: {workdir / name}.log")
+            continue
+        results.append(result)
+        print(f"    {result.tokens_per_second:,.1f} real tokens/s; {load.describe()}",
+              file=sys.stderr, flush=True)
+
+    print()
+    print(report.table(results))
+    print()
+    print(report.settings_lines(results))
+    for r in results:
+        if r.contender != "tunelab" and (ours := _find(results, "tunelab")) is not None:
+            x = report.ratio(ours, r)
+            # plain print, so the line is greppable whatever the terminal
+            print(f"ratio tunelab/{r.contender} real tokens/s: "
+                  f"{'n/a' if x is None else f'{x:.2f}'}")
+    busy = [n for n, load in loads.items() if load.busy]
+    for name in busy:
+        print(f"warning: the machine was busy around {name}: {loads[name].describe()}. "
+              "Its figures are not worth recording; run again on a quiet machine.")
+    problems = check_identical(results, workload, args.epochs)
+    for problem in problems:
+        print(f"error: {problem}; the contenders are not comparable.")
+    for failure in failures:
+        print(f"error: {failure}")
+
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "machine": info,
+            "workload": described,
+            "contenders": {r.contender: {**r.to_dict(), "load": loads[r.contender].to_dict()}
+                           for r in results},
+            "ratios_tokens_per_second": {
+                r.contender: report.ratio(ours, r) for r in results
+                if (ours := _find(results, "tunelab")) is not None and r is not ours},
+            "busy": busy,
+            "problems": problems + failures,
+        }, indent=2))
+    if failures or problems:
+        return 1
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _find(results: list[Result], name: str) -> Result | None:
+    return next((r for r in results if r.contender == name), None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The workload every contender trains on: the same examples as the same token sequences.
+
+The examples are a "sentence → JSON" task generated in code from a seed (nothing to download):
+a sentence states one to eight facts about a person and the output is those facts as a JSON
+object, so examples range from short to about four times as long and batches need padding
+unless sorted by length. The driver tokenizes them once, with tunelab's own tokenizer and
+template (``tokenize_example``), and writes the token sequences to a file that every contender's
+process reads; each contender then reports a fingerprint of the sequences it actually trained on,
+and the driver refuses to compare runs whose fingerprints differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tunelab.data import Example
+
+_NAMES = ["Alice", "Bruno", "Chen", "Dara", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas",
+          "Kemi", "Luca", "Mira", "Nils", "Omar", "Priya"]
+_CITIES = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Pune", "Quito", "Porto", "Accra", "Hanoi"]
+_TEAMS = ["red", "blue", "green", "ops", "research", "design"]
+_LANGUAGES = ["French", "Yoruba", "Japanese", "Spanish", "Norwegian", "Marathi", "Portuguese"]
+
+
+def _facts(r: random.Random, name: str) -> list[tuple[str, object, str]]:
+    """Every fact the generator can state: (JSON key, JSON value, the words that state it)."""
+    age = r.randint(18, 90)
+    city = r.choice(_CITIES)
+    team = r.choice(_TEAMS)
+    joined = f"20{r.randint(10, 25)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}"
+    email = f"{name.lower()}{r.randint(1, 999)}@example.org"
+    phone = f"+{r.randint(1, 99)} {r.randint(100, 999)} {r.randint(1000, 9999)}"
+    score = round(r.uniform(0, 100), 1)
+    active = r.random() < 0.5
+    language = r.choice(_LANGUAGES)
+    return [
+        ("age", age, f"is {age} years old"),
+        ("city", city, f"lives in {city}"),
+        ("team", team, f"works on the {team} team"),
+        ("joined", joined, f"joined on {joined}"),
+        ("email", email, f"can be reached at {email}"),
+        ("phone", phone, f"has the phone number {phone}"),
+        ("score", score, f"scored {score} in the last review"),
+        ("active", active, "is active" if active else "is no longer active"),
+        ("language", language, f"speaks {language}"),
+    ]
+
+
+def sentence_to_json_examples(n: int, seed: int) -> list[Example]:
+    """``n`` examples of the task, the same for the same ``(n, seed)`` on every machine."""
+    r = random.Random(seed)
+    out = []
+    for _ in range(n):
+        name = r.choice(_NAMES)
+        facts = r.sample(_facts(r, name), r.randint(1, 8))
+        words = [w for _, _, w in facts]
+        said = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+        record = {"name": name, **{key: value for key, value, _ in facts}}
+        out.append(Example(
+            f"Extract the person's details from this sentence as JSON: {name} {said}.",
+            json.dumps(record, ensure_ascii=False),
+        ))
+    return out
+
+
+@dataclass(frozen=True)
+class TokenSequence:
+    """One example as tokens: the prompt's ids, then the output's ids (the loss is on these)."""
+
+    prompt_ids: list[int]
+    output_ids: list[int]
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every contender trains on; written by the driver, read by each contender."""
+
+    base_model: str  # catalog id or local path, as given
+    model_path: str  # the Hugging Face folder tunelab loads (TRL and the plain loop load it too)
+    examples: list[Example]
+    sequences: list[TokenSequence]
+
+    def fingerprint(self, epochs: int) -> str:
+        """The fingerprint of training ``epochs`` times on every sequence (see ``fingerprint``)."""
+        rows = [(s.ids, len(s.prompt_ids)) for s in self.sequences]
+        return fingerprint(row for row in rows for _ in range(epochs))
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s.ids) for s in self.sequences)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({
+            "base_model": self.base_model,
+            "model_path": self.model_path,
+            "examples": [{"text_input": e.text_input, "output": e.output} for e in self.examples],
+            "sequences": [asdict(s) for s in self.sequences],
+        }))
+
+    @classmethod
+    def load(cls, path: Path) -> Workload:
+        d = json.loads(Path(path).read_text())
+        return cls(
+            d["base_model"],
+            d["model_path"],
+            [Example(e["text_input"], e["output"]) for e in d["examples"]],
+            [TokenSequence(s["prompt_ids"], s["output_ids"]) for s in d["sequences"]],
+        )
+
+
+def fingerprint(rows: Iterable[tuple[Sequence[int], int]]) -> str:
+    """A digest of the rows a contender trained on, each (token ids, how many of them are prompt),
+    in any order: equal digests mean the same token sequences with the loss on the same tokens."""
+    keys = sorted(f"{prompt_len}:{','.join(map(str, ids))}" for ids, prompt_len in rows)
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+def prepare(base_model: str, n: int, seed: int) -> Workload:
+    """Generate the examples and tokenize them as tunelab does, without loading the weights."""
+    from transformers import AutoTokenizer
+
+    from tunelab.catalog import get_base_model, materialize
+    from tunelab.catalog.templates import template_for_vocab
+    from tunelab.config import Settings
+    from tunelab.data.batches import tokenize_example
+
+    settings = Settings()
+    spec = get_base_model(base_model, settings.extra_models)
+    path = materialize(spec, settings.models_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    # load_base_model picks the template the same way
+    template = spec.template or template_for_vocab(tokenizer.get_vocab())
+    examples = sentence_to_json_examples(n, seed)
+    tokenized = [tokenize_example(tokenizer, template, ex) for ex in examples]
+    sequences = [TokenSequence(list(t.prompt_ids), list(t.output_ids)) for t in tokenized]
+    return Workload(base_model, str(path), examples, sequences)
