@@ -114,3 +114,24 @@ class DatasetError(InvalidArgument):
 
     def __str__(self) -> str:
         return self.message
+
+
+# The service named in google.rpc.ErrorInfo, as the Gemini API names itself (clients match it).
+SERVICE = "generativelanguage.googleapis.com"
+
+
+def error_info(reason: str, **metadata: str) -> list[dict]:
+    """A ``google.rpc.ErrorInfo`` detail: the machine-readable reason Google's clients read."""
+    return [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+             "domain": "googleapis.com", "metadata": {"service": SERVICE, **metadata}}]
+
+
+class QuotaExceeded(ResourceExhausted):
+    """A per-user limit; ``limit`` names it (max_concurrent_jobs, max_tuned_models, max_files,
+    max_api_keys). Raised by the store, which checks a limit in the same transaction as the
+    write that would pass it."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.details = error_info("RATE_LIMIT_EXCEEDED", quota_limit=limit)

@@ -34,6 +34,8 @@ class World:
         self.pw = {}
         for name in ("alice", "bob", "rita", "walt"):
             _, self.pw[name] = self.acc.add_user(name, email=f"{name}@example.com")
+        # the matrix makes a fresh model per case that changes one: more than the default cap
+        self.acc.set_limits("alice", None, 10_000)
         self.key = self.acc.create_key("alice", "matrix")[1]
         revoked, self.revoked_key = self.acc.create_key("alice", "revoked")
         self.acc.revoke_key(revoked.id, None)

@@ -10,10 +10,16 @@ from sqlalchemy import update
 from tunelab.auth import scopes as sc
 from tunelab.auth.accounts import Accounts, OAuthError
 from tunelab.auth.bootstrap import ensure_owner
-from tunelab.auth.errors import ApiKeyInvalid, InvalidToken, QuotaExceeded
+from tunelab.auth.errors import ApiKeyInvalid, InvalidToken
 from tunelab.auth.secrets import check_password, hash_password, token_hash
 from tunelab.config import Settings
-from tunelab.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from tunelab.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+)
 from tunelab.store import JobRow, OperationRow, Store, TunedModelRow
 from tunelab.store.tables import OAuthTokenRow, utcnow
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tunelab.auth.accounts import Accounts
-from tunelab.auth.errors import QuotaExceeded
 from tunelab.config import Settings
-from tunelab.errors import InvalidArgument
+from tunelab.errors import InvalidArgument, QuotaExceeded
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
 from tunelab.store.repo import Quota
 

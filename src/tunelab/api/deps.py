@@ -10,20 +10,49 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
+from tunelab.auth.accounts import Accounts
+from tunelab.auth.authenticate import authenticate
 from tunelab.auth.principal import Principal
+from tunelab.auth.rules import Rule, rule_named
 
-LOCAL_OWNER = "local"
 PRINCIPAL_KEY = "tunelab.principal"  # set by the API's route class before the body is read
-__all__ = ["LOCAL_OWNER", "Principal", "authorize_request", "current_principal",
-           "strict_client"]
+__all__ = ["Principal", "authorize", "authorize_request", "client_address", "current_principal",
+           "rule_for", "strict_client"]
+
+
+def credentials_of(request: Request) -> tuple[str | None, str | None]:
+    """(bearer token, API key) as sent; either may be None."""
+    auth = request.headers.get("authorization", "")
+    bearer = auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
+    key = request.headers.get("x-goog-api-key") or request.query_params.get("key") or None
+    return bearer, key
+
+
+def client_address(request: Request) -> str | None:
+    """The client's address: the peer's, or behind a reverse proxy its ``X-Forwarded-For``
+    (uvicorn trusts it from the proxies in ``FORWARDED_ALLOW_IPS``, by default this machine)."""
+    return request.client.host if request.client else None
+
+
+def _route_name(request: Request) -> str:
+    return getattr(request.scope.get("route"), "name", "") or ""
+
+
+def rule_for(request: Request) -> Rule:
+    """The rule of the route that matched ``request`` (``auth/rules.py``)."""
+    return rule_named(_route_name(request))
+
+
+def authorize(request: Request, accounts: Accounts, rule: Rule) -> Principal:
+    """The caller who sent ``request``, if ``rule`` lets them (else 400/401/403/429)."""
+    bearer, key = credentials_of(request)
+    return authenticate(accounts, rule, bearer=bearer, key=key,
+                        address=client_address(request), method=_route_name(request))
 
 
 def authorize_request(request: Request) -> Principal:
     """The authenticated caller, allowed by the route's rule (else 400/401/403). Blocking:
     it looks the credential up in the store."""
-    from tunelab.auth.authenticate import authorize
-    from tunelab.auth.rules import rule_for
-
     return authorize(request, request.app.state.accounts, rule_for(request))
 
 

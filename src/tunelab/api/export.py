@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from tunelab.api.deps import Principal, current_principal
+from tunelab.api.deps import Principal, current_principal, rule_for
 from tunelab.api.gemini import convert
 from tunelab.api.gemini import schemas as s
 from tunelab.api.lenient import LenientJSONRoute
@@ -63,7 +63,7 @@ async def export_tuned_model(
     quantization: Annotated[str, Query(description="gguf only: f16 or q8_0")] = "f16",
 ) -> FileResponse:
     """tunelab extension: the model's weights, with tokenizer, chat template and model card."""
-    from tunelab.auth.rules import OWNER, rule_for
+    from tunelab.auth.rules import OWNER
 
     row = request.app.state.accounts.require(model_id, principal.owner,
                                              rule_for(request).role or OWNER)

@@ -21,8 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from tunelab.api.deps import client_address
 from tunelab.auth.accounts import PUBLIC_CLIENT, Accounts, OAuthError
-from tunelab.auth.authenticate import client_address
 from tunelab.auth.errors import TooManyAttempts
 
 router = APIRouter(tags=["oauth2"])

@@ -30,7 +30,7 @@ def ensure_owner(settings: Settings, accounts: Accounts) -> Path | None:
     """Create the owner account if there is no user yet; returns the credentials file then."""
     if accounts.has_users():
         return None
-    _, password = accounts.add_user(OWNER, is_admin=True)
+    _, password = accounts.add_user(OWNER)
     _, key = accounts.create_key(OWNER, "created by the first tunelab serve")
     grant = accounts.password_grant(OWNER, password or "", None, PUBLIC_CLIENT)
     path = settings.credentials_file

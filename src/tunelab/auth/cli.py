@@ -55,14 +55,13 @@ def users_add(
     scope: Annotated[
         str | None, typer.Option(help="Service account scopes (default: all), e.g. 'tuning'.")
     ] = None,
-    admin: Annotated[bool, typer.Option(help="Mark as administrator.")] = False,
 ) -> None:
     """Add a user; prints a one-time password (or reads one from stdin). With --service,
     prints the client id and secret of a service account instead."""
     accounts = _accounts()
     try:
         if service:
-            accounts.add_user(name, None, email=email, kind="service", is_admin=admin)
+            accounts.add_user(name, None, email=email, kind="service")
             client_id, secret = accounts.create_client(name, scope)
             console.print(f"Service account [bold]{name}[/] created. Its credentials (shown "
                           "once; store them now):")
@@ -70,7 +69,7 @@ def users_add(
                           highlight=False)
             return
         password = _read_stdin_password() if password_stdin else None
-        _, generated = accounts.add_user(name, password, email=email, is_admin=admin)
+        _, generated = accounts.add_user(name, password, email=email)
     except TunelabError as e:
         raise _fail(e) from None
     console.print(f"User [bold]{name}[/] created.")
@@ -81,11 +80,9 @@ def users_add(
 @users_app.command("list")
 def users_list() -> None:
     """List users (never their secrets)."""
-    table = Table("name", "email", "kind", "admin", "disabled", "max jobs", "max models",
-                  "created")
+    table = Table("name", "email", "kind", "disabled", "max jobs", "max models", "created")
     for u in _accounts().list_users():
-        table.add_row(u.name, u.email or "", u.kind, "yes" if u.is_admin else "",
-                      "yes" if u.disabled else "",
+        table.add_row(u.name, u.email or "", u.kind, "yes" if u.disabled else "",
                       "" if u.max_concurrent_jobs is None else str(u.max_concurrent_jobs),
                       "" if u.max_tuned_models is None else str(u.max_tuned_models),
                       u.create_time.strftime("%Y-%m-%d %H:%M"))

@@ -4,14 +4,13 @@ They are ``TunelabError`` subclasses, so ``api/errors.py`` shapes them like ever
 
 from __future__ import annotations
 
-from tunelab.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
-
-SERVICE = "generativelanguage.googleapis.com"
-
-
-def error_info(reason: str, **metadata: str) -> list[dict]:
-    return [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
-             "domain": "googleapis.com", "metadata": {"service": SERVICE, **metadata}}]
+from tunelab.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    error_info,
+)
 
 
 class MissingCredentials(Unauthenticated):
@@ -46,15 +45,6 @@ class InsufficientScopes(PermissionDenied):
     def __init__(self, method: str = "") -> None:
         super().__init__("Request had insufficient authentication scopes.")
         self.details = error_info("ACCESS_TOKEN_SCOPE_INSUFFICIENT", method=method)
-
-
-class QuotaExceeded(ResourceExhausted):
-    """A per-user limit; ``limit`` names it (max_concurrent_jobs, max_tuned_models)."""
-
-    def __init__(self, limit: str, message: str) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.details = error_info("RATE_LIMIT_EXCEEDED", quota_limit=limit)
 
 
 class TooManyAttempts(ResourceExhausted):

@@ -14,3 +14,14 @@ class Principal:
     owner: str
     scopes: frozenset[str] = frozenset({"*"})
     via: str = "local"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A verified credential: the user, what the credential allows and what it is (``key``
+    or ``token``); ``auth.authenticate`` turns it into a ``Principal`` once the endpoint's
+    rule allows it."""
+
+    user: str
+    scopes: frozenset[str]
+    via: str

@@ -1,4 +1,4 @@
-"""What every endpoint needs: one table, keyed by the FastAPI route name.
+"""What every endpoint needs: one table, keyed by the endpoint's route name.
 
 ``key``: whether an API key may call it (else 403 "Request had insufficient authentication
 scopes.", as the Gemini API answers an API key on tuning calls). ``scopes``: an OAuth token
@@ -12,8 +12,6 @@ route is listed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from fastapi import Request
 
 from tunelab.auth.scopes import GL, RETRIEVER, RETRIEVER_RO, TUNING, TUNING_RO
 
@@ -99,7 +97,6 @@ RULES: dict[str, Rule] = {
 STRICTEST = Rule(False, frozenset({TUNING}), OWNER, "unlisted endpoint")
 
 
-def rule_for(request: Request) -> Rule:
-    route = request.scope.get("route")
-    name = getattr(route, "name", None)
-    return RULES.get(name or "", STRICTEST)
+def rule_named(route_name: str | None) -> Rule:
+    """The rule of the endpoint with this route name; ``STRICTEST`` for one not listed."""
+    return RULES.get(route_name or "", STRICTEST)

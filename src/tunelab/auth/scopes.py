@@ -59,6 +59,3 @@ def satisfies(granted: frozenset[str], accepted: frozenset[str]) -> bool:
     """True when a token with ``granted`` scopes may call an endpoint accepting ``accepted``."""
     return CLOUD in granted or bool(granted & accepted)
 
-
-def short(scope: str) -> str:
-    return scope.removeprefix(_BASE)

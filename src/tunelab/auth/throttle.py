@@ -28,12 +28,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, or_
-
 from tunelab.auth.errors import TooManyAttempts
 from tunelab.config import Settings
-from tunelab.store import Store
-from tunelab.store.tables import SignInAttemptRow, utcnow
+from tunelab.store.accounts import AccountRecords
 
 ADDRESS_SHARE = 4  # an address may be many people (an office, a NAT): it gets this many times
 
@@ -50,8 +47,8 @@ def _wait_words(seconds: int) -> str:
 class SignInGuard:
     """Counts sign-in attempts in the store and refuses those that come too soon."""
 
-    def __init__(self, store: Store, settings: Settings):
-        self.store = store
+    def __init__(self, records: AccountRecords, settings: Settings):
+        self.records = records
         self.free = settings.signin_attempts
         self.base = settings.signin_backoff_seconds
         self.cap = settings.signin_max_backoff_seconds
@@ -64,6 +61,12 @@ class SignInGuard:
             return 0.0
         return min(self.cap, self.base * 2 ** min(failures - free, 62))
 
+    def _wait_for(self, key: str, failures: int) -> float:
+        """The wait of a counted key: an address gets ``ADDRESS_SHARE`` times the free
+        attempts of a user or client."""
+        free = self.free * ADDRESS_SHARE if key.startswith("addr:") else self.free
+        return self.wait_after(failures, free)
+
     @contextmanager
     def attempt(self, who: str | None, address: str | None) -> Iterator[None]:
         """Count an attempt of ``who`` (``user:ann``, ``client:ID``; None: nobody in
@@ -73,67 +76,26 @@ class SignInGuard:
         keys = []
         if who:
             kind, _, value = who.partition(":")
-            keys.append((_key(kind, value), self.free))
+            keys.append(_key(kind, value))
         if address:
-            keys.append((_key("addr", address), self.free * ADDRESS_SHARE))
+            keys.append(_key("addr", address))
         if self.free <= 0 or not keys:
             yield
             return
-        self._count(keys)
+        wait = self.records.count_attempt(keys, self.forget, self._wait_for)
+        if wait > 0:  # refused, and not counted: no longer wait
+            retry = max(1, math.ceil(wait))
+            raise TooManyAttempts(
+                retry, f"Too many sign-in attempts. Try again in {_wait_words(retry)}.")
         yield
-        self._succeeded(keys, forget_first=who is not None)
-
-    def _count(self, keys: list[tuple[str, int]]) -> None:
-        now = utcnow()
-        with self.store.session() as s:
-            self.store.lock_owner(s, "signin")
-            rows = []
-            for key, free in keys:
-                row = s.get(SignInAttemptRow, key)
-                if row is None:
-                    row = SignInAttemptRow(key=key, failures=0, last_failure=now)
-                    s.add(row)
-                elif now - row.last_failure > self.forget:
-                    row.failures, row.locked_until = 0, None
-                rows.append((row, free))
-            waits = [(r.locked_until - now).total_seconds() for r, _ in rows
-                     if r.locked_until is not None and r.locked_until > now]
-            if waits:  # refused, and not counted (the exception rolls back): no longer wait
-                retry = max(1, math.ceil(max(waits)))
-                raise TooManyAttempts(
-                    retry, f"Too many sign-in attempts. Try again in {_wait_words(retry)}.")
-            for row, free in rows:
-                row.failures += 1
-                row.last_failure = now
-                wait = self.wait_after(row.failures, free)
-                row.locked_until = now + timedelta(seconds=wait) if wait else None
-
-    def _succeeded(self, keys: list[tuple[str, int]], forget_first: bool) -> None:
-        """The user's (or client's) count goes; an address gets its one attempt back (one
-        person's right password must not unlock an address others guess from)."""
-        with self.store.session() as s:
-            self.store.lock_owner(s, "signin")
-            if forget_first:
-                who = s.get(SignInAttemptRow, keys[0][0])
-                if who is not None:
-                    s.delete(who)
-                keys = keys[1:]
-            for key, free in keys:
-                row = s.get(SignInAttemptRow, key)
-                if row is not None:
-                    row.failures = max(0, row.failures - 1)
-                    if self.wait_after(row.failures, free) == 0:
-                        row.locked_until = None
+        # The user's (or client's) count goes; an address gets its one attempt back (one
+        # person's right password must not unlock an address others guess from).
+        forget = keys[0] if who else None
+        self.records.attempt_succeeded(forget, keys[1:] if who else keys, self._wait_for)
 
     def purge(self) -> int:
         """Drop counts that are forgotten anyway (no failure for a long time, no wait left)."""
-        now = utcnow()
-        with self.store.session() as s:
-            gone = s.execute(delete(SignInAttemptRow).where(
-                SignInAttemptRow.last_failure < now - self.forget,
-                or_(SignInAttemptRow.locked_until.is_(None),
-                    and_(SignInAttemptRow.locked_until < now))))
-            return gone.rowcount or 0
+        return self.records.purge_attempts(self.forget)
 
 
 class CredentialThrottle:

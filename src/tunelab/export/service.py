@@ -11,14 +11,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError
-
 from tunelab.catalog import get_base_model, materialize
 from tunelab.config import Settings
 from tunelab.errors import AlreadyExists, InvalidArgument
 from tunelab.export.adapter_import import check_adapter, import_adapter
 from tunelab.export.formats import check_options, export_model
-from tunelab.jobs.service import ID_RE, MAX_DISPLAY_NAME, TuningService, derive_id, random_suffix
+from tunelab.ids import random_id
+from tunelab.jobs.service import ID_RE, MAX_DISPLAY_NAME, TuningService, derive_id
 from tunelab.store import OperationRow, Store, TunedModelRow
 from tunelab.store.tables import utcnow
 
@@ -117,18 +116,13 @@ class ExportService:
             # No tuning ran here: no epochs, batches or learning rate to report.
             epoch_count=0, batch_size=0, learning_rate=0.0, example_count=0, total_steps=0,
             create_time=now, update_time=now, start_time=now)
-        op = OperationRow(name=f"tunedModels/{model_id}/operations/{random_suffix(12)}",
+        op = OperationRow(name=f"tunedModels/{model_id}/operations/{random_id(12)}",
                           tuned_model_id=model_id, owner=owner, done=True)
         # The row claims the id first (atomically); only then are files written under it.
         taken = AlreadyExists(f"Tuned model 'tunedModels/{model_id}' already exists; choose "
                               "another tunedModelId or delete the existing model.")
-        try:
-            with self.store.session() as s:
-                if s.get(TunedModelRow, model_id) is not None:
-                    raise taken
-                s.add_all([row, op])
-        except IntegrityError:
-            raise taken from None
+        if not self.store.add_tuned_model(row, op):
+            raise taken
         try:
             import_adapter(checked, self.tuning.model_dir(model_id), spec=spec,
                            base_path=base_path, display_name=display_name)

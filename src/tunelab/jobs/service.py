@@ -23,11 +23,11 @@ from tunelab.data import Example
 from tunelab.data.split import split_validation
 from tunelab.errors import DataLoss, DatasetError, FailedPrecondition, InvalidArgument, Problem
 from tunelab.fsutil import atomic_write
+from tunelab.ids import random_id
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
 
 ID_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 MAX_DISPLAY_NAME = 40
-_ALPHABET = string.ascii_lowercase + string.digits
 
 # What google-genai 1.47+ users add so tunings.tune() sends its examples (docs/sdks.md).
 EXTRA_BODY_SNIPPET = (
@@ -49,17 +49,13 @@ NO_TRAINING_DATA = (
 CANCEL_MESSAGE = "Tuning was cancelled by the user."
 
 
-def random_suffix(n: int = 5) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
-
-
 def derive_id(display_name: str | None) -> str:
     """``Sentence Translator`` → ``sentence-translator-u3b7m``; random when no usable name."""
-    suffix = random_suffix()
+    suffix = random_id(5)
     words = re.findall(r"[a-z0-9]+", (display_name or "").lower())
     stem = "-".join(words)[: 40 - len(suffix) - 1].strip("-")
     if not stem:  # no usable words: a random id that starts with a letter
-        return secrets.choice(string.ascii_lowercase) + random_suffix(10)
+        return secrets.choice(string.ascii_lowercase) + random_id(10)
     if not stem[0].isalpha():
         stem = f"m-{stem}"[: 40 - len(suffix) - 1].strip("-")
     return f"{stem}-{suffix}"
@@ -225,8 +221,8 @@ class TuningService:
         steps = total_steps(len(train_examples), resolved.batch_size, resolved.epoch_count)
 
         model_id = req.tuned_model_id or derive_id(req.display_name)
-        op_name = f"tunedModels/{model_id}/operations/{random_suffix(12)}"
-        ds_id = f"ds-{model_id}-{random_suffix(6)}"
+        op_name = f"tunedModels/{model_id}/operations/{random_id(12)}"
+        ds_id = f"ds-{model_id}-{random_id(6)}"
         ds_rel = Path("datasets") / f"{ds_id}.jsonl"
         if req.tuned_model_id is not None and self.store.model_exists(model_id):
             from tunelab.errors import AlreadyExists
@@ -417,7 +413,7 @@ class TuningService:
         # Everything that does not depend on the base model is checked now (the token
         # lengths are checked when a tuning job names its base model).
         warnings = validate(examples, location=filename or "upload")
-        file_id = random_suffix(12)
+        file_id = random_id(12)
         folder = Path("files") / file_id
         ext = Path(filename or "").suffix or ".dat"
         atomic_write(self.settings.artifacts_dir / folder / f"original{ext}", data)

@@ -1,4 +1,6 @@
-"""Queries: every read and write of the store goes through ``Store``.
+"""Queries: every read and write of the store goes through ``Store`` (tuned models,
+operations, jobs, files) and its companions ``store/accounts.py`` (users, keys, tokens,
+sign-in attempts) and ``store/permissions.py`` (shares of tuned models).
 
 Rows come back detached (``expire_on_commit=False``) so callers can read them after the
 session closes. Each method is one transaction.
@@ -17,8 +19,7 @@ from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tunelab.auth.errors import QuotaExceeded
-from tunelab.errors import AlreadyExists, InvalidArgument, NotFound
+from tunelab.errors import AlreadyExists, InvalidArgument, NotFound, QuotaExceeded
 from tunelab.store.db import make_engine, session_factory, upgrade
 from tunelab.store.tables import (
     FileRow,
@@ -203,6 +204,22 @@ class Store:
                 f"Tuned model 'tunedModels/{model.id}' already exists; choose another id."
             ) from e
 
+    def add_tuned_model(self, model: TunedModelRow, op: OperationRow) -> bool:
+        """Add a model that needs no job (an imported adapter) with its operation; False when
+        the id is taken. The row claims the id atomically, before any file is written."""
+        try:
+            with self.session() as s:
+                if s.get(TunedModelRow, model.id) is not None:
+                    return False
+                s.add_all([model, op])
+        except IntegrityError:
+            return False
+        return True
+
+    def find_tuned_model(self, model_id: str) -> TunedModelRow | None:
+        with self.session() as s:
+            return s.get(TunedModelRow, model_id)
+
     def get_tuned_model(self, model_id: str, owner: str | None) -> TunedModelRow:
         with self.session() as s:
             row = s.get(TunedModelRow, model_id)
@@ -303,11 +320,6 @@ class Store:
             rows = list(s.scalars(q.offset(offset).limit(page_size + 1)))
         more = len(rows) > page_size
         return Page(rows[:page_size], encode_token(offset + page_size) if more else None)
-
-    def operations_of(self, model_id: str) -> list[OperationRow]:
-        with self.session() as s:
-            q = select(OperationRow).where(OperationRow.tuned_model_id == model_id)
-            return list(s.scalars(q.order_by(OperationRow.create_time)))
 
     # -- jobs (API side) ----------------------------------------------------------------
     def job_of(self, model_id: str) -> JobRow | None:

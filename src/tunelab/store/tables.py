@@ -154,7 +154,6 @@ class UserRow(Base):
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     email: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="user")  # user | service
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)

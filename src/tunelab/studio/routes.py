@@ -23,8 +23,8 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from tunelab.api.deps import client_address
 from tunelab.api.errors import error_body
-from tunelab.auth.authenticate import client_address
 from tunelab.auth.errors import TooManyAttempts
 from tunelab.errors import PermissionDenied, Unauthenticated
 

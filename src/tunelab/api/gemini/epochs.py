@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from tunelab.api.deps import Principal, current_principal
+from tunelab.api.deps import Principal, current_principal, rule_for
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 
@@ -65,7 +65,7 @@ class SelectEpochRequest(_Camel):
 
 def _model(request: Request, model_id: str, principal: Principal):
     """The model, if the caller has the role the route's rule names (auth/rules.py)."""
-    from tunelab.auth.rules import OWNER, rule_for
+    from tunelab.auth.rules import OWNER
 
     need = rule_for(request).role or OWNER
     return request.app.state.accounts.require(model_id, principal.owner, need)

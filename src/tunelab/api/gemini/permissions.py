@@ -20,11 +20,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from tunelab.api.deps import Principal, current_principal
+from tunelab.api.deps import Principal, current_principal, rule_for
 from tunelab.api.gemini.schemas import Empty
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.auth.accounts import Accounts
-from tunelab.auth.rules import ROLE_RANK, rule_for
+from tunelab.auth.rules import ROLE_RANK
 from tunelab.errors import AlreadyExists, InvalidArgument
 from tunelab.store.repo import decode_token, encode_token
 

@@ -16,12 +16,12 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from tunelab.api.deps import Principal, current_principal, strict_client
+from tunelab.api.deps import Principal, current_principal, rule_for, strict_client
 from tunelab.api.gemini import convert
 from tunelab.api.gemini import schemas as s
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.auth.accounts import Accounts
-from tunelab.auth.rules import OWNER, rule_for
+from tunelab.auth.rules import OWNER
 from tunelab.catalog import get_base_model, list_base_models
 from tunelab.data import Example
 from tunelab.errors import InvalidArgument, NotFound

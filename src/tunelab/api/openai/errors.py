@@ -20,8 +20,8 @@ from starlette.types import Scope
 
 from tunelab.api.bounds import BODY_KEY
 from tunelab.api.errors import validation_message
-from tunelab.auth.errors import ApiKeyInvalid, InvalidToken, MissingCredentials, QuotaExceeded
-from tunelab.errors import DatasetError, InvalidArgument, TunelabError
+from tunelab.auth.errors import ApiKeyInvalid, InvalidToken, MissingCredentials
+from tunelab.errors import DatasetError, InvalidArgument, QuotaExceeded, TunelabError
 from tunelab.fsutil import storage_fault
 
 log = logging.getLogger("tunelab.api")

@@ -38,7 +38,7 @@ from starlette.routing import Match
 from starlette.types import Receive, Scope, Send
 
 from tunelab.api.bounds import BODY_KEY, UPLOAD_HINT, UPLOAD_LIMIT
-from tunelab.api.deps import PRINCIPAL_KEY
+from tunelab.api.deps import PRINCIPAL_KEY, authorize
 from tunelab.api.lenient import LenientJSONRequest
 from tunelab.api.openai.errors import openai_error
 from tunelab.api.serving import GenerationSlot
@@ -128,8 +128,6 @@ def _as_tunelab_credentials(request: Request) -> Request:
 
 def authorize_openai(request: Request) -> Principal:
     """The caller, allowed by the route's rule (blocking: it looks the credential up)."""
-    from tunelab.auth.authenticate import authorize
-
     route = request.scope.get("route")
     rule = RULES.get(getattr(route, "name", "") or "", STRICTEST)
     try:
