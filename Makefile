@@ -50,7 +50,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python -m bench.throughput
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info demo-output

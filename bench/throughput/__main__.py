@@ -128,9 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench.throughput.one import quiet_libraries
     from tunelab.catalog import pick_device
     from tunelab.config import Settings
+    from tunelab.errors import TunelabError
 
     quiet_libraries()
-    workload = data.prepare(args.base_model, args.examples, args.seed)
+    try:
+        workload = data.prepare(args.base_model, args.examples, args.seed)
+    except TunelabError as e:  # an unknown base model, a GGUF file that cannot be converted
+        print(e, file=sys.stderr)
+        return 2
     info = report.machine()
     described = {
         "base_model": args.base_model, "examples": args.examples, "tokens": workload.tokens,
@@ -156,17 +161,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {result.tokens_per_second:,.1f} real tokens/s; {load.describe()}",
               file=sys.stderr, flush=True)
 
-    print()
-    print(report.table(results))
-    print()
-    print(report.settings_lines(results))
+    if results:
+        print()
+        print(report.table(results))
+        print()
+        print(report.settings_lines(results))
     for r in results:
         if r.contender != "tunelab" and (ours := _find(results, "tunelab")) is not None:
             x = report.ratio(ours, r)
             # plain print, so the line is greppable whatever the terminal
             print(f"ratio tunelab/{r.contender} real tokens/s: "
                   f"{'n/a' if x is None else f'{x:.2f}'}")
-    busy = [n for n, load in loads.items() if load.busy]
+    busy = [r.contender for r in results if loads[r.contender].busy]
     for name in busy:
         print(f"warning: the machine was busy around {name}: {loads[name].describe()}. "
               "Its figures are not worth recording; run again on a quiet machine.")
