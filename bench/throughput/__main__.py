@@ -105,11 +105,11 @@ def check_identical(results: list[Result], workload: data.Workload, epochs: int)
     problems = []
     for r in results:
         if r.tokens != expected_tokens:
-            problems.append(f"{r.contender} trained on {r.tokens:,} real tokens, "
-                            f"the workload has {expected_tokens:,}")
+            problems.append(f"{r.contender} trained on {r.tokens:,} real tokens, the workload "
+                            f"has {expected_tokens:,}: the contenders are not comparable")
         elif r.fingerprint != expected:
             problems.append(f"{r.contender} trained on other token sequences than the workload's "
-                            "(or with the loss on other tokens)")
+                            "(or with the loss on other tokens): the contenders are not comparable")
     return problems
 
 
@@ -161,26 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {result.tokens_per_second:,.1f} real tokens/s; {load.describe()}",
               file=sys.stderr, flush=True)
 
-    if results:
-        print()
-        print(report.table(results))
-        print()
-        print(report.settings_lines(results))
-    for r in results:
-        if r.contender != "tunelab" and (ours := _find(results, "tunelab")) is not None:
-            x = report.ratio(ours, r)
-            # plain print, so the line is greppable whatever the terminal
-            print(f"ratio tunelab/{r.contender} real tokens/s: "
-                  f"{'n/a' if x is None else f'{x:.2f}'}")
-    busy = [r.contender for r in results if loads[r.contender].busy]
-    for name in busy:
-        print(f"warning: the machine was busy around {name}: {loads[name].describe()}. "
-              "Its figures are not worth recording; run again on a quiet machine.")
     problems = check_identical(results, workload, args.epochs)
-    for problem in problems:
-        print(f"error: {problem}; the contenders are not comparable.")
-    for failure in failures:
-        print(f"error: {failure}")
+    ratios = report.ratios(results)
+    busy = [r.contender for r in results if loads[r.contender].busy]
+    print(report.summary(results, ratios, {n: loads[n] for n in busy}, problems + failures))
 
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -189,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             "workload": described,
             "contenders": {r.contender: {**r.to_dict(), "load": loads[r.contender].to_dict()}
                            for r in results},
-            "ratios_tokens_per_second": {
-                r.contender: report.ratio(ours, r) for r in results
-                if (ours := _find(results, "tunelab")) is not None and r is not ours},
+            "ratios_tokens_per_second": ratios,
             "busy": busy,
             "problems": problems + failures,
         }, indent=2))
@@ -199,10 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
-
-
-def _find(results: list[Result], name: str) -> Result | None:
-    return next((r for r in results if r.contender == name), None)
 
 
 if __name__ == "__main__":

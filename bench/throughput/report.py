@@ -146,3 +146,22 @@ def settings_lines(results: list[Result]) -> str:
         f"{r.contender} — " + "; ".join(f"{k}: {v}" for k, v in r.settings.items())
         for r in results
     )
+
+
+def ratios(results: list[Result]) -> dict[str, float | None]:
+    """tunelab's ratio to every other contender that ran (none if tunelab did not)."""
+    ours = next((r for r in results if r.contender == "tunelab"), None)
+    return {r.contender: ratio(ours, r) for r in results if ours is not None and r is not ours}
+
+
+def summary(results: list[Result], ratios: dict[str, float | None], busy: dict[str, Load],
+            problems: list[str]) -> str:
+    """The table, each contender's settings, tunelab's ratios (one plain line each, greppable
+    whatever the terminal), then the warnings and errors."""
+    lines = ["", table(results), "", settings_lines(results)] if results else []
+    lines += [f"ratio tunelab/{name} real tokens/s: {'n/a' if x is None else f'{x:.2f}'}"
+              for name, x in ratios.items()]
+    lines += [f"warning: the machine was busy around {name}: {load.describe()}. Its figures are "
+              "not worth recording; run again on a quiet machine." for name, load in busy.items()]
+    lines += [f"error: {problem}" for problem in problems]
+    return "\n".join(lines)
