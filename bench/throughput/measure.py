@@ -29,7 +29,6 @@ class Result:
     fingerprint: str
     threads: int
     peak_rss_bytes: int = 0
-    cpu_seconds: float = 0.0  # the whole process's, for the driver's busy-machine check
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -61,12 +60,6 @@ def peak_rss_bytes() -> int:
     """This process's peak resident set size so far (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process so far (all its threads)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def warm_up(model: Any, device: str) -> None:
