@@ -51,12 +51,10 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
-def studio_service(tmp_path_factory):
-    """A server whose jobs take a visible while (0.05 s per step), with two users."""
+def start_studio(home: Path, env: dict | None = None) -> Service:
+    """A real server for the browser, with the users of ``USERS``."""
     _chromium()
-    svc = Service(tmp_path_factory.mktemp("studio-home"),
-                  env={"TUNELAB_STEP_DELAY_SECONDS": "0.05"}).start()
+    svc = Service(home, env=env).start()
     from tunelab.auth.accounts import Accounts
     from tunelab.config import Settings
     from tunelab.store import Store
@@ -66,6 +64,14 @@ def studio_service(tmp_path_factory):
     accounts = Accounts(store, settings)
     for name, password in USERS.items():
         accounts.add_user(name, password)
+    return svc
+
+
+@pytest.fixture(scope="module")
+def studio_service(tmp_path_factory):
+    """A server whose jobs take a visible while (0.05 s per step), with two users."""
+    svc = start_studio(tmp_path_factory.mktemp("studio-home"),
+                       {"TUNELAB_STEP_DELAY_SECONDS": "0.05"})
     yield svc
     svc.stop()
 

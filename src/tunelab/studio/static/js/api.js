@@ -113,6 +113,29 @@ export const patch = (path, body, query) => api("PATCH", path, { body, query });
 export const del = (path) => api("DELETE", path);
 export const upload = (path, form) => api("POST", path, { form });
 
+/** Downloads a file the REST API answers with (e.g. an export): fetched with the page's
+ *  token (a plain link could not send it), then saved under the name the server gives in
+ *  Content-Disposition. Resolves {name, size}; throws ApiError with Google's message. */
+export async function download(path, query) {
+  const res = await send("GET", path, { query });
+  if (!res.ok) {
+    let data = {};
+    try { data = await res.json(); } catch { /* not JSON */ }
+    if (res.status === 401) onSignedOut();
+    throw new ApiError(res.status, data);
+  }
+  const blob = await res.blob();
+  const m = /filename="?([^";]+)"?/.exec(res.headers.get("Content-Disposition") || "");
+  const name = m ? m[1] : path.split("/").pop().replace(/[^\w.-]+/g, "-");
+  const url = URL.createObjectURL(blob);
+  const a = Object.assign(document.createElement("a"), { href: url, download: name });
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  return { name, size: blob.size };
+}
+
 /** All pages of a list call, concatenated. */
 export async function listAll(path, field, query = {}) {
   const out = [];

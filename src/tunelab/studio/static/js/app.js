@@ -1,4 +1,5 @@
-// The Studio's entry point: a hash router (#/library, #/new, #/models/ID, #/keys, #/signin)
+// The Studio's entry point: a hash router (#/library, #/new, #/models/ID, #/models/ID/compare,
+// #/keys, #/account, #/signin)
 // that renders one page module at a time into <main>.
 import { loadSession, signIn, signOut, currentUser, isAuthEnabled, setSignedOutHandler } from "./api.js";
 import { $, $$, html, render, toast, confirmDialog, leaveWarning, setLeaveGuard, failure } from "./util.js";
@@ -6,6 +7,7 @@ import * as library from "./library.js";
 import * as newModel from "./new.js";
 import * as modelPage from "./model.js";
 import * as keys from "./keys.js";
+import * as compare from "./compare.js";
 
 const main = $("#main");
 let cleanup = null;   // the current page's stop function (timers, streams)
@@ -54,6 +56,7 @@ const PAGES = [
   [/^#\/library$/, "library", (view) => library.show(view)],
   [/^#\/new$/, "new", (view) => newModel.show(view)],
   [/^#\/models\/([a-z0-9-]+)$/, "library", (view, m) => modelPage.show(view, m[1])],
+  [/^#\/models\/([a-z0-9-]+)\/compare$/, "library", (view, m) => compare.show(view, m[1])],
   [/^#\/keys$/, "keys", (view) => keys.show(view)],
 ];
 

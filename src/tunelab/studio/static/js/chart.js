@@ -1,5 +1,7 @@
 // The loss curve as SVG: one point per step (mean loss), dashed marks where finished epochs
-// end, the selected epoch's mark in green, an unfinished epoch as a band. Our own code; no chart library.
+// end, the selected epoch's mark in green, an unfinished epoch as a band, and the validation
+// loss after each scored epoch (diamonds on a dashed line) on the same axes, so where the two
+// curves part (over-fitting) is seen at a glance. Our own code; no chart library.
 
 const NS = "http://www.w3.org/2000/svg";
 const el = (tag, attrs = {}, text) => {
@@ -20,16 +22,18 @@ function niceTicks(lo, hi, n = 5) {
 }
 
 /** snapshots: [{step, epoch, meanLoss}]; totalSteps: the x range; selectedEpoch: or null;
- *  stepsPerEpoch: the planned steps of one epoch; running: whether tuning goes on. */
-export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, stepsPerEpoch = 0, running = false, width = 720 } = {}) {
+ *  stepsPerEpoch: the planned steps of one epoch; running: whether tuning goes on;
+ *  validation: [{epoch, step, loss}], the validation loss at the end of scored epochs. */
+export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, stepsPerEpoch = 0, running = false, width = 720, validation = [] } = {}) {
   // Drawn at the container's width (320-720 units), so the text stays legible on a phone.
   const W = Math.round(Math.min(720, Math.max(320, width || 720)));
   const H = W < 500 ? 230 : 280, L = 46, R = 14, T = 16, B = 40;
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-labelledby": "chart-title" });
+  const valText = validation.length ? `; validation loss ${validation.map((v) => `epoch ${v.epoch} ${v.loss.toFixed(4)}`).join(", ")}` : "";
   svg.appendChild(el("title", { id: "chart-title" },
-    snapshots.length ? `Mean loss per step: ${snapshots.length} steps, last loss ${snapshots[snapshots.length - 1].meanLoss.toFixed(4)}` : "No steps yet"));
+    snapshots.length ? `Mean loss per step: ${snapshots.length} steps, last loss ${snapshots[snapshots.length - 1].meanLoss.toFixed(4)}${valText}` : "No steps yet"));
   const maxStep = Math.max(totalSteps, snapshots.length ? snapshots[snapshots.length - 1].step : 1, 1);
-  const losses = snapshots.map((s) => s.meanLoss);
+  const losses = [...snapshots.map((s) => s.meanLoss), ...(snapshots.length ? validation.map((v) => v.loss) : [])];
   let lo = losses.length ? Math.min(...losses) : 0, hi = losses.length ? Math.max(...losses) : 1;
   const pad = (hi - lo) * 0.08 || 0.5;
   lo = Math.max(0, lo - pad); hi += pad;
@@ -114,6 +118,17 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
       pts.appendChild(c);
     }
     svg.appendChild(pts);
+  }
+  if (snapshots.length && validation.length) {
+    const val = el("g", { class: "validation" });
+    const pts = validation.map((v) => [x(v.step), y(v.loss), v]);
+    if (pts.length > 1) val.appendChild(el("polyline", { class: "val-line", points: pts.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(" ") }));
+    for (const [px, py, v] of pts) {
+      const d = el("path", { d: `M${px.toFixed(1)} ${(py - 5).toFixed(1)} l5 5 l-5 5 l-5 -5 z`, class: "val-pt", "data-epoch": v.epoch, "data-step": v.step });
+      d.appendChild(el("title", {}, `validation loss after epoch ${v.epoch}: ${v.loss.toFixed(4)}`));
+      val.appendChild(d);
+    }
+    svg.appendChild(val);
   }
   return svg;
 }

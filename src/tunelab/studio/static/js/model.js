@@ -1,17 +1,20 @@
-// The model page: live status, loss curve, epochs, details, edit, share, cancel/delete,
-// playground (tuned vs base, streamed) and code snippets. The page asks for the caller's own
-// permission first and shows each control only to a role that may use it (READER: call it;
-// WRITER: also edit, cancel, choose the epoch, share; OWNER: also delete).
+// The model page: live status, loss and validation curves, the per-epoch scores (with the base
+// model's row and a few wrong answers), details with the reasons for the automatic settings,
+// edit, share, download, cancel/delete, playground (tuned vs base, streamed) and code snippets.
+// The page asks for the caller's own permission first and shows each control only to a role
+// that may use it (READER: call it and compare it; WRITER: also edit, cancel, choose the epoch,
+// share and download its weights; OWNER: also delete).
 
 const RANK = { READER: 1, WRITER: 2, OWNER: 3 };
 const ROLE_WORDS = { READER: "reader", WRITER: "writer", OWNER: "owner" };
-import { get, post, patch, del, streamGenerate } from "./api.js";
+import { get, post, patch, del, streamGenerate, download } from "./api.js";
 import { html, render, toast, confirmDialog, timeAgo, displayState, badge, progressText, copyText, debounce, within, failure } from "./util.js";
 import { lossChart } from "./chart.js";
+import { fmtScore, metricName } from "./scores.js";
 import { snippets } from "./snippets.js";
 
 export async function show(main, id) {
-  const [$] = within(main);
+  const [$, $$] = within(main);
   const name = `tunedModels/${id}`;
   let model = await get(name);
   // GET …/permissions:mine (tunelab extension) answers for every role; the least role if a
@@ -34,11 +37,13 @@ export async function show(main, id) {
         <p class="sub small" id="m-role" data-role="${role}">Your access: ${ROLE_WORDS[role]}${role === "READER" ? " (you can call it; its owner can make you a writer to edit it)" : ""}</p>
       </div>
       <div class="row">
+        <a class="btn ghost" id="compare" href="#/models/${id}/compare" hidden>Compare on test data</a>
         ${may("WRITER") ? html`<button type="button" class="btn ghost" id="cancel" hidden>Cancel tuning</button>` : ""}
         ${may("OWNER") ? html`<button type="button" class="btn ghost danger" id="delete">Delete</button>` : ""}
       </div>
     </div>
     <div class="notice bad" id="action-error" role="alert" hidden></div>
+    <div id="created"></div>
     <section class="panel" aria-labelledby="status-h">
       <h2 id="status-h" class="row">Status <span id="m-badge"></span></h2>
       <div class="status-line">
@@ -52,7 +57,10 @@ export async function show(main, id) {
         <section class="panel" aria-labelledby="loss-h">
           <h2 id="loss-h">Loss curve</h2>
           <div id="chart"></div>
+          <p class="legend small" id="chart-legend" hidden><span class="key train"></span> training loss, each step
+            <span class="key val"></span> validation loss, each epoch's end</p>
           <div id="advice"></div>
+          <div id="wrong"></div>
         </section>
         <section class="panel" aria-labelledby="play-h">
           <h2 id="play-h">Playground</h2>
@@ -66,6 +74,7 @@ export async function show(main, id) {
             <div class="row"><button class="btn" type="submit" id="run">Run on both</button><button class="btn ghost" type="button" id="stop" hidden>Stop</button>
               <span class="hint" id="play-hint"></span></div>
           </form>
+          <div class="notice warn" id="prompt-format" role="status" hidden></div>
           <div class="answers">
             <div class="answer" id="ans-tuned"><h3>Tuned · ${id}</h3><div class="text" aria-live="polite"></div></div>
             <div class="answer" id="ans-base"><h3>Base · ${model.baseModel.replace("models/", "")}</h3><div class="text" aria-live="polite"></div></div>
@@ -78,7 +87,24 @@ export async function show(main, id) {
         </section>
       </div>
       <div>
-        <section class="panel" aria-labelledby="det-h"><h2 id="det-h">Details</h2><dl class="kv" id="details"></dl></section>
+        <section class="panel" aria-labelledby="det-h"><h2 id="det-h">Details</h2><dl class="kv" id="details"></dl>
+          <div id="choices"></div></section>
+        ${may("WRITER") ? html`<form class="panel" id="download" aria-labelledby="dl-h" hidden>
+          <h2 id="dl-h">Download</h2>
+          <p class="hint">Take the weights anywhere: the files carry the tokenizer, a chat template that
+            prompts as tunelab does, and a model card.</p>
+          <label class="field">Format <span class="hint">An adapter loads on the base model with PEFT; merged
+            weights with transformers alone; GGUF with llama.cpp, Ollama or LM Studio.</span>
+            <select name="format">
+            <option value="peft">PEFT adapter (.tar.gz)</option>
+            <option value="merged">Merged weights (.tar.gz)</option>
+            <option value="gguf">GGUF f16 (.gguf)</option>
+            <option value="gguf:q8_0">GGUF q8_0 (.gguf, half the size)</option></select></label>
+          <label class="field">Weights <select name="epoch"></select></label>
+          <button class="btn ghost" type="submit" id="dl-go">Download</button>
+          <p class="hint" id="dl-status" role="status"></p>
+          <div class="notice bad" id="dl-error" role="alert" hidden></div>
+        </form>` : ""}
         ${may("WRITER") ? html`<form class="panel" id="edit" aria-labelledby="edit-h">
           <h2 id="edit-h">Edit</h2>
           <label class="field">Display name <input type="text" name="displayName" maxlength="40"></label>
@@ -117,6 +143,8 @@ export async function show(main, id) {
     $("#m-progress-text").textContent = op ? `${progressText(op)} · ${Math.round(pct)}%` : "";
     if ($("#cancel")) $("#cancel").hidden = model.state !== "CREATING";
     const callable = model.state === "ACTIVE";
+    $("#compare").hidden = !callable;
+    if ($("#download")) { $("#download").hidden = !callable; fillDownload(); }
     if (!streams.some((c) => !c.signal.aborted && c.running)) $("#run").disabled = !callable;
     $("#play-hint").textContent = callable
       ? "The tuned model's answer streams next to the base model's for the same prompt."
@@ -141,10 +169,26 @@ export async function show(main, id) {
     const ep = model.tuningTask?.hyperparameters?.epochCount || 1;
     const box = $("#chart");
     if (!box) return;   // the page was left (a resize or poll finished afterwards)
-    box.replaceChildren(lossChart(use, { totalSteps: total, selectedEpoch: epochs?.selectedEpoch ?? null, stepsPerEpoch: planned / ep, running: model.state === "CREATING", width: box.clientWidth }));
+    const validation = validationPoints(planned / ep);
+    box.replaceChildren(lossChart(use, { totalSteps: total, selectedEpoch: epochs?.selectedEpoch ?? null, stepsPerEpoch: planned / ep, running: model.state === "CREATING", width: box.clientWidth, validation }));
     box.dataset.points = String(use.length);
+    box.dataset.validationPoints = String(validation.length);
+    $("#chart-legend").hidden = !validation.length;
   }
 
+  /** The validation scores: the operation's while tuning runs (the epochs scored so far),
+   *  the tuned model's afterwards; null for a run without validation examples. */
+  function evaluation() {
+    const ev = model.state === "CREATING" ? op?.metadata?.evaluation || model.evaluation : model.evaluation || op?.metadata?.evaluation;
+    return ev || null;
+  }
+  /** Validation loss at the end of each scored epoch, placed at that epoch's last step. */
+  function validationPoints(spe) {
+    const scored = (evaluation()?.epochs || []).filter((e) => typeof e.validationLoss === "number");
+    const last = new Map((epochs?.epochs || []).map((e) => [e.epoch, e.lastStep]));
+    return scored.map((e) => ({ epoch: e.epoch, step: last.get(e.epoch) ?? Math.round(e.epoch * spe), loss: e.validationLoss }))
+      .filter((p) => p.step > 0);
+  }
   const cancelled = () => /cancel/i.test(model.stateMessage || "");
   const stepsPerEpoch = () => (op?.metadata?.totalSteps || 0) / (model.tuningTask?.hyperparameters?.epochCount || 1);
 
@@ -156,12 +200,34 @@ export async function show(main, id) {
     return cancelled() ? epochs.epochs[epochs.epochs.length - 1].epoch : null;
   }
 
+  // Where the epoch advice comes from, in words: the advice's basis (GET …/epochs).
+  const BASIS = {
+    validation: "From the validation scores",
+    first_run: "From a first run on part of the data",
+    training_loss: "From the training loss",
+  };
+  const BEST = {
+    validation: "★ best validation score",
+    first_run: "★ best in the first run",
+    training_loss: "(advised: the training loss levels off)",
+  };
+
   function drawAdvice() {
     const box = $("#advice");
-    if (!epochs || !epochs.epochs?.length) { render(box, html`<p class="hint">One point per optimizer step; dashed lines mark the end of each epoch.</p>`); return; }
+    const ev = evaluation();
+    if (!epochs || !epochs.epochs?.length) {
+      render(box, html`<p class="hint">One point per optimizer step; dashed lines mark the end of each epoch.</p>
+        ${ev?.validation?.message ? html`<p class="hint" id="validation-note">${ev.validation.message}</p>` : ""}`);
+      drawWrong();
+      return;
+    }
     const canPick = model.state === "ACTIVE" && may("WRITER");
     const served = servedEpoch();
     const spe = stepsPerEpoch();
+    const metric = metricName(ev?.metric);
+    const scored = new Map((ev?.epochs || []).map((e) => [e.epoch, e]));
+    const withScores = Boolean(ev?.baseline || scored.size);
+    const basis = epochs.advice?.basis || "training_loss";
     const state = (e) => {
       if (e.checkpoint) return "";
       const ran = spe ? e.lastStep - (e.epoch - 1) * spe : 0;
@@ -172,16 +238,44 @@ export async function show(main, id) {
       if (served !== e.epoch) return "";
       return e.checkpoint ? "✔ served" : `✔ served (the weights at step ${e.lastStep})`;
     };
+    const loss = (v) => (typeof v === "number" ? v.toFixed(4) : "—");
+    const scoreCells = (sc, vloss) => withScores ? html`
+        <td data-label="Validation loss" class="mono">${loss(vloss ?? sc?.validationLoss)}</td>
+        <td data-label="Exact match" class="mono">${fmtScore(sc?.exactMatch)}</td>
+        <td data-label="${metric}" class="mono score">${fmtScore(sc?.score)}</td>` : "";
+    const best = epochs.advice?.epoch;
     render(box, html`
-      <p class="hint">One point per optimizer step; dashed lines mark the end of each finished epoch${epochs.selectedEpoch ? "; the green one is the epoch being served" : ""}${cancelled() ? "; the shaded band is the epoch the cancel cut short" : ""}.</p>
-      ${epochs.advice ? html`<div class="notice info" id="epoch-advice"><b>Epoch advice:</b> ${epochs.advice.message}</div>` : ""}
-      <div class="epochs-wrap"><table class="list small" id="epochs"><thead><tr><th>Epoch</th><th>Mean loss</th><th>Served</th><th></th></tr></thead><tbody>
-      ${epochs.epochs.map((e) => html`<tr data-epoch-row="${e.epoch}" class="${e.checkpoint ? "" : "partial"}">
-        <td data-label="Epoch">${e.epoch}${epochs.advice?.epoch === e.epoch ? " (advised)" : ""}${state(e)}</td>
-        <td data-label="Mean loss" class="mono">${e.meanLoss.toFixed(4)}</td>
+      <p class="hint">One point per optimizer step; dashed lines mark the end of each finished epoch${epochs.selectedEpoch ? "; the green one is the epoch being served" : ""}${cancelled() ? "; the shaded band is the epoch the cancel cut short" : ""}${withScores ? "; diamonds are the validation loss after each epoch" : ""}.</p>
+      ${epochs.advice ? html`<div class="notice info" id="epoch-advice" data-basis="${basis}"><b>${BASIS[basis] || "Epoch advice"}:</b> ${epochs.advice.message}</div>` : ""}
+      ${ev?.validation?.message ? html`<p class="hint" id="validation-note">${ev.validation.message}</p>` : ""}
+      <div class="epochs-wrap"><table class="list small" id="epochs"><thead><tr><th>Epoch</th><th>Training loss</th>
+        ${withScores ? html`<th>Validation loss</th><th>Exact match</th><th>${metric}</th>` : ""}<th>Served</th><th></th></tr></thead><tbody>
+      ${ev?.baseline ? html`<tr data-epoch-row="0" class="baseline">
+        <td data-label="Epoch">Base model <span class="muted">(before tuning)</span></td>
+        <td data-label="Training loss" class="mono">—</td>${scoreCells(ev.baseline)}<td data-label="Served" class="served"></td><td></td></tr>` : ""}
+      ${epochs.epochs.map((e) => html`<tr data-epoch-row="${e.epoch}" class="${e.checkpoint ? "" : "partial"}${best === e.epoch ? " best" : ""}">
+        <td data-label="Epoch">${e.epoch}${best === e.epoch ? html` <span class="best-mark" title="${epochs.advice.message}">${BEST[basis] || "(advised)"}</span>` : ""}${state(e)}</td>
+        <td data-label="Training loss" class="mono">${e.meanLoss.toFixed(4)}</td>
+        ${scoreCells(scored.get(e.epoch), e.validationLoss)}
         <td data-label="Served" class="served">${servedText(e)}</td>
         <td>${canPick && e.checkpoint && served !== e.epoch ? html`<button type="button" class="btn ghost small" data-epoch="${e.epoch}">Use epoch ${e.epoch}</button>` : ""}</td>
       </tr>`)}</tbody></table></div>`);
+    drawWrong();
+  }
+
+  /** A few wrong answers per epoch (and of the base model): what the scores mean in words. */
+  function drawWrong() {
+    const ev = evaluation();
+    const rows = [...(ev?.baseline ? [ev.baseline] : []), ...(ev?.epochs || [])].filter((e) => e.wrongAnswers?.length);
+    const n = ev?.validation?.exampleCount;
+    const open = new Set($$("#wrong details[open]").map((d) => d.dataset.wrongEpoch));
+    render($("#wrong"), rows.length ? html`<h3>Wrong answers on the validation examples</h3>
+      ${rows.map((e) => html`<details class="wrong" data-wrong-epoch="${e.epoch}" ${open.has(String(e.epoch)) ? "open" : ""}>
+        <summary>${e.epoch ? `Epoch ${e.epoch}` : "Base model"}: ${typeof e.exactMatch === "number" && n ? `${Math.round(e.exactMatch * n)} of ${n} exactly right; ` : ""}${e.wrongAnswers.length} wrong answer${e.wrongAnswers.length === 1 ? "" : "s"} shown</summary>
+        <table class="list small wrong-list"><thead><tr><th>Input</th><th>Expected</th><th>Answer</th></tr></thead><tbody>
+        ${e.wrongAnswers.map((w) => html`<tr><td data-label="Input">${w.textInput}</td><td data-label="Expected" class="mono">${w.expected}</td>
+          <td data-label="Answer" class="mono bad-answer">${w.answer === "" ? "(an empty answer)" : w.answer}</td></tr>`)}
+        </tbody></table></details>`)}` : "");
   }
 
   function drawDetails() {
@@ -199,6 +293,14 @@ export async function show(main, id) {
       ["Description", model.description || "—"],
     ];
     render($("#details"), html`${rows.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}`);
+    const why = choices();
+    render($("#choices"), why.length ? html`<h3>How the settings were chosen</h3>
+      <ul class="choices small" id="choices-list">${why.map((c) => html`<li>${c}</li>`)}</ul>` : "");
+  }
+  /** One line per setting saying why it has its value (a value left unset is chosen from the
+   *  data): the tuned model's record, or while it is queued the operation's. */
+  function choices() {
+    return model.tuningTask?.hyperparameters?.choices || op?.metadata?.hyperparameterChoices || [];
   }
 
   function fillEdit() {
@@ -210,7 +312,7 @@ export async function show(main, id) {
 
   async function loadEpochs() {
     try { epochs = await get(`${name}/epochs`); } catch { epochs = null; }
-    drawAdvice(); drawChart(); drawDetails();
+    drawAdvice(); drawChart(); drawDetails(); fillDownload();
   }
 
   async function poll() {
@@ -364,9 +466,53 @@ export async function show(main, id) {
     try {
       epochs = await post(`${name}:selectEpoch`, { epoch });
       toast(`Now serving epoch ${epoch}`);
-      drawAdvice(); drawChart();
+      drawAdvice(); drawChart(); fillDownload();
     } catch (e) { actionFailed(e, `serve epoch ${epoch}`); b.disabled = false; }
   });
+
+  // -- download (writers and owners: the weights are the model's owner's to give) ------------
+  let dlEpochs = "";
+  function fillDownload() {
+    const sel = $("#download select[name=epoch]");
+    const finished = (epochs?.epochs || []).filter((e) => e.checkpoint).map((e) => e.epoch);
+    const key = `${finished.join(",")}|${servedEpoch() ?? ""}`;
+    if (!sel || key === dlEpochs) return;
+    dlEpochs = key;
+    const was = sel.value;
+    const served = servedEpoch();
+    render(sel, html`<option value="">The served weights${served ? ` (epoch ${served})` : ""}</option>
+      ${finished.map((e) => html`<option value="${e}">Epoch ${e}</option>`)}`);
+    if ([...sel.options].some((o) => o.value === was)) sel.value = was;
+  }
+  $("#download")?.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = ev.target.elements;
+    const [format, quantization] = f.format.value.split(":");
+    const err = $("#dl-error");
+    err.hidden = true;
+    $("#dl-go").disabled = true;
+    $("#dl-status").textContent = format === "peft" ? "Preparing the adapter…"
+      : "Building the file: merging the weights takes a few seconds for a small model, longer for a large one…";
+    try {
+      const file = await download(`${name}:export`, { format, quantization, epoch: f.epoch.value || undefined });
+      $("#dl-status").textContent = `Downloaded ${file.name} (${(file.size / 2 ** 20).toFixed(1)} MB).`;
+    } catch (e) {
+      $("#dl-status").textContent = "";
+      err.textContent = e.status === 400 || e.status === 412 || e.rpcStatus === "FAILED_PRECONDITION"
+        ? `Could not download: ${e.message}` : failure(e, "download the weights", role);
+      err.hidden = false;
+    } finally { $("#dl-go").disabled = false; }
+  });
+
+  // -- just created: the settings chosen, and why -------------------------------------------
+  function drawCreated() {
+    let created = null;
+    try { created = JSON.parse(sessionStorage.getItem("tunelab-created") || "null"); } catch { /* none */ }
+    if (!created || created.model !== name) return;
+    sessionStorage.removeItem("tunelab-created");
+    render($("#created"), html`<div class="notice ok" id="created-choices"><b>Tuning started.</b> The settings, and why:
+      <ul>${(created.choices || []).map((c) => html`<li>${c}</li>`)}</ul></div>`);
+  }
 
   // -- playground -----------------------------------------------------------------------
   $("#play").addEventListener("submit", async (ev) => {
@@ -391,13 +537,20 @@ export async function show(main, id) {
       box.dataset.events = "0";
       const count = (key) => { box.dataset[key] = String(Number(box.dataset[key]) + 1); };
       try {
-        await streamGenerate(target, body, (t) => { out.textContent += t; count("chunks"); }, ctrl.signal, () => count("events"));
+        const last = await streamGenerate(target, body, (t) => { out.textContent += t; count("chunks"); }, ctrl.signal, () => count("events"));
         if (!out.textContent) out.textContent = "(an empty answer)";
+        // A tuned model says when the prompt lacks the format of its training inputs (the
+        // commonest reason a model that scored well answers badly in an app).
+        if (target === name && last?.promptFormat?.followsTrainingFormat === false) {
+          $("#prompt-format").textContent = `The prompt does not look like the training inputs: ${last.promptFormat.message}`;
+          $("#prompt-format").hidden = false;
+        }
       } catch (e) {
         if (e.name !== "AbortError") out.textContent = `⚠ ${e.message}`;
       } finally { box.classList.remove("streaming"); box.dataset.done = "1"; }
     };
     $("#ans-tuned").dataset.done = ""; $("#ans-base").dataset.done = "";
+    $("#prompt-format").hidden = true;
     await Promise.all([one("#ans-tuned", name), one("#ans-base", model.baseModel)]);
     ctrl.running = false;
     $("#run").disabled = model.state !== "ACTIVE"; $("#stop").hidden = true;
@@ -431,6 +584,7 @@ export async function show(main, id) {
   const onResize = debounce(() => drawChart(), 150);
   window.addEventListener("resize", onResize);
   if ($("#edit")) fillEdit();
+  drawCreated();
   drawStatus();
   await Promise.all([poll(), loadEpochs(), loadPerms()]);
   return () => {

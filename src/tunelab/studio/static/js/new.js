@@ -58,11 +58,11 @@ export async function show(main) {
             <textarea name="description" rows="2"></textarea></label>
           <details id="advanced">
             <summary><b>Advanced settings</b></summary>
-            <p class="hint">Total steps = ⌈examples ÷ batch size⌉ × epochs. <span id="steps"></span></p>
-            <label class="field">Epochs <span class="hint">Passes over the whole data set. Default 5. Too many can over-fit: the model page shows where the loss stops falling, and you can use that epoch afterwards.</span>
-              <input type="number" name="epochCount" min="1" max="1000" step="1" value="5"></label>
-            <label class="field">Batch size <span class="hint">Examples per optimizer step. Default 4. Larger batches give smoother but fewer steps.</span>
-              <input type="number" name="batchSize" min="1" max="1024" step="1" value="4"></label>
+            <p class="hint">Total steps = ⌈examples ÷ batch size⌉ × epochs. Left empty, a setting is chosen from your data, and the model page says why. <span id="steps"></span></p>
+            <label class="field">Epochs <span class="hint">Passes over the whole data set. Automatic: about 100 steps for a small data set, 5 from 100 examples. Too many can over-fit: the model page shows the validation scores of every epoch, and you can use another epoch afterwards.</span>
+              <input type="number" name="epochCount" min="1" max="1000" step="1" placeholder="Automatic"></label>
+            <label class="field">Batch size <span class="hint">Examples per optimizer step. Automatic: 4 below 1,000 examples, more for larger data sets. Larger batches give smoother but fewer steps.</span>
+              <input type="number" name="batchSize" min="1" max="1024" step="1" placeholder="Automatic"></label>
             <fieldset><legend>Learning rate</legend>
               <p class="hint" style="margin-top:0">How far each step moves the parameters. The default is the base model's recommended rate (0.001 for the bundled models).</p>
               <label class="row small"><input type="radio" name="lrMode" value="default" checked> Recommended (default)</label>
@@ -411,10 +411,17 @@ export async function show(main) {
   const form = $("#settings");
   function hyperparameters() {
     const f = form.elements;
-    const hp = { epochCount: Number(f.epochCount.value), batchSize: Number(f.batchSize.value) };
+    // An empty field is left out of the request: the server chooses it from the examples.
+    const hp = {};
     const problems = [];
-    if (!Number.isInteger(hp.epochCount) || hp.epochCount < 1) problems.push("Epochs must be a whole number of at least 1.");
-    if (!Number.isInteger(hp.batchSize) || hp.batchSize < 1) problems.push("Batch size must be a whole number of at least 1.");
+    if (f.epochCount.value !== "" || f.epochCount.validity.badInput) {
+      hp.epochCount = Number(f.epochCount.value);
+      if (!Number.isInteger(hp.epochCount) || hp.epochCount < 1) problems.push("Epochs must be a whole number of at least 1 (or empty: automatic).");
+    }
+    if (f.batchSize.value !== "" || f.batchSize.validity.badInput) {
+      hp.batchSize = Number(f.batchSize.value);
+      if (!Number.isInteger(hp.batchSize) || hp.batchSize < 1) problems.push("Batch size must be a whole number of at least 1 (or empty: automatic).");
+    }
     const mode = form.querySelector("input[name=lrMode]:checked").value;
     if (mode === "rate") {
       hp.learningRate = Number(f.learningRate.value);
@@ -429,7 +436,8 @@ export async function show(main) {
     const { hp, problems } = hyperparameters();
     const n = st.rows.length;
     $("#steps").textContent = n && hp.batchSize > 0 && hp.epochCount > 0
-      ? `With ${n} examples: ${Math.ceil(n / hp.batchSize)} × ${hp.epochCount} = ${Math.ceil(n / hp.batchSize) * hp.epochCount} steps.` : "";
+      ? `With ${n} examples: ${Math.ceil(n / hp.batchSize)} × ${hp.epochCount} = ${Math.ceil(n / hp.batchSize) * hp.epochCount} steps.`
+      : n && !problems.length ? "The steps are counted when the settings are chosen." : "";
     const hpErr = $("#hp-error");
     hpErr.hidden = !problems.length; hpErr.textContent = problems.join(" ");
     const name = $("#display-name").value.trim();
@@ -465,6 +473,9 @@ export async function show(main) {
         tuningTask: { hyperparameters: hp, trainingData: { file: st.file.name } },
       });
       const id = modelId(op.metadata.tunedModel);
+      // the model page shows the settings chosen, with the reason for each, once
+      sessionStorage.setItem("tunelab-created", JSON.stringify({
+        model: op.metadata.tunedModel, choices: op.metadata.hyperparameterChoices || [] }));
       del(st.file.name).catch(() => {});
       setLeaveGuard(null);   // the examples are the model's now
       toast("Tuning started");

@@ -1,0 +1,305 @@
+"""The Studio's evaluation, compare and download views (issue 20), and the keys page's errors.
+
+Each test drives headless Chromium against a real server with real tuned models on the tiny
+model: one tuned on 44 examples, so 8 are held out and every epoch is scored on them, and one
+tuned on 24 (no validation, the training-loss advice). The model page is photographed at 1280
+and 375 px."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import httpx
+import pytest
+from conftest import USERS, screenshot, start_studio
+from service_harness import wait_op
+from test_studio import sign_in
+
+pytestmark = pytest.mark.e2e
+
+PREAMBLE = "Say whether the item's number is even or odd."
+
+
+def parity(i: int) -> dict:
+    """An example in one training format: a preamble, then an "Item:" field."""
+    return {"textInput": f"{PREAMBLE}\nItem: item {i}", "output": "even" if i % 2 == 0 else "odd"}
+
+
+class Client:
+    """A user's REST client, to set the scene and to check what the page shows."""
+
+    def __init__(self, svc, user: str):
+        token = svc.oauth_token(username=user, password=USERS[user])
+        self.c = httpx.Client(base_url=svc.url, timeout=120,
+                              headers={"Authorization": f"Bearer {token}"})
+
+    def tune(self, model_id: str, examples: list[dict], **hp) -> dict:
+        r = self.c.post("/v1beta/tunedModels", params={"tunedModelId": model_id}, json={
+            "displayName": model_id.capitalize(), "baseModel": "models/tiny-random",
+            "tuningTask": {"trainingData": {"examples": {"examples": examples}},
+                           "hyperparameters": hp}})
+        assert r.status_code == 200, r.text
+        return wait_op(self.c, r.json()["name"])
+
+    def share(self, model_id: str, user: str, role: str) -> None:
+        perms = self.c.get(f"/v1beta/tunedModels/{model_id}/permissions").json()["permissions"]
+        for p in perms:
+            if p.get("emailAddress") == user:
+                self.c.delete(f"/v1beta/{p['name']}")
+        r = self.c.post(f"/v1beta/tunedModels/{model_id}/permissions",
+                        json={"granteeType": "USER", "emailAddress": user, "role": role})
+        assert r.status_code == 200, r.text
+
+
+@pytest.fixture(scope="module")
+def studio_service(tmp_path_factory):
+    """This module's server: no step delay, and at most 2 API keys a user."""
+    svc = start_studio(tmp_path_factory.mktemp("studio-views"), {"TUNELAB_MAX_API_KEYS": "2"})
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="module")
+def alice(studio_service):
+    a = Client(studio_service, "alice")
+    a.tune("parity", [parity(i) for i in range(44)],
+           epochCount=2, batchSize=8, learningRate=0.01)
+    a.tune("words", [{"textInput": f"word {i}", "output": f"WORD {i}"} for i in range(24)],
+           epochCount=2, batchSize=4, learningRate=0.01)
+    yield a
+    a.c.close()
+
+
+def _open(page, model_id: str) -> None:
+    page.goto(f"/studio/#/models/{model_id}")
+    page.wait_for_selector("#m-title")
+    page.wait_for_selector("#epochs")
+
+
+CHART_JS = """() => {
+    const svg = document.querySelector('#chart svg');
+    return {
+        val: [...svg.querySelectorAll('path.val-pt')].map((p) => [p.dataset.epoch, +p.dataset.step,
+            +p.getAttribute('d').split(' ')[0].slice(1)]),
+        points: Object.fromEntries([...svg.querySelectorAll('circle.pt')]
+            .map((c) => [c.dataset.step, +c.getAttribute('cx')])),
+        title: svg.querySelector('title').textContent,
+    };
+}"""
+
+
+def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new_page, alice):
+    epochs = alice.c.get("/v1beta/tunedModels/parity/epochs").json()
+    evaluation = alice.c.get("/v1beta/tunedModels/parity").json()["evaluation"]
+    assert epochs["advice"]["basis"] == "validation"
+    page, _ = new_page()
+    sign_in(page, "alice")
+    _open(page, "parity")
+
+    # the table: the base model's row first, then each epoch's losses and scores
+    heads = page.locator("#epochs thead th").all_text_contents()
+    assert heads[:5] == ["Epoch", "Training loss", "Validation loss", "Exact match", "Accuracy"]
+    base = page.locator("#epochs tr[data-epoch-row='0']")
+    assert "Base model" in base.inner_text()
+    assert base.locator("td.score").inner_text() == f"{evaluation['baseline']['score']:.3f}"
+    for e in epochs["epochs"]:
+        row = page.locator(f"#epochs tr[data-epoch-row='{e['epoch']}']")
+        cells = row.locator("td").all_inner_texts()
+        assert cells[2] == f"{e['validationLoss']:.4f}"
+        assert cells[4] == f"{e['validationScore']:.3f}"
+    # the best epoch, from the evidence, and the epoch served
+    best = page.locator(f"#epochs tr[data-epoch-row='{epochs['advice']['epoch']}']")
+    assert "★ best validation score" in best.inner_text()
+    assert page.locator("#epoch-advice").get_attribute("data-basis") == "validation"
+    assert page.locator("#epoch-advice").inner_text().startswith("From the validation scores:")
+    served = page.locator(f"#epochs tr[data-epoch-row='{epochs['selectedEpoch']}'] td.served")
+    assert served.inner_text() == "✔ served"
+    assert "held out for validation" in page.locator("#validation-note").inner_text()
+
+    # the validation curve: one diamond per scored epoch, at the epoch's last step
+    chart = page.evaluate(CHART_JS)
+    assert [(v[0], v[1]) for v in chart["val"]] == [
+        (str(e["epoch"]), e["lastStep"]) for e in epochs["epochs"]]
+    for _, step, x in chart["val"]:
+        assert x == pytest.approx(chart["points"][str(step)], abs=0.2)
+    assert "validation loss epoch 1" in chart["title"]
+    assert page.locator("#chart-legend").is_visible()
+
+    # a few wrong answers per epoch, the base model's first
+    wrong = page.locator("#wrong details.wrong")
+    with_wrong = [e for e in [evaluation["baseline"], *evaluation["epochs"]] if e["wrongAnswers"]]
+    assert wrong.count() == len(with_wrong)
+    first = with_wrong[-1]
+    box = page.locator(f"#wrong details[data-wrong-epoch='{first['epoch']}']")
+    box.locator("summary").click()
+    assert box.locator("tbody tr").count() == len(first["wrongAnswers"])
+    assert first["wrongAnswers"][0]["expected"] in box.locator("tbody tr").first.inner_text()
+
+    # the reason for each setting
+    reasons = page.locator("#choices-list li").all_inner_texts()
+    assert reasons == evaluation_choices(alice, "parity")
+    screenshot(page, "model-validation")
+
+    # without validation examples: the training-loss advice, labelled so, and no score columns
+    _open(page, "words")
+    assert page.locator("#epoch-advice").get_attribute("data-basis") == "training_loss"
+    assert page.locator("#epoch-advice").inner_text().startswith("From the training loss:")
+    assert "Validation loss" not in page.locator("#epochs thead").inner_text()
+    assert page.locator("#chart path.val-pt").count() == 0
+    assert "fewer than 40" in page.locator("#validation-note").inner_text()
+
+
+def evaluation_choices(client: Client, model_id: str) -> list[str]:
+    model = client.c.get(f"/v1beta/tunedModels/{model_id}").json()
+    return model["tuningTask"]["hyperparameters"]["choices"]
+
+
+def test_compare_view_scores_models_side_by_side(new_page, alice, tmp_path):
+    test = [parity(i) for i in range(500, 506)]
+    expected = alice.c.post("/v1beta/tunedModels/parity:evaluate", json={
+        "testData": {"examples": {"examples": test}},
+        "compareWith": ["models/tiny-random", "tunedModels/words"]}).json()
+    page, _ = new_page()
+    sign_in(page, "alice")
+    _open(page, "parity")
+    page.click("#compare")
+    page.wait_for_selector("h1:has-text('Compare on test data')")
+    assert page.locator("#run-compare").is_disabled()
+
+    # a test file, as for training (JSONL here)
+    lines = "".join(json.dumps({"text_input": t["textInput"], "output": t["output"]}) + "\n"
+                    for t in test)
+    page.set_input_files("#test-file", files=[{
+        "name": "test.jsonl", "mimeType": "application/json", "buffer": lines.encode()}])
+    page.wait_for_selector("#data-ready:has-text('6 test examples from test.jsonl')")
+    page.check("input[name=other][value='tunedModels/words']")
+    page.click("#run-compare")
+    page.wait_for_selector("#scores")
+    for r in expected["results"]:
+        row = page.locator(f"#scores tr[data-model='{r['model']}']")
+        assert row.locator("td.score").inner_text() == f"{r['score']:.3f}"
+        assert row.locator("td").nth(3).inner_text().endswith(" ms")
+    assert page.locator("#differences tbody tr").count() == len(expected["differences"])
+    heads = page.locator("#differences thead th").all_text_contents()
+    assert heads[:2] == ["Input", "Expected"] and len(heads) == 2 + len(expected["results"])
+    screenshot(page, "compare")
+
+    # pasted rows from a spreadsheet: this model alone
+    page.fill("#pasted", "item 500\teven\nitem 501\todd\nitem 502\teven\n")
+    page.wait_for_selector("#data-ready:has-text('3 test examples from the pasted rows')")
+    page.uncheck("input[name=other][value='models/tiny-random']")
+    page.uncheck("input[name=other][value='tunedModels/words']")
+    page.click("#run-compare")
+    page.wait_for_selector("#scores tbody tr >> nth=0")
+    page.wait_for_selector("#res-h")
+    assert page.locator("#scores tbody tr").count() == 1
+
+    # pasted text without columns says how to paste
+    page.fill("#pasted", "just one column")
+    page.wait_for_selector("#data-bad:has-text('separated by a tab')")
+    assert page.locator("#run-compare").is_disabled()
+
+
+def test_download_only_for_a_role_that_may_export(new_page, alice, studio_service, tmp_path):
+    page, _ = new_page()
+    sign_in(page, "alice")
+    _open(page, "parity")
+    page.wait_for_selector("#download:not([hidden])")
+    options = page.locator("#download select[name=epoch] option").all_inner_texts()
+    assert options[0].startswith("The served weights") and "Epoch 1" in options
+    page.select_option("#download select[name=format]", "peft")
+    page.select_option("#download select[name=epoch]", "1")
+    with page.expect_download() as dl:
+        page.click("#dl-go")
+    path = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(path)
+    assert path.name == "parity-peft-epoch1.tar.gz"   # epoch 1, as chosen
+    with tarfile.open(path) as tar:
+        names = [m.name.rsplit("/", 1)[-1] for m in tar.getmembers()]
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(names)
+    page.wait_for_selector("#dl-status:has-text('Downloaded parity-peft-epoch1.tar.gz')")
+
+    # a reader may call the model and compare it, not take its weights
+    alice.share("parity", "bob", "READER")
+    page, _ = new_page()
+    sign_in(page, "bob")
+    _open(page, "parity")
+    assert page.locator("#download").count() == 0
+    assert page.locator("#compare").is_visible()
+    # the server agrees: the same URL answers 403 to a reader
+    bob = Client(studio_service, "bob")
+    r = bob.c.get("/v1beta/tunedModels/parity:export", params={"format": "peft"})
+    assert r.status_code == 403
+    alice.share("parity", "bob", "WRITER")
+    page.reload()
+    page.wait_for_selector("#download:not([hidden])")
+
+
+def test_settings_reasons_after_creating_and_on_the_model_page(new_page, alice):
+    page, _ = new_page()
+    sign_in(page, "bob")
+    page.click("a:has-text('New tuned model')")
+    page.wait_for_selector("#drop")
+    rows = "".join(f"word {i},WORD {i}\n" for i in range(1, 25))
+    page.set_input_files("#file", files=[{"name": "words.csv", "mimeType": "text/csv",
+                                          "buffer": ("text_input,output\n" + rows).encode()}])
+    page.wait_for_selector("#data-ok")
+    page.select_option("#base", "models/tiny-random")
+    page.click("#advanced summary")
+    assert page.locator("input[name=batchSize]").input_value() == ""   # automatic
+    page.fill("input[name=epochCount]", "1")
+    page.click("#create")
+    page.wait_for_selector("#created-choices")
+    created = page.locator("#created-choices li").all_inner_texts()
+    assert "epochCount 1: as given." in created
+    assert any(c.startswith("batchSize 4 (automatic)") for c in created)
+    page.wait_for_selector("#choices-list li")
+    assert page.locator("#choices-list li").all_inner_texts() == created
+    page.reload()
+    page.wait_for_selector("#choices-list li")
+    assert page.locator("#created-choices").count() == 0   # the notice is shown once
+
+
+def test_playground_says_when_a_prompt_lacks_the_training_format(new_page, alice):
+    page, _ = new_page()
+    sign_in(page, "alice")
+    _open(page, "parity")
+    page.fill("#play input[name=maxOutputTokens]", "3")
+    page.fill("#play textarea[name=prompt]", "item 7")
+    page.click("#run")
+    page.wait_for_selector("#ans-tuned[data-done='1']")
+    page.wait_for_selector("#prompt-format:not([hidden])")
+    assert "does not look like the training inputs" in page.locator("#prompt-format").inner_text()
+    page.wait_for_selector("#ans-base[data-done='1']")
+    page.fill("#play textarea[name=prompt]", f"{PREAMBLE}\nItem: item 7")
+    page.click("#run")
+    page.wait_for_selector("#ans-tuned[data-done='1']")
+    page.wait_for_selector("#ans-base[data-done='1']")
+    assert page.locator("#prompt-format").is_hidden()
+
+
+def test_keys_page_says_why_a_key_was_not_created(new_page, studio_service):
+    page, errors = new_page()
+    errors.expect("/v1beta/apiKeys", 429)   # the limit of 2 keys, answered on purpose
+    sign_in(page, "bob")
+    page.click("a:has-text('API keys')")
+    for n in (1, 2):
+        page.fill("#new-key input[name=name]", f"app {n}")
+        page.click("#new-key button[type=submit]")
+        page.wait_for_selector(f"tr[data-key]:has-text('app {n}')")
+    page.fill("#new-key input[name=name]", "app 3")
+    page.click("#new-key button[type=submit]")
+    page.wait_for_selector("#key-error:visible")
+    assert "as many keys as this server allows" in page.locator("#key-error").inner_text()
+    assert "TUNELAB_" not in page.locator("#key-error").inner_text()
+    assert page.locator("#new-key input[name=name]").input_value() == "app 3"   # nothing lost
+    assert page.locator("#create-key").is_enabled()
+
+    # revoking one makes room; the error goes away with the next try
+    page.click("tr[data-key]:has-text('app 1') button[data-revoke]")
+    page.click("#confirm-yes")
+    page.wait_for_selector("tr[data-key]:has-text('app 1')", state="detached")
+    page.click("#new-key button[type=submit]")
+    page.wait_for_selector("tr[data-key]:has-text('app 3')")
+    assert page.locator("#key-error").is_hidden()
