@@ -200,6 +200,10 @@ MATRIX = {
                        "401 400 400 403 401 403 200 200 200 200"),
     "delete_api_key": ("delete", "/v1beta/{fresh_key}", {},
                        "401 400 400 403 401 403 200 404 404 404"),
+    # the caller's own account: a new password too short is refused once the caller is known
+    "change_password": ("post", "/v1beta/account:changePassword",
+                        {"json": {"currentPassword": "x", "newPassword": "short"}},
+                        "401 400 400 403 401 403 400 400 400 400"),
     # Vertex AI's tuning jobs (api/vertex/): the same models under the same rules
     "vertex.createTuningJob": ("post", V + "/tuningJobs", lambda names: {"json": {
         "baseModel": "tiny-random", "supervisedTuningSpec": {

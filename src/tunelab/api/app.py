@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from tunelab import __version__
 from tunelab.api import errors, openai
+from tunelab.api.account import router as account_router
 from tunelab.api.bounds import BodyLimit
 from tunelab.api.export import router as export_router
 from tunelab.api.gemini.epochs import router as epochs_router
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.include_router(gemini_router, prefix="/v1")
     app.include_router(permissions_router, prefix="/v1beta")
     app.include_router(keys_router, prefix="/v1beta")
+    app.include_router(account_router, prefix="/v1beta")
     app.include_router(oauth_router)
     app.include_router(epochs_router, prefix="/v1beta")
     app.include_router(epochs_router, prefix="/v1")

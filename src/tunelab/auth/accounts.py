@@ -62,6 +62,15 @@ class Accounts:
     def set_password(self, name: str, password: str) -> None:
         self.users.set_password(name, password)
 
+    def change_password(self, name: str, current: str, new: str, *,
+                        address: str | None = None) -> None:
+        """A user's own change of password; a wrong current password counts as a failed
+        sign-in (rate limited like one), so a stolen access token cannot guess it. A new
+        password that breaks the rules is refused first, without counting an attempt."""
+        self.users.check_new_password(new)
+        with self.signins.attempt(f"user:{name}", address):
+            self.users.change_password(name, current, new)
+
     def set_disabled(self, name: str, disabled: bool = True) -> None:
         self.users.set_disabled(name, disabled)
 

@@ -56,7 +56,8 @@ def users_add(
         str | None, typer.Option(help="Service account scopes (default: all), e.g. 'tuning'.")
     ] = None,
 ) -> None:
-    """Add a user; prints a one-time password (or reads one from stdin). With --service,
+    """Add a user; prints a one-time password, which the user is asked to change at their
+    first Studio sign-in (or reads a password from stdin). With --service,
     prints the client id and secret of a service account instead."""
     accounts = _accounts()
     try:
@@ -75,6 +76,8 @@ def users_add(
     console.print(f"User [bold]{name}[/] created.")
     if generated:
         console.print(f"One-time password (shown once): {generated}", highlight=False)
+        console.print("At their first Studio sign-in they are asked to choose their own "
+                      "(POST /v1beta/account:changePassword for other clients).")
 
 
 @users_app.command("list")

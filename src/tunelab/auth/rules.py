@@ -93,6 +93,8 @@ RULES: dict[str, Rule] = {
     "list_api_keys": _r(False, _WRITE_TUNED, None, "list your API keys"),
     "create_api_key": _r(False, _WRITE_TUNED, None, "create an API key"),
     "delete_api_key": _r(False, _WRITE_TUNED, None, "revoke an API key"),
+    # the caller's own account (tunelab extension, api/account.py)
+    "change_password": _r(False, _WRITE_TUNED, None, "change your own password"),
 }
 STRICTEST = Rule(False, frozenset({TUNING}), OWNER, "unlisted endpoint")
 

@@ -8,19 +8,32 @@ from __future__ import annotations
 
 import re
 
-from tunelab.auth.secrets import hash_password, new_password
-from tunelab.errors import AlreadyExists, InvalidArgument, NotFound
+from tunelab.auth.secrets import UNUSABLE, check_password, hash_password, new_password
+from tunelab.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tunelab.store.accounts import AccountRecords
 from tunelab.store.tables import UserRow
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 MIN_PASSWORD = 8
+# Longer is not safer in practice, and scrypt would hash whatever length it is given.
+MAX_PASSWORD = 1024
 
 
 def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise InvalidArgument(
             f"The password is too short: use at least {MIN_PASSWORD} characters.")
+    if len(password) > MAX_PASSWORD:
+        raise InvalidArgument(
+            f"The password is too long: use at most {MAX_PASSWORD} characters.")
+
+
+def _bad(field: str, message: str) -> InvalidArgument:
+    """A 400 naming the field (google.rpc.BadRequest), so a form can mark the right input."""
+    e = InvalidArgument(message)
+    e.details = [{"@type": "type.googleapis.com/google.rpc.BadRequest",
+                  "fieldViolations": [{"field": field, "description": message}]}]
+    return e
 
 
 class Users:
@@ -46,7 +59,7 @@ class Users:
             _check_password(password)
         row = UserRow(name=name, email=email or None, kind=kind,
                       password_hash=hash_password(password) if password else None,
-                      disabled=False)
+                      disabled=False, must_change_password=generated is not None)
         taken = self.records.add_user(row)
         if taken == "name":
             raise AlreadyExists(f"User '{name}' already exists.")
@@ -68,9 +81,36 @@ class Users:
         return self.records.list_users()
 
     def set_password(self, name: str, password: str) -> None:
+        """Set a password given by whoever runs ``tunelab users password`` (not a one-time
+        one: the user is not asked to change it)."""
         _check_password(password)
-        if not self.records.update_user(name, password_hash=hash_password(password)):
+        if not self.records.update_user(name, password_hash=hash_password(password),
+                                        must_change_password=False):
             self.get_user(name)  # raises NotFound
+
+    def change_password(self, name: str, current: str, new: str) -> None:
+        """A user replaces their own password, proving they know the current one (an access
+        token alone, perhaps left in a browser, must not be enough to take the account over).
+        Clears the request to change a one-time password."""
+        user = self.get_user(name)
+        if user.kind != "user" or user.password_hash is None:
+            raise FailedPrecondition(
+                f"The account '{name}' has no password: it signs in with client credentials.")
+        if not check_password(current, user.password_hash or UNUSABLE):
+            raise _bad("currentPassword", "The current password is wrong.")
+        if new == current:
+            raise _bad("newPassword", "The new password is the current one: choose another.")
+        self.check_new_password(new)
+        self.records.update_user(name, password_hash=hash_password(new),
+                                 must_change_password=False)
+
+    @staticmethod
+    def check_new_password(new: str) -> None:
+        """The rules a new password must meet, as a 400 naming ``newPassword``."""
+        try:
+            _check_password(new)
+        except InvalidArgument as e:
+            raise _bad("newPassword", e.message) from None
 
     def set_disabled(self, name: str, disabled: bool = True) -> None:
         """Disable a user: every key and token of theirs stops working at once."""

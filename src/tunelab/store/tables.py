@@ -156,6 +156,9 @@ class UserRow(Base):
     kind: Mapped[str] = mapped_column(String(16), default="user")  # user | service
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # set while the password is one the user did not choose (the one-time password of
+    # ``tunelab users add``): sign-in works, and the Studio asks for a new one first
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_tuned_models: Mapped[int | None] = mapped_column(Integer, nullable=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

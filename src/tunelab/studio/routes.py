@@ -63,7 +63,9 @@ def _session_out(accounts, tokens: dict) -> dict:
     caller = accounts.check_access_token(tokens["access_token"])
     user = accounts.get_user(caller.user)
     return {
-        "user": {"name": user.name, "displayName": user.name, "email": user.email},
+        "user": {"name": user.name, "displayName": user.name, "email": user.email,
+                 # a one-time password: the page asks for a new one before anything else
+                 "mustChangePassword": bool(user.must_change_password)},
         "accessToken": tokens["access_token"],
         "expiresIn": tokens.get("expires_in"),
         "authEnabled": True,
