@@ -81,6 +81,7 @@ def test_a_bf16_base_trains_fp32_lora_weights(models_dir, tmp_path):
     losses = [s.mean_loss for s in result.snapshots]
     assert all(loss == loss and loss < 100 for loss in losses)
     assert result.epoch_losses[-1] < result.epoch_losses[0]
+    assert result.manifest["precision"]["name"] == "bf16"  # recorded with the run
     from safetensors.torch import load_file
 
     weights = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors"))
