@@ -8,6 +8,9 @@ and 375 px."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import tarfile
 
 import httpx
@@ -303,3 +306,53 @@ def test_keys_page_says_why_a_key_was_not_created(new_page, studio_service):
     page.click("#new-key button[type=submit]")
     page.wait_for_selector("tr[data-key]:has-text('app 3')")
     assert page.locator("#key-error").is_hidden()
+
+
+def _sign_in_as(page, user: str, password: str) -> None:
+    page.goto("/studio/")
+    page.wait_for_selector("#signin")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.keyboard.press("Enter")
+
+
+def test_a_one_time_password_is_changed_at_first_sign_in(new_page, studio_service):
+    # the administrator's way: tunelab users add prints a one-time password
+    out = subprocess.run([sys.executable, "-m", "tunelab.cli", "users", "add", "carol"],
+                         env=studio_service.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    once = re.search(r"One-time password \(shown once\): (\S+)", out.stdout).group(1)
+    assert "asked to choose their own" in out.stdout
+
+    page, errors = new_page()
+    errors.expect("/v1beta/account:changePassword", 400)   # the wrong password below
+    _sign_in_as(page, "carol", once)
+    page.wait_for_selector("#one-time")                     # asked first, before the library
+    assert page.url.endswith("#/account")
+    screenshot(page, "account-one-time")
+
+    page.fill("input[name=currentPassword]", "not the one")
+    page.fill("input[name=newPassword]", "carol's own words")
+    page.fill("input[name=confirm]", "carol's own words")
+    page.click("#change")
+    page.wait_for_selector("#current-error:visible")
+    assert "current password is wrong" in page.locator("#current-error").inner_text()
+    page.fill("input[name=currentPassword]", once)
+    page.fill("input[name=confirm]", "something else")
+    page.click("#change")
+    page.wait_for_selector("#new-error:has-text('differ')")
+    page.fill("input[name=confirm]", "carol's own words")
+    page.click("#change")
+    page.wait_for_selector("h1:has-text('My Library')")
+    page.wait_for_selector("#toast:has-text('Password changed')")
+
+    # the next sign-in goes straight to the library; the page is there to change it again
+    page.click("#signout")
+    _sign_in_as(page, "carol", "carol's own words")
+    page.wait_for_selector("h1:has-text('My Library')")
+    page.click("nav a:has-text('Account')")
+    page.wait_for_selector("#password")
+    assert page.locator("#one-time").count() == 0
+    r = httpx.post(studio_service.url + "/oauth2/token", data={
+        "grant_type": "password", "username": "carol", "password": once})
+    assert r.status_code == 400   # the one-time password no longer works

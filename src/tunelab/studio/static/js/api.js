@@ -136,6 +136,12 @@ export async function download(path, query) {
   return { name, size: blob.size };
 }
 
+/** Changes the signed-in user's password; the session stays signed in. */
+export async function changePassword(currentPassword, newPassword) {
+  await api("POST", "account:changePassword", { body: { currentPassword, newPassword } });
+  if (user) user.mustChangePassword = false;
+}
+
 /** All pages of a list call, concatenated. */
 export async function listAll(path, field, query = {}) {
   const out = [];

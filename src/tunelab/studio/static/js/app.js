@@ -8,6 +8,7 @@ import * as newModel from "./new.js";
 import * as modelPage from "./model.js";
 import * as keys from "./keys.js";
 import * as compare from "./compare.js";
+import * as account from "./account.js";
 
 const main = $("#main");
 let cleanup = null;   // the current page's stop function (timers, streams)
@@ -18,6 +19,7 @@ function showNav(on) {
   $("#who").textContent = u ? `Signed in as ${u.displayName || u.name}` : "";
   $("#signout").hidden = !isAuthEnabled();
   $('[data-nav="keys"]').hidden = !isAuthEnabled();
+  $('[data-nav="account"]').hidden = !isAuthEnabled();
 }
 
 function signInPage(next) {
@@ -42,8 +44,10 @@ function signInPage(next) {
     const err = $("#signin-error");
     err.hidden = true;
     try {
-      await signIn(f.username.value.trim(), f.password.value);
-      location.hash = next && next !== "#/signin" ? next : "#/library";
+      const s = await signIn(f.username.value.trim(), f.password.value);
+      // a one-time password: asked for a new one first
+      if (s?.user?.mustChangePassword) location.hash = "#/account";
+      else location.hash = next && next !== "#/signin" ? next : "#/library";
     } catch (e) {
       err.textContent = e.message;
       err.hidden = false;
@@ -58,6 +62,7 @@ const PAGES = [
   [/^#\/models\/([a-z0-9-]+)$/, "library", (view, m) => modelPage.show(view, m[1])],
   [/^#\/models\/([a-z0-9-]+)\/compare$/, "library", (view, m) => compare.show(view, m[1])],
   [/^#\/keys$/, "keys", (view) => keys.show(view)],
+  [/^#\/account$/, "account", (view) => account.show(view)],
 ];
 
 // Every navigation renders into a fresh view element and gets a number. A page still
