@@ -313,12 +313,16 @@ def submit_and_follow(
     operation's snapshots until it is done. Ctrl-C cancels the job. Returns the final
     Operation JSON; raises TunelabError when the server rejects the request."""
     out = out or console
+
+    def wire(e: Any) -> dict:
+        """An example on the wire, its system prompt (chat-format data) included."""
+        sent = {"textInput": e.text_input, "output": e.output}
+        return sent if e.system is None else {**sent, "systemInstruction": e.system}
+
     body: dict = {
         "baseModel": base_model if base_model.startswith("models/") else f"models/{base_model}",
         "tuningTask": {
-            "trainingData": {"examples": {"examples": [
-                {"textInput": e.text_input, "output": e.output} for e in examples
-            ]}},
+            "trainingData": {"examples": {"examples": [wire(e) for e in examples]}},
             "hyperparameters": {k: v for k, v in {
                 "epochCount": hp.epoch_count,
                 "batchSize": hp.batch_size,
@@ -331,7 +335,7 @@ def submit_and_follow(
         body["displayName"] = display_name[:40]
     if validation:
         body["tuningTask"]["validationData"] = {"examples": {"examples": [
-            {"textInput": e.text_input, "output": e.output} for e in validation]}}
+            wire(e) for e in validation]}}
     progress = Progress(
         TextColumn("[bold blue]tuning"),
         BarColumn(),

@@ -87,3 +87,23 @@ def test_jobs_with_server_shows_the_queue_position(service, client):
         client.post(f"/v1beta/{op['name']}:cancel")
     for op in ops:
         wait_op(client, op["name"])
+
+
+def test_tune_with_server_sends_the_chat_format_system_prompt(service, client, tmp_path):
+    """A chat-format file's system prompt arrives at the server with `tune --server`: the
+    tuned model's manifest records it as the system instruction it was tuned with."""
+    import json
+
+    system = "You answer in capital letters only."
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"word {i}"},
+        {"role": "assistant", "content": f"WORD {i}"}]}) + "\n" for i in range(20)))
+    r = _cli(service, "tune", str(data), "--server", service.url, "--epochs", "1",
+             "--batch-size", "4", "--learning-rate", "0.01", "--base-model", "tiny-random",
+             "--display-name", "Chat CLI")
+    assert r.returncode == 0, r.stdout + r.stderr
+    name = next(w for w in r.stdout.split() if w.startswith("tunedModels/chat-cli-"))
+    manifest = service.home / "artifacts" / "tuned" / name.split("/")[1] / "manifest.json"
+    assert json.loads(manifest.read_text())["system_instruction"] == system

@@ -50,7 +50,8 @@ def test_create_returns_operation_and_finishes(client, tuned):
     assert meta["completedPercent"] == 100.0
     assert [s[:2] for s in snapshot_tuples(op)] == [(i, 1 + (i - 1) // 5) for i in range(1, 11)]
     assert set(meta) == {"@type", "tunedModel", "totalSteps", "completedSteps",
-                         "completedPercent", "snapshots", "evaluation"}
+                         "completedPercent", "snapshots", "evaluation",
+                         "hyperparameterChoices"}
     # 20 examples: nothing held out, and the metadata says so (docs/evaluation.md)
     assert meta["evaluation"]["validation"]["source"] == "NONE"
     assert set(op) == {"name", "metadata", "done", "response"}
@@ -58,8 +59,10 @@ def test_create_returns_operation_and_finishes(client, tuned):
     assert resp["@type"] == "type.googleapis.com/google.ai.generativelanguage.v1beta.TunedModel"
     assert resp["state"] == "ACTIVE"
     assert "trainingData" not in resp["tuningTask"]
-    assert resp["tuningTask"]["hyperparameters"] == {
+    hp = resp["tuningTask"]["hyperparameters"]
+    assert {k: hp[k] for k in ("epochCount", "batchSize", "learningRate")} == {
         "epochCount": 2, "batchSize": 4, "learningRate": 0.01}
+    assert "epochCount 2: as given." in hp["choices"]  # tunelab extension: one line each
 
 
 def test_get_tuned_model(client, tuned):
@@ -89,7 +92,8 @@ def test_snake_case_trailing_commas_and_multiplier(client):
     assert name.startswith("tunedModels/snake-case-model-")
     m = client.get(f"/v1beta/{name}").json()
     # multiplier × the base model's recommended rate (tiny-random: 0.01), reported as a rate
-    assert m["tuningTask"]["hyperparameters"] == {
+    hp = m["tuningTask"]["hyperparameters"]
+    assert {k: hp[k] for k in ("epochCount", "batchSize", "learningRate")} == {
         "epochCount": 1, "batchSize": 4, "learningRate": 0.02}
     # curl -d without a Content-Type still means JSON
     r = client.post("/v1beta/tunedModels", content=json.dumps(create_body(epochs=1)),

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from tunelab.api.gemini import schemas as s
 from tunelab.catalog import BaseModelSpec
+from tunelab.data import Example
 from tunelab.inference import GenerationConfig
 from tunelab.store import FileRow, OperationRow, SnapshotRow, TunedModelRow
 
@@ -186,6 +187,11 @@ def file_out(row: FileRow) -> s.File:
         preview=info.get("preview") or None,
         warnings=info.get("warnings") or None,
     )
+
+
+def example_in(e: s.TuningExampleIn) -> Example:
+    """A wire example as the engine's: its system prompt (a tunelab extension) kept."""
+    return Example(e.text_input or "", e.output, e.system_instruction)
 
 
 def turns_of(contents: list[s.ContentIn]) -> list[tuple[str, str]]:

@@ -23,7 +23,6 @@ from tunelab.api.lenient import LenientJSONRoute
 from tunelab.auth.accounts import Accounts
 from tunelab.auth.rules import OWNER
 from tunelab.catalog import get_base_model, list_base_models
-from tunelab.data import Example
 from tunelab.errors import InvalidArgument, NotFound
 from tunelab.inference.prompt_check import format_note
 from tunelab.jobs.service import TuningRequest, TuningService, sampling_problems
@@ -133,11 +132,11 @@ def create_tuned_model(
     hp = (task.hyperparameters if task else None) or s.HyperparametersIn()
     examples = None
     if data is not None and data.examples is not None:
-        examples = [Example(e.text_input or "", e.output) for e in data.examples.examples]
+        examples = [convert.example_in(e) for e in data.examples.examples]
     vdata = task.validation_data if task else None
     validation = None
     if vdata is not None and vdata.examples is not None:
-        validation = [Example(e.text_input or "", e.output) for e in vdata.examples.examples]
+        validation = [convert.example_in(e) for e in vdata.examples.examples]
     req = TuningRequest(
         owner=principal.owner,
         base_model=body.base_model,

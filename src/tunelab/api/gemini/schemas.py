@@ -35,6 +35,10 @@ class _Out(BaseModel):
 class TuningExampleIn(_In):
     text_input: str | None = Field(None, description="The model input (may be empty).")
     output: str = Field(description="The expected model output.")
+    system_instruction: str | None = Field(
+        None, description="tunelab extension: the system prompt this example is tuned with "
+        "(chat-format data has one); when every example has the same one, the tuned model "
+        "uses it on calls that send none.")
 
 
 class TuningExamplesIn(_In):
@@ -57,6 +61,9 @@ class HyperparametersIn(_In):
     learning_rate_multiplier: float | None = None
     epoch_count: int | None = None
     batch_size: int | None = None
+    # Output-only (tunelab extension), accepted and ignored: a client that PATCHes back the
+    # whole model it read sends it.
+    choices: list[str] | None = None
 
 
 class TuningTaskIn(_In):
