@@ -1,0 +1,277 @@
+"""The quality benchmark: ``python -m bench.quality`` prints, for every task and training-set
+size, the held-out score of each contender and its training time.
+
+Each (task, size, contender) runs in a process of its own (``bench/quality/one.py``), one after
+another; the base model is scored once per task (it trains on nothing). See docs/quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.quality.contenders import CONTENDERS
+from bench.quality.tasks import SEED, TASKS, TESTS, make_task
+
+SIZES = (20, 50, 100, 500)
+QUICK_MODEL = "tiny-random"
+QUICK_TASKS = ("intent", "tickets")  # one exact-match task, the token-F1 one
+QUICK_SIZES = (20,)
+QUICK_TESTS = 5
+QUICK_THREADS = 1  # a check runs beside other work: two threads on two busy cores crawl
+LOG_TAIL_BYTES = 4_000  # of a failed run's output, shown to say why it failed
+
+# The issue's targets (points of exact match or token F1, as fractions)
+BEAT_TRL_AT_20 = 0.05
+EXTRACTION_AT_100 = 0.95
+AUTO_LOSS_ALLOWED = 0.01
+AUTO_TIME_ALLOWED = 2.0
+
+
+def _names(value: str, known: dict | tuple, what: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(unknown) or '(none given)'}; choose from "
+            f"{', '.join(known)}")
+    return names
+
+
+def _sizes(value: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(not 1 <= s <= 500 for s in sizes):
+        raise argparse.ArgumentTypeError(
+            f"sizes must be whole numbers from 1 to 500, comma-separated (got {value!r})")
+    return sizes
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.quality",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", type=lambda v: _names(v, TASKS, "task"), default=None,
+                   help=f"comma-separated, from {', '.join(TASKS)} (default: all)")
+    p.add_argument("--sizes", type=_sizes, default=None,
+                   help="training examples per cell, comma-separated (default: 20,50,100,500)")
+    p.add_argument("--contenders", type=lambda v: _names(v, CONTENDERS, "contender"),
+                   default=None, help=f"comma-separated, from {', '.join(CONTENDERS)} "
+                   "(default: all)")
+    p.add_argument("--base-model", default=None,
+                   help="tunelab's name of the base model (default: smollm2-135m-instruct)")
+    p.add_argument("--tests", type=int, default=None,
+                   help=f"held-out test inputs per task, at most {TESTS} (default: {TESTS})")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of each run (default: tunelab's setting, else all cores)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="what the base model's weights are held in (default: tunelab's "
+                   "setting, auto)")
+    p.add_argument("--seed", type=int, default=0, help="the training seed")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT",
+                   help="also write every result, with the machine's details, to OUT")
+    p.add_argument("--work", type=Path, default=None,
+                   help="keep each run's files (adapters, logs) here (default: a temporary "
+                   "folder, removed)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a check that everything runs: {QUICK_MODEL}, tasks "
+                   f"{','.join(QUICK_TASKS)}, {QUICK_SIZES[0]} examples, {QUICK_TESTS} test "
+                   f"inputs, {QUICK_THREADS} thread (the scores mean nothing)")
+    args = p.parse_args(argv)
+    if args.tests is not None and not 1 <= args.tests <= TESTS:
+        p.error(f"--tests must be from 1 to {TESTS}, got {args.tests}")
+    if args.quick:
+        args.base_model = args.base_model or QUICK_MODEL
+        args.tasks = args.tasks or list(QUICK_TASKS)
+        args.sizes = args.sizes or list(QUICK_SIZES)
+        args.tests = args.tests or QUICK_TESTS
+        args.threads = args.threads or QUICK_THREADS
+    args.base_model = args.base_model or "smollm2-135m-instruct"
+    args.tasks = args.tasks or list(TASKS)
+    args.sizes = args.sizes or list(SIZES)
+    args.contenders = args.contenders or list(CONTENDERS)
+    args.tests = args.tests or TESTS
+    return args
+
+
+def machine() -> dict:
+    """What the numbers depend on: the CPU, its bf16 features, torch's version and threads."""
+    from tunelab.catalog.precision import cpu_flags, cpu_model
+
+    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+            "python": platform.python_version()}
+
+
+def run_one(args: argparse.Namespace, task: str, size: int, contender: str,
+            work: Path) -> dict:
+    """One contender on one cell, in a new process; its result, or why it failed."""
+    folder = work / f"{task}-{size}-{contender}"
+    folder.mkdir(parents=True, exist_ok=True)
+    result, log = folder / "result.json", folder / "log.txt"
+    cmd = [sys.executable, "-m", "bench.quality.one", "--task", task, "--size", str(size),
+           "--contender", contender, "--base-model", args.base_model,
+           "--tests", str(args.tests), "--seed", str(args.seed), "--work", str(folder),
+           "--result", str(result)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.precision:
+        cmd += ["--precision", args.precision]
+    t0 = time.perf_counter()
+    with log.open("wb") as out:
+        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
+                            cwd=Path(__file__).resolve().parents[2]).returncode
+    wall = time.perf_counter() - t0
+    if rc == 0 and result.is_file():
+        return {**json.loads(result.read_text()), "process_seconds": wall}
+    with log.open("rb") as f:
+        f.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
+        tail = f.read().decode(errors="replace").strip().splitlines()
+    why = tail[-1] if tail else f"exit status {rc}"
+    return {"task": task, "size": size, "contender": contender, "error": why,
+            "process_seconds": wall}
+
+
+def _cell(r: dict | None) -> str:
+    if r is None:
+        return "–"
+    if "error" in r:
+        return "failed"
+    return f"{r['score']:.2f}"
+
+
+def _seconds(r: dict | None) -> str:
+    return "–" if r is None or "error" in r else f"{r['train_seconds']:.0f}"
+
+
+def table(results: list[dict], tasks: list[str], sizes: list[int],
+          contenders: list[str]) -> list[str]:
+    """The results as a Markdown table: a row per (task, size), a score column per contender,
+    the differences the targets speak of, and the training seconds."""
+    by = {(r["task"], r["size"], r["contender"]): r for r in results}
+    trained = [c for c in contenders if c != "base"]
+    head = ["task", "examples", *contenders]
+    if {"tunelab", "trl"} <= set(contenders):
+        head.append("tunelab − TRL")
+    if {"tunelab", "tunelab-gemini"} <= set(contenders):
+        head.append("auto − Gemini")
+    if trained:
+        head.append("train s (" + " / ".join(trained) + ")")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for task in tasks:
+        for size in sizes:
+            row = [task, str(size)]
+            for c in contenders:
+                row.append(_cell(by.get((task, 0 if c == "base" else size, c))))
+            for a, b in (("tunelab", "trl"), ("tunelab", "tunelab-gemini")):
+                if {a, b} <= set(contenders):
+                    ra, rb = by.get((task, size, a)), by.get((task, size, b))
+                    ok = ra and rb and "error" not in ra and "error" not in rb
+                    row.append(f"{ra['score'] - rb['score']:+.2f}" if ok else "–")
+            if trained:
+                row.append(" / ".join(_seconds(by.get((task, size, c))) for c in trained))
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def targets(results: list[dict]) -> list[str]:
+    """The issue's targets, checked on the cells that were run (a target whose cells were not
+    run is not reported)."""
+    by = {(r["task"], r["size"], r["contender"]): r for r in results if "error" not in r}
+    tasks = sorted({r["task"] for r in by.values()})
+    out = []
+
+    def report(what: str, checks: list[tuple[str, bool]]) -> None:
+        if checks:
+            misses = [name for name, ok in checks if not ok]
+            out.append(f"{what}: {len(checks) - len(misses)} of {len(checks)}"
+                       + (f" (missed: {', '.join(misses)})" if misses else ""))
+
+    pairs = [(t, by.get((t, 20, "tunelab")), by.get((t, 20, "trl"))) for t in tasks]
+    report(f"tunelab beats TRL by ≥ {BEAT_TRL_AT_20:.2f} at 20 examples",
+           [(t, a["score"] >= b["score"] + BEAT_TRL_AT_20) for t, a, b in pairs if a and b])
+    at100 = [(t, by.get((t, 100, "tunelab"))) for t in tasks]
+    report(f"tunelab ≥ {EXTRACTION_AT_100} at 100 examples on extraction/normalisation",
+           [(t, a["score"] >= EXTRACTION_AT_100) for t, a in at100
+            if a and a["kind"] in ("extraction", "normalisation")])
+    pairs = [(t, by.get((t, 100, "tunelab")), by.get((t, 100, "trl"))) for t in tasks]
+    report("tunelab ≥ TRL at 100 examples",
+           [(t, a["score"] >= b["score"]) for t, a, b in pairs if a and b])
+    big = [(f"{t}/{n}", a, b) for (t, n, c), a in by.items() if c == "tunelab" and n >= 100
+           for b in [by.get((t, n, "tunelab-gemini"))] if b]
+    report(f"automatic settings within {AUTO_LOSS_ALLOWED:.2f} of Gemini's defaults "
+           "(≥ 100 examples)",
+           [(name, a["score"] >= b["score"] - AUTO_LOSS_ALLOWED) for name, a, b in big])
+    report(f"automatic settings train in ≤ {AUTO_TIME_ALLOWED:g}× Gemini defaults' time "
+           "(≥ 100 examples)",
+           [(name, a["train_seconds"] <= AUTO_TIME_ALLOWED * b["train_seconds"])
+            for name, a, b in big])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for name in args.tasks:  # fail before any training if a task's data is not as stated
+        make_task(name, SEED)
+    info = machine()
+    print(f"Quality benchmark: {args.base_model}; tasks {', '.join(args.tasks)}; sizes "
+          f"{', '.join(map(str, args.sizes))}; {args.tests} held-out test inputs per task")
+    print(f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
+          f"{', '.join(info['cpu_flags']) or 'none of amx/avx512_bf16/avx512f/avx2'}")
+    cells = [(t, 0, "base") for t in args.tasks if "base" in args.contenders]
+    cells += [(t, n, c) for t in args.tasks for n in args.sizes for c in args.contenders
+              if c != "base"]
+    cells.sort(key=lambda cell: (args.tasks.index(cell[0]), cell[1]))
+    results: list[dict] = []
+    shown = False
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+        work = args.work or Path(tmp)
+        for task, size, contender in cells:
+            r = run_one(args, task, size, contender, work)
+            results.append(r)
+            if "precision" in r and not shown:  # the same in every run: shown once
+                shown, p = True, r["precision"]
+                print(f"Precision of the base weights: {p['name']} ({p['reason']}); "
+                      f"{r['threads']} torch threads; device {r['device']}")
+            where = f"{task} n={size} {contender}" if contender != "base" else f"{task} base"
+            if "error" in r:
+                print(f"  {where}: FAILED: {r['error']}")
+            else:
+                print(f"  {where}: {r['metric']} {r['score']:.3f} (train {r['train_seconds']:.1f} "
+                      f"s, {r['steps']} steps; answers {r['answer_seconds']:.1f} s)")
+    total = time.perf_counter() - t0
+    print()
+    print("\n".join(table(results, args.tasks, args.sizes, args.contenders)))
+    print()
+    trl = next((r for r in results if r["contender"] == "trl" and "error" not in r), None)
+    if trl is not None:
+        s = trl["settings"]
+        print(f"TRL as shipped trained with {s['precision']}, {s['optimizer']}, "
+              f"{s['lr_scheduler']} schedule, gradient checkpointing "
+              f"{'on' if s['gradient_checkpointing'] else 'off'}.")
+    for line in targets(results):
+        print(line)
+    print(f"Total: {total:.0f} s for {len(cells)} runs.")
+    if args.json is not None:
+        args.json.write_text(json.dumps({
+            "machine": info, "base_model": args.base_model, "tasks": args.tasks,
+            "sizes": args.sizes, "contenders": args.contenders, "tests": args.tests,
+            "seed": args.seed, "data_seed": SEED, "total_seconds": total,
+            "results": results}, indent=1))
+    failed = [r for r in results if "error" in r]
+    if failed:
+        print(f"{len(failed)} run(s) failed; each one's output is in its log.txt "
+              "(give --work to keep them).")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The contenders: each trains an adapter on a cell's examples (or, the base model, none).
+
+- ``base``: the base model, zero-shot, on the same prompts. Nothing is trained.
+- ``tunelab``: tunelab as a user gets it when leaving every hyperparameter unset: the service's
+  validation split (``data/split.py``: 10% held out from 40 examples on) and automatic settings
+  (``training/auto.py``), the best-scoring epoch served.
+- ``tunelab-gemini``: the same, with Gemini's fixed defaults given explicitly (5 epochs, batch 4,
+  learning rate 0.001, constant): what automatic settings must never be worse than by more
+  than a point from 100 examples on, nor take more than twice as long.
+- ``trl``: TRL's ``SFTTrainer`` as shipped, with Gemini's defaults (5 epochs, batch 4, learning
+  rate 0.001) and PEFT's LoRA rank 8 on all linear layers (PEFT's other defaults), a
+  completion-only loss, trained on every example of the cell. Everything else (precision,
+  gradient checkpointing, optimizer, learning-rate schedule, weight decay) is TRL's default.
+  It is given the very token sequences tunelab trains on (tunelab's chat template, loss on the
+  output tokens), so the two differ in how they train, not in what they see.
+
+Every contender's adapter is then answered by the same code, tunelab's ``Generator`` (see
+``one.py``), so the scores differ by training alone.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.data.examples import Example
+
+# name → what the table calls it; the driver runs them in this order
+CONTENDERS: dict[str, str] = {
+    "base": "base model, zero-shot",
+    "tunelab": "tunelab, automatic settings",
+    "tunelab-gemini": "tunelab, Gemini's fixed defaults (5 epochs, batch 4, lr 0.001)",
+    "trl": "TRL SFTTrainer as shipped, Gemini's defaults, all-linear LoRA r8",
+}
+GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR = 5, 4, 0.001
+
+
+@dataclass
+class Trained:
+    """What a contender's training produced, and what it took."""
+
+    adapter: Path | None  # None: the base model answers
+    train_seconds: float = 0.0  # wall time of the whole training call
+    steps: int = 0
+    trained_examples: int = 0
+    validation_examples: int = 0
+    settings: dict = field(default_factory=dict)
+    choices: list[str] = field(default_factory=list)  # tunelab's one line per choice
+
+
+def train(name: str, base: Any, examples: list[Example], work: Path, seed: int) -> Trained:
+    """Train contender ``name`` (a key of ``CONTENDERS``) on ``examples``; files under
+    ``work``."""
+    if name == "base":
+        return Trained(None)
+    if name in ("tunelab", "tunelab-gemini"):
+        return _tunelab(base, examples, work, seed, gemini=name == "tunelab-gemini")
+    if name == "trl":
+        return _trl(base, examples, work, seed)
+    raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
+
+
+def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
+             gemini: bool) -> Trained:
+    """What the service does with a tuning request (jobs/service.py, executors/local.py):
+    split off validation examples, resolve the hyperparameters from the training examples,
+    train, serve the selected epoch."""
+    from tunelab.data.split import split_validation
+    from tunelab.training import Hyperparameters, adapter_path
+    from tunelab.training import train as tunelab_train
+
+    split = split_validation(examples)
+    given = Hyperparameters(GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR) if gemini else (
+        Hyperparameters())
+    plan = given.resolve(base.spec.recommended_learning_rate, split.train,
+                         has_validation=bool(split.validation))
+    t0 = time.perf_counter()
+    result = tunelab_train(base, split.train, plan, work / "run", seed=seed,
+                           validation=split.validation, validation_record=split.record())
+    seconds = time.perf_counter() - t0
+    manifest = result.manifest
+    return Trained(
+        adapter_path(work / "run"), seconds, len(result.snapshots), len(split.train),
+        len(split.validation),
+        settings={**plan.to_dict(), "warmup_steps": plan.warmup_steps, "decay": plan.decay,
+                  "lora_rank": plan.lora_rank, "lora_alpha": plan.lora_alpha,
+                  "probe_examples": plan.probe_examples,
+                  "served_epoch": manifest.get("selected_epoch"),
+                  "epochs_run": manifest.get("epochs_run")},
+        choices=list(plan.reasons))
+
+
+def _trl(base: Any, examples: list[Example], work: Path, seed: int) -> Trained:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from tunelab.data.batches import tokenize_example
+
+    rows = []
+    for ex in examples:
+        t = tokenize_example(base.tokenizer, base.template, ex)
+        rows.append({"input_ids": t.prompt_ids + t.output_ids,
+                     "completion_mask": [0] * len(t.prompt_ids) + [1] * len(t.output_ids)})
+    with tempfile.TemporaryDirectory(prefix="trl-quality-", dir=work) as out:
+        config = SFTConfig(
+            output_dir=out,
+            num_train_epochs=GEMINI_EPOCHS,
+            per_device_train_batch_size=GEMINI_BATCH,
+            learning_rate=GEMINI_LR,
+            seed=seed,
+            completion_only_loss=True,
+            # no checkpoints, reports or progress bars: they are output, not training
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=base.device == "cpu",
+        )
+        trainer = SFTTrainer(
+            model=str(base.path),  # TRL loads the weights itself, as it ships
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=base.tokenizer,
+            peft_config=LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+        )
+        trainer.remove_callback(PrinterCallback)
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
+        adapter = work / "trl-adapter"
+        trainer.model.save_pretrained(str(adapter))
+    args = trainer.args
+    settings = {
+        "epoch_count": GEMINI_EPOCHS, "batch_size": GEMINI_BATCH, "learning_rate": GEMINI_LR,
+        "precision": "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32",
+        "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "weight_decay": args.weight_decay,
+        "lora": "r 8, alpha 8, all-linear (PEFT's defaults)",
+    }
+    steps = trainer.state.global_step
+    del trainer
+    return Trained(adapter, seconds, steps, len(examples), 0, settings)

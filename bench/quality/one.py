@@ -1,0 +1,112 @@
+"""One contender on one cell, in a process of its own:
+``python -m bench.quality.one --task T --size N --contender C --result OUT.json``.
+
+The driver (``python -m bench.quality``) starts one such process per contender and cell, so no
+contender inherits another's memory, threads or loaded weights. The process trains (see
+``contenders.py``), answers the task's held-out test inputs greedily with tunelab's
+``Generator`` (the code that serves generateContent) and scores the answers with tunelab's
+own scoring (``training/evaluate.py``: exact match, or token F1 for free text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from bench.quality.contenders import CONTENDERS, train
+from bench.quality.tasks import SEED, TASKS, TESTS, TOKEN_F1, make_task
+
+WRONG_SHOWN = 3  # wrong answers kept in the result, for a reader to see what goes wrong
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", required=True, choices=list(TASKS))
+    p.add_argument("--size", type=int, required=True, help="training examples (0 for base)")
+    p.add_argument("--contender", required=True, choices=list(CONTENDERS))
+    p.add_argument("--base-model", default="smollm2-135m-instruct")
+    p.add_argument("--tests", type=int, default=TESTS)
+    p.add_argument("--seed", type=int, default=0, help="the training seed")
+    p.add_argument("--data-seed", type=int, default=SEED)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default=None, help="fp32, bf16 or auto (tunelab's setting)")
+    p.add_argument("--work", type=Path, required=True, help="a folder for the run's files")
+    p.add_argument("--result", type=Path, required=True, help="where to write the result JSON")
+    return p.parse_args(argv)
+
+
+def quiet_libraries() -> None:
+    """Progress bars and advice from transformers, datasets and TRL would bury the table."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # datasets comes with TRL, which only the trl contender needs
+        pass
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.config import Settings
+    from tunelab.inference import GenerationConfig, Generator
+    from tunelab.training.evaluate import answer_budget, score_answers
+
+    settings = Settings()
+    task = make_task(args.task, args.data_seed)
+    examples, tests = task.train[: args.size], task.test[: args.tests]
+    spec = get_base_model(args.base_model, settings.extra_models)
+    base = load_base_model(spec, settings.models_dir, settings.device,
+                           args.threads or settings.threads, args.precision or settings.precision)
+    args.work.mkdir(parents=True, exist_ok=True)
+    trained = train(args.contender, base, examples, args.work, args.seed)
+
+    generator = Generator(base)
+    config = GenerationConfig(temperature=0.0, max_output_tokens=answer_budget(
+        base.tokenizer, base.template, tests))
+    t0 = time.perf_counter()
+    answers = [generator.generate([("user", ex.text_input)], ex.system, config,
+                                  trained.adapter).text for ex in tests]
+    answer_seconds = time.perf_counter() - t0
+    scores = score_answers([ex.output for ex in tests], answers, task.metric != TOKEN_F1)
+    score = scores.token_f1 if task.metric == TOKEN_F1 else scores.exact_match
+    wrong = [{"input": ex.text_input, "expected": ex.output, "answer": a}
+             for ex, a in zip(tests, answers, strict=True) if a.strip() != ex.output.strip()]
+    return {
+        "task": task.name, "kind": task.kind, "metric": task.metric,
+        "size": len(examples), "contender": args.contender, "base_model": spec.id,
+        "score": score, "exact_match": scores.exact_match, "token_f1": scores.token_f1,
+        "test_count": len(tests),
+        "train_seconds": trained.train_seconds, "answer_seconds": answer_seconds,
+        "steps": trained.steps, "trained_examples": trained.trained_examples,
+        "validation_examples": trained.validation_examples,
+        "settings": trained.settings, "choices": trained.choices,
+        "precision": base.precision.to_dict(), "device": base.device,
+        "threads": torch.get_num_threads(),
+        "wrong": wrong[:WRONG_SHOWN],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quiet_libraries()
+    result = run(args)
+    args.result.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The quality benchmark (bench/quality): its tasks are what docs/quality.md says, and
+``python -m bench.quality --quick`` runs every contender end to end on the tiny random model.
+No assertion on time, nor on scores beyond their range (a random model's scores mean nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.quality.__main__ import QUICK_TASKS, table, targets
+from bench.quality.contenders import CONTENDERS
+from bench.quality.tasks import POOL, SEED, TASKS, TESTS, check_disjoint, make_task
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_task_data_is_fixed_and_test_inputs_are_new(name):
+    task = make_task(name)
+    check_disjoint(task)  # 500 training and 100 test examples, no test input trained on
+    assert make_task(name, SEED) == task  # a fixed seed: the same data every run
+    assert len({ex.text_input for ex in task.train}) == POOL
+    assert len({ex.text_input for ex in task.test}) == TESTS
+    assert all(ex.output.strip() for ex in task.train + task.test)
+
+
+def test_intent_covers_every_label_at_20_examples_and_tests_unseen_phrasings():
+    task = make_task("intent")
+    labels = {ex.output for ex in task.train}
+    assert len(labels) == 12
+    assert {ex.output for ex in task.train[:20]} == labels  # a prefix holds every label
+    assert {ex.output for ex in task.test} == labels
+
+
+def test_qa_prompts_carry_the_preamble_and_field_labels():
+    from tunelab.data.prompt_format import profile_of
+
+    task = make_task("qa")
+    profile = profile_of([ex.text_input for ex in task.train]).to_dict()
+    assert profile["preamble"].startswith("Answer the question")
+    assert profile["labels"] == ["question:", "context:"]
+    for ex in task.test:  # the answer is in the context, written capitalised or not
+        assert ex.output in ex.text_input.lower().split("context:")[1]
+
+
+def test_unknown_task_is_named_with_the_choices(capsys):
+    from bench.quality.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--tasks", "intent,poetry"])
+    err = capsys.readouterr().err
+    assert "unknown task poetry" in err and "entities" in err
+
+
+def test_targets_are_checked_on_the_cells_run():
+    def r(task, size, contender, score, seconds=10.0, kind="extraction"):
+        return {"task": task, "size": size, "contender": contender, "score": score,
+                "train_seconds": seconds, "kind": kind}
+
+    results = [r("dates", 20, "tunelab", 0.80), r("dates", 20, "trl", 0.70),
+               r("dates", 100, "tunelab", 0.96, 30.0), r("dates", 100, "trl", 0.97),
+               r("dates", 100, "tunelab-gemini", 0.98, 10.0)]
+    lines = targets(results)
+    assert "tunelab beats TRL by ≥ 0.05 at 20 examples: 1 of 1" in lines
+    assert "tunelab ≥ 0.95 at 100 examples on extraction/normalisation: 1 of 1" in lines
+    assert "tunelab ≥ TRL at 100 examples: 0 of 1 (missed: dates)" in lines
+    assert any(line.startswith("automatic settings within 0.01") and "missed: dates/100" in line
+               for line in lines)
+    assert any(line.startswith("automatic settings train in ≤ 2×") and "0 of 1" in line
+               for line in lines)
+    rows = table(results, ["dates"], [20, 100], ["tunelab", "tunelab-gemini", "trl"])
+    assert rows[3].startswith("| dates | 100 | 0.96 | 0.98 | 0.97 | -0.01 | -0.02 |")
+
+
+def test_quick_run_end_to_end(tmp_path):
+    pytest.importorskip("trl")
+    out = tmp_path / "quality.json"
+    env = {**os.environ, "TUNELAB_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "bench.quality", "--quick", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    assert "flags:" in text and "Precision of the base weights:" in text
+    assert "| task | examples | base | tunelab | tunelab-gemini | trl |" in text
+
+    report = json.loads(out.read_text())
+    assert report["base_model"] == "tiny-random"
+    results = report["results"]
+    # the base once per task; every trained contender once per task and size
+    assert len(results) == len(QUICK_TASKS) * len(CONTENDERS)
+    for r in results:
+        assert "error" not in r, r
+        assert 0.0 <= r["score"] <= 1.0
+        assert r["test_count"] == 5
+        if r["contender"] == "base":
+            assert r["steps"] == 0 and r["size"] == 0
+        else:
+            assert r["size"] == 20 and r["steps"] > 0 and r["train_seconds"] > 0
+    metrics = {r["task"]: r["metric"] for r in results}
+    assert metrics == {"intent": "exact_match", "tickets": "token_f1"}
+    auto = next(r for r in results if r["contender"] == "tunelab")
+    assert auto["settings"]["epoch_count"] == 20  # automatic: ~100 steps for 20 examples
+    gemini = next(r for r in results if r["contender"] == "tunelab-gemini")
+    assert (gemini["settings"]["epoch_count"], gemini["steps"]) == (5, 25)
+    trl = next(r for r in results if r["contender"] == "trl")
+    assert trl["steps"] == 25 and trl["trained_examples"] == 20
