@@ -685,6 +685,17 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("Interrupted.")
         sys.exit(130)
+    except Exception as e:  # a full or read-only disk is a plain line, not a traceback
+        from tunelab.fsutil import storage_fault
+
+        fault = storage_fault(e)
+        if fault is None:
+            raise
+        state = "full" if fault.kind == "full" else "read-only"
+        err.print(f"The disk tunelab was writing to is {state}. Free some space (or make it "
+                  "writable, or choose another output directory with -o) and run the same "
+                  "command again: a tuning run resumes from its last checkpoint.")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
