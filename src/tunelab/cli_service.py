@@ -287,11 +287,11 @@ def cancel(
             with _client(server) as c:
                 _check(c.post(f"/v1beta/tunedModels/{model_id}:cancel"))
         else:
-            from tunelab.jobs.service import TuningService
+            from tunelab.models import TunedModels
             from tunelab.store import Store
 
             settings = Settings()
-            TuningService(settings, Store.open(settings)).cancel(model_id, None)
+            TunedModels.open(settings, Store.open(settings)).cancel(model_id)
     except TunelabError as e:
         err.print(f"[red]{e.message}[/]")
         raise typer.Exit(2) from None

@@ -96,7 +96,7 @@ def test_store_round_trips_types(postgres_url):
         job = store.claim_job("w", 30)
         store.put_snapshot(job.seq, "a", 1, 1, 1.5, at)
         assert store.snapshots("a")[0].compute_time == at
-        store.request_cancel("b", "me", "cancelled")
+        store.request_cancel("b", "me", "cancelled", "cancelled before it started")
         assert store.get_tuned_model("b", "me").cancelled is True
         assert [m.id for m in store.list_tuned_models("me", 10, None, "").items] == ["b", "a"]
     finally:

@@ -114,7 +114,8 @@ def test_release_keeps_the_place_in_the_queue(store):
 
 def test_cancel_of_queued_job_finishes_it_now(store):
     _submit(store, "a")
-    store.request_cancel("a", "me", "Tuning was cancelled by the user.")
+    store.request_cancel("a", "me", "Tuning was cancelled by the user.",
+                         "Tuning was cancelled by the user before it started.")
     op = store.get_operation("tunedModels/a/operations/x", "me")
     assert op.done and op.error_code == 1
     assert store.get_tuned_model("a", "me").state == "FAILED"

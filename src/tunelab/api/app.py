@@ -28,6 +28,7 @@ from tunelab.auth.accounts import Accounts
 from tunelab.config import Settings
 from tunelab.inference.prompt_check import PromptFormatStats
 from tunelab.jobs.service import TuningService
+from tunelab.models import TunedModels
 from tunelab.store import Store
 from tunelab.studio import routes as studio
 
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.tuning = TuningService(settings, store)
     app.state.pool = ServingPool(settings)
     app.state.accounts = Accounts(store, settings)
+    # every protocol's routes translate to this one owner of a tuned model's life
+    app.state.models = TunedModels(settings, store, app.state.accounts, app.state.tuning)
     app.state.generation_gate = GenerationGate(settings.max_queued_generations)
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # outermost: sees all

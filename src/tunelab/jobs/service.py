@@ -21,7 +21,14 @@ from tunelab.catalog import BaseModelSpec, get_base_model
 from tunelab.config import Settings
 from tunelab.data import Example
 from tunelab.data.split import split_validation
-from tunelab.errors import DataLoss, DatasetError, FailedPrecondition, InvalidArgument, Problem
+from tunelab.errors import (
+    DataLoss,
+    DatasetError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Problem,
+)
 from tunelab.fsutil import atomic_write
 from tunelab.ids import random_id
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
@@ -47,6 +54,8 @@ NO_TRAINING_DATA = (
 )
 
 CANCEL_MESSAGE = "Tuning was cancelled by the user."
+CANCELLED_BEFORE_START = ("Tuning was cancelled by the user before it started; the model has "
+                          "no tuned parameters.")
 
 
 def derive_id(display_name: str | None) -> str:
@@ -311,9 +320,17 @@ class TuningService:
                       owner: str) -> list[Example]:
         """Inline examples, or those of the caller's uploaded file ('files/ID')."""
         if file is not None:
-            frow = self.store.get_file(file.removeprefix("files/"), owner)
+            frow = self.get_upload(file.removeprefix("files/"), owner)
             return read_examples(self.settings.artifacts_dir / frow.path)
         return inline or []
+
+    def get_upload(self, file_id: str, owner: str | None) -> FileRow:
+        """The caller's upload, or NOT_FOUND saying how to upload one."""
+        try:
+            return self.store.get_file(file_id, owner)
+        except NotFound:
+            raise NotFound(f"File 'files/{file_id}' was not found; upload it with POST "
+                           "/v1beta/files.") from None
 
     @staticmethod
     def _validation_problems(given: list[Example], req: TuningRequest, count, spec) -> list:
@@ -348,7 +365,7 @@ class TuningService:
     # -- cancel / delete ----------------------------------------------------------------
     def cancel(self, model_id: str, owner: str | None) -> None:
         """Stop the model's job within one step (or at once if it has not started)."""
-        self.store.request_cancel(model_id, owner, CANCEL_MESSAGE)
+        self.store.request_cancel(model_id, owner, CANCEL_MESSAGE, CANCELLED_BEFORE_START)
 
     def delete(self, model_id: str, owner: str | None) -> None:
         row = self.store.get_tuned_model(model_id, owner)
@@ -448,5 +465,6 @@ class TuningService:
         return row
 
     def delete_upload(self, file_id: str, owner: str | None) -> None:
+        self.get_upload(file_id, owner)
         row = self.store.delete_file(file_id, owner)
         shutil.rmtree(self.settings.artifacts_dir / Path(row.path).parent, ignore_errors=True)

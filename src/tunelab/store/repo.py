@@ -8,7 +8,6 @@ session closes. Each method is one transaction.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tunelab.errors import AlreadyExists, InvalidArgument, NotFound, QuotaExceeded
+from tunelab.paging import Page, decode_token, encode_token
 from tunelab.store.db import make_engine, session_factory, upgrade
 from tunelab.store.tables import (
     FileRow,
@@ -94,30 +94,6 @@ def models_limit_exceeded(user: str, n: int, limit: int) -> QuotaExceeded:
         f"Quota exceeded for max_tuned_models: user '{user}' stores {n} tuned models and the "
         f"limit is {limit}. Delete a tuned model, or ask the administrator to raise the limit "
         "(tunelab users limits, TUNELAB_MAX_TUNED_MODELS).")
-
-
-@dataclass
-class Page:
-    items: list
-    next_token: str | None
-
-
-def encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
-
-
-def decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if not raw.startswith("o:"):
-            raise ValueError(raw)
-        return max(0, int(raw[2:]))
-    except Exception as e:  # noqa: BLE001
-        raise InvalidArgument(
-            f"pageToken '{token}' is not valid; pass the nextPageToken of the previous page."
-        ) from e
 
 
 class Store:
@@ -224,10 +200,7 @@ class Store:
         with self.session() as s:
             row = s.get(TunedModelRow, model_id)
             if row is None or (owner is not None and row.owner != owner):
-                raise NotFound(
-                    f"Tuned model 'tunedModels/{model_id}' was not found. "
-                    "List your tuned models with GET /v1beta/tunedModels."
-                )
+                raise NotFound(f"Tuned model 'tunedModels/{model_id}' was not found.")
             return row
 
     def list_tuned_models(
@@ -348,8 +321,11 @@ class Store:
                 q = q.where(JobRow.state != "done")
             return list(s.scalars(q.order_by(JobRow.seq)))
 
-    def request_cancel(self, model_id: str, owner: str | None, message: str) -> None:
-        """Ask the job of a model to stop. A job still in the queue ends here and now."""
+    def request_cancel(self, model_id: str, owner: str | None, message: str,
+                       before_start: str) -> None:
+        """Ask the job of a model to stop. A job still in the queue ends here and now: its
+        operation ends with ``message``, its model FAILED with ``before_start`` as the state
+        message (the words are the caller's: ``jobs/service.py``)."""
         with self.session() as s:
             model = s.get(TunedModelRow, model_id)
             if model is None or (owner is not None and model.owner != owner):
@@ -361,10 +337,7 @@ class Store:
                     job.state, job.finish_time, job.error = "done", now, "cancelled"
                     model.state = "FAILED"
                     model.cancelled = True
-                    model.state_message = (
-                        "Tuning was cancelled by the user before it started; "
-                        "the model has no tuned parameters."
-                    )
+                    model.state_message = before_start
                     model.update_time = model.complete_time = now
                     op = s.get(OperationRow, job.operation)
                     if op is not None:
@@ -530,9 +503,7 @@ class Store:
         with self.session() as s:
             row = s.get(FileRow, file_id)
             if row is None or row.kind != "upload" or (owner is not None and row.owner != owner):
-                raise NotFound(
-                    f"File 'files/{file_id}' was not found; upload it with POST /v1beta/files."
-                )
+                raise NotFound(f"File 'files/{file_id}' was not found.")
             return row
 
     def list_files(self, owner: str | None, page_size: int, page_token: str | None) -> Page:

@@ -10,6 +10,7 @@ re-tuning (the same as ``tunelab use-epoch`` for local runs).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -18,7 +19,9 @@ from pydantic.alias_generators import to_camel
 
 from tunelab.api.deps import Principal, current_principal, rule_for
 from tunelab.api.lenient import LenientJSONRoute
-from tunelab.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from tunelab.auth.rules import OWNER
+from tunelab.models import Epochs
+from tunelab.store import TunedModelRow
 
 router = APIRouter(route_class=LenientJSONRoute)
 Auth = Annotated[Principal, Depends(current_principal)]
@@ -63,52 +66,19 @@ class SelectEpochRequest(_Camel):
     epoch: int
 
 
-def _model(request: Request, model_id: str, principal: Principal):
+def _model(request: Request, model_id: str, principal: Principal) -> TunedModelRow:
     """The model, if the caller has the role the route's rule names (auth/rules.py)."""
-    from tunelab.auth.rules import OWNER
-
-    need = rule_for(request).role or OWNER
-    return request.app.state.accounts.require(model_id, principal.owner, need)
+    return request.app.state.models.get(model_id, principal.owner,
+                                        rule_for(request).role or OWNER)
 
 
-def _epochs(request: Request, model_id: str, principal: Principal) -> EpochsResponse:
-    from tunelab.training import advise_epoch, list_checkpoints, read_manifest
-    from tunelab.training.evaluate import advice_of
-
-    store = request.app.state.store
-    row = _model(request, model_id, principal)
-    out_dir = request.app.state.tuning.model_dir(model_id)
-    by_epoch: dict[int, list] = {}
-    for snap in store.snapshots(model_id):
-        by_epoch.setdefault(snap.epoch, []).append(snap)
-    try:
-        manifest = read_manifest(out_dir)
-    except NotFound:
-        manifest = {}
-    except DataLoss as e:
-        raise DataLoss(f"tunedModels/{model_id}: {e.message} Restore the server's data "
-                       "directory from a backup, or delete the model and tune it again.") from None
-    have = set(list_checkpoints(out_dir)) if out_dir.exists() else set()
-    evaluation = request.app.state.tuning.evaluation(model_id) or {}
-    scored = {e["epoch"]: e for e in evaluation.get("epochs") or []}
-    epochs = [
-        EpochOut(epoch=e, mean_loss=sum(s.mean_loss for s in snaps) / len(snaps),
-                 last_step=snaps[-1].step, checkpoint=e in have,
-                 validation_loss=scored.get(e, {}).get("validation_loss"),
-                 validation_score=scored.get(e, {}).get("score"))
-        for e, snaps in sorted(by_epoch.items())
-    ]
-    finished = [x for x in epochs if x.checkpoint]
-    advice = advice_of(evaluation) if scored else None
-    if advice is None and finished:
-        advice = advise_epoch([x.mean_loss for x in finished])
-    selected = manifest.get("selected_epoch") if row.state == "ACTIVE" else None
+def _out(view: Epochs) -> EpochsResponse:
     return EpochsResponse(
-        tuned_model=f"tunedModels/{model_id}",
-        epochs=epochs,
-        selected_epoch=selected,
-        advice=AdviceOut(**advice.to_dict()) if advice else None,
-        example_count=row.example_count,
+        tuned_model=f"tunedModels/{view.model_id}",
+        epochs=[EpochOut(**asdict(e)) for e in view.epochs],
+        selected_epoch=view.selected_epoch,
+        advice=AdviceOut(**view.advice) if view.advice else None,
+        example_count=view.example_count,
     )
 
 
@@ -118,7 +88,7 @@ def get_epochs(model_id: str, request: Request, principal: Auth) -> EpochsRespon
     """tunelab extension: mean loss per epoch (and validation loss and score, with validation
     examples), which epochs have a checkpoint, the epoch advice (the best validation score,
     else where the training loss plateaus) and the epoch being served."""
-    return _epochs(request, model_id, principal)
+    return _out(request.app.state.models.epochs(_model(request, model_id, principal)))
 
 
 @router.post("/tunedModels/{model_id}:selectEpoch", response_model=EpochsResponse,
@@ -128,24 +98,5 @@ def select_epoch(model_id: str, body: SelectEpochRequest, request: Request,
     """tunelab extension: serve an earlier (or the last) epoch's checkpoint from now on. A
     cancelled model may serve any epoch that finished before the cancel (its own weights, from
     the middle of the next epoch, are replaced)."""
-    from tunelab.training import list_checkpoints
-    from tunelab.training import select_epoch as use_epoch
-
     row = _model(request, model_id, principal)
-    if row.state != "ACTIVE":
-        raise FailedPrecondition(
-            f"tunedModels/{model_id} has state {row.state}; an epoch can be chosen only for a "
-            "model whose tuning has ended (state ACTIVE).")
-    out_dir = request.app.state.tuning.model_dir(model_id)
-    if body.epoch < 1 or body.epoch > row.epoch_count:
-        raise InvalidArgument(
-            f"epoch must be between 1 and {row.epoch_count} (the model's epochCount); "
-            f"got {body.epoch}.")
-    finished = list_checkpoints(out_dir) if out_dir.exists() else []
-    if body.epoch not in finished:
-        raise FailedPrecondition(
-            f"epoch {body.epoch} of tunedModels/{model_id} did not finish (the tuning was "
-            "cancelled before its end), so it has no weights to serve; finished epochs: "
-            f"{', '.join(map(str, finished)) or 'none'}.")
-    use_epoch(out_dir, body.epoch)
-    return _epochs(request, model_id, principal)
+    return _out(request.app.state.models.select_epoch(row, body.epoch))

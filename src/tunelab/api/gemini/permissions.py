@@ -26,7 +26,7 @@ from tunelab.api.lenient import LenientJSONRoute
 from tunelab.auth.accounts import Accounts
 from tunelab.auth.rules import ROLE_RANK
 from tunelab.errors import AlreadyExists, InvalidArgument
-from tunelab.store.repo import decode_token, encode_token
+from tunelab.paging import decode_token, encode_token
 
 router = APIRouter(route_class=LenientJSONRoute)
 Auth = Annotated[Principal, Depends(current_principal)]

@@ -1,6 +1,7 @@
-"""The Gemini tuning protocol's routes. Each route translates HTTP ⇄ one call of the
-tuning service, the store or a generator; errors are raised as ``TunelabError`` and shaped
-in ``api/errors.py``. Mounted at ``/v1beta`` and ``/v1``.
+"""The Gemini tuning protocol's routes. Each route translates HTTP ⇄ calls of the tuned-model
+service (``models/service.py``: create, read, update, cancel, delete, uploads) or a generator;
+errors are raised as ``TunelabError`` and shaped in ``api/errors.py``. Mounted at ``/v1beta``
+and ``/v1``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from tunelab.api.deps import Principal, current_principal, rule_for, strict_clie
 from tunelab.api.gemini import convert
 from tunelab.api.gemini import schemas as s
 from tunelab.api.lenient import LenientJSONRoute
-from tunelab.auth.accounts import Accounts
 from tunelab.auth.rules import OWNER
 from tunelab.catalog import get_base_model, list_base_models
 from tunelab.errors import InvalidArgument, NotFound
 from tunelab.inference.prompt_check import format_note
-from tunelab.jobs.service import TuningRequest, TuningService, sampling_problems
-from tunelab.store import Store, TunedModelRow
+from tunelab.jobs.service import TuningRequest
+from tunelab.models import TunedModels
+from tunelab.paging import decode_token, encode_token
+from tunelab.store import TunedModelRow
 
 router = APIRouter(route_class=LenientJSONRoute)
 
@@ -46,27 +48,23 @@ MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 GCR_REF = "#/components/schemas/GenerateContentResponse"
 
 
-def _store(request: Request) -> Store:
-    return request.app.state.store
-
-
-def _service(request: Request) -> TuningService:
-    return request.app.state.tuning
+def _models(request: Request) -> TunedModels:
+    return request.app.state.models
 
 
 def _pool(request: Request):
     return request.app.state.pool
 
 
-def _accounts(request: Request) -> Accounts:
-    return request.app.state.accounts
-
-
 def _model(request: Request, principal: Principal, model_id: str) -> TunedModelRow:
     """The tuned model in the path, if the caller has the role the route's rule needs
     (none → 404 as if it did not exist; too low → 403)."""
-    need = rule_for(request).role or OWNER
-    return _accounts(request).require(model_id, principal.owner, need)
+    return _models(request).get(model_id, principal.owner, rule_for(request).role or OWNER)
+
+
+def _tuned_model_out(request: Request, row: TunedModelRow) -> s.TunedModel:
+    models = _models(request)
+    return convert.tuned_model_out(row, models.snapshots(row.id), models.evaluation(row.id))
 
 
 def _page_size(value: int | None, default: int) -> int:
@@ -86,8 +84,6 @@ def list_models(
     page_token_: Annotated[str | None, Query(alias="page_token", include_in_schema=False)] = None,
 ) -> s.ListModelsResponse:
     """The base model catalog (all tunable)."""
-    from tunelab.store.repo import decode_token, encode_token
-
     size = _page_size(page_size or page_size_, 50)
     offset = decode_token(page_token or page_token_)
     specs = list_base_models(request.app.state.settings.extra_models)
@@ -156,10 +152,8 @@ def create_tuned_model(
         validation_examples=validation,
         validation_file=vdata.file if vdata is not None else None,
     )
-    _accounts(request).check_create_limits(principal.owner)
-    pool = _pool(request)
-    submitted = _service(request).submit(req, pool.example_token_counter)
-    return _operation(request, submitted.operation, principal)
+    submitted = _models(request).create(req, _pool(request).example_token_counter)
+    return _operation(request, submitted.operation)
 
 
 @router.get(
@@ -187,15 +181,12 @@ def list_tuned_models(
             mode = modes[tok.lower()]
             continue
         words.append(tok)
-    store = _store(request)
-    page = _accounts(request).list_visible(
+    page = _models(request).list(
         principal.owner, mode, _page_size(page_size or page_size_, 10),
         page_token or page_token_, " ".join(words) or None,
     )
     return s.ListTunedModelsResponse(
-        tuned_models=[convert.tuned_model_out(r, store.snapshots(r.id),
-                                              _service(request).evaluation(r.id))
-                      for r in page.items] or None,
+        tuned_models=[_tuned_model_out(request, r) for r in page.items] or None,
         next_page_token=page.next_token,
     )
 
@@ -204,10 +195,7 @@ def list_tuned_models(
     "/tunedModels/{model_id}", response_model=s.TunedModel, tags=["tunedModels"], **EXCLUDE_NONE
 )
 def get_tuned_model(model_id: str, request: Request, principal: Auth) -> s.TunedModel:
-    store = _store(request)
-    row = _model(request, principal, model_id)
-    return convert.tuned_model_out(row, store.snapshots(model_id),
-                                   _service(request).evaluation(model_id))
+    return _tuned_model_out(request, _model(request, principal, model_id))
 
 
 @router.patch(
@@ -244,29 +232,14 @@ def update_tuned_model(
             f"updateMask names fields that cannot be updated: {', '.join(bad)}. Updatable: "
             "displayName, description, temperature, topP, topK."
         )
-    if fields.get("display_name") and len(fields["display_name"]) > 40:
-        raise InvalidArgument(
-            f"displayName is {len(fields['display_name'])} characters; the limit is 40."
-        )
-    problems = sampling_problems(fields.get("temperature"), fields.get("top_p"),
-                                 fields.get("top_k"))
-    if problems:
-        raise InvalidArgument("Invalid tuned model: " + "; ".join(problems) + ".")
-    for k in ("display_name", "description"):
-        if k in fields and fields[k] is None:
-            fields[k] = ""
-    store = _store(request)
-    row = store.update_tuned_model(model_id, None, fields)
-    return convert.tuned_model_out(row, store.snapshots(model_id),
-                                   _service(request).evaluation(model_id))
+    return _tuned_model_out(request, _models(request).update(model_id, fields))
 
 
 @router.delete("/tunedModels/{model_id}", response_model=s.Empty, tags=["tunedModels"])
 def delete_tuned_model(model_id: str, request: Request, principal: Auth) -> s.Empty:
     """Delete a tuned model (a job still tuning it stops within one step)."""
     _model(request, principal, model_id)
-    _service(request).delete(model_id, None)
-    _accounts(request).forget_model(model_id)
+    _models(request).delete(model_id)
     return s.Empty()
 
 
@@ -274,7 +247,7 @@ def delete_tuned_model(model_id: str, request: Request, principal: Auth) -> s.Em
 def cancel_tuned_model(model_id: str, request: Request, principal: Auth) -> s.Empty:
     """google-genai's ``client.tunings.cancel``: cancel the model's tuning."""
     _model(request, principal, model_id)
-    _service(request).cancel(model_id, None)
+    _models(request).cancel(model_id)
     return s.Empty()
 
 
@@ -289,16 +262,14 @@ def _op_model(request: Request, principal: Principal, model_id: str, op_id: str)
         ) from None
 
 
-def _operation(request: Request, name: str, principal: Principal) -> s.Operation:
+def _operation(request: Request, name: str) -> s.Operation:
     """The caller's access to the operation's model is checked by the route."""
-    store = _store(request)
-    op = store.get_operation(name, None)
-    model = store.get_tuned_model(op.tuned_model_id, None)
-    job = store.job_of(model.id)
-    position = store.queue_position(job) if job is not None else 0
+    models = _models(request)
+    op = models.operation(name)
+    model = models.row(op.tuned_model_id)
     return convert.operation_out(
-        op, model, store.snapshots(model.id), position, strict_client(request),
-        _service(request).evaluation(model.id),
+        op, model, models.snapshots(model.id), models.queue_position(model.id),
+        strict_client(request), models.evaluation(model.id),
     )
 
 
@@ -315,9 +286,9 @@ def list_operations(
     filter: Annotated[str | None, Query(include_in_schema=False)] = None,  # noqa: A002
 ) -> s.ListOperationsResponse:
     _model(request, principal, model_id)
-    page = _store(request).list_operations(model_id, None, _page_size(page_size, 10), page_token)
+    page = _models(request).operations(model_id, _page_size(page_size, 10), page_token)
     return s.ListOperationsResponse(
-        operations=[_operation(request, op.name, principal) for op in page.items] or None,
+        operations=[_operation(request, op.name) for op in page.items] or None,
         next_page_token=page.next_token,
     )
 
@@ -328,7 +299,7 @@ def list_operations(
 )
 def get_operation(model_id: str, op_id: str, request: Request, principal: Auth) -> s.Operation:
     _op_model(request, principal, model_id, op_id)
-    return _operation(request, f"tunedModels/{model_id}/operations/{op_id}", principal)
+    return _operation(request, f"tunedModels/{model_id}/operations/{op_id}")
 
 
 @router.post(
@@ -339,9 +310,7 @@ def cancel_operation(model_id: str, op_id: str, request: Request, principal: Aut
     """Cancel a tuning operation: it ends ``done`` with ``error.code`` 1 (CANCELLED); the
     model keeps the parameters learned so far (see docs/api.md)."""
     _op_model(request, principal, model_id, op_id)
-    op = _store(request).get_operation(f"tunedModels/{model_id}/operations/{op_id}", None)
-    if not op.done:
-        _service(request).cancel(op.tuned_model_id, None)
+    _models(request).cancel_operation(f"tunedModels/{model_id}/operations/{op_id}")
     return s.Empty()
 
 
@@ -351,7 +320,7 @@ def _target(request: Request, kind: str, model_id: str, principal: Principal):
     pool = _pool(request)
     if kind == "tunedModels":
         row = _model(request, principal, model_id)
-        adapter = _service(request).usable_adapter(row)
+        adapter = _models(request).usable_adapter(row)
         gen = pool.generator(row.base_model)
         return gen, adapter, (row.temperature, row.top_p, row.top_k), f"tunedModels/{row.id}"
     spec = _base_spec(request, model_id)
@@ -488,7 +457,7 @@ def _count(kind: str, model_id: str, body: s.CountTokensRequest, request: Reques
     if kind == "tunedModels":
         row = _model(request, principal, model_id)
         gen = pool.generator(row.base_model)
-        adapter = _service(request).adapter_dir(row.id)  # its tuned-in system prompt counts
+        adapter = _models(request).adapter_dir(row.id)  # its tuned-in system prompt counts
     else:
         gen = pool.generator(_base_spec(request, model_id).name)
     inner = body.generate_content_request
@@ -559,7 +528,7 @@ async def upload_file(
             f"the file is larger than {MAX_UPLOAD_BYTES // 2**20} MB; remove examples or "
             "shorten them", file.filename or "upload")])
     row = await run_in_threadpool(
-        _service(request).store_upload, principal.owner, data, file.filename or "",
+        _models(request).upload, principal.owner, data, file.filename or "",
         file.content_type or "", display_name, input_column, output_column,
     )
     return convert.file_out(row)
@@ -572,19 +541,19 @@ def list_files(
     page_size: Annotated[int | None, Query(alias="pageSize")] = None,
     page_token: Annotated[str | None, Query(alias="pageToken")] = None,
 ) -> s.ListFilesResponse:
-    page = _store(request).list_files(principal.owner, _page_size(page_size, 10), page_token)
+    page = _models(request).list_files(principal.owner, _page_size(page_size, 10), page_token)
     return s.ListFilesResponse(files=[convert.file_out(r) for r in page.items] or None,
                                next_page_token=page.next_token)
 
 
 @router.get("/files/{file_id}", response_model=s.File, tags=["files"], **EXCLUDE_NONE)
 def get_file(file_id: str, request: Request, principal: Auth) -> s.File:
-    return convert.file_out(_store(request).get_file(file_id, principal.owner))
+    return convert.file_out(_models(request).get_file(file_id, principal.owner))
 
 
 @router.delete("/files/{file_id}", response_model=s.Empty, tags=["files"])
 def delete_file(file_id: str, request: Request, principal: Auth) -> s.Empty:
-    _service(request).delete_upload(file_id, principal.owner)
+    _models(request).delete_file(file_id, principal.owner)
     return s.Empty()
 
 

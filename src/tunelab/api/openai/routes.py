@@ -38,6 +38,7 @@ from tunelab.errors import (
 )
 from tunelab.inference.generate import GenerationConfig
 from tunelab.jobs.service import TuningRequest
+from tunelab.models import TunedModels
 from tunelab.store import TunedModelRow
 
 router = APIRouter(route_class=OpenAIRoute)
@@ -67,13 +68,16 @@ def _recommended_lr(request: Request, row: TunedModelRow) -> float:
         return row.learning_rate
 
 
+def _models(request: Request) -> TunedModels:
+    return request.app.state.models
+
+
 def _tuned(request: Request, principal: Principal, model_id: str, what: str,
            role: str | None = None) -> TunedModelRow:
     """The tuned model, if the caller has the route's role on it (else 404 naming ``what``,
     as if it did not exist; 403 for a role too low)."""
     try:
-        return request.app.state.accounts.require(model_id, principal.owner,
-                                                  role or required_role(request))
+        return _models(request).get(model_id, principal.owner, role or required_role(request))
     except NotFound:
         if what.startswith(convert.JOB_PREFIX):
             raise NotFound(f"No fine-tuning job '{what}' is visible to you; list your jobs "
@@ -83,22 +87,13 @@ def _tuned(request: Request, principal: Principal, model_id: str, what: str,
 
 
 def _job_out(request: Request, row: TunedModelRow) -> s.Job:
-    store = request.app.state.store
-    return convert.job_out(row, store.job_of(row.id), _recommended_lr(request, row),
+    return convert.job_out(row, _models(request).job_of(row.id), _recommended_lr(request, row),
                            request.app.state.settings.seed)
 
 
 def _visible(request: Request, principal: Principal) -> list[TunedModelRow]:
     """Every tuned model the caller owns or may read, newest first."""
-    accounts = request.app.state.accounts
-    rows: list[TunedModelRow] = []
-    token = None
-    while True:
-        page = accounts.list_visible(principal.owner, "default", LIST_PAGE, token, None)
-        rows += page.items
-        token = page.next_token
-        if not token:
-            return rows
+    return _models(request).list_all(principal.owner)
 
 
 def _limit(value: int | None, default: int, most: int) -> int:
@@ -111,12 +106,9 @@ def _limit(value: int | None, default: int, most: int) -> int:
 
 def _epochs_by_last_step(request: Request, row: TunedModelRow) -> tuple[dict[int, int], set[int]]:
     """({last step of an epoch: epoch}, epochs with a checkpoint on disk)."""
-    from tunelab.training import list_checkpoints
-
-    ends = {snap.epoch: snap.step for snap in request.app.state.store.snapshots(row.id)}
-    out_dir = request.app.state.tuning.model_dir(row.id)
-    have = set(list_checkpoints(out_dir)) if out_dir.exists() else set()
-    return {step: epoch for epoch, step in ends.items()}, have
+    models = _models(request)
+    ends = {snap.epoch: snap.step for snap in models.snapshots(row.id)}
+    return {step: epoch for epoch, step in ends.items()}, models.finished_epochs(row.id)
 
 
 # -------------------------------------------------------------------------------- files
@@ -138,7 +130,7 @@ async def create_file(
             f"the file is larger than {MAX_FILE_BYTES // 2**20} MB; remove examples or "
             "shorten them", file.filename or "upload")])
     row = await run_in_threadpool(
-        request.app.state.tuning.store_upload, principal.owner, data, file.filename or "",
+        _models(request).upload, principal.owner, data, file.filename or "",
         file.content_type or "", None, None, None)
     return convert.file_out(row)
 
@@ -158,7 +150,7 @@ def list_files(
     rows = []
     token = None
     while purpose in (None, "fine-tune"):
-        page = request.app.state.store.list_files(principal.owner, LIST_PAGE, token)
+        page = _models(request).list_files(principal.owner, LIST_PAGE, token)
         rows += page.items
         token = page.next_token
         if not token:
@@ -171,7 +163,7 @@ def list_files(
 
 def _file_row(request: Request, principal: Principal, file_id: str):
     try:
-        return request.app.state.store.get_file(convert.upload_id_of(file_id), principal.owner)
+        return _models(request).get_file(convert.upload_id_of(file_id), principal.owner)
     except NotFound:
         error = NotFound(f"No such file: '{file_id}'. List your files with GET /v1/files.")
         error.param = "file_id"  # type: ignore[attr-defined]
@@ -200,7 +192,7 @@ def file_content(file_id: str, request: Request, principal: Auth) -> Response:
 def delete_file(file_id: str, request: Request, principal: Auth) -> s.Deleted:
     """Delete an upload (jobs created from it keep their own copy of the examples)."""
     row = _file_row(request, principal, file_id)
-    request.app.state.tuning.delete_upload(row.id, principal.owner)
+    _models(request).delete_file(row.id, principal.owner)
     return s.Deleted(id=convert.file_id(row.id), object="file")
 
 
@@ -254,7 +246,7 @@ def create_job(body: s.JobCreate, request: Request, principal: Auth) -> s.Job:
         name = getattr(body, field)
         if name is not None:
             try:
-                request.app.state.store.get_file(convert.upload_id_of(name), principal.owner)
+                _models(request).get_file(convert.upload_id_of(name), principal.owner)
             except NotFound:
                 raise NotFound(f"{field} '{name}' is not one of your files; upload it with "
                                "POST /v1/files (purpose 'fine-tune').") from None
@@ -269,14 +261,12 @@ def create_job(body: s.JobCreate, request: Request, principal: Auth) -> s.Job:
                          if body.validation_file else None),
         seed=body.seed,
     )
-    request.app.state.accounts.check_create_limits(principal.owner)
     try:
-        submitted = request.app.state.tuning.submit(req, request.app.state.pool
-                                                    .example_token_counter)
+        submitted = _models(request).create(req, request.app.state.pool.example_token_counter)
     except DatasetError as e:
         e.param = "training_file"  # type: ignore[attr-defined]
         raise
-    return _job_out(request, request.app.state.store.get_tuned_model(submitted.model_id, None))
+    return _job_out(request, _models(request).row(submitted.model_id))
 
 
 @router.get("/fine_tuning/jobs", response_model=s.ListOf, name="openai.jobs.list")
@@ -305,12 +295,13 @@ def cancel_job(job_id: str, request: Request, principal: Auth) -> s.Job:
     running keeps the parameters learned so far as its model, and its finished epochs'
     checkpoints, as in the Gemini API."""
     row = _tuned(request, principal, convert.model_id_of_job(job_id), job_id)
-    status = convert.status_of(row, request.app.state.store.job_of(row.id))
+    models = _models(request)
+    status = convert.status_of(row, models.job_of(row.id))
     if status not in ("queued", "running"):
         raise FailedPrecondition(f"{job_id} has already ended (status {status}); there is "
                                  "nothing to cancel.")
-    request.app.state.tuning.cancel(row.id, None)
-    return _job_out(request, request.app.state.store.get_tuned_model(row.id, None))
+    models.cancel(row.id)
+    return _job_out(request, models.row(row.id))
 
 
 @router.get("/fine_tuning/jobs/{job_id}/events", response_model=s.ListOf,
@@ -326,8 +317,8 @@ def list_events(
     loss, one per epoch checkpoint, and the start and end."""
     row = _tuned(request, principal, convert.model_id_of_job(job_id), job_id)
     _, have = _epochs_by_last_step(request, row)
-    store = request.app.state.store
-    events = convert.events_of(row, store.job_of(row.id), store.snapshots(row.id), have)
+    models = _models(request)
+    events = convert.events_of(row, models.job_of(row.id), models.snapshots(row.id), have)
     events.reverse()
     return convert.page(events, after, _limit(limit, 20, 10000))
 
@@ -344,8 +335,9 @@ def list_checkpoints(
     """One checkpoint per finished epoch, newest first, each callable as a model."""
     row = _tuned(request, principal, convert.model_id_of_job(job_id), job_id)
     _, have = _epochs_by_last_step(request, row)
-    found = convert.checkpoints_of(row, request.app.state.store.snapshots(row.id), have,
-                                   request.app.state.tuning.evaluation(row.id))
+    models = _models(request)
+    found = convert.checkpoints_of(row, models.snapshots(row.id), have,
+                                   models.evaluation(row.id))
     found.reverse()
     return convert.page(found, after, _limit(limit, 10, 1000))
 
@@ -417,8 +409,7 @@ def delete_model(model: str, request: Request, principal: Auth) -> s.Deleted:
         raise OpenAIInvalid(f"'{model}' is a checkpoint; delete its model "
                             f"'{convert.model_name(row)}' (its checkpoints go with it).",
                             "model")
-    request.app.state.tuning.delete(row.id, None)
-    request.app.state.accounts.forget_model(row.id)
+    _models(request).delete(row.id)
     return s.Deleted(id=model, object="model")
 
 
@@ -435,9 +426,8 @@ class _Target:
 
 def _target(request: Request, principal: Principal, model: str) -> _Target:
     from tunelab.inference import Generator
-    from tunelab.training.checkpoint import adapter_damage, checkpoint_dir
 
-    pool, tuning = request.app.state.pool, request.app.state.tuning
+    pool, models = request.app.state.pool, _models(request)
     parsed = convert.parse_model(model)
     if parsed is None:
         spec = _base_spec(request, model)
@@ -447,17 +437,13 @@ def _target(request: Request, principal: Principal, model: str) -> _Target:
     row = _tuned(request, principal, model_id, model, READER)
     defaults = (row.temperature, row.top_p, row.top_k)
     if step is None:
-        adapter = tuning.usable_adapter(row)
+        adapter = models.usable_adapter(row)
         return _Target(pool.generator(row.base_model), adapter, defaults, None,
                        convert.model_name(row))
     epoch = _checkpoint_epoch(request, row, step, model)
-    path = checkpoint_dir(tuning.model_dir(row.id), epoch)
-    why = adapter_damage(path)
-    if why:
-        raise DataLoss(f"The checkpoint '{model}' is damaged on the server ({why}); call "
-                       "another checkpoint or the model itself.")
+    path = models.checkpoint_adapter(row, epoch, model)
     # a checkpoint answers with the system prompt its model was tuned with, as the model does
-    system = Generator.system_for(tuning.adapter_dir(row.id), None)
+    system = Generator.system_for(models.adapter_dir(row.id), None)
     return _Target(pool.generator(row.base_model), path, defaults, system,
                    convert.checkpoint_name(row, step))
 

@@ -3,10 +3,10 @@
 ``:cancel``) and the tuned model's ``endpoints/{id}:generateContent`` /
 ``:streamGenerateContent`` / ``:countTokens``.
 
-Each route translates to the calls the Gemini routes make (``TuningService.submit``,
-``cancel``, the accounts' role checks, the same generation functions), so the two protocols
-share one set of models, jobs, permissions and scope rules (``auth/rules.py``). Any project
-and location work: they only echo back in the names.
+Each route translates to the calls the Gemini routes make (the tuned-model service,
+``models/service.py``: create, get, list, cancel; the same generation functions), so the two
+protocols share one set of models, jobs, permissions and scope rules (``auth/rules.py``).
+Any project and location work: they only echo back in the names.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def _job(request: Request, principal: Principal, project: str, location: str,
 
 
 def _out(request: Request, row: TunedModelRow, project: str, location: str) -> v.TuningJob:
-    store = gemini._store(request)
-    job = store.job_of(row.id)
-    op = store.get_operation(job.operation, None) if job is not None else None
+    models = gemini._models(request)
+    job = models.job_of(row.id)
+    op = models.operation(job.operation) if job is not None else None
     return convert.tuning_job_out(row, job, op, project, location)
 
 
@@ -107,9 +107,9 @@ def create_tuning_job(project: str, location: str, body: v.TuningJobIn, request:
         validation_file=convert.dataset_file(spec.validation_dataset_uri,
                                              "supervisedTuningSpec.validationDatasetUri"),
     )
-    gemini._accounts(request).check_create_limits(principal.owner)
-    submitted = gemini._service(request).submit(req, gemini._pool(request).example_token_counter)
-    row = gemini._store(request).get_tuned_model(submitted.model_id, None)
+    models = gemini._models(request)
+    submitted = models.create(req, gemini._pool(request).example_token_counter)
+    row = models.row(submitted.model_id)
     return _out(request, row, project, location)
 
 
@@ -131,7 +131,7 @@ def list_tuning_jobs(
             f"filter '{filter}' is not supported by tunelab's tuningJobs.list; list without "
             "a filter and select the jobs in your code."
         )
-    page = gemini._accounts(request).list_visible(
+    page = gemini._models(request).list(
         principal.owner, "default", gemini._page_size(page_size, 50), page_token, None)
     return v.ListTuningJobsResponse(
         tuning_jobs=[_out(request, r, project, location) for r in page.items] or None,
@@ -154,7 +154,7 @@ def cancel_tuning_job(project: str, location: str, job_id: str, request: Request
     """Stop the job within one step; the model keeps the parameters learned so far and the
     job ends JOB_STATE_CANCELLED."""
     _job(request, principal, project, location, job_id)
-    gemini._service(request).cancel(job_id, None)
+    gemini._models(request).cancel(job_id)
     return v.Empty()
 
 

@@ -1,0 +1,284 @@
+"""``TunedModels``: the one owner of a tuned model's life, whatever protocol asks.
+
+The Gemini routes (``api/gemini/``), the Vertex tuning jobs (``api/vertex/``), the
+OpenAI-compatible API (``api/openai/``), the Studio and the CLI all call this object and only
+translate names and shapes: create (with the caller's quotas), read and list what a caller may
+see, update (every value checked here, once), cancel, delete, the per-epoch view and choosing
+the served epoch, the checkpoints a protocol may call, and the uploads a model is tuned on.
+A new protocol is a translation layer over these methods, not a copy of their rules.
+
+Beneath it, ``jobs/service.py`` (``TuningService``) validates a create request and queues
+the job, the store (``store/``) keeps the rows, ``auth/`` decides who may do what, and
+``training/`` reads and writes a run's checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunelab.auth.accounts import Accounts
+from tunelab.auth.rules import OWNER
+from tunelab.catalog import BaseModelSpec
+from tunelab.config import Settings
+from tunelab.data import Example
+from tunelab.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from tunelab.jobs.service import (
+    MAX_DISPLAY_NAME,
+    Submitted,
+    TuningRequest,
+    TuningService,
+    sampling_problems,
+)
+from tunelab.paging import Page
+from tunelab.store import FileRow, JobRow, OperationRow, SnapshotRow, Store, TunedModelRow
+
+# What an update may change, by the engine's names; each protocol maps its own names onto
+# these (Gemini: displayName, topP, …).
+UPDATABLE = ("display_name", "description", "temperature", "top_p", "top_k")
+LIST_PAGE = 1000  # rows per query when every visible model is gathered
+
+
+@dataclass
+class EpochView:
+    """One epoch of a run: its mean training loss, whether its parameters can be served,
+    and its validation scores when there are validation examples."""
+
+    epoch: int
+    mean_loss: float
+    last_step: int
+    checkpoint: bool
+    validation_loss: float | None = None
+    validation_score: float | None = None
+
+
+@dataclass
+class Epochs:
+    """A tuned model's per-epoch view: what each protocol shows as its epochs or checkpoints."""
+
+    model_id: str
+    epochs: list[EpochView] = field(default_factory=list)
+    selected_epoch: int | None = None
+    advice: dict | None = None  # the epoch advice (training/advice.py), as a dict
+    example_count: int | None = None
+
+
+class TunedModels:
+    """Create, read, list, update, cancel and delete tuned models, their epochs and uploads,
+    with the caller's role and quotas checked here."""
+
+    def __init__(self, settings: Settings, store: Store, accounts: Accounts,
+                 tuning: TuningService):
+        self.settings, self.store, self.accounts, self.tuning = settings, store, accounts, tuning
+
+    @classmethod
+    def open(cls, settings: Settings, store: Store) -> TunedModels:
+        """The service over ``store``, with its own accounts and tuning service (the CLI's;
+        the API builds them once and shares them)."""
+        return cls(settings, store, Accounts(store, settings), TuningService(settings, store))
+
+    # -- access -------------------------------------------------------------------------
+    def get(self, model_id: str, user: str, need: str = OWNER) -> TunedModelRow:
+        """The model, if ``user`` has at least role ``need`` on it (none → NOT_FOUND as if it
+        did not exist, too low → PERMISSION_DENIED)."""
+        return self.accounts.require(model_id, user, need)
+
+    def row(self, model_id: str) -> TunedModelRow:
+        """The model as stored now, for a caller whose access was already checked."""
+        return self.store.get_tuned_model(model_id, None)
+
+    def list(self, user: str, mode: str, page_size: int, page_token: str | None,
+             text: str | None) -> Page:
+        """One page of the models ``user`` may see, newest first (``mode``: ``default``,
+        ``owner``, ``writers``, ``readers``, ``everyone``; see ``auth/permissions.py``)."""
+        return self.accounts.list_visible(user, mode, page_size, page_token, text)
+
+    def list_all(self, user: str) -> list[TunedModelRow]:
+        """Every model ``user`` owns or may read, newest first (for protocols that page by
+        cursor rather than by token)."""
+        rows: list[TunedModelRow] = []
+        token = None
+        while True:
+            page = self.list(user, "default", LIST_PAGE, token, None)
+            rows += page.items
+            token = page.next_token
+            if not token:
+                return rows
+
+    def snapshots(self, model_id: str) -> list[SnapshotRow]:
+        return self.store.snapshots(model_id)
+
+    def evaluation(self, model_id: str) -> dict | None:
+        return self.tuning.evaluation(model_id)
+
+    def job_of(self, model_id: str) -> JobRow | None:
+        return self.store.job_of(model_id)
+
+    def queue_position(self, model_id: str) -> int:
+        """1 for the next job to start; 0 when the model's job is not waiting."""
+        job = self.store.job_of(model_id)
+        return self.store.queue_position(job) if job is not None else 0
+
+    def operation(self, name: str) -> OperationRow:
+        return self.store.get_operation(name, None)
+
+    def operations(self, model_id: str, page_size: int, page_token: str | None) -> Page:
+        return self.store.list_operations(model_id, None, page_size, page_token)
+
+    # -- create -------------------------------------------------------------------------
+    def create(
+        self,
+        req: TuningRequest,
+        count_tokens_for: Callable[[BaseModelSpec], Callable[[Example], int]] | None = None,
+    ) -> Submitted:
+        """Check the caller's quotas, then validate the request (every problem at once) and
+        queue its job; the store checks the quotas again in the write's transaction."""
+        self.accounts.check_create_limits(req.owner)
+        return self.tuning.submit(req, count_tokens_for)
+
+    # -- update -------------------------------------------------------------------------
+    def update(self, model_id: str, fields: dict) -> TunedModelRow:
+        """Change what may change (``UPDATABLE``), every value checked and every problem
+        reported at once. ``None`` clears a text field."""
+        unknown = sorted(set(fields) - set(UPDATABLE))
+        if unknown:  # a protocol mapped a name it should not have: its own message is better
+            raise InvalidArgument(f"These fields cannot be updated: {', '.join(unknown)}.")
+        problems = update_problems(fields)
+        if problems:
+            raise InvalidArgument("Invalid tuned model: " + "; ".join(problems) + ".")
+        values = {k: ("" if v is None and k in ("display_name", "description") else v)
+                  for k, v in fields.items()}
+        return self.store.update_tuned_model(model_id, None, values)
+
+    # -- cancel / delete ----------------------------------------------------------------
+    def cancel(self, model_id: str) -> None:
+        """Stop the model's job within one step (at once if it has not started); the model
+        keeps what it learned so far."""
+        self.tuning.cancel(model_id, None)
+
+    def cancel_operation(self, name: str) -> None:
+        """Cancel the job of an operation; one that is done already is left as it is."""
+        op = self.store.get_operation(name, None)
+        if not op.done:
+            self.tuning.cancel(op.tuned_model_id, None)
+
+    def delete(self, model_id: str) -> None:
+        """Delete the model, its job (which stops within a step), files and shares."""
+        self.tuning.delete(model_id, None)
+        self.accounts.forget_model(model_id)
+
+    # -- serving ------------------------------------------------------------------------
+    def usable_adapter(self, row: TunedModelRow) -> Path:
+        return self.tuning.usable_adapter(row)
+
+    def adapter_dir(self, model_id: str) -> Path:
+        return self.tuning.adapter_dir(model_id)
+
+    # -- epochs and checkpoints ---------------------------------------------------------
+    def finished_epochs(self, model_id: str) -> set[int]:
+        """The epochs whose parameters were saved (each can be served)."""
+        from tunelab.training import list_checkpoints
+
+        out_dir = self.tuning.model_dir(model_id)
+        return set(list_checkpoints(out_dir)) if out_dir.exists() else set()
+
+    def epochs(self, row: TunedModelRow) -> Epochs:
+        """Mean loss per epoch, which epochs have a checkpoint, their validation scores, the
+        epoch advice (the best validation score, else where the training loss plateaus) and
+        the epoch being served."""
+        from tunelab.training import advise_epoch, read_manifest
+        from tunelab.training.evaluate import advice_of
+
+        name = f"tunedModels/{row.id}"
+        by_epoch: dict[int, list[SnapshotRow]] = {}
+        for snap in self.store.snapshots(row.id):
+            by_epoch.setdefault(snap.epoch, []).append(snap)
+        try:
+            manifest = read_manifest(self.tuning.model_dir(row.id))
+        except NotFound:
+            manifest = {}
+        except DataLoss as e:
+            raise DataLoss(f"{name}: {e.message} Restore the server's data directory from a "
+                           "backup, or delete the model and tune it again.") from None
+        have = self.finished_epochs(row.id)
+        evaluation = self.evaluation(row.id) or {}
+        scored = {e["epoch"]: e for e in evaluation.get("epochs") or []}
+        views = [
+            EpochView(epoch=e, mean_loss=sum(s.mean_loss for s in snaps) / len(snaps),
+                      last_step=snaps[-1].step, checkpoint=e in have,
+                      validation_loss=scored.get(e, {}).get("validation_loss"),
+                      validation_score=scored.get(e, {}).get("score"))
+            for e, snaps in sorted(by_epoch.items())
+        ]
+        advice = advice_of(evaluation) if scored else None
+        finished = [v for v in views if v.checkpoint]
+        if advice is None and finished:
+            advice = advise_epoch([v.mean_loss for v in finished])
+        return Epochs(
+            model_id=row.id, epochs=views,
+            selected_epoch=manifest.get("selected_epoch") if row.state == "ACTIVE" else None,
+            advice=advice.to_dict() if advice else None, example_count=row.example_count)
+
+    def select_epoch(self, row: TunedModelRow, epoch: int) -> Epochs:
+        """Serve an earlier (or the last) epoch's checkpoint from now on. A cancelled model
+        may serve any epoch that finished before the cancel."""
+        from tunelab.training import select_epoch
+
+        name = f"tunedModels/{row.id}"
+        if row.state != "ACTIVE":
+            raise FailedPrecondition(
+                f"{name} has state {row.state}; an epoch can be chosen only for a model whose "
+                "tuning has ended (state ACTIVE).")
+        if epoch < 1 or epoch > row.epoch_count:
+            raise InvalidArgument(f"epoch must be between 1 and {row.epoch_count} (the model's "
+                                  f"epochCount); got {epoch}.")
+        finished = sorted(self.finished_epochs(row.id))
+        if epoch not in finished:
+            raise FailedPrecondition(
+                f"epoch {epoch} of {name} did not finish (the tuning was cancelled before its "
+                "end), so it has no weights to serve; finished epochs: "
+                f"{', '.join(map(str, finished)) or 'none'}.")
+        select_epoch(self.tuning.model_dir(row.id), epoch)
+        return self.epochs(row)
+
+    def checkpoint_adapter(self, row: TunedModelRow, epoch: int, name: str) -> Path:
+        """The adapter of a finished epoch, to call it as a model (``name``: how the caller
+        named the checkpoint, for the message when its files are damaged)."""
+        from tunelab.training.checkpoint import adapter_damage, checkpoint_dir
+
+        path = checkpoint_dir(self.tuning.model_dir(row.id), epoch)
+        why = adapter_damage(path)
+        if why:
+            raise DataLoss(f"The checkpoint '{name}' is damaged on the server ({why}); call "
+                           "another checkpoint or the model itself.")
+        return path
+
+    # -- uploads ------------------------------------------------------------------------
+    def upload(self, owner: str, data: bytes, filename: str, mime_type: str,
+               display_name: str | None, input_column: str | None,
+               output_column: str | None) -> FileRow:
+        return self.tuning.store_upload(owner, data, filename, mime_type, display_name,
+                                        input_column, output_column)
+
+    def get_file(self, file_id: str, owner: str) -> FileRow:
+        return self.tuning.get_upload(file_id, owner)
+
+    def list_files(self, owner: str, page_size: int, page_token: str | None) -> Page:
+        return self.store.list_files(owner, page_size, page_token)
+
+    def delete_file(self, file_id: str, owner: str) -> None:
+        self.tuning.delete_upload(file_id, owner)
+
+
+def update_problems(fields: dict) -> list[str]:
+    """Every problem with the values of an update, in the words of the Gemini API's fields
+    (the names the Studio and the CLI show too)."""
+    problems = []
+    name = fields.get("display_name")
+    if name and len(name) > MAX_DISPLAY_NAME:
+        problems.append(f"displayName is {len(name)} characters; the limit is "
+                        f"{MAX_DISPLAY_NAME}")
+    problems += sampling_problems(fields.get("temperature"), fields.get("top_p"),
+                                  fields.get("top_k"))
+    return problems
