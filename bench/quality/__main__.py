@@ -8,6 +8,7 @@ another; the base model is scored once per task (it trains on nothing). See docs
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -218,6 +219,11 @@ def targets(results: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if "trl" in args.contenders and importlib.util.find_spec("trl") is None:
+        print("TRL is not installed, so the trl contender cannot run: install it with "
+              "pip install 'tunelab[bench]', or leave it out with --contenders "
+              "base,tunelab,tunelab-gemini.", file=sys.stderr)
+        return 2
     for name in args.tasks:  # fail before any training if a task's data is not as stated
         make_task(name, SEED)
     info = machine()
