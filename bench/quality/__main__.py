@@ -224,6 +224,15 @@ def main(argv: list[str] | None = None) -> int:
               "pip install 'tunelab[bench]', or leave it out with --contenders "
               "base,tunelab,tunelab-gemini.", file=sys.stderr)
         return 2
+    from tunelab.catalog import get_base_model
+    from tunelab.config import Settings
+    from tunelab.errors import TunelabError
+
+    try:  # an unknown base model is said once, not by every run
+        get_base_model(args.base_model, Settings().extra_models)
+    except TunelabError as e:
+        print(e, file=sys.stderr)
+        return 2
     for name in args.tasks:  # fail before any training if a task's data is not as stated
         make_task(name, SEED)
     info = machine()
@@ -274,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             "results": results}, indent=1))
     failed = [r for r in results if "error" in r]
     if failed:
-        print(f"{len(failed)} run(s) failed; each one's output is in its log.txt "
-              "(give --work to keep them).")
+        where = args.work or "DIR (rerun with --work DIR to keep them)"
+        print(f"{len(failed)} run(s) failed; each run's output is in "
+              f"{where}/<task>-<size>-<contender>/log.txt.")
     return 1 if failed else 0
 
 

@@ -101,9 +101,15 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tunelab.errors import TunelabError
+
     args = parse_args(argv)
     quiet_libraries()
-    result = run(args)
+    try:
+        result = run(args)
+    except TunelabError as e:  # a problem tunelab words for users: its words, no traceback
+        print(e, file=sys.stderr)
+        return 1
     args.result.write_text(json.dumps(result, indent=1))
     return 0
 

@@ -57,6 +57,30 @@ def test_unknown_task_is_named_with_the_choices(capsys):
     assert "unknown task poetry" in err and "entities" in err
 
 
+def test_unknown_base_model_is_said_before_any_run(capsys):
+    from bench.quality.__main__ import main
+
+    assert main(["--base-model", "no-such-model", "--contenders", "base"]) == 2
+    err = capsys.readouterr().err
+    assert "Base model 'no-such-model' is not in the catalog" in err
+    assert "Traceback" not in err
+
+
+def test_a_failed_run_is_reported_in_its_row_and_the_exit_status(tmp_path):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.quality", "--base-model", str(folder), "--contenders",
+         "base", "--tasks", "dates", "--sizes", "20", "--tests", "1", "--work",
+         str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert "dates base: FAILED: " in proc.stdout and "no config.json" in proc.stdout
+    assert "| dates | 20 | failed |" in proc.stdout
+    assert (tmp_path / "work" / "dates-0-base" / "log.txt").is_file()
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_targets_are_checked_on_the_cells_run():
     def r(task, size, contender, score, seconds=10.0, kind="extraction"):
         return {"task": task, "size": size, "contender": contender, "score": score,
