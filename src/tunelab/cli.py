@@ -26,6 +26,9 @@ from rich.table import Table
 from tunelab.config import Settings
 from tunelab.errors import DatasetError, TunelabError
 from tunelab.export.cli import register as register_export_commands
+from tunelab.parameters import MAX_DISPLAY_NAME, cli_help
+from tunelab.parameters import HyperparameterSettings as HP
+from tunelab.parameters import TunedModelSettings as TM
 
 app = typer.Typer(
     help="tunelab: tune an open text model on your examples with LoRA, and serve it.",
@@ -102,16 +105,13 @@ def tune(
     base_model: Annotated[
         str | None, typer.Option("--base-model", "-m", help="Catalog name, HF folder or .gguf.")
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the data (default 5).")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Examples per optimizer step (default 4).")
-    ] = None,
+    epochs: Annotated[int | None, typer.Option(help=cli_help(HP, "epoch_count"))] = None,
+    batch_size: Annotated[int | None, typer.Option(help=cli_help(HP, "batch_size"))] = None,
     learning_rate: Annotated[
-        float | None, typer.Option(help="Learning rate (default 0.001).")
+        float | None, typer.Option(help=cli_help(HP, "learning_rate"))
     ] = None,
     learning_rate_multiplier: Annotated[
-        float | None,
-        typer.Option(help="× the base model's recommended learning rate (instead of a rate)."),
+        float | None, typer.Option(help=cli_help(HP, "learning_rate_multiplier")),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output directory (default tuned/…).")
@@ -123,7 +123,8 @@ def tune(
         str | None, typer.Option(help="Submit to a running tunelab service at this URL.")
     ] = None,
     display_name: Annotated[
-        str | None, typer.Option(help="Display name of the tuned model (with --server).")
+        str | None, typer.Option(help="With --server: " + cli_help(TM, "display_name")
+                                 + " Default: the data file's name, cut to fit.")
     ] = None,
     validation: Annotated[
         Path | None,
@@ -155,7 +156,7 @@ def tune(
                 examples,
                 hp,
                 base_model or settings.default_base_model,
-                display_name or data.stem,
+                display_name if display_name is not None else data.stem[:MAX_DISPLAY_NAME],
                 validation=given,
             )
             return

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from tunelab.config import Settings
 from tunelab.errors import TunelabError
+from tunelab.parameters import TunedModelSettings, problems
 
 console = Console()
 err = Console(stderr=True)
@@ -332,7 +333,10 @@ def submit_and_follow(
         },
     }
     if display_name:
-        body["displayName"] = display_name[:40]
+        too_long = problems(TunedModelSettings, {"display_name": display_name})
+        if too_long:  # said before anything is sent, never cut silently
+            raise TunelabError(f"--display-name {too_long[0].message}; give a shorter name.")
+        body["displayName"] = display_name
     if validation:
         body["tuningTask"]["validationData"] = {"examples": {"examples": [
             wire(e) for e in validation]}}

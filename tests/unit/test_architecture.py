@@ -17,7 +17,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "tunelab"
 
-FOUNDATION = {"errors", "config", "fsutil", "ids", "paging", "quiet"}
+FOUNDATION = {"errors", "config", "fsutil", "ids", "paging", "parameters", "quiet"}
 ENGINE = {"catalog", "data", "training", "inference", "examples"}
 WEB = {"api", "studio"}
 ENTRY = {"cli", "cli_service"}

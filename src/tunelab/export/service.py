@@ -17,7 +17,8 @@ from tunelab.errors import AlreadyExists, InvalidArgument
 from tunelab.export.adapter_import import check_adapter, import_adapter
 from tunelab.export.formats import check_options, export_model
 from tunelab.ids import random_id
-from tunelab.jobs.service import ID_RE, MAX_DISPLAY_NAME, TuningService, derive_id
+from tunelab.jobs.service import ID_RE, TuningService, derive_id
+from tunelab.parameters import MAX_DISPLAY_NAME
 from tunelab.store import OperationRow, Store, TunedModelRow
 from tunelab.store.tables import utcnow
 

@@ -14,7 +14,7 @@ import secrets
 import shutil
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.catalog import BaseModelSpec, get_base_model
@@ -31,10 +31,11 @@ from tunelab.errors import (
 )
 from tunelab.fsutil import atomic_write
 from tunelab.ids import random_id
+from tunelab.parameters import TunedModelSettings, sentence
+from tunelab.parameters import problems as problems_of
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
 
 ID_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
-MAX_DISPLAY_NAME = 40
 
 # What google-genai 1.47+ users add so tunings.tune() sends its examples (docs/sdks.md).
 EXTRA_BODY_SNIPPET = (
@@ -123,17 +124,26 @@ class Submitted:
     warnings: list[Problem]
 
 
-def sampling_problems(
-    temperature: float | None, top_p: float | None, top_k: int | None
-) -> list[str]:
-    out = []
-    if temperature is not None and not 0 <= temperature <= 2:
-        out.append(f"temperature must be between 0 and 2, got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        out.append(f"topP must be in (0, 1], got {top_p}")
-    if top_k is not None and top_k < 1:
-        out.append(f"topK must be at least 1, got {top_k}")
-    return out
+@dataclass
+class CreateRequestError(DatasetError):
+    """Every problem with a create request in one answer: its fields' (``request_problems``,
+    each naming its field) and its examples' (``problems``, by row). On the wire both are
+    ``fieldViolations`` (``displayName``, ``examples[17].output``)."""
+
+    request_problems: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        rows = self.problems
+        parts = []
+        if self.request_problems:
+            parts.append("Invalid tuned model: "
+                         + "; ".join(sentence(p) for p in self.request_problems) + ".")
+        if rows:
+            n = len(rows)
+            parts.append(f"The training data has {n} problem{'s' if n != 1 else ''}:\n"
+                         + "\n".join(f"- {p}" for p in rows))
+        self.problems = self.request_problems + rows
+        InvalidArgument.__init__(self, "\n".join(parts))
 
 
 class TuningService:
@@ -151,6 +161,29 @@ class TuningService:
         return self.model_dir(model_id) / "adapter"
 
     # -- create -------------------------------------------------------------------------
+    def request_problems(self, req: TuningRequest) -> list[Problem]:
+        """Every problem with a create request's own fields (not its examples), each naming
+        its field; the limits are ``tunelab/parameters.py``'s."""
+        out = []
+        if req.tuned_model_id is not None and not ID_RE.match(req.tuned_model_id):
+            out.append(Problem(
+                f"'{req.tuned_model_id}' is not valid: use 1-40 lowercase letters, digits and "
+                "hyphens, starting with a letter and not ending with a hyphen",
+                field="tunedModelId"))
+        out += problems_of(TunedModelSettings, {
+            "display_name": req.display_name, "temperature": req.temperature,
+            "top_p": req.top_p, "top_k": req.top_k})
+        if not req.base_model:
+            out.append(Problem("is required, e.g. 'models/"
+                               f"{self.settings.default_base_model}'", field="baseModel"))
+        if req.examples is not None and req.file is not None:
+            out.append(Problem("give examples or file, not both",
+                               field="tuningTask.trainingData"))
+        if req.validation_examples is not None and req.validation_file is not None:
+            out.append(Problem("give examples or file, not both",
+                               field="tuningTask.validationData"))
+        return out
+
     def submit(
         self,
         req: TuningRequest,
@@ -159,68 +192,51 @@ class TuningService:
         from tunelab.data.validate import validate
         from tunelab.training import Hyperparameters, total_steps
 
-        problems: list[str] = []
-        if req.tuned_model_id is not None and not ID_RE.match(req.tuned_model_id):
-            problems.append(
-                f"tunedModelId '{req.tuned_model_id}' is not valid: use 1-40 lowercase letters, "
-                "digits and hyphens, starting with a letter and not ending with a hyphen"
-            )
-        if req.display_name and len(req.display_name) > MAX_DISPLAY_NAME:
-            problems.append(
-                f"displayName is {len(req.display_name)} characters; the limit is "
-                f"{MAX_DISPLAY_NAME}"
-            )
-        problems += sampling_problems(req.temperature, req.top_p, req.top_k)
+        problems = self.request_problems(req)
         hp = Hyperparameters(
             req.epoch_count, req.batch_size, req.learning_rate, req.learning_rate_multiplier
         )
-        problems += [str(p) for p in hp.problems()]
+        problems += hp.problems()
         if req.source_tuned_model:
             raise InvalidArgument(
                 "Tuning on top of a tuned model (tunedModelSource) is not supported yet; "
                 "give baseModel ('models/...') and include the earlier examples instead."
             )
-        if not req.base_model:
-            problems.append("baseModel is required, e.g. 'models/" +
-                            self.settings.default_base_model + "'")
         if req.examples is None and req.file is None:
             raise InvalidArgument(NO_TRAINING_DATA)
-        if req.examples is not None and req.file is not None:
-            problems.append("give trainingData.examples or trainingData.file, not both")
-        if req.validation_examples is not None and req.validation_file is not None:
-            problems.append("give validationData.examples or validationData.file, not both")
-        if problems:
-            raise InvalidArgument("Invalid tuned model: " + "; ".join(problems) + ".")
-
-        spec = get_base_model(req.base_model or "", self.settings.extra_models)
-        if not req.base_model.startswith("models/"):
-            raise InvalidArgument(
-                f"baseModel must look like 'models/{spec.id}', got '{req.base_model}'."
-            )
-        examples = self.load_examples(req.examples, req.file, req.owner)
-        count = count_tokens_for(spec) if count_tokens_for else None
+        spec = None
+        if req.base_model:
+            spec = get_base_model(req.base_model, self.settings.extra_models)
+            if not req.base_model.startswith("models/"):
+                problems.append(Problem(f"must look like 'models/{spec.id}', got "
+                                        f"'{req.base_model}'", field="baseModel"))
+                spec = None
+        # The examples are checked even when the request's fields have problems, so that one
+        # answer names them all (the fields', and the examples' by row).
+        count = count_tokens_for(spec) if count_tokens_for and spec else None
+        context = spec.context_length if count else None
+        examples: list[Example] = []
+        rows: list[Problem] = []
+        warnings: list[Problem] = []
+        if req.examples is None or req.file is None:
+            examples = self.load_examples(req.examples, req.file, req.owner)
+            try:
+                warnings = validate(examples, count_tokens=count, context_length=context,
+                                    location="trainingData" if req.file is None else req.file)
+            except DatasetError as e:
+                rows, warnings = e.problems, e.warnings
         given = None
-        if req.validation_examples is not None or req.validation_file is not None:
+        if (req.validation_examples is None) != (req.validation_file is None):
             given = self.load_examples(req.validation_examples, req.validation_file, req.owner)
             if not given:
-                raise InvalidArgument(
-                    "validationData holds no examples; give at least one, or leave "
-                    "validationData out to let tunelab hold out 10% of 40 or more examples.")
-        try:
-            warnings = validate(
-                examples,
-                count_tokens=count,
-                context_length=spec.context_length if count else None,
-                location="trainingData" if req.file is None else req.file,
-            )
-        except DatasetError as e:
-            if given is not None:  # report the validation data's problems in the same answer
-                e.problems += self._validation_problems(given, req, count, spec)
-            raise
-        if given is not None:
-            problems_v = self._validation_problems(given, req, count, spec)
-            if problems_v:
-                raise DatasetError(problems_v, [])
+                problems.append(Problem(
+                    "holds no examples; give at least one, or leave validationData out to let "
+                    "tunelab hold out 10% of 40 or more examples", field="validationData"))
+            else:  # the validation data's problems are reported in the same answer
+                rows += self._validation_problems(given, req, count, spec)
+        if problems or rows:
+            raise CreateRequestError(rows, warnings, request_problems=problems)
+        assert spec is not None  # a request without problems names a base model
         split = split_validation(examples, given)
         warnings += split.warnings
         train_examples = split.train

@@ -24,14 +24,9 @@ from tunelab.catalog import BaseModelSpec
 from tunelab.config import Settings
 from tunelab.data import Example
 from tunelab.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from tunelab.jobs.service import (
-    MAX_DISPLAY_NAME,
-    Submitted,
-    TuningRequest,
-    TuningService,
-    sampling_problems,
-)
+from tunelab.jobs.service import Submitted, TuningRequest, TuningService
 from tunelab.paging import Page
+from tunelab.parameters import TunedModelSettings, problems, sentence
 from tunelab.store import FileRow, JobRow, OperationRow, SnapshotRow, Store, TunedModelRow
 
 # What an update may change, by the engine's names; each protocol maps its own names onto
@@ -272,13 +267,7 @@ class TunedModels:
 
 
 def update_problems(fields: dict) -> list[str]:
-    """Every problem with the values of an update, in the words of the Gemini API's fields
-    (the names the Studio and the CLI show too)."""
-    problems = []
-    name = fields.get("display_name")
-    if name and len(name) > MAX_DISPLAY_NAME:
-        problems.append(f"displayName is {len(name)} characters; the limit is "
-                        f"{MAX_DISPLAY_NAME}")
-    problems += sampling_problems(fields.get("temperature"), fields.get("top_p"),
-                                  fields.get("top_k"))
-    return problems
+    """Every problem with the values of an update, each naming its field; the limits are
+    ``tunelab/parameters.py``'s, as at create."""
+    values = {k: fields.get(k) for k in ("display_name", "temperature", "top_p", "top_k")}
+    return [sentence(p) for p in problems(TunedModelSettings, values)]

@@ -157,6 +157,18 @@ async def logout(request: Request) -> JSONResponse:
     return resp
 
 
+@router.get("/studio/limits")
+def limits(request: Request) -> JSONResponse:
+    """The limits and meanings of the fields the Studio's forms edit (display name,
+    description, sampling defaults, hyperparameters), from the source the server checks
+    against (``tunelab/parameters.py``), so the page never re-types them. Public: they are
+    what the API documents."""
+    from tunelab.parameters import studio_limits
+
+    settings = request.app.state.settings
+    return JSONResponse(studio_limits(settings.max_description_chars), headers=NO_STORE)
+
+
 def mount(app) -> None:
     """Add the Studio to an app: the routes above and the static files."""
     app.include_router(router)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from tunelab.data.examples import Example
 from tunelab.errors import HyperparameterError, Problem
+from tunelab.parameters import HyperparameterSettings, problems
 from tunelab.training.auto import (
     MIN_LR_RATIO,
     DataShape,
@@ -31,8 +32,6 @@ from tunelab.training.auto import (
 DEFAULT_EPOCH_COUNT = 5
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_LEARNING_RATE = 0.001
-MAX_EPOCH_COUNT = 1000
-MAX_BATCH_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,8 @@ class Hyperparameters:
     learning_rate_multiplier: float | None = None
 
     def problems(self) -> list[Problem]:
-        """Every problem at once, each naming its field."""
+        """Every problem at once, each naming its field; the limits are
+        ``HyperparameterSettings``' (``tunelab/parameters.py``), the one source of them."""
         out = []
         if self.learning_rate is not None and self.learning_rate_multiplier is not None:
             out.append(
@@ -56,22 +56,7 @@ class Hyperparameters:
                     field="learningRateMultiplier",
                 )
             )
-        checks = [
-            ("epochCount", self.epoch_count, 1, MAX_EPOCH_COUNT),
-            ("batchSize", self.batch_size, 1, MAX_BATCH_SIZE),
-        ]
-        for name, value, lo, hi in checks:
-            if value is not None and (not isinstance(value, int) or not lo <= value <= hi):
-                out.append(
-                    Problem(f"must be a whole number from {lo} to {hi}, got {value!r}", field=name)
-                )
-        for name, value in (
-            ("learningRate", self.learning_rate),
-            ("learningRateMultiplier", self.learning_rate_multiplier),
-        ):
-            if value is not None and (not math.isfinite(value) or value <= 0 or value > 1000):
-                out.append(Problem(f"must be a positive number, got {value!r}", field=name))
-        return out
+        return out + problems(HyperparameterSettings, asdict(self))
 
     def validate(self) -> None:
         problems = self.problems()

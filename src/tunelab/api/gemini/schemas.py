@@ -13,6 +13,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from tunelab.parameters import HyperparameterSettings as HP
+from tunelab.parameters import TunedModelSettings as TM
+from tunelab.parameters import api_field
+
 
 class _In(BaseModel):
     model_config = ConfigDict(
@@ -57,10 +61,13 @@ class DatasetIn(_In):
 
 
 class HyperparametersIn(_In):
-    learning_rate: float | None = None
-    learning_rate_multiplier: float | None = None
-    epoch_count: int | None = None
-    batch_size: int | None = None
+    """Limits and meanings from ``tunelab/parameters.py``; a value out of range is reported
+    with every other problem of the request, not by the schema."""
+
+    learning_rate: float | None = api_field(HP, "learning_rate")
+    learning_rate_multiplier: float | None = api_field(HP, "learning_rate_multiplier")
+    epoch_count: int | None = api_field(HP, "epoch_count")
+    batch_size: int | None = api_field(HP, "batch_size")
     # Output-only (tunelab extension), accepted and ignored: a client that PATCHes back the
     # whole model it read sends it.
     choices: list[str] | None = None
@@ -91,11 +98,11 @@ class TunedModelIn(_In):
 
     base_model: str | None = Field(None, description="'models/{id}' of the base model.")
     tuned_model_source: TunedModelSourceIn | None = None
-    display_name: str | None = Field(None, description="At most 40 characters.")
-    description: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
+    display_name: str | None = api_field(TM, "display_name")
+    description: str | None = api_field(TM, "description")
+    temperature: float | None = api_field(TM, "temperature")
+    top_p: float | None = api_field(TM, "top_p")
+    top_k: int | None = api_field(TM, "top_k")
     tuning_task: TuningTaskIn | None = None
     reader_project_numbers: list[int | str] | None = None
     # Output-only, accepted and ignored; state may be an integer enum (2 = ACTIVE).

@@ -12,6 +12,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from tunelab.parameters import HyperparameterSettings as HP
+from tunelab.parameters import api_field
+
 
 class _In(BaseModel):
     model_config = ConfigDict(
@@ -33,12 +36,14 @@ class _Out(BaseModel):
 
 # --------------------------------------------------------------------------- requests
 class SupervisedHyperParametersIn(_Open):
-    epoch_count: int | None = None
-    learning_rate_multiplier: float | None = None
+    """Limits and meanings from ``tunelab/parameters.py``, as the Gemini API's."""
+
+    epoch_count: int | None = api_field(HP, "epoch_count")
+    learning_rate_multiplier: float | None = api_field(HP, "learning_rate_multiplier")
     adapter_size: str | int | None = Field(
         None, description="tunelab tunes rank-8 LoRA adapters: ADAPTER_SIZE_EIGHT (or none).")
-    batch_size: int | None = None
-    learning_rate: float | None = None
+    batch_size: int | None = api_field(HP, "batch_size")
+    learning_rate: float | None = api_field(HP, "learning_rate")
 
 
 class SupervisedTuningSpecIn(_Open):
