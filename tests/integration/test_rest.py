@@ -57,7 +57,7 @@ def test_create_returns_operation_and_finishes(client, tuned):
     assert set(op) == {"name", "metadata", "done", "response"}
     resp = op["response"]
     assert resp["@type"] == "type.googleapis.com/google.ai.generativelanguage.v1beta.TunedModel"
-    assert resp["state"] == "ACTIVE"
+    assert resp["state"] == "ACTIVE" and "cancelled" not in resp
     assert "trainingData" not in resp["tuningTask"]
     hp = resp["tuningTask"]["hyperparameters"]
     assert {k: hp[k] for k in ("epochCount", "batchSize", "learningRate")} == {
@@ -206,7 +206,7 @@ def test_cancel_running_job_keeps_parameters(service, client):
     assert done["error"]["code"] == 1 and "cancelled" in done["error"]["message"]
     assert "response" not in done
     m = client.get(f"/v1beta/{name}").json()
-    assert m["state"] == "ACTIVE"
+    assert m["state"] == "ACTIVE" and m["cancelled"] is True  # a flag, not words to match
     assert "quality is unpredictable" in m["stateMessage"]
     assert done["metadata"]["completedSteps"] < 500
     r = client.post(f"/v1beta/{name}:generateContent",
@@ -228,6 +228,7 @@ def test_cancel_queued_job_and_google_genai_cancel_route(service, client):
     assert done["done"] is True and done["error"]["code"] == 1
     m = client.get(f"/v1beta/{qname}").json()
     assert m["state"] == "FAILED" and "before it started" in m["stateMessage"]
+    assert m["cancelled"] is True
     r = client.post(f"/v1beta/{qname}:generateContent",
                     json={"contents": [{"parts": [{"text": "hi"}]}]})
     assert r.status_code == 400 and r.json()["error"]["status"] == "FAILED_PRECONDITION"

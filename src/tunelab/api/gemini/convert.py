@@ -127,6 +127,7 @@ def tuned_model_fields(
         ),
         state_message=(row.state_message or None) if extensions else None,
         evaluation=evaluation_out(evaluation, row) if extensions else None,
+        cancelled=True if extensions and row.cancelled else None,
     )
 
 

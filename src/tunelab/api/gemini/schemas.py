@@ -106,6 +106,7 @@ class TunedModelIn(_In):
     tuning_task: TuningTaskIn | None = None
     reader_project_numbers: list[int | str] | None = None
     # Output-only, accepted and ignored; state may be an integer enum (2 = ACTIVE).
+    cancelled: bool | None = None
     name: str | None = None
     state: str | int | None = None
     create_time: str | None = None
@@ -251,6 +252,10 @@ class TunedModel(_Out):
     )
     evaluation: Evaluation | None = Field(
         None, description="tunelab extension: the validation set and the per-epoch scores.")
+    cancelled: bool | None = Field(
+        None, description="tunelab extension: true when the tuning was cancelled (the model "
+        "is ACTIVE with what it learned so far, or FAILED when cancelled before it started); "
+        "absent otherwise. Clients test this, not the words of stateMessage.")
 
 
 class TunedModelResponse(TunedModel):
