@@ -79,3 +79,15 @@ def test_the_cli_help_shows_the_servers_ranges(service):
     assert r.returncode == 0, r.stderr
     assert "Examples per optimizer step" in text and "From 1 to 512." in text
     assert "From 1 to 1000." in text and "At most 40 characters." in text
+
+
+def test_sampling_limits_are_one_rule_for_a_tuned_model_and_a_call(client):
+    """A tuned model's sampling defaults and a call's generationConfig are checked against
+    the same limits, in the same words."""
+    for field, value in (("temperature", 2.5), ("topP", 0), ("topK", 0)):
+        r = client.post("/v1beta/tunedModels", json=create_body(**{field: value}))
+        assert r.status_code == 400, r.text
+        said = f"{field} {_violations(r)[field]}"
+        call = client.post("/v1beta/models/tiny-random:generateContent", json={
+            "contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {field: value}})
+        assert call.status_code == 400 and said in call.json()["error"]["message"], call.text

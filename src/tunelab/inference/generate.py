@@ -23,6 +23,7 @@ from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.templates import Turn
 from tunelab.data.batches import encode_prompt
 from tunelab.errors import InvalidArgument, NotFound
+from tunelab.parameters import TunedModelSettings, problems, sentence
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,9 @@ class GenerationConfig:
     seed: int | None = None
 
     def problems(self) -> list[str]:
-        out = []
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            out.append(f"temperature must be between 0 and 2, got {self.temperature}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            out.append(f"topP must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            out.append(f"topK must be at least 1, got {self.top_k}")
+        # the sampling limits are the tuned model's defaults' (tunelab/parameters.py)
+        out = [sentence(p) for p in problems(TunedModelSettings, {
+            "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k})]
         if self.max_output_tokens is not None and self.max_output_tokens < 1:
             out.append(f"maxOutputTokens must be at least 1, got {self.max_output_tokens}")
         if not 1 <= self.candidate_count <= 8:
