@@ -91,3 +91,23 @@ def test_sampling_limits_are_one_rule_for_a_tuned_model_and_a_call(client):
         call = client.post("/v1beta/models/tiny-random:generateContent", json={
             "contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {field: value}})
         assert call.status_code == 400 and said in call.json()["error"]["message"], call.text
+
+
+def test_an_update_reports_every_problem_at_once(client):
+    """PATCH is checked by the tuned-model service against the same limits as a create, every
+    problem in one answer; nothing is changed by a rejected update."""
+    op = client.post("/v1beta/tunedModels", params={"tunedModelId": "patch-limits"},
+                     json=create_body(epochs=1, displayName="Before")).json()
+    r = client.patch("/v1beta/tunedModels/patch-limits",
+                     json={"displayName": "y" * 41, "topP": 0, "temperature": 9})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    for said in ("displayName is 41 characters; the limit is 40",
+                 "topP must be a number above 0 and at most 1, got 0",
+                 "temperature must be a number from 0 to 2, got 9"):
+        assert said in message, message
+    model = client.get("/v1beta/tunedModels/patch-limits").json()
+    assert model["displayName"] == "Before"
+    r = client.patch("/v1beta/tunedModels/patch-limits", json={"displayName": "z" * 40})
+    assert r.status_code == 200 and r.json()["displayName"] == "z" * 40
+    client.post(f"/v1beta/{op['name']}:cancel")

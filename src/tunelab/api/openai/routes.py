@@ -39,6 +39,7 @@ from tunelab.errors import (
 from tunelab.inference.generate import GenerationConfig
 from tunelab.jobs.service import TuningRequest
 from tunelab.models import TunedModels
+from tunelab.parameters import MAX_DISPLAY_NAME
 from tunelab.store import TunedModelRow
 
 router = APIRouter(route_class=OpenAIRoute)
@@ -240,8 +241,10 @@ def create_job(body: s.JobCreate, request: Request, principal: Auth) -> s.Job:
     if problems:
         raise OpenAIInvalid("Invalid hyperparameters: " + "; ".join(problems) + ".",
                             "hyperparameters")
-    if body.suffix is not None and not 1 <= len(body.suffix) <= 40:
-        raise OpenAIInvalid(f"suffix is {len(body.suffix)} characters; give 1 to 40.", "suffix")
+    if body.suffix is not None and not 1 <= len(body.suffix) <= MAX_DISPLAY_NAME:
+        # the suffix is the tuned model's display name: its limit (OpenAI's is the same)
+        raise OpenAIInvalid(f"suffix is {len(body.suffix)} characters; give 1 to "
+                            f"{MAX_DISPLAY_NAME}.", "suffix")
     for field in ("training_file", "validation_file"):
         name = getattr(body, field)
         if name is not None:
