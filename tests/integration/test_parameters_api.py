@@ -29,7 +29,7 @@ def test_a_create_request_reports_field_and_row_problems_together(client):
     assert "example 3" in message  # the row's problem, in the same answer
     found = _violations(r)
     assert {"displayName", "temperature", "batchSize", "examples[2].output"} <= set(found)
-    assert found["batchSize"] == "must be a whole number from 1 to 512, got 1024"
+    assert found["batchSize"] == "batchSize must be a whole number from 1 to 512, got 1024"
     assert not client.get("/v1beta/tunedModels").json().get("tunedModels")
 
 
@@ -87,7 +87,7 @@ def test_sampling_limits_are_one_rule_for_a_tuned_model_and_a_call(client):
     for field, value in (("temperature", 2.5), ("topP", 0), ("topK", 0)):
         r = client.post("/v1beta/tunedModels", json=create_body(**{field: value}))
         assert r.status_code == 400, r.text
-        said = f"{field} {_violations(r)[field]}"
+        said = _violations(r)[field]
         call = client.post("/v1beta/models/tiny-random:generateContent", json={
             "contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {field: value}})
         assert call.status_code == 400 and said in call.json()["error"]["message"], call.text

@@ -138,6 +138,10 @@ class CreateRequestError(DatasetError):
         if self.request_problems:
             parts.append("Invalid tuned model: "
                          + "; ".join(sentence(p) for p in self.request_problems) + ".")
+            # a field's violation reads on its own, as Google's do ("displayName is 41
+            # characters; …"), for a client that shows it away from the field
+            self.request_problems = [Problem(sentence(p), field=p.field)
+                                     for p in self.request_problems]
         if rows:
             n = len(rows)
             parts.append(f"The training data has {n} problem{'s' if n != 1 else ''}:\n"
