@@ -189,7 +189,7 @@ export async function show(main, id) {
     return scored.map((e) => ({ epoch: e.epoch, step: last.get(e.epoch) ?? Math.round(e.epoch * spe), loss: e.validationLoss }))
       .filter((p) => p.step > 0);
   }
-  const cancelled = () => /cancel/i.test(model.stateMessage || "");
+  const cancelled = () => model.cancelled === true;  // the API's flag, not the message's words
   const stepsPerEpoch = () => (op?.metadata?.totalSteps || 0) / (model.tuningTask?.hyperparameters?.epochCount || 1);
 
   /** The epoch whose weights are served: the chosen one, or for a cancelled model (none

@@ -52,7 +52,7 @@ export async function show(main) {
           <label class="field">Base model
             <select name="baseModel" id="base">${bases.map((b) => raw(`<option value="${esc(b.name)}">${esc(b.displayName || b.name)}</option>`))}</select></label>
           <label class="field">Display name <span class="hint">Up to 40 characters; the model's id is made from it.</span>
-            <input type="text" name="displayName" id="display-name" maxlength="60" required placeholder="Support reply writer"></label>
+            <input type="text" name="displayName" id="display-name" maxlength="40" required placeholder="Support reply writer"></label>
           <div class="notice bad" id="name-error" hidden></div>
           <label class="field">Description <span class="hint">Optional.</span>
             <textarea name="description" rows="2"></textarea></label>
@@ -60,9 +60,9 @@ export async function show(main) {
             <summary><b>Advanced settings</b></summary>
             <p class="hint">Total steps = ⌈examples ÷ batch size⌉ × epochs. Left empty, a setting is chosen from your data, and the model page says why. <span id="steps"></span></p>
             <label class="field">Epochs <span class="hint">Passes over the whole data set. Automatic: about 100 steps for a small data set, 5 from 100 examples. Too many can over-fit: the model page shows the validation scores of every epoch, and you can use another epoch afterwards.</span>
-              <input type="number" name="epochCount" min="1" max="1000" step="1" placeholder="Automatic"></label>
+              <input type="number" name="epochCount" min="1" step="1" placeholder="Automatic"></label>
             <label class="field">Batch size <span class="hint">Examples per optimizer step. Automatic: 4 below 1,000 examples, more for larger data sets. Larger batches give smoother but fewer steps.</span>
-              <input type="number" name="batchSize" min="1" max="1024" step="1" placeholder="Automatic"></label>
+              <input type="number" name="batchSize" min="1" step="1" placeholder="Automatic"></label>
             <fieldset><legend>Learning rate</legend>
               <p class="hint" style="margin-top:0">How far each step moves the parameters. The default is the base model's recommended rate (0.001 for the bundled models).</p>
               <label class="row small"><input type="radio" name="lrMode" value="default" checked> Recommended (default)</label>
@@ -243,6 +243,23 @@ export async function show(main) {
     forgetAutoName();
     drawColumns(); drawTable(); drawSummary(); updateCreate();
   });
+
+  // The form's limits come from the server's own source of them (GET /studio/limits), never
+  // re-typed here: the server checks the same numbers.
+  fetch("/studio/limits", { credentials: "same-origin" }).then((r) => (r.ok ? r.json() : null)).then((lim) => {
+    if (!lim) return;
+    const bound = (sel, l) => {
+      const el = $(sel);
+      if (!el || !l) return;
+      if (l.minimum != null) el.min = l.minimum;
+      if (l.maximum != null) el.max = l.maximum;
+    };
+    bound('input[name="epochCount"]', lim.epochCount);
+    bound('input[name="batchSize"]', lim.batchSize);
+    bound('input[name="learningRate"]', lim.learningRate);
+    bound('input[name="learningRateMultiplier"]', lim.learningRateMultiplier);
+    if (lim.displayName?.maxLength) $("#display-name").maxLength = lim.displayName.maxLength;
+  }).catch(() => {});
 
   // The display name follows the loaded file until the user writes one of their own.
   function forgetAutoName() {

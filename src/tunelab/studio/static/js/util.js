@@ -93,7 +93,7 @@ export const modelId = (name) => String(name || "").replace(/^tunedModels\//, ""
 /** The state a person cares about: QUEUED / TUNING / ACTIVE / CANCELLED / FAILED. */
 export function displayState(model, op) {
   if (model.state === "CREATING") return op?.metadata?.queuePosition ? "QUEUED" : "TUNING";
-  if (/cancel/i.test(model.stateMessage || "")) return "CANCELLED";
+  if (model.cancelled === true) return "CANCELLED";  // the API's flag, not the message's words
   return model.state || "STATE_UNSPECIFIED";
 }
 export function badge(state) {
