@@ -23,12 +23,11 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
-from starlette.types import Receive, Scope, Send
 
 from tunelab.api.bounds import BODY_KEY, UPLOAD_HINT, UPLOAD_LIMIT
 from tunelab.api.deps import PRINCIPAL_KEY, authorize_request, current_principal
 from tunelab.api.errors import documented_errors
-from tunelab.api.serving import GenerationSlot
+from tunelab.api.serving import ReleaseAfter
 from tunelab.data.parse import load_json
 
 # Route names (FastAPI's ``name``) with limits or gates of their own.
@@ -113,21 +112,6 @@ class LenientJSONRequest(Request):
         return self._json
 
 
-class _ReleaseAfter:
-    """An ASGI response that gives the generation slot back once it has been sent (a
-    streamed answer holds the model until its last chunk), or failed."""
-
-    def __init__(self, response: Response, slot: GenerationSlot):
-        self.response = response
-        self.slot = slot
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.response(scope, receive, send)
-        finally:
-            self.slot.release()
-
-
 def _guarded(route: APIRoute) -> bool:
     return any(d.call is current_principal for d in route.dependant.dependencies)
 
@@ -187,6 +171,6 @@ class LenientJSONRoute(APIRoute):
             except BaseException:
                 slot.release()
                 raise
-            return _ReleaseAfter(response, slot)  # type: ignore[return-value]
+            return ReleaseAfter(response, slot)  # type: ignore[return-value]
 
         return lenient_handler

@@ -71,6 +71,22 @@ class GenerationSlot:
             self._gate = None
 
 
+class ReleaseAfter:
+    """An ASGI response that gives the generation slot back once it has been sent (a
+    streamed answer holds the model until its last chunk), or failed. Every protocol's route
+    class (Gemini, Vertex, OpenAI) wraps its generation answers in it."""
+
+    def __init__(self, response, slot: GenerationSlot):
+        self.response = response
+        self.slot = slot
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            self.slot.release()
+
+
 class ServingPool:
     def __init__(self, settings: Settings):
         self.settings = settings

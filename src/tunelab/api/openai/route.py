@@ -35,13 +35,13 @@ from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from starlette.routing import Match
-from starlette.types import Receive, Scope, Send
+from starlette.types import Scope
 
 from tunelab.api.bounds import BODY_KEY, UPLOAD_HINT, UPLOAD_LIMIT
 from tunelab.api.deps import PRINCIPAL_KEY, authorize
 from tunelab.api.lenient import LenientJSONRequest
 from tunelab.api.openai.errors import openai_error
-from tunelab.api.serving import GenerationSlot
+from tunelab.api.serving import GenerationSlot, ReleaseAfter
 from tunelab.auth.errors import InsufficientScopes
 from tunelab.auth.principal import Principal
 from tunelab.auth.rules import OWNER, READER, WRITER, Rule
@@ -154,21 +154,6 @@ def required_role(request: Request) -> str:
     return RULES.get(getattr(route, "name", "") or "", STRICTEST).role or OWNER
 
 
-class _ReleaseAfter:
-    """A response that gives the generation slot back once sent (a stream holds the model
-    until its last chunk) or failed."""
-
-    def __init__(self, response: Response, slot: GenerationSlot):
-        self.response = response
-        self.slot = slot
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.response(scope, receive, send)
-        finally:
-            self.slot.release()
-
-
 class OpenAIRoute(APIRoute):
     """Every OpenAI route: matched on a contested path only for OpenAI's requests; the
     caller checked before the body is read; uploads bounded as the Gemini upload is;
@@ -212,7 +197,7 @@ class OpenAIRoute(APIRoute):
                     slot.release()
                 raise
             if slot is not None:
-                return _ReleaseAfter(response, slot)  # type: ignore[return-value]
+                return ReleaseAfter(response, slot)  # type: ignore[return-value]
             return response
 
         return openai_handler
