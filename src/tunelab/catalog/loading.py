@@ -87,7 +87,7 @@ def load_base_model(
     hidden = int(getattr(text, "hidden_size", 0) or 512)
     inner = int(getattr(text, "intermediate_size", 0) or 4 * hidden)
     chosen = choose(precision, device, models_dir, hidden, inner)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=chosen.dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=chosen.dtype)
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     model.to(device)
