@@ -224,6 +224,50 @@ def test_a_crossing_import_is_caught(tmp_path, path, source, rule):
     assert any(rule in b for b in broken), (imps, broken)
 
 
+# The services ``api/app.py`` hangs on ``app.state`` that the rest of the web layer may not
+# call: a tuned model's life (create, read, its files, its adapter) is ``models/service.py``'s
+# (``app.state.models``); ``app.state.tuning`` (``jobs/service.py``) is the layer beneath it.
+BELOW_THE_MODELS_SERVICE = {"tuning": "a tuned model goes through app.state.models "
+                                      "(models/service.py), not the jobs service beneath it"}
+
+
+def state_uses(path: Path, root: Path = SRC) -> list[tuple[str, int, str]]:
+    """(path, line, name) for every ``<anything>.state.<name>`` read in the module."""
+    rel = path.relative_to(root).as_posix()
+    tree = ast.parse(path.read_text(), str(path))
+    return [(rel, node.lineno, node.attr) for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "state"]
+
+
+def services_skipped(root: Path = SRC) -> list[str]:
+    """Every web-layer module (but ``api/app.py``, which builds the services) that calls a
+    service the tuned-model service stands in front of."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.split("/")[0] not in WEB or rel == "api/app.py":
+            continue
+        out += [f"src/tunelab/{p}:{line}: .state.{name}  breaks: {BELOW_THE_MODELS_SERVICE[name]}"
+                for p, line, name in state_uses(path, root) if name in BELOW_THE_MODELS_SERVICE]
+    return out
+
+
+def test_the_web_layer_reaches_tuned_models_through_their_service():
+    found = services_skipped()
+    assert not found, "\n".join(found)
+
+
+def test_a_route_calling_the_jobs_service_is_caught(tmp_path):
+    fake = tmp_path / "tunelab"
+    (fake / "api" / "gemini").mkdir(parents=True)
+    (fake / "api" / "gemini" / "x.py").write_text(
+        "def f(request):\n    return request.app.state.tuning.usable_adapter(None)\n")
+    (fake / "api" / "app.py").write_text("def f(app):\n    app.state.tuning = None\n")
+    (fake / "api" / "ok.py").write_text("def f(request):\n    return request.app.state.models\n")
+    assert [f.split(":")[0] for f in services_skipped(fake)] == ["src/tunelab/api/gemini/x.py"]
+
+
 def test_row_types_in_the_web_layer_are_fine():
     imps = [Import("api/gemini/convert.py", 1, "tunelab.store", ("TunedModelRow", "FileRow"))]
     assert not any(check(i) for i in imps for check in CHECKS.values())

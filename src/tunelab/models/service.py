@@ -256,6 +256,11 @@ class TunedModels:
         return self.tuning.store_upload(owner, data, filename, mime_type, display_name,
                                         input_column, output_column)
 
+    def examples_of_file(self, file: str, owner: str) -> list[Example]:
+        """The examples of the caller's upload ``file`` ('files/ID'), e.g. to score a model
+        on; NOT_FOUND saying how to upload one when the caller has no such file."""
+        return self.tuning.load_examples(None, file, owner)
+
     def get_file(self, file_id: str, owner: str) -> FileRow:
         return self.tuning.get_upload(file_id, owner)
 

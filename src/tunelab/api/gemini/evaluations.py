@@ -23,9 +23,11 @@ from pydantic.alias_generators import to_camel
 from tunelab.api.deps import Principal, current_principal
 from tunelab.api.gemini import schemas as s
 from tunelab.api.lenient import LenientJSONRoute
+from tunelab.auth.rules import READER
 from tunelab.data import Example
 from tunelab.data.split import MAX_VALIDATION
 from tunelab.errors import InvalidArgument
+from tunelab.models import TunedModels
 
 router = APIRouter(route_class=LenientJSONRoute)
 Auth = Annotated[Principal, Depends(current_principal)]
@@ -73,15 +75,17 @@ class EvaluateResponse(_Camel):
     differing_count: int = 0
 
 
+def _models(request: Request) -> TunedModels:
+    return request.app.state.models
+
+
 def _target(request: Request, principal: Principal, name: str):
     """(generator, adapter) for 'models/ID' or 'tunedModels/ID' the caller may call."""
-    from tunelab.auth.rules import READER
-
     pool = request.app.state.pool
     if name.startswith("tunedModels/"):
-        row = request.app.state.accounts.require(name.removeprefix("tunedModels/"),
-                                                 principal.owner, READER)
-        return pool.generator(row.base_model), request.app.state.tuning.usable_adapter(row)
+        models = _models(request)
+        row = models.get(name.removeprefix("tunedModels/"), principal.owner, READER)
+        return pool.generator(row.base_model), models.usable_adapter(row)
     if name.startswith("models/"):
         from tunelab.catalog import get_base_model
 
@@ -105,7 +109,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     if (data.examples is None) == (data.file is None):
         raise InvalidArgument("testData needs examples or a file ('files/ID'), one of the two.")
     if data.file is not None:
-        examples = request.app.state.tuning.load_examples(None, data.file, principal.owner)
+        examples = _models(request).examples_of_file(data.file, principal.owner)
     else:
         examples = [Example(e.text_input or "", e.output) for e in data.examples.examples]
     if not examples:
@@ -117,8 +121,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     name = f"tunedModels/{model_id}"
     others = body.compare_with
     if others is None:
-        row = request.app.state.accounts.require(model_id, principal.owner, "READER")
-        others = [row.base_model]
+        others = [_models(request).get(model_id, principal.owner, READER).base_model]
     if len(others) > MAX_COMPARE:
         raise InvalidArgument(f"compareWith names {len(others)} models; at most {MAX_COMPARE}.")
     names = list(dict.fromkeys([name, *others]))
