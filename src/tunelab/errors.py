@@ -85,12 +85,17 @@ class HyperparameterError(InvalidArgument):
 
 @dataclass(frozen=True)
 class Problem:
-    """One located finding in a dataset: where, which field, what is wrong / what to do."""
+    """One located finding in a dataset: where, which field, what is wrong / what to do.
+
+    A warning also says what kind it is (``code``, e.g. ``DUPLICATE_EXAMPLES``) and which
+    examples it concerns (``rows``), so that a client places it without reading ``message``."""
 
     message: str
     location: str = ""  # e.g. "data.csv, row 7" or "example 3"
     field: str = ""  # e.g. "output"
     row: int | None = None  # 1-based example number, when the finding concerns one example
+    code: str = ""  # the kind of warning (data/validate.py's WARNING_CODES)
+    rows: tuple[int, ...] = ()  # 1-based example numbers a warning concerns
 
     def __str__(self) -> str:
         where = ", ".join(

@@ -191,6 +191,9 @@ MATRIX = {
     "upload_file": ("post", "/v1beta/files", {"files": {"file": ("d.csv", CSV)}},
                      "401 400 400 403 401 403 200 200 200 200"),
     "list_files": ("get", "/v1beta/files", {}, "401 400 400 200 401 403 200 200 200 200"),
+    # the Studio's table: parsed and checked as an upload, nothing stored
+    "preview_dataset": ("post", "/studio/datasets:preview", {"files": {"file": ("d.csv", CSV)}},
+                        "401 400 400 403 401 403 200 200 200 200"),
     "get_file": ("get", "/v1beta/{file}", {}, "401 400 400 200 401 403 200 404 404 404"),
     "delete_file": ("delete", "/v1beta/{fresh_file}", {},
                      "401 400 400 403 401 403 200 404 404 404"),

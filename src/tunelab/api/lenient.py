@@ -31,7 +31,7 @@ from tunelab.api.serving import ReleaseAfter
 from tunelab.data.parse import load_json
 
 # Route names (FastAPI's ``name``) with limits or gates of their own.
-UPLOAD_ROUTES = frozenset({"upload_file"})
+UPLOAD_ROUTES = frozenset({"upload_file", "preview_dataset"})
 GENERATION_ROUTES = frozenset({
     "models.generateContent", "tunedModels.generateContent",
     "models.streamGenerateContent", "tunedModels.streamGenerateContent",

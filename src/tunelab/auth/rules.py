@@ -89,6 +89,9 @@ RULES: dict[str, Rule] = {
     "list_files": _r(True, _READ_TUNED, None, "list your files"),
     "get_file": _r(True, _READ_TUNED, None, "get a file"),
     "delete_file": _r(False, _WRITE_TUNED, None, "delete a file"),
+    # the Studio's table: a dataset parsed and checked as an upload, nothing stored
+    # (studio/preview.py); what reading tuned models needs, and no API key, as uploads
+    "preview_dataset": _r(False, _READ_TUNED, None, "preview a dataset (Studio)"),
     # API keys of the caller's own account (tunelab extension, api/keys.py)
     "list_api_keys": _r(False, _WRITE_TUNED, None, "list your API keys"),
     "create_api_key": _r(False, _WRITE_TUNED, None, "create an API key"),

@@ -11,7 +11,9 @@ where it is, with these conventions:
   line, ``"data.json, example 4"`` / ``"training data, example 4"`` count records.
 
 The returned list is an ``ExampleList``: a plain ``list[Example]`` that also remembers where each
-example came from, so that ``validate`` can name the same rows.
+example came from, so that ``validate`` can name the same rows, and every record as it was read
+(``records``, the bad ones too): ``parse_bytes`` returns them without raising, for a preview
+that shows each row beside its problems (``data/preview.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,24 @@ OUTPUT_KEYS = ("output", "completion")
 
 _MAX_LISTED = 10  # bad-byte lines listed before "and N more"
 _LONG_NUMBER = re.compile(r"-?\d{4301,}")  # Python refuses int() of more than 4,300 digits
-_UNREADABLE = object()  # a JSONL line that is not JSON (already reported)
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    """A JSONL line that is not JSON (already reported); its text is what a preview shows."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record of the source that holds data, as read: ``example`` holds what could be read
+    of it (a value that is not text as its JSON, a missing one as ""), ``readable`` whether it
+    made an example. A problem's ``row`` n is ``records[n - 1]``."""
+
+    label: str
+    example: Example
+    readable: bool = True
 
 
 class ExampleList(list[Example]):
@@ -47,13 +66,19 @@ class ExampleList(list[Example]):
     ``source`` names the whole dataset ("data.csv", "training data"); ``labels[i]`` names example
     ``i`` inside it ("row 2", "line 1", "example 1"). ``validate`` uses them to locate findings;
     anything that treats this as a plain list keeps working (slices are plain lists).
+    ``records`` lists every record that holds data, the unreadable ones too; ``kind`` is the
+    format read ("csv", "json", "jsonl") and ``header`` a CSV's column names.
     """
 
     def __init__(self, examples: Sequence[Example] = (), *, source: str = "",
-                 labels: Sequence[str] = ()) -> None:
+                 labels: Sequence[str] = (), records: Sequence[SourceRecord] = (),
+                 kind: str = "", header: Sequence[str] | None = None) -> None:
         super().__init__(examples)
         self.source = source
         self.labels = list(labels)
+        self.records = list(records)
+        self.kind = kind
+        self.header = list(header) if header is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +90,7 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_-]", "", name).lower()
 
 
-def _find_key(keys: Sequence[str], wanted: str | None, accepted: Sequence[str]) -> list[str]:
+def find_key(keys: Sequence[str], wanted: str | None, accepted: Sequence[str]) -> list[str]:
     """The keys (or column names) that match ``wanted`` if given, else any accepted name."""
     if wanted is not None:
         exact = [k for k in keys if k == wanted]
@@ -106,7 +131,7 @@ def _text(value: Any, where: str, field: str, row: int, problems: list[Problem])
 def _pick(record: dict, wanted: str | None, accepted: Sequence[str], field: str, where: str,
           row: int, problems: list[Problem]) -> str | None:
     keys = [k for k in record if isinstance(k, str)]
-    found = _find_key(keys, wanted, accepted)
+    found = find_key(keys, wanted, accepted)
     if len(found) == 1:
         return _text(record[found[0]], where, field, row, problems)
     kind = "input" if field == "text_input" else "output"
@@ -193,36 +218,60 @@ def _from_chat(record: dict, where: str, row: int, problems: list[Problem],
     return convo[0][1], convo[1][1], system
 
 
+def _shown(value: Any) -> str:
+    """A value as a preview shows it: text as it is, anything else as its JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _shown_field(record: dict, wanted: str | None, accepted: Sequence[str]) -> str:
+    found = find_key([k for k in record if isinstance(k, str)], wanted, accepted)
+    return _shown(record[found[0]]) if len(found) == 1 else ""
+
+
 def _convert(records: Sequence[Any], source: str, labels: Sequence[str],
-             input_key: str | None = None, output_key: str | None = None,
+             input_key: str | None = None, output_key: str | None = None, kind: str = "json",
              ) -> tuple[ExampleList, list[Problem]]:
     """Records (dicts or ``(input, output)`` pairs) → examples, collecting every problem."""
     examples: list[Example] = []
     kept: list[str] = []  # the labels of the examples made
+    read: list[SourceRecord] = []
     problems: list[Problem] = []
     for i, (record, label) in enumerate(zip(records, labels, strict=True)):
         row, where = i + 1, f"{source}, {label}"
-        if record is _UNREADABLE:
+        if isinstance(record, _Unreadable):
+            read.append(SourceRecord(label, Example(record.text, ""), readable=False))
             continue
         system = None
         if isinstance(record, dict) and input_key is None and _is_chat(record):
             text_input, output, system = _from_chat(record, where, row, problems)
+            shown = (text_input, output) if text_input is not None else (_shown(record), "")
         elif isinstance(record, dict):
             text_input = _pick(record, input_key, INPUT_KEYS, "text_input", where, row, problems)
             output = _pick(record, output_key, OUTPUT_KEYS, "output", where, row, problems)
+            shown = (_shown_field(record, input_key, INPUT_KEYS),
+                     _shown_field(record, output_key, OUTPUT_KEYS))
         elif isinstance(record, list | tuple) and len(record) == 2:
             text_input = _text(record[0], where, "text_input", row, problems)
             output = _text(record[1], where, "output", row, problems)
+            shown = (_shown(record[0]), _shown(record[1]))
         else:
             problems.append(Problem(
                 f"is {_describe(record)}; expected an object like "
                 '{"text_input": "...", "output": "..."} or a pair ["input", "output"]',
                 where, "", row))
+            read.append(SourceRecord(label, Example(_shown(record), ""), readable=False))
             continue
         if text_input is not None and output is not None:
             examples.append(Example(text_input, output, system))
             kept.append(label)
-    return ExampleList(examples, source=source, labels=kept), problems
+            read.append(SourceRecord(label, examples[-1]))
+        else:
+            read.append(SourceRecord(label, Example(*shown), readable=False))
+    return ExampleList(examples, source=source, labels=kept, records=read, kind=kind), problems
 
 
 def from_records(records: list, *, location: str = "training data") -> list[Example]:
@@ -286,7 +335,28 @@ def read_bytes(data: bytes, filename: str, *, input_column: str | None = None,
     fields. The file must be UTF-8 (a BOM is fine) and at most ``MAX_FILE_BYTES``. Raises
     ``DatasetError`` with every problem found; see the module docstring for row numbering.
     """
+    examples, problems = parse_bytes(data, filename, input_column=input_column,
+                                     output_column=output_column)
+    if problems:
+        found = problems + content_findings(examples, problems)[0]
+        raise DatasetError(sorted(found, key=lambda p: p.row or 0))
+    return examples
+
+
+def parse_bytes(data: bytes, filename: str, *, input_column: str | None = None,
+                output_column: str | None = None) -> tuple[ExampleList, list[Problem]]:
+    """``read_bytes`` without raising: the examples read (an ``ExampleList`` with every record,
+    the unreadable ones too) and the problems of the parse, by example number. A file that
+    cannot be read as a whole (too big, not UTF-8, empty) has no records and one problem."""
     name = filename or "the file"
+    try:
+        return _parse(data, filename, name, input_column, output_column)
+    except DatasetError as e:
+        return ExampleList(source=name), e.problems
+
+
+def _parse(data: bytes, filename: str, name: str, input_column: str | None,
+           output_column: str | None) -> tuple[ExampleList, list[Problem]]:
     if len(data) > MAX_FILE_BYTES:
         raise DatasetError([_too_big(name, len(data))])
     text = _decode(data, name)
@@ -311,31 +381,32 @@ def read_bytes(data: bytes, filename: str, *, input_column: str | None = None,
     except RecursionError:  # e.g. "[[[[..." thousands deep: the json module gives up
         raise DatasetError([Problem("the JSON is nested too deeply; an example is an object "
                                     "with two text fields", name)]) from None
-    if problems:
-        found = problems + _content_problems(examples, problems)
-        raise DatasetError(sorted(found, key=lambda p: p.row or 0))
-    return examples
+    return examples, problems
 
 
-def _content_problems(examples: ExampleList, problems: list[Problem]) -> list[Problem]:
-    """The content problems (an empty or over-long field) of the examples that did parse, so
-    that a file with a malformed row also reports the empty output three rows further on in the
-    same pass. ``validate`` owns these checks; it runs here on the readable examples only
-    (without the minimum count: the unreadable rows are not counted), and its example numbers
-    are mapped back to the file's, which count the unreadable rows too."""
+def content_findings(examples: ExampleList, problems: list[Problem],
+                     ) -> tuple[list[Problem], list[Problem]]:
+    """The content problems (an empty or over-long field) and the warnings of the examples that
+    did parse, so that a file with a malformed row also reports the empty output three rows
+    further on in the same pass. ``validate`` owns these checks; it runs here on the readable
+    examples only (without the minimum count: the unreadable rows are not counted), and its
+    example numbers are mapped back to the file's, which count the unreadable rows too."""
     from tunelab.data.validate import validate
 
     if not examples:
-        return []
+        return [], []
     try:
-        validate(examples, min_examples=0)
+        found, warnings = [], validate(examples, min_examples=0)
     except DatasetError as e:
-        found = e.problems
-    else:
-        return []
+        found, warnings = e.problems, e.warnings
     bad_rows = {p.row for p in problems if p.row is not None}
     numbers = [n for n in range(1, len(examples) + len(bad_rows) + 1) if n not in bad_rows]
-    return [replace(p, row=numbers[p.row - 1]) if p.row is not None else p for p in found]
+
+    def mapped(p: Problem) -> Problem:
+        return replace(p, row=numbers[p.row - 1] if p.row is not None else None,
+                       rows=tuple(numbers[n - 1] for n in p.rows))
+
+    return [mapped(p) for p in found], [mapped(p) for p in warnings]
 
 
 def _too_big(name: str, size: int) -> Problem:
@@ -411,7 +482,8 @@ def _parse_json(text: str, name: str, input_key: str | None, output_key: str | N
         if e.msg.startswith("Extra data"):  # several values: it is JSON Lines
             return _parse_jsonl(text, name, input_key, output_key)
         where = f"{name}, line {e.lineno}, column {e.colno}"
-        return ExampleList(source=name), [Problem(f"invalid JSON: {e.msg}. {_JSON_CAUSES}", where)]
+        return ExampleList(source=name, kind="json"), [
+            Problem(f"invalid JSON: {e.msg}. {_JSON_CAUSES}", where)]
     return _from_json_value(value, name, input_key, output_key)
 
 
@@ -425,11 +497,11 @@ def _from_json_value(value: Any, name: str, input_key: str | None, output_key: s
         labels = [f"example {i}" for i in range(1, len(value) + 1)]
         return _convert(value, name, labels, input_key, output_key)
     if not isinstance(value, dict):
-        return ExampleList(source=name), [Problem(
+        return ExampleList(source=name, kind="json"), [Problem(
             f"the file holds {_describe(value)}; expected a list of examples "
             '[{"text_input": "...", "output": "..."}, ...]', name)]
     if not any(isinstance(v, list) for v in value.values()):
-        return ExampleList(source=name), [Problem(
+        return ExampleList(source=name, kind="json"), [Problem(
             "the file holds a single object; put the examples in a list "
             '[{"text_input": "...", "output": "..."}, ...], or write one per line as .jsonl',
             name)]
@@ -438,7 +510,7 @@ def _from_json_value(value: Any, name: str, input_key: str | None, output_key: s
     cols = []
     for wanted, accepted, field in ((input_key, INPUT_KEYS, "text_input"),
                                     (output_key, OUTPUT_KEYS, "output")):
-        found = _find_key([k for k in value if isinstance(k, str)], wanted, accepted)
+        found = find_key([k for k in value if isinstance(k, str)], wanted, accepted)
         kind = "input" if field == "text_input" else "output"
         if len(found) != 1:
             problems.append(_column_problem(name, kind, field, found, list(value), wanted,
@@ -449,10 +521,10 @@ def _from_json_value(value: Any, name: str, input_key: str | None, output_key: s
         else:
             cols.append(value[found[0]])
     if problems:
-        return ExampleList(source=name), problems
+        return ExampleList(source=name, kind="json"), problems
     inputs, outputs = cols
     if len(inputs) != len(outputs):
-        return ExampleList(source=name), [Problem(
+        return ExampleList(source=name, kind="json"), [Problem(
             f"the columns have different lengths: {len(inputs)} input(s) and {len(outputs)} "
             "output(s); give exactly one output per input", name)]
     labels = [f"example {i}" for i in range(1, len(inputs) + 1)]
@@ -472,7 +544,7 @@ def _parse_jsonl(text: str, name: str, input_key: str | None, output_key: str | 
         try:
             records.append(load_json(line))
         except json.JSONDecodeError as e:
-            records.append(_UNREADABLE)
+            records.append(_Unreadable(line))
             problems.append(Problem(
                 f"invalid JSON at column {e.colno}: {e.msg}. {_JSON_CAUSES}; each line must "
                 'hold one complete example, e.g. {"text_input": "...", "output": "..."}',
@@ -483,7 +555,7 @@ def _parse_jsonl(text: str, name: str, input_key: str | None, output_key: str | 
             return _from_json_value(load_json(text), name, input_key, output_key)
         except json.JSONDecodeError:
             pass
-    examples, more = _convert(records, name, labels, input_key, output_key)
+    examples, more = _convert(records, name, labels, input_key, output_key, kind="jsonl")
     return examples, sorted(problems + more, key=lambda p: p.row or 0)
 
 
@@ -524,6 +596,7 @@ def _parse_csv(text: str, name: str, delimiter: str | None, input_col: str | Non
     problems: list[Problem] = []
     examples: list[Example] = []
     labels: list[str] = []
+    read: list[SourceRecord] = []  # every data row, when both columns are known
     header: list[str] | None = None
     idx: list[int] = []
     number = 0  # example number (1-based) of data rows
@@ -537,7 +610,7 @@ def _parse_csv(text: str, name: str, delimiter: str | None, input_col: str | Non
                 for wanted, accepted, field, kind in (
                         (input_col, INPUT_KEYS, "text_input", "input"),
                         (output_col, OUTPUT_KEYS, "output", "output")):
-                    found = _find_key(header, wanted, accepted)  # repeats a repeated name
+                    found = find_key(header, wanted, accepted)  # repeats a repeated name
                     if len(found) == 1:
                         idx.append(header.index(found[0]))
                     else:
@@ -548,6 +621,9 @@ def _parse_csv(text: str, name: str, delimiter: str | None, input_col: str | Non
                 continue
             number += 1
             if len(row) != len(header):
+                if len(idx) == 2:
+                    cells = [row[j] if j < len(row) else "" for j in idx]
+                    read.append(SourceRecord(f"row {row_no}", Example(*cells), readable=False))
                 d = "a tab" if delimiter == "\t" else f"'{delimiter}'"
                 problems.append(Problem(
                     f"has {len(row)} field{'s' if len(row) != 1 else ''} but the header "
@@ -559,10 +635,12 @@ def _parse_csv(text: str, name: str, delimiter: str | None, input_col: str | Non
             if len(idx) == 2:
                 examples.append(Example(row[idx[0]], row[idx[1]]))
                 labels.append(f"row {row_no}")
+                read.append(SourceRecord(labels[-1], examples[-1]))
     except csv.Error as e:
         problems.append(Problem(f"the CSV cannot be read: {e}; check the quoting there",
                                 f"{name}, line {reader.line_num}"))
     if header is None:
         problems.append(Problem("the file has no header row; the first row must name the "
                                 "columns, e.g. text_input,output", name))
-    return ExampleList(examples, source=name, labels=labels), problems
+    return ExampleList(examples, source=name, labels=labels, records=read, kind="csv",
+                       header=header), problems

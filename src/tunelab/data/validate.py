@@ -36,6 +36,22 @@ _MAX_ROWS = 10  # rows named in one message before "and N more"
 # (so "http://..." and "10:30" are not labels).
 _LABEL = re.compile(r"^[\s#*>]*([^\W\d_][\w'/-]*(?:[ \t]+[\w'/-]+){0,3})[ \t]*\**:\**(?=\s|$)")
 
+# Each warning's ``code`` (``Problem.code``), with ``rows`` the examples it concerns, so that a
+# client (the Studio) places and words it without reading the message.
+WARNING_CODES = {
+    "DUPLICATE_EXAMPLES": "examples with the same input and output (rows: the copies)",
+    "CONFLICTING_OUTPUTS": "one input with different outputs (rows: those examples)",
+    "MIXED_FORMATS": "inputs or outputs (field) written in several formats (rows: the "
+                     "examples not in the commonest one)",
+    "MIXED_SYSTEM_PROMPTS": "some examples with a system prompt, others without (rows: "
+                            "those without)",
+    "PROMPT_FORMAT": "inputs lacking the preamble or a field label most inputs have (rows: "
+                     "those inputs)",
+    "CONTROL_TOKEN": "a text with a chat-template control token (rows: that example)",
+    "TASK_SIZE": "fewer examples than the Gemini tuning guide recommends for the task type "
+                 "the outputs suggest",
+}
+
 _FORMAT_ADVICE = {
     "input": "The model learns the format of the examples, so prompts in production must match "
              "the training format: write every input in one format, and send prompts in it",
@@ -138,7 +154,8 @@ def _systems(examples: Sequence[Example], where: _Where) -> list[Problem]:
     return [Problem(
         f"{where.rows(without)} {'has' if len(without) == 1 else 'have'} no system prompt while "
         "the other examples have one; give every example the same system prompt (or none), the "
-        "way production requests will be sent", where.source, "system")]
+        "way production requests will be sent", where.source, "system",
+        code="MIXED_SYSTEM_PROMPTS", rows=_numbers(without))]
 
 
 def _prompt_formats(examples: Sequence[Example], where: _Where) -> list[Problem]:
@@ -154,7 +171,8 @@ def _prompt_formats(examples: Sequence[Example], where: _Where) -> list[Problem]
         else:
             what = f"the field label '{f.what}' that the other {f.usual} inputs carry"
         out.append(Problem(f"{where.rows(f.rows)} {verb} {what}. {_FORMAT_ADVICE['input']}",
-                           where.source, "text_input"))
+                           where.source, "text_input", code="PROMPT_FORMAT",
+                           rows=_numbers(f.rows)))
     return out
 
 
@@ -183,7 +201,7 @@ def _task_size(examples: Sequence[Example], where: _Where) -> list[Problem]:
         f"the outputs look like {_TASK_WORDS[task]}{detail}; for this kind of task {advice} "
         f"examples are recommended and {n} were given, so the tuned model may answer new "
         "inputs poorly. Add examples, covering every kind of input production will send",
-        where.source)]
+        where.source, code="TASK_SIZE")]
 
 
 def _control_markers(examples: Sequence[Example], where: _Where) -> list[Problem]:
@@ -201,18 +219,25 @@ def _control_markers(examples: Sequence[Example], where: _Where) -> list[Problem
                     f"the {what} contains '{m.group()}', which looks like a chat-template "
                     "control token. tunelab tunes it as plain text (it cannot end or start a "
                     "turn), so the model learns to write it; remove it unless the model should "
-                    "write it literally", where.at(i), field, i + 1))
+                    "write it literally", where.at(i), field, i + 1, code="CONTROL_TOKEN",
+                    rows=(i + 1,)))
     if len(found) <= _MAX_GROUPS:
         return found
     return [*found[:_MAX_GROUPS], Problem(
         f"and {len(found) - _MAX_GROUPS} more texts with chat-template control tokens",
-        where.source)]
+        where.source, code="CONTROL_TOKEN")]
 
 
-def _capped(groups: list[list[int]], what: str, where: _Where) -> list[Problem]:
+def _numbers(indexes: Sequence[int]) -> tuple[int, ...]:
+    """0-based example indexes as the 1-based example numbers of ``Problem.rows``."""
+    return tuple(i + 1 for i in indexes)
+
+
+def _capped(groups: list[list[int]], what: str, where: _Where, code: str) -> list[Problem]:
     if len(groups) <= _MAX_GROUPS:
         return []
-    return [Problem(f"and {len(groups) - _MAX_GROUPS} more groups of {what}", where.source)]
+    return [Problem(f"and {len(groups) - _MAX_GROUPS} more groups of {what}", where.source,
+                    code=code, rows=_numbers([i for g in groups[_MAX_GROUPS:] for i in g]))]
 
 
 def _duplicates(examples: Sequence[Example], where: _Where) -> list[Problem]:
@@ -223,8 +248,9 @@ def _duplicates(examples: Sequence[Example], where: _Where) -> list[Problem]:
     out = [Problem(
         f"{where.rows(rows)} are identical (the same input and output); a repeated example "
         "counts more in training. Remove the copies unless that weighting is intended",
-        where.at(rows[1]), "", rows[1] + 1) for rows in groups[:_MAX_GROUPS]]
-    return out + _capped(groups, "identical examples", where)
+        where.at(rows[1]), "", rows[1] + 1, code="DUPLICATE_EXAMPLES", rows=_numbers(rows))
+        for rows in groups[:_MAX_GROUPS]]
+    return out + _capped(groups, "identical examples", where, "DUPLICATE_EXAMPLES")
 
 
 def _conflicts(examples: Sequence[Example], where: _Where) -> list[Problem]:
@@ -236,8 +262,10 @@ def _conflicts(examples: Sequence[Example], where: _Where) -> list[Problem]:
     out = [Problem(
         f"{where.rows(rows)} have the same input but different outputs; the model cannot learn "
         "which one to give. Add what decides the answer to the inputs, or keep one output",
-        where.at(rows[0]), "text_input", rows[0] + 1) for rows in groups[:_MAX_GROUPS]]
-    return out + _capped(groups, "same inputs with different outputs", where)
+        where.at(rows[0]), "text_input", rows[0] + 1, code="CONFLICTING_OUTPUTS",
+        rows=_numbers(rows)) for rows in groups[:_MAX_GROUPS]]
+    return out + _capped(groups, "same inputs with different outputs", where,
+                         "CONFLICTING_OUTPUTS")
 
 
 def _label(text: str) -> str | None:
@@ -271,11 +299,13 @@ def _formats(texts: list[str], what: str, field: str, where: _Where) -> list[Pro
         groups = _group({i: f"the label '{x}'" if x else "no label" for i, x in labels.items()})
         if len(groups) > 1:
             out.append(Problem(f"the {what}s start in different ways: "
-                               f"{_mix(groups, 'with', where)}. {advice}", where.source, field))
+                               f"{_mix(groups, 'with', where)}. {advice}", where.source, field,
+                               code="MIXED_FORMATS", rows=_unusual(groups)))
     groups = _group({i: _wrapper(texts[i]) or "plain text" for i in filled})
     if len(groups) > 1:
         out.append(Problem(f"the {what}s are written in different forms: "
-                           f"{_mix(groups, 'as', where)}. {advice}", where.source, field))
+                           f"{_mix(groups, 'as', where)}. {advice}", where.source, field,
+                           code="MIXED_FORMATS", rows=_unusual(groups)))
     return out
 
 
@@ -285,6 +315,11 @@ def _group(kinds: dict[int, str]) -> list[tuple[str, list[int]]]:
     for i, kind in kinds.items():
         by_kind[kind].append(i)
     return sorted(by_kind.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+
+def _unusual(groups: list[tuple[str, list[int]]]) -> tuple[int, ...]:
+    """The examples not written in the commonest kind (those ``_mix`` names)."""
+    return _numbers(sorted(i for _, rows in groups[1:] for i in rows))
 
 
 def _mix(groups: list[tuple[str, list[int]]], verb: str, where: _Where) -> str:

@@ -170,6 +170,9 @@ def limits(request: Request) -> JSONResponse:
 
 
 def mount(app) -> None:
-    """Add the Studio to an app: the routes above and the static files."""
+    """Add the Studio to an app: the routes above, the dataset preview and the static files."""
+    from tunelab.studio.preview import router as preview_router
+
     app.include_router(router)
+    app.include_router(preview_router)
     app.mount("/studio/static", StaticFiles(directory=STATIC), name="studio-static")
