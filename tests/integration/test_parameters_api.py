@@ -33,6 +33,27 @@ def test_a_create_request_reports_field_and_row_problems_together(client):
     assert not client.get("/v1beta/tunedModels").json().get("tunedModels")
 
 
+def test_an_unknown_base_model_is_404_and_names_the_other_problems_in_the_same_answer(client):
+    """The Gemini API answers an unknown base model with 404 NOT_FOUND (the reference, 3.1);
+    the request's other problems come with it, not one round trip later."""
+    body = create_body(baseModel="models/no-such-base", displayName="x" * 41)
+    body["tuningTask"]["trainingData"]["examples"]["examples"][2]["output"] = ""
+    r = client.post("/v1beta/tunedModels", json=body)
+    assert r.status_code == 404, r.text
+    error = r.json()["error"]
+    assert error["status"] == "NOT_FOUND"
+    assert error["message"].startswith(
+        "Invalid tuned model: baseModel 'models/no-such-base' is not a base model of this "
+        "server; give one of ")
+    assert "displayName is 41 characters" in error["message"] and "example 3" in error["message"]
+    found = _violations(r)
+    assert {"baseModel", "displayName", "examples[2].output"} <= set(found)
+    assert "models/tiny-random" in found["baseModel"]
+    alone = client.post("/v1beta/tunedModels", json=create_body(baseModel="models/nope"))
+    assert alone.status_code == 404 and set(_violations(alone)) == {"baseModel"}
+    assert not client.get("/v1beta/tunedModels").json().get("tunedModels")
+
+
 def test_the_studio_limits_and_the_api_schema_are_what_the_server_enforces(client):
     limits = client.get("/studio/limits").json()
     schema = client.get("/openapi.json").json()["components"]["schemas"]

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.catalog import BaseModelSpec, get_base_model
+from tunelab.catalog import BaseModelSpec, get_base_model, list_base_models
 from tunelab.config import Settings
-from tunelab.data import Example
+from tunelab.data import MIN_EXAMPLES, Example
 from tunelab.data.split import split_validation
 from tunelab.errors import (
     DataLoss,
@@ -115,6 +115,7 @@ class TuningRequest:
     validation_examples: list[Example] | None = None
     validation_file: str | None = None
     seed: int | None = None  # the run's seed (OpenAI's ``seed``); else the server's
+    lora_rank: int | None = None  # Vertex's adapterSize; else chosen from the data
 
 
 @dataclass
@@ -128,11 +129,18 @@ class Submitted:
 class CreateRequestError(DatasetError):
     """Every problem with a create request in one answer: its fields' (``request_problems``,
     each naming its field) and its examples' (``problems``, by row). On the wire both are
-    ``fieldViolations`` (``displayName``, ``examples[17].output``)."""
+    ``fieldViolations`` (``displayName``, ``examples[17].output``).
+
+    With ``base_model_unknown`` the answer is NOT_FOUND (404), as the Gemini API answers a
+    base model it does not have, and still names every other problem; the base model's comes
+    first."""
 
     request_problems: list[Problem] = field(default_factory=list)
+    base_model_unknown: bool = False
 
     def __post_init__(self) -> None:
+        if self.base_model_unknown:
+            self.status, self.http_code = NotFound.status, NotFound.http_code
         rows = self.problems
         parts = []
         if self.request_problems:
@@ -198,7 +206,8 @@ class TuningService:
 
         problems = self.request_problems(req)
         hp = Hyperparameters(
-            req.epoch_count, req.batch_size, req.learning_rate, req.learning_rate_multiplier
+            req.epoch_count, req.batch_size, req.learning_rate, req.learning_rate_multiplier,
+            req.lora_rank,
         )
         problems += hp.problems()
         if req.source_tuned_model:
@@ -209,9 +218,14 @@ class TuningService:
         if req.examples is None and req.file is None:
             raise InvalidArgument(NO_TRAINING_DATA)
         spec = None
+        unknown = None
         if req.base_model:
-            spec = get_base_model(req.base_model, self.settings.extra_models)
-            if not req.base_model.startswith("models/"):
+            try:
+                spec = get_base_model(req.base_model, self.settings.extra_models)
+            except NotFound:  # said with the other problems, first (CreateRequestError)
+                unknown = self._unknown_base_model(req.base_model)
+                problems.insert(0, unknown)
+            if spec is not None and not req.base_model.startswith("models/"):
                 problems.append(Problem(f"must look like 'models/{spec.id}', got "
                                         f"'{req.base_model}'", field="baseModel"))
                 spec = None
@@ -239,7 +253,8 @@ class TuningService:
             else:  # the validation data's problems are reported in the same answer
                 rows += self._validation_problems(given, req, count, spec)
         if problems or rows:
-            raise CreateRequestError(rows, warnings, request_problems=problems)
+            raise CreateRequestError(rows, warnings, request_problems=problems,
+                                     base_model_unknown=unknown is not None)
         assert spec is not None  # a request without problems names a base model
         split = split_validation(examples, given)
         warnings += split.warnings
@@ -338,7 +353,12 @@ class TuningService:
 
     def load_examples(self, inline: list[Example] | None, file: str | None,
                       owner: str) -> list[Example]:
-        """Inline examples, or those of the caller's uploaded file ('files/ID')."""
+        """Inline examples, those of the caller's uploaded file ('files/ID'), or those of an
+        object in a bucket (gs://, s3://) read through the configured artifact store."""
+        from tunelab.data.uris import ArtifactStore, bucket_scheme
+
+        if file is not None and bucket_scheme(file):
+            return ArtifactStore(self.settings.artifact_store).examples(file)
         if file is not None:
             frow = self.get_upload(file.removeprefix("files/"), owner)
             return read_examples(self.settings.artifacts_dir / frow.path)
@@ -351,6 +371,13 @@ class TuningService:
         except NotFound:
             raise NotFound(f"File 'files/{file_id}' was not found; upload it with POST "
                            "/v1beta/files.") from None
+
+    def _unknown_base_model(self, name: str) -> Problem:
+        """A base model this server does not have, with the ones it has (a create request
+        names a catalog model: the local folders the CLI may tune are not offered here)."""
+        known = ", ".join(f"models/{s.id}" for s in list_base_models(self.settings.extra_models))
+        return Problem(f"'{name}' is not a base model of this server; give one of {known}",
+                       field="baseModel")
 
     @staticmethod
     def _validation_problems(given: list[Example], req: TuningRequest, count, spec) -> list:
@@ -435,9 +462,12 @@ class TuningService:
         display_name: str | None,
         input_column: str | None,
         output_column: str | None,
+        min_examples: int = MIN_EXAMPLES,
     ) -> FileRow:
         """Parse an uploaded CSV/JSON/JSONL file (every problem reported at once) and keep
-        its examples; the original bytes are kept beside them."""
+        its examples; the original bytes are kept beside them. A protocol whose uploads may
+        be validation data asks for fewer than the training minimum (``min_examples``); a
+        training set's minimum is checked again when a job is created on it."""
         from tunelab.data.parse import read_bytes
 
         if not data:
@@ -449,7 +479,7 @@ class TuningService:
         )
         # Everything that does not depend on the base model is checked now (the token
         # lengths are checked when a tuning job names its base model).
-        warnings = validate(examples, location=filename or "upload")
+        warnings = validate(examples, location=filename or "upload", min_examples=min_examples)
         file_id = random_id(12)
         folder = Path("files") / file_id
         ext = Path(filename or "").suffix or ".dat"
