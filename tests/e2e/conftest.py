@@ -13,11 +13,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
 
-from service_harness import Service  # noqa: E402
+from service_harness import Service, wait_op  # noqa: E402
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 CHROMIUM_ARGS = [
@@ -133,3 +134,56 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}-mobile.png"), full_page=True)
     page.set_viewport_size(size)
     assert width <= 375, f"{name}: the page is {width}px wide at a 375px viewport"
+
+
+def sign_in(page, user: str, password: str | None = None, *, library: bool = True) -> None:
+    """Sign in on the Studio's page (with ``USERS``' password unless one is given); waits for
+    My Library unless ``library`` is False (a one-time password is asked to change first)."""
+    page.goto("/studio/")
+    page.wait_for_selector("#signin")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password or USERS[user])
+    page.keyboard.press("Enter")
+    if library:
+        page.wait_for_selector("h1:has-text('My Library')")
+
+
+def open_model(page, model_id: str) -> None:
+    """The model page, once its title and epochs are drawn."""
+    page.goto(f"/studio/#/models/{model_id}")
+    page.wait_for_selector("#m-title")
+    page.wait_for_selector("#epochs")
+
+
+class Client:
+    """A user's REST client, to set the scene without a browser and to check what a page
+    shows."""
+
+    def __init__(self, svc: Service, user: str):
+        token = svc.oauth_token(username=user, password=USERS[user])
+        self.c = httpx.Client(base_url=svc.url, timeout=120,
+                              headers={"Authorization": f"Bearer {token}"})
+
+    def tune(self, model_id: str, examples: list[dict], *, wait: bool = True, **hp) -> dict:
+        """Tune ``model_id`` on the tiny model; the finished operation (``wait``) or the
+        first answer."""
+        r = self.c.post("/v1beta/tunedModels", params={"tunedModelId": model_id}, json={
+            "displayName": model_id.capitalize(), "baseModel": "models/tiny-random",
+            "tuningTask": {"trainingData": {"examples": {"examples": examples}},
+                           "hyperparameters": hp}})
+        assert r.status_code == 200, r.text
+        return wait_op(self.c, r.json()["name"]) if wait else r.json()
+
+    def share(self, model_id: str, user: str, role: str) -> None:
+        """Share with ``user`` as ``role`` (replacing a share they had)."""
+        perms = self.c.get(f"/v1beta/tunedModels/{model_id}/permissions").json()["permissions"]
+        for p in perms:
+            if p.get("emailAddress") == user:
+                self.c.delete(f"/v1beta/{p['name']}")
+        r = self.c.post(f"/v1beta/tunedModels/{model_id}/permissions",
+                        json={"granteeType": "USER", "emailAddress": user, "role": role})
+        assert r.status_code == 200, r.text
+
+    def roles(self, model_id: str) -> dict:
+        perms = self.c.get(f"/v1beta/tunedModels/{model_id}/permissions").json()["permissions"]
+        return {p.get("emailAddress"): p["role"] for p in perms}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import USERS, screenshot
+from conftest import USERS, screenshot, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -21,15 +21,6 @@ def csv_with_bad_row() -> bytes:
     for i in range(1, ROWS + 1):
         lines.append(f"word {i},{'' if i == BAD_DATA_ROW else f'WORD {i}'}")
     return ("\n".join(lines) + "\n").encode()
-
-
-def sign_in(page, user: str) -> None:
-    page.goto("/studio/")
-    page.wait_for_selector("#signin")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", USERS[user])
-    page.keyboard.press("Enter")
-    page.wait_for_selector("h1:has-text('My Library')")
 
 
 def upload(page, data: bytes, name: str = "words.csv") -> None:
@@ -288,7 +279,10 @@ def test_new_model_warnings_jsonl_and_table_editing(new_page, studio_service):
     page.wait_for_selector("#data-ok")
     for label in ("row 2", "row 22"):
         page.wait_for_selector(f'tr.warn[data-label="{label}"]')
-    assert "identical" in page.locator(".rowmsg.warn").first.inner_text()
+    # placed by the warning's rows and worded by its code, not found in its message's text
+    warning = page.locator(".rowmsg.warn").first
+    assert warning.get_attribute("data-code") == "DUPLICATE_EXAMPLES"
+    assert warning.inner_text().startswith("⚠ Identical examples: rows 2 and 22 are identical")
     page.select_option("#base", "models/tiny-random")
     assert page.locator("#create").is_enabled()
 
@@ -382,13 +376,41 @@ def test_chat_format_file_keeps_its_system_prompt_through_edits(new_page, studio
     assert first.locator(".sysprompt").inner_text() == "System: Shout it."
     assert first.locator("textarea[data-f=input]").input_value() == "word 1"
     assert first.locator("textarea[data-f=output]").input_value() == "WORD 1"
-    # an edit re-uploads the table as chat JSONL: the system prompts are still there, so the
-    # server finds nothing inconsistent
-    with page.expect_response(lambda r: r.url.endswith("/v1beta/files")
+    # an edit sends the table to the server as chat JSONL: the system prompts are still there,
+    # so the server finds nothing inconsistent
+    with page.expect_response(lambda r: r.url.endswith("/studio/datasets:preview")
                               and r.request.method == "POST") as checked:
         first.locator("textarea[data-f=output]").fill("WORD ONE")
-    sent = checked.value.json()
-    assert sent["preview"][0] == {"textInput": "word 1", "output": "WORD ONE",
-                                  "systemInstruction": "Shout it."}
-    assert not sent.get("warnings")
+    read = checked.value.json()
+    assert read["rows"][0] == {"textInput": "word 1", "output": "WORD ONE",
+                               "systemInstruction": "Shout it.", "source": "line 1",
+                               "readable": True}
+    assert read["warnings"] == [] and read["fieldViolations"] == []
     page.wait_for_selector("#data-ok:has-text('20 examples')")
+
+
+def test_pasted_data_gets_the_servers_verdict(new_page, studio_service):
+    """The page parses nothing: pasted text is read by the server (POST
+    /studio/datasets:preview). A create request's body pasted as data (``trainingData`` around
+    the examples), which the Studio's own parser once read as 20 rows, gets the server's
+    verdict and no row; the examples alone are read, as an upload would read them."""
+    import json
+
+    page, _ = new_page()
+    sign_in(page, "bob")
+    page.click("a:has-text('New tuned model')")
+    page.wait_for_selector("#drop")
+    examples = [{"textInput": f"word {i}", "output": f"WORD {i}"} for i in range(1, 21)]
+    page.click("#paste-box summary")
+    page.fill("#paste-text", json.dumps({"trainingData": {"examples": {"examples": examples}}}))
+    page.click("#paste-read")
+    page.wait_for_selector("#data-errors:has-text('single object')")
+    assert page.locator("tr[data-row]").count() == 0
+    assert page.locator("#create").is_disabled()
+    assert page.locator("#display-name").input_value() == ""
+
+    page.fill("#paste-text", json.dumps({"examples": {"examples": examples}}))
+    page.click("#paste-read")
+    page.wait_for_selector("#data-ok:has-text('20 examples')")
+    assert page.locator("tr[data-row]").count() == 20
+    assert page.locator("tr[data-row]").first.get_attribute("data-label") == "example 1"

@@ -6,59 +6,29 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
-from conftest import USERS, screenshot
+from conftest import Client, open_model, screenshot, sign_in
 from service_harness import wait_op
-from test_studio import good_csv, sign_in, upload
+from test_studio import good_csv, upload
 
 pytestmark = pytest.mark.e2e
 
 STEPS_PER_EPOCH = 6  # 24 examples, batch 4
+WORDS = [{"textInput": f"word {i}", "output": f"WORD {i}"} for i in range(1, 25)]
 
 
-def _body(epochs: int, n: int = 24) -> dict:
-    rows = [{"textInput": f"word {i}", "output": f"WORD {i}"} for i in range(1, n + 1)]
-    return {"displayName": "Shared words", "baseModel": "models/tiny-random",
-            "tuningTask": {"trainingData": {"examples": {"examples": rows}},
-                           "hyperparameters": {"epochCount": epochs, "batchSize": 4,
-                                               "learningRate": 0.01}}}
-
-
-class Alice:
-    """alice's REST client, to set the scene without a browser."""
-
-    def __init__(self, svc):
-        token = svc.oauth_token(username="alice", password=USERS["alice"])
-        self.c = httpx.Client(base_url=svc.url, timeout=60,
-                              headers={"Authorization": f"Bearer {token}"})
-
-    def create(self, model_id: str, epochs: int, wait: bool = True) -> dict:
-        r = self.c.post("/v1beta/tunedModels", params={"tunedModelId": model_id},
-                        json=_body(epochs))
-        assert r.status_code == 200, r.text
-        return wait_op(self.c, r.json()["name"]) if wait else r.json()
-
-    def share(self, model_id: str, user: str, role: str) -> None:
-        perms = self.c.get(f"/v1beta/tunedModels/{model_id}/permissions").json()["permissions"]
-        for p in perms:
-            if p.get("emailAddress") == user:
-                self.c.delete(f"/v1beta/{p['name']}")
-        r = self.c.post(f"/v1beta/tunedModels/{model_id}/permissions",
-                        json={"granteeType": "USER", "emailAddress": user, "role": role})
-        assert r.status_code == 200, r.text
-
-    def roles(self, model_id: str) -> dict:
-        perms = self.c.get(f"/v1beta/tunedModels/{model_id}/permissions").json()["permissions"]
-        return {p.get("emailAddress"): p["role"] for p in perms}
+def create(client: Client, model_id: str, epochs: int, wait: bool = True) -> dict:
+    """A model on 24 examples: 6 steps an epoch."""
+    return client.tune(model_id, WORDS, wait=wait, epochCount=epochs, batchSize=4,
+                       learningRate=0.01)
 
 
 @pytest.fixture(scope="module")
 def alice(studio_service):
-    a = Alice(studio_service)
-    a.create("shared-words", 2)
+    a = Client(studio_service, "alice")
+    create(a, "shared-words", 2)
     # a cancelled run: epoch 1 finished, epoch 2 cut short
-    op = a.create("cut-short", 100, wait=False)
+    op = create(a, "cut-short", 100, wait=False)
     wait_op(a.c, op["name"], until=lambda o: o["metadata"]["completedSteps"] >= 8)
     a.c.post("/v1beta/tunedModels/cut-short:cancel")
     wait_op(a.c, op["name"])
@@ -66,17 +36,11 @@ def alice(studio_service):
     a.c.close()
 
 
-def _open(page, model_id: str) -> None:
-    page.goto(f"/studio/#/models/{model_id}")
-    page.wait_for_selector("#m-title")
-    page.wait_for_selector("#epochs")
-
-
 def test_1_each_control_only_for_a_role_that_may_use_it(new_page, alice):
     alice.share("shared-words", "bob", "READER")
     page, _ = new_page()
     sign_in(page, "bob")
-    _open(page, "shared-words")
+    open_model(page, "shared-words")
     assert page.locator("#m-role").get_attribute("data-role") == "READER"
     for control in ("#delete", "#cancel", "#edit", "#share", "#perms", "button[data-epoch]"):
         assert page.locator(control).count() == 0, f"a reader sees {control}"
@@ -85,15 +49,15 @@ def test_1_each_control_only_for_a_role_that_may_use_it(new_page, alice):
 
     page, errors = new_page()
     sign_in(page, "alice")
-    _open(page, "shared-words")
+    open_model(page, "shared-words")
     assert page.locator("#m-role").get_attribute("data-role") == "OWNER"
     for control in ("#delete", "#edit", "#share", "button[data-epoch='1']"):
         assert page.locator(control).count() == 1, f"the owner does not see {control}"
     screenshot(page, "model-owner")
 
     # A failed action says so on the page (here: the model was deleted meanwhile)
-    alice.create("doomed", 1)
-    _open(page, "doomed")
+    create(alice, "doomed", 1)
+    open_model(page, "doomed")
     alice.c.delete("/v1beta/tunedModels/doomed")
     errors.expect("/v1beta/tunedModels/doomed", 404)
     page.click("#delete")
@@ -110,7 +74,7 @@ def test_2_sharing_can_be_changed_and_removed(new_page, alice):
     errors.expect("/v1beta/tunedModels/shared-words/permissions", 409)  # shared already
     errors.expect("/v1beta/tunedModels/shared-words/permissions", 400)  # no such user
     sign_in(page, "alice")
-    _open(page, "shared-words")
+    open_model(page, "shared-words")
     bob = page.locator("#perms li:has-text('bob')")
     bob.wait_for()
     assert bob.locator("select").input_value() == "READER"
@@ -190,7 +154,7 @@ CHART_JS = """() => {
 
 
 def test_4_epoch_marks_only_for_finished_epochs(new_page, alice):
-    op = alice.create("long-marks", 100, wait=False)
+    op = create(alice, "long-marks", 100, wait=False)
     wait_op(alice.c, op["name"], until=lambda o: o["metadata"]["completedSteps"] >= 8)
     page, _ = new_page()
     sign_in(page, "alice")
@@ -235,7 +199,7 @@ def test_4_epoch_marks_only_for_finished_epochs(new_page, alice):
 def test_5_cancelled_model_epoch_panel_is_consistent(new_page, alice):
     page, _ = new_page()
     sign_in(page, "alice")
-    _open(page, "cut-short")
+    open_model(page, "cut-short")
     rows = page.locator("#epochs tbody tr")
     last = rows.last
     assert "partial" in last.inner_text() and "cancelled" in last.inner_text()
@@ -301,7 +265,7 @@ def test_7_column_picker_and_studio_words(new_page, studio_service):
 def test_8_smaller_defects(new_page, alice):
     page, _ = new_page()
     sign_in(page, "alice")
-    _open(page, "shared-words")
+    open_model(page, "shared-words")
     page.click("#code-tabs button:has-text('tunelab CLI')")
     code = page.locator("#code").inner_text()
     tune_again = code[code.index("tunelab tune"):]

@@ -15,9 +15,7 @@ import tarfile
 
 import httpx
 import pytest
-from conftest import USERS, screenshot, start_studio
-from service_harness import wait_op
-from test_studio import sign_in
+from conftest import Client, open_model, screenshot, sign_in, start_studio
 
 pytestmark = pytest.mark.e2e
 
@@ -27,32 +25,6 @@ PREAMBLE = "Say whether the item's number is even or odd."
 def parity(i: int) -> dict:
     """An example in one training format: a preamble, then an "Item:" field."""
     return {"textInput": f"{PREAMBLE}\nItem: item {i}", "output": "even" if i % 2 == 0 else "odd"}
-
-
-class Client:
-    """A user's REST client, to set the scene and to check what the page shows."""
-
-    def __init__(self, svc, user: str):
-        token = svc.oauth_token(username=user, password=USERS[user])
-        self.c = httpx.Client(base_url=svc.url, timeout=120,
-                              headers={"Authorization": f"Bearer {token}"})
-
-    def tune(self, model_id: str, examples: list[dict], **hp) -> dict:
-        r = self.c.post("/v1beta/tunedModels", params={"tunedModelId": model_id}, json={
-            "displayName": model_id.capitalize(), "baseModel": "models/tiny-random",
-            "tuningTask": {"trainingData": {"examples": {"examples": examples}},
-                           "hyperparameters": hp}})
-        assert r.status_code == 200, r.text
-        return wait_op(self.c, r.json()["name"])
-
-    def share(self, model_id: str, user: str, role: str) -> None:
-        perms = self.c.get(f"/v1beta/tunedModels/{model_id}/permissions").json()["permissions"]
-        for p in perms:
-            if p.get("emailAddress") == user:
-                self.c.delete(f"/v1beta/{p['name']}")
-        r = self.c.post(f"/v1beta/tunedModels/{model_id}/permissions",
-                        json={"granteeType": "USER", "emailAddress": user, "role": role})
-        assert r.status_code == 200, r.text
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +46,6 @@ def alice(studio_service):
     a.c.close()
 
 
-def _open(page, model_id: str) -> None:
-    page.goto(f"/studio/#/models/{model_id}")
-    page.wait_for_selector("#m-title")
-    page.wait_for_selector("#epochs")
-
-
 CHART_JS = """() => {
     const svg = document.querySelector('#chart svg');
     return {
@@ -98,7 +64,7 @@ def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new
     assert epochs["advice"]["basis"] == "validation"
     page, _ = new_page()
     sign_in(page, "alice")
-    _open(page, "parity")
+    open_model(page, "parity")
 
     # the table: the base model's row first, then each epoch's losses and scores
     heads = page.locator("#epochs thead th").all_text_contents()
@@ -145,7 +111,7 @@ def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new
     screenshot(page, "model-validation")
 
     # without validation examples: the training-loss advice, labelled so, and no score columns
-    _open(page, "words")
+    open_model(page, "words")
     assert page.locator("#epoch-advice").get_attribute("data-basis") == "training_loss"
     assert page.locator("#epoch-advice").inner_text().startswith("From the training loss:")
     assert "Validation loss" not in page.locator("#epochs thead").inner_text()
@@ -165,7 +131,7 @@ def test_compare_view_scores_models_side_by_side(new_page, alice, tmp_path):
         "compareWith": ["models/tiny-random", "tunedModels/words"]}).json()
     page, _ = new_page()
     sign_in(page, "alice")
-    _open(page, "parity")
+    open_model(page, "parity")
     page.click("#compare")
     page.wait_for_selector("h1:has-text('Compare on test data')")
     assert page.locator("#run-compare").is_disabled()
@@ -207,7 +173,7 @@ def test_compare_view_scores_models_side_by_side(new_page, alice, tmp_path):
 def test_download_only_for_a_role_that_may_export(new_page, alice, studio_service, tmp_path):
     page, _ = new_page()
     sign_in(page, "alice")
-    _open(page, "parity")
+    open_model(page, "parity")
     page.wait_for_selector("#download:not([hidden])")
     options = page.locator("#download select[name=epoch] option").all_inner_texts()
     assert options[0].startswith("The served weights") and "Epoch 1" in options
@@ -227,7 +193,7 @@ def test_download_only_for_a_role_that_may_export(new_page, alice, studio_servic
     alice.share("parity", "bob", "READER")
     page, _ = new_page()
     sign_in(page, "bob")
-    _open(page, "parity")
+    open_model(page, "parity")
     assert page.locator("#download").count() == 0
     assert page.locator("#compare").is_visible()
     # the server agrees: the same URL answers 403 to a reader
@@ -267,7 +233,7 @@ def test_settings_reasons_after_creating_and_on_the_model_page(new_page, alice):
 def test_playground_says_when_a_prompt_lacks_the_training_format(new_page, alice):
     page, _ = new_page()
     sign_in(page, "alice")
-    _open(page, "parity")
+    open_model(page, "parity")
     page.fill("#play input[name=maxOutputTokens]", "3")
     page.fill("#play textarea[name=prompt]", "item 7")
     page.click("#run")
@@ -308,14 +274,6 @@ def test_keys_page_says_why_a_key_was_not_created(new_page, studio_service):
     assert page.locator("#key-error").is_hidden()
 
 
-def _sign_in_as(page, user: str, password: str) -> None:
-    page.goto("/studio/")
-    page.wait_for_selector("#signin")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", password)
-    page.keyboard.press("Enter")
-
-
 def test_a_one_time_password_is_changed_at_first_sign_in(new_page, studio_service):
     # the administrator's way: tunelab users add prints a one-time password
     out = subprocess.run([sys.executable, "-m", "tunelab.cli", "users", "add", "carol"],
@@ -326,7 +284,7 @@ def test_a_one_time_password_is_changed_at_first_sign_in(new_page, studio_servic
 
     page, errors = new_page()
     errors.expect("/v1beta/account:changePassword", 400)   # the wrong password below
-    _sign_in_as(page, "carol", once)
+    sign_in(page, "carol", once, library=False)
     page.wait_for_selector("#one-time")                     # asked first, before the library
     assert page.url.endswith("#/account")
     screenshot(page, "account-one-time")
@@ -348,7 +306,7 @@ def test_a_one_time_password_is_changed_at_first_sign_in(new_page, studio_servic
 
     # the next sign-in goes straight to the library; the page is there to change it again
     page.click("#signout")
-    _sign_in_as(page, "carol", "carol's own words")
+    sign_in(page, "carol", "carol's own words", library=False)
     page.wait_for_selector("h1:has-text('My Library')")
     page.click("nav a:has-text('Account')")
     page.wait_for_selector("#password")

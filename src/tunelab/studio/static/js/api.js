@@ -79,8 +79,8 @@ async function authHeaders() {
   return token ? { Authorization: `Bearer ${token.value}` } : {};
 }
 
-async function send(method, path, { body, query, form, signal } = {}) {
-  const url = new URL(API + "/" + path.replace(/^\//, ""), location.origin);
+async function send(method, path, { body, query, form, signal, root = false } = {}) {
+  const url = new URL(root ? path : API + "/" + path.replace(/^\//, ""), location.origin);
   for (const [k, v] of Object.entries(query || {})) if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
   const headers = await authHeaders();
   let payload;
@@ -112,6 +112,9 @@ export const post = (path, body, query) => api("POST", path, { body, query });
 export const patch = (path, body, query) => api("PATCH", path, { body, query });
 export const del = (path) => api("DELETE", path);
 export const upload = (path, form) => api("POST", path, { form });
+/** The server's reading of a dataset (POST /studio/datasets:preview, with the API's token, as
+ *  an upload): every row, its problems and warnings. The Studio has no parser of its own. */
+export const previewDataset = (form) => api("POST", "/studio/datasets:preview", { form, root: true });
 
 /** Downloads a file the REST API answers with (e.g. an export): fetched with the page's
  *  token (a plain link could not send it), then saved under the name the server gives in

@@ -3,8 +3,8 @@
 // Scores, exact match and latency side by side, then the examples whose answers differ. Any
 // role that may call the model may compare it (the server checks every model named).
 import { get, post, listAll } from "./api.js";
-import { html, render, within, failure, modelId } from "./util.js";
-import { MAX_BYTES, parseText, pastedRows } from "./dataset.js";
+import { html, render, within, failure, modelId, debounce } from "./util.js";
+import { MAX_BYTES, readDataset, tableRows, pastedFile } from "./dataset.js";
 import { fmtScore, metricName } from "./scores.js";
 
 const MAX_EXAMPLES = 100;  // the server scores at most this many per request
@@ -86,24 +86,33 @@ export async function show(main, id) {
     $("#pasted").value = "";
     // bounded before it is read: a test file is at most as large as a training file
     if (f.size > MAX_BYTES) { rows = []; note(`${f.name} was not read: it is ${(f.size / 2 ** 20).toFixed(1)} MB and the limit is 4 MB. ${MAX_EXAMPLES} examples are enough to compare models.`, true); update(); return; }
-    const parsed = parseText(await f.text(), f.name);
-    if (parsed.header && !parsed.rows.length) {
+    // read by the server, as training data is (the Studio has no parser of its own)
+    let read;
+    try { read = await readDataset(f, f.name); } catch (e) { rows = []; note(failure(e, "read the file"), true); update(); return; }
+    if (read.columns && !read.rows.length) {
       rows = [];
-      note(`${f.name} has the columns ${parsed.header.join(", ")}: name the input column text_input (or input, prompt) and the output column output (or completion).`, true);
+      note(`${f.name} has the columns ${read.columns.join(", ")}: name the input column text_input (or input, prompt) and the output column output (or completion).`, true);
       update();
       return;
     }
-    take(parsed.rows, f.name);
+    if (!read.rows.length) { rows = []; note(`${f.name} could not be read: ${read.fieldViolations.map((v) => v.description).join("; ")}.`, true); update(); return; }
+    take(tableRows(read), f.name);
   }
   file.addEventListener("change", () => { takeFile(file.files[0]); file.value = ""; });
   $("#drop").addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); file.click(); } });
-  $("#pasted").addEventListener("input", () => {
+  let pasteSeq = 0;
+  const readPasted = debounce(async () => {
+    const seq = ++pasteSeq;
     const text = $("#pasted").value;
     if (!text.trim()) { rows = []; note(""); update(); return; }
-    const pairs = pastedRows(text.length > MAX_BYTES ? text.slice(0, MAX_BYTES) : text);
-    if (!pairs) { rows = []; note("Paste two columns, input and expected output, separated by a tab (as a spreadsheet copies them).", true); update(); return; }
-    take(pairs.map(([input, output]) => ({ input, output })), "the pasted rows");
-  });
+    const blob = pastedFile(text);
+    if (!blob) { rows = []; note("Paste two columns, input and expected output, separated by a tab (as a spreadsheet copies them).", true); update(); return; }
+    if (blob.size > MAX_BYTES) { rows = []; note("The pasted rows are over 4 MB; 100 examples are enough to compare models.", true); update(); return; }
+    let read;
+    try { read = await readDataset(blob, "pasted rows.tsv"); } catch (e) { if (seq === pasteSeq) { rows = []; note(failure(e, "read the pasted rows"), true); update(); } return; }
+    if (seq === pasteSeq) take(tableRows(read), "the pasted rows");
+  }, 300);
+  $("#pasted").addEventListener("input", () => { rows = []; update(); readPasted(); });
   $("#models").addEventListener("change", update);
 
   $("#models").addEventListener("submit", async (ev) => {

@@ -1,9 +1,22 @@
-// New tuned model: data (file or table) → validation by the server → settings → create.
-// The examples table is an ARIA grid: one tab stop, arrow keys between cells, Enter (or
-// typing) edits a cell, Escape leaves it.
+// New tuned model: data (a file, pasted text or the table) → read and checked by the server
+// (POST /studio/datasets:preview) → settings → upload and create. The page parses nothing
+// itself: the table is the server's reading of the data, its problems and warnings are placed
+// by their structured fields. The examples table is an ARIA grid: one tab stop, arrow keys
+// between cells, Enter (or typing) edits a cell, Escape leaves it.
 import { post, upload, del, listAll } from "./api.js";
 import { html, raw, render, esc, toast, debounce, modelId, within, setLeaveGuard, failure } from "./util.js";
-import { MAX_BYTES, parseText, toUpload, locations, pastedRows } from "./dataset.js";
+import { MAX_BYTES, readDataset, tableRows, pastedFile, toUpload } from "./dataset.js";
+
+// The Studio's words for each kind of warning the server reports (data/validate.py's codes).
+const WARNING_TITLES = {
+  DUPLICATE_EXAMPLES: "Identical examples",
+  CONFLICTING_OUTPUTS: "Same input, different outputs",
+  MIXED_FORMATS: "Mixed formats",
+  MIXED_SYSTEM_PROMPTS: "System prompt on some rows only",
+  PROMPT_FORMAT: "Input format differs",
+  CONTROL_TOKEN: "Chat control token in the text",
+  TASK_SIZE: "Few examples for this kind of task",
+};
 
 const SHOWN_ROWS = 200;
 
@@ -11,10 +24,11 @@ export async function show(main) {
   const [$, $$] = within(main);
   document.title = "New tuned model · tunelab Studio";
   const st = {
-    rows: [], source: null, sourceBytes: null, edited: false,
-    file: null, fileInfo: null, checking: false, rowMsgs: new Map(), general: [], warnings: [],
+    rows: [], source: null, edited: false,
+    ready: 0,   // the examples of the last check that found no problem (0: not ready)
+    checking: false, rowMsgs: new Map(), general: [], warnings: [],
     seq: 0, creating: false, notLoaded: "",
-    header: null, columns: null, columnMsgs: [], sourceText: "", autoName: "",
+    header: null, columns: null, columnMsgs: [], autoName: "",
     cursor: { row: 0, col: 0 },   // the grid's active cell (col 0 input, 1 output, 2 remove)
   };
   const bases = (await listAll("models", "models")).filter((m) => (m.supportedGenerationMethods || []).includes("createTunedModel"));
@@ -31,6 +45,12 @@ export async function show(main) {
             <strong>Choose a file</strong> or drag it here<br>
             <span class="hint">CSV, JSON or JSONL, at most 4 MB, with an input column (<code>text_input</code>) and an <code>output</code> column.</span>
           </label>
+          <details id="paste-box" class="small">
+            <summary>Or paste the data as text</summary>
+            <label class="field">CSV, JSON or JSONL, as a file would hold it
+              <textarea id="paste-text" rows="5" spellcheck="false"></textarea></label>
+            <button type="button" class="btn ghost small" id="paste-read">Read the pasted data</button>
+          </details>
           <div class="row" style="margin-top:.6rem">
             <button type="button" class="btn ghost small" id="add-row">+ Add row</button>
             <button type="button" class="btn ghost small" id="clear">Clear</button>
@@ -137,7 +157,7 @@ export async function show(main) {
           <td role="gridcell" tabindex="-1" data-cell="${i}:0" aria-describedby="${described}">${r.system !== undefined ? html`<div class="small muted sysprompt" title="System prompt">System: ${r.system}</div>` : ""}<textarea tabindex="-1" data-i="${i}" data-f="input" aria-label="Input of ${r.label}" rows="1">${r.input}</textarea></td>
           <td role="gridcell" tabindex="-1" data-cell="${i}:1" aria-describedby="${described}"><textarea tabindex="-1" data-i="${i}" data-f="output" aria-label="Output of ${r.label}" rows="1">${r.output}</textarea></td>
           <td role="gridcell" tabindex="-1" data-cell="${i}:2"><button type="button" tabindex="-1" class="iconbtn" data-remove="${i}" aria-label="Remove ${r.label}" title="Remove">✕</button></td></tr>
-        ${msgs.length ? html`<tr class="msg ${cls}" data-msg-for="${i}" role="presentation"><td colspan="4" id="msg-${i}" role="presentation">${msgs.map((m) => html`<div class="rowmsg ${m.level}">${m.level === "bad" ? "✖ " : "⚠ "}${m.text}</div>`)}</td></tr>` : ""}`;
+        ${msgs.length ? html`<tr class="msg ${cls}" data-msg-for="${i}" role="presentation"><td colspan="4" id="msg-${i}" role="presentation">${msgs.map((m) => html`<div class="rowmsg ${m.level}" data-code="${m.code || ""}">${m.level === "bad" ? "✖ " : "⚠ "}${m.text}</div>`)}</td></tr>` : ""}`;
     })}`);
   }
 
@@ -196,7 +216,7 @@ export async function show(main) {
   function changed() {
     if (!st.edited) { st.edited = true; relabel(); }
     st.notLoaded = "";
-    st.file = null;
+    st.ready = 0;
     st.checking = true;
     drawSummary();
     updateCreate();
@@ -209,14 +229,20 @@ export async function show(main) {
     st.rows[Number(t.dataset.i)][t.dataset.f] = t.value;
     changed();
   });
-  tbody.addEventListener("paste", (ev) => {
+  // Rows copied from a spreadsheet (tab-separated) and pasted into a cell are read by the
+  // server as a TSV file, then written over the table from that cell on.
+  tbody.addEventListener("paste", async (ev) => {
     const t = ev.target.dataset.f ? ev.target : ev.target.closest("td[data-cell]")?.querySelector("textarea");
     if (!t) return;
-    const pairs = pastedRows(ev.clipboardData.getData("text/plain"));
-    if (!pairs) return;
+    const blob = pastedFile(ev.clipboardData.getData("text/plain"));
+    if (!blob) return;
     ev.preventDefault();
+    if (blob.size > MAX_BYTES) { toast("The pasted rows are over 4 MB; paste fewer at a time."); return; }
+    let read;
+    try { read = await readDataset(blob, "pasted rows.tsv"); } catch (e) { toast(failure(e, "read the pasted rows")); return; }
+    const pairs = tableRows(read);
     const at = Number(t.dataset.i);
-    pairs.forEach(([input, output], k) => {
+    pairs.forEach(({ input, output }, k) => {
       if (at + k < st.rows.length) Object.assign(st.rows[at + k], { input, output });
       else st.rows.push({ input, output, label: "" });
     });
@@ -238,8 +264,9 @@ export async function show(main) {
     moveTo(st.rows.length - 1, 0, true);
   });
   $("#clear").addEventListener("click", () => {
-    Object.assign(st, { rows: [], file: null, source: null, edited: false, rowMsgs: new Map(), general: [], warnings: [], checking: false, notLoaded: "",
-      header: null, columns: null, columnMsgs: [], sourceText: "" });
+    st.seq++;   // a check still under way is forgotten
+    Object.assign(st, { rows: [], ready: 0, source: null, edited: false, rowMsgs: new Map(), general: [], warnings: [], checking: false, notLoaded: "",
+      header: null, columns: null, columnMsgs: [] });
     forgetAutoName();
     drawColumns(); drawTable(); drawSummary(); updateCreate();
   });
@@ -269,6 +296,7 @@ export async function show(main) {
   }
   function nameAfter(file) {
     const dn = $("#display-name");
+    if (file.pasted) return;
     if (dn.value && dn.value !== st.autoName) return;
     dn.value = st.autoName = file.name.replace(/\.[^.]+$/, "").replace(/[_-]+/g, " ").slice(0, 40);
   }
@@ -295,10 +323,9 @@ export async function show(main) {
     const input = $("#col-input").value, output = $("#col-output").value;
     st.columns = { input, output };
     st.columnMsgs = input && input === output ? ["Choose two different columns."] : [];
-    const parsed = parseText(st.sourceText, st.source.name, st.columns);
-    st.rows = parsed.rows; st.edited = false; st.file = null; st.rowMsgs = new Map(); st.general = []; st.warnings = [];
+    st.rows = []; st.edited = false; st.ready = 0; st.rowMsgs = new Map(); st.general = []; st.warnings = [];
     drawColumns(); drawTable();
-    if (st.rows.length) validate(); else { drawSummary(); updateCreate(); }
+    if (input && output && input !== output) validate(); else { drawSummary(); updateCreate(); }
   });
 
   // -- files ----------------------------------------------------------------------------
@@ -313,13 +340,11 @@ export async function show(main) {
       drawSummary(); return;
     }
     st.general = []; st.rowMsgs = new Map(); st.warnings = []; st.columnMsgs = [];
-    const text = await f.text();
-    const parsed = parseText(text, f.name);
-    Object.assign(st, { rows: parsed.rows, header: parsed.header || null, columns: parsed.columns || null,
-      source: f, sourceText: text, edited: false, file: null });
+    // the table becomes the server's reading of the file (validate), and the file is what is
+    // uploaded at create until the table is edited
+    Object.assign(st, { rows: [], header: null, columns: null, source: f, edited: false, ready: 0 });
     nameAfter(f);
     drawColumns(); drawTable();
-    if (st.header && !st.rows.length) { drawSummary(); updateCreate(); return; }  // columns to choose first
     validate();
   }
   const input = $("#file");
@@ -329,32 +354,37 @@ export async function show(main) {
   for (const e of ["dragenter", "dragover"]) drop.addEventListener(e, (ev) => { ev.preventDefault(); drop.classList.add("over"); });
   for (const e of ["dragleave", "drop"]) drop.addEventListener(e, () => drop.classList.remove("over"));
   drop.addEventListener("drop", (ev) => { ev.preventDefault(); takeFile(ev.dataTransfer.files[0]); });
+  // Pasted text is read as a file would be (its format found by the server from its content).
+  $("#paste-read").addEventListener("click", () => {
+    const text = $("#paste-text").value;
+    if (!text.trim()) return;
+    const f = new File([text], "pasted data", { type: "text/plain" });
+    f.pasted = true;
+    takeFile(f);
+  });
 
   // -- validation by the server -----------------------------------------------------------
-  function rowIndex(loc) {
-    if (loc.kind === "example") return loc.n - 1 < st.rows.length ? loc.n - 1 : -1;
-    return st.rows.findIndex((r) => r.label === `${loc.kind} ${loc.n}`);
-  }
-  function addRowMsg(i, level, text) {
+  function addRowMsg(i, level, text, code = "") {
     if (!st.rowMsgs.has(i)) st.rowMsgs.set(i, []);
-    st.rowMsgs.get(i).push({ level, text });
+    st.rowMsgs.get(i).push({ level, text, code });
   }
-  /** Warnings (plain sentences) land on the rows they name. */
-  function attachWarnings(messages) {
-    for (const text of messages) {
-      const where = [...new Set(locations(text).map(rowIndex).filter((i) => i >= 0))];
-      if (!where.length) { st.warnings.push(text); continue; }
-      for (const i of where) addRowMsg(i, "warn", text.replace(/^[^:]*?(row|line|example)s? [^:]*: /, ""));
-      if (where.length > 1) st.warnings.push(text);
-    }
-  }
-  // Problems come as field violations: "examples[4].output" names the 5th example the server
-  // read from the upload, "inputColumn" / "outputColumn" a column to choose. sentRows maps an
-  // example back to its table row: a file is sent as loaded (its examples are the table's rows,
-  // in order); the edited table is sent as CSV, where a row with both cells empty is no
-  // example (the server skips blank rows, as in a spreadsheet).
+  // Problems come as field violations: "examples[4].output" names the 5th row the server
+  // read, "inputColumn" / "outputColumn" a column to choose; warnings name their rows in
+  // "examples" (indexes of the same rows) and their kind in "code". sentRows maps those rows
+  // to the table's: a file is sent as loaded (its rows are the table's, in order); the edited
+  // table is sent as CSV, where a row with both cells empty is no example (the server skips
+  // blank rows, as in a spreadsheet).
   let sentRows = [];
   const capital = (t) => t.charAt(0).toUpperCase() + t.slice(1);
+  /** Warnings land on the rows they concern (several rows: listed above the table too). */
+  function attachWarnings(warnings) {
+    for (const w of warnings) {
+      const title = WARNING_TITLES[w.code] || "Warning";
+      const where = [...new Set((w.examples || []).map((k) => sentRows[k]).filter((i) => i !== undefined))];
+      for (const i of where) addRowMsg(i, "warn", `${title}: ${w.message}`, w.code);
+      if (where.length !== 1) st.warnings.push({ title, text: capital(w.message), code: w.code });
+    }
+  }
   function attachViolations(violations) {
     for (const v of violations) {
       const m = /^examples\[(\d+)\]/.exec(v.field || "");
@@ -369,38 +399,41 @@ export async function show(main) {
     }
   }
 
-  async function validate() {
-    if (!st.rows.length && !st.source) { st.checking = false; drawSummary(); updateCreate(); return; }
-    const seq = ++st.seq;
-    st.checking = true; drawSummary(); updateCreate();
-    const form = new FormData();
-    let sending;
+  /** What goes to the server: the file as loaded (with the columns chosen), or the table once
+   *  edited; ``sending`` maps the examples sent to the table's rows (null: the file's rows
+   *  are the table's). */
+  function dataToSend() {
     if (st.edited || !st.source) {
       const { blob, name } = toUpload(st.rows, (st.source?.name || "studio-data").replace(/\.[^.]+$/, ""));
-      form.append("file", blob, name);
       const csv = name.endsWith(".csv");
-      sending = st.rows.map((_, i) => i).filter((i) => !csv || st.rows[i].input !== "" || st.rows[i].output !== "");
-    } else {
-      form.append("file", st.source, st.source.name);
-      if (st.columns?.input && st.columns?.output) {
-        form.append("inputColumn", st.columns.input);
-        form.append("outputColumn", st.columns.output);
-      }
-      sending = st.rows.map((_, i) => i);
+      return { blob, name, columns: null,
+        sending: st.rows.map((_, i) => i).filter((i) => !csv || st.rows[i].input !== "" || st.rows[i].output !== "") };
     }
-    let file = null, error = null;
-    try { file = await upload("files", form); } catch (e) { error = e; }
-    if (seq !== st.seq) { if (file) del(file.name).catch(() => {}); return; }
-    if (st.file) del(st.file.name).catch(() => {});
+    return { blob: st.source, name: st.source.name, columns: st.columns, sending: null };
+  }
+
+  async function validate() {
+    if (!st.rows.length && !st.source) { st.checking = false; st.ready = 0; drawSummary(); updateCreate(); return; }
+    const seq = ++st.seq;
+    st.checking = true; drawSummary(); updateCreate();
+    const { blob, name, columns, sending } = dataToSend();
+    let read = null, error = null;
+    try { read = await readDataset(blob, name, columns); } catch (e) { error = e; }
+    if (seq !== st.seq) return;
     st.checking = false; st.rowMsgs = new Map(); st.general = []; st.warnings = []; st.columnMsgs = [];
-    sentRows = sending;
-    if (file) {
-      st.file = file;
-      attachWarnings(file.warnings || []);
+    st.ready = 0;
+    if (read) {
+      if (sending === null) {   // the file as loaded: the table is the server's reading of it
+        st.rows = tableRows(read);
+        st.header = read.columns || null;
+        st.columns = read.columns ? { input: read.inputColumn || st.columns?.input || "", output: read.outputColumn || st.columns?.output || "" } : null;
+        sentRows = st.rows.map((_, i) => i);
+      } else sentRows = sending;
+      attachViolations(read.fieldViolations);
+      attachWarnings(read.warnings);
+      if (!read.fieldViolations.length) st.ready = read.exampleCount;
     } else {
-      st.file = null;
-      if (error.violations?.length) attachViolations(error.violations);
-      else st.general.push(error.status === 400 ? error.message : failure(error, "check the data"));
+      st.general.push(error.status === 400 || error.status === 413 ? error.message : failure(error, "check the data"));
     }
     drawColumns(); drawTable(); drawSummary(); updateCreate();
   }
@@ -415,11 +448,11 @@ export async function show(main) {
     else if (st.general.length || nBad) {
       parts.push(html`<div class="notice bad" role="alert" id="data-errors"><b>Fix ${nBad ? `${nBad} row${nBad === 1 ? "" : "s"}` : "the data"} before creating the model.</b>
         ${st.general.length ? html`<ul>${st.general.map((g) => html`<li>${g}</li>`)}</ul>` : ""}</div>`);
-    } else if (st.file) {
-      parts.push(html`<div class="notice ok" id="data-ok">✔ ${st.file.exampleCount} examples checked by the server: ready to tune.</div>`);
+    } else if (st.ready) {
+      parts.push(html`<div class="notice ok" id="data-ok">✔ ${st.ready} examples checked by the server: ready to tune.</div>`);
     }
     if (!st.checking && st.warnings.length) {
-      parts.push(html`<div class="notice warn"><b>Warnings</b> (the model can still be created):<ul>${st.warnings.map((w) => html`<li>${w}</li>`)}</ul></div>`);
+      parts.push(html`<div class="notice warn" id="data-warnings"><b>Warnings</b> (the model can still be created):<ul>${st.warnings.map((w) => html`<li data-code="${w.code}"><b>${w.title}:</b> ${w.text}</li>`)}</ul></div>`);
     }
     render(box, html`${parts}`);
   }
@@ -465,7 +498,7 @@ export async function show(main) {
     if (!n && st.header) why = "Choose the input and output columns of the file.";
     else if (!n && !st.source) why = "Add training data to continue.";
     else if (st.checking) why = "Waiting for the data check…";
-    else if (!st.file) why = "Fix the data errors shown next to the rows.";
+    else if (!st.ready) why = "Fix the data errors shown next to the rows.";
     else if (!name) why = "Give the model a display name.";
     else if (name.length > 40 || problems.length) why = "Fix the settings above.";
     $("#create").disabled = Boolean(why) || st.creating;
@@ -482,18 +515,29 @@ export async function show(main) {
     const err = $("#create-error");
     err.hidden = true;
     st.creating = true; updateCreate();
+    let file = null;
     try {
+      // the data checked is uploaded now, and the model tuned on the upload
+      const { blob, name, columns } = dataToSend();
+      const data = new FormData();
+      data.append("file", blob, name);
+      if (columns?.input && columns?.output) {
+        data.append("inputColumn", columns.input);
+        data.append("outputColumn", columns.output);
+      }
+      file = await upload("files", data);
       const op = await post("tunedModels", {
         displayName: f.displayName.value.trim(),
         description: f.description.value.trim() || undefined,
         baseModel: f.baseModel.value,
-        tuningTask: { hyperparameters: hp, trainingData: { file: st.file.name } },
+        tuningTask: { hyperparameters: hp, trainingData: { file: file.name } },
       });
       const id = modelId(op.metadata.tunedModel);
       // the model page shows the settings chosen, with the reason for each, once
       sessionStorage.setItem("tunelab-created", JSON.stringify({
         model: op.metadata.tunedModel, choices: op.metadata.hyperparameterChoices || [] }));
-      del(st.file.name).catch(() => {});
+      del(file.name).catch(() => {});   // the model keeps its own copy of the examples
+      file = null;
       setLeaveGuard(null);   // the examples are the model's now
       toast("Tuning started");
       location.hash = `#/models/${id}`;
@@ -505,6 +549,7 @@ export async function show(main) {
       } else err.textContent = e.status === 400 ? e.message : failure(e, "create the model");
       err.hidden = false;
     } finally {
+      if (file) del(file.name).catch(() => {});   // not tuned on: nothing to keep
       st.creating = false; updateCreate();
     }
   });
