@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -94,6 +95,26 @@ class Settings(BaseSettings):
     ray_num_gpus: float = Field(
         default=0.0, description="GPUs one Ray training task asks for (1 to train on a GPU node)."
     )
+    artifact_store: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Buckets tuning datasets may be read from, by URI scheme: JSON {"s3": '
+        '{...}, "gs": {...}}, each scheme\'s fsspec options (s3fs: endpoint_url, key, secret, '
+        'client_kwargs; gcsfs: project, token, endpoint_url). {} takes the package\'s usual '
+        "credentials (AWS_* variables or an instance role; Application Default Credentials). "
+        "A scheme not listed is refused with what to do; a dataset read is bounded like an "
+        "upload (4 MB). Needs pip install 'tunelab[s3]' / 'tunelab[gcs]'; docs/sdks.md.",
+    )
+    vertex_project: str | None = Field(
+        default=None,
+        description="The one project the Vertex AI routes serve (projects/{project}/…); "
+        "another is answered 403 PERMISSION_DENIED, as Vertex answers a project the caller "
+        "has no access to. Not set: any project works and only comes back in the names.",
+    )
+    vertex_location: str | None = Field(
+        default=None,
+        description="The one location the Vertex AI routes serve (…/locations/{location}/…), "
+        "like vertex_project. Not set: any location works.",
+    )
     step_delay_seconds: float = Field(
         default=0.0,
         description="Testing only: a worker sleeps this long after each training step, so tests "
@@ -157,6 +178,15 @@ class Settings(BaseSettings):
         description="How fast a client address earns back wrong-credential requests after a "
         "burst (a sustained rate this low cannot search the 256-bit key space).",
     )
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _known_schemes(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = sorted(set(value) - {"gs", "s3"})
+        if unknown:
+            raise ValueError(f"names {', '.join(unknown)}: tunelab reads datasets from the "
+                             "schemes gs and s3 only")
+        return value
 
     @property
     def credentials_file(self) -> Path:

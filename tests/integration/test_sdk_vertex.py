@@ -8,12 +8,20 @@ other way round."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import httpx
 import pytest
-from service_harness import create_body, wait_op
+from service_harness import Service, create_body, free_port, wait_op
+
+from tunelab.data.parse import MAX_FILE_BYTES
 
 genai = pytest.importorskip("google.genai")
 from google.genai import errors, types  # noqa: E402
@@ -157,9 +165,10 @@ def test_what_tunelab_cannot_do_is_refused_with_what_to_do(service):
     train = upload(service, vertex_data(), "more.jsonl")
     cases = [
         (types.TuningDataset(gcs_uri="gs://bucket/train.jsonl"), {},
-         ["no artifact store", "POST /v1beta/files", "'files/ID'"]),
-        (types.TuningDataset(gcs_uri=train), {"adapter_size": "ADAPTER_SIZE_FOUR"},
-         ["rank 8", "leave adapter_size out or set ADAPTER_SIZE_EIGHT"]),
+         ["reads no gs:// datasets", "TUNELAB_ARTIFACT_STORE", "POST /v1beta/files",
+          "'files/ID'"]),
+        (types.TuningDataset(gcs_uri="https://example.org/train.jsonl"), {},
+         ["not a dataset this server can read", "gs:// or s3://", "'files/ID'"]),
         (types.TuningDataset(gcs_uri=train), {"labels": {"team": "search"}},
          ["does not support labels", "supervised tuning", "Leave the others out"]),
         (types.TuningDataset(gcs_uri=train), {"base": "projects/p/locations/l/models/m"},
@@ -197,3 +206,201 @@ def test_an_api_key_may_call_the_model_but_not_create_or_cancel(service, tuned):
                          "generationConfig": {"maxOutputTokens": 3}}, timeout=60)
     assert r.status_code == 200, r.text
     assert httpx.get(f"{base}/tuningJobs", headers=key).status_code == 200
+
+
+# ------------------------------------------------------------ datasets in a bucket, pinning
+# Real S3 and GCS servers on 127.0.0.1: moto's server (IAM enforced, so a denied object is a
+# real 403) and gcp-storage-emulator (the GCS JSON API), read by tunelab through s3fs and
+# gcsfs as an operator configures them.
+PROJECT, LOCATION = "acme-tuning", "europe-west4"
+NO_AUTH_ACTIONS = 3  # moto answers this many requests unsigned: the IAM set-up below
+
+
+def _listening(port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the store server exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.fixture(scope="module")
+def stores():
+    """An S3 server whose user 'tunelab' may read every object but private/, and a GCS
+    server, each with datasets in Vertex's JSONL format."""
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("s3fs")
+    gcsfs = pytest.importorskip("gcsfs")
+    emulator = shutil.which("gcp-storage-emulator") or str(
+        Path(sys.executable).with_name("gcp-storage-emulator"))
+    s3_port, gs_port = free_port(), free_port()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                          str(s3_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(NO_AUTH_ACTIONS)}),
+        subprocess.Popen([emulator, "start", "--host", "127.0.0.1", "--port", str(gs_port),
+                          "--in-memory"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    try:
+        _listening(s3_port, procs[0])
+        _listening(gs_port, procs[1])
+        s3_url, gs_url = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{gs_port}"
+        iam = boto3.client("iam", endpoint_url=s3_url, region_name="us-east-1",
+                           aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam.create_user(UserName="tunelab")
+        key = iam.create_access_key(UserName="tunelab")["AccessKey"]
+        iam.put_user_policy(UserName="tunelab", PolicyName="datasets", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                {"Effect": "Deny", "Action": "s3:GetObject",
+                 "Resource": "arn:aws:s3:::datasets/private/*"}]}))
+        s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1",
+                          aws_access_key_id=key["AccessKeyId"],
+                          aws_secret_access_key=key["SecretAccessKey"])
+        s3.create_bucket(Bucket="datasets")
+        for name, body in [("train.jsonl", vertex_data(20)), ("valid.jsonl", vertex_data(3)),
+                           ("private/train.jsonl", vertex_data(20)),
+                           ("huge.jsonl", b"x" * (MAX_FILE_BYTES + 1)),
+                           ("broken.jsonl", vertex_data(19) + b"{not json\n")]:
+            s3.put_object(Bucket="datasets", Key=name, Body=body)
+        # gcsfs's plain filesystem: its default one first asks the server over gRPC for the
+        # bucket's layout, which an emulator does not serve (the server below is told so)
+        gs = gcsfs.core.GCSFileSystem(endpoint_url=gs_url, token="anon", project="test",
+                                      skip_instance_cache=True)
+        gs.mkdir("vertex-data")
+        gs.pipe_file("vertex-data/train.jsonl", vertex_data(20))
+        yield {"s3": {"endpoint_url": s3_url, "key": key["AccessKeyId"],
+                      "secret": key["SecretAccessKey"],
+                      "config_kwargs": {"retries": {"max_attempts": 1}}},
+               "gs": {"endpoint_url": gs_url, "token": "anon", "project": "test"}}, procs
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(30)
+
+
+@pytest.fixture(scope="module")
+def bucket_service(stores, tmp_path_factory):
+    """A server that reads s3:// and gs:// datasets, and serves one project and location."""
+    options, _ = stores
+    svc = Service(tmp_path_factory.mktemp("buckets"), env={
+        "TUNELAB_ARTIFACT_STORE": json.dumps(options),
+        "TUNELAB_VERTEX_PROJECT": PROJECT, "TUNELAB_VERTEX_LOCATION": LOCATION,
+        # gcsfs asks a GCS server for the bucket's layout over gRPC first; an emulator has none
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}).start()
+    yield svc
+    svc.stop()
+
+
+def test_datasets_in_s3_and_gcs_buckets_tune_with_the_adapter_size_asked(bucket_service):
+    client = vertex_client(bucket_service, PROJECT, LOCATION)
+    job = client.tunings.tune(
+        base_model="tiny-random",
+        training_dataset=types.TuningDataset(gcs_uri="s3://datasets/train.jsonl"),
+        config=types.CreateTuningJobConfig(
+            validation_dataset=types.TuningValidationDataset(
+                gcs_uri="s3://datasets/valid.jsonl"),  # 3 examples: any number from 1
+            epoch_count=2, batch_size=4, learning_rate=0.01,
+            adapter_size=types.AdapterSize.ADAPTER_SIZE_FOUR),
+    )
+    gs_job = client.tunings.tune(
+        base_model="tiny-random",
+        training_dataset=types.TuningDataset(gcs_uri="gs://vertex-data/train.jsonl"),
+        config=types.CreateTuningJobConfig(epoch_count=1, batch_size=4),
+    )
+    done, gs_done = wait_job(client, job.name), wait_job(client, gs_job.name)
+    assert done.state == gs_done.state == types.JobState.JOB_STATE_SUCCEEDED
+    spec = done.supervised_tuning_spec
+    assert spec.training_dataset_uri == "s3://datasets/train.jsonl"
+    assert spec.validation_dataset_uri == "s3://datasets/valid.jsonl"
+    assert spec.hyper_parameters.adapter_size == types.AdapterSize.ADAPTER_SIZE_FOUR
+    assert done.tuning_data_stats.supervised_tuning_data_stats.tuning_dataset_example_count \
+        == 20
+    job_id = done.name.rsplit("/", 1)[1]
+    adapter = json.loads((bucket_service.home / "artifacts" / "tuned" / job_id / "adapter"
+                          / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
+    assert gs_done.supervised_tuning_spec.training_dataset_uri == \
+        "gs://vertex-data/train.jsonl"
+    assert gs_done.supervised_tuning_spec.hyper_parameters.adapter_size == \
+        types.AdapterSize.ADAPTER_SIZE_EIGHT  # chosen from the data: fewer than 1,000
+    r = client.models.generate_content(model=gs_done.tuned_model.endpoint, contents="word 3",
+                                       config=types.GenerateContentConfig(max_output_tokens=3))
+    assert r.candidates[0].finish_reason is not None
+
+
+@pytest.mark.parametrize("uri, code, words", [
+    ("s3://datasets/missing.jsonl", 400, ["'s3://datasets/missing.jsonl' was not found"]),
+    ("s3://datasets/private/train.jsonl", 403,
+     ["may not read 's3://datasets/private/train.jsonl'", "read access", "POST /v1beta/files"]),
+    ("s3://datasets/huge.jsonl", 400, [f"holds {MAX_FILE_BYTES + 1:,} bytes", "at most"]),
+    ("s3://datasets/broken.jsonl", 400, ["s3://datasets/broken.jsonl, line 20"]),
+    ("s3://datasets", 400, ["does not name one object"]),
+    ("gs://vertex-data/nope.jsonl", 400, ["'gs://vertex-data/nope.jsonl' was not found"]),
+])
+def test_bucket_problems_say_what_to_do(bucket_service, uri, code, words):
+    client = vertex_client(bucket_service, PROJECT, LOCATION)
+    with pytest.raises(errors.ClientError) as e:
+        client.tunings.tune(base_model="tiny-random",
+                            training_dataset=types.TuningDataset(gcs_uri=uri))
+    assert e.value.code == code, e.value.message
+    for w in words:
+        assert w in e.value.message, (w, e.value.message)
+    assert str(bucket_service.home) not in e.value.message and "Traceback" not in \
+        e.value.message
+
+
+def test_adapter_sizes_map_to_ranks_and_others_are_refused(bucket_service):
+    client = vertex_client(bucket_service, PROJECT, LOCATION)
+    job = client.tunings.tune(
+        base_model="tiny-random",
+        training_dataset=types.TuningDataset(gcs_uri="s3://datasets/train.jsonl"),
+        config=types.CreateTuningJobConfig(epoch_count=1, batch_size=4,
+                                           adapter_size="ADAPTER_SIZE_THIRTY_TWO"))
+    assert job.supervised_tuning_spec.hyper_parameters.adapter_size == \
+        types.AdapterSize.ADAPTER_SIZE_THIRTY_TWO
+    wait_job(client, job.name)
+    base = f"{bucket_service.url}/v1/projects/{PROJECT}/locations/{LOCATION}/tuningJobs"
+    body = {"baseModel": "tiny-random", "supervisedTuningSpec": {
+        "trainingDatasetUri": "s3://datasets/train.jsonl",
+        "hyperParameters": {"adapterSize": "ADAPTER_SIZE_SIXTY_FOUR"}}}
+    r = httpx.post(base, json=body, headers={"Authorization": f"Bearer {bucket_service.token}"})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "ADAPTER_SIZE_SIXTY_FOUR" in message and "ADAPTER_SIZE_ONE, ADAPTER_SIZE_TWO, " \
+        "ADAPTER_SIZE_FOUR, ADAPTER_SIZE_EIGHT, ADAPTER_SIZE_SIXTEEN, ADAPTER_SIZE_THIRTY_TWO" \
+        in message
+
+
+@pytest.mark.parametrize("project, location", [("other", LOCATION), (PROJECT, "us-central1")])
+def test_a_pinned_project_and_location_refuse_others(bucket_service, project, location):
+    client = vertex_client(bucket_service, project, location)
+    for call in (lambda: list(client.tunings.list()),
+                 lambda: client.tunings.get(name=f"projects/{project}/locations/{location}/"
+                                                 "tuningJobs/any")):
+        with pytest.raises(errors.ClientError) as e:
+            call()
+        assert e.value.code == 403 and e.value.status == "PERMISSION_DENIED"
+        assert f"projects/{project}/locations/{location}" in e.value.message
+        assert f"serves project '{PROJECT}' in location '{LOCATION}' only" in e.value.message
+    r = httpx.get(f"{bucket_service.url}/v1/projects/{project}/locations/{location}/tuningJobs")
+    assert r.status_code == 401  # credentials are checked first, as Vertex does
+    assert list(vertex_client(bucket_service, PROJECT, LOCATION).tunings.list())
+
+
+def test_an_unreachable_store_is_503_with_retry_advice(bucket_service, stores):
+    """Last: it stops the S3 server."""
+    _, procs = stores
+    procs[0].terminate()
+    procs[0].wait(30)
+    client = vertex_client(bucket_service, PROJECT, LOCATION)
+    with pytest.raises(errors.ServerError) as e:
+        client.tunings.tune(base_model="tiny-random",
+                            training_dataset=types.TuningDataset(
+                                gcs_uri="s3://datasets/train.jsonl"))
+    assert e.value.code == 503 and e.value.status == "UNAVAILABLE"
+    assert "could not be reached" in e.value.message and "Try again" in e.value.message

@@ -22,7 +22,7 @@ from tunelab.auth.accounts import Accounts
 from tunelab.auth.rules import OWNER
 from tunelab.catalog import BaseModelSpec
 from tunelab.config import Settings
-from tunelab.data import Example
+from tunelab.data import MIN_EXAMPLES, Example
 from tunelab.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from tunelab.jobs.service import Submitted, TuningRequest, TuningService
 from tunelab.paging import Page
@@ -178,6 +178,20 @@ class TunedModels:
         out_dir = self.tuning.model_dir(model_id)
         return set(list_checkpoints(out_dir)) if out_dir.exists() else set()
 
+    def trained_tokens(self, row: TunedModelRow) -> int | None:
+        """The tokens the run trained on, every step's (so each example's tokens × the
+        epochs), as its worker counted them into the run's manifest; None while it runs, or
+        when it left no readable manifest (a run that failed before training)."""
+        from tunelab.training import read_manifest
+
+        if row.state == "CREATING":
+            return None
+        try:
+            tokens = read_manifest(self.tuning.model_dir(row.id)).get("tokens")
+        except (NotFound, DataLoss):
+            return None
+        return tokens if isinstance(tokens, int) else None
+
     def epochs(self, row: TunedModelRow) -> Epochs:
         """Mean loss per epoch, which epochs have a checkpoint, their validation scores, the
         epoch advice (the best validation score, else where the training loss plateaus) and
@@ -252,9 +266,11 @@ class TunedModels:
     # -- uploads ------------------------------------------------------------------------
     def upload(self, owner: str, data: bytes, filename: str, mime_type: str,
                display_name: str | None, input_column: str | None,
-               output_column: str | None) -> FileRow:
+               output_column: str | None, min_examples: int = MIN_EXAMPLES) -> FileRow:
+        """Keep an upload's examples; ``min_examples`` is lower where an upload may be
+        validation data (OpenAI's files), the training minimum being checked at create."""
         return self.tuning.store_upload(owner, data, filename, mime_type, display_name,
-                                        input_column, output_column)
+                                        input_column, output_column, min_examples)
 
     def examples_of_file(self, file: str, owner: str) -> list[Example]:
         """The examples of the caller's upload ``file`` ('files/ID'), e.g. to score a model

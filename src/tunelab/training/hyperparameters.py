@@ -43,6 +43,8 @@ class Hyperparameters:
     batch_size: int | None = None
     learning_rate: float | None = None
     learning_rate_multiplier: float | None = None
+    # the LoRA rank a protocol asks for (Vertex's adapterSize); unset: chosen from the data
+    lora_rank: int | None = None
 
     def problems(self) -> list[Problem]:
         """Every problem at once, each naming its field; the limits are
@@ -56,7 +58,11 @@ class Hyperparameters:
                     field="learningRateMultiplier",
                 )
             )
-        return out + problems(HyperparameterSettings, asdict(self))
+        if self.lora_rank is not None and self.lora_rank < 1:
+            out.append(Problem(f"must be a whole number of at least 1, got {self.lora_rank}",
+                               field="loraRank"))
+        values = {k: v for k, v in asdict(self).items() if k != "lora_rank"}
+        return out + problems(HyperparameterSettings, values)
 
     def validate(self) -> None:
         problems = self.problems()
@@ -86,10 +92,13 @@ class Hyperparameters:
         else:
             lr = recommended
         if examples is None:
+            rank = self.lora_rank or LoraSettings().rank
             return ResolvedHyperparameters(
                 epoch_count=self.epoch_count or DEFAULT_EPOCH_COUNT,
                 batch_size=self.batch_size or DEFAULT_BATCH_SIZE,
                 learning_rate=lr,
+                lora_rank=rank,
+                lora_alpha=2 * rank,
             )
         return self._auto(lr, DataShape.of(examples), has_validation)
 
@@ -121,9 +130,13 @@ class Hyperparameters:
                 f"to {lr * MIN_LR_RATIO:g} at the last of {total} steps.")
         else:
             reasons.append(f"learningRate {lr:g}: as given, constant.")
-        rank, alpha = lora_shape(n)
-        reasons.append(f"LoRA rank {rank}, alpha {alpha} on every linear layer: "
-                       f"{'1,000 or more' if rank > 8 else 'fewer than 1,000'} examples.")
+        if self.lora_rank is not None:
+            rank, alpha = self.lora_rank, 2 * self.lora_rank
+            reasons.append(f"LoRA rank {rank}, alpha {alpha} on every linear layer: as given.")
+        else:
+            rank, alpha = lora_shape(n)
+            reasons.append(f"LoRA rank {rank}, alpha {alpha} on every linear layer: "
+                           f"{'1,000 or more' if rank > 8 else 'fewer than 1,000'} examples.")
         probe = probe_count(n) if self.epoch_count is None and not has_validation else 0
         if probe:
             reasons.append(

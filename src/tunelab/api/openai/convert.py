@@ -117,7 +117,9 @@ def hyperparameters(row: TunedModelRow, recommended_lr: float) -> s.Hyperparamet
 
 
 def job_out(row: TunedModelRow, job: JobRow | None, recommended_lr: float,
-            default_seed: int) -> s.Job:
+            default_seed: int, trained_tokens: int | None = None) -> s.Job:
+    """``trained_tokens``: what the run trained on (``TunedModels.trained_tokens``), shown
+    once the job has ended."""
     spec = (job.spec if job is not None else None) or {}
     status = status_of(row, job)
     hp = hyperparameters(row, recommended_lr)
@@ -139,6 +141,7 @@ def job_out(row: TunedModelRow, job: JobRow | None, recommended_lr: float,
         organization_id=row.owner,
         seed=spec.get("seed", default_seed),
         status=status,  # type: ignore[arg-type]
+        trained_tokens=trained_tokens if status not in ("queued", "running") else None,
         training_file=file_id(upload_id_of(training)) if training else "",
         validation_file=file_id(upload_id_of(validation)) if validation else None,
     )

@@ -88,8 +88,9 @@ def _tuned(request: Request, principal: Principal, model_id: str, what: str,
 
 
 def _job_out(request: Request, row: TunedModelRow) -> s.Job:
-    return convert.job_out(row, _models(request).job_of(row.id), _recommended_lr(request, row),
-                           request.app.state.settings.seed)
+    models = _models(request)
+    return convert.job_out(row, models.job_of(row.id), _recommended_lr(request, row),
+                           request.app.state.settings.seed, models.trained_tokens(row))
 
 
 def _visible(request: Request, principal: Principal) -> list[TunedModelRow]:
@@ -120,8 +121,10 @@ async def create_file(
     file: Annotated[UploadFile, File(description="JSONL (also CSV or JSON), at most 4 MB.")],
     purpose: Annotated[str, Form()],
 ) -> s.FileObject:
-    """Upload training data. It is parsed at once (every problem reported); chat
-    (``messages``) and prompt/completion records are both read."""
+    """Upload training or validation data. It is parsed at once (every problem reported);
+    chat (``messages``) and prompt/completion records are both read. One valid example is
+    enough here (a validation file may be small); a training file's minimum is checked when
+    a job is created on it."""
     if purpose != "fine-tune":
         raise OpenAIInvalid(f"purpose '{purpose}' is not supported: tunelab keeps training "
                             "data only; upload it with purpose='fine-tune'.", "purpose")
@@ -132,7 +135,7 @@ async def create_file(
             "shorten them", file.filename or "upload")])
     row = await run_in_threadpool(
         _models(request).upload, principal.owner, data, file.filename or "",
-        file.content_type or "", None, None, None)
+        file.content_type or "", None, None, None, 1)
     return convert.file_out(row)
 
 

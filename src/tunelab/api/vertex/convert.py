@@ -13,19 +13,21 @@ import re
 
 from tunelab.api.gemini.convert import ts
 from tunelab.api.vertex import schemas as v
+from tunelab.data.uris import bucket_scheme
 from tunelab.errors import InvalidArgument
 from tunelab.store import JobRow, OperationRow, TunedModelRow
 from tunelab.training.hyperparameters import LoraSettings
 
-# LoRA rank ⇄ Vertex's adapter sizes. tunelab tunes one rank (LoraSettings), reported as is.
+# LoRA rank ⇄ Vertex's adapter sizes (every size Vertex has): the rank a job tunes with, and
+# the size a job reports (the rank it was given, or the one chosen from its data).
 ADAPTER_SIZES = {1: "ADAPTER_SIZE_ONE", 2: "ADAPTER_SIZE_TWO", 4: "ADAPTER_SIZE_FOUR",
                  8: "ADAPTER_SIZE_EIGHT", 16: "ADAPTER_SIZE_SIXTEEN",
                  32: "ADAPTER_SIZE_THIRTY_TWO"}
+RANKS = {name: rank for rank, name in ADAPTER_SIZES.items()}
 # proto3 JSON lets a client send an enum as its number
 _ADAPTER_NUMBERS = {0: "ADAPTER_SIZE_UNSPECIFIED", 1: "ADAPTER_SIZE_ONE",
                     2: "ADAPTER_SIZE_FOUR", 3: "ADAPTER_SIZE_EIGHT", 4: "ADAPTER_SIZE_SIXTEEN",
                     5: "ADAPTER_SIZE_THIRTY_TWO", 6: "ADAPTER_SIZE_TWO"}
-TUNED_ADAPTER_SIZE = ADAPTER_SIZES[LoraSettings().rank]
 CANCELLED = 1
 INTERNAL = 13
 _BASE_RE = re.compile(r"^(?:projects/[^/]+/locations/[^/]+/)?(?:publishers/[^/]+/)?models/"
@@ -64,6 +66,7 @@ def tuning_job_out(row: TunedModelRow, job: JobRow | None, op: OperationRow | No
                          message=row.state_message or (op.error_message if op else None)
                          or "Tuning failed.")
     spec = (job.spec if job is not None else None) or {}
+    rank = (spec.get("plan") or {}).get("lora_rank") or LoraSettings().rank
     return v.TuningJob(
         name=f"{where}/tuningJobs/{row.id}",
         tuned_model_display_name=row.display_name or None,
@@ -81,7 +84,7 @@ def tuning_job_out(row: TunedModelRow, job: JobRow | None, op: OperationRow | No
             hyper_parameters=v.SupervisedHyperParameters(
                 epoch_count=str(row.epoch_count),
                 learning_rate_multiplier=row.learning_rate_multiplier,
-                adapter_size=TUNED_ADAPTER_SIZE,
+                adapter_size=ADAPTER_SIZES.get(rank, f"rank {rank}"),
                 batch_size=str(row.batch_size),
                 learning_rate=row.learning_rate,
             ),
@@ -114,34 +117,32 @@ def base_model_name(text: str | None) -> str | None:
 
 
 def dataset_file(uri: str | None, field: str) -> str | None:
-    """A dataset URI → the name of an uploaded file ('files/ID'), the only kind of dataset
-    this server reads. gs:// and s3:// URIs are answered with what to do instead."""
+    """A dataset URI → what the tuning service reads: the name of an uploaded file
+    ('files/ID'), or a gs:// or s3:// URI, read through the artifact store where the
+    operator configured one (data/uris.py says what to do where not)."""
     if uri is None:
         return None
     uri = uri.strip()
-    if re.fullmatch(r"files/[A-Za-z0-9_-]+", uri):
+    if re.fullmatch(r"files/[A-Za-z0-9_-]+", uri) or bucket_scheme(uri):
         return uri
-    upload = (
-        "Upload the JSONL file to tunelab (POST /v1beta/files, multipart field 'file'; "
-        "Vertex's format with 'contents' and 'systemInstruction' is read as is) and pass "
-        "the name it answers, 'files/ID', as the dataset URI (docs/sdks.md)."
-    )
-    if uri.startswith(("gs://", "s3://")):
-        raise InvalidArgument(
-            f"{field} '{uri}' is in a cloud bucket, and this tunelab server has no artifact "
-            f"store to read buckets through. {upload}"
-        )
-    raise InvalidArgument(f"{field} '{uri}' is not a dataset this server can read. {upload}")
+    raise InvalidArgument(
+        f"{field} '{uri}' is not a dataset this server can read: give a gs:// or s3:// URI "
+        "(where the server's operator enabled the artifact store), or upload the JSONL file "
+        "to tunelab (POST /v1beta/files, multipart field 'file'; Vertex's format with "
+        "'contents' and 'systemInstruction' is read as is) and pass the name it answers, "
+        "'files/ID' (docs/sdks.md).")
 
 
-def adapter_size_problem(value: str | int | None) -> str | None:
-    """tunelab tunes adapters of one rank; another size is refused, never silently
-    changed."""
-    name = _ADAPTER_NUMBERS.get(value, str(value)) if isinstance(value, int) else value
-    if name in (None, "", "ADAPTER_SIZE_UNSPECIFIED", TUNED_ADAPTER_SIZE):
+def adapter_rank(value: str | int | None) -> int | None:
+    """Vertex's adapterSize (its name, or its number as proto3 JSON allows) → the LoRA rank to
+    tune with; None when unset (tunelab chooses the rank from the data). Another value is
+    refused naming the sizes there are, never replaced by another."""
+    name = _ADAPTER_NUMBERS.get(value) if isinstance(value, int) else value
+    if name in (None, "", "ADAPTER_SIZE_UNSPECIFIED"):
         return None
-    return (
-        f"adapterSize {name} is not available: tunelab tunes LoRA adapters of rank "
-        f"{LoraSettings().rank} ({TUNED_ADAPTER_SIZE}); leave adapter_size out or set "
-        f"{TUNED_ADAPTER_SIZE}"
-    )
+    if name in RANKS:
+        return RANKS[name]
+    raise InvalidArgument(
+        f"Invalid tuning job: adapterSize {value!r} is not an adapter size; give one of "
+        f"{', '.join(RANKS)} (LoRA rank {', '.join(str(r) for r in ADAPTER_SIZES)}), or "
+        "leave it out to let tunelab choose the rank from the data.")

@@ -6,7 +6,9 @@
 Each route translates to the calls the Gemini routes make (the tuned-model service,
 ``models/service.py``: create, get, list, cancel; the same generation functions), so the two
 protocols share one set of models, jobs, permissions and scope rules (``auth/rules.py``).
-Any project and location work: they only echo back in the names.
+Any project and location work (they only echo back in the names), unless the operator pins
+them (``TUNELAB_VERTEX_PROJECT`` / ``TUNELAB_VERTEX_LOCATION``): then another is answered as
+Vertex answers a project or location the caller cannot use.
 """
 
 from __future__ import annotations
@@ -21,12 +23,31 @@ from tunelab.api.gemini import schemas as gs
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.api.vertex import convert
 from tunelab.api.vertex import schemas as v
-from tunelab.errors import InvalidArgument, NotFound
+from tunelab.errors import InvalidArgument, NotFound, PermissionDenied
 from tunelab.jobs.service import TuningRequest
 from tunelab.store import TunedModelRow
 
-router = APIRouter(route_class=LenientJSONRoute)
 Auth = Annotated[Principal, Depends(current_principal)]
+
+
+def served_here(project: str, location: str, request: Request, principal: Auth) -> None:
+    """The project and location the operator pinned, if any: another is Vertex's 403 for a
+    resource the caller may not use (or that does not exist), saying which this server
+    serves. Checked after the credentials, as Vertex does (401 comes first)."""
+    settings = request.app.state.settings
+    pinned = {"project": settings.vertex_project, "location": settings.vertex_location}
+    if all(v is None or v == given for v, given in zip(pinned.values(), (project, location),
+                                                         strict=True)):
+        return
+    serves = " in ".join(f"{k} '{v}'" for k, v in pinned.items() if v is not None)
+    client = ", ".join(f"{k}={v!r}" for k, v in pinned.items() if v is not None)
+    raise PermissionDenied(
+        f"Permission denied on resource '{convert.parent(project, location)}' (or it may not "
+        f"exist): this tunelab server serves {serves} only. Create the client with "
+        f"genai.Client(vertexai=True, {client}, ...).")
+
+
+router = APIRouter(route_class=LenientJSONRoute, dependencies=[Depends(served_here)])
 EXCLUDE_NONE = {"response_model_exclude_none": True}
 TAGS = ["vertex"]
 
@@ -57,7 +78,8 @@ def _out(request: Request, row: TunedModelRow, project: str, location: str) -> v
 def create_tuning_job(project: str, location: str, body: v.TuningJobIn, request: Request,
                       principal: Auth) -> v.TuningJob:
     """Create a tuning job (a tuned model, tuned by the queue's workers) from an uploaded
-    dataset ('files/ID'); answers the job, state JOB_STATE_PENDING."""
+    dataset ('files/ID') or one in a bucket (gs://, s3://, through the artifact store);
+    answers the job, state JOB_STATE_PENDING."""
     spec = body.supervised_tuning_spec or v.SupervisedTuningSpecIn()
     hp = spec.hyper_parameters or v.SupervisedHyperParametersIn()
     unknown = [*(body.model_extra or {}),
@@ -77,9 +99,7 @@ def create_tuning_job(project: str, location: str, body: v.TuningJobIn, request:
             "base model as baseModel and tune on the earlier examples and the new ones "
             "together."
         )
-    problem = convert.adapter_size_problem(hp.adapter_size)
-    if problem:
-        raise InvalidArgument(f"Invalid tuning job: {problem}.")
+    lora_rank = convert.adapter_rank(hp.adapter_size)
     training = convert.dataset_file(spec.training_dataset_uri,
                                     "supervisedTuningSpec.trainingDatasetUri")
     if training is None:
@@ -106,6 +126,7 @@ def create_tuning_job(project: str, location: str, body: v.TuningJobIn, request:
         learning_rate_multiplier=hp.learning_rate_multiplier,
         validation_file=convert.dataset_file(spec.validation_dataset_uri,
                                              "supervisedTuningSpec.validationDatasetUri"),
+        lora_rank=lora_rank,
     )
     models = gemini._models(request)
     submitted = models.create(req, gemini._pool(request).example_token_counter)

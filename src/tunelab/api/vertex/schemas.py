@@ -41,18 +41,21 @@ class SupervisedHyperParametersIn(_Open):
     epoch_count: int | None = api_field(HP, "epoch_count")
     learning_rate_multiplier: float | None = api_field(HP, "learning_rate_multiplier")
     adapter_size: str | int | None = Field(
-        None, description="tunelab tunes rank-8 LoRA adapters: ADAPTER_SIZE_EIGHT (or none).")
+        None, description="The LoRA rank: ADAPTER_SIZE_ONE, _TWO, _FOUR, _EIGHT, _SIXTEEN or "
+        "_THIRTY_TWO (rank 1 to 32); unset: chosen from the data (8, 16 from 1,000 examples).")
     batch_size: int | None = api_field(HP, "batch_size")
     learning_rate: float | None = api_field(HP, "learning_rate")
 
 
 class SupervisedTuningSpecIn(_Open):
     training_dataset_uri: str | None = Field(
-        None, description="'files/{id}' of an uploaded file (POST /v1beta/files): JSONL in "
-        "Vertex's format (contents + systemInstruction), or CSV/JSON/JSONL as tunelab reads "
-        "them.")
+        None, description="'files/{id}' of an uploaded file (POST /v1beta/files), or a gs:// "
+        "or s3:// URI where the server's artifact store reads that scheme "
+        "(TUNELAB_ARTIFACT_STORE): JSONL in Vertex's format (contents + systemInstruction), "
+        "or CSV/JSON/JSONL as tunelab reads them, at most 4 MB.")
     validation_dataset_uri: str | None = Field(
-        None, description="'files/{id}': examples to score every epoch on.")
+        None, description="'files/{id}' or a gs:// / s3:// URI: examples to score every epoch "
+        "on.")
     hyper_parameters: SupervisedHyperParametersIn | None = None
 
 
