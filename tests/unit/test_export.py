@@ -284,3 +284,81 @@ def test_import_bounds_what_it_reads(tiny_base, tmp_path, monkeypatch):
     with pytest.raises(InvalidArgument, match="not a valid safetensors file"):
         check_adapter(cfg.read_bytes(), weights, tiny_base.path)
     shutil.rmtree(folder)
+
+
+# -- archives: what a crafted .tar.gz can and cannot do ---------------------------------------
+
+def _tar(path: Path, members: list[tuple[str, bytes | str | None]]) -> Path:
+    """A .tar.gz of ``(name, content)``: bytes a regular file, a str a symlink to it, None a
+    character device."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, bytes):
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+            elif isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content
+                tar.addfile(info)
+            else:
+                info.type = tarfile.CHRTYPE
+                tar.addfile(info)
+    return path
+
+
+HOSTILE = [("top/../../escaped.txt", b"out"), ("/abs/evil.txt", b"abs"),
+           ("top/link", "/etc/passwd"), ("top/dev", None), ("top/sub/../../x.txt", b"x")]
+
+
+def test_unpack_writes_only_regular_files_inside_the_target(tmp_path):
+    from tunelab.export.archive import unpack
+
+    archive = _tar(tmp_path / "a.tar.gz", [("top/a.txt", b"A"), ("top/sub/b.txt", b"B"),
+                                           *HOSTILE])
+    dest = unpack(archive, tmp_path / "work" / "out", 10**6)
+    got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if not p.is_dir())
+    assert got == ["a.txt", "sub/b.txt"]
+    assert (dest / "sub" / "b.txt").read_bytes() == b"B"
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "work" / "x.txt").exists()
+
+
+def test_read_members_takes_only_the_wanted_regular_files(tmp_path):
+    from tunelab.export.archive import read_members
+
+    archive = _tar(tmp_path / "a.tar.gz", [
+        ("x/adapter_config.json", b"{}"), ("x/other.txt", b"no"),
+        ("x/adapter_model.safetensors", "/etc/passwd"),  # a link under a wanted name
+        ("y/adapter_config.json", b"second"), ("../adapter_model.safetensors", b"W"), *HOSTILE])
+    found = read_members(archive, {"adapter_config.json", "adapter_model.safetensors"},
+                         tmp_path / "dest", 10**6)
+    assert found == {"adapter_config.json": tmp_path / "dest" / "adapter_config.json",
+                     "adapter_model.safetensors": tmp_path / "dest" / "adapter_model.safetensors"}
+    assert found["adapter_config.json"].read_bytes() == b"{}"  # the first of a name wins
+    assert found["adapter_model.safetensors"].read_bytes() == b"W"  # flat: never outside dest
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == sorted(found)
+
+
+@pytest.mark.parametrize("reader", ["read_members", "unpack"])
+def test_archives_are_bounded_and_unreadable_ones_are_said(tmp_path, reader):
+    from tunelab.export import archive as arc
+
+    def read(path: Path, limit: int):
+        if reader == "unpack":
+            return arc.unpack(path, tmp_path / "out", limit)
+        return arc.read_members(path, {"adapter_config.json"}, tmp_path / "out", limit)
+
+    big = _tar(tmp_path / "big.tar.gz",
+               [("t/a", b"0" * 600), ("t/adapter_config.json", b"1" * 600)])
+    with pytest.raises(InvalidArgument, match="more than"):
+        read(big, 1000)  # the sizes add past the limit: refused before the second is read
+    assert not (tmp_path / "out" / "adapter_config.json").exists()
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(InvalidArgument, match="not a readable .tar.gz archive"):
+        read(tmp_path / "junk.tar.gz", 1000)
+    truncated = (tmp_path / "big.tar.gz").read_bytes()[:60]
+    (tmp_path / "cut.tar.gz").write_bytes(truncated)
+    with pytest.raises(InvalidArgument, match="not a readable .tar.gz archive"):
+        read(tmp_path / "cut.tar.gz", 10**6)
