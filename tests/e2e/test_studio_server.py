@@ -145,8 +145,7 @@ def test_epochs_and_select_epoch(server):
     # the example in docs/studio.md (last: the checks above have run when jq is missing)
     if shutil.which("jq") is None:
         pytest.skip("jq is needed for the docs/studio.md example (.ci/run installs it)")
-    doc = (Path(__file__).parents[2] / "docs" / "studio.md").read_text()
-    script = re.search(r"```bash\n(.*?)```", doc, re.S).group(1)
+    script = doc_example("selectEpoch")
     env = {**os.environ, "TUNELAB": server.url, "TOKEN": auth["Authorization"][7:],
            "MODEL": "tunedModels/epochs-demo"}
     out = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], env=env,
@@ -154,6 +153,26 @@ def test_epochs_and_select_epoch(server):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "2"
     assert "epoch" in out.stdout.splitlines()[0]
+
+
+def doc_example(word: str) -> str:
+    """The bash example of docs/studio.md that mentions ``word``."""
+    doc = (Path(__file__).parents[2] / "docs" / "studio.md").read_text()
+    (script,) = [b for b in re.findall(r"```bash\n(.*?)```", doc, re.S) if word in b]
+    return script
+
+
+def test_dataset_preview_example_of_the_docs(server, tmp_path):
+    if shutil.which("jq") is None:
+        pytest.skip("jq is needed for the docs/studio.md example (.ci/run installs it)")
+    with plain(server) as c:
+        sign_in(c, "carol", "carol-password")
+        token = c.get("/studio/session").json()["accessToken"]
+    env = {**os.environ, "TUNELAB": server.url, "TOKEN": token}
+    out = subprocess.run(["bash", "-c", "set -euo pipefail\n" + doc_example("datasets:preview")],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[2,"two.csv","DUPLICATE_EXAMPLES"]'
 
 
 def _auth(c) -> dict:
