@@ -9,7 +9,7 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -29,6 +29,9 @@ from tunelab.export.cli import register as register_export_commands
 from tunelab.parameters import MAX_DISPLAY_NAME, cli_help
 from tunelab.parameters import HyperparameterSettings as HP
 from tunelab.parameters import TunedModelSettings as TM
+
+if TYPE_CHECKING:
+    from tunelab.catalog import BaseModelSpec
 
 app = typer.Typer(
     help="tunelab: tune an open text model on your examples with LoRA, and serve it.",
@@ -545,10 +548,13 @@ def _cut(text: str, n: int = 80) -> str:
 def models() -> None:
     """List the base models that can be tuned."""
     from tunelab.catalog import list_base_models
+    from tunelab.catalog.loading import pick_device
+    from tunelab.catalog.precision import cpu_flags, cpu_model
 
     settings = Settings()
+    device = pick_device(settings.device)
     table = Table(title="Base models")
-    for col in ("name", "installed", "context", "rec. LR", "weights from"):
+    for col in ("name", "installed", "context", "rec. LR", "base weights", "weights from"):
         table.add_column(col)
     for spec in list_base_models(settings.extra_models):
         ok = spec.source.available()
@@ -557,24 +563,32 @@ def models() -> None:
             "[green]yes[/]" if ok else "[red]no[/]",
             str(spec.context_length),
             f"{spec.recommended_learning_rate:g}",
+            _precision_cell(settings, spec, device),
             spec.source.describe(),
         )
     console.print(table)
-    console.print(_precision_line(settings), highlight=False, soft_wrap=True)
-
-
-def _precision_line(settings: Settings) -> str:
-    """What a base model's frozen weights are held in on this machine, and why (a short probe the
-    first time, cached in the data dir: catalog/precision.py)."""
-    from tunelab.catalog.loading import pick_device
-    from tunelab.catalog.precision import choose, cpu_flags, cpu_model
-
-    device = pick_device(settings.device)
-    # SmolLM2-135M's projection shape; every catalog model of this size class behaves alike
-    chosen = choose(settings.precision, device, settings.models_dir, 576, 1536)
     flags = ", ".join(cpu_flags()) or "none of AMX/AVX512-BF16/AVX2"
     where = f"{cpu_model()} ({flags})" if device == "cpu" else device
-    return f"Base weights on this machine: {chosen.name} — {chosen.reason}. CPU: {where}."
+    console.print(f"Base weights: what a model's frozen weights are held in on this machine "
+                  f"(TUNELAB_PRECISION={settings.precision}; auto times a matmul of the model's "
+                  f"own projection shape in fp32 and bf16). Device: {where}.",
+                  highlight=False, soft_wrap=True)
+
+
+def _precision_cell(settings: Settings, spec: BaseModelSpec, device: str) -> str:
+    """What ``spec``'s frozen weights are held in here, for its own projection shape (a short
+    probe the first time, cached in the data dir: catalog/precision.py); before the model's
+    first use its config is not on this machine, and nothing is converted to read it."""
+    from tunelab.catalog.loading import installed_shape
+    from tunelab.catalog.precision import choose
+
+    shape = installed_shape(spec, settings.models_dir)
+    if shape is None:
+        return "chosen on first use"
+    chosen = choose(settings.precision, device, settings.models_dir, *shape)
+    speed = (f", bf16 at {chosen.fp32_ms / chosen.bf16_ms:.1f}x fp32's speed"
+             if chosen.fp32_ms and chosen.bf16_ms else "")
+    return f"{chosen.name} ({shape[0]}x{shape[1]}{speed})"
 
 
 @app.command()

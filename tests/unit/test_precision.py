@@ -87,3 +87,40 @@ def test_a_bf16_base_trains_fp32_lora_weights(models_dir, tmp_path):
     weights = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors"))
     assert weights and all(t.dtype == torch.float32 for t in weights.values())
     assert next(base.model.parameters()).dtype == torch.bfloat16
+
+
+def test_a_config_gives_the_shape_a_text_part_included(tmp_path):
+    assert precision.projection_shape({"hidden_size": 576, "intermediate_size": 1536}) == \
+        (576, 1536)
+    nested = {"text_config": {"hidden_size": 640, "intermediate_size": 2048}}
+    assert precision.projection_shape(nested) == (640, 2048)
+    (tmp_path / "config.json").write_text(json.dumps(nested))
+    assert precision.folder_shape(tmp_path) == (640, 2048)
+    (tmp_path / "config.json").write_text("{not json")
+    assert precision.folder_shape(tmp_path) is None
+    assert precision.folder_shape(tmp_path / "missing") is None
+
+
+def test_tunelab_models_probes_each_model_with_its_own_shape(tmp_path, tiny_base):
+    """`tunelab models` times each installed model's own projection (the tiny model's 64x128
+    here, from its config), and converts nothing to learn the shape of one not used yet."""
+    import os
+    import subprocess
+    import sys
+
+    shape = precision.folder_shape(tiny_base.path)
+    assert shape == (64, 128)
+    env = {**os.environ, "TUNELAB_HOME": str(tmp_path / "home"), "TUNELAB_PRECISION": "auto",
+           "TUNELAB_EXTRA_MODELS": json.dumps({"tiny": str(tiny_base.path)}), "COLUMNS": "250"}
+    r = subprocess.run([sys.executable, "-m", "tunelab.cli", "models"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines()
+            if line.count("│") > 3}
+    assert "(64x128" in rows["tiny"]
+    assert "chosen on first use" in rows["smollm2-135m-instruct"]
+    assert not (tmp_path / "home" / "models" / "smollm2-135m-instruct").exists()
+    cache = tmp_path / "home" / "models" / CACHE_FILE
+    if cache.exists():  # not cached when the machine was busy
+        keys = json.loads(cache.read_text())
+        assert keys and all(k.endswith("64x128") for k in keys), keys

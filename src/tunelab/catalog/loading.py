@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunelab.catalog.precision import Precision, choose
+from tunelab.catalog.precision import Precision, choose, folder_shape, projection_shape
 from tunelab.catalog.specs import BaseModelSpec
 from tunelab.catalog.templates import Template, template_for_vocab
 from tunelab.fsutil import file_lock
@@ -62,6 +62,17 @@ def materialize(spec: BaseModelSpec, models_dir: Path) -> Path:
         return spec.source.materialize(models_dir / spec.id)
 
 
+def installed_shape(spec: BaseModelSpec, models_dir: Path) -> tuple[int, int] | None:
+    """The projection shape of ``spec`` from its config where its weights are on this machine
+    as a Hugging Face folder (a local folder, or a catalog model converted on an earlier use);
+    None before its first use, so that listing models converts nothing."""
+    folder = getattr(spec.source, "path", None)
+    for candidate in (folder, models_dir / spec.id):
+        if candidate is not None and (shape := folder_shape(Path(candidate))) is not None:
+            return shape
+    return None
+
+
 def load_base_model(
     spec: BaseModelSpec,
     models_dir: Path,
@@ -83,10 +94,7 @@ def load_base_model(
     device = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)
-    text = getattr(config, "text_config", None) or config
-    hidden = int(getattr(text, "hidden_size", 0) or 512)
-    inner = int(getattr(text, "intermediate_size", 0) or 4 * hidden)
-    chosen = choose(precision, device, models_dir, hidden, inner)
+    chosen = choose(precision, device, models_dir, *projection_shape(config))
     model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=chosen.dtype)
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config

@@ -22,6 +22,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tunelab.fsutil import atomic_write_text
 
@@ -33,6 +34,31 @@ CLEAR_WIN = 1.3
 PROBE_TOKENS = 256
 PROBE_BUDGET_S = 0.6
 CACHE_FILE = "precision.json"
+MAX_CONFIG_BYTES = 1_000_000  # a model's config.json is a few KB
+
+
+def projection_shape(config: Any) -> tuple[int, int]:
+    """(hidden, intermediate) of a model's MLP projections, the shape the probe times: from a
+    transformers config or a ``config.json`` read as a dict (a multimodal model's text part)."""
+    def get(obj: Any, name: str) -> Any:
+        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+    text = get(config, "text_config") or config
+    hidden = int(get(text, "hidden_size") or 512)
+    return hidden, int(get(text, "intermediate_size") or 4 * hidden)
+
+
+def folder_shape(folder: Path) -> tuple[int, int] | None:
+    """The projection shape of the model in ``folder`` from its ``config.json`` (read as JSON
+    data, bounded), or None where there is no readable one."""
+    path = folder / "config.json"
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            return None
+        config = json.loads(path.read_text())
+        return projection_shape(config) if isinstance(config, dict) else None
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)
