@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -390,6 +391,34 @@ def test_a_pinned_project_and_location_refuse_others(bucket_service, project, lo
     r = httpx.get(f"{bucket_service.url}/v1/projects/{project}/locations/{location}/tuningJobs")
     assert r.status_code == 401  # credentials are checked first, as Vertex does
     assert list(vertex_client(bucket_service, PROJECT, LOCATION).tunings.list())
+
+
+def doc_section(title: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sdks.md").read_text()
+    start = text.index(f"\n## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end]
+
+
+def test_the_documented_bucket_session_runs(bucket_service, tmp_path):
+    """docs/sdks.md, "Datasets in a bucket": the setting's example is one tunelab reads, and
+    the session runs after the Google section's sign-in, as written."""
+    from tunelab.config import Settings
+
+    section = doc_section("Datasets in a bucket")
+    setting = re.search(r"```text\nTUNELAB_ARTIFACT_STORE=(.*?)\n```", section, re.S)[1]
+    assert set(Settings(artifact_store=json.loads(setting)).artifact_store) == {"s3", "gs"}
+    sign_in = re.findall(r"```python\n(.*?)```", doc_section("Google SDKs"), re.S)[0]
+    session = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(session) == 1
+    bucket_service.accounts().add_user("vera", "vera's password")
+    r = subprocess.run([sys.executable, "-c", sign_in + session[0]], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600, env={
+                           **os.environ, "TUNELAB": bucket_service.url, "TUNELAB_USER": "vera",
+                           "TUNELAB_PASSWORD": "vera's password", "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert r.stdout.splitlines() == ["JOB_STATE_SUCCEEDED s3://datasets/train.jsonl",
+                                     "ADAPTER_SIZE_FOUR"]
 
 
 def test_an_unreachable_store_is_503_with_retry_advice(bucket_service, stores):
