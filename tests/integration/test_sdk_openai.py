@@ -59,7 +59,8 @@ def error_of(exc: openai.APIStatusError) -> dict:
 def files(service):
     oa = client(service)
     train = oa.files.create(file=("train.jsonl", chat_lines(24)), purpose="fine-tune")
-    valid = oa.files.create(file=("valid.jsonl", chat_lines(20)), purpose="fine-tune")
+    # a validation file needs one example, not a training set's 20
+    valid = oa.files.create(file=("valid.jsonl", chat_lines(3)), purpose="fine-tune")
     return train, valid
 
 
@@ -73,6 +74,7 @@ def tuned(service, files):
         hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": "auto"},
         seed=7)
     assert job.status in ("queued", "running") and job.fine_tuned_model is None
+    assert job.trained_tokens is None  # not before it has trained
     return wait_job(oa, job.id)
 
 
@@ -131,6 +133,22 @@ def test_job_succeeds_with_resolved_hyperparameters(service, tuned, files):
     assert tuned.finished_at >= tuned.created_at
     oa = client(service)
     assert tuned.id in [j.id for j in oa.fine_tuning.jobs.list()]
+    # the tokens the worker trained on: every step's, so one epoch's tokens × 2 epochs
+    manifest = json.loads((service.home / "artifacts" / "tuned" / model_id / "manifest.json")
+                          .read_text())
+    first_epoch = sum(snap["tokens"] for snap in manifest["snapshots"] if snap["epoch"] == 1)
+    assert first_epoch > 24 and tuned.trained_tokens == 2 * first_epoch == manifest["tokens"]
+    listed = {j.id: j for j in oa.fine_tuning.jobs.list()}[tuned.id]
+    assert listed.trained_tokens == tuned.trained_tokens
+
+
+def test_a_small_file_uploads_but_trains_only_with_20_examples(service):
+    oa = client(service)
+    small = oa.files.create(file=("one.jsonl", chat_lines(1)), purpose="fine-tune")
+    assert small.status == "processed"
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.fine_tuning.jobs.create(model="tiny-random", training_file=small.id)
+    assert "at least 20" in error_of(e.value)["message"]
 
 
 def test_events_have_the_loss_of_every_step(service, tuned):
