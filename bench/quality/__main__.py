@@ -270,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if trl is not None:
         s = trl["settings"]
         print(f"TRL as shipped trained with {s['precision']}, {s['optimizer']}, "
-              f"{s['lr_scheduler']} schedule, gradient checkpointing "
-              f"{'on' if s['gradient_checkpointing'] else 'off'}.")
+              f"{s['learning rate']} schedule, gradient checkpointing "
+              f"{'on' if s['gradient checkpointing'] else 'off'}.")
     for line in targets(results):
         print(line)
     print(f"Total: {total:.0f} s for {len(cells)} runs.")

@@ -10,7 +10,8 @@
 - ``trl``: TRL's ``SFTTrainer`` as shipped, with Gemini's defaults (5 epochs, batch 4, learning
   rate 0.001) and PEFT's LoRA rank 8 on all linear layers (PEFT's other defaults), a
   completion-only loss, trained on every example of the cell. Everything else (precision,
-  gradient checkpointing, optimizer, learning-rate schedule, weight decay) is TRL's default.
+  gradient checkpointing, optimizer, learning-rate schedule, weight decay) is TRL's default:
+  ``bench/trl_setup.py``'s config, the one the throughput benchmark's TRL contender runs.
   It is given the very token sequences tunelab trains on (tunelab's chat template, loss on the
   output tokens), so the two differ in how they train, not in what they see.
 
@@ -94,55 +95,27 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
 
 
 def _trl(base: Any, examples: list[Example], work: Path, seed: int) -> Trained:
-    from datasets import Dataset
     from peft import LoraConfig
-    from transformers import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
 
+    from bench import trl_setup
     from tunelab.data.batches import tokenize_example
 
-    rows = []
-    for ex in examples:
-        t = tokenize_example(base.tokenizer, base.template, ex)
-        rows.append({"input_ids": t.prompt_ids + t.output_ids,
-                     "completion_mask": [0] * len(t.prompt_ids) + [1] * len(t.output_ids)})
+    tokenized = (tokenize_example(base.tokenizer, base.template, ex) for ex in examples)
+    rows = trl_setup.completion_rows((t.prompt_ids, t.output_ids) for t in tokenized)
     with tempfile.TemporaryDirectory(prefix="trl-quality-", dir=work) as out:
-        config = SFTConfig(
-            output_dir=out,
-            num_train_epochs=GEMINI_EPOCHS,
-            per_device_train_batch_size=GEMINI_BATCH,
-            learning_rate=GEMINI_LR,
-            seed=seed,
-            completion_only_loss=True,
-            # no checkpoints, reports or progress bars: they are output, not training
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            use_cpu=base.device == "cpu",
-        )
-        trainer = SFTTrainer(
-            model=str(base.path),  # TRL loads the weights itself, as it ships
-            args=config,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=base.tokenizer,
-            peft_config=LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"),
-        )
-        trainer.remove_callback(PrinterCallback)
+        config = trl_setup.shipped_config(out, epochs=GEMINI_EPOCHS, batch_size=GEMINI_BATCH,
+                                          learning_rate=GEMINI_LR, seed=seed, device=base.device)
+        trainer = trl_setup.shipped_trainer(
+            base.path, config, rows, base.tokenizer,
+            LoraConfig(r=8, target_modules="all-linear", task_type="CAUSAL_LM"))
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
         adapter = work / "trl-adapter"
         trainer.model.save_pretrained(str(adapter))
-    args = trainer.args
-    settings = {
-        "epoch_count": GEMINI_EPOCHS, "batch_size": GEMINI_BATCH, "learning_rate": GEMINI_LR,
-        "precision": "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32",
-        "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-        "optimizer": str(getattr(args.optim, "value", args.optim)),
-        "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "weight_decay": args.weight_decay,
-        "lora": "r 8, alpha 8, all-linear (PEFT's defaults)",
-    }
+    settings = {"epoch_count": GEMINI_EPOCHS, "batch_size": GEMINI_BATCH,
+                "learning_rate": GEMINI_LR, **trl_setup.trained_with(trainer.args),
+                "lora": "r 8, alpha 8, all-linear (PEFT's defaults)"}
     steps = trainer.state.global_step
     del trainer
     return Trained(adapter, seconds, steps, len(examples), 0, settings)

@@ -1,20 +1,16 @@
 """TRL's ``SFTTrainer`` with PEFT LoRA, in two configurations.
 
-* **as shipped** (``as_shipped=True``): SFTConfig's own defaults for precision (bf16 autocast
-  unless fp16 is set), gradient checkpointing (on), optimizer (transformers' default, the fused
-  AdamW), learning-rate schedule (linear decay), weight decay, gradient clipping and maximum
-  length. Set are only the epochs, batch size, learning rate and seed that every contender
-  shares; saving and reporting (no checkpoints, a loss logged every step, no progress bar);
-  ``completion_only_loss`` (the dataset comes tokenized, so TRL cannot infer it); and the device
-  when tunelab's is the CPU.
+* **as shipped** (``as_shipped=True``): ``bench/trl_setup.py``'s config, the same one the
+  quality benchmark's TRL contender runs: SFTConfig's own defaults for precision, gradient
+  checkpointing, optimizer, schedule, weight decay, clipping and maximum length.
 * **bench settings** (``as_shipped=False``): what this benchmark used to compare against: fp32
   (bf16 off), no gradient checkpointing, ``torch.optim.AdamW``, constant learning rate, no warmup,
   no weight decay, gradients clipped to 1.0, no truncation, no packing.
 
-TRL receives the workload's token sequences already tokenized (``input_ids`` and a
-``completion_mask`` marking the output tokens), so it trains on exactly the tokens the others do;
-a wrapper around its data collator counts the real tokens and takes the fingerprint of every row
-the model is fed, so the driver can check that.
+TRL receives the workload's token sequences already tokenized (``trl_setup.completion_rows``),
+so it trains on exactly the tokens the others do; a wrapper around its data collator counts the
+real tokens and takes the fingerprint of every row the model is fed, so the driver can check
+that.
 
 Timed: from ``on_train_begin`` to ``on_train_end`` (fetching and collating batches, forward,
 backward, clipping, optimizer step, per-step logging), after one untimed forward + backward.
@@ -50,18 +46,15 @@ BENCH_SETTINGS: dict[str, Any] = {
 
 def run(workload: Workload, setup: Setup, *, as_shipped: bool) -> Result:
     import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoTokenizer, TrainerCallback
+
+    from bench import trl_setup
 
     torch.set_num_threads(setup.threads)
     tokenizer = AutoTokenizer.from_pretrained(workload.model_path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dataset = Dataset.from_list([
-        {"input_ids": s.ids, "completion_mask": [0] * len(s.prompt_ids) + [1] * len(s.output_ids)}
-        for s in workload.sequences
-    ])
+    rows = trl_setup.completion_rows((s.prompt_ids, s.output_ids) for s in workload.sequences)
 
     class Clock(TrainerCallback):
         """Warms the model up, then times the training loop."""
@@ -78,65 +71,39 @@ def run(workload: Workload, setup: Setup, *, as_shipped: bool) -> Result:
             self.end = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="trl-bench-") as out:
-        config = SFTConfig(
-            output_dir=out,
-            num_train_epochs=setup.epochs,
-            per_device_train_batch_size=setup.batch_size,
-            learning_rate=setup.learning_rate,
-            seed=setup.seed,
-            completion_only_loss=True,
-            save_strategy="no",
-            logging_strategy="steps",
-            logging_steps=1,
-            report_to="none",
-            disable_tqdm=True,
-            use_cpu=setup.device == "cpu",
-            **({} if as_shipped else BENCH_SETTINGS),
-        )
+        config = trl_setup.shipped_config(
+            out, epochs=setup.epochs, batch_size=setup.batch_size,
+            learning_rate=setup.learning_rate, seed=setup.seed, device=setup.device,
+            **({} if as_shipped else BENCH_SETTINGS))
         clock = Clock()
-        trainer = SFTTrainer(
-            model=workload.model_path,  # TRL loads it (in fp32, its default)
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=lora_config(),
-            callbacks=[clock],
-        )
-        trainer.remove_callback(PrinterCallback)  # it prints every step's log dict
+        trainer = trl_setup.shipped_trainer(workload.model_path, config, rows, tokenizer,
+                                            lora_config(), callbacks=[clock])
 
-        rows: list[tuple[list[int], int]] = []
+        fed: list[tuple[list[int], int]] = []
         collate = trainer.data_collator
 
         def counting_collator(features):
             batch = collate(features)
             for ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"].bool(),
                                          batch["labels"], strict=True):
-                rows.append((ids[mask].tolist(), _prompt_length((labels[mask] != -100).tolist())))
+                fed.append((ids[mask].tolist(), _prompt_length((labels[mask] != -100).tolist())))
             return batch
 
         trainer.data_collator = counting_collator
         trainer.train()
 
-    args = trainer.args
-    precision = "bf16 autocast" if args.bf16 else "fp16 autocast" if args.fp16 else "fp32"
+    settings = trl_setup.trained_with(trainer.args)
     return Result(
         contender="trl-shipped" if as_shipped else "trl-bench",
-        precision=precision,
-        settings={
-            "optimizer": str(getattr(args.optim, "value", args.optim)),
-            "gradient checkpointing": bool(args.gradient_checkpointing),
-            "learning rate": str(getattr(args.lr_scheduler_type, "value",
-                                         args.lr_scheduler_type)),
-            "weight decay": args.weight_decay,
-            "max length": getattr(args, "max_length", None),
-        },
-        tokens=sum(len(ids) for ids, _ in rows),
-        examples=len(rows),
+        precision=settings.pop("precision"),
+        settings=settings,
+        tokens=sum(len(ids) for ids, _ in fed),
+        examples=len(fed),
         steps=trainer.state.global_step,
         steps_per_epoch=steps_per_epoch(len(workload.sequences), setup.batch_size),
         train_seconds=clock.end - clock.begin,
         step_losses=[h["loss"] for h in trainer.state.log_history if "loss" in h],
-        fingerprint=fingerprint(rows),
+        fingerprint=fingerprint(fed),
         threads=clock.threads,
     )
 
