@@ -47,6 +47,15 @@ class Task:
     test: list[Example]
 
 
+def _train_and_test(make_train: Callable[[], tuple[str, str]],
+                    make_test: Callable[[], tuple[str, str]],
+                    ) -> tuple[list[Example], list[Example]]:
+    """``POOL`` training examples, then ``TESTS`` test examples whose inputs are none of the
+    training ones (made in that order, so a seed gives the same task)."""
+    seen: set[str] = set()
+    return _unique(make_train, POOL, seen), _unique(make_test, TESTS, seen)
+
+
 def _unique(make: Callable[[], tuple[str, str]], count: int, avoid: set[str]) -> list[Example]:
     """``count`` examples from ``make`` with inputs unique and not in ``avoid`` (which grows)."""
     out: list[Example] = []
@@ -242,9 +251,8 @@ def orders_task(seed: int) -> Task:
             return text, json.dumps(answer)
         return make
 
-    seen: set[str] = set()
-    train = _unique(maker(items_train, streets_train, templates_train), POOL, seen)
-    test = _unique(maker(items_test, streets_test, templates_test), TESTS, seen)
+    train, test = _train_and_test(maker(items_train, streets_train, templates_train),
+                                  maker(items_test, streets_test, templates_test))
     return Task("orders", "extraction", EXACT,
                 "café order message → JSON (item, quantity, size, address); test items, "
                 "streets and phrasings unseen", train, test)
@@ -291,9 +299,7 @@ def dates_task(seed: int) -> Task:
             yield rng.choice(DATE_FORMATS)(d), d.isoformat()
 
     gen = draw()
-    seen: set[str] = set()
-    train = _unique(lambda: next(gen), POOL, seen)
-    test = _unique(lambda: next(gen), TESTS, seen)
+    train, test = _train_and_test(lambda: next(gen), lambda: next(gen))
     return Task("dates", "normalisation", EXACT,
                 "a date written 12 ways → YYYY-MM-DD; test dates unseen", train, test)
 
@@ -348,9 +354,9 @@ def tickets_task(seed: int) -> Task:
             return text, f"{p.capitalize()} {prob_short}; wants {req_short}."
         return make
 
-    seen: set[str] = set()
-    train = _unique(maker(products_train, opens_train, middles_train, closes_train), POOL, seen)
-    test = _unique(maker(products_test, opens_test, middles_test, closes_test), TESTS, seen)
+    train, test = _train_and_test(
+        maker(products_train, opens_train, middles_train, closes_train),
+        maker(products_test, opens_test, middles_test, closes_test))
     return Task("tickets", "summarisation", TOKEN_F1,
                 "support message → one-line summary (product, problem, request); scored by "
                 "token F1; test products and sentences unseen", train, test)
@@ -407,9 +413,7 @@ def qa_task(seed: int) -> Task:
             return text, answer
         return make
 
-    seen: set[str] = set()
-    train = _unique(maker(people_train, False), POOL, seen)
-    test = _unique(maker(people_test, True), TESTS, seen)
+    train, test = _train_and_test(maker(people_train, False), maker(people_test, True))
     return Task("qa", "extraction", EXACT,
                 "preamble + question: / context: → a one-word answer from the context; test "
                 "names and question phrasings unseen", train, test)
@@ -467,9 +471,8 @@ def entities_task(seed: int) -> Task:
             return text, _line(ps, cs)
         return make
 
-    seen: set[str] = set()
-    train = _unique(maker(people_train, cities_train, templates_train), POOL, seen)
-    test = _unique(maker(people_test, cities_test, templates_test), TESTS, seen)
+    train, test = _train_and_test(maker(people_train, cities_train, templates_train),
+                                  maker(people_test, cities_test, templates_test))
     return Task("entities", "extraction", EXACT,
                 "sentence → 'people: …; cities: …' in order of mention; test names, cities "
                 "and sentence shapes unseen", train, test)
