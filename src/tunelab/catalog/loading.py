@@ -10,6 +10,7 @@ from typing import Any
 
 from tunelab.catalog.precision import Precision, choose, folder_shape, projection_shape
 from tunelab.catalog.specs import BaseModelSpec
+from tunelab.catalog.wide_linear import widen_linear_outputs
 from tunelab.catalog.templates import Template, template_for_vocab
 from tunelab.fsutil import file_lock
 
@@ -98,6 +99,9 @@ def load_base_model(
     model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=chosen.dtype)
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
+    if chosen.name == "bf16":
+        # bf16 matmuls, fp32 results: an adapter's small updates are not rounded away
+        widen_linear_outputs(model)
     model.to(device)
     model.eval()
     if tokenizer.pad_token_id is None:

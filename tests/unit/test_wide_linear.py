@@ -1,0 +1,62 @@
+"""A base held in bf16 must not round an adapter's small updates away (catalog/wide_linear.py):
+the frozen layer's matmul runs in bf16 and its result is fp32, so PEFT adds the adapter's output
+at full precision."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from tunelab.catalog.wide_linear import WideLinear, widen_linear_outputs
+
+
+def _lora_layer(widen: bool) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A bf16 linear layer with a LoRA adapter whose update is ~1e-4 of the layer's output
+    (well below bf16's ~4e-3 resolution); the input and the adapter's exact fp32 update."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256, bias=False).to(torch.bfloat16))
+    if widen:
+        assert widen_linear_outputs(model) == 1
+    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["0"]), model)
+    lora = model[0]
+    lora.lora_A.float()  # as get_peft_model keeps them in training: adapter weights are fp32
+    lora.lora_B.float()
+    with torch.no_grad():
+        lora.lora_B["default"].weight.normal_(std=1e-4)
+    x = torch.randn(8, 256)
+    a, b = lora.lora_A["default"].weight, lora.lora_B["default"].weight
+    return model, x, (x @ a.T @ b.T).detach()
+
+
+def test_the_adapter_update_is_added_in_full_to_a_bf16_layers_result():
+    model, x, update = _lora_layer(widen=True)
+    base = F.linear(x.to(torch.bfloat16), model[0].base_layer.weight).float()
+    out = model(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out - base, update, rtol=1e-3, atol=1e-7)
+
+
+def test_a_plain_bf16_layer_loses_the_update_which_is_why_the_base_is_widened():
+    model, x, update = _lora_layer(widen=False)
+    base = F.linear(x.to(torch.bfloat16), model[0].base_layer.weight).float()
+    out = model(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    lost = ((out.float() - base) - update).abs().mean() / update.abs().mean()
+    assert lost > 0.5  # most of the update is rounded away
+
+
+def test_a_bf16_base_is_loaded_widened_and_an_fp32_base_is_not(models_dir):
+    from tunelab.catalog import get_base_model, load_base_model
+
+    spec = get_base_model("tiny-random")
+    bf16 = load_base_model(spec, models_dir, "cpu", 1, "bf16")
+    linears = [m for m in bf16.model.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(type(m) is WideLinear for m in linears)
+    assert all(m.weight.dtype == torch.bfloat16 for m in linears)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert bf16.model(ids).logits.dtype == torch.float32
+    fp32 = load_base_model(spec, models_dir, "cpu", 1, "fp32")
+    assert not any(type(m) is WideLinear for m in fp32.model.modules())
