@@ -9,9 +9,9 @@ dir, so the probe runs once per machine, not once per process (a probe taken whi
 keeps the cores busy is used but not cached, and taken again next time).
 
 Only the frozen base is bf16. The LoRA weights, their gradients, the optimizer state and the loss
-stay fp32 (PEFT keeps adapter weights fp32 and casts the adapter's output back; the loop computes
-the output-only logits in fp32), which is what keeps the training loss of the bf16 path close to
-fp32's (docs/performance.md).
+stay fp32, and the base's linear layers return fp32 results (catalog/wide_linear.py), so an
+adapter's update is added at full precision rather than rounded to bf16: that is what keeps the
+training loss of the bf16 path with fp32's (docs/performance.md).
 """
 
 from __future__ import annotations
