@@ -54,6 +54,19 @@ def test_an_unknown_base_model_is_404_and_names_the_other_problems_in_the_same_a
     assert not client.get("/v1beta/tunedModels").json().get("tunedModels")
 
 
+def test_a_base_model_named_by_a_server_path_is_unknown(client, tmp_path):
+    """A folder on the server is not a base model over the wire, named directly or through
+    'models/../..': the answer is the unknown base model's, whether the folder exists or not."""
+    (tmp_path / "config.json").write_text("{}")
+    for name in (str(tmp_path), "models/" + "../" * 30 + str(tmp_path).lstrip("/"),
+                 str(tmp_path / "missing")):
+        r = client.post("/v1beta/tunedModels", json=create_body(baseModel=name))
+        assert r.status_code == 404, r.text
+        assert set(_violations(r)) == {"baseModel"}
+        assert "is not a base model of this server" in r.json()["error"]["message"]
+    assert not client.get("/v1beta/tunedModels").json().get("tunedModels")
+
+
 def test_the_studio_limits_and_the_api_schema_are_what_the_server_enforces(client):
     limits = client.get("/studio/limits").json()
     schema = client.get("/openapi.json").json()["components"]["schemas"]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.catalog import BaseModelSpec, get_base_model, list_base_models
+from tunelab.catalog import BaseModelSpec, list_base_models
 from tunelab.config import Settings
 from tunelab.data import MIN_EXAMPLES, Example
 from tunelab.data.split import split_validation
@@ -220,9 +220,8 @@ class TuningService:
         spec = None
         unknown = None
         if req.base_model:
-            try:
-                spec = get_base_model(req.base_model, self.settings.extra_models)
-            except NotFound:  # said with the other problems, first (CreateRequestError)
+            spec = self._catalog_model(req.base_model)
+            if spec is None:  # said with the other problems, first (CreateRequestError)
                 unknown = self._unknown_base_model(req.base_model)
                 problems.insert(0, unknown)
             if spec is not None and not req.base_model.startswith("models/"):
@@ -371,6 +370,13 @@ class TuningService:
         except NotFound:
             raise NotFound(f"File 'files/{file_id}' was not found; upload it with POST "
                            "/v1beta/files.") from None
+
+    def _catalog_model(self, name: str) -> BaseModelSpec | None:
+        """The catalog's (or a registered) model named ``name`` ('models/ID' or 'ID'), else
+        None. Never a path: a name sent over the wire does not reach the server's files."""
+        key = name.removeprefix("models/")
+        return next((s for s in list_base_models(self.settings.extra_models) if s.id == key),
+                    None)
 
     def _unknown_base_model(self, name: str) -> Problem:
         """A base model this server does not have, with the ones it has (a create request
