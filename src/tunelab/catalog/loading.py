@@ -10,8 +10,8 @@ from typing import Any
 
 from tunelab.catalog.precision import Precision, choose, folder_shape, projection_shape
 from tunelab.catalog.specs import BaseModelSpec
-from tunelab.catalog.wide_linear import widen_linear_outputs
 from tunelab.catalog.templates import Template, template_for_vocab
+from tunelab.catalog.wide_linear import widen_linear_outputs
 from tunelab.fsutil import file_lock
 
 
