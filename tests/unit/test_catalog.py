@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tunelab.catalog import get_base_model, list_base_models, load_base_model
-from tunelab.catalog.sources import GGUFPackageSource
+from tunelab.catalog import get_base_model, list_base_models, load_base_model, sources
+from tunelab.catalog.sources import GGUFPackageSource, read_safetensors_header
 from tunelab.catalog.templates import CHATML, GEMMA, PLAIN
 from tunelab.errors import ModelNotAvailable, NotFound
 
@@ -73,3 +73,105 @@ def test_gguf_is_dequantized_once_and_cached_without_quantization_config(tmp_pat
     assert (tmp_path / spec.id / "model.safetensors").exists()
     assert str(loaded.model.dtype) == "torch.float32"
     assert loaded.template.name == "chatml"
+
+
+def _weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _header_dtypes(path) -> set[str]:
+    header, _ = read_safetensors_header(path)
+    return {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+
+
+def test_a_bf16_load_writes_a_bf16_copy_once_identical_to_transformers_conversion(
+        tmp_path, monkeypatch):
+    """A base held in bf16 is loaded from a bf16 copy of its weights (half the bytes, no fp32 file
+    mapped and converted at every load), written once, in chunks, with the same rounding as
+    transformers' own fp32 → bf16 conversion."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(sources, "_CHUNK_BYTES", 4096)  # several chunks per tensor
+    spec = get_base_model("tiny-random")
+    loaded = load_base_model(spec, tmp_path, "cpu", precision="bf16")
+    copy = tmp_path / "tiny-random.bf16" / "model.safetensors"
+    fp32 = tmp_path / "tiny-random" / "model.safetensors"
+    assert _header_dtypes(copy) == {"BF16"} and _header_dtypes(fp32) == {"F32"}
+    assert copy.stat().st_size < 0.55 * fp32.stat().st_size
+    assert loaded.path == tmp_path / "tiny-random"  # the model's folder, for exports
+    reference = AutoModelForCausalLM.from_pretrained(loaded.path, dtype=torch.bfloat16)
+    expected, got = _weights(reference), _weights(loaded.model)
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert {v.dtype for v in got.values()} == {torch.bfloat16}
+
+    before = copy.stat()
+    again = load_base_model(spec, tmp_path, "cpu", precision="bf16")
+    assert (copy.stat().st_ino, copy.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert all(torch.equal(v, expected[k]) for k, v in _weights(again.model).items())
+
+
+def test_a_bf16_load_reads_the_copy_not_the_fp32_file(tmp_path):
+    """Proof that the copy is what a later load reads: a copy changed on disk (same size, valid)
+    is what the model gets; the fp32 file is left alone."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    spec = get_base_model("tiny-random")
+    load_base_model(spec, tmp_path, "cpu", precision="bf16")
+    copy = tmp_path / "tiny-random.bf16" / "model.safetensors"
+    size = copy.stat().st_size
+    tensors = {k: torch.full_like(v, 0.5) for k, v in load_file(copy).items()}
+    save_file(tensors, copy, metadata={"format": "pt"})
+    assert copy.stat().st_size == size
+    loaded = load_base_model(spec, tmp_path, "cpu", precision="bf16")
+    assert all(bool((p == 0.5).all()) for p in loaded.model.parameters())
+
+
+def test_the_bf16_copy_is_rewritten_when_the_weights_change_or_it_is_damaged(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    spec = get_base_model("tiny-random")
+    load_base_model(spec, tmp_path, "cpu", precision="bf16")
+    fp32 = tmp_path / "tiny-random" / "model.safetensors"
+    copy = tmp_path / "tiny-random.bf16" / "model.safetensors"
+
+    # new fp32 weights (a base converted again): the copy follows them
+    changed = {k: v * 2 for k, v in load_file(fp32).items()}
+    save_file(changed, fp32, metadata={"format": "pt"})
+    loaded = load_base_model(spec, tmp_path, "cpu", precision="bf16")
+    emb = "model.embed_tokens.weight"
+    assert torch.equal(loaded.model.state_dict()[emb], changed[emb].to(torch.bfloat16))
+
+    # a copy cut short (a crash of the disk, a copy by hand): written again, not a load error
+    with open(copy, "r+b") as fh:
+        fh.truncate(copy.stat().st_size // 2)
+    loaded = load_base_model(spec, tmp_path, "cpu", precision="bf16")
+    assert torch.equal(loaded.model.state_dict()[emb], changed[emb].to(torch.bfloat16))
+    assert _header_dtypes(copy) == {"BF16"}
+
+    # a header that is not one: written again too
+    copy.write_bytes(b"\xff" * 8 + copy.read_bytes()[8:])
+    loaded = load_base_model(spec, tmp_path, "cpu", precision="bf16")
+    assert torch.equal(loaded.model.state_dict()[emb], changed[emb].to(torch.bfloat16))
+
+
+def test_no_copy_for_fp32_or_for_weights_already_in_bf16(tmp_path):
+    """An fp32 base (an AVX2-only CPU) loads its own folder; a folder whose weights are already
+    bf16 is loaded as it is."""
+    import torch
+
+    spec = get_base_model("tiny-random")
+    loaded = load_base_model(spec, tmp_path / "a", "cpu", precision="fp32")
+    assert loaded.model.dtype == torch.float32
+    assert not (tmp_path / "a" / "tiny-random.bf16").exists()
+
+    folder = tmp_path / "bf16-folder"
+    loaded.model.to(torch.bfloat16).save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    assert _header_dtypes(folder / "model.safetensors") == {"BF16"}
+    local = load_base_model(get_base_model(str(folder)), tmp_path / "b", "cpu", precision="bf16")
+    assert local.model.dtype == torch.bfloat16
+    assert not any(p.name.endswith(".bf16") for p in (tmp_path / "b").iterdir())

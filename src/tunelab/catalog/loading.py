@@ -9,10 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.catalog.precision import Precision, choose, folder_shape, projection_shape
+from tunelab.catalog.sources import bf16_copy
 from tunelab.catalog.specs import BaseModelSpec
 from tunelab.catalog.templates import Template, template_for_vocab
 from tunelab.catalog.wide_linear import widen_linear_outputs
 from tunelab.fsutil import file_lock
+
+# The bf16 copy of model ``id`` is cached in ``models_dir/{id}.bf16`` (catalog ids and ids made
+# from a path never hold a dot, so it is not another model's folder).
+BF16_CACHE_SUFFIX = ".bf16"
 
 
 @dataclass
@@ -96,7 +101,13 @@ def load_base_model(
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)
     chosen = choose(precision, device, models_dir, *projection_shape(config))
-    model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=chosen.dtype)
+    weights = path
+    if chosen.name == "bf16":
+        # a bf16 copy, written once: loading fp32 weights into bf16 maps and converts the whole
+        # fp32 file at every load (sources.bf16_copy)
+        with file_lock(models_dir / f".{spec.id}.lock"):
+            weights = bf16_copy(path, models_dir / f"{spec.id}{BF16_CACHE_SUFFIX}")
+    model = AutoModelForCausalLM.from_pretrained(weights, config=config, dtype=chosen.dtype)
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     if chosen.name == "bf16":
