@@ -88,7 +88,6 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
         len(split.validation),
         settings={**plan.to_dict(), "warmup_steps": plan.warmup_steps, "decay": plan.decay,
                   "lora_rank": plan.lora_rank, "lora_alpha": plan.lora_alpha,
-                  "probe_examples": plan.probe_examples,
                   "served_epoch": manifest.get("selected_epoch"),
                   "epochs_run": manifest.get("epochs_run")},
         choices=list(plan.reasons))

@@ -38,5 +38,5 @@ def test_a_small_dataset_with_nothing_set(client):
     got = client.get(f"/v1beta/{model}").json()["tuningTask"]["hyperparameters"]
     # 20 examples at batch 4: 5 steps an epoch; 20 epochs give 100 steps
     assert (got["epochCount"], got["batchSize"], op["metadata"]["totalSteps"]) == (20, 4, 100)
-    assert got["choices"][-1].startswith("Stopping point: a first run holds out 4 of the 20")
+    assert got["choices"][-1].startswith("Served epoch: the last")
     client.delete(f"/v1beta/{model}")

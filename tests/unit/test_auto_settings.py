@@ -18,35 +18,38 @@ def _resolve(n: int, **given):
     return Hyperparameters(**given).resolve(0.001, [Example("x" * 20, "y")] * n)
 
 
-@pytest.mark.parametrize(("n", "epochs", "batch", "warmup", "rank", "probe"), [
-    (20, 20, 4, 6, 8, 4),  # 5 steps an epoch: 20 epochs = 100 steps; 4 held out to choose one
-    (39, 10, 4, 6, 8, 8),
-    (50, 8, 4, 6, 8, 0),  # 13 steps an epoch: 8 epochs = 104 steps; validation is held out
-    (100, 5, 4, 8, 8, 0),  # from 100: Gemini's 5 epochs, never longer than the fixed defaults
-    (1200, 5, 8, 45, 16, 0),
-    (6000, 5, 16, 112, 16, 0),
+@pytest.mark.parametrize(("n", "epochs", "batch", "warmup", "rank"), [
+    (20, 20, 4, 6, 8),  # 5 steps an epoch: 20 epochs = 100 steps
+    (39, 10, 4, 6, 8),
+    (50, 8, 4, 6, 8),  # 13 steps an epoch: 8 epochs = 104 steps
+    (100, 5, 4, 8, 8),  # from 100: Gemini's 5 epochs, never longer than the fixed defaults
+    (1200, 5, 8, 45, 16),
+    (6000, 5, 16, 112, 16),
 ])
-def test_unset_values_are_chosen_from_the_data(n, epochs, batch, warmup, rank, probe):
+def test_unset_values_are_chosen_from_the_data(n, epochs, batch, warmup, rank):
     hp = _resolve(n)
     assert (hp.epoch_count, hp.batch_size, hp.learning_rate) == (epochs, batch, 0.001)
-    assert (hp.warmup_steps, hp.decay, hp.lora_rank, hp.lora_alpha, hp.probe_examples) == (
-        warmup, "cosine", rank, 2 * rank, probe)
+    assert (hp.warmup_steps, hp.decay, hp.lora_rank, hp.lora_alpha) == (
+        warmup, "cosine", rank, 2 * rank)
     assert set(hp.automatic) == {"epoch_count", "batch_size", "learning_rate"}
-    assert len(hp.reasons) == 4 + bool(probe)
+    assert len(hp.reasons) == 5  # batch, epochs, rate, LoRA shape, the served epoch
+    assert hp.reasons[-1].startswith("Served epoch: the last")
+    held_out = Hyperparameters().resolve(0.001, [Example("x" * 20, "y")] * n,
+                                         has_validation=True)
+    assert held_out.reasons[-1].startswith("Served epoch: the one that scores best")
 
 
 def test_given_values_are_used_exactly():
     hp = _resolve(20, epoch_count=3, batch_size=2, learning_rate=0.05)
     assert (hp.epoch_count, hp.batch_size, hp.learning_rate) == (3, 2, 0.05)
-    assert hp.schedule() is None and hp.automatic == ()  # Gemini's constant rate, no first run
+    assert hp.schedule() is None and hp.automatic == ()  # Gemini's constant rate
     assert [hp.lr_at(s, 30) for s in (1, 15, 30)] == [0.05, 0.05, 0.05]
     assert hp.reasons[:3] == ("batchSize 2: as given.", "epochCount 3: as given.",
                               "learningRate 0.05: as given, constant.")
-    # a multiplier gives the rate too (constant); unset epochs still get a first run
+    # a multiplier gives the rate too (constant)
     multiplied = _resolve(20, learning_rate_multiplier=2.0)
-    assert multiplied.learning_rate == 0.002 and multiplied.schedule() == {
-        "warmup_steps": 0, "decay": "constant", "min_lr_ratio": 1.0, "probe_examples": 4}
-    assert _resolve(20, epoch_count=4, learning_rate_multiplier=2.0).schedule() is None
+    assert multiplied.learning_rate == 0.002 and multiplied.schedule() is None
+    assert multiplied.epoch_count == 20 and "epoch_count" in multiplied.automatic
     # without the data (no examples known), Gemini's fixed defaults
     assert Hyperparameters().resolve(0.001).to_dict() == {
         "epoch_count": 5, "batch_size": 4, "learning_rate": 0.001}
@@ -68,37 +71,33 @@ def _adapter(path):
     return load_file(path / "adapter" / "adapter_model.safetensors")
 
 
-def test_a_small_dataset_chooses_its_epoch_and_resumes_bit_identically(tiny_base, tmp_path):
+def test_a_small_dataset_trains_on_every_example_serves_the_last_epoch_and_resumes(
+        tiny_base, tmp_path):
     exs = arithmetic_examples(20)
     hp = Hyperparameters(batch_size=8)  # 3 steps an epoch: 20 epochs, 60 steps
     full = train(tiny_base, exs, hp, tmp_path / "full", seed=1)
     m = json.loads((tmp_path / "full" / "manifest.json").read_text())
-    assert m["plan"]["epoch_count"] == 20 and m["plan"]["probe_examples"] == 4
-    probe = m["probe"]
-    assert probe["examples"] == 4 and len(probe["scores"]) == 20
-    assert m["selected_epoch"] == probe["epoch"] == full.advice.epoch
-    assert full.advice.basis == "first_run" and "first run held out" in full.advice.message
-    assert len(full.snapshots) == 60  # all 20 examples trained; the first run is not reported
-    assert not (tmp_path / "full" / "probe").exists()
+    assert m["plan"]["epoch_count"] == 20 and m["plan"]["decay"] == "cosine"
+    assert len(full.snapshots) == 60 and m["example_count"] == 20  # every example trained on
+    assert m["selected_epoch"] == 20 and m["evaluation"] is None
 
-    for stop_after in (30, 75):  # killed in the first run, then in the second
-        out = tmp_path / f"resumed-{stop_after}"
-        calls = {"n": 0}
+    out = tmp_path / "resumed"
+    calls = {"n": 0}
 
-        def crash(stop_after=stop_after, calls=calls):
-            calls["n"] += 1
-            return calls["n"] > stop_after
+    def crash():
+        calls["n"] += 1
+        return calls["n"] > 31  # killed in epoch 11, mid-schedule
 
-        assert train(tiny_base, exs, hp, out, seed=1, should_cancel=crash).status == "cancelled"
-        resumed = train(tiny_base, exs, hp, out, seed=1)
-        assert [(s.step, s.mean_loss) for s in resumed.snapshots] == [
-            (s.step, s.mean_loss) for s in full.snapshots]
-        a, b = _adapter(tmp_path / "full"), _adapter(out)
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert train(tiny_base, exs, hp, out, seed=1, should_cancel=crash).status == "cancelled"
+    resumed = train(tiny_base, exs, hp, out, seed=1)
+    assert [(s.step, s.mean_loss) for s in resumed.snapshots] == [
+        (s.step, s.mean_loss) for s in full.snapshots]
+    a, b = _adapter(tmp_path / "full"), _adapter(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_the_schedule_changes_what_is_learned(tiny_base, tmp_path):
-    exs = arithmetic_examples(48)  # validation held out: no first run
+    exs = arithmetic_examples(48)
     auto = train(tiny_base, exs, Hyperparameters(epoch_count=2, batch_size=4), tmp_path / "a")
     const = train(tiny_base, exs, Hyperparameters(epoch_count=2, batch_size=4,
                                                   learning_rate=0.01), tmp_path / "c")

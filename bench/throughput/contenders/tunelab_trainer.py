@@ -3,7 +3,7 @@
 The base model is loaded by ``load_base_model`` with ``TUNELAB_PRECISION`` (default ``auto``:
 bf16 frozen weights where a short probe finds bf16 matmuls clearly faster on this CPU, fp32
 otherwise), so the run uses what a user of this machine gets. The epochs, batch size and learning
-rate are given, so tunelab's automatic choices (schedule, first run that picks the epoch) stay
+rate are given, so tunelab's automatic choices (the warmed-up, decaying schedule) stay
 off and the learning rate is constant.
 """
 

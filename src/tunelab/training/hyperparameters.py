@@ -25,7 +25,6 @@ from tunelab.training.auto import (
     auto_epoch_count,
     learning_rate_at,
     lora_shape,
-    probe_count,
     warmup_steps,
 )
 
@@ -81,8 +80,8 @@ class Hyperparameters:
         """The values to train with. Without ``examples``, unset fields take Gemini's fixed
         defaults; with them, tunelab chooses the unset fields from the data
         (``training/auto.py``: epochs, batch size, a warmup + cosine learning-rate schedule,
-        the LoRA shape, and for a small dataset without ``has_validation`` a first run that
-        chooses the epoch). Given values are always used exactly."""
+        the LoRA shape; which epoch is served depends on ``has_validation``). Given values are
+        always used exactly."""
         self.validate()
         recommended = recommended_learning_rate or DEFAULT_LEARNING_RATE
         if self.learning_rate is not None:
@@ -137,13 +136,11 @@ class Hyperparameters:
             rank, alpha = lora_shape(n)
             reasons.append(f"LoRA rank {rank}, alpha {alpha} on every linear layer: "
                            f"{'1,000 or more' if rank > 8 else 'fewer than 1,000'} examples.")
-        probe = probe_count(n) if self.epoch_count is None and not has_validation else 0
-        if probe:
-            reasons.append(
-                f"Stopping point: a first run holds out {probe} of the {n} examples and scores "
-                "every epoch on them; the model is then trained on all of them and the epoch "
-                "that scored best is served.")
-        return ResolvedHyperparameters(epochs, batch, lr, warmup, decay, rank, alpha, probe,
+        reasons.append(
+            "Served epoch: the one that scores best on the validation examples." if has_validation
+            else "Served epoch: the last (no examples held out to score epochs on: below 40 "
+            "examples every one is trained on).")
+        return ResolvedHyperparameters(epochs, batch, lr, warmup, decay, rank, alpha,
                                        tuple(reasons), tuple(chosen))
 
 
@@ -160,7 +157,6 @@ class ResolvedHyperparameters:
     decay: str = "constant"  # "constant" | "cosine" (training/auto.py)
     lora_rank: int = 8
     lora_alpha: int = 16
-    probe_examples: int = 0  # held out by a first run that chooses the epoch
     reasons: tuple[str, ...] = ()
     automatic: tuple[str, ...] = ()  # the fields tunelab chose
 
@@ -177,13 +173,12 @@ class ResolvedHyperparameters:
                 "learning_rate": self.learning_rate}
 
     def schedule(self) -> dict | None:
-        """The learning-rate schedule and stopping point, None for Gemini's (constant rate,
-        no first run): part of a run's identity (its checkpoints' fingerprint)."""
-        if self.decay == "constant" and not self.warmup_steps and not self.probe_examples:
+        """The learning-rate schedule, None for Gemini's (a constant rate): part of a run's
+        identity (its checkpoints' fingerprint)."""
+        if self.decay == "constant" and not self.warmup_steps:
             return None
         return {"warmup_steps": self.warmup_steps, "decay": self.decay,
-                "min_lr_ratio": MIN_LR_RATIO if self.decay != "constant" else 1.0,
-                "probe_examples": self.probe_examples}
+                "min_lr_ratio": MIN_LR_RATIO if self.decay != "constant" else 1.0}
 
     def plan(self) -> dict:
         """Everything, as JSON (kept with a queued job, so a change of tunelab's choices

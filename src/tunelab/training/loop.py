@@ -250,9 +250,8 @@ def train(
     ``data/split.py``) is kept with the scores.
 
     Unset hyperparameters are chosen from the examples (``training/auto.py``); a
-    ``ResolvedHyperparameters`` (a queued job's plan) is used as it is. When the plan asks for
-    it (a small dataset, no validation examples), a first run on most of the examples chooses
-    the epoch to serve (``_choose_epoch``).
+    ``ResolvedHyperparameters`` (a queued job's plan) is used as it is. With validation
+    examples the best-scoring epoch is served, without them the last.
     """
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -271,12 +270,6 @@ def train(
     fingerprint = _fingerprint(base, data_hash, {**hp.to_dict(), **(
         {"schedule": schedule} if schedule else {})}, lora, seed,
         dataset_hash(validation) if validation else None)
-    probe = None
-    if hp.probe_examples and not validation:
-        probe = _choose_epoch(base, examples, hp, output_dir, seed, should_cancel, resume)
-        if probe is None:  # cancelled during the first run: nothing of the model is trained
-            return TrainResult("cancelled", output_dir, [], [], None)
-
     tokenized = [tokenize_example(base.tokenizer, base.template, ex) for ex in examples]
     lengths = [t.length for t in tokenized]
     steps_per_epoch = hp.steps_per_epoch(len(examples))
@@ -407,13 +400,10 @@ def train(
 
     save_adapter(output_dir, model)
     advice = (advice_of(evaluation) if evaluation else None) or advise_epoch(epoch_losses)
-    if probe is not None and epoch_losses:
-        advice = _probe_advice(probe, len(examples), len(epoch_losses))
     selected = None
     if status == "completed":
-        # with scores (or a first run's choice), the best epoch is served; without, the last
-        # (the advice only advises)
-        selected = advice.epoch if (evaluation or probe) and advice else len(epoch_losses)
+        # with scores, the best epoch is served; without, the last (the advice only advises)
+        selected = advice.epoch if evaluation and advice else len(epoch_losses)
     manifest = {
         "tunelab_version": __version__,
         # what the frozen base was held in and why (catalog/precision.py)
@@ -425,7 +415,6 @@ def train(
         "requested_hyperparameters": dataclasses.asdict(hyperparameters),
         # every setting the run used, and one line on each choice (training/auto.py)
         "plan": hp.plan(),
-        "probe": probe,
         "lora": lora.to_dict(),
         "seed": seed,
         "dataset_hash": data_hash,
@@ -463,59 +452,6 @@ def train(
         manifest=manifest,
         evaluation=evaluation,
     )
-
-
-PROBE_SEED = 20241  # which examples the first run holds out: the data's, not the run's seed
-
-
-def _choose_epoch(base: LoadedBase, examples: list[Example], hp: ResolvedHyperparameters,
-                  output_dir: Path, seed: int, should_cancel: Callable[[], bool] | None,
-                  resume: bool) -> dict | None:
-    """The first run of a small dataset: hold out ``hp.probe_examples`` examples (fixed seed),
-    train on the rest for ``hp.epoch_count`` epochs scoring every epoch on them, and return
-    the best epoch with its scores (None when cancelled). The result is kept in
-    ``probe.json`` and the first run's checkpoints are removed, so a resumed run neither
-    repeats it nor keeps its files."""
-    import random
-    import shutil
-
-    record = output_dir / "probe.json"
-    if resume and record.is_file():
-        found = json.loads(record.read_text())
-        if isinstance(found, dict) and found.get("examples") == hp.probe_examples:
-            return found
-    k = hp.probe_examples
-    held = set(random.Random(PROBE_SEED).sample(range(len(examples)), k))
-    rest = [ex for i, ex in enumerate(examples) if i not in held]
-    scored = [examples[i] for i in sorted(held)]
-    first = dataclasses.replace(hp, probe_examples=0, reasons=(), automatic=())
-    work = output_dir / "probe"
-    result = train(base, rest, first, work, should_cancel=should_cancel, seed=seed,
-                   resume=resume, validation=scored,
-                   validation_record={"source": "PROBE", "example_count": k,
-                                      "held_out": sorted(i + 1 for i in held),
-                                      "message": "", "warnings": []})
-    if result.status != "completed" or not result.evaluation:
-        return None
-    advice = advice_of(result.evaluation)
-    found = {"examples": k, "held_out": sorted(i + 1 for i in held),
-             "metric": result.evaluation["metric"], "epoch": advice.epoch,
-             "scores": [e["score"] for e in result.evaluation["epochs"]],
-             "baseline": (result.evaluation.get("baseline") or {}).get("score")}
-    atomic_write_text(record, json.dumps(found))
-    shutil.rmtree(work, ignore_errors=True)
-    return found
-
-
-def _probe_advice(probe: dict, n: int, epochs_run: int) -> EpochAdvice:
-    epoch = min(probe["epoch"], epochs_run)
-    name = "accuracy" if probe["metric"] == "accuracy" else "token F1"
-    score = probe["scores"][epoch - 1]
-    return EpochAdvice(
-        epoch, False,
-        f"Epoch {epoch} scored best ({name} {score:.3f}) on the {probe['examples']} examples a "
-        f"first run held out; trained on all {n} examples, epoch {epoch} is served.",
-        "first_run", score)
 
 
 def _adamw(params: list, lr: float):
