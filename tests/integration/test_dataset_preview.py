@@ -144,3 +144,23 @@ def test_bounded_like_an_upload_and_credentials_first(svc, c):
     assert r.status_code == 403
     # nothing of any preview was stored
     assert not c.get("/v1beta/files").json().get("files")
+
+
+def test_the_file_limit_served_to_the_studio_is_the_servers_bound(c):
+    """The Studio refuses a file over ``GET /studio/limits``' ``datasetFile.maxBytes`` before
+    sending it: that number is the bound the server reads uploads and previews under (a file
+    of exactly that size is read, one byte more is refused), not one typed into the page."""
+    limit = c.get("/studio/limits").json()["datasetFile"]
+    top = limit["maxBytes"]
+    assert limit["range"] == f"at most {top / 2**20:g} MB"
+    head = "text_input,output\n"
+    at = head + "x" * (top - len(head) - 3) + ",y\n"
+    assert len(at.encode()) == top
+    r = c.post(PREVIEW, files={"file": ("at.csv", at)})
+    assert r.status_code == 200, r.text  # read: what is wrong with it is its rows, not its size
+    assert not any("larger than" in v["description"] for v in r.json()["fieldViolations"])
+    for path in (PREVIEW, "/v1beta/files"):
+        r = c.post(path, files={"file": ("over.csv", at + "y")})
+        assert r.status_code == 400, r.text
+        assert f"larger than {top // 2**20} MB" in r.json()["error"]["message"]
+    assert not c.get("/v1beta/files").json().get("files")

@@ -161,12 +161,19 @@ async def logout(request: Request) -> JSONResponse:
 def limits(request: Request) -> JSONResponse:
     """The limits and meanings of the fields the Studio's forms edit (display name,
     description, sampling defaults, hyperparameters), from the source the server checks
-    against (``tunelab/parameters.py``), so the page never re-types them. Public: they are
-    what the API documents."""
+    against (``tunelab/parameters.py``), and ``datasetFile``: the largest dataset file an
+    upload or a preview reads (the bound ``api/bounds.py`` puts on their bodies), so the page
+    never re-types them. Public: they are what the API documents."""
+    from tunelab.data.parse import MAX_FILE_BYTES
     from tunelab.parameters import studio_limits
 
     settings = request.app.state.settings
-    return JSONResponse(studio_limits(settings.max_description_chars), headers=NO_STORE)
+    limits = studio_limits(settings.max_description_chars)
+    limits["datasetFile"] = {"maxBytes": MAX_FILE_BYTES,
+                             "range": f"at most {MAX_FILE_BYTES / 2**20:g} MB",
+                             "description": "The largest training or test data file the "
+                                            "server reads; split a larger one."}
+    return JSONResponse(limits, headers=NO_STORE)
 
 
 def mount(app) -> None:

@@ -4,7 +4,7 @@
 // role that may call the model may compare it (the server checks every model named).
 import { get, post, listAll } from "./api.js";
 import { html, render, within, failure, modelId, debounce } from "./util.js";
-import { MAX_BYTES, readDataset, tableRows, pastedFile } from "./dataset.js";
+import { overLimit, readDataset, tableRows, pastedFile } from "./dataset.js";
 import { fmtScore, metricName } from "./scores.js";
 
 const MAX_EXAMPLES = 100;  // the server scores at most this many per request
@@ -85,7 +85,8 @@ export async function show(main, id) {
     if (!f) return;
     $("#pasted").value = "";
     // bounded before it is read: a test file is at most as large as a training file
-    if (f.size > MAX_BYTES) { rows = []; note(`${f.name} was not read: it is ${(f.size / 2 ** 20).toFixed(1)} MB and the limit is 4 MB. ${MAX_EXAMPLES} examples are enough to compare models.`, true); update(); return; }
+    const over = await overLimit(f);
+    if (over) { rows = []; note(`${f.name} was not read: ${over}. ${MAX_EXAMPLES} examples are enough to compare models.`, true); update(); return; }
     // read by the server, as training data is (the Studio has no parser of its own)
     let read;
     try { read = await readDataset(f, f.name); } catch (e) { rows = []; note(failure(e, "read the file"), true); update(); return; }
@@ -107,7 +108,9 @@ export async function show(main, id) {
     if (!text.trim()) { rows = []; note(""); update(); return; }
     const blob = pastedFile(text);
     if (!blob) { rows = []; note("Paste two columns, input and expected output, separated by a tab (as a spreadsheet copies them).", true); update(); return; }
-    if (blob.size > MAX_BYTES) { rows = []; note("The pasted rows are over 4 MB; 100 examples are enough to compare models.", true); update(); return; }
+    const over = await overLimit(blob);
+    if (seq !== pasteSeq) return;
+    if (over) { rows = []; note(`The pasted rows were not read: ${over}. ${MAX_EXAMPLES} examples are enough to compare models.`, true); update(); return; }
     let read;
     try { read = await readDataset(blob, "pasted rows.tsv"); } catch (e) { if (seq === pasteSeq) { rows = []; note(failure(e, "read the pasted rows"), true); update(); } return; }
     if (seq === pasteSeq) take(tableRows(read), "the pasted rows");

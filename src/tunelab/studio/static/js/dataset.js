@@ -5,8 +5,20 @@
 // ("examples[6].output") and its warnings with a code and the rows they concern.
 import { previewDataset } from "./api.js";
 
-// A file over this is refused before it is read or sent (the server's upload limit).
-export const MAX_BYTES = 4 * 1024 * 1024;
+// The server's limits (GET /studio/limits: the forms' fields, and datasetFile, the largest
+// data file it reads), asked once for every page that imports this module; null if unread.
+export const limits = fetch("/studio/limits", { credentials: "same-origin" })
+  .then((r) => (r.ok ? r.json() : null)).catch(() => null);
+
+const mb = (n) => `${Number((n / 2 ** 20).toFixed(1))} MB`;
+
+/** Why ``blob`` is refused before it is read or sent ("it is 5.2 MB and the limit is 4 MB"),
+ *  or "" when it is within the server's file limit (or the limits could not be read: the
+ *  server then refuses a file over it itself). */
+export async function overLimit(blob) {
+  const max = (await limits)?.datasetFile?.maxBytes;
+  return max != null && blob.size > max ? `it is ${mb(blob.size)} and the limit is ${mb(max)}` : "";
+}
 
 /** The server's reading of ``blob`` as a file named ``name``; ``columns`` ({input, output})
  *  chooses a CSV's columns. */

@@ -5,7 +5,7 @@
 // between cells, Enter (or typing) edits a cell, Escape leaves it.
 import { post, upload, del, listAll } from "./api.js";
 import { html, raw, render, esc, toast, debounce, modelId, within, setLeaveGuard, failure } from "./util.js";
-import { MAX_BYTES, readDataset, tableRows, pastedFile, toUpload } from "./dataset.js";
+import { limits, overLimit, readDataset, tableRows, pastedFile, toUpload } from "./dataset.js";
 
 // The Studio's words for each kind of warning the server reports (data/validate.py's codes).
 const WARNING_TITLES = {
@@ -237,7 +237,8 @@ export async function show(main) {
     const blob = pastedFile(ev.clipboardData.getData("text/plain"));
     if (!blob) return;
     ev.preventDefault();
-    if (blob.size > MAX_BYTES) { toast("The pasted rows are over 4 MB; paste fewer at a time."); return; }
+    const over = await overLimit(blob);
+    if (over) { toast(`The pasted rows were not read: ${over}. Paste fewer at a time.`); return; }
     let read;
     try { read = await readDataset(blob, "pasted rows.tsv"); } catch (e) { toast(failure(e, "read the pasted rows")); return; }
     const pairs = tableRows(read);
@@ -273,7 +274,7 @@ export async function show(main) {
 
   // The form's limits come from the server's own source of them (GET /studio/limits), never
   // re-typed here: the server checks the same numbers.
-  fetch("/studio/limits", { credentials: "same-origin" }).then((r) => (r.ok ? r.json() : null)).then((lim) => {
+  limits.then((lim) => {
     if (!lim) return;
     const bound = (sel, l) => {
       const el = $(sel);
@@ -332,9 +333,10 @@ export async function show(main) {
   async function takeFile(f) {
     if (!f) return;
     st.notLoaded = "";
-    if (f.size > MAX_BYTES) {
+    const over = await overLimit(f);
+    if (over) {
       // refused before anything is read or sent; the data already in the table stays as it is
-      st.notLoaded = `${f.name} was not loaded: it is ${(f.size / 2 ** 20).toFixed(1)} MB and the limit is 4 MB. ` +
+      st.notLoaded = `${f.name} was not loaded: ${over}. ` +
         "Remove examples or shorten them, or split the file and tune on a part." +
         (st.rows.length ? " The data below is unchanged." : "");
       drawSummary(); return;
