@@ -118,6 +118,22 @@ def test_evaluate_errors_say_what_to_do(client, held_out):
     assert r.status_code == 400 and "'models/ID' or 'tunedModels/ID'" in r.text
 
 
+def test_compare_with_names_only_the_servers_base_models(client, held_out, tmp_path):
+    """'models/...' in compareWith is one of the server's base models: a server folder, named
+    through 'models/../..', is an unknown base model whether it exists or not (not loaded, not
+    confirmed to exist), and the answer names the server's models, never a local path."""
+    (tmp_path / "config.json").write_text("{}")
+    for folder in (tmp_path, tmp_path / "missing"):
+        r = client.post("/v1beta/tunedModels/held:evaluate", json={
+            "testData": {"examples": {"examples": labelled(2)}},
+            "compareWith": ["models/" + "../" * 30 + str(folder).lstrip("/")]})
+        assert r.status_code == 404, r.text
+        message = r.json()["error"]["message"]
+        assert "is not a base model of this server; give one of models/" in message
+        assert "models/tiny-random" in message
+        assert "path" not in message and "folder" not in message
+
+
 def test_cli_eval_of_a_served_model_and_its_base(service, held_out, tmp_path):
     import json
     import os

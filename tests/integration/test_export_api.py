@@ -98,6 +98,14 @@ ERRORS = {
                       {"files": {"adapterConfig": ("adapter_config.json", b"{}"),
                                  "adapterModel": ("adapter_model.safetensors", b"x" * 20)}},
                       400, "baseModel is required"),
+    # a folder of the server, named through 'models/../..', is not a base model over the API
+    "a server folder as base model": ("post", "/v1beta/tunedModels:import",
+                                      {"data": {"baseModel": "models/" + "../" * 30 + "etc"},
+                                       "files": {"adapterConfig": ("adapter_config.json", b"{}"),
+                                                 "adapterModel": ("adapter_model.safetensors",
+                                                                  b"x" * 20)}},
+                                      404, "is not a base model of this server; give one of "
+                                           "models/"),
     "not an archive": ("post", "/v1beta/tunedModels:import",
                        {"data": {"baseModel": "models/tiny-random"},
                         "files": {"archive": ("a.tar.gz", b"not a tar")}},

@@ -8,10 +8,11 @@ import math
 import threading
 import time
 
-from tunelab.catalog import BaseModelSpec, get_base_model, load_base_model
+from tunelab.catalog import BaseModelSpec, load_base_model
 from tunelab.config import Settings
 from tunelab.data import Example
 from tunelab.errors import Unavailable
+from tunelab.jobs.base_models import require_served_base_model
 
 
 class GenerationGate:
@@ -94,10 +95,11 @@ class ServingPool:
         self._lock = threading.Lock()
 
     def generator(self, base_model: str):
-        """The Generator for ``models/{id}`` (loading the base model on first use)."""
+        """The Generator for ``models/{id}``, one of the server's base models (loading it on
+        first use); ``NotFound`` for any other name, a server folder's too."""
         from tunelab.inference import Generator
 
-        spec = get_base_model(base_model, self.settings.extra_models)
+        spec = require_served_base_model(base_model, self.settings.extra_models)
         with self._lock:
             gen = self._generators.get(spec.id)
             if gen is None:

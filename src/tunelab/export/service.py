@@ -11,12 +11,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.catalog import get_base_model, materialize
+from tunelab.catalog import materialize
 from tunelab.config import Settings
 from tunelab.errors import AlreadyExists, InvalidArgument
 from tunelab.export.adapter_import import check_adapter, import_adapter
 from tunelab.export.formats import check_options, export_model
 from tunelab.ids import random_id
+from tunelab.jobs.base_models import require_served_base_model
 from tunelab.jobs.service import ID_RE, TuningService, derive_id
 from tunelab.parameters import MAX_DISPLAY_NAME
 from tunelab.store import OperationRow, Store, TunedModelRow
@@ -42,7 +43,9 @@ class ExportService:
         self.tuning = TuningService(settings, store)
 
     def _base(self, base_model: str):
-        spec = get_base_model(base_model, self.settings.extra_models)
+        """One of the server's base models (an import names it over the API: never a server
+        folder) and where its weights are."""
+        spec = require_served_base_model(base_model, self.settings.extra_models)
         return spec, materialize(spec, self.settings.models_dir)
 
     def workdir(self) -> Path:

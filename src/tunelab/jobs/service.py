@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.catalog import BaseModelSpec, list_base_models
+from tunelab.catalog import BaseModelSpec
 from tunelab.config import Settings
 from tunelab.data import MIN_EXAMPLES, Example
 from tunelab.data.split import split_validation
@@ -31,6 +31,7 @@ from tunelab.errors import (
 )
 from tunelab.fsutil import atomic_write
 from tunelab.ids import random_id
+from tunelab.jobs.base_models import served_base_model, unknown_base_model
 from tunelab.parameters import TunedModelSettings, sentence
 from tunelab.parameters import problems as problems_of
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
@@ -220,7 +221,7 @@ class TuningService:
         spec = None
         unknown = None
         if req.base_model:
-            spec = self._catalog_model(req.base_model)
+            spec = served_base_model(req.base_model, self.settings.extra_models)
             if spec is None:  # said with the other problems, first (CreateRequestError)
                 unknown = self._unknown_base_model(req.base_model)
                 problems.insert(0, unknown)
@@ -371,19 +372,10 @@ class TuningService:
             raise NotFound(f"File 'files/{file_id}' was not found; upload it with POST "
                            "/v1beta/files.") from None
 
-    def _catalog_model(self, name: str) -> BaseModelSpec | None:
-        """The catalog's (or a registered) model named ``name`` ('models/ID' or 'ID'), else
-        None. Never a path: a name sent over the wire does not reach the server's files."""
-        key = name.removeprefix("models/")
-        return next((s for s in list_base_models(self.settings.extra_models) if s.id == key),
-                    None)
-
     def _unknown_base_model(self, name: str) -> Problem:
         """A base model this server does not have, with the ones it has (a create request
         names a catalog model: the local folders the CLI may tune are not offered here)."""
-        known = ", ".join(f"models/{s.id}" for s in list_base_models(self.settings.extra_models))
-        return Problem(f"'{name}' is not a base model of this server; give one of {known}",
-                       field="baseModel")
+        return Problem(unknown_base_model(name, self.settings.extra_models), field="baseModel")
 
     @staticmethod
     def _validation_problems(given: list[Example], req: TuningRequest, count, spec) -> list:

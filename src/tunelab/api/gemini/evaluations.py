@@ -27,6 +27,7 @@ from tunelab.auth.rules import READER
 from tunelab.data import Example
 from tunelab.data.split import MAX_VALIDATION
 from tunelab.errors import InvalidArgument
+from tunelab.jobs.base_models import require_served_base_model
 from tunelab.models import TunedModels
 
 router = APIRouter(route_class=LenientJSONRoute)
@@ -87,9 +88,7 @@ def _target(request: Request, principal: Principal, name: str):
         row = models.get(name.removeprefix("tunedModels/"), principal.owner, READER)
         return pool.generator(row.base_model), models.usable_adapter(row)
     if name.startswith("models/"):
-        from tunelab.catalog import get_base_model
-
-        spec = get_base_model(name, request.app.state.settings.extra_models)
+        spec = require_served_base_model(name, request.app.state.settings.extra_models)
         return pool.generator(spec.name), None
     raise InvalidArgument(
         f"compareWith names '{name}'; name models as 'models/ID' or 'tunedModels/ID'.")
