@@ -272,3 +272,44 @@ def test_row_types_in_the_web_layer_are_fine():
     imps = [Import("api/gemini/convert.py", 1, "tunelab.store", ("TunedModelRow", "FileRow"))]
     assert not any(check(i) for i in imps for check in CHECKS.values())
 
+
+
+def access_checks(path: Path, root: Path = SRC) -> list[tuple[str, int]]:
+    """(path, line) of every call of a ``require`` method in the module: the accounts'
+    access check for a tuned model (``Accounts.require``, ``Permissions.require``) is the
+    only method of that name in tunelab."""
+    rel = path.relative_to(root).as_posix()
+    tree = ast.parse(path.read_text(), str(path))
+    return [(rel, node.lineno) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "require"]
+
+
+def access_checked_in_web(root: Path = SRC) -> list[str]:
+    """Every web-layer module that checks a caller's role on a tuned model itself instead of
+    asking the tuned-model service (``app.state.models.get(id, user, role)``)."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] in WEB:
+            out += [f"src/tunelab/{p}:{line}: .require(...)  breaks: a route gets a tuned "
+                    "model with the caller's role through app.state.models.get"
+                    for p, line in access_checks(path, root)]
+    return out
+
+
+def test_the_web_layer_checks_access_to_tuned_models_through_their_service():
+    found = access_checked_in_web()
+    assert not found, "\n".join(found)
+
+
+def test_a_route_checking_access_itself_is_caught(tmp_path):
+    fake = tmp_path / "tunelab"
+    (fake / "api").mkdir(parents=True)
+    (fake / "models").mkdir()
+    (fake / "api" / "export.py").write_text(
+        "def f(request, p):\n    return request.app.state.accounts.require('m', p.owner, 'W')\n")
+    (fake / "api" / "ok.py").write_text(
+        "def f(request, p):\n    return request.app.state.models.get('m', p.owner, 'W')\n")
+    (fake / "models" / "service.py").write_text(
+        "def get(self, m, u, n):\n    return self.accounts.require(m, u, n)\n")
+    assert [f.split(":")[0] for f in access_checked_in_web(fake)] == ["src/tunelab/api/export.py"]

@@ -65,8 +65,8 @@ async def export_tuned_model(
     """tunelab extension: the model's weights, with tokenizer, chat template and model card."""
     from tunelab.auth.rules import OWNER
 
-    row = request.app.state.accounts.require(model_id, principal.owner,
-                                             rule_for(request).role or OWNER)
+    row = request.app.state.models.get(model_id, principal.owner,
+                                       rule_for(request).role or OWNER)
     out = await run_in_threadpool(_service(request).export, row, format, epoch, quantization)
     return FileResponse(out.path, media_type=out.media_type, filename=out.filename,
                         background=BackgroundTask(shutil.rmtree, out.workdir, True))

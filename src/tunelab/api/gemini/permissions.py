@@ -81,7 +81,8 @@ class TransferOwnershipRequest(BaseModel):
 
 def _ctx(request: Request, principal: Principal, model_id: str):
     accounts: Accounts = request.app.state.accounts
-    model = accounts.require(model_id, principal.owner, rule_for(request).role or "OWNER")
+    model = request.app.state.models.get(model_id, principal.owner,
+                                         rule_for(request).role or "OWNER")
     return accounts, model
 
 
