@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -46,6 +48,20 @@ err = Console(stderr=True)
 def fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]Error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+@contextmanager
+def reported(code: int = 2) -> Iterator[None]:
+    """A command's user errors as plain lines and exit ``code``: a dataset's problems each
+    on its row (with the warnings), any other tunelab error as its message; never a
+    traceback."""
+    try:
+        yield
+    except DatasetError as e:
+        print_problems(e)
+        raise typer.Exit(code) from None
+    except TunelabError as e:
+        raise fail(e.message, code) from None
 
 
 def print_problems(e: DatasetError) -> None:
@@ -143,7 +159,7 @@ def tune(
 
     settings = Settings()
     hp = Hyperparameters(epochs, batch_size, learning_rate, learning_rate_multiplier)
-    try:
+    with reported():
         hp.validate()
         examples = read_file(data, input_column=input_column, output_column=output_column)
         given = None
@@ -169,11 +185,6 @@ def tune(
             count_tokens=lambda ex: _example_tokens(base, ex),
             context_length=base.spec.context_length,
         )
-    except DatasetError as e:
-        print_problems(e)
-        raise typer.Exit(2) from None
-    except TunelabError as e:
-        raise fail(e.message, 2) from None
     split = split_validation(examples, given)
     warnings += split.warnings
     if warnings:
@@ -182,13 +193,11 @@ def tune(
     console.print(f"Validation: {split.message}", highlight=False)
 
     out = output or default_output_dir(data)
-    try:
+    with reported():
         result = train_with_progress(
             base, split.train, hp, out, settings.seed if seed is None else seed,
             validation=split.validation, validation_record=split.record(),
         )
-    except TunelabError as e:
-        raise fail(e.message, 2) from None
     report_result(result)
 
 
@@ -345,7 +354,7 @@ def generate(
     config = GenerationConfig(
         temperature, top_p, top_k, max_output_tokens, tuple(stop or ()), candidate_count, seed
     )
-    try:
+    with reported():
         path = Path(model)
         if (path / "manifest.json").exists():
             manifest = read_manifest(path)
@@ -362,8 +371,6 @@ def generate(
         for chunk in gen.stream(turns, system, config, adapter):
             console.print(chunk.text, end="", highlight=False, soft_wrap=True)
         console.print()
-    except TunelabError as e:
-        raise fail(e.message, 2) from None
 
 
 @app.command("use-epoch")
@@ -374,10 +381,8 @@ def use_epoch(
     """Serve an earlier epoch's checkpoint instead of the last one, without re-tuning."""
     from tunelab.training import select_epoch
 
-    try:
+    with reported():
         select_epoch(output, epoch)
-    except TunelabError as e:
-        raise fail(e.message, 2) from None
     console.print(f"{output}/adapter now holds the parameters after epoch {epoch}.")
 
 
@@ -403,7 +408,7 @@ def eval_models(
     from tunelab.training.evaluate import compare
 
     settings = Settings()
-    try:
+    with reported():
         examples = read_file(data, input_column=input_column, output_column=output_column)
         validate(examples, min_examples=1, location=str(data))
         if len(examples) > MAX_VALIDATION:
@@ -421,11 +426,6 @@ def eval_models(
                 progress.update(task, completed=count["n"], model=name)
 
             out = compare(examples, answerers, advance)
-    except DatasetError as e:
-        print_problems(e)
-        raise typer.Exit(2) from None
-    except TunelabError as e:
-        raise fail(e.message, 2) from None
     show_evaluation(out, data, show)
 
 
@@ -603,7 +603,7 @@ def demo(
     from tunelab.training import Hyperparameters, adapter_path
 
     settings = Settings()
-    try:
+    with reported():
         base = _load_base(settings, settings.default_base_model)
         data = bundled_path()
         examples = read_file(data)
@@ -631,11 +631,6 @@ def demo(
         after = [
             gen.generate([("user", e.text_input)], None, config, adapter).text for e in heldout
         ]
-    except DatasetError as e:
-        print_problems(e)
-        raise typer.Exit(2) from None
-    except TunelabError as e:
-        raise fail(e.message, 2) from None
     show_comparison(heldout, before, after)
 
 
