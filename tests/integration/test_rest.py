@@ -278,7 +278,14 @@ def test_file_upload_and_tune_from_file(client, tmp_path):
     assert few.status_code == 400 and "at least 20" in few.json()["error"]["message"]
     mixed = csv + "word 1,WORD 1\n"  # a duplicate: a warning, not an error
     warn = client.post("/v1beta/files", files={"file": ("mixed.csv", mixed, "text/csv")})
-    assert warn.status_code == 200 and warn.json()["warnings"]
+    assert warn.status_code == 200, warn.text
+    # the warnings as the Studio's preview gives them: a code, words and the rows concerned
+    got = warn.json()["warnings"]
+    assert got == client.post("/studio/datasets:preview",
+                              files={"file": ("mixed.csv", mixed, "text/csv")}).json()["warnings"]
+    assert got[0]["code"] == "DUPLICATE_EXAMPLES" and got[0]["examples"] == [1, 20]
+    assert "identical" in got[0]["message"]
+    assert client.get(f"/v1beta/{warn.json()['name']}").json()["warnings"] == got
     bad = client.post("/v1beta/files", files={"file": ("bad.csv", "a,b\n1,2\n", "text/csv")})
     assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
     big = client.post("/v1beta/files", files={"file": ("big.jsonl", b"x" * (4 * 2**20 + 1))})

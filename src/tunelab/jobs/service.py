@@ -502,7 +502,9 @@ class TuningService:
                     | ({"systemInstruction": e.system} if e.system is not None else {})
                     for e in examples[:5]
                 ],
-                "warnings": [str(w) for w in warnings],
+                # what api/gemini/convert.py's warning_out gives a client
+                "warnings": [{"code": w.code, "message": w.message, "field": w.field,
+                              "rows": list(w.rows)} for w in warnings],
             },
         )
         try:

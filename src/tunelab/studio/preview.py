@@ -26,7 +26,8 @@ from pydantic import Field
 
 from tunelab.api.deps import Principal, current_principal
 from tunelab.api.errors import violation_field
-from tunelab.api.gemini.schemas import _Out
+from tunelab.api.gemini.convert import warning_out
+from tunelab.api.gemini.schemas import DatasetWarning, _Out
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.data.parse import MAX_FILE_BYTES
 from tunelab.data.preview import Preview, preview
@@ -34,7 +35,6 @@ from tunelab.errors import DatasetError, Problem
 
 router = APIRouter(route_class=LenientJSONRoute)
 Auth = Annotated[Principal, Depends(current_principal)]
-_WIRE_FIELD = {"text_input": "textInput", "system": "systemInstruction"}
 
 
 class PreviewRow(_Out):
@@ -54,16 +54,6 @@ class FieldViolation(_Out):
                        "the whole row; 'inputColumn' / 'outputColumn': a column to choose; "
                        "else the file.")
     description: str
-
-
-class DatasetWarning(_Out):
-    code: str = Field(description="The kind of warning (DUPLICATE_EXAMPLES, "
-                      "CONFLICTING_OUTPUTS, MIXED_FORMATS, MIXED_SYSTEM_PROMPTS, "
-                      "PROMPT_FORMAT, CONTROL_TOKEN, TASK_SIZE).")
-    message: str = Field(description="What is wrong and what to do, rows named as in the data.")
-    field: str | None = Field(None, description="textInput, output or systemInstruction, when "
-                              "the warning concerns one field.")
-    examples: list[int] = Field(description="The rows (0-based indexes of rows) it concerns.")
 
 
 class PromptFormatOut(_Out):
@@ -90,12 +80,6 @@ class DatasetPreview(_Out):
                                   "when the outputs suggest one (the size advice follows it).")
 
 
-def _warning(p: Problem, count: int) -> DatasetWarning:
-    return DatasetWarning(code=p.code, message=p.message,
-                          field=_WIRE_FIELD.get(p.field, p.field) or None,
-                          examples=[n - 1 for n in p.rows if 0 < n <= count])
-
-
 def _out(found: Preview) -> DatasetPreview:
     n = len(found.records)
     return DatasetPreview(
@@ -109,7 +93,7 @@ def _out(found: Preview) -> DatasetPreview:
         output_column=found.columns[1],
         field_violations=[FieldViolation(field=violation_field(p), description=p.message)
                           for p in found.problems],
-        warnings=[_warning(p, n) for p in found.warnings],
+        warnings=[warning_out(p, n) for p in found.warnings],
         prompt_format=PromptFormatOut(preamble=found.prompt_format.preamble,
                                       labels=list(found.prompt_format.labels)),
         task_type=found.task,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from tunelab.api.gemini import schemas as s
 from tunelab.catalog import BaseModelSpec
 from tunelab.data import Example
+from tunelab.errors import Problem
 from tunelab.inference import GenerationConfig
 from tunelab.store import FileRow, OperationRow, SnapshotRow, TunedModelRow
 
@@ -186,8 +187,27 @@ def file_out(row: FileRow) -> s.File:
         input_column=info.get("input_column"),
         output_column=info.get("output_column"),
         preview=info.get("preview") or None,
-        warnings=info.get("warnings") or None,
+        warnings=[warning_out(w, row.example_count) for w in info.get("warnings") or []]
+        or None,
     )
+
+
+_WIRE_FIELD = {"text_input": "textInput", "system": "systemInstruction"}
+
+
+def warning_out(w: Problem | dict | str, count: int) -> s.DatasetWarning:
+    """A dataset warning as the Studio's preview and the files API give it: its code, its
+    words, its field and the rows it concerns (0-based, of ``count``). ``w`` is the finding,
+    or as an upload stores it (``jobs/service.py``: a dict; before warnings had codes, only
+    their words, then the code is empty)."""
+    if isinstance(w, str):
+        return s.DatasetWarning(code="", message=w, examples=[])
+    if isinstance(w, Problem):
+        w = {"code": w.code, "message": w.message, "field": w.field, "rows": w.rows}
+    field = w.get("field") or ""
+    return s.DatasetWarning(code=w.get("code") or "", message=w["message"],
+                            field=_WIRE_FIELD.get(field, field) or None,
+                            examples=[n - 1 for n in w.get("rows") or () if 0 < n <= count])
 
 
 def example_in(e: s.TuningExampleIn) -> Example:

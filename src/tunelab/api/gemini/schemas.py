@@ -380,6 +380,18 @@ class Empty(_Out):
     pass
 
 
+class DatasetWarning(_Out):
+    """A warning about a dataset: the data can still be tuned on."""
+
+    code: str = Field(description="The kind of warning (DUPLICATE_EXAMPLES, "
+                      "CONFLICTING_OUTPUTS, MIXED_FORMATS, MIXED_SYSTEM_PROMPTS, "
+                      "PROMPT_FORMAT, CONTROL_TOKEN, TASK_SIZE).")
+    message: str = Field(description="What is wrong and what to do, rows named as in the data.")
+    field: str | None = Field(None, description="textInput, output or systemInstruction, when "
+                              "the warning concerns one field.")
+    examples: list[int] = Field(description="The rows (0-based indexes of rows) it concerns.")
+
+
 class File(_Out):
     """tunelab extension: an uploaded training-data file."""
 
@@ -393,7 +405,9 @@ class File(_Out):
     input_column: str | None = None
     output_column: str | None = None
     preview: list[dict[str, str]] | None = None
-    warnings: list[str] | None = None
+    warnings: list[DatasetWarning] | None = Field(
+        None, description="tunelab extension: advice on the data (it can still be tuned), as "
+        "the Studio's preview (POST /studio/datasets:preview) gives it.")
 
 
 class ListFilesResponse(_Out):

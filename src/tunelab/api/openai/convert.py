@@ -85,10 +85,11 @@ def parse_model(name: str) -> tuple[str, int | None] | None:
 
 # ------------------------------------------------------------------------------- files
 def file_out(row: FileRow) -> s.FileObject:
-    warnings = (row.info or {}).get("warnings") or []
+    warnings = (row.info or {}).get("warnings") or []  # each a dict (jobs/service.py) or words
     return s.FileObject(id=file_id(row.id), bytes=row.size_bytes,
                         created_at=unix(row.create_time) or 0, filename=row.display_name,
-                        status_details="; ".join(warnings) or None)
+                        status_details="; ".join(w if isinstance(w, str) else w["message"]
+                                                 for w in warnings) or None)
 
 
 def original_of(artifacts: Path, row: FileRow) -> Path | None:
