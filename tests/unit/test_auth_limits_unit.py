@@ -10,7 +10,7 @@ from tunelab.auth.accounts import Accounts
 from tunelab.config import Settings
 from tunelab.errors import InvalidArgument, QuotaExceeded
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
-from tunelab.store.repo import Quota
+from tunelab.store.quotas import Quota
 
 
 @pytest.fixture

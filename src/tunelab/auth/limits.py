@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tunelab.errors import QuotaExceeded
 from tunelab.store.accounts import AccountRecords
-from tunelab.store.repo import jobs_limit_exceeded, models_limit_exceeded
+from tunelab.store.quotas import jobs_limit_exceeded, models_limit_exceeded
 
 
 def api_keys_limit_exceeded(user: str, n: int, limit: int) -> QuotaExceeded:

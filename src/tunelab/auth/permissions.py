@@ -19,9 +19,9 @@ from tunelab.errors import (
     PermissionDenied,
 )
 from tunelab.ids import random_id
+from tunelab.paging import decode_token, encode_token
 from tunelab.store import Page, Store, TunedModelRow
 from tunelab.store.permissions import PermissionRecords
-from tunelab.store.repo import decode_token, encode_token
 from tunelab.store.tables import PermissionRow
 
 

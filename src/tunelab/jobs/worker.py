@@ -31,7 +31,7 @@ from tunelab.fsutil import StorageUnavailable, storage_fault
 from tunelab.jobs.executors import Executor, JobSpec, make_executor
 from tunelab.jobs.service import CANCEL_MESSAGE
 from tunelab.store import JobRow, Store
-from tunelab.store.repo import CANCELLED, INTERNAL, INVALID_ARGUMENT
+from tunelab.store.queue import CANCELLED, INTERNAL, INVALID_ARGUMENT
 
 log = logging.getLogger("tunelab.worker")
 

@@ -15,6 +15,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tunelab.store.quotas import user_limits
 from tunelab.store.repo import Store
 from tunelab.store.tables import (
     ApiKeyRow,
@@ -112,7 +113,7 @@ class AccountRecords:
     def limits_of(self, user: str) -> tuple[int, int]:
         """(max concurrent jobs, max tuned models) of ``user``: their own, else the server's."""
         with self.store.session() as s:
-            return self.store._user_limits(s, user)
+            return user_limits(s, self.store.quota, user)
 
     def count_tuned_models(self, owner: str) -> int:
         with self.store.session() as s:
