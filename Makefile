@@ -7,6 +7,11 @@ BIN    := $(VENV)/bin
 # torch is pinned at install time: 2.13.0 is the CPU build; keep the project metadata at torch>=2.4.
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Two pytest workers: most tests wait on servers, subprocesses and a browser, so two share the
+# CPU well. Each test module runs whole on one worker (module-scoped servers start once);
+# tests/conftest.py orders the longest modules first so both workers finish together.
+# PYTEST_WORKERS= runs everything in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test install install-dev sdk-envs system-deps lint bench clean
 
@@ -44,7 +49,7 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 test: system-deps $(VENV)/.installed-dev
-	TUNELAB_TEST_STRICT=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	TUNELAB_TEST_STRICT=1 $(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

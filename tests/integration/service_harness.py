@@ -45,6 +45,10 @@ def create_body(n: int = 20, epochs: int = 2, batch: int = 4, **extra) -> dict:
     return body
 
 
+class PortTaken(RuntimeError):
+    """The server's port was taken between choosing it and the server binding it."""
+
+
 class Service:
     def __init__(self, home: Path, *, workers: int = 1, env: dict | None = None):
         self.home = home
@@ -62,9 +66,26 @@ class Service:
         }
         self.proc: subprocess.Popen | None = None
         self.worker_procs: list[subprocess.Popen] = []
-        self.log = open(home / f"serve-{self.port}.log", "ab")
+        self.log_path = home / f"serve-{self.port}.log"
+        self.log = open(self.log_path, "ab")
 
     def start(self) -> Service:
+        for attempt in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                # another test process (pytest -n) took the free port before the server bound
+                # it: the same server on another free port
+                if attempt == 2:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.log.close()
+                self.log_path = self.home / f"serve-{self.port}.log"
+                self.log = open(self.log_path, "ab")
+        return self
+
+    def _start(self) -> Service:
         args = [sys.executable, "-m", "tunelab.cli", "serve", "--host", "127.0.0.1",
                 "--port", str(self.port), "--workers", str(self.workers)]
         if self.workers == 0:
@@ -73,7 +94,11 @@ class Service:
         deadline = time.monotonic() + 240  # generous: the test machine is often loaded
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.read_log()}")
+                log = self.read_log()
+                said = " ".join(log.split())  # the CLI wraps its message at 80 columns
+                if f"cannot listen on 127.0.0.1:{self.port}: Address already in use" in said:
+                    raise PortTaken(log)
+                raise RuntimeError(f"server exited: {log}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     self._sign_in()
@@ -114,7 +139,7 @@ class Service:
 
     def read_log(self) -> str:
         self.log.flush()
-        return (self.home / f"serve-{self.port}.log").read_text(errors="replace")[-5000:]
+        return self.log_path.read_text(errors="replace")[-5000:]
 
     def stop(self) -> None:
         for p in [self.proc, *self.worker_procs]:
