@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sdk_envs
 
-from tunelab.jobs.service import EXTRA_BODY_SNIPPET
+from tunelab.jobs.requests import EXTRA_BODY_SNIPPET
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sdks.md"
 NEWEST = max(sdk_envs.VERSIONS, key=lambda v: tuple(int(x) for x in v.split(".")))

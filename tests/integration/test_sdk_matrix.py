@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import sdk_envs
 
-from tunelab.jobs.service import EXTRA_BODY_SNIPPET
+from tunelab.jobs.requests import EXTRA_BODY_SNIPPET
 
 CLIENT = Path(__file__).with_name("sdk_matrix_client.py")
 CASES = [(v, mode) for v in sdk_envs.VERSIONS for mode in ("gemini", "vertex")]

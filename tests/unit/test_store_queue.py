@@ -9,7 +9,7 @@ import pytest
 
 from tunelab.api.lenient import strip_trailing_commas
 from tunelab.errors import AlreadyExists, NotFound
-from tunelab.jobs.service import derive_id
+from tunelab.jobs.requests import derive_id
 from tunelab.store import JobRow, OperationRow, Store, TunedModelRow
 
 
@@ -159,7 +159,7 @@ def test_trailing_commas(raw, expected):
     ("x" * 80, "x" * 34 + "-"),
 ])
 def test_derived_ids(name, prefix):
-    from tunelab.jobs.service import ID_RE
+    from tunelab.jobs.requests import ID_RE
 
     mid = derive_id(name)
     assert ID_RE.match(mid), mid

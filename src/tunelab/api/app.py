@@ -18,6 +18,7 @@ from tunelab.api.bounds import BodyLimit
 from tunelab.api.export import router as export_router
 from tunelab.api.gemini.epochs import router as epochs_router
 from tunelab.api.gemini.evaluations import router as evaluations_router
+from tunelab.api.gemini.generation import router as generation_router
 from tunelab.api.gemini.permissions import router as permissions_router
 from tunelab.api.gemini.routes import router as gemini_router
 from tunelab.api.keys import router as keys_router
@@ -55,8 +56,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # before the Gemini routes: GET /tunedModels/{id} would take "{id}:export" as an id
     app.include_router(export_router, prefix="/v1beta")
     app.include_router(gemini_router, prefix="/v1beta")
+    app.include_router(generation_router, prefix="/v1beta")
     openai.include(app)  # before the Gemini routes under /v1: see api/openai/route.py
     app.include_router(gemini_router, prefix="/v1")
+    app.include_router(generation_router, prefix="/v1")
     app.include_router(permissions_router, prefix="/v1beta")
     app.include_router(keys_router, prefix="/v1beta")
     app.include_router(account_router, prefix="/v1beta")

@@ -18,7 +18,8 @@ from tunelab.export.adapter_import import check_adapter, import_adapter
 from tunelab.export.formats import check_options, export_model
 from tunelab.ids import random_id
 from tunelab.jobs.base_models import require_served_base_model
-from tunelab.jobs.service import ID_RE, TuningService, derive_id
+from tunelab.jobs.requests import ID_RE, derive_id
+from tunelab.jobs.service import TuningService
 from tunelab.parameters import MAX_DISPLAY_NAME
 from tunelab.store import OperationRow, Store, TunedModelRow
 from tunelab.store.tables import utcnow

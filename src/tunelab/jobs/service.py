@@ -1,4 +1,5 @@
-"""Submitting, cancelling and deleting tuning jobs, and storing uploaded data.
+"""Submitting, cancelling and deleting tuning jobs (the data files: ``files.py``; a create
+request's types and ids: ``requests.py``).
 
 The API calls these; they validate everything a user sent up front (reporting every problem
 at once), write the examples as an artifact, and create the model + operation + queued job
@@ -8,158 +9,42 @@ in one transaction. Nothing here trains: a worker picks the job up from the queu
 from __future__ import annotations
 
 import hashlib
-import json
-import re
-import secrets
 import shutil
-import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.catalog import BaseModelSpec
 from tunelab.config import Settings
-from tunelab.data import MIN_EXAMPLES, Example
+from tunelab.data import Example
 from tunelab.data.split import split_validation
 from tunelab.errors import (
     DataLoss,
     DatasetError,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     Problem,
 )
-from tunelab.fsutil import atomic_write
 from tunelab.ids import random_id
 from tunelab.jobs.base_models import served_base_model, unknown_base_model
-from tunelab.parameters import TunedModelSettings, sentence
+from tunelab.jobs.files import DataFiles, write_examples
+from tunelab.jobs.requests import (
+    ID_RE,
+    NO_TRAINING_DATA,
+    CreateRequestError,
+    Submitted,
+    TuningRequest,
+    derive_id,
+)
+from tunelab.parameters import TunedModelSettings
 from tunelab.parameters import problems as problems_of
 from tunelab.store import FileRow, JobRow, OperationRow, Store, TunedModelRow
-
-ID_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
-
-# What google-genai 1.47+ users add so tunings.tune() sends its examples (docs/sdks.md).
-EXTRA_BODY_SNIPPET = (
-    'types.HttpOptions(extra_body={"tuningTask": {"trainingData": {"examples": {"examples": '
-    '[{"textInput": "...", "output": "..."}]}}}})'
-)
-NO_TRAINING_DATA = (
-    "No training examples received: tuningTask.trainingData is missing. google-genai 1.47 "
-    "and later drop the examples of client.tunings.tune() on the Gemini API path (a bug in "
-    "the SDK). Send them with the request yourself: pass config=types.CreateTuningJobConfig("
-    f"..., http_options={EXTRA_BODY_SNIPPET}) to tune(), or put that extra_body into the "
-    "client's HttpOptions; or use Vertex mode, genai.Client(vertexai=True, ...), with an "
-    "uploaded dataset (docs/sdks.md). Over REST, send "
-    '"tuningTask": {"trainingData": {"examples": {"examples": [{"textInput": "...", '
-    '"output": "..."}]}}}, or upload a file (POST /v1beta/files) and pass '
-    '"trainingData": {"file": "files/ID"}.'
-)
 
 CANCEL_MESSAGE = "Tuning was cancelled by the user."
 CANCELLED_BEFORE_START = ("Tuning was cancelled by the user before it started; the model has "
                           "no tuned parameters.")
 
 
-def derive_id(display_name: str | None) -> str:
-    """``Sentence Translator`` → ``sentence-translator-u3b7m``; random when no usable name."""
-    suffix = random_id(5)
-    words = re.findall(r"[a-z0-9]+", (display_name or "").lower())
-    stem = "-".join(words)[: 40 - len(suffix) - 1].strip("-")
-    if not stem:  # no usable words: a random id that starts with a letter
-        return secrets.choice(string.ascii_lowercase) + random_id(10)
-    if not stem[0].isalpha():
-        stem = f"m-{stem}"[: 40 - len(suffix) - 1].strip("-")
-    return f"{stem}-{suffix}"
-
-
-def write_examples(path: Path, examples: list[Example]) -> bytes:
-    def record(e: Example) -> dict:
-        out = {"text_input": e.text_input, "output": e.output}
-        return out if e.system is None else {**out, "system": e.system}
-
-    data = "".join(json.dumps(record(e), ensure_ascii=False) + "\n" for e in examples).encode()
-    atomic_write(path, data)
-    return data
-
-
-def read_examples(path: Path) -> list[Example]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                d = json.loads(line)
-                out.append(Example(d["text_input"], d["output"], d.get("system")))
-    return out
-
-
-@dataclass
-class TuningRequest:
-    """A create request, translated from the wire."""
-
-    owner: str
-    base_model: str | None
-    source_tuned_model: str | None
-    tuned_model_id: str | None
-    display_name: str | None
-    description: str | None
-    temperature: float | None
-    top_p: float | None
-    top_k: int | None
-    examples: list[Example] | None  # inline examples
-    file: str | None  # or "files/{id}"
-    epoch_count: int | None
-    batch_size: int | None
-    learning_rate: float | None
-    learning_rate_multiplier: float | None
-    # tunelab extension (tuningTask.validationData): examples to score each epoch on, inline
-    # or an uploaded file; without them 10% are held out from 40 examples on (data/split.py)
-    validation_examples: list[Example] | None = None
-    validation_file: str | None = None
-    seed: int | None = None  # the run's seed (OpenAI's ``seed``); else the server's
-    lora_rank: int | None = None  # Vertex's adapterSize; else chosen from the data
-
-
-@dataclass
-class Submitted:
-    model_id: str
-    operation: str
-    warnings: list[Problem]
-
-
-@dataclass
-class CreateRequestError(DatasetError):
-    """Every problem with a create request in one answer: its fields' (``request_problems``,
-    each naming its field) and its examples' (``problems``, by row). On the wire both are
-    ``fieldViolations`` (``displayName``, ``examples[17].output``).
-
-    With ``base_model_unknown`` the answer is NOT_FOUND (404), as the Gemini API answers a
-    base model it does not have, and still names every other problem; the base model's comes
-    first."""
-
-    request_problems: list[Problem] = field(default_factory=list)
-    base_model_unknown: bool = False
-
-    def __post_init__(self) -> None:
-        if self.base_model_unknown:
-            self.status, self.http_code = NotFound.status, NotFound.http_code
-        rows = self.problems
-        parts = []
-        if self.request_problems:
-            parts.append("Invalid tuned model: "
-                         + "; ".join(sentence(p) for p in self.request_problems) + ".")
-            # a field's violation reads on its own, as Google's do ("displayName is 41
-            # characters; …"), for a client that shows it away from the field
-            self.request_problems = [Problem(sentence(p), field=p.field)
-                                     for p in self.request_problems]
-        if rows:
-            n = len(rows)
-            parts.append(f"The training data has {n} problem{'s' if n != 1 else ''}:\n"
-                         + "\n".join(f"- {p}" for p in rows))
-        self.problems = self.request_problems + rows
-        InvalidArgument.__init__(self, "\n".join(parts))
-
-
-class TuningService:
+class TuningService(DataFiles):
     """What the API (and the CLI) can ask of the tuning side."""
 
     def __init__(self, settings: Settings, store: Store):
@@ -351,27 +236,6 @@ class TuningService:
             raise
         return Submitted(model_id, op_name, warnings)
 
-    def load_examples(self, inline: list[Example] | None, file: str | None,
-                      owner: str) -> list[Example]:
-        """Inline examples, those of the caller's uploaded file ('files/ID'), or those of an
-        object in a bucket (gs://, s3://) read through the configured artifact store."""
-        from tunelab.data.uris import ArtifactStore, bucket_scheme
-
-        if file is not None and bucket_scheme(file):
-            return ArtifactStore(self.settings.artifact_store).examples(file)
-        if file is not None:
-            frow = self.get_upload(file.removeprefix("files/"), owner)
-            return read_examples(self.settings.artifacts_dir / frow.path)
-        return inline or []
-
-    def get_upload(self, file_id: str, owner: str | None) -> FileRow:
-        """The caller's upload, or NOT_FOUND saying how to upload one."""
-        try:
-            return self.store.get_file(file_id, owner)
-        except NotFound:
-            raise NotFound(f"File 'files/{file_id}' was not found; upload it with POST "
-                           "/v1beta/files.") from None
-
     def _unknown_base_model(self, name: str) -> Problem:
         """A base model this server does not have, with the ones it has (a create request
         names a catalog model: the local folders the CLI may tune are not offered here)."""
@@ -449,72 +313,3 @@ class TuningService:
                 '{"epoch": N}; GET ' + name + "/epochs lists them), or delete the model and "
                 "tune it again.")
         return path
-
-    # -- uploads ------------------------------------------------------------------------
-    def store_upload(
-        self,
-        owner: str,
-        data: bytes,
-        filename: str,
-        mime_type: str,
-        display_name: str | None,
-        input_column: str | None,
-        output_column: str | None,
-        min_examples: int = MIN_EXAMPLES,
-    ) -> FileRow:
-        """Parse an uploaded CSV/JSON/JSONL file (every problem reported at once) and keep
-        its examples; the original bytes are kept beside them. A protocol whose uploads may
-        be validation data asks for fewer than the training minimum (``min_examples``); a
-        training set's minimum is checked again when a job is created on it."""
-        from tunelab.data.parse import read_bytes
-
-        if not data:
-            raise DatasetError([Problem("the file is empty", filename or "upload")])
-        from tunelab.data.validate import validate
-
-        examples = read_bytes(
-            data, filename or "upload", input_column=input_column, output_column=output_column
-        )
-        # Everything that does not depend on the base model is checked now (the token
-        # lengths are checked when a tuning job names its base model).
-        warnings = validate(examples, location=filename or "upload", min_examples=min_examples)
-        file_id = random_id(12)
-        folder = Path("files") / file_id
-        ext = Path(filename or "").suffix or ".dat"
-        atomic_write(self.settings.artifacts_dir / folder / f"original{ext}", data)
-        write_examples(self.settings.artifacts_dir / folder / "examples.jsonl", examples)
-        row = FileRow(
-            id=file_id,
-            owner=owner,
-            kind="upload",
-            # the columns hold 255 characters (PostgreSQL enforces it; SQLite does not)
-            display_name=(display_name or filename or file_id)[:255],
-            mime_type=(mime_type or "application/octet-stream")[:255],
-            size_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            path=str(folder / "examples.jsonl"),
-            example_count=len(examples),
-            info={
-                "input_column": input_column,
-                "output_column": output_column,
-                "preview": [
-                    {"textInput": e.text_input, "output": e.output}
-                    | ({"systemInstruction": e.system} if e.system is not None else {})
-                    for e in examples[:5]
-                ],
-                # what api/gemini/convert.py's warning_out gives a client
-                "warnings": [{"code": w.code, "message": w.message, "field": w.field,
-                              "rows": list(w.rows)} for w in warnings],
-            },
-        )
-        try:
-            self.store.add_file(row)
-        except Exception:  # e.g. the user is at max_files: keep nothing of the upload
-            shutil.rmtree(self.settings.artifacts_dir / folder, ignore_errors=True)
-            raise
-        return row
-
-    def delete_upload(self, file_id: str, owner: str | None) -> None:
-        self.get_upload(file_id, owner)
-        row = self.store.delete_file(file_id, owner)
-        shutil.rmtree(self.settings.artifacts_dir / Path(row.path).parent, ignore_errors=True)

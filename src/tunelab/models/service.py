@@ -24,7 +24,8 @@ from tunelab.catalog import BaseModelSpec
 from tunelab.config import Settings
 from tunelab.data import MIN_EXAMPLES, Example
 from tunelab.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from tunelab.jobs.service import Submitted, TuningRequest, TuningService
+from tunelab.jobs.requests import Submitted, TuningRequest
+from tunelab.jobs.service import TuningService
 from tunelab.paging import Page
 from tunelab.parameters import TunedModelSettings, problems, sentence
 from tunelab.store import FileRow, JobRow, OperationRow, SnapshotRow, Store, TunedModelRow

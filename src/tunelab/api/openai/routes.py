@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
-from tunelab.api.gemini.routes import _thread_stream
+from tunelab.api.gemini.generation import _thread_stream
 from tunelab.api.openai import convert
 from tunelab.api.openai import schemas as s
 from tunelab.api.openai.errors import ModelNotFound, OpenAIInvalid, error_body
@@ -37,7 +37,7 @@ from tunelab.errors import (
     TunelabError,
 )
 from tunelab.inference.generate import GenerationConfig
-from tunelab.jobs.service import TuningRequest
+from tunelab.jobs.requests import TuningRequest
 from tunelab.models import TunedModels
 from tunelab.parameters import MAX_DISPLAY_NAME
 from tunelab.store import TunedModelRow

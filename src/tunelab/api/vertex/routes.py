@@ -18,13 +18,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from tunelab.api.deps import Principal, current_principal
+from tunelab.api.gemini import generation
 from tunelab.api.gemini import routes as gemini
 from tunelab.api.gemini import schemas as gs
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.api.vertex import convert
 from tunelab.api.vertex import schemas as v
 from tunelab.errors import InvalidArgument, NotFound, PermissionDenied
-from tunelab.jobs.service import TuningRequest
+from tunelab.jobs.requests import TuningRequest
 from tunelab.store import TunedModelRow
 
 Auth = Annotated[Principal, Depends(current_principal)]
@@ -187,13 +188,13 @@ def generate_content(project: str, location: str, endpoint_id: str,
                      body: gs.GenerateContentRequest, request: Request,
                      principal: Auth) -> gs.GenerateContentResponse:
     """Generate with the tuned model (its temperature/topP/topK are the defaults)."""
-    return gemini._generate("tunedModels", endpoint_id, body, request, principal)
+    return generation._generate("tunedModels", endpoint_id, body, request, principal)
 
 
 @router.post("/endpoints/{endpoint_id}:streamGenerateContent", tags=TAGS,
              name="vertex.endpoints.streamGenerateContent",
              responses={200: {"content": {"text/event-stream": {
-                 "schema": {"$ref": gemini.GCR_REF}}},
+                 "schema": {"$ref": generation.GCR_REF}}},
                  "description": "SSE events with alt=sse, otherwise one streamed JSON array."}})
 async def stream_generate_content(
     project: str, location: str, endpoint_id: str, body: gs.GenerateContentRequest,
@@ -202,14 +203,14 @@ async def stream_generate_content(
 ):
     """Stream a reply: server-sent events with ``alt=sse`` (google-genai), else a JSON
     array."""
-    return await gemini._stream("tunedModels", endpoint_id, body, request, principal, alt)
+    return await generation._stream("tunedModels", endpoint_id, body, request, principal, alt)
 
 
 @router.post("/endpoints/{endpoint_id}:countTokens", response_model=gs.CountTokensResponse,
              tags=TAGS, name="vertex.endpoints.countTokens")
 def count_tokens(project: str, location: str, endpoint_id: str, body: gs.CountTokensRequest,
                  request: Request, principal: Auth) -> gs.CountTokensResponse:
-    return gemini._count("tunedModels", endpoint_id, body, request, principal)
+    return generation._count("tunedModels", endpoint_id, body, request, principal)
 
 
 PREFIXES = ("/v1/projects/{project}/locations/{location}",

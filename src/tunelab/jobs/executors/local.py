@@ -34,7 +34,7 @@ class LocalExecutor:
         on_snapshot: Callable[[Snapshot], None],
         should_cancel: Callable[[], bool],
     ) -> ExecutionResult:
-        from tunelab.jobs.service import read_examples
+        from tunelab.jobs.files import read_examples
 
         root = self.settings.artifacts_dir
         examples = read_examples(root / spec.dataset)
