@@ -19,6 +19,9 @@ from tunelab.store import FileRow, Store
 
 
 def write_examples(path: Path, examples: list[Example]) -> bytes:
+    """Keep ``examples`` as JSONL at ``path`` (atomically: a worker never reads half a file);
+    the bytes written (their size and hash are recorded with the dataset)."""
+
     def record(e: Example) -> dict:
         out = {"text_input": e.text_input, "output": e.output}
         return out if e.system is None else {**out, "system": e.system}
@@ -29,6 +32,7 @@ def write_examples(path: Path, examples: list[Example]) -> bytes:
 
 
 def read_examples(path: Path) -> list[Example]:
+    """The examples ``write_examples`` kept (trusted: the server wrote them)."""
     out = []
     with open(path, encoding="utf-8") as f:
         for line in f:
