@@ -26,7 +26,7 @@ def test_tune_with_server_follows_progress(service, tmp_path):
 
 def test_jobs_and_cancel(service, client):
     op = client.post("/v1beta/tunedModels", params={"tunedModelId": "cli-long"},
-                     json=create_body(n=40, epochs=50)).json()
+                     json=create_body(n=40, epochs=1000)).json()  # still running when cancelled
     wait_op(client, op["name"], until=lambda o: o["metadata"]["completedSteps"] >= 1)
     local = _cli(service, "jobs")
     assert local.returncode == 0 and "tunedModels/cli-long" in local.stdout
@@ -67,7 +67,7 @@ def test_jobs_with_server_shows_the_queue_position(service, client):
     """`tunelab jobs --server` reads each job's queue position and steps from its operation,
     as the API reports them (a tuned model carries neither)."""
     ops = [client.post("/v1beta/tunedModels", params={"tunedModelId": mid},
-                       json=create_body(n=40, epochs=50)).json()
+                       json=create_body(n=40, epochs=1000)).json()  # still running when cancelled
            for mid in ("queue-first", "queue-second")]
     wait_op(client, ops[0]["name"], until=lambda o: o["metadata"]["completedSteps"] >= 1)
     second = client.get(f"/v1beta/{ops[1]['name']}").json()["metadata"]
