@@ -7,11 +7,11 @@ BIN    := $(VENV)/bin
 # torch is pinned at install time: 2.13.0 is the CPU build; keep the project metadata at torch>=2.4.
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
-# Two pytest workers: most tests wait on servers, subprocesses and a browser, so two share the
-# CPU well. Each test module runs whole on one worker (module-scoped servers start once);
-# tests/conftest.py orders the longest modules first so both workers finish together.
-# PYTEST_WORKERS= runs everything in one process.
-PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
+# One process by default (the suite's proven path). Two workers
+# (PYTEST_WORKERS="-n 2 --dist loadfile --no-loadscope-reorder") ran the whole suite in 34 min
+# on a 2-core machine but one timing-dependent Studio test failed there; each module runs whole
+# on one worker and tests/conftest.py orders the longest modules first.
+PYTEST_WORKERS ?=
 
 .PHONY: demo test install install-dev sdk-envs system-deps lint bench clean
 
