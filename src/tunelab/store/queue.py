@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from tunelab.errors import NotFound
 from tunelab.store.base import StoreBase
@@ -73,13 +74,7 @@ class QueueQueries(StoreBase):
                 if job.state == "queued":
                     now = utcnow()
                     job.state, job.finish_time, job.error = "done", now, "cancelled"
-                    model.state = "FAILED"
-                    model.cancelled = True
-                    model.state_message = before_start
-                    model.update_time = model.complete_time = now
-                    op = s.get(OperationRow, job.operation)
-                    if op is not None:
-                        op.done, op.error_code, op.error_message = True, CANCELLED, message
+                    _settle(s, job, now, "FAILED", True, before_start, CANCELLED, message)
                 else:
                     job.cancel_requested = True
 
@@ -208,15 +203,8 @@ class QueueQueries(StoreBase):
                 return False
             job.state, job.finish_time, job.lease_expires_at = "done", now, None
             job.error = error_message
-            model = s.get(TunedModelRow, job.tuned_model_id)
-            if model is not None:
-                model.state = model_state
-                model.cancelled = cancelled
-                model.state_message = state_message
-                model.complete_time = model.update_time = now
-            op = s.get(OperationRow, job.operation)
-            if op is not None:
-                op.done, op.error_code, op.error_message = True, error_code, error_message
+            _settle(s, job, now, model_state, cancelled, state_message, error_code,
+                    error_message)
             return True
 
     def defer_job(self, seq: int, worker_id: str, delay_seconds: float, reason: str) -> bool:
@@ -236,3 +224,18 @@ class QueueQueries(StoreBase):
             if model is not None:
                 model.state_message, model.update_time = reason, now
             return True
+
+
+def _settle(s: Session, job: JobRow, now: datetime, model_state: str, cancelled: bool,
+            state_message: str, error_code: int | None, error_message: str | None) -> None:
+    """End a finished job's tuned model and operation (one place for a job that ends in the
+    queue, cancelled, and one a worker finishes)."""
+    model = s.get(TunedModelRow, job.tuned_model_id)
+    if model is not None:
+        model.state = model_state
+        model.cancelled = cancelled
+        model.state_message = state_message
+        model.complete_time = model.update_time = now
+    op = s.get(OperationRow, job.operation)
+    if op is not None:
+        op.done, op.error_code, op.error_message = True, error_code, error_message
