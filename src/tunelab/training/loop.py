@@ -46,6 +46,7 @@ from tunelab.training.checkpoint import (
     write_manifest,
 )
 from tunelab.training.evaluate import Evaluation, Evaluator, advice_of, is_label_like
+from tunelab.training.fused_lora import fuse_lora_layers, release_cast
 from tunelab.training.hyperparameters import (
     Hyperparameters,
     LoraSettings,
@@ -286,6 +287,7 @@ def train(
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(_private_model(base.model), config)
+    fuse_lora_layers(model)  # PEFT's result in fewer passes over memory (fused_lora.py)
     evaluator = None
     if validation:
         labels = is_label_like([ex.output for ex in [*examples, *validation]])
@@ -398,6 +400,7 @@ def train(
         }
         save_checkpoint(output_dir, epoch + 1, model, state)
 
+    release_cast()
     save_adapter(output_dir, model)
     advice = (advice_of(evaluation) if evaluation else None) or advise_epoch(epoch_losses)
     selected = None

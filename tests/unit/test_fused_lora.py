@@ -1,0 +1,104 @@
+"""The fused LoRA forward/backward (training/fused_lora.py) computes what PEFT computes: the
+same outputs, input gradients and adapter gradients, on a whole model in fp32 and with a bf16
+base, and a layer it cannot compute keeps PEFT's forward."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from tunelab.training.fused_lora import fuse_lora_layers, unfuse_lora_layers
+from tunelab.training.loop import _private_model, output_loss_sum
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _peft(base, dropout: float = 0.0):
+    torch.manual_seed(0)
+    model = get_peft_model(_private_model(base.model), LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=dropout, target_modules=TARGETS, task_type="CAUSAL_LM"))
+    with torch.no_grad():  # B starts at zero; give it values so every gradient path is used
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.02)
+    return model
+
+
+def _batch(base):
+    from tunelab.data.batches import collate, tokenize_example
+    from tunelab.data.examples import Example
+
+    examples = [Example(f"question {i} " * (i + 1), f"answer {i}" * (3 - i % 3 + 1))
+                for i in range(4)]
+    items = [tokenize_example(base.tokenizer, base.template, ex) for ex in examples]
+    return collate(items, base.tokenizer.pad_token_id)
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    loss = output_loss_sum(model, batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_layers_compute_what_peft_computes(models_dir, precision):
+    from tunelab.catalog import get_base_model, load_base_model
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, precision)
+    model = _peft(base)
+    batch = _batch(base)
+    loss_peft, grads_peft = _loss_and_grads(model, batch)
+
+    assert fuse_lora_layers(model) == 7 * base.model.config.num_hidden_layers
+    loss_fused, grads_fused = _loss_and_grads(model, batch)
+    torch.testing.assert_close(loss_fused, loss_peft, rtol=1e-5, atol=1e-5)
+    assert grads_fused.keys() == grads_peft.keys() and len(grads_fused) == 2 * 7 * 2
+    for name, g in grads_peft.items():
+        torch.testing.assert_close(grads_fused[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+    unfuse_lora_layers(model)  # PEFT's own forward again: the same numbers as at first
+    loss_again, _ = _loss_and_grads(model, batch)
+    assert torch.equal(loss_again, loss_peft)
+
+
+def test_the_output_dtype_and_shape_are_peft_s(models_dir):
+    from tunelab.catalog import get_base_model, load_base_model
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "bf16")
+    model = _peft(base)
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    x = torch.randn(2, 5, layer.in_features, requires_grad=True)
+    expected = layer(x)
+    fuse_lora_layers(model)
+    got = layer(x)
+    assert got.dtype == expected.dtype == torch.float32 and got.shape == expected.shape
+    torch.testing.assert_close(got, expected)
+
+
+def test_layers_the_fused_path_cannot_compute_keep_peft_s_forward(models_dir):
+    from tunelab.catalog import get_base_model, load_base_model
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32")
+    model = _peft(base, dropout=0.5)  # dropout: PEFT's forward draws the mask
+    fuse_lora_layers(model)
+    model.train()
+    batch = _batch(base)
+    torch.manual_seed(1)
+    loss_fused = output_loss_sum(model, batch)
+    unfuse_lora_layers(model)
+    torch.manual_seed(1)
+    assert torch.equal(output_loss_sum(model, batch), loss_fused)
+
+    plain = _peft(base)
+    fuse_lora_layers(plain)
+    with plain.disable_adapter():  # disabled adapters: the base model's own output
+        disabled = output_loss_sum(plain, batch)
+    reference = copy.deepcopy(plain)
+    unfuse_lora_layers(reference)
+    with reference.disable_adapter():
+        assert torch.equal(output_loss_sum(reference, batch), disabled)
