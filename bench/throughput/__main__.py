@@ -1,9 +1,10 @@
 """The driver: ``python -m bench.throughput [--quick] [--json FILE]``.
 
 Every contender trains in a process of its own, one after another (never side by side), on the
-identical token sequences; the driver then checks that they all trained on the same tokens,
-prints the machine, a table and tunelab's ratio to each, and warns when other processes were
-using the CPU.
+identical token sequences, and saves the adapter it trained; the driver then checks that they
+all trained on the same tokens, scores every adapter on the same held-out sequences in one more
+process (``heldout.py``), prints the machine, a table and tunelab's ratios to each, and warns
+when other processes were using the CPU.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--base-model", default="smollm2-135m-instruct",
                    help="catalog id or local path (default: %(default)s)")
     p.add_argument("--examples", type=int, default=200, help="synthetic examples (default 200)")
+    p.add_argument("--heldout", type=int, default=40,
+                   help="held-out examples every trained adapter is scored on (default 40)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=4, help="examples per optimizer step")
     p.add_argument("--learning-rate", type=float, default=1e-3)
@@ -49,18 +52,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--contenders", default=",".join(CONTENDERS),
                    help=f"comma-separated, run in this order (default: {','.join(CONTENDERS)})")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: --base-model tiny-random --examples 8")
+                   help="smoke run: --base-model tiny-random --examples 8 --heldout 8")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     if args.quick:
-        args.base_model, args.examples = "tiny-random", 8
+        args.base_model, args.examples, args.heldout = "tiny-random", 8, 8
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown or not names:
         p.error(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; "
                 f"choose from {', '.join(CONTENDERS)}")
     args.contenders = names
-    for name in ("examples", "epochs", "batch_size", "threads"):
+    for name in ("examples", "heldout", "epochs", "batch_size", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 < args.learning_rate < 1:
@@ -76,6 +79,7 @@ def run_contender(name: str, args: argparse.Namespace, workdir: Path
     command = [
         sys.executable, "-m", "bench.throughput.one", "--contender", name,
         "--workload", str(workdir / "workload.json"), "--result", str(result_file),
+        "--adapter", str(adapter_dir(workdir, name)),
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
         "--learning-rate", str(args.learning_rate), "--seed", str(args.seed),
         "--threads", str(args.threads),
@@ -97,6 +101,35 @@ def run_contender(name: str, args: argparse.Namespace, workdir: Path
         lines = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
         return None, load, f"exit status {proc.returncode}: {lines[-1] if lines else 'no output'}"
     return Result.from_dict(json.loads(result_file.read_text())), load, ""
+
+
+def adapter_dir(workdir: Path, name: str) -> Path:
+    return workdir / "adapters" / name
+
+
+def score_heldout(results: list[Result], args: argparse.Namespace, workdir: Path) -> str:
+    """Score every contender's adapter on the held-out sequences in one process and set each
+    result's ``heldout_loss``; on failure, one line saying why (empty when it worked)."""
+    result_file, log_file = workdir / "heldout.json", workdir / "heldout.log"
+    command = [
+        sys.executable, "-m", "bench.throughput.heldout",
+        "--workload", str(workdir / "workload.json"), "--result", str(result_file),
+        "--threads", str(args.threads),
+        *(f"{r.contender}={adapter_dir(workdir, r.contender)}" for r in results),
+    ]
+    with log_file.open("w") as log:
+        log.write(" ".join(command) + "\n")
+        log.flush()
+        proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              check=False)
+    if proc.returncode != 0 or not result_file.is_file():
+        lines = [ln for ln in log_file.read_text(errors="replace").splitlines() if ln.strip()]
+        return (f"the held-out evaluation failed (exit status {proc.returncode}: "
+                f"{lines[-1] if lines else 'no output'}); its whole output: {log_file}")
+    losses = json.loads(result_file.read_text())["losses"]
+    for r in results:
+        r.heldout_loss = losses[r.contender]
+    return ""
 
 
 def check_identical(results: list[Result], workload: data.Workload, epochs: int) -> list[str]:
@@ -132,13 +165,14 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     try:
-        workload = data.prepare(args.base_model, args.examples, args.seed)
+        workload = data.prepare(args.base_model, args.examples, args.seed, args.heldout)
     except TunelabError as e:  # an unknown base model, a GGUF file that cannot be converted
         print(e, file=sys.stderr)
         return 2
     info = report.machine()
     described = {
         "base_model": args.base_model, "examples": args.examples, "tokens": workload.tokens,
+        "heldout_examples": args.heldout, "heldout_output_tokens": workload.heldout_output_tokens,
         "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "seed": args.seed, "threads": args.threads, "device": pick_device(Settings().device),
         "tunelab_precision_setting": precision,
@@ -161,10 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {result.tokens_per_second:,.1f} real tokens/s; {load.describe()}",
               file=sys.stderr, flush=True)
 
+    if results:
+        print(f"held-out loss of {len(results)} adapter(s) on {args.heldout} examples ...",
+              file=sys.stderr, flush=True)
+        why = score_heldout(results, args, workdir)
+        failures += [why] if why else []
     problems = check_identical(results, workload, args.epochs)
-    ratios = report.ratios(results)
+    ratios, loss_ratios = report.ratios(results), report.loss_ratios(results)
     busy = [r.contender for r in results if loads[r.contender].busy]
-    print(report.summary(results, ratios, {n: loads[n] for n in busy}, problems + failures))
+    print(report.summary(results, ratios, loss_ratios, {n: loads[n] for n in busy},
+                         problems + failures))
 
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             "contenders": {r.contender: {**r.to_dict(), "load": loads[r.contender].to_dict()}
                            for r in results},
             "ratios_tokens_per_second": ratios,
+            "ratios_heldout_loss": loss_ratios,
             "busy": busy,
             "problems": problems + failures,
         }, indent=2))

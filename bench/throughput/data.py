@@ -7,14 +7,20 @@ unless sorted by length. The driver tokenizes them once, with tunelab's own toke
 template (``tokenize_example``), and writes the token sequences to a file that every contender's
 process reads; each contender then reports a fingerprint of the sequences it actually trained on,
 and the driver refuses to compare runs whose fingerprints differ.
+
+A held-out set of the same task (``heldout_examples``: another seed, and no input that is also a
+training input) is tokenized the same way and stored with the workload: every contender's
+trained adapter is scored on it alike (``heldout.py``), so the losses the benchmark compares do
+not depend on how each contender batched its training steps.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +31,8 @@ _NAMES = ["Alice", "Bruno", "Chen", "Dara", "Elif", "Farid", "Greta", "Hiro", "I
 _CITIES = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Pune", "Quito", "Porto", "Accra", "Hanoi"]
 _TEAMS = ["red", "blue", "green", "ops", "research", "design"]
 _LANGUAGES = ["French", "Yoruba", "Japanese", "Spanish", "Norwegian", "Marathi", "Portuguese"]
+# added to the training seed for the held-out stream, so the two streams differ for every seed
+HELDOUT_SEED_OFFSET = 1_000_003
 
 
 def _facts(r: random.Random, name: str) -> list[tuple[str, object, str]]:
@@ -51,20 +59,38 @@ def _facts(r: random.Random, name: str) -> list[tuple[str, object, str]]:
     ]
 
 
-def sentence_to_json_examples(n: int, seed: int) -> list[Example]:
-    """``n`` examples of the task, the same for the same ``(n, seed)`` on every machine."""
+def _generate(seed: int) -> Iterator[Example]:
+    """The task's examples, an endless stream that is the same for the same seed everywhere."""
     r = random.Random(seed)
-    out = []
-    for _ in range(n):
+    while True:
         name = r.choice(_NAMES)
         facts = r.sample(_facts(r, name), r.randint(1, 8))
         words = [w for _, _, w in facts]
         said = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
         record = {"name": name, **{key: value for key, value, _ in facts}}
-        out.append(Example(
+        yield Example(
             f"Extract the person's details from this sentence as JSON: {name} {said}.",
             json.dumps(record, ensure_ascii=False),
-        ))
+        )
+
+
+def sentence_to_json_examples(n: int, seed: int) -> list[Example]:
+    """``n`` examples of the task, the same for the same ``(n, seed)`` on every machine."""
+    return list(itertools.islice(_generate(seed), n))
+
+
+def heldout_examples(n: int, seed: int, training: Iterable[Example]) -> list[Example]:
+    """``n`` examples from another stream than the training one, none with an input that is a
+    training input or repeats an earlier held-out one (short sentences such as "Luca lives in
+    Oslo." come up more than once), so the score is on sentences no contender trained on."""
+    seen = {e.text_input for e in training}
+    out: list[Example] = []
+    for example in _generate(seed + HELDOUT_SEED_OFFSET):
+        if len(out) == n:
+            break
+        if example.text_input not in seen:
+            seen.add(example.text_input)
+            out.append(example)
     return out
 
 
@@ -82,12 +108,15 @@ class TokenSequence:
 
 @dataclass(frozen=True)
 class Workload:
-    """What every contender trains on; written by the driver, read by each contender."""
+    """What every contender trains on, and the held-out sequences every trained adapter is
+    scored on; written by the driver, read by each contender and by the evaluation."""
 
     base_model: str  # catalog id or local path, as given
     model_path: str  # the Hugging Face folder tunelab loads (TRL and the plain loop load it too)
     examples: list[Example]
     sequences: list[TokenSequence]
+    heldout_examples: list[Example]
+    heldout: list[TokenSequence]
 
     def fingerprint(self, epochs: int) -> str:
         """The fingerprint of training ``epochs`` times on every sequence (see ``fingerprint``)."""
@@ -98,12 +127,19 @@ class Workload:
     def tokens(self) -> int:
         return sum(len(s.ids) for s in self.sequences)
 
+    @property
+    def heldout_output_tokens(self) -> int:
+        """The tokens the held-out loss is the mean over."""
+        return sum(len(s.output_ids) for s in self.heldout)
+
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({
             "base_model": self.base_model,
             "model_path": self.model_path,
-            "examples": [{"text_input": e.text_input, "output": e.output} for e in self.examples],
+            "examples": _examples_dict(self.examples),
             "sequences": [asdict(s) for s in self.sequences],
+            "heldout_examples": _examples_dict(self.heldout_examples),
+            "heldout": [asdict(s) for s in self.heldout],
         }))
 
     @classmethod
@@ -114,7 +150,13 @@ class Workload:
             d["model_path"],
             [Example(e["text_input"], e["output"]) for e in d["examples"]],
             [TokenSequence(s["prompt_ids"], s["output_ids"]) for s in d["sequences"]],
+            [Example(e["text_input"], e["output"]) for e in d["heldout_examples"]],
+            [TokenSequence(s["prompt_ids"], s["output_ids"]) for s in d["heldout"]],
         )
+
+
+def _examples_dict(examples: list[Example]) -> list[dict[str, str]]:
+    return [{"text_input": e.text_input, "output": e.output} for e in examples]
 
 
 def fingerprint(rows: Iterable[tuple[Sequence[int], int]]) -> str:
@@ -124,8 +166,9 @@ def fingerprint(rows: Iterable[tuple[Sequence[int], int]]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
-def prepare(base_model: str, n: int, seed: int) -> Workload:
-    """Generate the examples and tokenize them as tunelab does, without loading the weights."""
+def prepare(base_model: str, n: int, seed: int, heldout: int) -> Workload:
+    """Generate ``n`` training and ``heldout`` held-out examples and tokenize both as tunelab
+    does, without loading the weights."""
     from transformers import AutoTokenizer
 
     from tunelab.catalog import get_base_model, materialize
@@ -139,7 +182,11 @@ def prepare(base_model: str, n: int, seed: int) -> Workload:
     tokenizer = AutoTokenizer.from_pretrained(path)
     # load_base_model picks the template the same way
     template = spec.template or template_for_vocab(tokenizer.get_vocab())
+
+    def tokenize(examples: list[Example]) -> list[TokenSequence]:
+        tokenized = [tokenize_example(tokenizer, template, ex) for ex in examples]
+        return [TokenSequence(list(t.prompt_ids), list(t.output_ids)) for t in tokenized]
+
     examples = sentence_to_json_examples(n, seed)
-    tokenized = [tokenize_example(tokenizer, template, ex) for ex in examples]
-    sequences = [TokenSequence(list(t.prompt_ids), list(t.output_ids)) for t in tokenized]
-    return Workload(base_model, str(path), examples, sequences)
+    held = heldout_examples(heldout, seed, examples)
+    return Workload(base_model, str(path), examples, tokenize(examples), held, tokenize(held))

@@ -15,7 +15,8 @@ class Result:
 
     ``tokens`` are the real (unpadded) prompt + output tokens of every example processed, summed
     over all steps; ``train_seconds`` is the training loop only (model loading and tokenizing
-    excluded); ``fingerprint`` is ``data.fingerprint`` of the rows the contender trained on."""
+    excluded); ``fingerprint`` is ``data.fingerprint`` of the rows the contender trained on;
+    ``heldout_loss`` is filled in by the driver from the held-out evaluation (``heldout.py``)."""
 
     contender: str
     precision: str  # what the frozen weights and matmuls ran in, in words
@@ -29,11 +30,14 @@ class Result:
     fingerprint: str
     threads: int
     peak_rss_bytes: int = 0
+    heldout_loss: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def final_loss(self) -> float:
-        """The plain mean of the last epoch's step losses."""
+    def last_epoch_train_loss(self) -> float:
+        """The plain mean of the last epoch's step losses. Not comparable between contenders
+        that batch differently (a step of short examples weighs as much as one of long ones):
+        the held-out loss is."""
         last = self.step_losses[-self.steps_per_epoch:]
         return sum(last) / len(last) if last else math.nan
 
@@ -47,7 +51,8 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(final_loss=self.final_loss, tokens_per_second=self.tokens_per_second,
+        d.update(last_epoch_train_loss=self.last_epoch_train_loss,
+                 tokens_per_second=self.tokens_per_second,
                  examples_per_second=self.examples_per_second)
         return d
 

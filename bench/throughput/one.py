@@ -2,7 +2,8 @@
 
 The driver (``python -m bench.throughput``) starts one such process per contender, one after
 another, so no contender inherits another's memory, threads or warmed-up kernels, and each peak
-RSS is that contender's alone. The result is written as JSON to ``--result``.
+RSS is that contender's alone. The result is written as JSON to ``--result``, the trained adapter
+to ``--adapter``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--contender", required=True, choices=list(CONTENDERS))
     p.add_argument("--workload", type=Path, required=True, help="the driver's workload.json")
     p.add_argument("--result", type=Path, required=True, help="where to write the result JSON")
+    p.add_argument("--adapter", type=Path, required=True,
+                   help="the folder to save the trained adapter in (PEFT format)")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--learning-rate", type=float, required=True)
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from tunelab.config import Settings
 
     setup = Setup(args.epochs, args.batch_size, args.learning_rate, args.seed, args.threads,
-                  pick_device(Settings().device))
+                  pick_device(Settings().device), args.adapter)
     result = run(args.contender, Workload.load(args.workload), setup)
     result.peak_rss_bytes = peak_rss_bytes()
     args.result.write_text(json.dumps(result.to_dict()))

@@ -1,4 +1,5 @@
-"""What the benchmark prints: the machine, how busy it was, the table and tunelab's ratios."""
+"""What the benchmark prints: the machine, how busy it was, the table, tunelab's ratios and
+whether its held-out loss is within the target of the best other contender's."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from bench.throughput.measure import Result
 # Other processes using more than this many cores, before or during a contender, make its
 # figures not worth recording (with every core given to torch, threads then wait on each other).
 BUSY_CORES = 0.25
+# issue 18's quality target: tunelab's held-out loss at most 2% above the best other contender's
+LOSS_TARGET = 1.02
 
 
 def cores() -> int:
@@ -108,21 +111,39 @@ def ratio(tunelab: Result, other: Result) -> float | None:
     return tunelab.tokens_per_second / other.tokens_per_second if other.tokens_per_second else None
 
 
+def loss_ratio(tunelab: Result, other: Result) -> float | None:
+    """tunelab's held-out loss over the other's (below 1: tunelab's adapter predicts better)."""
+    if tunelab.heldout_loss is None or not other.heldout_loss:
+        return None
+    return tunelab.heldout_loss / other.heldout_loss
+
+
+def _tunelab(results: list[Result]) -> Result | None:
+    return next((r for r in results if r.contender == "tunelab"), None)
+
+
+def _times(x: float | None, digits: int) -> str:
+    return "—" if x is None else f"{x:.{digits}f}×"
+
+
 def table(results: list[Result]) -> str:
     """A Markdown table (ready for docs/performance.md), one row per contender."""
-    ours = next((r for r in results if r.contender == "tunelab"), None)
+    ours = _tunelab(results)
     lines = [
         "| contender | precision | real tokens | real tokens/s | examples/s | train s | peak RSS "
-        "| final loss | tunelab's ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| last-epoch train loss | held-out loss | tunelab's speed ratio "
+        "| tunelab's held-out loss ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        x = ratio(ours, r) if ours is not None and r is not ours else None
+        others = ours is not None and r is not ours
+        heldout = "—" if r.heldout_loss is None else f"{r.heldout_loss:.4f}"
         lines.append(
             f"| {CONTENDERS[r.contender]} | {r.precision} | {r.tokens:,} "
             f"| {r.tokens_per_second:,.1f} | {r.examples_per_second:.2f} | {r.train_seconds:.1f} "
-            f"| {_mb(r.peak_rss_bytes)} | {r.final_loss:.4f} "
-            f"| {'—' if x is None else f'{x:.2f}×'} |"
+            f"| {_mb(r.peak_rss_bytes)} | {r.last_epoch_train_loss:.4f} | {heldout} "
+            f"| {_times(ratio(ours, r) if others else None, 2)} "
+            f"| {_times(loss_ratio(ours, r) if others else None, 3)} |"
         )
     return "\n".join(lines)
 
@@ -137,6 +158,9 @@ def header(info: dict, workload: dict) -> str:
         f"({workload['tokens']:,} tokens), {workload['epochs']} epoch(s), batch "
         f"{workload['batch_size']}, lr {workload['learning_rate']:g}, seed {workload['seed']}; "
         "LoRA r8 alpha16 dropout0 on q/k/v/o/gate/up/down for every contender",
+        f"held-out loss: every trained adapter on the same {workload['heldout_examples']} other "
+        f"examples ({workload['heldout_output_tokens']:,} output tokens), fp32 base, one at a "
+        "time, token-weighted cross-entropy of the outputs",
     ])
 
 
@@ -149,18 +173,44 @@ def settings_lines(results: list[Result]) -> str:
 
 
 def ratios(results: list[Result]) -> dict[str, float | None]:
-    """tunelab's ratio to every other contender that ran (none if tunelab did not)."""
-    ours = next((r for r in results if r.contender == "tunelab"), None)
+    """tunelab's speed ratio to every other contender that ran (none if tunelab did not)."""
+    ours = _tunelab(results)
     return {r.contender: ratio(ours, r) for r in results if ours is not None and r is not ours}
 
 
-def summary(results: list[Result], ratios: dict[str, float | None], busy: dict[str, Load],
+def loss_ratios(results: list[Result]) -> dict[str, float | None]:
+    """tunelab's held-out loss ratio to every other contender that ran."""
+    ours = _tunelab(results)
+    return {r.contender: loss_ratio(ours, r) for r in results if ours is not None and r is not ours}
+
+
+def loss_verdict(results: list[Result]) -> str | None:
+    """tunelab's held-out loss against the best (lowest) of the others', and whether it is
+    within the target; None without tunelab's or any other contender's held-out loss."""
+    ours = _tunelab(results)
+    others = [(r.heldout_loss, r.contender) for r in results if r is not ours and r.heldout_loss]
+    if ours is None or ours.heldout_loss is None or not others:
+        return None
+    best_loss, best = min(others)
+    x = ours.heldout_loss / best_loss
+    met = "met" if x <= LOSS_TARGET else "NOT met"
+    return (f"held-out loss: tunelab {ours.heldout_loss:.4f}, best other {best} {best_loss:.4f}, "
+            f"ratio {x:.3f} (target ≤ {LOSS_TARGET:.2f}: {met})")
+
+
+def summary(results: list[Result], ratios: dict[str, float | None],
+            loss_ratios: dict[str, float | None], busy: dict[str, Load],
             problems: list[str]) -> str:
     """The table, each contender's settings, tunelab's ratios (one plain line each, greppable
-    whatever the terminal), then the warnings and errors."""
+    whatever the terminal), the held-out loss against its target, then the warnings and
+    errors."""
     lines = ["", table(results), "", settings_lines(results)] if results else []
     lines += [f"ratio tunelab/{name} real tokens/s: {'n/a' if x is None else f'{x:.2f}'}"
               for name, x in ratios.items()]
+    lines += [f"ratio tunelab/{name} held-out loss: {'n/a' if x is None else f'{x:.3f}'}"
+              for name, x in loss_ratios.items()]
+    verdict = loss_verdict(results)
+    lines += [verdict] if verdict else []
     lines += [f"warning: the machine was busy around {name}: {load.describe()}. Its figures are "
               "not worth recording; run again on a quiet machine." for name, load in busy.items()]
     lines += [f"error: {problem}" for problem in problems]

@@ -1,7 +1,11 @@
 """Smoke test of the throughput benchmark (``python -m bench.throughput``) on the tiny random
-model: all five contenders train, each in its own process, on identical token sequences, and
-report finite losses and their peak memory. No assertion on wall time: the ratios are for people
-reading a run on a quiet machine."""
+model: the contenders train, each in its own process, on identical token sequences, and report
+finite losses and their peak memory; every trained adapter is scored on the same held-out
+sequences. No assertion on wall time: the ratios are for people reading a run on a quiet machine.
+
+The end-to-end run leaves out ``plain-fp32``: it is ``plain-bf16``'s code with autocast off, and
+one process less keeps this test (one of the slowest) no longer than before the held-out
+evaluation's process was added."""
 
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
-CONTENDERS = {"tunelab", "trl-shipped", "trl-bench", "plain-fp32", "plain-bf16"}
+CONTENDERS = ["tunelab", "trl-shipped", "trl-bench", "plain-bf16"]
 
 
 def _bench(monkeypatch, module: str):
@@ -24,10 +30,11 @@ def _bench(monkeypatch, module: str):
     return importlib.import_module(module)
 
 
-def test_quick_run_trains_all_five_contenders_on_identical_tokens(tmp_path):
+def test_quick_run_trains_the_contenders_on_identical_tokens_and_scores_them_alike(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.throughput", "--quick", "--threads", "1", "--json", str(out)],
+        [sys.executable, "-m", "bench.throughput", "--quick", "--threads", "1",
+         "--contenders", ",".join(CONTENDERS), "--json", str(out)],
         cwd=REPO, env={**os.environ, "TUNELAB_HOME": str(tmp_path / "home")},
         capture_output=True, text=True, timeout=1200, check=False,
     )
@@ -35,30 +42,111 @@ def test_quick_run_trains_all_five_contenders_on_identical_tokens(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     contenders = result["contenders"]
-    assert set(contenders) == CONTENDERS
+    assert list(contenders) == CONTENDERS
     for c in contenders.values():
         assert c["steps"] == 2  # ceil(8 examples / batch 4) × 1 epoch
         assert c["examples"] == 8
         assert all(math.isfinite(loss) for loss in c["step_losses"])
-        assert math.isfinite(c["final_loss"])
+        assert math.isfinite(c["last_epoch_train_loss"])
+        assert math.isfinite(c["heldout_loss"]) and c["heldout_loss"] > 0
         assert c["tokens_per_second"] > 0 and c["peak_rss_bytes"] > 0
         assert c["load"]["load_before"] >= 0
     # the same real tokens, and the same sequences with the loss on the same tokens
     assert {c["tokens"] for c in contenders.values()} == {result["workload"]["tokens"]}
     assert len({c["fingerprint"] for c in contenders.values()}) == 1
     assert result["problems"] == []
+    assert result["workload"]["heldout_examples"] == 8
+    assert result["workload"]["heldout_output_tokens"] > 0
     # each ran as configured
     assert contenders["tunelab"]["precision"] in ("fp32 frozen base", "bf16 frozen base")
     assert contenders["trl-shipped"]["settings"]["gradient checkpointing"] is True
     assert contenders["trl-bench"]["settings"]["gradient checkpointing"] is False
     assert contenders["trl-bench"]["precision"] == "fp32"
     assert contenders["plain-bf16"]["precision"] == "bf16 autocast"
-    assert set(result["ratios_tokens_per_second"]) == CONTENDERS - {"tunelab"}
-    # the report: the machine, the table, tunelab's ratio to each
+    peers = set(CONTENDERS) - {"tunelab"}
+    assert set(result["ratios_tokens_per_second"]) == peers
+    assert set(result["ratios_heldout_loss"]) == peers
+    for name, x in result["ratios_heldout_loss"].items():
+        assert x == contenders["tunelab"]["heldout_loss"] / contenders[name]["heldout_loss"]
+    # the report: the machine, the table, tunelab's ratios to each, the loss target
     assert proc.stdout.startswith("CPU: ")
     assert "| contender | precision | real tokens | real tokens/s |" in proc.stdout
-    for name in CONTENDERS - {"tunelab"}:
+    assert "| last-epoch train loss | held-out loss |" in proc.stdout
+    for name in peers:
         assert f"ratio tunelab/{name} real tokens/s: " in proc.stdout
+        assert f"ratio tunelab/{name} held-out loss: " in proc.stdout
+    assert "held-out loss: tunelab " in proc.stdout and "(target ≤ 1.02: " in proc.stdout
+
+
+def _adapted_tiny_model(model_path: str, seed: int):
+    """The tiny model with a LoRA adapter of the benchmark's shape whose B matrices are random
+    (PEFT starts them at zero, which would make the adapter change nothing)."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from bench.throughput.contenders import lora_config
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
+                           lora_config())
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model.eval()
+
+
+def test_heldout_loss_scores_the_saved_adapter_the_same_way_every_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "home"))
+    data = _bench(monkeypatch, "bench.throughput.data")
+    heldout = _bench(monkeypatch, "bench.throughput.heldout")
+    workload = data.prepare("tiny-random", 4, 0, 6)
+    model = _adapted_tiny_model(workload.model_path, seed=1)
+    model.save_pretrained(tmp_path / "adapter")
+    in_memory = heldout.score(model, workload.heldout)
+    with model.disable_adapter():
+        without_adapter = heldout.score(model, workload.heldout)
+
+    first = heldout.heldout_loss(workload, tmp_path / "adapter")
+    second = heldout.heldout_loss(workload, tmp_path / "adapter")
+
+    assert math.isfinite(first) and first > 0
+    assert first == second  # deterministic: the same adapter, the same number
+    assert first == pytest.approx(in_memory.loss, rel=1e-6)  # the adapter as it was trained
+    assert first != pytest.approx(without_adapter.loss, rel=1e-3)  # ... and it is applied
+    # the mean is over the output tokens only, of every held-out sequence
+    assert in_memory.tokens == workload.heldout_output_tokens
+
+
+def test_heldout_loss_weighs_every_output_token_alike(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "home"))
+    data = _bench(monkeypatch, "bench.throughput.data")
+    heldout = _bench(monkeypatch, "bench.throughput.heldout")
+    workload = data.prepare("tiny-random", 4, 0, 6)
+    short, long = sorted(workload.heldout, key=lambda s: len(s.output_ids))[::5]
+    model = _adapted_tiny_model(workload.model_path, seed=2)
+
+    a, b, both = (heldout.score(model, rows) for rows in ([short], [long], [short, long]))
+
+    assert len(short.output_ids) < len(long.output_ids)
+    assert both.tokens == len(short.output_ids) + len(long.output_ids)
+    assert both.loss == pytest.approx((a.loss * a.tokens + b.loss * b.tokens) / both.tokens)
+    assert both.loss != pytest.approx((a.loss + b.loss) / 2)  # not a mean of per-row means
+
+
+def test_heldout_examples_are_none_of_the_training_inputs(monkeypatch):
+    data = _bench(monkeypatch, "bench.throughput.data")
+    # a training set that holds the held-out stream's first five examples
+    training = data.sentence_to_json_examples(5, data.HELDOUT_SEED_OFFSET)
+
+    held = data.heldout_examples(12, 0, training)
+
+    assert len(held) == 12
+    inputs = [e.text_input for e in held]
+    assert len(set(inputs)) == 12
+    assert not set(inputs) & {e.text_input for e in training}
+    assert held == data.heldout_examples(12, 0, training)  # the same on every run
 
 
 def test_contenders_that_trained_on_other_tokens_are_refused(tmp_path, monkeypatch):
@@ -66,7 +154,7 @@ def test_contenders_that_trained_on_other_tokens_are_refused(tmp_path, monkeypat
     data = _bench(monkeypatch, "bench.throughput.data")
     driver = _bench(monkeypatch, "bench.throughput.__main__")
     measure = _bench(monkeypatch, "bench.throughput.measure")
-    workload = data.prepare("tiny-random", 8, 0)
+    workload = data.prepare("tiny-random", 8, 0, 1)
     rows = [(s.ids, len(s.prompt_ids)) for s in workload.sequences]
     same = measure.Result("tunelab", "fp32", {}, workload.tokens, 8, 2, 2, 1.0, [1.0, 1.0],
                           data.fingerprint(reversed(rows)), 1)  # order does not matter

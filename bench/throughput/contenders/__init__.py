@@ -2,12 +2,14 @@
 
 Every contender trains a LoRA adapter of the same shape (``lora_config``) on the same token
 sequences (``data.Workload``) with the same epochs, batch size, learning rate and seed
-(``Setup``), in a process of its own (``bench/throughput/one.py``), and returns a
-``measure.Result``."""
+(``Setup``), in a process of its own (``bench/throughput/one.py``), returns a
+``measure.Result`` and, after its timed loop, saves the adapter it trained (PEFT format) into
+``Setup.adapter_dir`` for the held-out evaluation (``bench/throughput/heldout.py``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.throughput.data import Workload
@@ -33,6 +35,7 @@ class Setup:
     seed: int
     threads: int  # torch threads
     device: str  # "cpu", "cuda", ... as tunelab picks it (TUNELAB_DEVICE)
+    adapter_dir: Path  # where the trained adapter goes (PEFT's save_pretrained layout)
 
 
 def lora_config() -> Any:

@@ -8,7 +8,7 @@ norm to 1.0, as the other contenders do. ``bf16=True`` runs the forward under
 ``torch.autocast(dtype=torch.bfloat16)``: the weights stay fp32 and are cast at every step.
 
 Timed: the whole loop (building each batch's tensors, forward, backward, clipping, optimizer
-step), after one untimed forward + backward.
+step), after one untimed forward + backward. The adapter is saved (``save_pretrained``) after it.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def run(workload: Workload, setup: Setup, *, bf16: bool) -> Result:
             optimizer.zero_grad(set_to_none=True)
             step_losses.append(loss.item())
     train_seconds = time.perf_counter() - t0
+    model.save_pretrained(setup.adapter_dir)
 
     return Result(
         contender="plain-bf16" if bf16 else "plain-fp32",

@@ -14,6 +14,7 @@ that.
 
 Timed: from ``on_train_begin`` to ``on_train_end`` (fetching and collating batches, forward,
 backward, clipping, optimizer step, per-step logging), after one untimed forward + backward.
+The adapter is saved (the PEFT model's ``save_pretrained``) after it.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def run(workload: Workload, setup: Setup, *, as_shipped: bool) -> Result:
 
         trainer.data_collator = counting_collator
         trainer.train()
+        trainer.model.save_pretrained(setup.adapter_dir)
 
     settings = trl_setup.trained_with(trainer.args)
     return Result(

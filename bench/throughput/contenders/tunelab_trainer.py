@@ -4,11 +4,13 @@ The base model is loaded by ``load_base_model`` with ``TUNELAB_PRECISION`` (defa
 bf16 frozen weights where a short probe finds bf16 matmuls clearly faster on this CPU, fp32
 otherwise), so the run uses what a user of this machine gets. The epochs, batch size and learning
 rate are given, so tunelab's automatic choices (the warmed-up, decaying schedule) stay
-off and the learning rate is constant.
+off and the learning rate is constant. The adapter ``train`` writes for serving (the last epoch's,
+as no validation set is given) is copied to ``Setup.adapter_dir``.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -55,6 +57,7 @@ def run(workload: Workload, setup: Setup) -> Result:
         result = train(base, workload.examples, hp, Path(out), seed=setup.seed,
                        lora=LoraSettings(), resume=False, should_cancel=before_step,
                        on_snapshot=after_step)
+        shutil.copytree(result.adapter_dir, setup.adapter_dir)
     rows = [(t.prompt_ids + t.output_ids, len(t.prompt_ids)) for t in tokenized]
     return Result(
         contender="tunelab",
