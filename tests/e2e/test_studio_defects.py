@@ -27,11 +27,19 @@ def create(client: Client, model_id: str, epochs: int, wait: bool = True) -> dic
 def alice(studio_service):
     a = Client(studio_service, "alice")
     create(a, "shared-words", 2)
-    # a cancelled run: epoch 1 finished, epoch 2 cut short
-    op = create(a, "cut-short", 100, wait=False)
-    wait_op(a.c, op["name"], until=lambda o: o["metadata"]["completedSteps"] >= 8)
-    a.c.post("/v1beta/tunedModels/cut-short:cancel")
-    wait_op(a.c, op["name"])
+    # a cancelled run whose last epoch was cut short. The worker looks for a cancel every
+    # 0.2 s and, after an epoch's checkpoint, at the next step: a cancel asked during the
+    # checkpoint lands at an epoch's end, so the run is made again until one lands mid-epoch.
+    for _ in range(6):
+        op = create(a, "cut-short", 100, wait=False)
+        wait_op(a.c, op["name"], until=lambda o: o["metadata"]["completedSteps"] >= 8)
+        a.c.post("/v1beta/tunedModels/cut-short:cancel")
+        done = wait_op(a.c, op["name"])
+        if done["metadata"]["completedSteps"] % STEPS_PER_EPOCH:
+            break
+        a.c.delete("/v1beta/tunedModels/cut-short").raise_for_status()
+    else:
+        pytest.fail("six cancels in a row landed at an epoch's end")
     yield a
     a.c.close()
 

@@ -70,6 +70,21 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
   if (running && stepsPerEpoch > 0) {
     for (let e = lastEpoch || 1; e * stepsPerEpoch <= maxStep; e++) if (!finished(e)) planned.push([e, e * stepsPerEpoch]);
   }
+  // The band of the epoch still running (or cut short) and its label, placed first so the
+  // finished epochs' labels make room for it: at the band's start, or where the band ends near
+  // the right edge, ending at the edge.
+  let band = null;
+  if (snapshots.length && !finished(lastEpoch)) {
+    const from = ends.has(lastEpoch - 1) ? ends.get(lastEpoch - 1) : (stepsPerEpoch ? (lastEpoch - 1) * stepsPerEpoch : 0);
+    const x0 = from > 0 ? x(from) : L, x1 = Math.max(x(lastStep), x0 + 2);
+    const word = running ? "running" : "partial";
+    const text = `E${lastEpoch} ${word}`, width = text.length * 6.5 + 4;
+    const atStart = W - R - x0 >= width;
+    band = { from, x0, x1, word, text, anchor: atStart ? "start" : "end",
+      tx: atStart ? x0 + 3 : W - R - 2, lo: atStart ? x0 : W - R - 2 - width, hi: atStart ? x0 + width : W - R };
+  }
+  const labelWidth = (epoch) => `E${epoch}`.length * 6.5 + 4;
+  const clearOfBand = (px, epoch) => !band || px - 3 <= band.lo || px - 3 - labelWidth(epoch) >= band.hi;
   // Many epochs close together: a mark only where it is >= 8 px from the previous one, and a
   // label only where it has room (>= 30 px); the selected epoch's always.
   const selX = done.some(([e]) => e === selectedEpoch) ? x(ends.get(selectedEpoch)) : null;
@@ -81,22 +96,19 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
     if (!sel && !roomy(px, lineX, 8)) continue;
     marks.appendChild(el("line", { x1: px, x2: px, y1: T, y2: H - B, class: `epoch${sel}`, "data-epoch": epoch }));
     if (!sel) lineX = px;
-    if (sel || roomy(px, labelX, 30)) {
+    if (sel || (roomy(px, labelX, 30) && clearOfBand(px, epoch))) {
       marks.appendChild(el("text", { x: px - 3, y: T + 10, "text-anchor": "end", class: `epoch-label${sel}` }, `E${epoch}`));
       if (!sel) labelX = px;
     }
   }
-  const lastMark = Math.max(labelX ?? 0, selX ?? 0);
-  if (snapshots.length && !finished(lastEpoch)) {
-    const from = ends.has(lastEpoch - 1) ? ends.get(lastEpoch - 1) : (stepsPerEpoch ? (lastEpoch - 1) * stepsPerEpoch : 0);
-    const x0 = from > 0 ? x(from) : L, x1 = Math.max(x(lastStep), x0 + 2);
-    const word = running ? "running" : "partial";
-    const band = el("rect", { x: x0, y: T, width: x1 - x0, height: H - B - T, class: `epoch-partial ${word}`, "data-epoch": lastEpoch });
-    band.appendChild(el("title", {}, `Epoch ${lastEpoch}, ${word}: ${lastStep - from} of ${stepsPerEpoch || "?"} steps`));
-    marks.appendChild(band);
-    const text = `E${lastEpoch} ${word}`;
-    if (x0 + 3 >= lastMark + 4 && W - R - x0 >= text.length * 6.5 + 4) {
-      marks.appendChild(el("text", { x: x0 + 3, y: T + 10, class: "epoch-label partial", "data-epoch": lastEpoch }, text));
+  if (band) {
+    const rect = el("rect", { x: band.x0, y: T, width: band.x1 - band.x0, height: H - B - T, class: `epoch-partial ${band.word}`, "data-epoch": lastEpoch });
+    rect.appendChild(el("title", {}, `Epoch ${lastEpoch}, ${band.word}: ${lastStep - band.from} of ${stepsPerEpoch || "?"} steps`));
+    marks.appendChild(rect);
+    // only the selected epoch's label, always drawn, can take the band label's place
+    const selClear = selX === null || !done.some(([e]) => e === selectedEpoch) || clearOfBand(selX, selectedEpoch);
+    if (band.lo >= L && selClear) {
+      marks.appendChild(el("text", { x: band.tx, y: T + 10, "text-anchor": band.anchor, class: "epoch-label partial", "data-epoch": lastEpoch }, band.text));
     }
   }
   let plannedX = null;
