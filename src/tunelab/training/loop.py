@@ -35,6 +35,7 @@ from tunelab.data.prompt_format import profile_of
 from tunelab.errors import FailedPrecondition, InvalidArgument
 from tunelab.fsutil import atomic_write_text
 from tunelab.training.advice import EpochAdvice, advise_epoch
+from tunelab.training.allocator import fix_mmap_threshold
 from tunelab.training.checkpoint import (
     capture_rng,
     load_resume_state,
@@ -260,6 +261,7 @@ def train(
 
     if not examples:
         raise InvalidArgument("No training examples were given.")
+    fix_mmap_threshold()  # the process keeps less of the freed activations (allocator.py)
     validation = list(validation or [])
     hp = hyperparameters if isinstance(hyperparameters, ResolvedHyperparameters) else (
         hyperparameters.resolve(base.spec.recommended_learning_rate, examples,

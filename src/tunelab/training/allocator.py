@@ -1,0 +1,44 @@
+"""How the C allocator holds a training process's memory.
+
+A training step allocates and frees hundreds of megabytes of activations of changing sizes
+(batches differ in length). glibc adjusts itself to that: each large block freed raises its
+mmap threshold (up to 32 MB) and its trim threshold to twice that, so after the first steps the
+freed activations stay in the heap and the free memory at its top is kept rather than given
+back. Setting the mmap threshold once turns that adjustment off: blocks of 32 MB or more are
+mapped and unmapped, and the heap's free top goes back to the system as it would at start-up.
+
+Measured on the default model (8 steps of batch 4, bf16 base, one thread; docs/performance.md):
+peak RSS 3,366 → 3,057 MB, CPU time 25.2 → 22.8 s (fewer page faults on reused heap). The
+settings that return more (``malloc_trim`` after every step, a zero trim threshold) cost up to
+twice the step's CPU time in page faults and are not used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+
+_done = False
+
+
+def fix_mmap_threshold() -> bool:
+    """Fix glibc's mmap threshold at 32 MB in this process (once); False where the C library
+    is not glibc or refuses (nothing changes then)."""
+    global _done
+    if _done:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _done = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    return _done
