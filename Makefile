@@ -58,7 +58,7 @@ system-deps:
 
 test: system-deps $(VENV)/.installed-dev
 	$(COMPILE) src tests bench > /dev/null || true
-	TUNELAB_TEST_STRICT=1 $(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	TUNELAB_TEST_STRICT=1 $(BIN)/python -m pytest --durations=30 $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
