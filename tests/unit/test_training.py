@@ -91,6 +91,34 @@ def test_batches_cover_every_example_once_per_epoch_and_are_deterministic():
     assert a != plan_batches(lengths, 4, seed=0, epoch=1)
 
 
+def test_a_step_split_into_micro_batches_has_the_whole_batch_gradient(tiny_base):
+    from peft import LoraConfig, get_peft_model
+
+    from tunelab.training.loop import _micro_batches, _private_model, output_loss_sum
+
+    examples = [Example("hi", "yes"), Example("a much longer question " * 6, "no"),
+                Example("ok", "fine thanks"), Example("and a long one again " * 7, "x")]
+    items = [tokenize_example(tiny_base.tokenizer, tiny_base.template, ex) for ex in examples]
+    longest = max(it.length for it in items)
+    with pytest.MonkeyPatch.context() as mp:  # a budget that fits two of the longest at most
+        mp.setattr("tunelab.training.loop.MICRO_BATCH_TOKENS", 2 * longest)
+        groups = _micro_batches(items)
+    assert len(groups) == 2
+    torch.manual_seed(0)
+    model = get_peft_model(_private_model(tiny_base.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    n = sum(len(it.output_ids) for it in items)
+
+    def grads(groups) -> list[torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        for g in groups:
+            (output_loss_sum(model, collate(g, tiny_base.tokenizer.pad_token_id)) / n).backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    for split, whole in zip(grads(groups), grads([items]), strict=True):
+        torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-6)
+
+
 def test_only_output_tokens_are_targets(tiny_base):
     ex = Example("what is 2+2?", "4")
     t = tokenize_example(tiny_base.tokenizer, tiny_base.template, ex)
@@ -137,7 +165,7 @@ def test_snapshots_checkpoints_and_manifest(tiny_base, examples, tmp_path):
     assert m["total_steps"] == 18 and m["selected_epoch"] == 3
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 8
     # pinned numbers: seeded and deterministic on this toy model
-    assert result.epoch_losses == pytest.approx([5.6404, 2.8129, 2.2223], abs=2e-3)
+    assert result.epoch_losses == pytest.approx([5.4351, 2.7680, 2.2117], abs=2e-3)
     assert result.epoch_losses[-1] < result.epoch_losses[0]
 
 
@@ -146,7 +174,7 @@ def test_loss_falls_when_memorising(tiny_base, tmp_path):
     r = train(
         tiny_base,
         exs,
-        Hyperparameters(epoch_count=8, batch_size=4, learning_rate=0.05),
+        Hyperparameters(epoch_count=8, batch_size=4, learning_rate=0.01),
         tmp_path / "m",
     )
     assert r.epoch_losses[-1] < 0.5 * r.epoch_losses[0]
