@@ -1,7 +1,9 @@
 """The real default base model (SmolLM2-135M-Instruct) tuned on a small synthetic task that is
 not the demo's: reorder a key=value record into "Last, First - City". The base model does not
-answer in that format zero-shot; after 2 epochs on 40 examples the tuned one does, on names and
-cities it never saw in training."""
+answer in that format zero-shot; after 3 epochs on 40 examples the tuned one does, on names and
+cities it never saw in training. (After 2 epochs, 20 steps, how well it copies names it never saw
+depends on the order of the batches: 3 to 6 of the 8 held-out answers right for seeds 0 and 1;
+after 3 epochs 5, 6 and 8 for seeds 0, 1 and 2.)"""
 
 from __future__ import annotations
 
@@ -95,9 +97,9 @@ def test_tuning_the_real_model_beats_the_base_model_on_held_out_prompts(smol, tm
 
     base_score = exact()
     result = train(
-        trainer_base, train_set, Hyperparameters(epoch_count=2, batch_size=4), tmp_path / "run"
+        trainer_base, train_set, Hyperparameters(epoch_count=3, batch_size=4), tmp_path / "run"
     )
-    assert result.status == "completed" and len(result.snapshots) == 20
+    assert result.status == "completed" and len(result.snapshots) == 30
     first_steps = sum(s.mean_loss for s in result.snapshots[:3]) / 3
     last_steps = sum(s.mean_loss for s in result.snapshots[-3:]) / 3
     assert last_steps < 0.25 * first_steps, (first_steps, last_steps)
