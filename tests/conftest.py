@@ -146,8 +146,9 @@ def postgres_url(pg_cluster) -> str:
     return pg_cluster.create_database()
 
 
-# ``make test`` runs the suite on two workers, each test module whole on one of them, in the
-# order collected (Makefile: PYTEST_WORKERS). The longest modules go first, so the last module
+# ``make test PYTEST_WORKERS="-n 2 --dist loadfile --no-loadscope-reorder"`` runs the suite on
+# two workers, each test module whole on one of them, in the order collected (one process is
+# the default, see the Makefile). The longest modules go first, so the last module
 # a worker picks up is a short one and both finish at about the same time. Measured with
 # ``--durations`` on the whole suite; the rest keep their order after these.
 LONGEST_FIRST = (

@@ -2,8 +2,8 @@
 
 ``python -m bench.throughput.heldout --workload W --result R --threads T NAME=ADAPTER ...``
 
-The contenders batch their training steps differently (tunelab groups examples of similar
-length, the others shuffle and pad), so the means of their step losses weigh the same tokens
+The contenders batch their training steps differently (each draws, orders and pads its own
+batches), so the means of their step losses weigh the same tokens
 differently and cannot be compared. This scores each saved adapter (PEFT format) on the
 workload's held-out sequences, identically for all: the base model loaded afresh in fp32 from
 the workload's folder, the adapter put on it with ``PeftModel.from_pretrained``, eval mode, no

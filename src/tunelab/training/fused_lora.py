@@ -26,6 +26,7 @@ dropout, DoRA or another variant, a base that is not a plain linear layer) keeps
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -35,28 +36,31 @@ from torch import nn
 from tunelab.catalog.wide_linear import WideLinear
 
 
-class _Cast:
-    """The last input cast to a frozen weight's dtype, for the sibling layers that follow."""
+class _Cast(threading.local):
+    """The last input cast to a frozen weight's dtype, for the sibling layers that follow (one
+    per thread: a forward pass runs in one thread, and another thread's pass must not see it)."""
 
-    source: torch.Tensor | None = None
-    version: int = -1
-    cast: torch.Tensor | None = None
+    def __init__(self) -> None:
+        self.source: torch.Tensor | None = None
+        self.version = -1
+        self.cast: torch.Tensor | None = None
 
-    @classmethod
-    def of(cls, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def of(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if x.dtype == dtype:
             return x
         if x.is_inference():  # no version counter to check: cast every time
             return x.to(dtype)
-        if (cls.source is x and cls.version == x._version and cls.cast is not None
-                and cls.cast.dtype == dtype):
-            return cls.cast
-        cls.source, cls.version, cls.cast = x, x._version, x.to(dtype)
-        return cls.cast
+        if (self.source is x and self.version == x._version and self.cast is not None
+                and self.cast.dtype == dtype):
+            return self.cast
+        self.source, self.version, self.cast = x, x._version, x.to(dtype)
+        return self.cast
 
-    @classmethod
-    def clear(cls) -> None:
-        cls.source = cls.cast = None
+    def clear(self) -> None:
+        self.source = self.cast = None
+
+
+_cast = _Cast()
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -66,7 +70,7 @@ class _LoraLinear(torch.autograd.Function):
                 out_dtype: torch.dtype) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        y = F.linear(_Cast.of(x, weight.dtype).reshape(-1, shape[-1]), weight, bias)
+        y = F.linear(_cast.of(x, weight.dtype).reshape(-1, shape[-1]), weight, bias)
         if y.dtype != a.dtype:
             y = y.to(a.dtype)
         xl = x2 if x2.dtype == a.dtype else x2.to(a.dtype)
@@ -147,4 +151,4 @@ def unfuse_lora_layers(model: nn.Module) -> None:
 
 def release_cast() -> None:
     """Drop the one input cast kept for sibling layers (and the input it was made from)."""
-    _Cast.clear()
+    _cast.clear()

@@ -113,12 +113,13 @@ class TrainResult:
         return self.tokens / self.train_seconds if self.train_seconds else 0.0
 
 
-def plan_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches (lists of example indices) of one epoch, deterministic in (seed, epoch)."""
+def plan_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches (lists of indices of ``count`` examples) of one epoch, deterministic in
+    (seed, epoch)."""
     import torch
 
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(lengths), generator=g).tolist()
+    order = torch.randperm(count, generator=g).tolist()
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -273,7 +274,6 @@ def train(
         {"schedule": schedule} if schedule else {})}, lora, seed,
         dataset_hash(validation) if validation else None)
     tokenized = [tokenize_example(base.tokenizer, base.template, ex) for ex in examples]
-    lengths = [t.length for t in tokenized]
     steps_per_epoch = hp.steps_per_epoch(len(examples))
     total = steps_per_epoch * hp.epoch_count
     pad_id = base.tokenizer.pad_token_id
@@ -349,7 +349,7 @@ def train(
     status = "completed"
     for epoch in range(start_epoch, hp.epoch_count):
         loss_sum_epoch, tokens_epoch = 0.0, 0
-        for batch_idx in plan_batches(lengths, hp.batch_size, seed, epoch):
+        for batch_idx in plan_batches(len(tokenized), hp.batch_size, seed, epoch):
             if should_cancel is not None and should_cancel():
                 status = "cancelled"
                 break

@@ -73,18 +73,18 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
   // The band of the epoch still running (or cut short) and its label, placed first so the
   // finished epochs' labels make room for it: at the band's start, or where the band ends near
   // the right edge, ending at the edge.
+  const textWidth = (text) => text.length * 6.5 + 4;
   let band = null;
   if (snapshots.length && !finished(lastEpoch)) {
     const from = ends.has(lastEpoch - 1) ? ends.get(lastEpoch - 1) : (stepsPerEpoch ? (lastEpoch - 1) * stepsPerEpoch : 0);
     const x0 = from > 0 ? x(from) : L, x1 = Math.max(x(lastStep), x0 + 2);
     const word = running ? "running" : "partial";
-    const text = `E${lastEpoch} ${word}`, width = text.length * 6.5 + 4;
+    const text = `E${lastEpoch} ${word}`, width = textWidth(text);
     const atStart = W - R - x0 >= width;
     band = { from, x0, x1, word, text, anchor: atStart ? "start" : "end",
       tx: atStart ? x0 + 3 : W - R - 2, lo: atStart ? x0 : W - R - 2 - width, hi: atStart ? x0 + width : W - R };
   }
-  const labelWidth = (epoch) => `E${epoch}`.length * 6.5 + 4;
-  const clearOfBand = (px, epoch) => !band || px - 3 <= band.lo || px - 3 - labelWidth(epoch) >= band.hi;
+  const clearOfBand = (px, epoch) => !band || px - 3 <= band.lo || px - 3 - textWidth(`E${epoch}`) >= band.hi;
   // Many epochs close together: a mark only where it is >= 8 px from the previous one, and a
   // label only where it has room (>= 30 px); the selected epoch's always.
   const selX = done.some(([e]) => e === selectedEpoch) ? x(ends.get(selectedEpoch)) : null;
@@ -106,7 +106,7 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
     rect.appendChild(el("title", {}, `Epoch ${lastEpoch}, ${band.word}: ${lastStep - band.from} of ${stepsPerEpoch || "?"} steps`));
     marks.appendChild(rect);
     // only the selected epoch's label, always drawn, can take the band label's place
-    const selClear = selX === null || !done.some(([e]) => e === selectedEpoch) || clearOfBand(selX, selectedEpoch);
+    const selClear = selX === null || clearOfBand(selX, selectedEpoch);
     if (band.lo >= L && selClear) {
       marks.appendChild(el("text", { x: band.tx, y: T + 10, "text-anchor": band.anchor, class: "epoch-label partial", "data-epoch": lastEpoch }, band.text));
     }
