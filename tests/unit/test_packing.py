@@ -1,0 +1,141 @@
+"""Packed rows (data/batches.py ``pack``): several examples share a row with positions that
+restart, and each example's loss and the adapter's gradients are what a padded batch gives.
+The trainer packs only where the model keeps packed examples apart (``packing_works``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from tunelab.data import Example
+from tunelab.data.batches import collate, pack, pack_rows, tokenize_example
+from tunelab.training.loop import (
+    _private_model,
+    attention_span,
+    output_loss_sum,
+    packing_works,
+)
+
+EXAMPLES = [Example("hi", "yes"), Example("a much longer question " * 6, "no"),
+            Example("ok", "fine thanks"), Example("and a long one again " * 7, "x"),
+            Example("middle sized question here", "a middle sized answer")]
+
+
+def _items(base):
+    return [tokenize_example(base.tokenizer, base.template, ex) for ex in EXAMPLES]
+
+
+def test_every_example_lands_in_exactly_one_row():
+    lengths = [37, 5, 120, 64, 64, 9, 200, 1]
+    for span in (1.0, 50.0, 300.0, 3072.0, float("inf")):
+        rows = pack_rows(lengths, span)
+        assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+        assert all(rows)
+
+
+def test_the_layout_follows_the_cost_of_attention():
+    lengths = [100, 100, 100, 100]
+    # attention free: one row, no padding at all
+    assert pack_rows(lengths, float("inf")) == [[0, 1, 2, 3]]
+    # attention dear: one example per row (no row longer than the longest example)
+    assert len(pack_rows(lengths, 1.0)) == 4
+    # examples of equal length pack into rows of one example each: no padding to remove
+    assert len(pack_rows(lengths, 300.0)) == 4
+    # in between: short examples share rows, fewer rows than examples but more than one
+    rows = pack_rows([200, 50, 50, 50, 50, 50], 300.0)
+    assert sorted(rows) == [[0, 5], [1, 2, 3, 4]]  # 250 and 200 tokens
+    # a long example gets its own row; short ones fill the others
+    rows = pack_rows([400, 90, 110, 100, 95], 3072.0)
+    assert [0] in rows
+
+
+def test_a_packed_batch_has_the_padded_batchs_targets_and_positions(tiny_base):
+    items = _items(tiny_base)
+    packed = pack(items, tiny_base.tokenizer.pad_token_id, 60.0)
+    padded = collate(items, tiny_base.tokenizer.pad_token_id)
+    assert packed.attention_mask is None and packed.n_tokens == padded.n_tokens
+    assert packed.input_ids.shape[0] < len(items)  # something was packed
+    assert packed.input_ids.numel() < padded.input_ids.numel()
+    # every target is predicted from the position just before it, within its own example
+    ids, pos = packed.input_ids, packed.position_ids
+    got = sorted(zip(packed.targets.tolist(),
+                     ids[packed.predict_rows, packed.predict_cols + 1].tolist(), strict=True))
+    assert all(t == nxt for t, nxt in got)
+    assert sorted(packed.targets.tolist()) == sorted(padded.targets.tolist())
+    for r in range(ids.shape[0]):  # positions restart at 0 for each example and the padding
+        starts = (pos[r] == 0).nonzero().flatten().tolist()
+        assert starts[0] == 0 and all(pos[r, i] == pos[r, i - 1] + 1 for i in range(1, ids.shape[1])
+                                      if i not in starts)
+
+
+@pytest.mark.parametrize("span", [1.0, 60.0, float("inf")])
+def test_a_packed_batch_gives_the_padded_batchs_loss_and_gradients(tiny_base, span):
+    items = _items(tiny_base)
+    torch.manual_seed(0)
+    model = get_peft_model(_private_model(tiny_base.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False))
+
+    def loss_and_grads(batch):
+        model.zero_grad(set_to_none=True)
+        loss = output_loss_sum(model, batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    pad = tiny_base.tokenizer.pad_token_id
+    loss_padded, grads_padded = loss_and_grads(collate(items, pad))
+    loss_packed, grads_packed = loss_and_grads(pack(items, pad, span))
+    torch.testing.assert_close(loss_packed, loss_padded, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_packed, grads_padded, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_the_model_is_checked_to_keep_packed_examples_apart(tiny_base):
+    assert packing_works(tiny_base.model, tiny_base.tokenizer.pad_token_id)
+    assert attention_span(tiny_base.model) > 0
+
+
+class _PositionsIgnored(torch.nn.Module):
+    """A causal LM whose decoder drops the position ids it is given (as an architecture that
+    numbers positions itself would): packed examples would see each other."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def get_decoder(self):
+        inner = self.model.get_decoder()
+
+        class Decoder(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, *, input_ids, position_ids=None, **kw):
+                return self.inner(input_ids=input_ids, **kw)
+
+        return Decoder()
+
+
+def test_a_model_that_ignores_restarted_positions_is_not_packed(tiny_base):
+    assert not packing_works(_PositionsIgnored(tiny_base.model),
+                             tiny_base.tokenizer.pad_token_id)
+
+
+def test_training_on_packed_rows_takes_the_steps_padded_rows_take(tiny_base, tmp_path):
+    from tunelab.training import Hyperparameters, train
+    from tunelab.training.loop import _PACKING
+
+    examples = [Example(f"add {i} and {i + 1} " * (1 + i % 4), f"{2 * i + 1}") for i in range(12)]
+    hp = Hyperparameters(epoch_count=2, batch_size=4, learning_rate=0.01)
+    packed = train(tiny_base, examples, hp, tmp_path / "packed")
+    _PACKING[tiny_base.model] = False  # as for a model that fails the check
+    try:
+        padded = train(tiny_base, examples, hp, tmp_path / "padded")
+    finally:
+        del _PACKING[tiny_base.model]
+    assert len(packed.snapshots) == len(padded.snapshots) == 6
+    for a, b in zip(packed.snapshots, padded.snapshots, strict=True):
+        assert a.tokens == b.tokens
+        assert a.mean_loss == pytest.approx(b.mean_loss, rel=1e-4)
