@@ -313,3 +313,18 @@ def test_a_route_checking_access_itself_is_caught(tmp_path):
     (fake / "models" / "service.py").write_text(
         "def get(self, m, u, n):\n    return self.accounts.require(m, u, n)\n")
     assert [f.split(":")[0] for f in access_checked_in_web(fake)] == ["src/tunelab/api/export.py"]
+
+
+def test_the_cli_and_the_api_start_without_importing_torch():
+    """Importing torch costs a process 1.3-2 s (more on a busy machine); the CLI's commands that
+    never touch a model (jobs, cancel, users, keys, --help) and the API process until it trains
+    or serves must not pay it at start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tunelab.cli, tunelab.api.app, tunelab.cli_service; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"torch imported at start-up: {out.stdout}"

@@ -12,7 +12,6 @@ from tunelab.catalog.precision import Precision, choose, folder_shape, projectio
 from tunelab.catalog.sources import bf16_copy
 from tunelab.catalog.specs import BaseModelSpec
 from tunelab.catalog.templates import Template, template_for_vocab
-from tunelab.catalog.wide_linear import widen_linear_outputs
 from tunelab.fsutil import file_lock
 
 # The bf16 copy of model ``id`` is cached in ``models_dir/{id}.bf16`` (catalog ids and ids made
@@ -92,6 +91,8 @@ def load_base_model(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from tunelab.catalog.wide_linear import widen_linear_outputs  # torch: imported when used
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

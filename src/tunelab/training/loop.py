@@ -48,7 +48,6 @@ from tunelab.training.checkpoint import (
     write_manifest,
 )
 from tunelab.training.evaluate import Evaluation, Evaluator, advice_of, is_label_like
-from tunelab.training.fused_lora import fuse_lora_layers, release_cast
 from tunelab.training.hyperparameters import (
     Hyperparameters,
     LoraSettings,
@@ -314,6 +313,8 @@ def train(
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
+
+    from tunelab.training.fused_lora import fuse_lora_layers, release_cast  # imports torch
 
     if not examples:
         raise InvalidArgument("No training examples were given.")
