@@ -139,3 +139,12 @@ def test_training_on_packed_rows_takes_the_steps_padded_rows_take(tiny_base, tmp
     for a, b in zip(packed.snapshots, padded.snapshots, strict=True):
         assert a.tokens == b.tokens
         assert a.mean_loss == pytest.approx(b.mean_loss, rel=1e-4)
+
+
+
+def test_a_large_batch_is_laid_out_in_rows_near_the_longest_examples_width():
+    lengths = [10 + (i * 37) % 300 for i in range(2000)]
+    rows = pack_rows(lengths, 3072.0)
+    assert sorted(i for row in rows for i in row) == list(range(2000))
+    widths = [sum(lengths[i] for i in row) for row in rows]
+    assert max(widths) < 1.1 * max(lengths)  # little padding: rows of about equal work
