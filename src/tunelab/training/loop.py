@@ -190,12 +190,13 @@ def packing_works(model: Any, pad_id: int) -> bool:
     decoder.eval()
     try:
         with torch.no_grad():
-            packed = pack([a, b], pad_id, attention_span=float("inf"))
+            device = next(decoder.parameters()).device
+            packed = pack([a, b], pad_id, attention_span=float("inf")).to(device)
             if packed.input_ids.shape[0] != 1:
                 raise AssertionError("the check needs one packed row")
             together = decoder(input_ids=packed.input_ids, position_ids=packed.position_ids,
                                use_cache=False).last_hidden_state[0].float()
-            alone = decoder(input_ids=torch.tensor([b.prompt_ids + b.output_ids]),
+            alone = decoder(input_ids=torch.tensor([b.prompt_ids + b.output_ids], device=device),
                             use_cache=False).last_hidden_state[0].float()
         # the second example's states: they differ when it sees the first or misses its
         # positions (SmolLM2 with a bf16 base: relative error 0.002, and 0.3 when they mix)
