@@ -196,3 +196,33 @@ def test_tuning_again_after_serving_an_adapter_on_the_same_base(models_dir, tmp_
     third = train(fresh, labelled(24)[::-1], one, tmp_path / "c")
     assert [s.mean_loss for s in third.snapshots] == [s.mean_loss for s in second.snapshots]
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_validation_answers_decoded_together_are_the_answers_one_at_a_time(models_dir,
+                                                                           precision):
+    """Scoring decodes the validation examples together (prompts padded on the left, each
+    with its own positions); every answer is the one the example gets alone."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.training.evaluate import Evaluator
+    from tunelab.training.loop import _private_model
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, precision)
+    examples = [Example("hi", "yes"), Example("a much longer question " * 9, "no, not at all"),
+                Example("ok then", "fine thanks, and you?"), Example("why " * 3, "x" * 30),
+                Example("short", "a " * 12, system="Answer briefly.")]
+    torch.manual_seed(0)
+    model = get_peft_model(_private_model(base.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    evaluator = Evaluator(base, examples, labels=False)
+    with torch.no_grad():
+        together = evaluator.answers(model, examples)
+        alone = [evaluator.answer(model, ex) for ex in examples]
+    assert len(set(alone)) > 1  # the random model does answer differently
+    if precision == "fp32":
+        assert together == alone
+    else:  # bf16 rounds a batch differently from a row: a near-tie may go the other way
+        assert sum(a == b for a, b in zip(together, alone, strict=True)) >= 4

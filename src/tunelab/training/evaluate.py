@@ -124,6 +124,10 @@ class Evaluation:
                 **self.scores.to_dict(), "wrong": self.wrong, "seconds": self.seconds}
 
 
+# Validation examples answered together (one forward pass per token for all of them).
+ANSWER_BATCH = 16
+
+
 class Evaluator:
     """Scores the model being trained on the validation examples, inside the training
     process. It generates with the training model itself (its LoRA layers active), under
@@ -156,11 +160,11 @@ class Evaluator:
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 loss = self._loss(model)
-                answers = []
-                for i, ex in enumerate(self.examples):
-                    answers.append(self.answer(model, ex))
+                answers: list[str] = []
+                for i in range(0, len(self.examples), ANSWER_BATCH):
+                    answers += self.answers(model, self.examples[i:i + ANSWER_BATCH])
                     if on_progress is not None:
-                        on_progress(i + 1, len(self.examples))
+                        on_progress(len(answers), len(self.examples))
         finally:
             model.train(was_training)
         scores = score_answers([ex.output for ex in self.examples], answers, self.labels)
@@ -177,6 +181,55 @@ class Evaluator:
             total += float(output_loss_sum(model, collate(items, pad).to(self.base.device)))
             tokens += sum(len(it.output_ids) for it in items)
         return total / max(tokens, 1)
+
+    def answers(self, model: Any, examples: Sequence[Example]) -> list[str]:
+        """The greedy answers to several examples' inputs, decoded together: one forward pass
+        per token for all of them (prompts padded on the left, each with its own positions),
+        each stopped as ``answer`` stops. A pass of one token through a base held in bf16 is
+        slower than through fp32 on CPUs with AMX (a matrix-vector product takes the slow path),
+        so answering one example at a time made scoring 55% of a 100-example tuning run."""
+        import torch
+
+        tok, template, device = self.base.tokenizer, self.base.template, self.base.device
+        prompts = [encode_prompt(tok, template, [("user", ex.text_input)], ex.system)
+                   for ex in examples]
+        width = max(len(p) for p in prompts)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
+                            device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        budgets = [max(0, min(self.max_new_tokens, self.base.spec.context_length - len(p)))
+                   for p in prompts]
+        out_ids: list[list[int]] = [[] for _ in prompts]
+        texts = [""] * len(prompts)
+        done = [b == 0 for b in budgets]
+        cut = [False] * len(prompts)  # stopped at the end-of-turn text
+        past, cur = None, ids
+        for _ in range(max(budgets, default=0)):
+            if all(done):
+                break
+            out = model(input_ids=cur, attention_mask=mask, position_ids=positions,
+                        past_key_values=past, use_cache=True, logits_to_keep=1)
+            past = out.past_key_values
+            nxt = torch.argmax(out.logits[:, -1], dim=-1).tolist()
+            for r, t in enumerate(nxt):
+                if done[r]:
+                    continue
+                if t in self.end_ids:
+                    done[r] = True
+                    continue
+                out_ids[r].append(t)
+                texts[r] = tok.decode(out_ids[r], skip_special_tokens=False)
+                if template.end in texts[r]:
+                    texts[r] = texts[r][: texts[r].index(template.end)]
+                    done[r] = cut[r] = True
+                elif len(out_ids[r]) >= budgets[r]:
+                    done[r] = True
+            cur = torch.tensor([[t] for t in nxt], device=device)
+            mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=-1)
+            positions = positions[:, -1:] + 1
+        return [t if c else t.rstrip("\ufffd") for t, c in zip(texts, cut, strict=True)]
 
     def answer(self, model: Any, ex: Example) -> str:
         """The greedy answer to one example's input, stopped like served answers are: at the
