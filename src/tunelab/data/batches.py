@@ -142,6 +142,33 @@ def pack_rows(lengths: Sequence[int], attention_span: float) -> list[list[int]]:
     return best
 
 
+def _lay_out(items: Sequence[TokenizedExample], rows: list[list[int]], pad_id: int):
+    """The examples ``rows`` names (indices into ``items``) placed one after another in each
+    row, padded at the end: (input ids, each example's (row, start, length), the predicting
+    rows, columns and targets)."""
+    import torch
+
+    width = max(sum(items[i].length for i in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    spans: list[tuple[int, int, int]] = []
+    pr, pc, targets = [], [], []
+    for r, row in enumerate(rows):
+        start = 0
+        for i in row:
+            it = items[i]
+            seq = it.prompt_ids + it.output_ids
+            ids[r, start : start + len(seq)] = torch.tensor(seq, dtype=torch.long)
+            spans.append((r, start, len(seq)))
+            p = start + len(it.prompt_ids)
+            for j, tok in enumerate(it.output_ids):
+                pr.append(r)
+                pc.append(p + j - 1)  # the hidden state at p+j-1 predicts token p+j
+                targets.append(tok)
+            start += len(seq)
+    return (ids, spans, torch.tensor(pr, dtype=torch.long), torch.tensor(pc, dtype=torch.long),
+            torch.tensor(targets, dtype=torch.long))
+
+
 def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float) -> Batch:
     """Several examples per row, each with its own positions (0, 1, …), padded at the end.
 
@@ -154,57 +181,24 @@ def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float) 
     import torch
 
     rows = pack_rows([it.length for it in items], attention_span)
-    width = max(sum(items[i].length for i in row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    positions = torch.zeros((len(rows), width), dtype=torch.long)
-    pr, pc, targets = [], [], []
-    for r, row in enumerate(rows):
-        start = 0
-        for i in row:
-            it = items[i]
-            seq = it.prompt_ids + it.output_ids
-            ids[r, start : start + len(seq)] = torch.tensor(seq, dtype=torch.long)
-            positions[r, start : start + len(seq)] = torch.arange(len(seq))
-            p = start + len(it.prompt_ids)
-            for j, tok in enumerate(it.output_ids):
-                pr.append(r)
-                pc.append(p + j - 1)  # the hidden state at p+j-1 predicts token p+j
-                targets.append(tok)
-            start += len(seq)
-        positions[r, start:] = torch.arange(width - start)
-    return Batch(
-        ids,
-        None,
-        torch.tensor(pr, dtype=torch.long),
-        torch.tensor(pc, dtype=torch.long),
-        torch.tensor(targets, dtype=torch.long),
-        len(targets),
-        positions,
-    )
+    ids, spans, pr, pc, targets = _lay_out(items, rows, pad_id)
+    width = ids.shape[1]
+    positions = torch.zeros_like(ids)
+    ends = [0] * len(rows)
+    for r, start, n in spans:
+        positions[r, start : start + n] = torch.arange(n)
+        ends[r] = start + n
+    for r, end in enumerate(ends):
+        positions[r, end:] = torch.arange(width - end)
+    return Batch(ids, None, pr, pc, targets, len(targets), positions)
 
 
 def collate(items: Sequence[TokenizedExample], pad_id: int) -> Batch:
     """Right-pad to the longest example of the batch."""
     import torch
 
-    width = max(it.length for it in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    rows, cols, targets = [], [], []
-    for r, it in enumerate(items):
-        seq = it.prompt_ids + it.output_ids
-        ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[r, : len(seq)] = 1
-        p = len(it.prompt_ids)
-        for j, tok in enumerate(it.output_ids):
-            rows.append(r)
-            cols.append(p + j - 1)  # the hidden state at p+j-1 predicts token p+j
-            targets.append(tok)
-    return Batch(
-        ids,
-        mask,
-        torch.tensor(rows, dtype=torch.long),
-        torch.tensor(cols, dtype=torch.long),
-        torch.tensor(targets, dtype=torch.long),
-        len(targets),
-    )
+    ids, spans, pr, pc, targets = _lay_out(items, [[i] for i in range(len(items))], pad_id)
+    mask = torch.zeros_like(ids)
+    for r, start, n in spans:
+        mask[r, start : start + n] = 1
+    return Batch(ids, mask, pr, pc, targets, len(targets))

@@ -185,9 +185,10 @@ class Evaluator:
     def answers(self, model: Any, examples: Sequence[Example]) -> list[str]:
         """The greedy answers to several examples' inputs, decoded together: one forward pass
         per token for all of them (prompts padded on the left, each with its own positions),
-        each stopped as ``answer`` stops. A pass of one token through a base held in bf16 is
-        slower than through fp32 on CPUs with AMX (a matrix-vector product takes the slow path),
-        so answering one example at a time made scoring 55% of a 100-example tuning run."""
+        each stopped like served answers are: at the end-of-turn marker or the end token. A
+        pass of one token through a base held in bf16 is slower than through fp32 on CPUs with
+        AMX (a matrix-vector product takes the slow path), so answering one example at a time
+        made scoring 55% of a 100-example tuning run."""
         import torch
 
         tok, template, device = self.base.tokenizer, self.base.template, self.base.device
@@ -234,25 +235,7 @@ class Evaluator:
     def answer(self, model: Any, ex: Example) -> str:
         """The greedy answer to one example's input, stopped like served answers are: at the
         end-of-turn marker or the end token."""
-        import torch
-
-        tok, template = self.base.tokenizer, self.base.template
-        ids = encode_prompt(tok, template, [("user", ex.text_input)], ex.system)
-        room = self.base.spec.context_length - len(ids)
-        cur = torch.tensor([ids], device=self.base.device)
-        past, out_ids, text = None, [], ""
-        for _ in range(max(0, min(self.max_new_tokens, room))):
-            out = model(input_ids=cur, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            nxt = int(torch.argmax(out.logits[0, -1]))
-            if nxt in self.end_ids:
-                break
-            out_ids.append(nxt)
-            text = tok.decode(out_ids, skip_special_tokens=False)
-            if template.end in text:
-                return text[: text.index(template.end)]
-            cur = torch.tensor([[nxt]], device=self.base.device)
-        return text.rstrip("\ufffd")
+        return self.answers(model, [ex])[0]
 
 
 def advice_of(evaluation: dict) -> Any:

@@ -140,12 +140,17 @@ def _micro_batches(items: list[TokenizedExample]) -> list[list[TokenizedExample]
     return out
 
 
+def _causal_lm(model: Any) -> Any:
+    """The causal LM under a PEFT model (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def output_loss_sum(model: Any, batch: Batch):
     """Sum of cross-entropy over the output tokens, computing logits only where needed."""
     import torch
     import torch.nn.functional as F
 
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = _causal_lm(model)
     hidden = lm.get_decoder()(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask,
         position_ids=batch.position_ids, use_cache=False
@@ -179,7 +184,7 @@ def packing_works(model: Any, pad_id: int) -> bool:
     per model; a model whose attention ignores the restarted positions trains on padded rows."""
     import torch
 
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = _causal_lm(model)
     known = _PACKING.get(lm)
     if known is not None:
         return known
