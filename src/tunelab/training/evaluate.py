@@ -124,6 +124,34 @@ class Evaluation:
                 **self.scores.to_dict(), "wrong": self.wrong, "seconds": self.seconds}
 
 
+class _Reply:
+    """One greedy answer being decoded, stopped like served answers are: at the end token,
+    at the end-of-turn text, or at its token budget."""
+
+    def __init__(self, tokenizer: Any, end_text: str, end_ids: set[int], budget: int):
+        self.tokenizer, self.end_text, self.end_ids, self.budget = (
+            tokenizer, end_text, end_ids, budget)
+        self.ids: list[int] = []
+        self.decoded = ""
+        self.done = budget == 0
+        self.cut = False  # stopped at the end-of-turn text
+
+    def add(self, token: int) -> None:
+        if token in self.end_ids:
+            self.done = True
+            return
+        self.ids.append(token)
+        self.decoded = self.tokenizer.decode(self.ids, skip_special_tokens=False)
+        if self.end_text in self.decoded:
+            self.decoded = self.decoded[: self.decoded.index(self.end_text)]
+            self.done = self.cut = True
+        elif len(self.ids) >= self.budget:
+            self.done = True
+
+    def text(self) -> str:
+        return self.decoded if self.cut else self.decoded.rstrip("\ufffd")
+
+
 # Validation examples answered together (one forward pass per token for all of them).
 ANSWER_BATCH = 16
 
@@ -159,28 +187,72 @@ class Evaluator:
         model.eval()
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
-                loss = self._loss(model)
-                answers: list[str] = []
-                for i in range(0, len(self.examples), ANSWER_BATCH):
-                    answers += self.answers(model, self.examples[i:i + ANSWER_BATCH])
-                    if on_progress is not None:
-                        on_progress(len(answers), len(self.examples))
+                loss, answers = self.score(model, on_progress)
         finally:
             model.train(was_training)
         scores = score_answers([ex.output for ex in self.examples], answers, self.labels)
         return Evaluation(epoch, loss, scores, wrong_answers(self.examples, answers),
                           time.perf_counter() - t0)
 
-    def _loss(self, model: Any) -> float:
-        from tunelab.training.loop import output_loss_sum
+    def score(self, model: Any, on_progress: Callable[[int, int], None] | None = None
+              ) -> tuple[float, list[str]]:
+        """The validation loss and every example's greedy answer.
+
+        The pass that computes the loss feeds each expected output and so also shows the
+        model's next-token choice after every prefix of it. Greedy decoding would produce
+        exactly those choices as long as each earlier one matched the expected token; so
+        where the choices run to the end of an answer (the end marker, or the answer budget)
+        before the first mismatch, that answer is known without generating it — a model
+        that has learnt its task answers most validation examples so. Only the rest are
+        generated (``answers``). A mismatch still tells the first differing token, which is
+        greedy's too. (The loss pass and generation batch the examples differently, so in
+        bf16 a near-tie may go the other way: see ``answers``.)
+        """
+        import torch.nn.functional as F
+
+        from tunelab.training.loop import output_logits
 
         total, tokens = 0.0, 0
         pad = self.base.tokenizer.pad_token_id
+        answers: list[str | None] = []
         for i in range(0, len(self.tokenized), 8):
             items = self.tokenized[i:i + 8]
-            total += float(output_loss_sum(model, collate(items, pad).to(self.base.device)))
-            tokens += sum(len(it.output_ids) for it in items)
-        return total / max(tokens, 1)
+            batch = collate(items, pad).to(self.base.device)
+            logits = output_logits(model, batch)
+            total += float(F.cross_entropy(logits, batch.targets, reduction="sum"))
+            tokens += len(batch.targets)
+            chosen = logits.argmax(-1).tolist()
+            at = 0
+            for it in items:
+                n = len(it.output_ids)
+                answers.append(self._known_answer(it, chosen[at:at + n]))
+                at += n
+        if on_progress is not None:
+            on_progress(sum(a is not None for a in answers), len(self.examples))
+        todo = [i for i, a in enumerate(answers) if a is None]
+        for j in range(0, len(todo), ANSWER_BATCH):
+            rows = todo[j:j + ANSWER_BATCH]
+            for r, a in zip(rows, self.answers(model, [self.examples[r] for r in rows]),
+                            strict=True):
+                answers[r] = a
+            if on_progress is not None:
+                on_progress(sum(a is not None for a in answers), len(self.examples))
+        return total / max(tokens, 1), [a or "" for a in answers]
+
+    def _known_answer(self, item: Any, chosen: list[int]) -> str | None:
+        """The greedy answer when the loss pass's choices (``chosen``, one per expected output
+        token) determine it, else None (see ``score``)."""
+        reply = self._reply(len(item.prompt_ids))
+        for want, got in zip(item.output_ids, chosen, strict=True):
+            reply.add(got)
+            if reply.done or got != want:
+                break
+        return reply.text() if reply.done else None
+
+    def _reply(self, prompt_length: int) -> _Reply:
+        budget = max(0, min(self.max_new_tokens,
+                            self.base.spec.context_length - prompt_length))
+        return _Reply(self.base.tokenizer, self.base.template.end, self.end_ids, budget)
 
     def answers(self, model: Any, examples: Sequence[Example]) -> list[str]:
         """The greedy answers to several examples' inputs, decoded together: one forward pass
@@ -200,37 +272,20 @@ class Evaluator:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
                             device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        budgets = [max(0, min(self.max_new_tokens, self.base.spec.context_length - len(p)))
-                   for p in prompts]
-        out_ids: list[list[int]] = [[] for _ in prompts]
-        texts = [""] * len(prompts)
-        done = [b == 0 for b in budgets]
-        cut = [False] * len(prompts)  # stopped at the end-of-turn text
+        replies = [self._reply(len(p)) for p in prompts]
         past, cur = None, ids
-        for _ in range(max(budgets, default=0)):
-            if all(done):
-                break
+        while not all(r.done for r in replies):
             out = model(input_ids=cur, attention_mask=mask, position_ids=positions,
                         past_key_values=past, use_cache=True, logits_to_keep=1)
             past = out.past_key_values
             nxt = torch.argmax(out.logits[:, -1], dim=-1).tolist()
-            for r, t in enumerate(nxt):
-                if done[r]:
-                    continue
-                if t in self.end_ids:
-                    done[r] = True
-                    continue
-                out_ids[r].append(t)
-                texts[r] = tok.decode(out_ids[r], skip_special_tokens=False)
-                if template.end in texts[r]:
-                    texts[r] = texts[r][: texts[r].index(template.end)]
-                    done[r] = cut[r] = True
-                elif len(out_ids[r]) >= budgets[r]:
-                    done[r] = True
+            for reply, t in zip(replies, nxt, strict=True):
+                if not reply.done:
+                    reply.add(t)
             cur = torch.tensor([[t] for t in nxt], device=device)
             mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=-1)
             positions = positions[:, -1:] + 1
-        return [t if c else t.rstrip("\ufffd") for t, c in zip(texts, cut, strict=True)]
+        return [r.text() for r in replies]
 
     def answer(self, model: Any, ex: Example) -> str:
         """The greedy answer to one example's input, stopped like served answers are: at the

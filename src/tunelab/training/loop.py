@@ -147,8 +147,14 @@ def _causal_lm(model: Any) -> Any:
 
 def output_loss_sum(model: Any, batch: Batch):
     """Sum of cross-entropy over the output tokens, computing logits only where needed."""
-    import torch
     import torch.nn.functional as F
+
+    return F.cross_entropy(output_logits(model, batch), batch.targets, reduction="sum")
+
+
+def output_logits(model: Any, batch: Batch):
+    """The logits (fp32) of the hidden states that predict ``batch.targets``, one row each."""
+    import torch
 
     lm = _causal_lm(model)
     hidden = lm.get_decoder()(
@@ -160,7 +166,7 @@ def output_loss_sum(model: Any, batch: Batch):
     cap = getattr(lm.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return F.cross_entropy(logits, batch.targets, reduction="sum")
+    return logits
 
 
 def attention_span(model: Any) -> float:
