@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.catalog.kv_cache import growing_cache
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.templates import Turn
 from tunelab.data.batches import encode_prompt
@@ -264,13 +265,14 @@ class Generator:
             with ctx:
                 out_ids: list[int] = []
                 emitted = 0
-                past = None
+                past = growing_cache(model.config)  # catalog/kv_cache.py
                 cur = torch.tensor([ids], device=self.base.device)
                 reason = "MAX_TOKENS"
                 text = ""
                 first = True
                 for _ in range(max_new):
-                    out = model(input_ids=cur, past_key_values=past, use_cache=True)
+                    out = model(input_ids=cur, past_key_values=past, use_cache=True,
+                                logits_to_keep=1)  # the prompt's other logits are never read
                     past = out.past_key_values
                     nxt = _sample(out.logits[0, -1].float(), config, gen)
                     if nxt in self._end_ids:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tunelab.catalog.kv_cache import growing_cache
 from tunelab.data.batches import collate, encode_prompt, tokenize_example
 from tunelab.data.examples import Example
 from tunelab.data.split import MAX_VALIDATION
@@ -273,7 +274,7 @@ class Evaluator:
                             device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         replies = [self._reply(len(p)) for p in prompts]
-        past, cur = None, ids
+        past, cur = growing_cache(model.config), ids
         while not all(r.done for r in replies):
             out = model(input_ids=cur, attention_mask=mask, position_ids=positions,
                         past_key_values=past, use_cache=True, logits_to_keep=1)

@@ -1,0 +1,86 @@
+"""A key/value cache for decoding that grows by doubling instead of by concatenation.
+
+transformers' ``DynamicCache`` appends each new token's keys and values with ``torch.cat``,
+which copies the whole cache at every token of every layer: decoding ``n`` tokens copies
+O(n²) of it. On a CPU that copy was the largest single cost of decoding (a third of the time of
+answering 10 validation examples, 96 tokens each, on the default model). ``growing_cache``
+keeps each layer's keys and values in a buffer with room to spare (doubled when full) and
+hands the model views of its filled part, so each token writes only its own keys and values.
+The attention computed is the same: the answers are equal to ``DynamicCache``'s
+(``tests/unit/test_kv_cache.py``). Layers of other kinds (sliding windows, as Gemma 3's local
+layers) keep transformers' own behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def growing_cache(config: Any) -> Any:
+    """A ``DynamicCache`` for a model of ``config`` whose full-attention layers grow in place;
+    pass it as ``past_key_values`` on the first forward pass."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache(config=config)
+    for layer in cache.layers:
+        if type(layer) is DynamicLayer:
+            layer.__class__ = _growing_layer_class()
+    return cache
+
+
+_CLASS: list[type] = []
+
+
+def _growing_layer_class() -> type:
+    if _CLASS:
+        return _CLASS[0]
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose ``keys``/``values`` are views of a larger buffer. Whatever
+        replaces them (transformers' ``crop``, ``reorder_cache``, …) is taken as the new
+        content: a buffer they are no longer a view of is rebuilt from them."""
+
+        key_buffer: Any = None
+        value_buffer: Any = None
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any
+                   ) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.key_buffer = self.value_buffer = None
+            filled = self.keys.shape[-2] if self.keys.numel() else 0
+            n = filled + key_states.shape[-2]
+            if not (_fits(self.keys, self.key_buffer, n)
+                    and _fits(self.values, self.value_buffer, n)):
+                self.key_buffer = _grown(self.keys, key_states, filled, n)
+                self.value_buffer = _grown(self.values, value_states, filled, n)
+            self.key_buffer[..., filled:n, :] = key_states
+            self.value_buffer[..., filled:n, :] = value_states
+            self.keys = self.key_buffer[..., :n, :]
+            self.values = self.value_buffer[..., :n, :]
+            return self.keys, self.values
+
+    _CLASS.append(GrowingLayer)
+    return GrowingLayer
+
+
+def _fits(content: Any, buffer: Any, needed: int) -> bool:
+    """Whether ``content`` is the start of ``buffer`` and ``buffer`` has ``needed`` positions."""
+    if buffer is None or needed > buffer.shape[-2]:
+        return False
+    if content.numel() == 0:
+        return True
+    return (content.data_ptr() == buffer.data_ptr() and content.stride() == buffer.stride()
+            and content.shape[:-2] == buffer.shape[:-2])
+
+
+def _grown(content: Any, states: Any, filled: int, needed: int) -> Any:
+    """A buffer with room for ``needed`` positions and as many again (at least 64 more),
+    holding ``content`` (the ``filled`` positions cached so far)."""
+    room = max(needed + 64, 2 * needed)
+    new = states.new_empty((*states.shape[:-2], room, states.shape[-1]))
+    if filled:
+        new[..., :filled, :] = content
+    return new
