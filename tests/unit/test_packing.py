@@ -16,6 +16,7 @@ from tunelab.training.loop import (
     output_loss_sum,
     packing_works,
 )
+from tunelab.training.segment_attention import NAME, segment_attention, use_segment_attention
 
 EXAMPLES = [Example("hi", "yes"), Example("a much longer question " * 6, "no"),
             Example("ok", "fine thanks"), Example("and a long one again " * 7, "x"),
@@ -70,10 +71,15 @@ def test_a_packed_batch_has_the_padded_batchs_targets_and_positions(tiny_base):
 
 
 @pytest.mark.parametrize("span", [1.0, 60.0, float("inf")])
-def test_a_packed_batch_gives_the_padded_batchs_loss_and_gradients(tiny_base, span):
+@pytest.mark.parametrize("by_example", [False, True], ids=["masked", "by-example"])
+def test_a_packed_batch_gives_the_padded_batchs_loss_and_gradients(tiny_base, span, by_example):
+    """Packed rows' attention either through transformers' block-diagonal mask or example by
+    example (segment_attention.py): the same loss and gradients as padded rows."""
     items = _items(tiny_base)
     torch.manual_seed(0)
-    model = get_peft_model(_private_model(tiny_base.model), LoraConfig(
+    private = _private_model(tiny_base.model)
+    assert use_segment_attention(private) if by_example else True
+    model = get_peft_model(private, LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
         init_lora_weights=False))
 
@@ -148,3 +154,40 @@ def test_a_large_batch_is_laid_out_in_rows_near_the_longest_examples_width():
     assert sorted(i for row in rows for i in row) == list(range(2000))
     widths = [sum(lengths[i] for i in row) for row in rows]
     assert max(widths) < 1.1 * max(lengths)  # little padding: rows of about equal work
+
+
+def test_attention_by_example_is_each_examples_own_causal_attention():
+    """Each example's queries see only its own keys, causally; a row's padding is zeros."""
+    torch.manual_seed(0)
+    heads, kv_heads, dim = 4, 2, 8
+    spans = [[(0, 5), (5, 3)], [(0, 7)]]  # row 0: two examples, row 1: one and 1 of padding
+    q = torch.randn(2, heads, 8, dim)
+    k, v = torch.randn(2, kv_heads, 8, dim), torch.randn(2, kv_heads, 8, dim)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = heads // kv_heads, True
+    from tunelab.training.segment_attention import segments
+
+    with segments(spans):
+        out, _ = segment_attention(module, q, k, v, None, scaling=0.3)
+    assert out.shape == (2, 8, heads, dim)
+    for r, row in enumerate(spans):
+        for start, n in row:
+            alone = torch.nn.functional.scaled_dot_product_attention(
+                q[r:r + 1, :, start:start + n], k[r:r + 1, :, start:start + n],
+                v[r:r + 1, :, start:start + n], is_causal=True, scale=0.3, enable_gqa=True)
+            torch.testing.assert_close(out[r:r + 1, start:start + n], alone.transpose(1, 2))
+    assert torch.equal(out[1, 7:], torch.zeros(1, heads, dim))
+    # outside the context it is transformers' SDPA attention with the mask it is given
+    mask = torch.ones(2, 1, 8, 8, dtype=torch.bool).tril()
+    plain, _ = segment_attention(module, q, k, v, mask, scaling=0.3)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), attn_mask=mask, scale=0.3)
+    torch.testing.assert_close(plain, want.transpose(1, 2))
+
+
+def test_only_the_trainers_private_copy_attends_by_example(tiny_base):
+    private = _private_model(tiny_base.model)
+    assert use_segment_attention(private)
+    assert private.config._attn_implementation == NAME
+    assert tiny_base.model.config._attn_implementation == "sdpa"  # the served base: unchanged
+    assert packing_works(private, tiny_base.tokenizer.pad_token_id)

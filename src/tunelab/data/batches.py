@@ -94,6 +94,8 @@ class Batch:
     # Packed rows (``pack``): each example's positions start at 0 and ``attention_mask`` is None;
     # the model keeps every example's attention to itself (see ``pack``).
     position_ids: Any = None
+    # Packed rows: for each row, the (start, length) of each example in it.
+    segments: list[list[tuple[int, int]]] | None = None
 
     def to(self, device: str) -> Batch:
         return Batch(
@@ -104,6 +106,7 @@ class Batch:
             self.targets.to(device),
             self.n_tokens,
             None if self.position_ids is None else self.position_ids.to(device),
+            self.segments,
         )
 
 
@@ -190,7 +193,10 @@ def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float) 
         ends[r] = start + n
     for r, end in enumerate(ends):
         positions[r, end:] = torch.arange(width - end)
-    return Batch(ids, None, pr, pc, targets, len(targets), positions)
+    segments: list[list[tuple[int, int]]] = [[] for _ in rows]
+    for r, start, n in spans:
+        segments[r].append((start, n))
+    return Batch(ids, None, pr, pc, targets, len(targets), positions, segments)
 
 
 def collate(items: Sequence[TokenizedExample], pad_id: int) -> Batch:

@@ -156,11 +156,14 @@ def output_logits(model: Any, batch: Batch):
     """The logits (fp32) of the hidden states that predict ``batch.targets``, one row each."""
     import torch
 
+    from tunelab.training.segment_attention import segments
+
     lm = _causal_lm(model)
-    hidden = lm.get_decoder()(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids, use_cache=False
-    ).last_hidden_state
+    with segments(batch.segments):
+        hidden = lm.get_decoder()(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids, use_cache=False
+        ).last_hidden_state
     h = hidden[batch.predict_rows, batch.predict_cols]
     logits = lm.get_output_embeddings()(h).float()
     cap = getattr(lm.config, "final_logit_softcapping", None)
@@ -184,14 +187,18 @@ def attention_span(model: Any) -> float:
 _PACKING: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
-def packing_works(model: Any, pad_id: int) -> bool:
+def packing_works(model: Any, pad_id: int, key: Any = None) -> bool:
     """Whether ``model`` keeps packed examples apart (``data.batches.pack``): two short
     sequences packed into one row must give the hidden states each gives alone. Checked once
-    per model; a model whose attention ignores the restarted positions trains on padded rows."""
+    per ``key`` (the trainer's: the base model its private copy was made from; default: the
+    model); a model whose attention ignores the restarted positions trains on padded rows."""
     import torch
 
+    from tunelab.training.segment_attention import segments
+
     lm = _causal_lm(model)
-    known = _PACKING.get(lm)
+    key = lm if key is None else key
+    known = _PACKING.get(key)
     if known is not None:
         return known
     a = TokenizedExample(list(range(5, 12)), list(range(20, 25)))
@@ -205,8 +212,10 @@ def packing_works(model: Any, pad_id: int) -> bool:
             packed = pack([a, b], pad_id, attention_span=float("inf")).to(device)
             if packed.input_ids.shape[0] != 1:
                 raise AssertionError("the check needs one packed row")
-            together = decoder(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                               use_cache=False).last_hidden_state[0].float()
+            with segments(packed.segments):
+                together = decoder(input_ids=packed.input_ids,
+                                   position_ids=packed.position_ids,
+                                   use_cache=False).last_hidden_state[0].float()
             alone = decoder(input_ids=torch.tensor([b.prompt_ids + b.output_ids], device=device),
                             use_cache=False).last_hidden_state[0].float()
         # the second example's states: they differ when it sees the first or misses its
@@ -217,7 +226,7 @@ def packing_works(model: Any, pad_id: int) -> bool:
         works = False
     finally:
         decoder.train(was_training)
-    _PACKING[lm] = works
+    _PACKING[key] = works
     return works
 
 
@@ -327,6 +336,7 @@ def train(
     from peft.utils import get_peft_model_state_dict
 
     from tunelab.training.fused_lora import fuse_lora_layers, release_cast  # imports torch
+    from tunelab.training.segment_attention import use_segment_attention
 
     if not examples:
         raise InvalidArgument("No training examples were given.")
@@ -356,10 +366,17 @@ def train(
         target_modules=targets or "all-linear",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(_private_model(base.model), config)
+    private = _private_model(base.model)
+    # Packed examples' attention computed example by example (segment_attention.py).
+    by_example = use_segment_attention(private)
+    model = get_peft_model(private, config)
     fuse_lora_layers(model)  # PEFT's result in fewer passes over memory (fused_lora.py)
-    # Several examples per row where the model keeps them apart (data/batches.py: pack).
-    span = attention_span(base.model) if packing_works(base.model, pad_id) else None
+    # Several examples per row where the model keeps them apart (data/batches.py: pack):
+    # one row holds them all when each example's attention is its own, else the rows are
+    # chosen from the cost of padding against that of attention across examples.
+    span = None
+    if packing_works(model, pad_id, key=base.model):
+        span = float("inf") if by_example else attention_span(base.model)
     evaluator = None
     if validation:
         labels = is_label_like([ex.output for ex in [*examples, *validation]])
