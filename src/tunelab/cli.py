@@ -197,12 +197,14 @@ def tune(
         result = train_with_progress(
             base, split.train, hp, out, settings.seed if seed is None else seed,
             validation=split.validation, validation_record=split.record(),
+            train_memory_mb=settings.train_memory_mb,
         )
     report_result(result)
 
 
 def train_with_progress(base, examples, hp, out: Path, seed: int, validation=None,
-                        validation_record: dict | None = None):
+                        validation_record: dict | None = None,
+                        train_memory_mb: int | None = None):
     """Run the trainer with a live progress bar (which also follows the scoring of each
     epoch on the validation examples); Ctrl-C cancels cleanly."""
     from tunelab.training import train
@@ -261,6 +263,7 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
             validation=validation,
             validation_record=validation_record,
             on_evaluation_progress=scoring,
+            train_memory_mb=train_memory_mb,
         )
 
 
@@ -273,6 +276,10 @@ def _example_tokens(base, ex) -> int:
 def report_result(result) -> None:
     if result.resumed_from_epoch:
         console.print(f"(resumed from the checkpoint of epoch {result.resumed_from_epoch})")
+    memory = result.manifest.get("memory") or {}
+    if memory.get("recompute"):  # a small machine, or TUNELAB_TRAIN_MEMORY_MB: say so
+        console.print(f"  memory: {memory['note']} (TUNELAB_TRAIN_MEMORY_MB)", highlight=False,
+                      soft_wrap=True)
     ev = result.evaluation
     scored = {e["epoch"]: e for e in ev["epochs"]} if ev else {}
     metric = ("accuracy" if ev["metric"] == "accuracy" else "token F1") if ev else ""
@@ -624,7 +631,8 @@ def demo(
         with console.status("Asking the base model first…"):
             before = [gen.generate([("user", e.text_input)], None, config).text for e in heldout]
         result = train_with_progress(
-            base, examples, Hyperparameters(epoch_count=epochs), output, settings.seed
+            base, examples, Hyperparameters(epoch_count=epochs), output, settings.seed,
+            train_memory_mb=settings.train_memory_mb,
         )
         report_result(result)
         adapter = adapter_path(output)

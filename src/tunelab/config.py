@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         "data dir), 'fp32' or 'bf16'. LoRA weights, optimizer state and loss are always fp32.",
     )
     seed: int = Field(default=0, description="Seed for shuffling and LoRA initialisation.")
+    train_memory_mb: int | None = Field(
+        default=None,
+        ge=16,
+        description="Memory (MB) a training step may keep for its backward pass. A run whose "
+        "longest batch would keep more recomputes each layer's insides in the backward pass "
+        "(about a third more compute) and, if need be, splits batches. Default: half of the "
+        "memory the system reports available when training starts.",
+    )
     adapter_cache_bytes: int = Field(
         default=512 * 1024 * 1024,
         description="LRU budget for adapters kept loaded in a serving process (bytes).",

@@ -53,6 +53,7 @@ from tunelab.training.hyperparameters import (
     LoraSettings,
     ResolvedHyperparameters,
 )
+from tunelab.training.memory import MB, activation_budget, plan_memory
 
 # A step's examples are drawn at random, as any trainer draws them, and packed into rows
 # (data/batches.py: pack), each example with its own positions, so little padding is computed
@@ -126,18 +127,24 @@ def plan_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[lis
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _micro_batches(items: list[TokenizedExample]) -> list[list[TokenizedExample]]:
+def _micro_batches(items: list[TokenizedExample],
+                   cap: int = MICRO_BATCH_TOKENS) -> list[list[TokenizedExample]]:
     items = sorted(items, key=lambda it: it.length)
     out: list[list[TokenizedExample]] = []
     cur: list[TokenizedExample] = []
     for it in items:
-        if cur and (len(cur) + 1) * it.length > MICRO_BATCH_TOKENS:
+        if cur and (len(cur) + 1) * it.length > cap:
             out.append(cur)
             cur = []
         cur.append(it)
     if cur:
         out.append(cur)
     return out
+
+
+def _text_config(config: Any) -> Any:
+    """The language model's part of a config (a multimodal config nests it)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
 def _causal_lm(model: Any) -> Any:
@@ -314,6 +321,7 @@ def train(
     validation_record: dict | None = None,
     on_evaluation: Callable[[Evaluation], None] | None = None,
     on_evaluation_progress: Callable[[int, int, int], None] | None = None,
+    train_memory_mb: int | None = None,
 ) -> TrainResult:
     """Tune a LoRA adapter on ``examples``; write checkpoints and the adapter to ``output_dir``.
 
@@ -327,6 +335,9 @@ def train(
     serves the best-scoring epoch. ``validation_record`` (how the examples were chosen, see
     ``data/split.py``) is kept with the scores.
 
+    ``train_memory_mb`` bounds what a step keeps for its backward pass (default: half of the
+    available memory); a run whose longest batch would keep more recomputes (memory.py).
+
     Unset hyperparameters are chosen from the examples (``training/auto.py``); a
     ``ResolvedHyperparameters`` (a queued job's plan) is used as it is. With validation
     examples the best-scoring epoch is served, without them the last.
@@ -336,7 +347,7 @@ def train(
     from peft.utils import get_peft_model_state_dict
 
     from tunelab.training.fused_lora import fuse_lora_layers, release_cast  # imports torch
-    from tunelab.training.segment_attention import use_segment_attention
+    from tunelab.training.segment_attention import segments, use_segment_attention
 
     if not examples:
         raise InvalidArgument("No training examples were given.")
@@ -367,6 +378,12 @@ def train(
         task_type="CAUSAL_LM",
     )
     private = _private_model(base.model)
+    longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
+    memory = plan_memory(_text_config(private.config), longest_step,
+                         activation_budget(train_memory_mb))
+    if memory.recompute:  # each layer keeps its input only (memory.py)
+        private.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
     # Packed examples' attention computed example by example (segment_attention.py).
     by_example = use_segment_attention(private)
     model = get_peft_model(private, config)
@@ -446,10 +463,12 @@ def train(
             n_tokens = sum(len(it.output_ids) for it in items)
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
-            for micro in _micro_batches(items):
+            for micro in _micro_batches(items, min(MICRO_BATCH_TOKENS, memory.micro_batch_tokens
+                                                   or MICRO_BATCH_TOKENS)):
                 mb = (pack(micro, pad_id, span) if span else collate(micro, pad_id)).to(base.device)
                 loss = output_loss_sum(model, mb) / n_tokens
-                loss.backward()
+                with segments(mb.segments):  # recomputed layers attend as in the forward
+                    loss.backward()
                 step_loss += loss.item()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             for group in optimizer.param_groups:  # a function of the step alone (resume)
@@ -500,6 +519,9 @@ def train(
         "tunelab_version": __version__,
         # what the frozen base was held in and why (catalog/precision.py)
         "precision": base.precision.to_dict(),
+        # whether activations were kept or recomputed, and the budget (memory.py)
+        "memory": {"budget_mb": None if memory.budget is None else memory.budget // MB,
+                   "recompute": memory.recompute, "note": memory.describe()},
         "status": status,
         "base_model": base.spec.id,
         "template": base.template.name,

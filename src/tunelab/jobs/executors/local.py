@@ -60,6 +60,7 @@ class LocalExecutor:
             seed=spec.seed,
             validation=validation,
             validation_record=spec.validation,
+            train_memory_mb=self.settings.train_memory_mb,
         )
         steps = result.snapshots[-1].step if result.snapshots else 0
         adapter = result.adapter_dir if steps > 0 else None

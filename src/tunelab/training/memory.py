@@ -1,0 +1,87 @@
+"""What a training step keeps for its backward pass, and recomputing it when it would not fit.
+
+A step's forward pass keeps, for each token and layer, what the backward pass needs (the
+inputs of the LoRA layers, the attention's queries, keys and values, the MLP's gate and up
+products …): on the default model ~1.3 MB per token in fp32 (counted with
+``saved_tensors_hooks``, ``docs/performance.md`` "Memory"), so a batch of 4 examples of 150
+tokens keeps ~0.8 GB, on top of the libraries (~0.37 GB) and the base (~0.43 GB in bf16).
+
+Where the longest batch a run can draw would keep more than the **activation budget**, the
+trainer recomputes instead: each decoder layer keeps only its input, and its insides are
+computed again during the backward pass (transformers' gradient checkpointing), ~0.1 MB per
+token, for about a third more compute per step. If even that would not fit, batches are split
+into micro-batches whose gradients add up to the same step. The budget is
+``TUNELAB_TRAIN_MEMORY_MB`` where it is set, else half of the memory the system reports
+available when training starts: a machine with room trains at full speed, a small one still
+trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FP32 = 4
+MB = 1024 * 1024
+
+
+def activation_bytes_per_token(config: Any, recompute: bool) -> int:
+    """Bytes a training step keeps per token for the backward pass. Without recomputation, per
+    layer: eight hidden-width vectors (the residual stream, the norms' outputs, the attention's
+    queries, keys, values and output) and four of the MLP's width (gate, up, their product and
+    the activation). With it: one hidden-width vector per layer, plus one layer's full share
+    while that layer is recomputed. (SmolLM2-135M: 1.29 MB and 112 KB; measured 1.3 MB.)"""
+    hidden = config.hidden_size
+    layers = config.num_hidden_layers
+    one_layer = FP32 * (8 * hidden + 4 * getattr(config, "intermediate_size", 4 * hidden))
+    if not recompute:
+        return layers * one_layer
+    return layers * FP32 * hidden + one_layer
+
+
+def available_memory() -> int | None:
+    """Bytes the system reports available (``MemAvailable`` of ``/proc/meminfo``), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a run keeps its step's activations within ``budget`` bytes (None: no limit)."""
+
+    budget: int | None
+    recompute: bool
+    micro_batch_tokens: int | None  # a cap on a forward pass's tokens, None: no extra cap
+
+    def describe(self) -> str:
+        if self.budget is None:
+            return "activations kept (no memory limit known)"
+        mb = self.budget // MB
+        if not self.recompute:
+            return f"activations kept (the longest batch fits the {mb} MB budget)"
+        split = (f", batches split into passes of at most {self.micro_batch_tokens} tokens"
+                 if self.micro_batch_tokens else "")
+        return f"activations recomputed in the backward pass to fit {mb} MB{split}"
+
+
+def plan_memory(config: Any, longest_step_tokens: int, budget: int | None) -> MemoryPlan:
+    """Whether a step of ``longest_step_tokens`` must recompute (or split) to stay in budget."""
+    if budget is None or longest_step_tokens * activation_bytes_per_token(config, False) <= budget:
+        return MemoryPlan(budget, False, None)
+    per_token = activation_bytes_per_token(config, True)
+    cap = None if longest_step_tokens * per_token <= budget else max(1, budget // per_token)
+    return MemoryPlan(budget, True, cap)
+
+
+def activation_budget(setting_mb: int | None) -> int | None:
+    """The budget in bytes: the setting, else half of the available memory (None if unknown)."""
+    if setting_mb is not None:
+        return setting_mb * MB
+    free = available_memory()
+    return None if free is None else free // 2

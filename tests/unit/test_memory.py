@@ -1,0 +1,62 @@
+"""Keeping a step's activations within a memory budget: recompute, then split (memory.py)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from tunelab.data import Example
+from tunelab.training import Hyperparameters, read_manifest, train
+from tunelab.training.memory import (
+    MB,
+    activation_budget,
+    activation_bytes_per_token,
+    available_memory,
+    plan_memory,
+)
+
+SMOLLM2 = types.SimpleNamespace(hidden_size=576, num_hidden_layers=30, intermediate_size=1536)
+
+
+def test_the_estimate_matches_what_was_counted_on_the_default_model():
+    kept = activation_bytes_per_token(SMOLLM2, recompute=False)
+    assert 1.2 * MB < kept < 1.4 * MB  # counted with saved_tensors_hooks: ~1.3 MB per token
+    assert activation_bytes_per_token(SMOLLM2, recompute=True) < kept / 10
+
+
+@pytest.mark.parametrize("tokens, budget_mb, recompute, split", [
+    (600, None, False, False),  # no limit known
+    (600, 2000, False, False),  # 0.8 GB fits
+    (600, 500, True, False),    # recomputing keeps ~65 MB
+    (600, 30, True, True),      # not even that: passes of at most ~270 tokens
+])
+def test_the_plan_follows_the_budget(tokens, budget_mb, recompute, split):
+    plan = plan_memory(SMOLLM2, tokens, None if budget_mb is None else budget_mb * MB)
+    assert plan.recompute is recompute and (plan.micro_batch_tokens is not None) is split
+    if split:
+        assert plan.micro_batch_tokens * activation_bytes_per_token(SMOLLM2, True) <= 30 * MB
+    assert plan.describe()
+
+
+def test_the_default_budget_is_half_of_the_available_memory():
+    assert activation_budget(256) == 256 * MB
+    free = available_memory()
+    assert activation_budget(None) == (None if free is None else free // 2)
+
+
+def test_a_run_over_budget_recomputes_and_splits_and_takes_the_same_steps(tiny_base, tmp_path):
+    examples = [Example(f"add {i} and {i + 1} " * (1 + i % 3), f"{2 * i + 1}") for i in range(12)]
+    hp = Hyperparameters(epoch_count=2, batch_size=4, learning_rate=0.01)
+    kept = train(tiny_base, examples, hp, tmp_path / "kept", train_memory_mb=4096)
+    tight = train(tiny_base, examples, hp, tmp_path / "tight", train_memory_mb=0)
+    assert read_manifest(tmp_path / "kept")["memory"]["recompute"] is False
+    memory = read_manifest(tmp_path / "tight")["memory"]
+    assert memory["recompute"] is True and "split" in memory["note"]
+    assert len(kept.snapshots) == len(tight.snapshots) == 6
+    for a, b in zip(kept.snapshots, tight.snapshots, strict=True):
+        assert a.mean_loss == pytest.approx(b.mean_loss, rel=1e-4)
+    # the served base is not left recomputing: a later run keeps its activations again
+    again = train(tiny_base, examples, hp, tmp_path / "again", train_memory_mb=4096)
+    assert [s.mean_loss for s in again.snapshots] == [s.mean_loss for s in kept.snapshots]
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in tiny_base.model.modules())
