@@ -60,3 +60,32 @@ def test_a_run_over_budget_recomputes_and_splits_and_takes_the_same_steps(tiny_b
     again = train(tiny_base, examples, hp, tmp_path / "again", train_memory_mb=4096)
     assert [s.mean_loss for s in again.snapshots] == [s.mean_loss for s in kept.snapshots]
     assert not any(getattr(m, "gradient_checkpointing", False) for m in tiny_base.model.modules())
+
+
+def test_the_loss_made_in_chunks_and_recomputed_equals_the_kept_one(tiny_base, monkeypatch):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from tunelab.data.batches import pack, tokenize_example
+    from tunelab.training import loop
+
+    monkeypatch.setattr(loop, "LOSS_CHUNK", 3)  # several chunks even for the tiny batch
+    torch.manual_seed(0)
+    model = get_peft_model(loop._private_model(tiny_base.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    items = [tokenize_example(tiny_base.tokenizer, tiny_base.template, Example(f"q{i}", "yes no"))
+             for i in range(3)]
+    batch = pack(items, tiny_base.tokenizer.pad_token_id, float("inf"))
+    assert batch.n_tokens > 3
+
+    def loss_and_grads(recompute):
+        model.zero_grad(set_to_none=True)
+        loss = loop.output_loss_sum(model, batch, recompute)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    kept, kept_grads = loss_and_grads(False)
+    chunked, chunked_grads = loss_and_grads(True)
+    torch.testing.assert_close(chunked, kept, rtol=1e-5, atol=1e-5)
+    for a, b in zip(chunked_grads, kept_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

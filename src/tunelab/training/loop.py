@@ -128,7 +128,10 @@ def plan_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[lis
 
 
 def _micro_batches(items: list[TokenizedExample],
-                   cap: int = MICRO_BATCH_TOKENS) -> list[list[TokenizedExample]]:
+                   cap: int | None = None) -> list[list[TokenizedExample]]:
+    """``items`` split into passes of at most ``MICRO_BATCH_TOKENS`` (and ``cap``) padded
+    tokens, at least one example each."""
+    cap = MICRO_BATCH_TOKENS if cap is None else min(cap, MICRO_BATCH_TOKENS)
     items = sorted(items, key=lambda it: it.length)
     out: list[list[TokenizedExample]] = []
     cur: list[TokenizedExample] = []
@@ -152,27 +155,57 @@ def _causal_lm(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def output_loss_sum(model: Any, batch: Batch):
-    """Sum of cross-entropy over the output tokens, computing logits only where needed."""
+# Output tokens whose logits are computed at once when a run saves memory (memory.py).
+LOSS_CHUNK = 64
+
+
+def output_loss_sum(model: Any, batch: Batch, recompute: bool = False):
+    """Sum of cross-entropy over the output tokens, computing logits only where needed.
+
+    ``recompute`` (a run short of memory): the logits are made ``LOSS_CHUNK`` tokens at a time
+    and made again in the backward pass instead of kept (a vocabulary of 49,152 makes them
+    ~0.2 MB per output token, twice: logits and their log-softmax)."""
+    import torch
     import torch.nn.functional as F
 
-    return F.cross_entropy(output_logits(model, batch), batch.targets, reduction="sum")
+    lm = _causal_lm(model)
+    h = _output_hidden(lm, batch)
+    if not recompute:
+        return F.cross_entropy(_logits(lm, h), batch.targets, reduction="sum")
+
+    def chunk_loss(hidden: Any, targets: Any) -> Any:
+        return F.cross_entropy(_logits(lm, hidden), targets, reduction="sum")
+
+    total = h.new_zeros((), dtype=torch.float32)
+    for i in range(0, h.shape[0], LOSS_CHUNK):
+        total = total + torch.utils.checkpoint.checkpoint(
+            chunk_loss, h[i:i + LOSS_CHUNK], batch.targets[i:i + LOSS_CHUNK],
+            use_reentrant=False)
+    return total
 
 
 def output_logits(model: Any, batch: Batch):
     """The logits (fp32) of the hidden states that predict ``batch.targets``, one row each."""
-    import torch
+    lm = _causal_lm(model)
+    return _logits(lm, _output_hidden(lm, batch))
 
+
+def _output_hidden(lm: Any, batch: Batch) -> Any:
+    """The final hidden states that predict ``batch.targets``, one row each."""
     from tunelab.training.segment_attention import segments
 
-    lm = _causal_lm(model)
     with segments(batch.segments):
         hidden = lm.get_decoder()(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask,
             position_ids=batch.position_ids, use_cache=False
         ).last_hidden_state
-    h = hidden[batch.predict_rows, batch.predict_cols]
-    logits = lm.get_output_embeddings()(h).float()
+    return hidden[batch.predict_rows, batch.predict_cols]
+
+
+def _logits(lm: Any, hidden: Any) -> Any:
+    import torch
+
+    logits = lm.get_output_embeddings()(hidden).float()
     cap = getattr(lm.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
@@ -463,10 +496,9 @@ def train(
             n_tokens = sum(len(it.output_ids) for it in items)
             optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
-            for micro in _micro_batches(items, min(MICRO_BATCH_TOKENS, memory.micro_batch_tokens
-                                                   or MICRO_BATCH_TOKENS)):
+            for micro in _micro_batches(items, memory.micro_batch_tokens):
                 mb = (pack(micro, pad_id, span) if span else collate(micro, pad_id)).to(base.device)
-                loss = output_loss_sum(model, mb) / n_tokens
+                loss = output_loss_sum(model, mb, memory.recompute) / n_tokens
                 with segments(mb.segments):  # recomputed layers attend as in the forward
                     loss.backward()
                 step_loss += loss.item()
