@@ -187,15 +187,13 @@ def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float) 
     ids, spans, pr, pc, targets = _lay_out(items, rows, pad_id)
     width = ids.shape[1]
     positions = torch.zeros_like(ids)
-    ends = [0] * len(rows)
-    for r, start, n in spans:
-        positions[r, start : start + n] = torch.arange(n)
-        ends[r] = start + n
-    for r, end in enumerate(ends):
-        positions[r, end:] = torch.arange(width - end)
     segments: list[list[tuple[int, int]]] = [[] for _ in rows]
     for r, start, n in spans:
+        positions[r, start : start + n] = torch.arange(n)
         segments[r].append((start, n))
+    for r, row in enumerate(segments):
+        end = row[-1][0] + row[-1][1]  # every row holds at least one example
+        positions[r, end:] = torch.arange(width - end)
     return Batch(ids, None, pr, pc, targets, len(targets), positions, segments)
 
 

@@ -92,9 +92,7 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     out_rows = []
     for r, row in enumerate(rows):
         pieces, end = [], 0
-        for start, n in row:
-            if start > end:  # never: examples are laid out one after another
-                pieces.append(query.new_zeros((1, heads, start - end, dim)))
+        for start, n in row:  # one after another from the row's start (data/batches.py)
             pieces.append(F.scaled_dot_product_attention(
                 query[r:r + 1, :, start:start + n], key[r:r + 1, :, start:start + n],
                 value[r:r + 1, :, start:start + n], is_causal=True, scale=scaling,
