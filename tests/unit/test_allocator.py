@@ -1,4 +1,5 @@
-"""training/allocator.py: a training process fixes glibc's mmap threshold once."""
+"""training/allocator.py: a training process sets glibc's mmap threshold, and the setting
+decides which blocks are mapped (and given back when freed) rather than kept in the heap."""
 
 from __future__ import annotations
 
@@ -8,15 +9,47 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
+    reason="mallopt is glibc's (the setting is skipped elsewhere, by design)")
 
-@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
-                    reason="mallopt is glibc's (the setting is skipped elsewhere, by design)")
-def test_a_training_process_fixes_the_mmap_threshold_once():
-    code = (
-        "from tunelab.training import allocator as a\n"
-        "assert a.fix_mmap_threshold() is True\n"
-        "assert a.fix_mmap_threshold() is True\n"  # the second call changes nothing
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+# glibc's mallinfo2: hblks is the number of blocks the allocator has mapped on their own.
+_PROBE = """
+import ctypes
+from tunelab.training import allocator as a
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mapped_on_its_own(size):
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    mapped = libc.mallinfo2().hblks > before
+    libc.free(block)
+    return mapped
+
+assert a.fix_mmap_threshold() is True
+assert a.fix_mmap_threshold() is True  # the same setting again changes nothing
+print(mapped_on_its_own(4 * 2**20), mapped_on_its_own(64 * 2**20))
+assert a.fix_mmap_threshold(a.SHORT_OF_MEMORY_THRESHOLD_BYTES) is True
+print(mapped_on_its_own(1 * 2**20), mapped_on_its_own(128 * 2**10))
+assert a.fix_mmap_threshold() is True  # the next run that has room sets 32 MB again
+print(mapped_on_its_own(4 * 2**20))
+"""
+
+
+def test_the_threshold_decides_which_blocks_are_mapped():
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    # 32 MB: a 4 MB block stays in the heap, a 64 MB one is mapped; 256 KB (a run short of
+    # memory): a 1 MB block is mapped (given back when freed), a 128 KB one is not.
+    assert out.stdout.split("\n")[:3] == ["False True", "True False", "False"], out.stdout

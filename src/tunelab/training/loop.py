@@ -36,7 +36,7 @@ from tunelab.data.prompt_format import profile_of
 from tunelab.errors import FailedPrecondition, InvalidArgument
 from tunelab.fsutil import atomic_write_text
 from tunelab.training.advice import EpochAdvice, advise_epoch
-from tunelab.training.allocator import fix_mmap_threshold
+from tunelab.training.allocator import SHORT_OF_MEMORY_THRESHOLD_BYTES, fix_mmap_threshold
 from tunelab.training.checkpoint import (
     capture_rng,
     load_resume_state,
@@ -415,6 +415,7 @@ def train(
     memory = plan_memory(_text_config(private.config), longest_step,
                          activation_budget(train_memory_mb))
     if memory.recompute:  # each layer keeps its input only (memory.py)
+        fix_mmap_threshold(SHORT_OF_MEMORY_THRESHOLD_BYTES)  # and gives freed blocks back
         private.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False})
     # Packed examples' attention computed example by example (segment_attention.py).
