@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4, help="examples per optimizer step")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run the whole comparison for this many seeds (--seed, --seed + 1, ...), "
+                   "each with its own examples and initialisation, and report the means: one "
+                   "seed's held-out loss varies more than the 2%% the loss target allows "
+                   "(default 1)")
     p.add_argument("--threads", type=int, default=report.cores(),
                    help="torch threads of every contender (default: all cores)")
     p.add_argument("--contenders", default=",".join(CONTENDERS),
@@ -63,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown contender(s) {', '.join(unknown) or '(none given)'}; "
                 f"choose from {', '.join(CONTENDERS)}")
     args.contenders = names
-    for name in ("examples", "heldout", "epochs", "batch_size", "threads"):
+    for name in ("examples", "heldout", "epochs", "batch_size", "threads", "seeds"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 < args.learning_rate < 1:
@@ -71,7 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_contender(name: str, args: argparse.Namespace, workdir: Path
+def run_contender(name: str, args: argparse.Namespace, seed: int, workdir: Path
                   ) -> tuple[Result | None, report.Load, str]:
     """Run one contender's process; its result (None if it failed), how busy the machine was,
     and on failure one line saying why."""
@@ -81,7 +86,7 @@ def run_contender(name: str, args: argparse.Namespace, workdir: Path
         "--workload", str(workdir / "workload.json"), "--result", str(result_file),
         "--adapter", str(adapter_dir(workdir, name)),
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-        "--learning-rate", str(args.learning_rate), "--seed", str(args.seed),
+        "--learning-rate", str(args.learning_rate), "--seed", str(seed),
         "--threads", str(args.threads),
     ]
     load_before, others_before = report.load_average(), report.others_busy_now()
@@ -146,6 +151,52 @@ def check_identical(results: list[Result], workload: data.Workload, epochs: int)
     return problems
 
 
+def run_seed(args: argparse.Namespace, seed: int, workload: data.Workload, described: dict
+             ) -> tuple[dict, bool]:
+    """Every contender on one seed's workload, then the held-out scores; prints the seed's
+    summary and returns its record (the JSON's shape) and whether everything worked."""
+    workdir = Path(tempfile.mkdtemp(prefix="tunelab-throughput-"))
+    workload.save(workdir / "workload.json")
+    results: list[Result] = []
+    loads: dict[str, report.Load] = {}
+    failures: list[str] = []
+    for i, name in enumerate(args.contenders, 1):
+        print(f"[{i}/{len(args.contenders)}] {CONTENDERS[name]} ...", file=sys.stderr, flush=True)
+        result, load, why = run_contender(name, args, seed, workdir)
+        loads[name] = load
+        if result is None:
+            failures.append(f"{name} failed ({why}); its whole output: {workdir / name}.log")
+            continue
+        results.append(result)
+        print(f"    {result.tokens_per_second:,.1f} real tokens/s; {load.describe()}",
+              file=sys.stderr, flush=True)
+
+    if results:
+        print(f"held-out loss of {len(results)} adapter(s) on {args.heldout} examples ...",
+              file=sys.stderr, flush=True)
+        why = score_heldout(results, args, workdir)
+        failures += [why] if why else []
+    problems = check_identical(results, workload, args.epochs)
+    ratios, loss_ratios = report.ratios(results), report.loss_ratios(results)
+    busy = [r.contender for r in results if loads[r.contender].busy]
+    print(report.summary(results, ratios, loss_ratios, {n: loads[n] for n in busy},
+                         problems + failures), flush=True)
+    record = {
+        "workload": described,
+        "contenders": {r.contender: {**r.to_dict(), "load": loads[r.contender].to_dict()}
+                       for r in results},
+        "ratios_tokens_per_second": ratios,
+        "ratios_heldout_loss": loss_ratios,
+        "busy": busy,
+        "problems": problems + failures,
+        "results": results,  # dropped before writing: the Result objects, for the means
+    }
+    ok = not (failures or problems)
+    if ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return record, ok
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     needs_trl = any(n.startswith("trl") for n in args.contenders)
@@ -164,64 +215,44 @@ def main(argv: list[str] | None = None) -> int:
     from tunelab.errors import TunelabError
 
     quiet_libraries()
-    try:
-        workload = data.prepare(args.base_model, args.examples, args.seed, args.heldout)
-    except TunelabError as e:  # an unknown base model, a GGUF file that cannot be converted
-        print(e, file=sys.stderr)
-        return 2
+    seeds = list(range(args.seed, args.seed + args.seeds))
     info = report.machine()
-    described = {
-        "base_model": args.base_model, "examples": args.examples, "tokens": workload.tokens,
-        "heldout_examples": args.heldout, "heldout_output_tokens": workload.heldout_output_tokens,
-        "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "seed": args.seed, "threads": args.threads, "device": pick_device(Settings().device),
-        "tunelab_precision_setting": precision,
-    }
-    print(report.header(info, described), flush=True)
+    records: list[dict] = []
+    all_ok = True
+    for seed in seeds:
+        try:
+            workload = data.prepare(args.base_model, args.examples, seed, args.heldout)
+        except TunelabError as e:  # an unknown base model, a GGUF file that cannot be converted
+            print(e, file=sys.stderr)
+            return 2
+        described = {
+            "base_model": args.base_model, "examples": args.examples,
+            "tokens": workload.tokens, "heldout_examples": args.heldout,
+            "heldout_output_tokens": workload.heldout_output_tokens,
+            "epochs": args.epochs, "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate, "seed": seed, "threads": args.threads,
+            "device": pick_device(Settings().device), "tunelab_precision_setting": precision,
+        }
+        if seed == seeds[0]:
+            print(report.header(info, described), flush=True)
+        if len(seeds) > 1:
+            print(f"\n## seed {seed} ({seed - seeds[0] + 1} of {len(seeds)})", flush=True)
+        record, ok = run_seed(args, seed, workload, described)
+        records.append(record)
+        all_ok = all_ok and ok
 
-    workdir = Path(tempfile.mkdtemp(prefix="tunelab-throughput-"))
-    workload.save(workdir / "workload.json")
-    results: list[Result] = []
-    loads: dict[str, report.Load] = {}
-    failures: list[str] = []
-    for i, name in enumerate(args.contenders, 1):
-        print(f"[{i}/{len(args.contenders)}] {CONTENDERS[name]} ...", file=sys.stderr, flush=True)
-        result, load, why = run_contender(name, args, workdir)
-        loads[name] = load
-        if result is None:
-            failures.append(f"{name} failed ({why}); its whole output: {workdir / name}.log")
-            continue
-        results.append(result)
-        print(f"    {result.tokens_per_second:,.1f} real tokens/s; {load.describe()}",
-              file=sys.stderr, flush=True)
-
-    if results:
-        print(f"held-out loss of {len(results)} adapter(s) on {args.heldout} examples ...",
-              file=sys.stderr, flush=True)
-        why = score_heldout(results, args, workdir)
-        failures += [why] if why else []
-    problems = check_identical(results, workload, args.epochs)
-    ratios, loss_ratios = report.ratios(results), report.loss_ratios(results)
-    busy = [r.contender for r in results if loads[r.contender].busy]
-    print(report.summary(results, ratios, loss_ratios, {n: loads[n] for n in busy},
-                         problems + failures))
-
+    across = None
+    if len(seeds) > 1:
+        across = report.across_seeds([r["results"] for r in records])
+        print("\n" + report.across_seeds_summary(across, seeds))
     if args.json is not None:
+        for r in records:
+            del r["results"]
+        out = {"machine": info, **records[0]} if len(records) == 1 else {
+            "machine": info, "seeds": seeds, "runs": records, "across_seeds": across}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "machine": info,
-            "workload": described,
-            "contenders": {r.contender: {**r.to_dict(), "load": loads[r.contender].to_dict()}
-                           for r in results},
-            "ratios_tokens_per_second": ratios,
-            "ratios_heldout_loss": loss_ratios,
-            "busy": busy,
-            "problems": problems + failures,
-        }, indent=2))
-    if failures or problems:
-        return 1
-    shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0 if all_ok else 1
 
 
 if __name__ == "__main__":

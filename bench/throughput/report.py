@@ -215,3 +215,62 @@ def summary(results: list[Result], ratios: dict[str, float | None],
               "not worth recording; run again on a quiet machine." for name, load in busy.items()]
     lines += [f"error: {problem}" for problem in problems]
     return "\n".join(lines)
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def across_seeds(runs: list[list[Result]]) -> dict:
+    """Each contender's figures over several seeds' runs (one list of results per seed): its
+    speed and held-out loss per seed and their means, and tunelab's ratios of the means. A
+    contender that failed on a seed counts on the seeds where it ran."""
+    names = list(dict.fromkeys(r.contender for results in runs for r in results))
+    per: dict[str, dict] = {}
+    for name in names:
+        rows = [r for results in runs for r in results if r.contender == name]
+        speeds = [r.tokens_per_second for r in rows]
+        losses = [r.heldout_loss for r in rows if r.heldout_loss is not None]
+        per[name] = {"runs": len(rows), "tokens_per_second": speeds,
+                     "tokens_per_second_mean": _mean(speeds), "heldout_losses": losses,
+                     "heldout_loss_mean": _mean(losses)}
+    ours = per.get("tunelab")
+    speed_ratios: dict[str, float | None] = {}
+    loss_ratios_: dict[str, float | None] = {}
+    for name, d in per.items():
+        if ours is None or name == "tunelab":
+            continue
+        speed_ratios[name] = (ours["tokens_per_second_mean"] / d["tokens_per_second_mean"]
+                              if d["tokens_per_second_mean"] else None)
+        loss_ratios_[name] = (ours["heldout_loss_mean"] / d["heldout_loss_mean"]
+                              if ours["heldout_loss_mean"] and d["heldout_loss_mean"] else None)
+    return {"contenders": per, "ratios_tokens_per_second": speed_ratios,
+            "ratios_heldout_loss": loss_ratios_}
+
+
+def across_seeds_summary(across: dict, seeds: list[int]) -> str:
+    """The means over the seeds: one line per contender, tunelab's ratios of the means, and the
+    held-out loss target judged on the means (one seed's held-out loss varies more than 2%)."""
+    lines = [f"## across {len(seeds)} seeds ({', '.join(map(str, seeds))})", "",
+             "| contender | runs | real tokens/s (mean) | held-out loss (mean) "
+             "| held-out loss per seed |", "|---|---:|---:|---:|---|"]
+    for name, d in across["contenders"].items():
+        mean = d["heldout_loss_mean"]
+        lines.append(f"| {CONTENDERS[name]} | {d['runs']} | {d['tokens_per_second_mean']:,.1f} "
+                     f"| {'—' if mean is None else f'{mean:.4f}'} "
+                     f"| {', '.join(f'{x:.4f}' for x in d['heldout_losses']) or '—'} |")
+    lines.append("")
+    lines += [f"mean ratio tunelab/{name} real tokens/s: {'n/a' if x is None else f'{x:.2f}'}"
+              for name, x in across["ratios_tokens_per_second"].items()]
+    lines += [f"mean ratio tunelab/{name} held-out loss: {'n/a' if x is None else f'{x:.3f}'}"
+              for name, x in across["ratios_heldout_loss"].items()]
+    ours = across["contenders"].get("tunelab")
+    others = [(d["heldout_loss_mean"], name) for name, d in across["contenders"].items()
+              if name != "tunelab" and d["heldout_loss_mean"]]
+    if ours and ours["heldout_loss_mean"] and others:
+        best_loss, best = min(others)
+        x = ours["heldout_loss_mean"] / best_loss
+        met = "met" if x <= LOSS_TARGET else "NOT met"
+        lines.append(f"mean held-out loss: tunelab {ours['heldout_loss_mean']:.4f}, best other "
+                     f"{best} {best_loss:.4f}, ratio {x:.3f} (target ≤ {LOSS_TARGET:.2f}: {met})")
+    return "\n".join(lines)

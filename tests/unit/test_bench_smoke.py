@@ -183,3 +183,44 @@ def test_without_trl_the_benchmark_says_what_to_install(monkeypatch, capsys):
 
     assert driver.main(["--quick"]) == 2
     assert "pip install 'tunelab[bench]'" in capsys.readouterr().err
+
+
+def test_several_seeds_are_judged_on_their_means(monkeypatch):
+    """``--seeds N``: the held-out loss target is judged on each contender's mean over the
+    seeds (one seed's loss varies more than the 2% the target allows)."""
+    measure = _bench(monkeypatch, "bench.throughput.measure")
+    report = _bench(monkeypatch, "bench.throughput.report")
+
+    def result(name, tokens_per_second, heldout):
+        return measure.Result(name, "fp32", {}, int(tokens_per_second * 10), 8, 2, 2, 10.0,
+                              [1.0, 1.0], "f", 1, heldout_loss=heldout)
+
+    runs = [
+        [result("tunelab", 300, 0.0050), result("plain-fp32", 100, 0.0038)],  # seed 0: 1.32
+        [result("tunelab", 330, 0.0040), result("plain-fp32", 120, 0.0052)],  # seed 1: 0.77
+        [result("tunelab", 330, 0.0045)],  # seed 2: the peer failed; tunelab's run still counts
+    ]
+    across = report.across_seeds(runs)
+
+    ours, peer = across["contenders"]["tunelab"], across["contenders"]["plain-fp32"]
+    assert ours["runs"] == 3 and peer["runs"] == 2
+    assert ours["heldout_loss_mean"] == pytest.approx(0.0045)
+    assert peer["heldout_loss_mean"] == pytest.approx(0.0045)
+    assert across["ratios_heldout_loss"]["plain-fp32"] == pytest.approx(1.0)
+    assert across["ratios_tokens_per_second"]["plain-fp32"] == pytest.approx(320 / 110)
+    text = report.across_seeds_summary(across, [0, 1, 2])
+    assert "## across 3 seeds (0, 1, 2)" in text
+    assert "| tunelab | 3 | 320.0 | 0.0045 | 0.0050, 0.0040, 0.0045 |" in text
+    assert "mean ratio tunelab/plain-fp32 real tokens/s: 2.91" in text
+    assert "ratio 1.000 (target ≤ 1.02: met)" in text
+    # a tunelab mean 3% above the peer's misses the target
+    runs[2][0].heldout_loss = 0.0049
+    assert "(target ≤ 1.02: NOT met)" in report.across_seeds_summary(
+        report.across_seeds(runs), [0, 1, 2])
+
+
+def test_seeds_must_be_at_least_one(monkeypatch, capsys):
+    driver = _bench(monkeypatch, "bench.throughput.__main__")
+    with pytest.raises(SystemExit):
+        driver.parse_args(["--seeds", "0"])
+    assert "--seeds must be at least 1" in capsys.readouterr().err
