@@ -21,6 +21,7 @@ from typing import Any
 
 from tunelab.catalog.kv_cache import growing_cache
 from tunelab.catalog.loading import LoadedBase
+from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.catalog.templates import Turn
 from tunelab.data.batches import encode_prompt
 from tunelab.errors import InvalidArgument, NotFound
@@ -92,12 +93,7 @@ class Generator:
         self._peft: Any = None
         self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._lock = threading.RLock()
-        tok = base.tokenizer
-        self._end_ids = {tok.eos_token_id}
-        end_ids = tok(base.template.end, add_special_tokens=False)["input_ids"]
-        if len(end_ids) == 1:
-            self._end_ids.add(end_ids[0])
-        self._end_ids.discard(None)
+        self._end_ids = end_token_ids(base.tokenizer, base.template)
 
     # ---- adapters -------------------------------------------------------------------------
     def _adapter_key(self, path: Path) -> tuple[str, int]:
@@ -248,7 +244,6 @@ class Generator:
             config.max_output_tokens or self.base.spec.output_token_limit, limit - len(ids)
         )
         user_stops = [s for s in config.stop_sequences if s]
-        stops = [*user_stops, self.base.template.end]
         # Hold back text that could be the start of a stop sequence until it is decided.
         hold = max((len(s) for s in user_stops), default=1) - 1
         gen = None
@@ -256,37 +251,31 @@ class Generator:
             gen = torch.Generator().manual_seed(
                 (config.seed if config.seed is not None else torch.seed() % 2**31) + index
             )
-        tok = self.base.tokenizer
+        # stopped at the end token, the end-of-turn text, the caller's stop sequences or the
+        # budget, as answers scored in training are (catalog/stopping.py)
+        reply = Reply(self.base.tokenizer, self._end_ids,
+                      [*user_stops, self.base.template.end], max_new)
         with self._lock, torch.inference_mode():
             model = self._activate(adapter)
             ctx = (
                 model.disable_adapter() if (adapter is None and self._peft is not None) else _null()
             )
             with ctx:
-                out_ids: list[int] = []
                 emitted = 0
                 past = growing_cache(model.config)  # catalog/kv_cache.py
                 cur = torch.tensor([ids], device=self.base.device)
-                reason = "MAX_TOKENS"
-                text = ""
                 first = True
-                for _ in range(max_new):
+                while not reply.done:
                     out = model(input_ids=cur, past_key_values=past, use_cache=True,
                                 logits_to_keep=1)  # the prompt's other logits are never read
                     past = out.past_key_values
                     nxt = _sample(out.logits[0, -1].float(), config, gen)
-                    if nxt in self._end_ids:
-                        reason = "STOP"
+                    reply.add(nxt)
+                    if reply.done:
                         break
-                    out_ids.append(nxt)
                     cur = torch.tensor([[nxt]], device=self.base.device)
-                    text = tok.decode(out_ids, skip_special_tokens=False)
-                    cut = _find_stop(text, stops)
-                    if cut is not None:
-                        text = text[:cut]
-                        reason = "STOP"
-                        break
-                    if text.endswith("\ufffd"):
+                    text = reply.text()
+                    if len(text) < len(reply.decoded):
                         continue  # an incomplete UTF-8 character: wait for its next bytes
                     safe = max(emitted, len(text) - hold)
                     if safe > emitted:
@@ -294,9 +283,9 @@ class Generator:
                         first = False
                         emitted = safe
                 yield Chunk(
-                    text[emitted:].rstrip("\ufffd"),
-                    finish_reason=reason,
-                    token_count=len(out_ids),
+                    reply.text()[emitted:],
+                    finish_reason=reply.reason,
+                    token_count=len(reply.ids),
                     prompt_token_count=len(ids),
                 )
 
@@ -317,11 +306,6 @@ def _trained_system(manifest: str, mtime_ns: int) -> str | None:
         return json.loads(Path(manifest).read_text()).get("system_instruction")
     except (OSError, ValueError):
         return None
-
-
-def _find_stop(text: str, stops: list[str]) -> int | None:
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(found) if found else None
 
 
 def _sample(logits, config: GenerationConfig, gen) -> int:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunelab.catalog.kv_cache import growing_cache
+from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.data.batches import collate, encode_prompt, tokenize_example
 from tunelab.data.examples import Example
 from tunelab.data.split import MAX_VALIDATION
@@ -125,34 +126,6 @@ class Evaluation:
                 **self.scores.to_dict(), "wrong": self.wrong, "seconds": self.seconds}
 
 
-class _Reply:
-    """One greedy answer being decoded, stopped like served answers are: at the end token,
-    at the end-of-turn text, or at its token budget."""
-
-    def __init__(self, tokenizer: Any, end_text: str, end_ids: set[int], budget: int):
-        self.tokenizer, self.end_text, self.end_ids, self.budget = (
-            tokenizer, end_text, end_ids, budget)
-        self.ids: list[int] = []
-        self.decoded = ""
-        self.done = budget == 0
-        self.cut = False  # stopped at the end-of-turn text
-
-    def add(self, token: int) -> None:
-        if token in self.end_ids:
-            self.done = True
-            return
-        self.ids.append(token)
-        self.decoded = self.tokenizer.decode(self.ids, skip_special_tokens=False)
-        if self.end_text in self.decoded:
-            self.decoded = self.decoded[: self.decoded.index(self.end_text)]
-            self.done = self.cut = True
-        elif len(self.ids) >= self.budget:
-            self.done = True
-
-    def text(self) -> str:
-        return self.decoded if self.cut else self.decoded.rstrip("\ufffd")
-
-
 # Validation examples answered together (one forward pass per token for all of them).
 ANSWER_BATCH = 16
 
@@ -171,11 +144,7 @@ class Evaluator:
         self.tokenized = [tokenize_example(tok, base.template, ex) for ex in self.examples]
         self.max_new_tokens = max((len(t.output_ids) for t in self.tokenized), default=0) + (
             ANSWER_MARGIN_TOKENS)
-        self.end_ids = {tok.eos_token_id}
-        end = tok(base.template.end, add_special_tokens=False)["input_ids"]
-        if len(end) == 1:
-            self.end_ids.add(end[0])
-        self.end_ids.discard(None)
+        self.end_ids = end_token_ids(tok, base.template)
 
     def evaluate(self, model: Any, epoch: int,
                  on_progress: Callable[[int, int], None] | None = None) -> Evaluation:
@@ -250,10 +219,11 @@ class Evaluator:
                 break
         return reply.text() if reply.done else None
 
-    def _reply(self, prompt_length: int) -> _Reply:
+    def _reply(self, prompt_length: int) -> Reply:
+        """An answer stopped as served answers are (catalog/stopping.py)."""
         budget = max(0, min(self.max_new_tokens,
                             self.base.spec.context_length - prompt_length))
-        return _Reply(self.base.tokenizer, self.base.template.end, self.end_ids, budget)
+        return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget)
 
     def answers(self, model: Any, examples: Sequence[Example]) -> list[str]:
         """The greedy answers to several examples' inputs, decoded together: one forward pass
