@@ -136,7 +136,7 @@ def test_training_on_packed_rows_takes_the_steps_padded_rows_take(tiny_base, tmp
     examples = [Example(f"add {i} and {i + 1} " * (1 + i % 4), f"{2 * i + 1}") for i in range(12)]
     hp = Hyperparameters(epoch_count=2, batch_size=4, learning_rate=0.01)
     packed = train(tiny_base, examples, hp, tmp_path / "packed")
-    _PACKING[tiny_base.model] = False  # as for a model that fails the check
+    _PACKING[tiny_base.model] = {NAME: False, "sdpa": False}  # as for a model failing the check
     try:
         padded = train(tiny_base, examples, hp, tmp_path / "padded")
     finally:
@@ -191,3 +191,17 @@ def test_only_the_trainers_private_copy_attends_by_example(tiny_base):
     assert private.config._attn_implementation == NAME
     assert tiny_base.model.config._attn_implementation == "sdpa"  # the served base: unchanged
     assert packing_works(private, tiny_base.tokenizer.pad_token_id)
+
+
+def test_the_base_and_the_trainers_copy_are_checked_apart(tiny_base):
+    """The trainer checks its private copy (attention by example) under the base model's key;
+    a check of the base itself (SDPA with a mask) must not stand in for it, nor it for the
+    base's."""
+    from tunelab.training.loop import _PACKING
+
+    pad = tiny_base.tokenizer.pad_token_id
+    private = _private_model(tiny_base.model)
+    use_segment_attention(private)
+    assert packing_works(tiny_base.model, pad)
+    assert packing_works(private, pad, key=tiny_base.model)
+    assert _PACKING[tiny_base.model] == {"sdpa": True, NAME: True}

@@ -224,21 +224,25 @@ def attention_span(model: Any) -> float:
     return weights / (2 * q_width)
 
 
-_PACKING: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+# Per model, per attention implementation: the base (SDPA with a block mask) and the trainer's
+# private copy of it (attention by example) are checked apart.
+_PACKING: weakref.WeakKeyDictionary[Any, dict[str | None, bool]] = weakref.WeakKeyDictionary()
 
 
 def packing_works(model: Any, pad_id: int, key: Any = None) -> bool:
     """Whether ``model`` keeps packed examples apart (``data.batches.pack``): two short
     sequences packed into one row must give the hidden states each gives alone. Checked once
     per ``key`` (the trainer's: the base model its private copy was made from; default: the
-    model); a model whose attention ignores the restarted positions trains on padded rows."""
+    model) and attention implementation; a model whose attention ignores the restarted
+    positions trains on padded rows."""
     import torch
 
     from tunelab.training.segment_attention import segments
 
     lm = _causal_lm(model)
     key = lm if key is None else key
-    known = _PACKING.get(key)
+    impl = getattr(getattr(lm, "config", None), "_attn_implementation", None)
+    known = _PACKING.get(key, {}).get(impl)
     if known is not None:
         return known
     a = TokenizedExample(list(range(5, 12)), list(range(20, 25)))
@@ -262,11 +266,13 @@ def packing_works(model: Any, pad_id: int, key: Any = None) -> bool:
         # positions (SmolLM2 with a bf16 base: relative error 0.002, and 0.3 when they mix)
         error = (together[a.length:] - alone).norm() / alone.norm()
         works = bool(error < 0.05)
-    except Exception:  # an architecture that refuses position ids without a mask
+    # an architecture that refuses position ids without a mask, or packed rows (anything
+    # else, running out of memory say, is not an answer and propagates)
+    except (AssertionError, NotImplementedError, RuntimeError, TypeError, ValueError):
         works = False
     finally:
         decoder.train(was_training)
-    _PACKING[key] = works
+    _PACKING.setdefault(key, {})[impl] = works
     return works
 
 
