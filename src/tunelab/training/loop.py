@@ -266,8 +266,8 @@ def packing_works(model: Any, pad_id: int, key: Any = None) -> bool:
         # positions (SmolLM2 with a bf16 base: relative error 0.002, and 0.3 when they mix)
         error = (together[a.length:] - alone).norm() / alone.norm()
         works = bool(error < 0.05)
-    # an architecture that refuses position ids without a mask, or packed rows (anything
-    # else, running out of memory say, is not an answer and propagates)
+    # an architecture that refuses position ids without a mask, or packed rows; other
+    # errors (a KeyboardInterrupt, a bug in this check) propagate
     except (AssertionError, NotImplementedError, RuntimeError, TypeError, ValueError):
         works = False
     finally:
