@@ -17,7 +17,10 @@ threshold at 256 KB instead: its blocks are one layer's or one chunk's worth, wh
 threshold leaves in the heap after use, and batches of changing lengths leave it fragmented.
 Measured on the default model with a 200 MB budget (24 examples, batch 4, one epoch): peak RSS
 959–978 MB with 1 MB, 846–854 MB with 256 KB or 128 KB (free memory held in the heap 113–138
-→ 10–16 MB), for ~15 s more system time (page faults) over a ~150 s CPU run.
+→ 10–16 MB). It costs speed, paid in page faults: 60 examples on a quiet 2-core machine, peak
+1,227 / 1,035 / 924 MB and 163 / 107 / 87 real tokens/s with 32 MB / 1 MB / 256 KB (system
+time 2 / 33 / 65 s; docs/performance.md "Memory"). A run short of memory is one that would
+not fit otherwise, so it takes the memory.
 """
 
 from __future__ import annotations
