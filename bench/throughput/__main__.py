@@ -152,9 +152,10 @@ def check_identical(results: list[Result], workload: data.Workload, epochs: int)
 
 
 def run_seed(args: argparse.Namespace, seed: int, workload: data.Workload, described: dict
-             ) -> tuple[dict, bool]:
+             ) -> tuple[dict, list[Result], bool]:
     """Every contender on one seed's workload, then the held-out scores; prints the seed's
-    summary and returns its record (the JSON's shape) and whether everything worked."""
+    summary and returns its record (the JSON's shape), the results and whether everything
+    worked."""
     workdir = Path(tempfile.mkdtemp(prefix="tunelab-throughput-"))
     workload.save(workdir / "workload.json")
     results: list[Result] = []
@@ -189,12 +190,11 @@ def run_seed(args: argparse.Namespace, seed: int, workload: data.Workload, descr
         "ratios_heldout_loss": loss_ratios,
         "busy": busy,
         "problems": problems + failures,
-        "results": results,  # dropped before writing: the Result objects, for the means
     }
     ok = not (failures or problems)
     if ok:
         shutil.rmtree(workdir, ignore_errors=True)
-    return record, ok
+    return record, results, ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     info = report.machine()
     records: list[dict] = []
+    runs: list[list[Result]] = []
     all_ok = True
     for seed in seeds:
         try:
@@ -237,17 +238,16 @@ def main(argv: list[str] | None = None) -> int:
             print(report.header(info, described), flush=True)
         if len(seeds) > 1:
             print(f"\n## seed {seed} ({seed - seeds[0] + 1} of {len(seeds)})", flush=True)
-        record, ok = run_seed(args, seed, workload, described)
+        record, results, ok = run_seed(args, seed, workload, described)
         records.append(record)
+        runs.append(results)
         all_ok = all_ok and ok
 
     across = None
     if len(seeds) > 1:
-        across = report.across_seeds([r["results"] for r in records])
+        across = report.across_seeds(runs)
         print("\n" + report.across_seeds_summary(across, seeds))
     if args.json is not None:
-        for r in records:
-            del r["results"]
         out = {"machine": info, **records[0]} if len(records) == 1 else {
             "machine": info, "seeds": seeds, "runs": records, "across_seeds": across}
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -189,12 +189,18 @@ def loss_verdict(results: list[Result]) -> str | None:
     within the target; None without tunelab's or any other contender's held-out loss."""
     ours = _tunelab(results)
     others = [(r.heldout_loss, r.contender) for r in results if r is not ours and r.heldout_loss]
-    if ours is None or ours.heldout_loss is None or not others:
+    return _verdict("held-out loss", ours.heldout_loss if ours else None, others)
+
+
+def _verdict(label: str, ours: float | None, others: list[tuple[float, str]]) -> str | None:
+    """tunelab's loss ``ours`` against the lowest of ``others`` ((loss, contender) pairs) and
+    the target; None when either is missing."""
+    if ours is None or not others:
         return None
     best_loss, best = min(others)
-    x = ours.heldout_loss / best_loss
+    x = ours / best_loss
     met = "met" if x <= LOSS_TARGET else "NOT met"
-    return (f"held-out loss: tunelab {ours.heldout_loss:.4f}, best other {best} {best_loss:.4f}, "
+    return (f"{label}: tunelab {ours:.4f}, best other {best} {best_loss:.4f}, "
             f"ratio {x:.3f} (target ≤ {LOSS_TARGET:.2f}: {met})")
 
 
@@ -267,10 +273,5 @@ def across_seeds_summary(across: dict, seeds: list[int]) -> str:
     ours = across["contenders"].get("tunelab")
     others = [(d["heldout_loss_mean"], name) for name, d in across["contenders"].items()
               if name != "tunelab" and d["heldout_loss_mean"]]
-    if ours and ours["heldout_loss_mean"] and others:
-        best_loss, best = min(others)
-        x = ours["heldout_loss_mean"] / best_loss
-        met = "met" if x <= LOSS_TARGET else "NOT met"
-        lines.append(f"mean held-out loss: tunelab {ours['heldout_loss_mean']:.4f}, best other "
-                     f"{best} {best_loss:.4f}, ratio {x:.3f} (target ≤ {LOSS_TARGET:.2f}: {met})")
-    return "\n".join(lines)
+    verdict = _verdict("mean held-out loss", ours and ours["heldout_loss_mean"], others)
+    return "\n".join([*lines, verdict] if verdict else lines)
