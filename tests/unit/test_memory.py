@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 import types
 
 import pytest
@@ -89,3 +92,70 @@ def test_the_loss_made_in_chunks_and_recomputed_equals_the_kept_one(tiny_base, m
     torch.testing.assert_close(chunked, kept, rtol=1e-5, atol=1e-5)
     for a, b in zip(chunked_grads, kept_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+
+# A training process of its own (a fresh heap: in the test process, earlier tests' freed blocks
+# could serve the probe's request whatever the threshold). glibc's mallinfo2 counts the blocks
+# mapped on their own: with the 256 KB threshold of a run short of memory a 16 MB block is one,
+# with the usual 32 MB it comes from the heap.
+_RUN = """
+import ctypes, sys
+from pathlib import Path
+from tunelab.catalog import get_base_model, load_base_model
+from tunelab.data import Example
+from tunelab.training import Hyperparameters, fused_lora, train
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mapped():
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(16 * 2**20)
+    out = libc.mallinfo2().hblks > before
+    libc.free(block)
+    return out
+
+out = Path(sys.argv[1])
+base = load_base_model(get_base_model("tiny-random"), out / "models", "cpu", threads=1)
+examples = [Example(f"add {i} and {i + 1}", f"{2 * i + 1}") for i in range(8)]
+hp = Hyperparameters(epoch_count=1, batch_size=4, learning_rate=0.01)
+seen = []
+
+def fail_at_the_second_step():
+    seen.append(mapped())
+    if len(seen) == 2:
+        raise RuntimeError("the worker was told to stop")
+    return False
+
+try:
+    train(base, examples, hp, out / "failed", train_memory_mb=0,
+          should_cancel=fail_at_the_second_step)
+except RuntimeError as e:
+    print("raised:", e)
+print("while recomputing:", seen)
+print("after the failed run:", mapped(), fused_lora._cast.source is None)
+done = train(base, examples, hp, out / "done", train_memory_mb=0)
+print("after a completed run:", done.status, mapped())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
+                    reason="mallopt and mallinfo2 are glibc's")
+def test_a_run_short_of_memory_gives_the_process_its_threshold_back_however_it_ends(tmp_path):
+    run = subprocess.run([sys.executable, "-c", _RUN, str(tmp_path)], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "raised: the worker was told to stop",
+        "while recomputing: [True, True]",  # 256 KB: the block is mapped
+        "after the failed run: False True",  # 32 MB again, and the kept input cast let go
+        "after a completed run: completed False",
+    ], run.stdout

@@ -59,12 +59,17 @@ def test_an_incomplete_character_is_left_out_until_its_bytes_arrive(tiny_base):
     tok = tiny_base.tokenizer
     tokens = _ids(tok, "café ☕")
     reply = Reply(tok, set(), [], budget=100)
-    texts = []
+    texts, incomplete = [], []
     for t in tokens:
         reply.add(t)
         texts.append(reply.text())
+        incomplete.append(reply.incomplete)
     assert all("\ufffd" not in x for x in texts)
     assert texts[-1] == tok.decode(tokens)
+    # the coffee cup's bytes come in several tokens: incomplete until the last of them
+    assert any(incomplete) and not incomplete[-1]
+    assert incomplete == [tok.decode(tokens[:i + 1]).endswith("\ufffd")
+                          for i in range(len(tokens))]
 
 
 def test_find_stop_is_the_earliest_of_the_stops():

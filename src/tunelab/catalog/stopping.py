@@ -63,6 +63,12 @@ class Reply:
         elif len(self.ids) >= self.budget:
             self.done, self.reason = True, OUT_OF_TOKENS
 
+    @property
+    def incomplete(self) -> bool:
+        """Whether the text so far ends inside a character whose UTF-8 bytes are split across
+        tokens (its next token completes it); a text cut at a stop text never does."""
+        return not self.cut and self.decoded.endswith(INCOMPLETE)
+
     def text(self) -> str:
         """The answer so far (a final, incomplete character left out unless it was cut)."""
         return self.decoded if self.cut else self.decoded.rstrip(INCOMPLETE)

@@ -274,9 +274,9 @@ class Generator:
                     if reply.done:
                         break
                     cur = torch.tensor([[nxt]], device=self.base.device)
+                    if reply.incomplete:
+                        continue  # a character split across tokens: wait for its next bytes
                     text = reply.text()
-                    if len(text) < len(reply.decoded):
-                        continue  # an incomplete UTF-8 character: wait for its next bytes
                     safe = max(emitted, len(text) - hold)
                     if safe > emitted:
                         yield Chunk(text[emitted:safe], prompt_token_count=len(ids) if first else 0)

@@ -420,134 +420,141 @@ def train(
     longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
     memory = plan_memory(_text_config(private.config), longest_step,
                          activation_budget(train_memory_mb))
-    if memory.recompute:  # each layer keeps its input only (memory.py)
-        fix_mmap_threshold(SHORT_OF_MEMORY_THRESHOLD_BYTES)  # and gives freed blocks back
-        private.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False})
-    # Packed examples' attention computed example by example (segment_attention.py).
-    by_example = use_segment_attention(private)
-    model = get_peft_model(private, config)
-    fuse_lora_layers(model)  # PEFT's result in fewer passes over memory (fused_lora.py)
-    # Several examples per row where the model keeps them apart (data/batches.py: pack):
-    # one row holds them all when each example's attention is its own, else the rows are
-    # chosen from the cost of padding against that of attention across examples.
-    span = None
-    if packing_works(model, pad_id, key=base.model):
-        span = float("inf") if by_example else attention_span(base.model)
-    evaluator = None
-    if validation:
-        labels = is_label_like([ex.output for ex in [*examples, *validation]])
-        evaluator = Evaluator(base, validation, labels)
-    evaluation: dict | None = None
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _adamw(params, hp.learning_rate)
+    try:
+        if memory.recompute:  # each layer keeps its input only (memory.py)
+            fix_mmap_threshold(SHORT_OF_MEMORY_THRESHOLD_BYTES)  # and gives freed blocks back
+            private.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Packed examples' attention computed example by example (segment_attention.py).
+        by_example = use_segment_attention(private)
+        model = get_peft_model(private, config)
+        fuse_lora_layers(model)  # PEFT's result in fewer passes over memory (fused_lora.py)
+        # Several examples per row where the model keeps them apart (data/batches.py: pack):
+        # one row holds them all when each example's attention is its own, else the rows are
+        # chosen from the cost of padding against that of attention across examples.
+        span = None
+        if packing_works(model, pad_id, key=base.model):
+            span = float("inf") if by_example else attention_span(base.model)
+        evaluator = None
+        if validation:
+            labels = is_label_like([ex.output for ex in [*examples, *validation]])
+            evaluator = Evaluator(base, validation, labels)
+        evaluation: dict | None = None
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = _adamw(params, hp.learning_rate)
 
-    start_epoch, step = 0, 0
-    snapshots: list[Snapshot] = []
-    epoch_losses: list[float] = []
-    tokens_total, seconds_total = 0, 0.0
-    state = load_resume_state(output_dir) if resume else None
-    if state is not None:
-        if state["fingerprint"] != fingerprint:
-            raise FailedPrecondition(
-                "The output directory holds checkpoints of a different tuning run (other "
-                "data, base model or hyperparameters). Choose another output directory "
-                "or delete it."
-            )
-        set_peft_model_state_dict(model, state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state.get("rng"))
-        start_epoch, step = state["epochs_run"], state["step"]
-        snapshots = [Snapshot.from_dict(s) for s in state["snapshots"]]
-        epoch_losses = list(state["epoch_losses"])
-        tokens_total, seconds_total = state.get("tokens", 0), state.get("seconds", 0.0)
-        evaluation = state.get("evaluation")
+        start_epoch, step = 0, 0
+        snapshots: list[Snapshot] = []
+        epoch_losses: list[float] = []
+        tokens_total, seconds_total = 0, 0.0
+        state = load_resume_state(output_dir) if resume else None
+        if state is not None:
+            if state["fingerprint"] != fingerprint:
+                raise FailedPrecondition(
+                    "The output directory holds checkpoints of a different tuning run (other "
+                    "data, base model or hyperparameters). Choose another output directory "
+                    "or delete it."
+                )
+            set_peft_model_state_dict(model, state["adapter"])
+            optimizer.load_state_dict(state["optimizer"])
+            restore_rng(state.get("rng"))
+            start_epoch, step = state["epochs_run"], state["step"]
+            snapshots = [Snapshot.from_dict(s) for s in state["snapshots"]]
+            epoch_losses = list(state["epoch_losses"])
+            tokens_total, seconds_total = state.get("tokens", 0), state.get("seconds", 0.0)
+            evaluation = state.get("evaluation")
 
-    def evaluate(epoch: int) -> dict:
-        """Score the model (epoch 0: with the LoRA layers off, the base model)."""
-        progress = None
-        if on_evaluation_progress is not None:
-            def progress(done: int, total: int) -> None:
-                on_evaluation_progress(epoch, done, total)
-        if epoch == 0:
-            with model.disable_adapter():
-                result = evaluator.evaluate(model, 0, progress)
-        else:
-            result = evaluator.evaluate(model, epoch, progress)
-        if on_evaluation is not None:
-            on_evaluation(result)
-        return result.to_dict()
+        def evaluate(epoch: int) -> dict:
+            """Score the model (epoch 0: with the LoRA layers off, the base model)."""
+            progress = None
+            if on_evaluation_progress is not None:
+                def progress(done: int, total: int) -> None:
+                    on_evaluation_progress(epoch, done, total)
+            if epoch == 0:
+                with model.disable_adapter():
+                    result = evaluator.evaluate(model, 0, progress)
+            else:
+                result = evaluator.evaluate(model, epoch, progress)
+            if on_evaluation is not None:
+                on_evaluation(result)
+            return result.to_dict()
 
-    if evaluator is not None and evaluation is None:
-        evaluation = {
-            "metric": "accuracy" if evaluator.labels else "token_f1",
-            "example_count": len(evaluator.examples),
-            "validation": validation_record,
-            "baseline": None,
-            "epochs": [],
-        }
-        evaluation["baseline"] = evaluate(0)
-    if evaluation is not None:
-        _write_evaluation(output_dir, evaluation)
-
-    model.train()
-    status = "completed"
-    for epoch in range(start_epoch, hp.epoch_count):
-        loss_sum_epoch, tokens_epoch = 0.0, 0
-        for batch_idx in plan_batches(len(tokenized), hp.batch_size, seed, epoch):
-            if should_cancel is not None and should_cancel():
-                status = "cancelled"
-                break
-            t0 = time.perf_counter()
-            items = [tokenized[i] for i in batch_idx]
-            n_tokens = sum(len(it.output_ids) for it in items)
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for micro in _micro_batches(items, memory.micro_batch_tokens):
-                mb = (pack(micro, pad_id, span) if span else collate(micro, pad_id)).to(base.device)
-                loss = output_loss_sum(model, mb, memory.recompute) / n_tokens
-                with segments(mb.segments):  # recomputed layers attend as in the forward
-                    loss.backward()
-                step_loss += loss.item()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            for group in optimizer.param_groups:  # a function of the step alone (resume)
-                group["lr"] = hp.lr_at(step + 1, total)
-            optimizer.step()
-            step += 1
-            dt = time.perf_counter() - t0
-            tokens = sum(it.length for it in items)
-            tokens_total += tokens
-            seconds_total += dt
-            loss_sum_epoch += step_loss * n_tokens
-            tokens_epoch += n_tokens
-            snap = Snapshot(step, epoch + 1, step_loss, datetime.now(UTC), tokens, dt)
-            snapshots.append(snap)
-            if on_snapshot is not None:
-                on_snapshot(snap)
-        if status == "cancelled":
-            break
-        epoch_losses.append(loss_sum_epoch / max(tokens_epoch, 1))
+        if evaluator is not None and evaluation is None:
+            evaluation = {
+                "metric": "accuracy" if evaluator.labels else "token_f1",
+                "example_count": len(evaluator.examples),
+                "validation": validation_record,
+                "baseline": None,
+                "epochs": [],
+            }
+            evaluation["baseline"] = evaluate(0)
         if evaluation is not None:
-            evaluation["epochs"].append(evaluate(epoch + 1))
             _write_evaluation(output_dir, evaluation)
-        state = {
-            "fingerprint": fingerprint,
-            "epochs_run": epoch + 1,
-            "step": step,
-            "adapter": {
-                k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()
-            },
-            "optimizer": optimizer.state_dict(),
-            "rng": capture_rng(),
-            "snapshots": [s.to_dict() for s in snapshots],
-            "epoch_losses": epoch_losses,
-            "tokens": tokens_total,
-            "seconds": seconds_total,
-            "evaluation": evaluation,
-        }
-        save_checkpoint(output_dir, epoch + 1, model, state)
 
-    release_cast()
+        model.train()
+        status = "completed"
+        for epoch in range(start_epoch, hp.epoch_count):
+            loss_sum_epoch, tokens_epoch = 0.0, 0
+            for batch_idx in plan_batches(len(tokenized), hp.batch_size, seed, epoch):
+                if should_cancel is not None and should_cancel():
+                    status = "cancelled"
+                    break
+                t0 = time.perf_counter()
+                items = [tokenized[i] for i in batch_idx]
+                n_tokens = sum(len(it.output_ids) for it in items)
+                optimizer.zero_grad(set_to_none=True)
+                step_loss = 0.0
+                for micro in _micro_batches(items, memory.micro_batch_tokens):
+                    mb = pack(micro, pad_id, span) if span else collate(micro, pad_id)
+                    mb = mb.to(base.device)
+                    loss = output_loss_sum(model, mb, memory.recompute) / n_tokens
+                    with segments(mb.segments):  # recomputed layers attend as in the forward
+                        loss.backward()
+                    step_loss += loss.item()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                for group in optimizer.param_groups:  # a function of the step alone (resume)
+                    group["lr"] = hp.lr_at(step + 1, total)
+                optimizer.step()
+                step += 1
+                dt = time.perf_counter() - t0
+                tokens = sum(it.length for it in items)
+                tokens_total += tokens
+                seconds_total += dt
+                loss_sum_epoch += step_loss * n_tokens
+                tokens_epoch += n_tokens
+                snap = Snapshot(step, epoch + 1, step_loss, datetime.now(UTC), tokens, dt)
+                snapshots.append(snap)
+                if on_snapshot is not None:
+                    on_snapshot(snap)
+            if status == "cancelled":
+                break
+            epoch_losses.append(loss_sum_epoch / max(tokens_epoch, 1))
+            if evaluation is not None:
+                evaluation["epochs"].append(evaluate(epoch + 1))
+                _write_evaluation(output_dir, evaluation)
+            state = {
+                "fingerprint": fingerprint,
+                "epochs_run": epoch + 1,
+                "step": step,
+                "adapter": {
+                    k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()
+                },
+                "optimizer": optimizer.state_dict(),
+                "rng": capture_rng(),
+                "snapshots": [s.to_dict() for s in snapshots],
+                "epoch_losses": epoch_losses,
+                "tokens": tokens_total,
+                "seconds": seconds_total,
+                "evaluation": evaluation,
+            }
+            save_checkpoint(output_dir, epoch + 1, model, state)
+    finally:
+        # whatever ends the run (completion, cancellation, an error): the input cast kept for
+        # sibling layers is let go, and a run short of memory gives the process its usual
+        # mmap threshold back (allocator.py)
+        release_cast()
+        if memory.recompute:
+            fix_mmap_threshold()
     save_adapter(output_dir, model)
     advice = (advice_of(evaluation) if evaluation else None) or advise_epoch(epoch_losses)
     selected = None
