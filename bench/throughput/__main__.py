@@ -137,9 +137,11 @@ def score_heldout(results: list[Result], args: argparse.Namespace, workdir: Path
     return ""
 
 
-def check_identical(results: list[Result], workload: data.Workload, epochs: int) -> list[str]:
-    """Problems that make the comparison unfair: different token counts or sequences."""
-    expected_tokens, expected = workload.tokens * epochs, workload.fingerprint(epochs)
+def check_identical(results: list[Result], workload: data.Workload, epochs: int,
+                    batch_size: int, seed: int) -> list[str]:
+    """Problems that make the comparison unfair: different token counts, sequences or steps."""
+    expected_tokens = workload.tokens * epochs
+    expected = workload.fingerprint(epochs, batch_size, seed)
     problems = []
     for r in results:
         if r.tokens != expected_tokens:
@@ -147,7 +149,8 @@ def check_identical(results: list[Result], workload: data.Workload, epochs: int)
                             f"has {expected_tokens:,}: the contenders are not comparable")
         elif r.fingerprint != expected:
             problems.append(f"{r.contender} trained on other token sequences than the workload's "
-                            "(or with the loss on other tokens): the contenders are not comparable")
+                            "(or with the loss on other tokens, or in other batches): the "
+                            "contenders are not comparable")
     return problems
 
 
@@ -177,7 +180,7 @@ def run_seed(args: argparse.Namespace, seed: int, workload: data.Workload, descr
               file=sys.stderr, flush=True)
         why = score_heldout(results, args, workdir)
         failures += [why] if why else []
-    problems = check_identical(results, workload, args.epochs)
+    problems = check_identical(results, workload, args.epochs, args.batch_size, seed)
     ratios, loss_ratios = report.ratios(results), report.loss_ratios(results)
     busy = [r.contender for r in results if loads[r.contender].busy]
     print(report.summary(results, ratios, loss_ratios, {n: loads[n] for n in busy},

@@ -6,7 +6,13 @@ object, so examples range from short to about four times as long and batches nee
 unless sorted by length. The driver tokenizes them once, with tunelab's own tokenizer and
 template (``tokenize_example``), and writes the token sequences to a file that every contender's
 process reads; each contender then reports a fingerprint of the sequences it actually trained on,
-and the driver refuses to compare runs whose fingerprints differ.
+step by step, and the driver refuses to compare runs whose fingerprints differ.
+
+Every contender trains the same examples together in the same steps: tunelab's own draw of each
+epoch's batches (``batch_plan``, the trainer's ``plan_batches``). With 25 steps at a constant
+rate the held-out loss of one model on one data set changed up to 8× between two draws of the
+batches (docs/performance.md, "Held-out loss"), so contenders that drew their own batches were
+compared on their luck as much as on how they train.
 
 A held-out set of the same task (``heldout_examples``: another seed, and no input that is also a
 training input) is tokenized the same way and stored with the workload: every contender's
@@ -118,10 +124,12 @@ class Workload:
     heldout_examples: list[Example]
     heldout: list[TokenSequence]
 
-    def fingerprint(self, epochs: int) -> str:
-        """The fingerprint of training ``epochs`` times on every sequence (see ``fingerprint``)."""
+    def fingerprint(self, epochs: int, batch_size: int, seed: int) -> str:
+        """The fingerprint of training ``epochs`` times on every sequence in the batches of
+        ``batch_plan`` (see ``fingerprint``)."""
         rows = [(s.ids, len(s.prompt_ids)) for s in self.sequences]
-        return fingerprint(row for row in rows for _ in range(epochs))
+        return fingerprint([rows[i] for i in batch] for epoch in range(epochs)
+                           for batch in batch_plan(len(rows), batch_size, seed, epoch))
 
     @property
     def tokens(self) -> int:
@@ -159,10 +167,20 @@ def _examples_dict(examples: list[Example]) -> list[dict[str, str]]:
     return [{"text_input": e.text_input, "output": e.output} for e in examples]
 
 
-def fingerprint(rows: Iterable[tuple[Sequence[int], int]]) -> str:
-    """A digest of the rows a contender trained on, each (token ids, how many of them are prompt),
-    in any order: equal digests mean the same token sequences with the loss on the same tokens."""
-    keys = sorted(f"{prompt_len}:{','.join(map(str, ids))}" for ids, prompt_len in rows)
+def batch_plan(count: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches (indices into the workload's sequences) of one epoch: tunelab's own draw
+    (``tunelab.training.loop.plan_batches``), which every contender follows."""
+    from tunelab.training.loop import plan_batches
+
+    return plan_batches(count, batch_size, seed, epoch)
+
+
+def fingerprint(steps: Iterable[Iterable[tuple[Sequence[int], int]]]) -> str:
+    """A digest of the steps a contender trained, in order, each the rows it trained on together
+    (token ids, how many of them are prompt; in any order within the step): equal digests mean
+    the same token sequences with the loss on the same tokens, in the same steps."""
+    keys = ["|".join(sorted(f"{prompt_len}:{','.join(map(str, ids))}" for ids, prompt_len in step))
+            for step in steps]
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 

@@ -156,21 +156,36 @@ def test_contenders_that_trained_on_other_tokens_are_refused(tmp_path, monkeypat
     measure = _bench(monkeypatch, "bench.throughput.measure")
     workload = data.prepare("tiny-random", 8, 0, 1)
     rows = [(s.ids, len(s.prompt_ids)) for s in workload.sequences]
+    plan = data.batch_plan(8, 4, 0, 0)
+    steps = [[rows[i] for i in reversed(batch)] for batch in plan]
     same = measure.Result("tunelab", "fp32", {}, workload.tokens, 8, 2, 2, 1.0, [1.0, 1.0],
-                          data.fingerprint(reversed(rows)), 1)  # order does not matter
+                          data.fingerprint(steps), 1)  # the order within a step does not matter
     # the same tokens, but the loss on one more token of the first example
-    shifted = [(rows[0][0], rows[0][1] - 1), *rows[1:]]
+    shifted = [list(step) for step in steps]
+    shifted[0][0] = (shifted[0][0][0], shifted[0][0][1] - 1)
     other_loss = dataclasses.replace(same, contender="trl-shipped",
                                      fingerprint=data.fingerprint(shifted))
     # one example short (as truncation or a dropped example would make it)
     fewer = dataclasses.replace(same, contender="plain-fp32",
                                 tokens=workload.tokens - len(rows[0][0]))
+    # the same examples, but two of them trained in each other's step
+    swapped = [list(step) for step in steps]
+    swapped[0][0], swapped[1][0] = swapped[1][0], swapped[0][0]
+    other_batches = dataclasses.replace(same, contender="plain-bf16",
+                                        fingerprint=data.fingerprint(swapped))
+    # the same steps in another order
+    reordered = dataclasses.replace(same, contender="trl-bench",
+                                    fingerprint=data.fingerprint(reversed(steps)))
 
-    problems = driver.check_identical([same, other_loss, fewer], workload, epochs=1)
+    problems = driver.check_identical([same, other_loss, fewer, other_batches, reordered],
+                                      workload, epochs=1, batch_size=4, seed=0)
 
-    assert len(problems) == 2
+    assert len(problems) == 4
     assert problems[0].startswith("trl-shipped trained on other token sequences")
     assert problems[1].startswith("plain-fp32 trained on")
+    assert problems[2].startswith("plain-bf16 trained on other token sequences")
+    assert problems[3].startswith("trl-bench trained on other token sequences")
+    assert "other batches" in problems[3]
 
 
 def test_without_trl_the_benchmark_says_what_to_install(monkeypatch, capsys):

@@ -1,10 +1,10 @@
 """A plain PEFT training loop, the one a user would write from the PEFT and transformers docs.
 
 The model is loaded in fp32 with ``AutoModelForCausalLM.from_pretrained``, wrapped with
-``get_peft_model``; each epoch shuffles the examples (seeded), each batch is padded to its
-longest example, the loss is transformers' own (``labels`` = the ids, -100 on prompt and padding
-tokens), then ``torch.optim.AdamW`` (no weight decay, constant rate) after clipping the gradient
-norm to 1.0, as the other contenders do. ``bf16=True`` runs the forward under
+``get_peft_model``; the batches are the ones every contender trains (``data.batch_plan``),
+each padded to its longest example, the loss is transformers' own (``labels`` = the ids, -100 on
+prompt and padding tokens), then ``torch.optim.AdamW`` (no weight decay, constant rate) after
+clipping the gradient norm to 1.0, as the other contenders do. ``bf16=True`` runs the forward under
 ``torch.autocast(dtype=torch.bfloat16)``: the weights stay fp32 and are cast at every step.
 
 Timed: the whole loop (building each batch's tensors, forward, backward, clipping, optimizer
@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from bench.throughput.contenders import Setup, lora_config
-from bench.throughput.data import Workload, fingerprint
+from bench.throughput.data import Workload, batch_plan, fingerprint
 from bench.throughput.measure import Result, steps_per_epoch, warm_up
 
 
@@ -41,14 +41,14 @@ def run(workload: Workload, setup: Setup, *, bf16: bool) -> Result:
     with autocast():
         warm_up(model, setup.device)
     sequences = workload.sequences
-    g = torch.Generator().manual_seed(setup.seed)
     step_losses: list[float] = []
-    rows: list[tuple[list[int], int]] = []
+    steps: list[list[tuple[list[int], int]]] = []
+    plans = [batch_plan(len(sequences), setup.batch_size, setup.seed, epoch)
+             for epoch in range(setup.epochs)]
     t0 = time.perf_counter()
-    for _epoch in range(setup.epochs):
-        order = torch.randperm(len(sequences), generator=g).tolist()
-        for start in range(0, len(order), setup.batch_size):
-            batch = [sequences[i] for i in order[start:start + setup.batch_size]]
+    for plan in plans:
+        for planned in plan:
+            batch = [sequences[i] for i in planned]
             width = max(len(s.ids) for s in batch)
             input_ids = torch.zeros((len(batch), width), dtype=torch.long)  # 0: any id, masked
             attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -58,7 +58,7 @@ def run(workload: Workload, setup: Setup, *, bf16: bool) -> Result:
                 input_ids[r, :n] = torch.tensor(s.ids)
                 attention_mask[r, :n] = 1
                 labels[r, p:n] = input_ids[r, p:n]
-                rows.append((s.ids, p))
+            steps.append([(s.ids, len(s.prompt_ids)) for s in batch])
             with autocast():
                 loss = model(input_ids=input_ids.to(setup.device),
                              attention_mask=attention_mask.to(setup.device),
@@ -76,12 +76,12 @@ def run(workload: Workload, setup: Setup, *, bf16: bool) -> Result:
         precision="bf16 autocast" if bf16 else "fp32",
         settings={"optimizer": "torch.optim.AdamW", "gradient checkpointing": False,
                   "learning rate": "constant"},
-        tokens=sum(len(ids) for ids, _ in rows),
-        examples=len(rows),
+        tokens=sum(len(ids) for step in steps for ids, _ in step),
+        examples=sum(len(step) for step in steps),
         steps=len(step_losses),
         steps_per_epoch=steps_per_epoch(len(sequences), setup.batch_size),
         train_seconds=train_seconds,
         step_losses=step_losses,
-        fingerprint=fingerprint(rows),
+        fingerprint=fingerprint(steps),
         threads=torch.get_num_threads(),
     )

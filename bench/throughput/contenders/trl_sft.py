@@ -8,9 +8,10 @@
   no weight decay, gradients clipped to 1.0, no truncation, no packing.
 
 TRL receives the workload's token sequences already tokenized (``trl_setup.completion_rows``),
-so it trains on exactly the tokens the others do; a wrapper around its data collator counts the
-real tokens and takes the fingerprint of every row the model is fed, so the driver can check
-that.
+so it trains on exactly the tokens the others do, and in the batches the others train
+(``data.batch_plan``: the trainer's sampler yields them in place of its own shuffle); a wrapper
+around its data collator counts the real tokens and takes the fingerprint of every batch the
+model is fed, so the driver can check that.
 
 Timed: from ``on_train_begin`` to ``on_train_end`` (fetching and collating batches, forward,
 backward, clipping, optimizer step, per-step logging), after one untimed forward + backward.
@@ -24,7 +25,7 @@ import time
 from typing import Any
 
 from bench.throughput.contenders import Setup, lora_config
-from bench.throughput.data import Workload, fingerprint
+from bench.throughput.data import Workload, batch_plan, fingerprint
 from bench.throughput.measure import Result, steps_per_epoch, warm_up
 
 # the settings this benchmark compared against before TRL as shipped was added
@@ -80,14 +81,18 @@ def run(workload: Workload, setup: Setup, *, as_shipped: bool) -> Result:
         trainer = trl_setup.shipped_trainer(workload.model_path, config, rows, tokenizer,
                                             lora_config(), callbacks=[clock])
 
-        fed: list[tuple[list[int], int]] = []
+        sampler = PlannedOrder([batch_plan(len(rows), setup.batch_size, setup.seed, epoch)
+                                for epoch in range(setup.epochs)])
+        trainer._get_train_sampler = lambda *args, **kwargs: sampler
+        fed: list[list[tuple[list[int], int]]] = []  # the rows of each batch, batch by batch
         collate = trainer.data_collator
 
         def counting_collator(features):
             batch = collate(features)
-            for ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"].bool(),
-                                         batch["labels"], strict=True):
-                fed.append((ids[mask].tolist(), _prompt_length((labels[mask] != -100).tolist())))
+            fed.append([
+                (ids[mask].tolist(), _prompt_length((labels[mask] != -100).tolist()))
+                for ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"].bool(),
+                                             batch["labels"], strict=True)])
             return batch
 
         trainer.data_collator = counting_collator
@@ -99,8 +104,8 @@ def run(workload: Workload, setup: Setup, *, as_shipped: bool) -> Result:
         contender="trl-shipped" if as_shipped else "trl-bench",
         precision=settings.pop("precision"),
         settings=settings,
-        tokens=sum(len(ids) for ids, _ in fed),
-        examples=len(fed),
+        tokens=sum(len(ids) for step in fed for ids, _ in step),
+        examples=sum(len(step) for step in fed),
         steps=trainer.state.global_step,
         steps_per_epoch=steps_per_epoch(len(workload.sequences), setup.batch_size),
         train_seconds=clock.end - clock.begin,
@@ -108,6 +113,23 @@ def run(workload: Workload, setup: Setup, *, as_shipped: bool) -> Result:
         fingerprint=fingerprint(fed),
         threads=clock.threads,
     )
+
+
+class PlannedOrder:
+    """A sampler whose every pass (the trainer makes one per epoch) yields the next epoch's
+    planned batches, one after another; with the trainer's batch size they come back as those
+    batches."""
+
+    def __init__(self, plans: list[list[list[int]]]):
+        self.plans, self.passes = plans, 0
+
+    def __len__(self) -> int:
+        return sum(len(batch) for batch in self.plans[0])
+
+    def __iter__(self):
+        plan = self.plans[min(self.passes, len(self.plans) - 1)]
+        self.passes += 1
+        return iter([i for batch in plan for i in batch])
 
 
 def _prompt_length(is_target: list[bool]) -> int:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.throughput.contenders import Setup
-from bench.throughput.data import Workload, fingerprint
+from bench.throughput.data import Workload, batch_plan, fingerprint
 from bench.throughput.measure import Result, steps_per_epoch, warm_up
 
 
@@ -72,7 +72,10 @@ def run(workload: Workload, setup: Setup) -> Result:
         steps_per_epoch=steps_per_epoch(len(workload.examples), setup.batch_size),
         train_seconds=marks[-1] - marks[0],
         step_losses=[s.mean_loss for s in result.snapshots],
-        fingerprint=fingerprint(row for row in rows for _ in range(setup.epochs)),
+        # train() draws its batches with plan_batches, which batch_plan is
+        fingerprint=fingerprint([rows[i] for i in batch] for epoch in range(setup.epochs)
+                                for batch in batch_plan(len(rows), setup.batch_size,
+                                                        setup.seed, epoch)),
         threads=torch.get_num_threads(),
         extra={"tunelab_train_seconds": result.train_seconds},
     )
