@@ -8,6 +8,31 @@ import pytest
 
 from tunelab.data import Example
 
+# Python that defines mapped_on_its_own(size): whether glibc serves a block of `size` bytes by a
+# mapping of its own (mallinfo2's hblks counts those) rather than from the heap. For probes run
+# in a process of their own (test_allocator.py, test_memory.py): a fresh heap holds no freed
+# block that could serve the request whatever the threshold.
+MALLINFO_PROBE = """
+import ctypes
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mapped_on_its_own(size):
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    mapped = libc.mallinfo2().hblks > before
+    libc.free(block)
+    return mapped
+"""
+
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:

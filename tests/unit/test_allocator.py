@@ -8,33 +8,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import MALLINFO_PROBE
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
     reason="mallopt is glibc's (the setting is skipped elsewhere, by design)")
 
-# glibc's mallinfo2: hblks is the number of blocks the allocator has mapped on their own.
-_PROBE = """
-import ctypes
+_PROBE = MALLINFO_PROBE + """
 from tunelab.training import allocator as a
-
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-        "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = Info
-libc.malloc.restype = ctypes.c_void_p
-libc.malloc.argtypes = [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
-
-def mapped_on_its_own(size):
-    before = libc.mallinfo2().hblks
-    block = libc.malloc(size)
-    mapped = libc.mallinfo2().hblks > before
-    libc.free(block)
-    return mapped
 
 assert a.fix_mmap_threshold() is True
 assert a.fix_mmap_threshold() is True  # the same setting again changes nothing

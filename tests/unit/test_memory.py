@@ -8,6 +8,7 @@ import sys
 import types
 
 import pytest
+from conftest import MALLINFO_PROBE
 
 from tunelab.data import Example
 from tunelab.training import Hyperparameters, read_manifest, train
@@ -95,33 +96,18 @@ def test_the_loss_made_in_chunks_and_recomputed_equals_the_kept_one(tiny_base, m
 
 
 
-# A training process of its own (a fresh heap: in the test process, earlier tests' freed blocks
-# could serve the probe's request whatever the threshold). glibc's mallinfo2 counts the blocks
-# mapped on their own: with the 256 KB threshold of a run short of memory a 16 MB block is one,
-# with the usual 32 MB it comes from the heap.
-_RUN = """
-import ctypes, sys
+# A training process of its own (in the test process, earlier tests' freed blocks could serve
+# the probe's request whatever the threshold): with the 256 KB threshold of a run short of
+# memory a 16 MB block is mapped on its own, with the usual 32 MB it comes from the heap.
+_RUN = MALLINFO_PROBE + """
+import sys
 from pathlib import Path
 from tunelab.catalog import get_base_model, load_base_model
 from tunelab.data import Example
 from tunelab.training import Hyperparameters, fused_lora, train
 
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-        "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = Info
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
-
 def mapped():
-    before = libc.mallinfo2().hblks
-    block = libc.malloc(16 * 2**20)
-    out = libc.mallinfo2().hblks > before
-    libc.free(block)
-    return out
+    return mapped_on_its_own(16 * 2**20)
 
 out = Path(sys.argv[1])
 base = load_base_model(get_base_model("tiny-random"), out / "models", "cpu", threads=1)
