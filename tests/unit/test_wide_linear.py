@@ -60,3 +60,35 @@ def test_a_bf16_base_is_loaded_widened_and_an_fp32_base_is_not(models_dir):
         assert bf16.model(ids).logits.dtype == torch.float32
     fp32 = load_base_model(spec, models_dir, "cpu", 1, "fp32")
     assert not any(type(m) is WideLinear for m in fp32.model.modules())
+
+
+def test_a_bf16_base_gives_its_first_layer_and_rotary_tables_fp32_inputs(models_dir):
+    from tunelab.catalog import get_base_model, load_base_model
+
+    spec = get_base_model("tiny-random")
+    bf16 = load_base_model(spec, models_dir, "cpu", 1, "bf16")  # a copy of its own
+    fp32 = load_base_model(spec, models_dir, "cpu", 1, "fp32")
+    embedding = bf16.model.get_input_embeddings()
+    assert embedding.weight.dtype == torch.bfloat16  # the table stays bf16
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def first_layer_input(module, args, kwargs):
+        seen.append(((args[0] if args else kwargs["hidden_states"]),
+                     kwargs["position_embeddings"][0]))
+
+    for model in (fp32.model, bf16.model):
+        model.get_decoder().layers[0].register_forward_pre_hook(first_layer_input,
+                                                                with_kwargs=True)
+    ids = torch.tensor([[5, 9, 3, 7, 11, 2, 8, 4]])
+    with torch.no_grad():
+        fp32.model(ids)
+        bf16.model(ids)
+        embedding._tunelab_fp32_output.remove()  # as it was before: a bf16 output
+        bf16.model(ids)
+    (reference, ref_cos), (widened, cos), (narrow, narrow_cos) = seen
+    assert widened.dtype == cos.dtype == torch.float32
+    assert narrow.dtype == narrow_cos.dtype == torch.bfloat16
+    # the rotary tables are the fp32 base's exactly; the first layer's input is the bf16
+    # table's values, unrounded by the output
+    assert torch.equal(cos, ref_cos) and not torch.equal(narrow_cos.float(), ref_cos)
+    torch.testing.assert_close(widened, reference, rtol=1e-2, atol=1e-2)

@@ -92,7 +92,10 @@ def load_base_model(
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from tunelab.catalog.wide_linear import widen_linear_outputs  # torch: imported when used
+    from tunelab.catalog.wide_linear import (  # torch: imported when used
+        widen_embedding_output,
+        widen_linear_outputs,
+    )
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -112,8 +115,10 @@ def load_base_model(
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     if chosen.name == "bf16":
-        # bf16 matmuls, fp32 results: an adapter's small updates are not rounded away
+        # bf16 matmuls, fp32 results: an adapter's small updates are not rounded away; and the
+        # embedding's output in fp32, as autocast keeps it (wide_linear.py)
         widen_linear_outputs(model)
+        widen_embedding_output(model)
     model.to(device)
     model.eval()
     if tokenizer.pad_token_id is None:

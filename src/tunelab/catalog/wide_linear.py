@@ -14,6 +14,13 @@ mean of the last ten steps 0.0420, 0.0326 and 0.0327 (docs/performance.md).
 result is returned in fp32, so the adapter's output is added to it at full precision and the
 residual stream between layers is fp32 (the norms upcast to fp32 anyway). Training and serving
 load the base through the same function, so a tuned model answers as it was trained.
+
+``widen_embedding_output`` does the same for the input embedding: its table stays bf16, its
+output is fp32. Without it the first layer's input is bf16, and so are the rotary position
+tables most models compute once per forward pass in the dtype of that input (the cos/sin every
+layer's queries and keys are turned by): autocast, which leaves embeddings alone, keeps both in
+fp32. A scratch run on Gemma 3 270M (100 examples, one epoch, the benchmark's seed 0): held-out
+loss 0.0053 with an fp32 embedding output against 0.0234 without (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -43,3 +50,17 @@ def widen_linear_outputs(model: Any, dtype: torch.dtype = torch.bfloat16) -> int
             module.__class__ = WideLinear
             changed += 1
     return changed
+
+
+def _fp32_output(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
+
+
+def widen_embedding_output(model: Any) -> bool:
+    """Make the output of ``model``'s input embedding fp32 (its table stays as it is; a forward
+    hook, kept by copies of the model); whether it changed anything."""
+    embedding = model.get_input_embeddings()
+    if embedding is None or getattr(embedding, "_tunelab_fp32_output", None) is not None:
+        return False
+    embedding._tunelab_fp32_output = embedding.register_forward_hook(_fp32_output)
+    return True
