@@ -29,8 +29,11 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from tunelab.data import Example
+
+T = TypeVar("T")
 
 _NAMES = ["Alice", "Bruno", "Chen", "Dara", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas",
           "Kemi", "Luca", "Mira", "Nils", "Omar", "Priya"]
@@ -128,8 +131,7 @@ class Workload:
         """The fingerprint of training ``epochs`` times on every sequence in the batches of
         ``batch_plan`` (see ``fingerprint``)."""
         rows = [(s.ids, len(s.prompt_ids)) for s in self.sequences]
-        return fingerprint([rows[i] for i in batch] for epoch in range(epochs)
-                           for batch in batch_plan(len(rows), batch_size, seed, epoch))
+        return fingerprint(planned_steps(rows, epochs, batch_size, seed))
 
     @property
     def tokens(self) -> int:
@@ -173,6 +175,13 @@ def batch_plan(count: int, batch_size: int, seed: int, epoch: int) -> list[list[
     from tunelab.training.loop import plan_batches
 
     return plan_batches(count, batch_size, seed, epoch)
+
+
+def planned_steps(items: Sequence[T], epochs: int, batch_size: int, seed: int) -> list[list[T]]:
+    """``items`` (in the workload's order) as the steps of ``epochs`` epochs of ``batch_plan``,
+    one list per step."""
+    return [[items[i] for i in batch] for epoch in range(epochs)
+            for batch in batch_plan(len(items), batch_size, seed, epoch)]
 
 
 def fingerprint(steps: Iterable[Iterable[tuple[Sequence[int], int]]]) -> str:

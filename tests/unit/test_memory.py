@@ -95,7 +95,6 @@ def test_the_loss_made_in_chunks_and_recomputed_equals_the_kept_one(tiny_base, m
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-
 # A training process of its own (in the test process, earlier tests' freed blocks could serve
 # the probe's request whatever the threshold): with the 256 KB threshold of a run short of
 # memory a 16 MB block is mapped on its own, with the usual 32 MB it comes from the heap.

@@ -1,7 +1,7 @@
 """A plain PEFT training loop, the one a user would write from the PEFT and transformers docs.
 
 The model is loaded in fp32 with ``AutoModelForCausalLM.from_pretrained``, wrapped with
-``get_peft_model``; the batches are the ones every contender trains (``data.batch_plan``),
+``get_peft_model``; the batches are the ones every contender trains (``data.planned_steps``),
 each padded to its longest example, the loss is transformers' own (``labels`` = the ids, -100 on
 prompt and padding tokens), then ``torch.optim.AdamW`` (no weight decay, constant rate) after
 clipping the gradient norm to 1.0, as the other contenders do. ``bf16=True`` runs the forward under
@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 
 from bench.throughput.contenders import Setup, lora_config
-from bench.throughput.data import Workload, batch_plan, fingerprint
+from bench.throughput.data import Workload, fingerprint, planned_steps
 from bench.throughput.measure import Result, steps_per_epoch, warm_up
 
 
@@ -43,31 +43,28 @@ def run(workload: Workload, setup: Setup, *, bf16: bool) -> Result:
     sequences = workload.sequences
     step_losses: list[float] = []
     steps: list[list[tuple[list[int], int]]] = []
-    plans = [batch_plan(len(sequences), setup.batch_size, setup.seed, epoch)
-             for epoch in range(setup.epochs)]
+    batches = planned_steps(sequences, setup.epochs, setup.batch_size, setup.seed)
     t0 = time.perf_counter()
-    for plan in plans:
-        for planned in plan:
-            batch = [sequences[i] for i in planned]
-            width = max(len(s.ids) for s in batch)
-            input_ids = torch.zeros((len(batch), width), dtype=torch.long)  # 0: any id, masked
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            for r, s in enumerate(batch):
-                n, p = len(s.ids), len(s.prompt_ids)
-                input_ids[r, :n] = torch.tensor(s.ids)
-                attention_mask[r, :n] = 1
-                labels[r, p:n] = input_ids[r, p:n]
-            steps.append([(s.ids, len(s.prompt_ids)) for s in batch])
-            with autocast():
-                loss = model(input_ids=input_ids.to(setup.device),
-                             attention_mask=attention_mask.to(setup.device),
-                             labels=labels.to(setup.device)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_losses.append(loss.item())
+    for batch in batches:
+        width = max(len(s.ids) for s in batch)
+        input_ids = torch.zeros((len(batch), width), dtype=torch.long)  # 0: any id, masked
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        for r, s in enumerate(batch):
+            n, p = len(s.ids), len(s.prompt_ids)
+            input_ids[r, :n] = torch.tensor(s.ids)
+            attention_mask[r, :n] = 1
+            labels[r, p:n] = input_ids[r, p:n]
+        steps.append([(s.ids, len(s.prompt_ids)) for s in batch])
+        with autocast():
+            loss = model(input_ids=input_ids.to(setup.device),
+                         attention_mask=attention_mask.to(setup.device),
+                         labels=labels.to(setup.device)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step_losses.append(loss.item())
     train_seconds = time.perf_counter() - t0
     model.save_pretrained(setup.adapter_dir)
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.throughput.contenders import Setup
-from bench.throughput.data import Workload, batch_plan, fingerprint
+from bench.throughput.data import Workload, fingerprint, planned_steps
 from bench.throughput.measure import Result, steps_per_epoch, warm_up
 
 
@@ -73,9 +73,8 @@ def run(workload: Workload, setup: Setup) -> Result:
         train_seconds=marks[-1] - marks[0],
         step_losses=[s.mean_loss for s in result.snapshots],
         # train() draws its batches with plan_batches, which batch_plan is
-        fingerprint=fingerprint([rows[i] for i in batch] for epoch in range(setup.epochs)
-                                for batch in batch_plan(len(rows), setup.batch_size,
-                                                        setup.seed, epoch)),
+        fingerprint=fingerprint(planned_steps(rows, setup.epochs, setup.batch_size,
+                                              setup.seed)),
         threads=torch.get_num_threads(),
         extra={"tunelab_train_seconds": result.train_seconds},
     )
