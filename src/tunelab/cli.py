@@ -198,15 +198,13 @@ def tune(
             base, split.train, hp, out, settings.seed if seed is None else seed,
             validation=split.validation, validation_record=split.record(),
             train_memory_mb=settings.train_memory_mb,
-            compile_mode=settings.compile, compile_cache=settings.home,
         )
     report_result(result)
 
 
 def train_with_progress(base, examples, hp, out: Path, seed: int, validation=None,
                         validation_record: dict | None = None,
-                        train_memory_mb: int | None = None, compile_mode: str = "auto",
-                        compile_cache: Path | None = None):
+                        train_memory_mb: int | None = None):
     """Run the trainer with a live progress bar (which also follows the scoring of each
     epoch on the validation examples); Ctrl-C cancels cleanly."""
     from tunelab.training import train
@@ -266,8 +264,6 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
             validation_record=validation_record,
             on_evaluation_progress=scoring,
             train_memory_mb=train_memory_mb,
-            compile_mode=compile_mode,
-            compile_cache=compile_cache,
         )
 
 
@@ -284,9 +280,6 @@ def report_result(result) -> None:
     if memory.get("recompute"):  # a small machine, or TUNELAB_TRAIN_MEMORY_MB: say so
         console.print(f"  memory: {memory['note']} (TUNELAB_TRAIN_MEMORY_MB)", highlight=False,
                       soft_wrap=True)
-    compiled = result.manifest.get("compiled") or {}
-    if compiled.get("note"):  # one line: whether the MLPs ran compiled, and why (TUNELAB_COMPILE)
-        console.print(f"  speed: {compiled['note']}", highlight=False, soft_wrap=True)
     ev = result.evaluation
     scored = {e["epoch"]: e for e in ev["epochs"]} if ev else {}
     metric = ("accuracy" if ev["metric"] == "accuracy" else "token F1") if ev else ""
@@ -640,7 +633,6 @@ def demo(
         result = train_with_progress(
             base, examples, Hyperparameters(epoch_count=epochs), output, settings.seed,
             train_memory_mb=settings.train_memory_mb,
-            compile_mode=settings.compile, compile_cache=settings.home,
         )
         report_result(result)
         adapter = adapter_path(output)

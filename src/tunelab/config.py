@@ -60,14 +60,6 @@ class Settings(BaseSettings):
         "measures it clearly faster than fp32 on this CPU or the GPU supports it; cached in the "
         "data dir), 'fp32' or 'bf16'. LoRA weights, optimizer state and loss are always fp32.",
     )
-    compile: str = Field(
-        default="auto",
-        pattern="^(auto|on|off)$",
-        description="Whether a CPU training job runs each MLP with its LoRA layers as one "
-        "compiled function: 'auto' (when compiled before on this machine, kept in the data dir, "
-        "or when the job is long enough to pay for a first compile of about a minute), 'on' or "
-        "'off'. Never on a GPU or in a job that recomputes layers to save memory.",
-    )
     seed: int = Field(default=0, description="Seed for shuffling and LoRA initialisation.")
     train_memory_mb: int | None = Field(
         default=None,

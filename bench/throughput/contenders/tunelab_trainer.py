@@ -56,8 +56,7 @@ def run(workload: Workload, setup: Setup) -> Result:
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as out:
         result = train(base, workload.examples, hp, Path(out), seed=setup.seed,
                        lora=LoraSettings(), resume=False, should_cancel=before_step,
-                       on_snapshot=after_step, compile_mode=settings.compile,
-                       compile_cache=settings.home)
+                       on_snapshot=after_step)
         shutil.copytree(result.adapter_dir, setup.adapter_dir)
     rows = [(t.prompt_ids + t.output_ids, len(t.prompt_ids)) for t in tokenized]
     return Result(
@@ -66,9 +65,6 @@ def run(workload: Workload, setup: Setup) -> Result:
         settings={
             "precision": base.precision.reason,
             "learning rate": "constant",
-            # whether the MLPs ran compiled and why; a compile is before the first step, so
-            # outside train_seconds, and its time is in this line (compiled_mlp.py)
-            "compiled MLP": result.manifest["compiled"]["note"],
         },
         tokens=result.tokens,
         examples=len(workload.examples) * setup.epochs,

@@ -361,8 +361,6 @@ def train(
     on_evaluation: Callable[[Evaluation], None] | None = None,
     on_evaluation_progress: Callable[[int, int, int], None] | None = None,
     train_memory_mb: int | None = None,
-    compile_mode: str = "auto",
-    compile_cache: Path | None = None,
 ) -> TrainResult:
     """Tune a LoRA adapter on ``examples``; write checkpoints and the adapter to ``output_dir``.
 
@@ -379,9 +377,6 @@ def train(
     ``train_memory_mb`` bounds what a step keeps for its backward pass (default: half of the
     available memory); a run whose longest batch would keep more recomputes (memory.py).
 
-    ``compile_mode`` ('auto', 'on', 'off') and ``compile_cache`` (a folder kept between jobs,
-    the data dir's): whether the MLPs run as one compiled function (compiled_mlp.py).
-
     Unset hyperparameters are chosen from the examples (``training/auto.py``); a
     ``ResolvedHyperparameters`` (a queued job's plan) is used as it is. With validation
     examples the best-scoring epoch is served, without them the last.
@@ -390,7 +385,6 @@ def train(
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
 
-    from tunelab.training.compiled_mlp import uncompile_mlps
     from tunelab.training.fused_lora import fuse_lora_layers, release_cast  # imports torch
     from tunelab.training.segment_attention import segments, use_segment_attention
 
@@ -469,11 +463,6 @@ def train(
             epoch_losses = list(state["epoch_losses"])
             tokens_total, seconds_total = state.get("tokens", 0), state.get("seconds", 0.0)
             evaluation = state.get("evaluation")
-        # A resumed run computes as the run it resumes did (compiled or not: bit-identical).
-        compiled, compile_note = _compile(
-            model, base, compile_mode, compile_cache, memory.recompute,
-            sum(it.length for it in tokenized) * hp.epoch_count,
-            None if state is None else state.get("compiled", False))
 
         def evaluate(epoch: int) -> dict:
             """Score the model (epoch 0: with the LoRA layers off, the base model)."""
@@ -545,7 +534,6 @@ def train(
                 _write_evaluation(output_dir, evaluation)
             state = {
                 "fingerprint": fingerprint,
-                "compiled": compiled,
                 "epochs_run": epoch + 1,
                 "step": step,
                 "adapter": {
@@ -565,7 +553,6 @@ def train(
         # sibling layers is let go, and a run short of memory gives the process its usual
         # mmap threshold back (allocator.py)
         release_cast()
-        uncompile_mlps(private)  # its modules are the PEFT model's
         if memory.recompute:
             fix_mmap_threshold()
     save_adapter(output_dir, model)
@@ -581,8 +568,6 @@ def train(
         # whether activations were kept or recomputed, and the budget (memory.py)
         "memory": {"budget_mb": None if memory.budget is None else memory.budget // MB,
                    "recompute": memory.recompute, "note": memory.describe()},
-        # whether the MLPs ran as one compiled function, and why (compiled_mlp.py)
-        "compiled": {"mlp": compiled, "note": compile_note},
         "status": status,
         "base_model": base.spec.id,
         "template": base.template.name,
@@ -627,31 +612,6 @@ def train(
         manifest=manifest,
         evaluation=evaluation,
     )
-
-
-def _compile(model: Any, base: LoadedBase, mode: str, cache: Path | None, recompute: bool,
-             training_tokens: int, resumed: bool | None) -> tuple[bool, str]:
-    """Give the model compiled MLPs where it pays (compiled_mlp.py); whether, and why."""
-    from tunelab.training import compiled_mlp
-
-    if base.device != "cpu":
-        return False, "compiled MLP not used: compiled only on a CPU"
-    if recompute:
-        return False, "compiled MLP not used: the run recomputes layers (short of memory)"
-    if resumed is not None:  # a resumed run does what the run it resumes did
-        mode = "on" if resumed else "off"
-    if compiled_mlp.compile_mlps(model) == 0:
-        return False, "compiled MLP not used: no MLP of the gated LoRA shape"
-    key = compiled_mlp.shape_key(model)
-    if cache is not None:
-        compiled_mlp.use_cache(cache)
-    warm = cache is not None and compiled_mlp.is_warm(cache, key)
-    wanted, why = compiled_mlp.worth_compiling(mode, warm, training_tokens)
-    if not wanted:
-        compiled_mlp.uncompile_mlps(model)
-        return False, why
-    ok, line = compiled_mlp.warm_up(model, cache, key)
-    return ok, (f"{why}; {line}" if ok else line)
 
 
 def _adamw(params: list, lr: float):

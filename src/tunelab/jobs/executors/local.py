@@ -61,8 +61,6 @@ class LocalExecutor:
             validation=validation,
             validation_record=spec.validation,
             train_memory_mb=self.settings.train_memory_mb,
-            compile_mode=self.settings.compile,
-            compile_cache=self.settings.home,
         )
         steps = result.snapshots[-1].step if result.snapshots else 0
         adapter = result.adapter_dir if steps > 0 else None
