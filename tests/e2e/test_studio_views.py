@@ -79,7 +79,7 @@ def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new
         assert cells[4] == f"{e['validationScore']:.3f}"
     # the best epoch, from the evidence, and the epoch served
     best = page.locator(f"#epochs tr[data-epoch-row='{epochs['advice']['epoch']}']")
-    assert "★ best validation score" in best.inner_text()
+    assert "★ advised by the validation scores" in best.inner_text()
     assert page.locator("#epoch-advice").get_attribute("data-basis") == "validation"
     assert page.locator("#epoch-advice").inner_text().startswith("From the validation scores:")
     served = page.locator(f"#epochs tr[data-epoch-row='{epochs['selectedEpoch']}'] td.served")

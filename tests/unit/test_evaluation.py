@@ -90,10 +90,12 @@ def test_free_text_gets_token_f1():
 
 @pytest.mark.parametrize(
     "scores, base, epoch, over_last",
-    [
-        ([0.5, 0.75, 0.75, 0.625], 0.25, 2, 0.125),  # tie between 2 and 3: the earlier
+    [  # 8 validation examples: one is worth 0.125
+        ([0.5, 0.875, 0.75, 0.625], 0.25, 2, 0.25),  # two examples better than the last
+        ([0.5, 0.875, 0.875, 0.5], 0.25, 3, 0.375),  # a tie of clearly better ones: the later
         ([0.1, 0.2, 0.3], 0.0, 3, 0.0),  # still improving: the last
         ([0.9, 0.5, 0.4], 0.95, 1, 0.5),  # worse than the base: still the best epoch
+        ([0.9, 1.0, 1.0, 1.0, 1.0], 0.0, 5, 0.0),  # a tie with the last: the last
     ],
 )
 def test_best_epoch_from_a_score_sequence(scores, base, epoch, over_last):
@@ -103,6 +105,19 @@ def test_best_epoch_from_a_score_sequence(scores, base, epoch, over_last):
     assert a.over_base == pytest.approx(scores[epoch - 1] - base)
     assert f"Epoch {epoch} has the best validation accuracy" in a.message
     assert "over the base model" in a.message
+
+
+@pytest.mark.parametrize("scores, count", [
+    ([0.5, 0.75, 0.75, 0.625], 8),  # one example better than the last: not evidence
+    ([0.9, 0.98, 0.96, 0.96, 0.96], 10),  # token F1: a fraction of one example
+])
+def test_an_earlier_epoch_within_one_examples_worth_does_not_replace_the_last(scores, count):
+    a = advise_from_scores(scores, 0.0, "token_f1", count)
+    assert a.epoch == len(scores) and a.score == scores[-1] and a.over_last == 0
+    top = max(i for i, x in enumerate(scores) if x == max(scores)) + 1  # ties: the later
+    assert a.message.startswith(f"Epoch {len(scores)}, the last, is served")
+    assert f"epoch {top}'s {max(scores):.3f} is higher by no more than one example's worth" \
+        in a.message
 
 
 def test_without_validation_the_advice_says_it_is_the_training_loss():
@@ -132,8 +147,9 @@ def test_each_epoch_is_scored_and_the_best_is_served(tiny_base, tmp_path):
         assert len(e["wrong"]) <= 3
     assert read_evaluation(out) == ev == read_manifest(out)["evaluation"]
     scores = [e["score"] for e in ev["epochs"]]
-    best = scores.index(max(scores)) + 1
-    assert r.advice.basis == VALIDATION and r.advice.epoch == best
+    best = r.advice.epoch  # the last, or an epoch clearly better than it
+    assert best == len(scores) or scores[best - 1] - scores[-1] > 1 / 8
+    assert r.advice.basis == VALIDATION and r.advice.score == scores[best - 1]
     m = read_manifest(out)
     assert m["selected_epoch"] == best and m["advice"]["epoch"] == best
     served = load_file(out / "adapter" / "adapter_model.safetensors")

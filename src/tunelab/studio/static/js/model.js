@@ -207,7 +207,7 @@ export async function show(main, id) {
     training_loss: "From the training loss",
   };
   const BEST = {
-    validation: "★ best validation score",
+    validation: "★ advised by the validation scores",
     first_run: "★ best in the first run",
     training_loss: "(advised: the training loss levels off)",
   };
