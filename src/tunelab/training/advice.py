@@ -112,14 +112,12 @@ def advise_from_scores(
     over_last = scores[best] - scores[last]
     over_base = scores[best] - base_score if base_score is not None else None
     top = max(range(len(scores)), key=lambda i: (scores[i], i))
+    lead = f"Epoch {epoch} has the best validation {name}: {scores[best]:.3f} on {count} examples"
     if best != last:
-        parts = [f"Epoch {epoch} has the best validation {name}: {scores[best]:.3f} on {count} "
-                 f"examples",
-                 f"{over_last:+.3f} over the last epoch ({last + 1}, {scores[last]:.3f}), more "
-                 f"than one example's worth ({worth:.3f})"]
+        parts = [lead, f"{over_last:+.3f} over the last epoch ({last + 1}, {scores[last]:.3f}), "
+                       f"more than one example's worth ({worth:.3f})"]
     elif top == last:
-        parts = [f"Epoch {epoch} has the best validation {name}: {scores[best]:.3f} on {count} "
-                 f"examples", "it is the last epoch"]
+        parts = [lead, "it is the last epoch"]
     else:
         parts = [f"Epoch {epoch}, the last, is served: validation {name} {scores[best]:.3f} on "
                  f"{count} examples",
