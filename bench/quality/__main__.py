@@ -34,6 +34,7 @@ BEAT_TRL_AT_20 = 0.05
 EXTRACTION_AT_100 = 0.95
 AUTO_LOSS_ALLOWED = 0.01
 AUTO_TIME_ALLOWED = 2.0
+MAX_SEEDS = 20
 
 
 def _names(value: str, known: dict | tuple, what: str) -> list[str]:
@@ -77,6 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="what the base model's weights are held in (default: tunelab's "
                    "setting, auto)")
     p.add_argument("--seed", type=int, default=0, help="the training seed")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run every cell with this many training seeds (--seed, --seed + 1, …) "
+                   "and judge the means: one seed's score moves by more than the targets' "
+                   "margins (default: 1)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT",
                    help="also write every result, with the machine's details, to OUT")
     p.add_argument("--work", type=Path, default=None,
@@ -89,6 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.tests is not None and not 1 <= args.tests <= TESTS:
         p.error(f"--tests must be from 1 to {TESTS}, got {args.tests}")
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        p.error(f"--seeds must be from 1 to {MAX_SEEDS}, got {args.seeds}")
     if args.quick:
         args.base_model = args.base_model or QUICK_MODEL
         args.tasks = args.tasks or list(QUICK_TASKS)
@@ -111,15 +118,16 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def run_one(args: argparse.Namespace, task: str, size: int, contender: str,
+def run_one(args: argparse.Namespace, task: str, size: int, contender: str, seed: int,
             work: Path) -> dict:
-    """One contender on one cell, in a new process; its result, or why it failed."""
-    folder = work / f"{task}-{size}-{contender}"
+    """One contender on one cell with one training seed, in a new process; its result, or why
+    it failed."""
+    folder = work / (f"{task}-{size}-{contender}" + (f"-seed{seed}" if args.seeds > 1 else ""))
     folder.mkdir(parents=True, exist_ok=True)
     result, log = folder / "result.json", folder / "log.txt"
     cmd = [sys.executable, "-m", "bench.quality.one", "--task", task, "--size", str(size),
            "--contender", contender, "--base-model", args.base_model,
-           "--tests", str(args.tests), "--seed", str(args.seed), "--work", str(folder),
+           "--tests", str(args.tests), "--seed", str(seed), "--work", str(folder),
            "--result", str(result)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -131,13 +139,32 @@ def run_one(args: argparse.Namespace, task: str, size: int, contender: str,
                             cwd=Path(__file__).resolve().parents[2]).returncode
     wall = time.perf_counter() - t0
     if rc == 0 and result.is_file():
-        return {**json.loads(result.read_text()), "process_seconds": wall}
+        return {**json.loads(result.read_text()), "seed": seed, "process_seconds": wall}
     with log.open("rb") as f:
         f.seek(max(0, log.stat().st_size - LOG_TAIL_BYTES))
         tail = f.read().decode(errors="replace").strip().splitlines()
     why = tail[-1] if tail else f"exit status {rc}"
-    return {"task": task, "size": size, "contender": contender, "error": why,
+    return {"task": task, "size": size, "contender": contender, "seed": seed, "error": why,
             "process_seconds": wall}
+
+
+def cells_of(results: list[dict]) -> dict[tuple[str, int, str], dict]:
+    """The results by (task, size, contender), each cell's seeds taken together: its mean
+    score and training seconds, with every seed's score in ``scores``. A cell any seed of which
+    failed is failed (a mean of the seeds that ran would not be the same measurement)."""
+    runs: dict[tuple[str, int, str], list[dict]] = {}
+    for r in results:
+        runs.setdefault((r["task"], r["size"], r["contender"]), []).append(r)
+    cells = {}
+    for key, rs in runs.items():
+        failed = [r for r in rs if "error" in r]
+        if failed:
+            cells[key] = failed[0]
+            continue
+        scores = [r["score"] for r in rs]
+        cells[key] = {**rs[0], "score": sum(scores) / len(scores), "scores": scores,
+                      "train_seconds": sum(r["train_seconds"] for r in rs) / len(rs)}
+    return cells
 
 
 def _cell(r: dict | None) -> str:
@@ -145,6 +172,9 @@ def _cell(r: dict | None) -> str:
         return "–"
     if "error" in r:
         return "failed"
+    scores = r.get("scores", [])
+    if len(scores) > 1:  # the mean, then each seed's score
+        return f"{r['score']:.2f} ({' / '.join(f'{s:.2f}' for s in scores)})"
     return f"{r['score']:.2f}"
 
 
@@ -154,9 +184,10 @@ def _seconds(r: dict | None) -> str:
 
 def table(results: list[dict], tasks: list[str], sizes: list[int],
           contenders: list[str]) -> list[str]:
-    """The results as a Markdown table: a row per (task, size), a score column per contender,
-    the differences the targets speak of, and the training seconds."""
-    by = {(r["task"], r["size"], r["contender"]): r for r in results}
+    """The results as a Markdown table: a row per (task, size), a score column per contender
+    (the mean over seeds, then each seed's), the differences of the means the targets speak of,
+    and the mean training seconds."""
+    by = cells_of(results)
     trained = [c for c in contenders if c != "base"]
     head = ["task", "examples", *contenders]
     if {"tunelab", "trl"} <= set(contenders):
@@ -183,9 +214,9 @@ def table(results: list[dict], tasks: list[str], sizes: list[int],
 
 
 def targets(results: list[dict]) -> list[str]:
-    """The issue's targets, checked on the cells that were run (a target whose cells were not
-    run is not reported)."""
-    by = {(r["task"], r["size"], r["contender"]): r for r in results if "error" not in r}
+    """The issue's targets, checked on the cells that were run, on each cell's mean over seeds
+    (a target whose cells were not run is not reported)."""
+    by = {key: r for key, r in cells_of(results).items() if "error" not in r}
     tasks = sorted({r["task"] for r in by.values()})
     out = []
 
@@ -236,27 +267,32 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.tasks:  # fail before any training if a task's data is not as stated
         make_task(name, SEED)
     info = machine()
+    seeds = list(range(args.seed, args.seed + args.seeds))
     print(f"Quality benchmark: {args.base_model}; tasks {', '.join(args.tasks)}; sizes "
-          f"{', '.join(map(str, args.sizes))}; {args.tests} held-out test inputs per task")
+          f"{', '.join(map(str, args.sizes))}; {args.tests} held-out test inputs per task; "
+          f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
     print(f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
           f"{', '.join(info['cpu_flags']) or 'none of amx/avx512_bf16/avx512f/avx2'}")
-    cells = [(t, 0, "base") for t in args.tasks if "base" in args.contenders]
-    cells += [(t, n, c) for t in args.tasks for n in args.sizes for c in args.contenders
-              if c != "base"]
+    # the base trains on nothing: scored once per task, whatever the seeds
+    cells = [(t, 0, "base", args.seed) for t in args.tasks if "base" in args.contenders]
+    cells += [(t, n, c, s) for t in args.tasks for n in args.sizes for s in seeds
+              for c in args.contenders if c != "base"]
     cells.sort(key=lambda cell: (args.tasks.index(cell[0]), cell[1]))
     results: list[dict] = []
     shown = False
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
         work = args.work or Path(tmp)
-        for task, size, contender in cells:
-            r = run_one(args, task, size, contender, work)
+        for task, size, contender, seed in cells:
+            r = run_one(args, task, size, contender, seed, work)
             results.append(r)
             if "precision" in r and not shown:  # the same in every run: shown once
                 shown, p = True, r["precision"]
                 print(f"Precision of the base weights: {p['name']} ({p['reason']}); "
                       f"{r['threads']} torch threads; device {r['device']}")
             where = f"{task} n={size} {contender}" if contender != "base" else f"{task} base"
+            if len(seeds) > 1 and contender != "base":
+                where += f" seed {seed}"
             if "error" in r:
                 print(f"  {where}: FAILED: {r['error']}")
             else:
@@ -279,13 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "machine": info, "base_model": args.base_model, "tasks": args.tasks,
             "sizes": args.sizes, "contenders": args.contenders, "tests": args.tests,
-            "seed": args.seed, "data_seed": SEED, "total_seconds": total,
+            "seed": args.seed, "seeds": seeds, "data_seed": SEED, "total_seconds": total,
             "results": results}, indent=1))
     failed = [r for r in results if "error" in r]
     if failed:
         where = args.work or "DIR (rerun with --work DIR to keep them)"
-        print(f"{len(failed)} run(s) failed; each run's output is in "
-              f"{where}/<task>-<size>-<contender>/log.txt.")
+        name = "<task>-<size>-<contender>" + ("-seed<seed>" if len(seeds) > 1 else "")
+        print(f"{len(failed)} run(s) failed; each run's output is in {where}/{name}/log.txt.")
     return 1 if failed else 0
 
 

@@ -101,6 +101,37 @@ def test_targets_are_checked_on_the_cells_run():
     assert rows[3].startswith("| dates | 100 | 0.96 | 0.98 | 0.97 | -0.01 | -0.02 |")
 
 
+def test_several_seeds_are_judged_on_each_cells_mean():
+    def r(seed, contender, score, seconds):
+        return {"task": "entities", "size": 100, "contender": contender, "seed": seed,
+                "score": score, "train_seconds": seconds, "kind": "extraction"}
+
+    # one seed alone says automatic settings lose by 0.11; the mean over two says 0.04
+    results = [r(0, "tunelab", 0.40, 100.0), r(0, "tunelab-gemini", 0.51, 80.0),
+               r(1, "tunelab", 0.86, 120.0), r(1, "tunelab-gemini", 0.83, 100.0)]
+    rows = table(results, ["entities"], [100], ["tunelab", "tunelab-gemini"])
+    assert rows[2] == ("| entities | 100 | 0.63 (0.40 / 0.86) | 0.67 (0.51 / 0.83) | -0.04 "
+                       "| 110 / 90 |")
+    lines = targets(results)
+    assert "tunelab ≥ 0.95 at 100 examples on extraction/normalisation: 0 of 1 " \
+           "(missed: entities)" in lines
+    assert any(line.startswith("automatic settings within 0.01") and "0 of 1" in line
+               for line in lines)
+    # a cell with one failed seed is failed, not the mean of the seeds that ran
+    failed = [*results, {**r(2, "tunelab", 0.0, 0.0), "error": "out of memory"}]
+    assert table(failed, ["entities"], [100], ["tunelab", "tunelab-gemini"])[2].startswith(
+        "| entities | 100 | failed | 0.67 (0.51 / 0.83) | – |")
+    assert not any(line.startswith("automatic settings within") for line in targets(failed))
+
+
+def test_seeds_out_of_range_are_refused(capsys):
+    from bench.quality.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--seeds", "0", "--contenders", "base"])
+    assert "--seeds must be from 1 to 20, got 0" in capsys.readouterr().err
+
+
 def test_quick_run_end_to_end(tmp_path):
     pytest.importorskip("trl")
     out = tmp_path / "quality.json"
