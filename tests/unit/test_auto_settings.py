@@ -33,10 +33,10 @@ def test_unset_values_are_chosen_from_the_data(n, epochs, batch, warmup, rank):
         warmup, "cosine", rank, 2 * rank)
     assert set(hp.automatic) == {"epoch_count", "batch_size", "learning_rate"}
     assert len(hp.reasons) == 5  # batch, epochs, rate, LoRA shape, the served epoch
-    assert hp.reasons[-1].startswith("Served epoch: the last")
+    assert hp.reasons[-1].startswith("Served epoch: the last (no examples held out")
     held_out = Hyperparameters().resolve(0.001, [Example("x" * 20, "y")] * n,
                                          has_validation=True)
-    assert held_out.reasons[-1].startswith("Served epoch: the one that scores best")
+    assert held_out.reasons[-1].startswith("Served epoch: the last, unless an earlier one scores")
 
 
 def test_given_values_are_used_exactly():

@@ -23,7 +23,8 @@ The arithmetic (``b`` the batch size, ``spe = ceil(n / b)`` steps per epoch):
 - **LoRA shape**: rank 8 (alpha 16) on every linear layer below 1,000 examples, rank 16
   (alpha 32) from 1,000: more examples can fill more directions.
 - **stopping point**: the epochs above, the last epoch served, unless validation examples are
-  held out (from 40 examples, ``data/split.py``): then the epoch that scored best on them. Below
+  held out (from 40 examples, ``data/split.py``): then the last unless an earlier one scored
+  better on them by more than one example's worth (``advice.py``). Below
   40 nothing is held out. An earlier version ran a first run that held out a fifth of the
   examples (at least 4) to choose the epoch, then trained on all of them; measured on the quality
   benchmark's 12-way ``intent`` task at 20 examples it scored the 4 held-out examples equally from

@@ -137,7 +137,8 @@ class Hyperparameters:
             reasons.append(f"LoRA rank {rank}, alpha {alpha} on every linear layer: "
                            f"{'1,000 or more' if rank > 8 else 'fewer than 1,000'} examples.")
         reasons.append(
-            "Served epoch: the one that scores best on the validation examples." if has_validation
+            "Served epoch: the last, unless an earlier one scores better on the validation "
+            "examples by more than one example's worth." if has_validation
             else "Served epoch: the last (no examples held out to score epochs on: below 40 "
             "examples every one is trained on).")
         return ResolvedHyperparameters(epochs, batch, lr, warmup, decay, rank, alpha,

@@ -7,7 +7,8 @@ a run resumed from a checkpoint takes exactly the steps an uninterrupted run tak
 With validation examples, the base model is scored once before the first step and the model
 after every epoch (``training/evaluate.py``); the scores go into the checkpoint (so a resumed
 run reports them too), into ``evaluation.json`` as soon as each is known, and into the
-manifest. The best-scoring epoch is served when the run completes.
+manifest. The epoch the scores advise is served when the run completes (``advice.py``: the
+last, unless an earlier one scores clearly better).
 
 The trainer works on a private copy of the base model's module tree that shares its weights
 (``_private_model``): the loaded base is never changed, so it can serve (a ``Generator`` may
@@ -371,15 +372,15 @@ def train(
     With ``validation`` examples the base model and every epoch are scored on them
     (``on_evaluation`` gets each score, epoch 0 being the base model;
     ``on_evaluation_progress(epoch, done, total)`` follows the answers), and a completed run
-    serves the best-scoring epoch. ``validation_record`` (how the examples were chosen, see
-    ``data/split.py``) is kept with the scores.
+    serves the epoch they advise (``advice.py``). ``validation_record`` (how the examples were
+    chosen, see ``data/split.py``) is kept with the scores.
 
     ``train_memory_mb`` bounds what a step keeps for its backward pass (default: half of the
     available memory); a run whose longest batch would keep more recomputes (memory.py).
 
     Unset hyperparameters are chosen from the examples (``training/auto.py``); a
     ``ResolvedHyperparameters`` (a queued job's plan) is used as it is. With validation
-    examples the best-scoring epoch is served, without them the last.
+    examples the advised epoch is served, without them the last.
     """
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -559,7 +560,8 @@ def train(
     advice = (advice_of(evaluation) if evaluation else None) or advise_epoch(epoch_losses)
     selected = None
     if status == "completed":
-        # with scores, the best epoch is served; without, the last (the advice only advises)
+        # with scores, the advised epoch is served (advice.py: the last unless an earlier one
+        # is clearly better); without, the last (the loss-based advice only advises)
         selected = advice.epoch if evaluation and advice else len(epoch_losses)
     manifest = {
         "tunelab_version": __version__,
