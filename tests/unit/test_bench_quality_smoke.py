@@ -81,6 +81,24 @@ def test_a_failed_run_is_reported_in_its_row_and_the_exit_status(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_each_seed_runs_in_its_own_folder_and_a_failed_seed_fails_the_cell(tmp_path):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.quality", "--base-model", str(folder), "--contenders",
+         "tunelab", "--tasks", "dates", "--sizes", "20", "--tests", "1", "--seed", "3",
+         "--seeds", "2", "--work", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert "training seeds 3, 4" in proc.stdout
+    assert "dates n=20 tunelab seed 3: FAILED: " in proc.stdout
+    assert "dates n=20 tunelab seed 4: FAILED: " in proc.stdout
+    assert "| dates | 20 | failed |" in proc.stdout
+    for seed in (3, 4):
+        assert (tmp_path / "work" / f"dates-20-tunelab-seed{seed}" / "log.txt").is_file()
+    assert "<task>-<size>-<contender>-seed<seed>/log.txt" in proc.stdout
+
+
 def test_targets_are_checked_on_the_cells_run():
     def r(task, size, contender, score, seconds=10.0, kind="extraction"):
         return {"task": task, "size": size, "contender": contender, "score": score,
