@@ -118,11 +118,18 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def run_folder(task: object, size: object, contender: object, seed: object,
+               several_seeds: bool) -> str:
+    """The name of one run's folder under ``--work`` (also written with placeholders, to say
+    where a failed run's output is)."""
+    return f"{task}-{size}-{contender}" + (f"-seed{seed}" if several_seeds else "")
+
+
 def run_one(args: argparse.Namespace, task: str, size: int, contender: str, seed: int,
             work: Path) -> dict:
     """One contender on one cell with one training seed, in a new process; its result, or why
     it failed."""
-    folder = work / (f"{task}-{size}-{contender}" + (f"-seed{seed}" if args.seeds > 1 else ""))
+    folder = work / run_folder(task, size, contender, seed, args.seeds > 1)
     folder.mkdir(parents=True, exist_ok=True)
     result, log = folder / "result.json", folder / "log.txt"
     cmd = [sys.executable, "-m", "bench.quality.one", "--task", task, "--size", str(size),
@@ -320,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in results if "error" in r]
     if failed:
         where = args.work or "DIR (rerun with --work DIR to keep them)"
-        name = "<task>-<size>-<contender>" + ("-seed<seed>" if len(seeds) > 1 else "")
+        name = run_folder("<task>", "<size>", "<contender>", "<seed>", args.seeds > 1)
         print(f"{len(failed)} run(s) failed; each run's output is in {where}/{name}/log.txt.")
     return 1 if failed else 0
 
