@@ -15,8 +15,8 @@
   It is given the very token sequences tunelab trains on (tunelab's chat template, loss on the
   output tokens), so the two differ in how they train, not in what they see.
 
-Every contender's adapter is then answered by the same code, tunelab's ``Generator`` (see
-``one.py``), so the scores differ by training alone.
+Every contender's adapter is then answered by the same code (``one.py``: ``answer_all``), so
+the scores differ by training alone.
 """
 
 from __future__ import annotations
