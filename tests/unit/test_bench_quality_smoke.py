@@ -182,3 +182,36 @@ def test_quick_run_end_to_end(tmp_path):
     assert (gemini["settings"]["epoch_count"], gemini["steps"]) == (5, 25)
     trl = next(r for r in results if r["contender"] == "trl")
     assert trl["steps"] == 25 and trl["trained_examples"] == 20
+
+
+def test_test_inputs_get_the_answers_the_service_gives(models_dir, tmp_path):
+    """bench.quality answers the test inputs 16 at a time (``answer_all``): on an fp32 base
+    every answer is the one generateContent's ``Generator`` gives that input alone, for the base
+    model and for a tuned adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from bench.quality.one import answer_all
+    from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.inference import GenerationConfig, Generator
+    from tunelab.training.evaluate import answer_budget
+    from tunelab.training.loop import _private_model
+
+    def load():  # answer_all and the Generator each put the adapter on a base of their own
+        return load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32")
+
+    base = load()
+    torch.manual_seed(0)
+    tuned = get_peft_model(_private_model(base.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    tuned.save_pretrained(str(tmp_path / "adapter"))
+    tests = make_task("intent").test[:20]  # more than one batch of 16
+    served_base = load()
+    generator = Generator(served_base)
+    config = GenerationConfig(temperature=0.0, max_output_tokens=answer_budget(
+        served_base.tokenizer, served_base.template, tests))
+    for adapter in (None, tmp_path / "adapter"):
+        served = [generator.generate([("user", ex.text_input)], ex.system, config, adapter).text
+                  for ex in tests]
+        assert len(set(served)) > 1  # the random model does answer differently
+        assert answer_all(load(), tests, adapter) == served
