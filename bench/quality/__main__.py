@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.quality.contenders import CONTENDERS
+from bench.quality.contenders import CONTENDERS, parse_vary
 from bench.quality.tasks import SEED, TASKS, TESTS, make_task
 
 SIZES = (20, 50, 100, 500)
@@ -82,6 +82,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run every cell with this many training seeds (--seed, --seed + 1, …) "
                    "and judge the means: one seed's score moves by more than the targets' "
                    "margins (default: 1)")
+    p.add_argument("--vary", default="", metavar="KEY=VALUE,…",
+                   help="change one part of the tunelab contenders' plan, to measure what it is "
+                   "worth: warmup=N, decay=constant|cosine, alpha=N, validation=none (every "
+                   "example trained on); applied after tunelab's choices")
     p.add_argument("--json", type=Path, default=None, metavar="OUT",
                    help="also write every result, with the machine's details, to OUT")
     p.add_argument("--work", type=Path, default=None,
@@ -96,6 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--tests must be from 1 to {TESTS}, got {args.tests}")
     if not 1 <= args.seeds <= MAX_SEEDS:
         p.error(f"--seeds must be from 1 to {MAX_SEEDS}, got {args.seeds}")
+    try:
+        parse_vary(args.vary)
+    except ValueError as e:
+        p.error(str(e))
     if args.quick:
         args.base_model = args.base_model or QUICK_MODEL
         args.tasks = args.tasks or list(QUICK_TASKS)
@@ -140,6 +148,8 @@ def run_one(args: argparse.Namespace, task: str, size: int, contender: str, seed
         cmd += ["--threads", str(args.threads)]
     if args.precision:
         cmd += ["--precision", args.precision]
+    if args.vary:
+        cmd += ["--vary", args.vary]
     t0 = time.perf_counter()
     with log.open("wb") as out:
         rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
@@ -277,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
     print(f"Quality benchmark: {args.base_model}; tasks {', '.join(args.tasks)}; sizes "
           f"{', '.join(map(str, args.sizes))}; {args.tests} held-out test inputs per task; "
-          f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+          f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+          + (f"; tunelab's plan varied: {args.vary}" if args.vary else ""))
     print(f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
           f"{', '.join(info['cpu_flags']) or 'none of amx/avx512_bf16/avx512f/avx2'}")
     # the base trains on nothing: scored once per task, whatever the seeds
@@ -323,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info, "base_model": args.base_model, "tasks": args.tasks,
             "sizes": args.sizes, "contenders": args.contenders, "tests": args.tests,
             "seed": args.seed, "seeds": seeds, "data_seed": SEED, "total_seconds": total,
+            "vary": parse_vary(args.vary),
             "results": results}, indent=1))
     failed = [r for r in results if "error" in r]
     if failed:

@@ -15,12 +15,18 @@
   It is given the very token sequences tunelab trains on (tunelab's chat template, loss on the
   output tokens), so the two differ in how they train, not in what they see.
 
+``--vary`` changes one part of the tunelab contenders' plan, to measure what that part is
+worth (``VARIATIONS``): ``warmup=N`` warmup steps, ``decay=constant|cosine``, ``alpha=N`` the
+LoRA alpha, ``validation=none`` every example trained on and none held out. It is applied to
+the resolved plan, after tunelab's choices, so everything else stays as a user gets it.
+
 Every contender's adapter is then answered by the same code (``one.py``: ``answer_all``), so
 the scores differ by training alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -38,6 +44,36 @@ CONTENDERS: dict[str, str] = {
 }
 GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR = 5, 4, 0.001
 
+# --vary's keys: the values each may take, in words, and a check of a value read as text
+VARIATIONS: dict[str, tuple[str, Any]] = {
+    "warmup": ("a whole number of steps, 0 or more", lambda v: v.isdigit() and int(v)),
+    "decay": ("constant or cosine", lambda v: v in ("constant", "cosine") and v),
+    "alpha": ("a whole number, 1 or more", lambda v: v.isdigit() and int(v) >= 1 and int(v)),
+    "validation": ("none", lambda v: v == "none" and v),
+}
+
+
+def parse_vary(text: str) -> dict[str, Any]:
+    """``KEY=VALUE,KEY=VALUE`` → a dict; ValueError naming what is wrong and the choices."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in VARIATIONS:
+            raise ValueError(f"--vary takes KEY=VALUE with KEY one of "
+                             f"{', '.join(VARIATIONS)}; got {part!r}")
+        words, read = VARIATIONS[key]
+        parsed = read(value)
+        if parsed is False:
+            raise ValueError(f"--vary {key} must be {words}; got {value!r}")
+        out[key] = parsed
+    return out
+
+
+def vary_plan(plan: Any, vary: dict[str, Any]) -> Any:
+    """The resolved plan with ``vary``'s parts changed (``validation`` is the split's)."""
+    names = {"warmup": "warmup_steps", "decay": "decay", "alpha": "lora_alpha"}
+    return dataclasses.replace(plan, **{names[k]: v for k, v in vary.items() if k in names})
+
 
 @dataclass
 class Trained:
@@ -52,32 +88,36 @@ class Trained:
     choices: list[str] = field(default_factory=list)  # tunelab's one line per choice
 
 
-def train(name: str, base: Any, examples: list[Example], work: Path, seed: int) -> Trained:
+def train(name: str, base: Any, examples: list[Example], work: Path, seed: int,
+          vary: dict[str, Any] | None = None) -> Trained:
     """Train contender ``name`` (a key of ``CONTENDERS``) on ``examples``; files under
-    ``work``."""
+    ``work``; ``vary`` (``parse_vary``) changes the tunelab contenders' plan."""
     if name == "base":
         return Trained(None)
     if name in ("tunelab", "tunelab-gemini"):
-        return _tunelab(base, examples, work, seed, gemini=name == "tunelab-gemini")
+        return _tunelab(base, examples, work, seed, gemini=name == "tunelab-gemini",
+                        vary=vary or {})
     if name == "trl":
         return _trl(base, examples, work, seed)
     raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
 
 
 def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
-             gemini: bool) -> Trained:
+             gemini: bool, vary: dict[str, Any]) -> Trained:
     """What the service does with a tuning request (jobs/service.py, executors/local.py):
     split off validation examples, resolve the hyperparameters from the training examples,
     train, serve the selected epoch."""
-    from tunelab.data.split import split_validation
+    from tunelab.data.split import NONE, Split, split_validation
     from tunelab.training import Hyperparameters, adapter_path
     from tunelab.training import train as tunelab_train
 
-    split = split_validation(examples)
+    split = (Split(list(examples), [], NONE) if vary.get("validation") == "none"
+             else split_validation(examples))
     given = Hyperparameters(GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR) if gemini else (
         Hyperparameters())
     plan = given.resolve(base.spec.recommended_learning_rate, split.train,
                          has_validation=bool(split.validation))
+    plan = vary_plan(plan, vary)
     t0 = time.perf_counter()
     result = tunelab_train(base, split.train, plan, work / "run", seed=seed,
                            validation=split.validation, validation_record=split.record())
@@ -89,7 +129,7 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
         settings={**plan.to_dict(), "warmup_steps": plan.warmup_steps, "decay": plan.decay,
                   "lora_rank": plan.lora_rank, "lora_alpha": plan.lora_alpha,
                   "served_epoch": manifest.get("selected_epoch"),
-                  "epochs_run": manifest.get("epochs_run")},
+                  "epochs_run": manifest.get("epochs_run"), **({"vary": vary} if vary else {})},
         choices=list(plan.reasons))
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.quality.contenders import CONTENDERS, train
+from bench.quality.contenders import CONTENDERS, parse_vary, train
 from bench.quality.tasks import SEED, TASKS, TESTS, TOKEN_F1, make_task
 
 WRONG_SHOWN = 3  # wrong answers kept in the result, for a reader to see what goes wrong
@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--precision", default=None, help="fp32, bf16 or auto (tunelab's setting)")
     p.add_argument("--work", type=Path, required=True, help="a folder for the run's files")
     p.add_argument("--result", type=Path, required=True, help="where to write the result JSON")
+    p.add_argument("--vary", type=parse_vary, default={},
+                   help="KEY=VALUE,…: one part of the tunelab contenders' plan changed")
     return p.parse_args(argv)
 
 
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> dict:
     base = load_base_model(spec, settings.models_dir, settings.device,
                            args.threads or settings.threads, args.precision or settings.precision)
     args.work.mkdir(parents=True, exist_ok=True)
-    trained = train(args.contender, base, examples, args.work, args.seed)
+    trained = train(args.contender, base, examples, args.work, args.seed, args.vary)
 
     t0 = time.perf_counter()
     answers = answer_all(base, tests, trained.adapter)

@@ -215,3 +215,38 @@ def test_test_inputs_get_the_answers_the_service_gives(models_dir, tmp_path):
                   for ex in tests]
         assert len(set(served)) > 1  # the random model does answer differently
         assert answer_all(load(), tests, adapter) == served
+
+
+def test_vary_changes_one_part_of_tunelabs_plan(tiny_base, tmp_path):
+    from conftest import arithmetic_examples
+
+    from bench.quality.contenders import parse_vary, train
+
+    exs = arithmetic_examples(48)  # 8 held out: 40 trained, automatic settings
+    plain = train("tunelab", tiny_base, exs, tmp_path / "plain", seed=0)
+    varied = train("tunelab", tiny_base, exs, tmp_path / "varied", seed=0,
+                   vary=parse_vary("warmup=0,decay=constant,alpha=8,validation=none"))
+    assert (plain.trained_examples, plain.validation_examples) == (40, 8)
+    assert plain.settings["warmup_steps"] > 0 and plain.settings["decay"] == "cosine"
+    assert plain.settings["lora_alpha"] == 16 and "vary" not in plain.settings
+    # every example trained on, none held out; the schedule and LoRA scale as asked
+    assert (varied.trained_examples, varied.validation_examples) == (48, 0)
+    assert (varied.settings["warmup_steps"], varied.settings["decay"]) == (0, "constant")
+    assert varied.settings["vary"]["alpha"] == 8
+    config = json.loads((varied.adapter / "adapter_config.json").read_text())
+    assert config["lora_alpha"] == 8  # what was trained, not only what was reported
+    manifest = json.loads((tmp_path / "varied" / "run" / "manifest.json").read_text())
+    assert manifest["plan"]["decay"] == "constant" and manifest["plan"]["warmup_steps"] == 0
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("decay=linear", "--vary decay must be constant or cosine; got 'linear'"),
+    ("alpha=0", "--vary alpha must be a whole number, 1 or more; got '0'"),
+    ("epochs=3", "--vary takes KEY=VALUE with KEY one of warmup, decay, alpha, validation"),
+])
+def test_vary_refuses_what_it_cannot_do_before_any_run(text, says, capsys):
+    from bench.quality.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["--vary", text])
+    assert says in capsys.readouterr().err
