@@ -44,12 +44,13 @@ CONTENDERS: dict[str, str] = {
 }
 GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR = 5, 4, 0.001
 
-# --vary's keys: the values each may take, in words, and a check of a value read as text
-VARIATIONS: dict[str, tuple[str, Any]] = {
-    "warmup": ("a whole number of steps, 0 or more", lambda v: v.isdigit() and int(v)),
-    "decay": ("constant or cosine", lambda v: v in ("constant", "cosine") and v),
-    "alpha": ("a whole number, 1 or more", lambda v: v.isdigit() and int(v) >= 1 and int(v)),
-    "validation": ("none", lambda v: v == "none" and v),
+# --vary's keys: the values each may take, in words; the check of a value given as text; how
+# the checked text is read
+VARIATIONS: dict[str, tuple[str, Any, Any]] = {
+    "warmup": ("a whole number of steps, 0 or more", str.isdecimal, int),
+    "decay": ("constant or cosine", lambda v: v in ("constant", "cosine"), str),
+    "alpha": ("a whole number, 1 or more", lambda v: v.isdecimal() and int(v) >= 1, int),
+    "validation": ("none", lambda v: v == "none", str),
 }
 
 
@@ -61,11 +62,10 @@ def parse_vary(text: str) -> dict[str, Any]:
         if not sep or key not in VARIATIONS:
             raise ValueError(f"--vary takes KEY=VALUE with KEY one of "
                              f"{', '.join(VARIATIONS)}; got {part!r}")
-        words, read = VARIATIONS[key]
-        parsed = read(value)
-        if parsed is False:
+        words, allowed, read = VARIATIONS[key]
+        if not allowed(value):
             raise ValueError(f"--vary {key} must be {words}; got {value!r}")
-        out[key] = parsed
+        out[key] = read(value)
     return out
 
 
