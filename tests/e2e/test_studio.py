@@ -123,12 +123,10 @@ def test_studio_flow(new_page, studio_service):
     page.wait_for_selector("#ans-tuned[data-done='1']", timeout=300_000)
     page.wait_for_selector("#ans-base[data-done='1']", timeout=300_000)
     # Streamed: several server-sent events per answer (the untuned random model rambles,
-    # so its text comes in several pieces); the tuned one may stop after a word, so it
-    # shows at least its last event, and an empty answer is said in words
+    # so its text comes in several pieces; the tuned one may stop after a word)
     assert int(page.locator("#ans-base").get_attribute("data-chunks")) >= 2
-    assert int(page.locator("#ans-base").get_attribute("data-events")) >= 2
-    assert int(page.locator("#ans-tuned").get_attribute("data-events")) >= 1
     for box in ("#ans-tuned", "#ans-base"):
+        assert int(page.locator(box).get_attribute("data-events")) >= 2, box
         assert page.locator(f"{box} .text").inner_text().strip()
         assert "⚠" not in page.locator(f"{box} .text").inner_text()
 
