@@ -116,11 +116,12 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
     given = Hyperparameters(GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR) if gemini else (
         Hyperparameters())
     plan = given.resolve(base.spec.recommended_learning_rate, split.train,
-                         has_validation=bool(split.validation))
+                         has_validation=bool(split.validation), held_out=len(split.held_out))
     plan = vary_plan(plan, vary)
     t0 = time.perf_counter()
     result = tunelab_train(base, split.train, plan, work / "run", seed=seed,
-                           validation=split.validation, validation_record=split.record())
+                           validation=split.validation, validation_record=split.record(),
+                           refit_examples=split.examples)
     seconds = time.perf_counter() - t0
     manifest = result.manifest
     return Trained(
@@ -129,7 +130,8 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
         settings={**plan.to_dict(), "warmup_steps": plan.warmup_steps, "decay": plan.decay,
                   "lora_rank": plan.lora_rank, "lora_alpha": plan.lora_alpha,
                   "served_epoch": manifest.get("selected_epoch"),
-                  "epochs_run": manifest.get("epochs_run"), **({"vary": vary} if vary else {})},
+                  "epochs_run": manifest.get("epochs_run"), **({"vary": vary} if vary else {}),
+                  **({"refit_steps": result.refit["steps"]} if result.refit else {})},
         choices=list(plan.reasons))
 
 

@@ -197,22 +197,26 @@ def tune(
         result = train_with_progress(
             base, split.train, hp, out, settings.seed if seed is None else seed,
             validation=split.validation, validation_record=split.record(),
-            train_memory_mb=settings.train_memory_mb,
+            train_memory_mb=settings.train_memory_mb, everything=split.examples,
         )
     report_result(result)
 
 
 def train_with_progress(base, examples, hp, out: Path, seed: int, validation=None,
                         validation_record: dict | None = None,
-                        train_memory_mb: int | None = None):
+                        train_memory_mb: int | None = None, everything=None):
     """Run the trainer with a live progress bar (which also follows the scoring of each
-    epoch on the validation examples); Ctrl-C cancels cleanly."""
+    epoch on the validation examples, and a refit on ``everything``, the held-out examples
+    included, when the plan has one); Ctrl-C cancels cleanly."""
     from tunelab.training import train
 
+    everything = everything or examples
     # unset values are chosen from the data (training/auto.py); one line says why for each
     resolved = hp.resolve(base.spec.recommended_learning_rate, examples,
-                          has_validation=bool(validation))
+                          has_validation=bool(validation),
+                          held_out=len(everything) - len(examples))
     per_epoch = resolved.steps_per_epoch(len(examples))
+    first_total = per_epoch * resolved.epoch_count
     console.print(
         f"Tuning [bold]{base.spec.id}[/] on {len(examples)} examples: "
         f"{resolved.epoch_count} epochs × {per_epoch} steps (batch size {resolved.batch_size}), "
@@ -238,7 +242,7 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
     with CancelFlag() as cancel, progress:
         task = progress.add_task(
             "tune",
-            total=per_epoch * resolved.epoch_count,
+            total=first_total * (2 if resolved.refit else 1),  # the refit: at most as many
             epoch=1,
             epochs=resolved.epoch_count,
             loss="–",
@@ -250,6 +254,16 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
             note = "" if done == total else f"scoring {what}: {done}/{total}"
             progress.update(task, note=note)
 
+        def step(s) -> None:
+            if s.step <= first_total:
+                progress.update(task, completed=s.step, epoch=s.epoch, loss=f"{s.mean_loss:.4f}")
+                return
+            # the refit on every example (training/refit.py): its own epochs, its real length
+            epochs = -(-(s.total_steps - first_total) // resolved.steps_per_epoch(len(everything)))
+            progress.update(task, completed=s.step, total=s.total_steps,
+                            epoch=s.epoch - resolved.epoch_count, epochs=epochs,
+                            loss=f"{s.mean_loss:.4f}", note=f"refit on all {len(everything)}")
+
         return train(
             base,
             examples,
@@ -257,13 +271,12 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
             out,
             seed=seed,
             should_cancel=cancel,
-            on_snapshot=lambda s: progress.update(
-                task, completed=s.step, epoch=s.epoch, loss=f"{s.mean_loss:.4f}"
-            ),
+            on_snapshot=step,
             validation=validation,
             validation_record=validation_record,
             on_evaluation_progress=scoring,
             train_memory_mb=train_memory_mb,
+            refit_examples=everything if resolved.refit else None,
         )
 
 
@@ -306,7 +319,11 @@ def report_result(result) -> None:
                         f"{e['score']:.3f}"] if e else ["", "", ""]
             table.add_row(*row, mark if i == best else "")
         console.print(table)
-    if result.status == "cancelled":
+    refit = result.refit
+    if result.status == "cancelled" and refit:  # the first run's served epoch remains
+        console.print(f"[yellow]Tuning was cancelled.[/] {refit['message']}", highlight=False,
+                      soft_wrap=True)
+    elif result.status == "cancelled":
         last = ev["epochs"][-1] if ev and ev["epochs"] else None
         quality = (
             f"the last evaluated epoch, {last['epoch']}, scored {last['score']:.3f} "
@@ -323,7 +340,13 @@ def report_result(result) -> None:
         console.print(f"[bold]{label}:[/] {result.advice.message}", highlight=False)
         last = len(result.epoch_losses)
         served = result.manifest.get("selected_epoch")
-        if ev and served and served != last:
+        if refit and refit.get("served"):
+            console.print(f"[bold]Served:[/] {refit['message']}", highlight=False,
+                          soft_wrap=True)
+            console.print(f"  To serve epoch {refit['from_epoch']} of the run that held examples "
+                          f"out instead: tunelab use-epoch {result.output_dir} "
+                          f"{refit['from_epoch']}", highlight=False, soft_wrap=True)
+        elif ev and served and served != last:
             console.print(f"  The adapter serves epoch {served}. To serve epoch {last} "
                           f"instead: tunelab use-epoch {result.output_dir} {last}")
         elif result.advice.epoch != last and result.status == "completed":
@@ -383,14 +406,24 @@ def generate(
 @app.command("use-epoch")
 def use_epoch(
     output: Annotated[Path, typer.Argument(help="A tuning output directory.")],
-    epoch: Annotated[int, typer.Argument(help="The epoch whose checkpoint to serve.")],
+    epoch: Annotated[str, typer.Argument(
+        help="The epoch whose checkpoint to serve, or 'refit' for the refit on all examples.")],
 ) -> None:
-    """Serve an earlier epoch's checkpoint instead of the last one, without re-tuning."""
-    from tunelab.training import select_epoch
+    """Serve an earlier epoch's checkpoint instead of the last one (or the refit on every
+    example again), without re-tuning."""
+    from tunelab.training import select_epoch, select_refit
 
     with reported():
-        select_epoch(output, epoch)
-    console.print(f"{output}/adapter now holds the parameters after epoch {epoch}.")
+        if epoch.strip().lower() == "refit":
+            select_refit(output)
+            console.print(f"{output}/adapter now holds the refit on all the examples.")
+            return
+        if not epoch.strip().isdecimal():
+            err.print(f"[red]Error:[/] EPOCH must be an epoch number or 'refit', got {epoch!r}.",
+                      highlight=False)
+            raise typer.Exit(2)
+        select_epoch(output, int(epoch))
+    console.print(f"{output}/adapter now holds the parameters after epoch {int(epoch)}.")
 
 
 @app.command("eval")

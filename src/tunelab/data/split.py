@@ -58,6 +58,11 @@ class Split:
             "training loss alone. Give validation examples to get scores."
         )
 
+    @property
+    def examples(self) -> list[Example]:
+        """Every example given for training, in the given order (a refit trains on them)."""
+        return rejoin(self.train, self.validation, self.held_out)
+
     def record(self) -> dict:
         """What the model's record keeps: JSON, without the examples themselves."""
         return {
@@ -100,6 +105,16 @@ def split_validation(examples: list[Example], given: list[Example] | None = None
     validation = [examples[i] for i in chosen]
     return Split(train, validation, HELD_OUT, [i + 1 for i in chosen],
                  duplicate_warnings(train, validation))
+
+
+def rejoin(train: list[Example], validation: list[Example], held_out: list[int]) -> list[Example]:
+    """The examples as given: ``train`` with the held-out ``validation`` examples back at their
+    numbers (``held_out``, 1-based, as ``Split.held_out``); ``train`` alone when none were
+    held out."""
+    out = list(train)
+    for number, ex in sorted(zip(held_out, validation, strict=True), key=lambda p: p[0]):
+        out.insert(number - 1, ex)
+    return out
 
 
 def duplicate_warnings(train: list[Example], validation: list[Example]) -> list[Problem]:

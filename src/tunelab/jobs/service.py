@@ -146,8 +146,11 @@ class TuningService(DataFiles):
         train_examples = split.train
         # unset fields chosen from the training examples (training/auto.py)
         resolved = hp.resolve(spec.recommended_learning_rate, train_examples,
-                              has_validation=bool(split.validation))
+                              has_validation=bool(split.validation),
+                              held_out=len(split.held_out))
         steps = total_steps(len(train_examples), resolved.batch_size, resolved.epoch_count)
+        if resolved.refit:  # at most as many again (training/refit.py); set when it starts
+            steps *= 2
 
         model_id = req.tuned_model_id or derive_id(req.display_name)
         op_name = f"tunedModels/{model_id}/operations/{random_id(12)}"

@@ -155,7 +155,8 @@ class Worker:
 
         def on_snapshot(s) -> None:
             self.store.put_snapshot(
-                job.seq, spec.model_id, s.step, s.epoch, float(s.mean_loss), s.compute_time
+                job.seq, spec.model_id, s.step, s.epoch, float(s.mean_loss), s.compute_time,
+                total_steps=s.total_steps or None,  # a refit's length, once it is known
             )
 
         try:
@@ -199,7 +200,9 @@ class Worker:
             if not self.store.model_exists(spec.model_id):
                 self._finish_deleted(job, spec)
                 return
-            if result.adapter_dir is not None:
+            if result.note:  # cancelled during a refit: the first run's model remains
+                msg, state = result.note, "ACTIVE"
+            elif result.adapter_dir is not None:
                 msg = CANCELLED_ACTIVE.format(step=result.completed_steps, total=spec.total_steps)
                 state = "ACTIVE"
             else:
@@ -211,7 +214,7 @@ class Worker:
                 cancelled=True,
                 state_message=msg,
                 error_code=CANCELLED,
-                error_message=CANCEL_MESSAGE + " " + msg.split(". ", 1)[-1]
+                error_message=CANCEL_MESSAGE + " " + (result.note or msg.split(". ", 1)[-1])
                 if state == "ACTIVE"
                 else CANCEL_MESSAGE,
             )

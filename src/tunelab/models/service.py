@@ -14,6 +14,7 @@ the job, the store (``store/``) keeps the rows, ``auth/`` decides who may do wha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,10 @@ class Epochs:
     selected_epoch: int | None = None
     advice: dict | None = None  # the epoch advice (training/advice.py), as a dict
     example_count: int | None = None
+    steps_per_epoch: int | None = None  # of the run the epochs belong to
+    # the refit on every example (training/refit.py), planned, running or done: its record
+    # with ``first_step`` (its steps follow the epochs') and ``mean_loss``; None without one
+    refit: dict | None = None
 
 
 class TunedModels:
@@ -201,9 +206,6 @@ class TunedModels:
         from tunelab.training.evaluate import advice_of
 
         name = f"tunedModels/{row.id}"
-        by_epoch: dict[int, list[SnapshotRow]] = {}
-        for snap in self.store.snapshots(row.id):
-            by_epoch.setdefault(snap.epoch, []).append(snap)
         try:
             manifest = read_manifest(self.tuning.model_dir(row.id))
         except NotFound:
@@ -211,6 +213,17 @@ class TunedModels:
         except DataLoss as e:
             raise DataLoss(f"{name}: {e.message} Restore the server's data directory from a "
                            "backup, or delete the model and tune it again.") from None
+        spe = math.ceil(row.example_count / row.batch_size) if row.batch_size else None
+        refit = self._refit(row, manifest, spe)
+        by_epoch: dict[int, list[SnapshotRow]] = {}
+        refit_losses = []
+        for snap in self.store.snapshots(row.id):
+            if refit and snap.step >= refit["first_step"]:  # the refit's steps: not epochs
+                refit_losses.append(snap.mean_loss)
+            else:
+                by_epoch.setdefault(snap.epoch, []).append(snap)
+        if refit:
+            refit["mean_loss"] = sum(refit_losses) / len(refit_losses) if refit_losses else None
         have = self.finished_epochs(row.id)
         evaluation = self.evaluation(row.id) or {}
         scored = {e["epoch"]: e for e in evaluation.get("epochs") or []}
@@ -228,7 +241,37 @@ class TunedModels:
         return Epochs(
             model_id=row.id, epochs=views,
             selected_epoch=manifest.get("selected_epoch") if row.state == "ACTIVE" else None,
-            advice=advice.to_dict() if advice else None, example_count=row.example_count)
+            advice=advice.to_dict() if advice else None, example_count=row.example_count,
+            steps_per_epoch=spe, refit=refit)
+
+    def _refit(self, row: TunedModelRow, manifest: dict, spe: int | None) -> dict | None:
+        """The refit's record (training/refit.py) once it started; before, what is planned."""
+        first_steps = (spe or 0) * row.epoch_count
+        if manifest.get("refit"):
+            keep = ("status", "served", "examples", "held_out", "steps", "from_epoch", "message")
+            return {**{k: manifest["refit"].get(k) for k in keep},
+                    "first_step": manifest.get("total_steps", first_steps) + 1}
+        job = self.store.job_of(row.id)
+        plan = ((job.spec or {}).get("plan") or {}) if job is not None else {}
+        if not plan.get("refit") or row.state != "CREATING":
+            return None
+        held = len(((job.spec or {}).get("validation") or {}).get("held_out") or [])
+        n = row.example_count + held
+        return {"status": "planned", "served": False, "examples": n, "held_out": held,
+                "steps": None, "from_epoch": None, "first_step": first_steps + 1,
+                "message": f"After the {row.epoch_count} epochs, a refit trains on all {n} "
+                           "examples for as many steps as the served epoch took, and is served."}
+
+    def select_refit(self, row: TunedModelRow) -> Epochs:
+        """Serve the refit on every example again, after an epoch was chosen instead."""
+        from tunelab.training import select_refit
+
+        if row.state != "ACTIVE":
+            raise FailedPrecondition(
+                f"tunedModels/{row.id} has state {row.state}; the refit can be chosen only for "
+                "a model whose tuning has ended (state ACTIVE).")
+        select_refit(self.tuning.model_dir(row.id))
+        return self.epochs(row)
 
     def select_epoch(self, row: TunedModelRow, epoch: int) -> Epochs:
         """Serve an earlier (or the last) epoch's checkpoint from now on. A cancelled model

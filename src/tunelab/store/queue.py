@@ -162,10 +162,17 @@ class QueueQueries(StoreBase):
                 model.update_time = utcnow()
 
     def put_snapshot(
-        self, seq: int, model_id: str, step: int, epoch: int, mean_loss: float, at: datetime
+        self, seq: int, model_id: str, step: int, epoch: int, mean_loss: float, at: datetime,
+        total_steps: int | None = None,
     ) -> None:
+        """Record a step (again, after a resume: the same step is updated); ``total_steps``
+        corrects the run's length when it changed since it was planned (a refit)."""
         with self.session() as s:
             row = s.get(SnapshotRow, (model_id, step))
+            if total_steps:
+                s.execute(update(TunedModelRow).where(
+                    TunedModelRow.id == model_id, TunedModelRow.total_steps != total_steps)
+                    .values(total_steps=total_steps))
             if row is None:
                 if s.get(TunedModelRow, model_id) is None:
                     return

@@ -9,7 +9,6 @@ from tunelab.training.checkpoint import (
     adapter_path,
     list_checkpoints,
     read_manifest,
-    select_epoch,
 )
 from tunelab.training.hyperparameters import (
     DEFAULT_BATCH_SIZE,
@@ -21,6 +20,7 @@ from tunelab.training.hyperparameters import (
     total_steps,
 )
 from tunelab.training.loop import Snapshot, TrainResult, plan_batches, train
+from tunelab.training.refit import select_epoch, select_refit
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -38,6 +38,7 @@ __all__ = [
     "plan_batches",
     "read_manifest",
     "select_epoch",
+    "select_refit",
     "total_steps",
     "train",
 ]

@@ -20,11 +20,13 @@ from tunelab.errors import HyperparameterError, Problem
 from tunelab.parameters import HyperparameterSettings, problems
 from tunelab.training.auto import (
     MIN_LR_RATIO,
+    REFIT_BELOW,
     DataShape,
     auto_batch_size,
     auto_epoch_count,
     learning_rate_at,
     lora_shape,
+    refits,
     warmup_steps,
 )
 
@@ -76,12 +78,14 @@ class Hyperparameters:
         examples: Sequence[Example] | None = None,
         *,
         has_validation: bool = False,
+        held_out: int = 0,
     ) -> ResolvedHyperparameters:
         """The values to train with. Without ``examples``, unset fields take Gemini's fixed
         defaults; with them, tunelab chooses the unset fields from the data
         (``training/auto.py``: epochs, batch size, a warmup + cosine learning-rate schedule,
-        the LoRA shape; which epoch is served depends on ``has_validation``). Given values are
-        always used exactly."""
+        the LoRA shape; which epoch is served depends on ``has_validation``, and whether a
+        refit on every example follows on ``held_out``, the number of the user's examples held
+        out for validation). Given values are always used exactly."""
         self.validate()
         recommended = recommended_learning_rate or DEFAULT_LEARNING_RATE
         if self.learning_rate is not None:
@@ -99,9 +103,10 @@ class Hyperparameters:
                 lora_rank=rank,
                 lora_alpha=2 * rank,
             )
-        return self._auto(lr, DataShape.of(examples), has_validation)
+        return self._auto(lr, DataShape.of(examples), has_validation, held_out)
 
-    def _auto(self, lr: float, shape: DataShape, has_validation: bool) -> ResolvedHyperparameters:
+    def _auto(self, lr: float, shape: DataShape, has_validation: bool,
+              held_out: int) -> ResolvedHyperparameters:
         n = shape.example_count
         reasons, chosen = [], []
         batch = self.batch_size
@@ -136,13 +141,24 @@ class Hyperparameters:
             rank, alpha = lora_shape(n)
             reasons.append(f"LoRA rank {rank}, alpha {alpha} on every linear layer: "
                            f"{'1,000 or more' if rank > 8 else 'fewer than 1,000'} examples.")
-        reasons.append(
-            "Served epoch: the last, unless an earlier one scores better on the validation "
-            "examples by more than one example's worth." if has_validation
-            else "Served epoch: the last (no examples held out to score epochs on: below 40 "
-            "examples every one is trained on).")
+        refit = self.epoch_count is None and refits(n, held_out)
+        if refit:
+            reasons.append(
+                f"Served model: a refit (automatic). The epoch is chosen on the {held_out} "
+                "held-out examples (the last, unless an earlier one scores better by more than "
+                f"one example's worth); then a second run trains on all {n + held_out} "
+                f"examples for as many steps, and that run is served: below {REFIT_BELOW} "
+                "examples the held-out tenth is too much to leave out (it can double the "
+                "training time).")
+            chosen.append("refit")
+        else:
+            reasons.append(
+                "Served epoch: the last, unless an earlier one scores better on the validation "
+                "examples by more than one example's worth." if has_validation
+                else "Served epoch: the last (no examples held out to score epochs on: below 40 "
+                "examples every one is trained on).")
         return ResolvedHyperparameters(epochs, batch, lr, warmup, decay, rank, alpha,
-                                       tuple(reasons), tuple(chosen))
+                                       tuple(reasons), tuple(chosen), refit)
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,9 @@ class ResolvedHyperparameters:
     lora_alpha: int = 16
     reasons: tuple[str, ...] = ()
     automatic: tuple[str, ...] = ()  # the fields tunelab chose
+    # after choosing the epoch on held-out examples, train again on every example for as many
+    # steps and serve that (training/refit.py)
+    refit: bool = False
 
     def steps_per_epoch(self, n_examples: int) -> int:
         return math.ceil(n_examples / self.batch_size)

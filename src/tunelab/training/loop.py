@@ -82,6 +82,9 @@ class Snapshot:
     compute_time: datetime
     tokens: int = 0
     seconds: float = 0.0
+    # the run's total steps when it changed since the job was planned (a refit shorter than
+    # planned, refit.py); 0: as planned
+    total_steps: int = 0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -108,6 +111,8 @@ class TrainResult:
     manifest: dict = field(default_factory=dict)
     # {"metric", "example_count", "validation", "baseline", "epochs"}; None without validation
     evaluation: dict | None = None
+    # the refit on every example (refit.py), when one ran: what it trained and what is served
+    refit: dict | None = None
 
     @property
     def adapter_dir(self) -> Path:
@@ -316,7 +321,7 @@ def _private_model(model: Any) -> Any:
     return private
 
 
-def _write_evaluation(output_dir: Path, evaluation: dict) -> None:
+def write_evaluation(output_dir: Path, evaluation: dict) -> None:
     """``evaluation.json``: the scores so far, readable while the run goes on (the API shows
     them on the operation)."""
     atomic_write_text(output_dir / "evaluation.json", json.dumps(evaluation, indent=2))
@@ -362,6 +367,9 @@ def train(
     on_evaluation: Callable[[Evaluation], None] | None = None,
     on_evaluation_progress: Callable[[int, int, int], None] | None = None,
     train_memory_mb: int | None = None,
+    refit_examples: list[Example] | None = None,
+    max_steps: int | None = None,
+    schedule_steps: int | None = None,
 ) -> TrainResult:
     """Tune a LoRA adapter on ``examples``; write checkpoints and the adapter to ``output_dir``.
 
@@ -380,7 +388,13 @@ def train(
 
     Unset hyperparameters are chosen from the examples (``training/auto.py``); a
     ``ResolvedHyperparameters`` (a queued job's plan) is used as it is. With validation
-    examples the advised epoch is served, without them the last.
+    examples the advised epoch is served, without them the last; when the plan asks for a refit
+    and ``refit_examples`` (every example, the held-out ones included) are given, a completed
+    run is followed by one on all of them for as many steps, which is served (``refit.py``).
+
+    ``max_steps`` ends the run after that many steps (its last epoch may be partial) and
+    ``schedule_steps`` is the length the learning-rate schedule is laid over (default: the
+    run's own steps): together they make the refit take the held-out run's steps.
     """
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -400,12 +414,17 @@ def train(
     output_dir = Path(output_dir)
     data_hash = dataset_hash(examples)
     schedule = hp.schedule()  # None for Gemini's constant rate: fingerprints stay as they were
+    bounds = {k: v for k, v in (("max_steps", max_steps), ("schedule_steps", schedule_steps))
+              if v is not None}
     fingerprint = _fingerprint(base, data_hash, {**hp.to_dict(), **(
-        {"schedule": schedule} if schedule else {})}, lora, seed,
+        {"schedule": schedule} if schedule else {}), **bounds}, lora, seed,
         dataset_hash(validation) if validation else None)
     tokenized = [tokenize_example(base.tokenizer, base.template, ex) for ex in examples]
     steps_per_epoch = hp.steps_per_epoch(len(examples))
     total = steps_per_epoch * hp.epoch_count
+    if max_steps is not None:
+        total = min(total, max_steps)
+    lr_steps = schedule_steps or total
     pad_id = base.tokenizer.pad_token_id
 
     torch.manual_seed(seed)
@@ -490,13 +509,15 @@ def train(
             }
             evaluation["baseline"] = evaluate(0)
         if evaluation is not None:
-            _write_evaluation(output_dir, evaluation)
+            write_evaluation(output_dir, evaluation)
 
         model.train()
         status = "completed"
         for epoch in range(start_epoch, hp.epoch_count):
             loss_sum_epoch, tokens_epoch = 0.0, 0
             for batch_idx in plan_batches(len(tokenized), hp.batch_size, seed, epoch):
+                if step >= total:  # max_steps: the last epoch is partial
+                    break
                 if should_cancel is not None and should_cancel():
                     status = "cancelled"
                     break
@@ -514,7 +535,7 @@ def train(
                     step_loss += loss.item()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 for group in optimizer.param_groups:  # a function of the step alone (resume)
-                    group["lr"] = hp.lr_at(step + 1, total)
+                    group["lr"] = hp.lr_at(step + 1, lr_steps)
                 optimizer.step()
                 step += 1
                 dt = time.perf_counter() - t0
@@ -532,7 +553,7 @@ def train(
             epoch_losses.append(loss_sum_epoch / max(tokens_epoch, 1))
             if evaluation is not None:
                 evaluation["epochs"].append(evaluate(epoch + 1))
-                _write_evaluation(output_dir, evaluation)
+                write_evaluation(output_dir, evaluation)
             state = {
                 "fingerprint": fingerprint,
                 "epochs_run": epoch + 1,
@@ -549,6 +570,8 @@ def train(
                 "evaluation": evaluation,
             }
             save_checkpoint(output_dir, epoch + 1, model, state)
+            if step >= total:
+                break
     finally:
         # whatever ends the run (completion, cancellation, an error): the input cast kept for
         # sibling layers is let go, and a run short of memory gives the process its usual
@@ -602,7 +625,7 @@ def train(
     write_manifest(output_dir, manifest)
     if selected is not None and selected != len(epoch_losses):
         manifest = select_epoch(output_dir, selected)
-    return TrainResult(
+    result = TrainResult(
         status=status,
         output_dir=output_dir,
         snapshots=snapshots,
@@ -614,6 +637,13 @@ def train(
         manifest=manifest,
         evaluation=evaluation,
     )
+    if status == "completed" and hp.refit and refit_examples:
+        from tunelab.training.refit import refit
+
+        del model, private, optimizer, params, evaluator  # the refit trains an adapter of its own
+        return refit(result, base, refit_examples, hp, lora, seed, on_snapshot=on_snapshot,
+                     should_cancel=should_cancel, train_memory_mb=train_memory_mb)
+    return result
 
 
 def _adamw(params: list, lr: float):

@@ -78,7 +78,10 @@ def evaluation_out(evaluation: dict | None, row: TunedModelRow) -> s.Evaluation 
     advice = advice_of(evaluation) if epochs else None
     text = advice.message if advice else None
     metric = "accuracy" if evaluation["metric"] == "accuracy" else "tokenF1"
-    if row.cancelled and epochs:
+    refit = evaluation.get("refit") or {}
+    if row.cancelled and refit.get("status") == "cancelled":
+        pass  # cancelled in the refit: the first run completed, its advice holds
+    elif row.cancelled and epochs:
         last = epochs[-1]
         text = (
             f"Tuning was cancelled. The last evaluated epoch, {last['epoch']}, scored "
@@ -94,8 +97,10 @@ def evaluation_out(evaluation: dict | None, row: TunedModelRow) -> s.Evaluation 
         metric=metric,
         baseline=_scores_out(base) if base else None,
         epochs=[_scores_out(e) for e in epochs] or None,
-        best_epoch=advice.epoch if advice and not row.cancelled else None,
+        best_epoch=advice.epoch if advice and (
+            not row.cancelled or refit.get("status") == "cancelled") else None,
         advice=text,
+        refit=refit.get("message"),
         evaluating=row.state == "CREATING" or None,
     )
 

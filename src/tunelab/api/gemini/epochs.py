@@ -6,6 +6,11 @@ re-tuning (the same as ``tunelab use-epoch`` for local runs).
 
     GET  /v1beta/tunedModels/{id}/epochs          → EpochsResponse
     POST /v1beta/tunedModels/{id}:selectEpoch     {"epoch": 3} → EpochsResponse
+    POST /v1beta/tunedModels/{id}:selectEpoch     {"refit": true} → EpochsResponse
+
+A small dataset's run may end with a refit (training/refit.py): after the epochs, chosen on
+held-out examples, a second run on every example is served; ``refit`` describes it and its
+steps are not counted in any epoch.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pydantic.alias_generators import to_camel
 from tunelab.api.deps import Principal, current_principal, rule_for
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.auth.rules import OWNER
+from tunelab.errors import InvalidArgument
 from tunelab.models import Epochs
 from tunelab.store import TunedModelRow
 
@@ -52,18 +58,36 @@ class AdviceOut(_Camel):
     over_base: float | None = None
 
 
+class RefitOut(_Camel):
+    status: str = Field(description="PLANNED, RUNNING, COMPLETED or CANCELLED.")
+    served: bool = Field(description="Whether the refit's parameters are served.")
+    examples: int = Field(description="The examples it trains on: all of them.")
+    held_out: int = Field(description="How many of them the epochs were scored on.")
+    steps: int | None = Field(None, description="Its optimizer steps: as many as the chosen "
+                              "epoch took (null until the epochs are done).")
+    from_epoch: int | None = Field(None, description="The epoch whose steps it takes.")
+    first_step: int = Field(description="Its first step in the model's snapshots.")
+    mean_loss: float | None = Field(None, description="Mean of its step losses so far.")
+    message: str
+
+
 class EpochsResponse(_Camel):
     tuned_model: str
     epochs: list[EpochOut] = []
     selected_epoch: int | None = Field(
-        None, description="The epoch whose parameters are served (null: none yet).")
+        None, description="The epoch whose parameters are served (null: none yet, or the "
+        "refit is served).")
     advice: AdviceOut | None = None
     example_count: int | None = None
+    steps_per_epoch: int | None = None
+    refit: RefitOut | None = Field(
+        None, description="A refit on every example after the epochs, when the run has one.")
 
 
 class SelectEpochRequest(_Camel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-    epoch: int
+    epoch: int | None = None
+    refit: bool | None = Field(None, description="true: serve the refit on every example.")
 
 
 def _model(request: Request, model_id: str, principal: Principal) -> TunedModelRow:
@@ -79,6 +103,9 @@ def _out(view: Epochs) -> EpochsResponse:
         selected_epoch=view.selected_epoch,
         advice=AdviceOut(**view.advice) if view.advice else None,
         example_count=view.example_count,
+        steps_per_epoch=view.steps_per_epoch,
+        refit=RefitOut(**{**view.refit, "status": view.refit["status"].upper()})
+        if view.refit else None,
     )
 
 
@@ -98,5 +125,10 @@ def select_epoch(model_id: str, body: SelectEpochRequest, request: Request,
     """tunelab extension: serve an earlier (or the last) epoch's checkpoint from now on. A
     cancelled model may serve any epoch that finished before the cancel (its own weights, from
     the middle of the next epoch, are replaced)."""
+    if (body.epoch is None) == (not body.refit):
+        raise InvalidArgument("Give either epoch (the epoch to serve) or refit: true (the refit "
+                              "on every example), not both and not neither.")
     row = _model(request, model_id, principal)
+    if body.refit:
+        return _out(request.app.state.models.select_refit(row))
     return _out(request.app.state.models.select_epoch(row, body.epoch))

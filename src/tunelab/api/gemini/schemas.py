@@ -228,6 +228,9 @@ class Evaluation(_Out):
     epochs: list[EvaluationScores] | None = None
     best_epoch: int | None = None
     advice: str | None = Field(None, description="The best epoch and its margins, in words.")
+    refit: str | None = Field(
+        None, description="What the refit on every example after the epochs trains and serves, "
+        "in words (the scores are those of the run that held the validation examples out).")
     evaluating: bool | None = Field(
         None, description="True while the model is being tuned (more scores to come).")
 

@@ -41,6 +41,8 @@ class ExecutionResult:
     adapter_dir: Path | None  # None when no parameters were learned
     completed_steps: int
     where: str = "this worker process"  # where the training ran, for the worker's log
+    # what the model keeps when the cancel came during a refit (training/refit.py)
+    note: str | None = None
 
 
 class Executor(Protocol):

@@ -34,6 +34,7 @@ class LocalExecutor:
         on_snapshot: Callable[[Snapshot], None],
         should_cancel: Callable[[], bool],
     ) -> ExecutionResult:
+        from tunelab.data.split import rejoin
         from tunelab.jobs.files import read_examples
 
         root = self.settings.artifacts_dir
@@ -50,6 +51,9 @@ class LocalExecutor:
 
         validation = read_examples(root / spec.validation_dataset) if (
             spec.validation_dataset) else None
+        # a refit trains on every example, the held-out ones back in their places (refit.py)
+        everything = rejoin(examples, validation or [], (spec.validation or {}).get(
+            "held_out") or []) if isinstance(hp, ResolvedHyperparameters) and hp.refit else None
         result = train(
             base,
             examples,
@@ -61,7 +65,10 @@ class LocalExecutor:
             validation=validation,
             validation_record=spec.validation,
             train_memory_mb=self.settings.train_memory_mb,
+            refit_examples=everything,
         )
         steps = result.snapshots[-1].step if result.snapshots else 0
         adapter = result.adapter_dir if steps > 0 else None
-        return ExecutionResult(result.status, adapter, steps)
+        # cancelled during the refit: the first run's served epoch remains, complete
+        note = result.refit["message"] if result.refit and result.status == "cancelled" else None
+        return ExecutionResult(result.status, adapter, steps, note=note)
