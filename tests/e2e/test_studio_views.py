@@ -119,6 +119,43 @@ def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new
     assert "fewer than 40" in page.locator("#validation-note").inner_text()
 
 
+def test_model_page_shows_the_refit_and_serves_it_or_an_epoch(new_page, alice):
+    """44 examples, nothing set: 8 held out score the epochs, then a refit on all 44 is served
+    (training/refit.py); its row has no scores, its steps are a band of their own."""
+    alice.tune("refit", [parity(i) for i in range(44)])
+    epochs = alice.c.get("/v1beta/tunedModels/refit/epochs").json()
+    refit = epochs["refit"]
+    assert refit["served"] and refit["status"] == "COMPLETED"
+    page, _ = new_page()
+    sign_in(page, "alice")
+    open_model(page, "refit")
+    row = page.locator("#epochs tr[data-epoch-row='refit']")
+    cells = row.locator("td").all_inner_texts()
+    assert cells[0].startswith(f"Refit on all 44 examples, {refit['steps']} steps")
+    assert cells[1] == f"{refit['meanLoss']:.4f}" and cells[4] == "not scored"
+    assert row.locator("td.served").inner_text() == "✔ served"
+    assert page.locator("#epochs td.served:has-text('✔ served')").count() == 1
+    assert "The served model is a refit" in page.locator("#refit-note").inner_text()
+    # the chart: the first run's epochs, then the refit's band from its first step
+    band = page.locator("#chart g.refit")
+    assert band.get_attribute("data-refit-from") == str(refit["firstStep"])
+    assert "refit on all 44" in band.locator("text").text_content()
+    assert page.locator("#chart polyline.refit-line").count() == 1
+    marked = {int(m) for m in page.locator("#chart line.epoch").evaluate_all(
+        "ls => ls.map((l) => l.dataset.epoch)")}
+    assert marked and max(marked) <= len(epochs["epochs"])  # no epoch marks in the refit
+    # serve an epoch of the first run, then the refit again
+    page.click("#epochs button[data-epoch='2']")
+    page.wait_for_selector("#epochs tr[data-epoch-row='2'] td.served:has-text('✔ served')")
+    assert row.locator("td.served").inner_text() == ""
+    assert "Epoch 2 of the run that held 8 examples out is served" in (
+        page.locator("#refit-note").inner_text())
+    page.click("#epochs button[data-refit]")
+    page.wait_for_selector("#epochs tr[data-epoch-row='refit'] td.served:has-text('✔ served')")
+    assert alice.c.get("/v1beta/tunedModels/refit/epochs").json()["refit"]["served"]
+    screenshot(page, "model-refit")
+
+
 def evaluation_choices(client: Client, model_id: str) -> list[str]:
     model = client.c.get(f"/v1beta/tunedModels/{model_id}").json()
     return model["tuningTask"]["hyperparameters"]["choices"]

@@ -23,17 +23,23 @@ function niceTicks(lo, hi, n = 5) {
 
 /** snapshots: [{step, epoch, meanLoss}]; totalSteps: the x range; selectedEpoch: or null;
  *  stepsPerEpoch: the planned steps of one epoch; running: whether tuning goes on;
- *  validation: [{epoch, step, loss}], the validation loss at the end of scored epochs. */
-export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, stepsPerEpoch = 0, running = false, width = 720, validation = [] } = {}) {
+ *  validation: [{epoch, step, loss}], the validation loss at the end of scored epochs;
+ *  refit: {from, label} when a refit on every example follows the epochs from step `from`
+ *  (its steps are drawn as a curve of their own in a band, not as epochs). */
+export function lossChart(allSnapshots, { totalSteps = 0, selectedEpoch = null, stepsPerEpoch = 0, running = false, width = 720, validation = [], refit = null } = {}) {
+  const snapshots = refit ? allSnapshots.filter((s) => s.step < refit.from) : allSnapshots;
+  const refitSteps = refit ? allSnapshots.filter((s) => s.step >= refit.from) : [];
+  const refitRunning = running && refitSteps.length > 0;
   // Drawn at the container's width (320-720 units), so the text stays legible on a phone.
   const W = Math.round(Math.min(720, Math.max(320, width || 720)));
   const H = W < 500 ? 230 : 280, L = 46, R = 14, T = 16, B = 40;
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-labelledby": "chart-title" });
   const valText = validation.length ? `; validation loss ${validation.map((v) => `epoch ${v.epoch} ${v.loss.toFixed(4)}`).join(", ")}` : "";
+  const refitText = refitSteps.length ? `; ${refit.label}: ${refitSteps.length} steps, last loss ${refitSteps[refitSteps.length - 1].meanLoss.toFixed(4)}` : "";
   svg.appendChild(el("title", { id: "chart-title" },
-    snapshots.length ? `Mean loss per step: ${snapshots.length} steps, last loss ${snapshots[snapshots.length - 1].meanLoss.toFixed(4)}${valText}` : "No steps yet"));
-  const maxStep = Math.max(totalSteps, snapshots.length ? snapshots[snapshots.length - 1].step : 1, 1);
-  const losses = [...snapshots.map((s) => s.meanLoss), ...(snapshots.length ? validation.map((v) => v.loss) : [])];
+    snapshots.length ? `Mean loss per step: ${snapshots.length} steps, last loss ${snapshots[snapshots.length - 1].meanLoss.toFixed(4)}${valText}${refitText}` : "No steps yet"));
+  const maxStep = Math.max(totalSteps, allSnapshots.length ? allSnapshots[allSnapshots.length - 1].step : 1, 1);
+  const losses = [...allSnapshots.map((s) => s.meanLoss), ...(snapshots.length ? validation.map((v) => v.loss) : [])];
   let lo = losses.length ? Math.min(...losses) : 0, hi = losses.length ? Math.max(...losses) : 1;
   const pad = (hi - lo) * 0.08 || 0.5;
   lo = Math.max(0, lo - pad); hi += pad;
@@ -67,8 +73,9 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
   const marks = el("g", { class: "epochs" });
   const done = [...ends.entries()].filter(([e]) => finished(e)).sort((a, b) => a[0] - b[0]);
   const planned = [];
-  if (running && stepsPerEpoch > 0) {
-    for (let e = lastEpoch || 1; e * stepsPerEpoch <= maxStep; e++) if (!finished(e)) planned.push([e, e * stepsPerEpoch]);
+  const epochsEnd = refit ? refit.from - 1 : maxStep;
+  if (running && !refitRunning && stepsPerEpoch > 0) {
+    for (let e = lastEpoch || 1; e * stepsPerEpoch <= epochsEnd; e++) if (!finished(e)) planned.push([e, e * stepsPerEpoch]);
   }
   // The band of the epoch still running (or cut short) and its label, placed first so the
   // finished epochs' labels make room for it: at the band's start, or where the band ends near
@@ -120,13 +127,27 @@ export function lossChart(snapshots, { totalSteps = 0, selectedEpoch = null, ste
   }
   svg.appendChild(marks);
 
-  if (snapshots.length) {
-    svg.appendChild(el("polyline", { class: "line", points: snapshots.map((s) => `${x(s.step).toFixed(1)},${y(s.meanLoss).toFixed(1)}`).join(" ") }));
+  if (refit && refit.from <= maxStep) {
+    // the refit's band, from its first step to the end: a second run, so a curve of its own
+    const x0 = x(Math.max(1, refit.from - 0.5));
+    const g = el("g", { class: "refit", "data-refit-from": refit.from });
+    g.appendChild(el("rect", { x: x0, y: T, width: Math.max(2, W - R - x0), height: H - B - T, class: "refit-band" }));
+    g.appendChild(el("line", { x1: x0, x2: x0, y1: T, y2: H - B, class: "refit-start" }));
+    const text = refit.label + (refitRunning ? " (running)" : "");
+    const fits = W - R - x0 >= textWidth(text);
+    g.appendChild(el("text", { x: fits ? x0 + 3 : W - R - 2, y: T + 24, "text-anchor": fits ? "start" : "end", class: "epoch-label refit-label" }, text));
+    svg.appendChild(g);
+  }
+  if (refitSteps.length) {
+    svg.appendChild(el("polyline", { class: "line refit-line", points: refitSteps.map((s) => `${x(s.step).toFixed(1)},${y(s.meanLoss).toFixed(1)}`).join(" ") }));
+  }
+  if (allSnapshots.length) {
+    if (snapshots.length) svg.appendChild(el("polyline", { class: "line", points: snapshots.map((s) => `${x(s.step).toFixed(1)},${y(s.meanLoss).toFixed(1)}`).join(" ") }));
     const pts = el("g", { class: "points" });
-    const r = snapshots.length > 120 ? 1.5 : 3;
-    for (const s of snapshots) {
+    const r = allSnapshots.length > 120 ? 1.5 : 3;
+    for (const s of allSnapshots) {
       const c = el("circle", { cx: x(s.step).toFixed(1), cy: y(s.meanLoss).toFixed(1), r, class: "pt", "data-step": s.step, "data-epoch": s.epoch });
-      c.appendChild(el("title", {}, `step ${s.step} · epoch ${s.epoch} · loss ${s.meanLoss.toFixed(4)}`));
+      c.appendChild(el("title", {}, `step ${s.step} · ${refit && s.step >= refit.from ? "refit" : `epoch ${s.epoch}`} · loss ${s.meanLoss.toFixed(4)}`));
       pts.appendChild(c);
     }
     svg.appendChild(pts);

@@ -166,11 +166,12 @@ export async function show(main, id) {
     // cancelled run never reaches the planned end)
     const planned = op?.metadata?.totalSteps || use.length;
     const total = model.state === "CREATING" ? planned : (use.length ? use[use.length - 1].step : planned);
-    const ep = model.tuningTask?.hyperparameters?.epochCount || 1;
     const box = $("#chart");
     if (!box) return;   // the page was left (a resize or poll finished afterwards)
-    const validation = validationPoints(planned / ep);
-    box.replaceChildren(lossChart(use, { totalSteps: total, selectedEpoch: epochs?.selectedEpoch ?? null, stepsPerEpoch: planned / ep, running: model.state === "CREATING", width: box.clientWidth, validation }));
+    const spe = stepsPerEpoch();
+    const validation = validationPoints(spe);
+    const refit = epochs?.refit ? { from: epochs.refit.firstStep, label: `refit on all ${epochs.refit.examples}` } : null;
+    box.replaceChildren(lossChart(use, { totalSteps: total, selectedEpoch: epochs?.selectedEpoch ?? null, stepsPerEpoch: spe, running: model.state === "CREATING", width: box.clientWidth, validation, refit }));
     box.dataset.points = String(use.length);
     box.dataset.validationPoints = String(validation.length);
     $("#chart-legend").hidden = !validation.length;
@@ -190,13 +191,15 @@ export async function show(main, id) {
       .filter((p) => p.step > 0);
   }
   const cancelled = () => model.cancelled === true;  // the API's flag, not the message's words
-  const stepsPerEpoch = () => (op?.metadata?.totalSteps || 0) / (model.tuningTask?.hyperparameters?.epochCount || 1);
+  // the epochs' own steps (the API's count; a refit's steps come after them, not in them)
+  const stepsPerEpoch = () => epochs?.stepsPerEpoch || (op?.metadata?.totalSteps || 0) / (model.tuningTask?.hyperparameters?.epochCount || 1);
 
   /** The epoch whose weights are served: the chosen one, or for a cancelled model (none
    *  chosen) the weights at the step where it stopped, i.e. its last, partial epoch. */
   function servedEpoch() {
     if (model.state !== "ACTIVE" || !epochs?.epochs?.length) return null;
     if (epochs.selectedEpoch) return epochs.selectedEpoch;
+    if (epochs.refit) return null;  // the refit is served, or none yet
     return cancelled() ? epochs.epochs[epochs.epochs.length - 1].epoch : null;
   }
 
@@ -259,8 +262,25 @@ export async function show(main, id) {
         ${scoreCells(scored.get(e.epoch), e.validationLoss)}
         <td data-label="Served" class="served">${servedText(e)}</td>
         <td>${canPick && e.checkpoint && served !== e.epoch ? html`<button type="button" class="btn ghost small" data-epoch="${e.epoch}">Use epoch ${e.epoch}</button>` : ""}</td>
-      </tr>`)}</tbody></table></div>`);
+      </tr>`)}${refitRow(canPick, withScores)}</tbody></table></div>
+      ${epochs.refit ? html`<p class="hint" id="refit-note">${epochs.refit.message}</p>` : ""}`);
     drawWrong();
+  }
+
+  /** The refit on every example after the epochs (planned, running or done): its own row, with
+   *  no scores (its validation examples are training examples) and its button to serve it. */
+  function refitRow(canPick, withScores) {
+    const r = epochs.refit;
+    if (!r) return "";
+    const ran = r.meanLoss == null ? "—" : r.meanLoss.toFixed(4);
+    const status = { PLANNED: " (after the epochs)", RUNNING: " (running)", CANCELLED: " (cancelled)" }[r.status] || "";
+    const steps = r.steps ? `, ${r.steps} steps` : "";
+    return html`<tr data-epoch-row="refit" class="refit${r.status === "COMPLETED" ? "" : " partial"}">
+      <td data-label="Epoch">Refit on all ${r.examples} examples<span class="muted">${steps}</span>${status}</td>
+      <td data-label="Training loss" class="mono">${ran}</td>
+      ${withScores ? html`<td data-label="Validation loss" class="mono">—</td><td data-label="Exact match" class="mono">—</td><td class="mono score" title="The held-out examples are training examples of the refit: they cannot score it">not scored</td>` : ""}
+      <td data-label="Served" class="served">${r.served ? "✔ served" : ""}</td>
+      <td>${canPick && r.status === "COMPLETED" && !r.served ? html`<button type="button" class="btn ghost small" data-refit="1">Use the refit</button>` : ""}</td></tr>`;
   }
 
   /** A few wrong answers per epoch (and of the base model): what the scores mean in words. */
@@ -451,6 +471,17 @@ export async function show(main, id) {
     loadPerms();
   });
   $("#advice").addEventListener("click", async (ev) => {
+    const r = ev.target.closest("[data-refit]");
+    if (r) {
+      r.disabled = true;
+      clearFailure();
+      try {
+        epochs = await post(`${name}:selectEpoch`, { refit: true });
+        toast("Now serving the refit on all the examples");
+        drawAdvice(); drawChart(); fillDownload();
+      } catch (e) { actionFailed(e, "serve the refit"); r.disabled = false; }
+      return;
+    }
     const b = ev.target.closest("[data-epoch]");
     if (!b) return;
     const epoch = Number(b.dataset.epoch);
@@ -475,12 +506,13 @@ export async function show(main, id) {
   function fillDownload() {
     const sel = $("#download select[name=epoch]");
     const finished = (epochs?.epochs || []).filter((e) => e.checkpoint).map((e) => e.epoch);
-    const key = `${finished.join(",")}|${servedEpoch() ?? ""}`;
+    const refitServed = Boolean(epochs?.refit?.served);
+    const key = `${finished.join(",")}|${servedEpoch() ?? ""}|${refitServed}`;
     if (!sel || key === dlEpochs) return;
     dlEpochs = key;
     const was = sel.value;
     const served = servedEpoch();
-    render(sel, html`<option value="">The served weights${served ? ` (epoch ${served})` : ""}</option>
+    render(sel, html`<option value="">The served weights${served ? ` (epoch ${served})` : refitServed ? " (the refit on all the examples)" : ""}</option>
       ${finished.map((e) => html`<option value="${e}">Epoch ${e}</option>`)}`);
     if ([...sel.options].some((o) => o.value === was)) sel.value = was;
   }
