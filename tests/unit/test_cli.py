@@ -149,3 +149,28 @@ def test_ctrl_c_cancels_cleanly_and_keeps_the_adapter(tmp_path, env):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "cancelled"
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_tune_with_a_refit_then_choose_an_epoch_and_the_refit_again(tmp_path, env):
+    """48 examples, epochs automatic: 8 held out choose the stopping step, then a refit on all
+    48 is served (training/refit.py), and the output says so."""
+    data = write_jsonl(tmp_path / "sums.jsonl", n=48)
+    r = run(["tune", str(data), "--base-model", "tiny", "--batch-size", "8",
+             "--learning-rate", "0.02", "-o", "out"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())  # rich wraps long lines
+    assert "Served model: a refit (automatic)" in text
+    assert "Served: The served model is a refit: it trained on all 48 examples for" in text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    epoch = manifest["refit"]["from_epoch"]
+    assert f"To serve epoch {epoch} of the run that held examples out instead: tunelab " \
+           f"use-epoch out {epoch}" in text
+    u = run(["use-epoch", "out", "1"], env, tmp_path)
+    assert u.returncode == 0 and "after epoch 1" in u.stdout
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["selected_epoch"] == 1
+    back = run(["use-epoch", "out", "refit"], env, tmp_path)
+    assert back.returncode == 0 and "refit on all the examples" in back.stdout
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["refit"]["served"]
+    bad = run(["use-epoch", "out", "last"], env, tmp_path)
+    assert bad.returncode == 2 and "an epoch number or 'refit'" in bad.stderr
+    assert "Traceback" not in bad.stderr
