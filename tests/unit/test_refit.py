@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from tunelab.data import Example
 from tunelab.data.split import split_validation
 from tunelab.errors import FailedPrecondition
+from tunelab.export.card import model_card
 from tunelab.training import (
     Hyperparameters,
     read_manifest,
@@ -122,6 +123,9 @@ def test_the_refit_trains_every_example_for_the_chosen_steps_and_is_served(tiny_
     ev = read_evaluation(out)
     assert ev["refit"]["served"] and "The scores are that run's" in ev["refit"]["message"]
     assert f"all 48 examples for {steps} steps" in refit["message"]
+    # an export's model card names what its weights are
+    card = model_card({**m, "display_name": "run"}, "peft", None)
+    assert f"a refit on all 48 examples for {steps} steps (as many as epoch {chosen})" in card
 
 
 def test_choosing_an_epoch_then_the_refit_again(tiny_base, tmp_path):

@@ -75,6 +75,10 @@ def model_card(
 
 
 def _served_epoch(manifest: dict) -> Any:
+    refit = manifest.get("refit") or {}
+    if refit.get("served"):  # training/refit.py: a second run on every example is served
+        return (f"a refit on all {refit.get('examples')} examples for {refit.get('steps')} "
+                f"steps (as many as epoch {refit.get('from_epoch')})")
     return manifest.get("selected_epoch") or manifest.get("epochs_run")
 
 

@@ -73,6 +73,7 @@ def export_model(
     label = name or manifest.get("model_id") or output_dir.name
     info = {**{k: v for k, v in manifest.items() if k != "snapshots"},
             "export": {"format": fmt, "epoch": epoch or manifest.get("selected_epoch"),
+                       "refit": not epoch and bool((manifest.get("refit") or {}).get("served")),
                        "quantization": quantization if fmt == "gguf" else None,
                        "name": label}}
     card = model_card({**manifest, "display_name": label}, fmt, epoch,
