@@ -372,6 +372,7 @@ def submit_and_follow(
                 progress.update(
                     task,
                     completed=meta.get("completedSteps", 0),
+                    total=meta.get("totalSteps") or None,  # a refit's real length, once known
                     epoch=snaps[-1]["epoch"] if snaps else "–",
                     loss=f"{snaps[-1]['meanLoss']:.4f}" if snaps else "–",
                     note=f"queued (position {pos})" if pos else "",
@@ -393,9 +394,11 @@ def submit_and_follow(
         else:
             out.print(f"[green]{name} is ACTIVE.[/] Call it with POST "
                       f"{server.rstrip('/')}/v1beta/{name}:generateContent")
-        advice = (op["metadata"].get("evaluation") or {}).get("advice")
-        if advice:
-            out.print(f"[bold]Best epoch:[/] {advice}", highlight=False)
+        evaluation = op["metadata"].get("evaluation") or {}
+        if evaluation.get("advice"):
+            out.print(f"[bold]Best epoch:[/] {evaluation['advice']}", highlight=False)
+        if evaluation.get("refit"):  # training/refit.py: what is served, in words
+            out.print(f"[bold]Served:[/] {evaluation['refit']}", highlight=False)
         return op
 
 

@@ -107,3 +107,18 @@ def test_tune_with_server_sends_the_chat_format_system_prompt(service, client, t
     name = next(w for w in r.stdout.split() if w.startswith("tunedModels/chat-cli-"))
     manifest = service.home / "artifacts" / "tuned" / name.split("/")[1] / "manifest.json"
     assert json.loads(manifest.read_text())["system_instruction"] == system
+
+
+def test_tune_with_server_follows_a_refit_to_its_real_length(service, tmp_path):
+    """48 examples, epochs automatic: the job is planned at twice the first run's 100 steps and
+    ends at the real length, the refit's line printed (training/refit.py)."""
+    data = tmp_path / "data.csv"
+    data.write_text("text_input,output\n" + "".join(f"word {i},WORD {i}\n" for i in range(48)))
+    r = _cli(service, "tune", str(data), "--server", service.url, "--batch-size", "4",
+             "--learning-rate", "0.01", "--base-model", "tiny-random", "--display-name", "Refit")
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    assert "(200 steps)" in text and "is ACTIVE" in text
+    assert "Served: The served model is a refit: it trained on all 48 examples for" in text
+    steps = int(text.split("all 48 examples for ")[1].split(" steps")[0])
+    assert f"{100 + steps}/{100 + steps}" in text  # the bar ends at the corrected total
