@@ -87,3 +87,34 @@ def test_serve_restarts_a_killed_worker(tmp_path, _):
             assert "error" not in done and len(snapshot_tuples(done)) == 10
     finally:
         svc.stop()
+
+
+def test_worker_killed_during_a_refit(tmp_path):
+    """48 examples, epochs automatic: a first run of 100 steps on 40, then a refit on all 48
+    (training/refit.py). A worker killed half-way through the refit: the next one resumes the
+    refit from its last checkpoint, and the job ends as an uninterrupted one, the corrected
+    total included."""
+    body = create_body(n=48)
+    body["tuningTask"]["hyperparameters"] = {}
+    svc = Service(tmp_path, workers=0, env={"TUNELAB_STEP_DELAY_SECONDS": "0.02"}).start()
+    try:
+        svc.start_worker()
+        with svc.client() as c:
+            ref = wait_op(c, c.post("/v1beta/tunedModels", json=body).json()["name"])
+            assert "error" not in ref, ref
+            expected, total = snapshot_tuples(ref), ref["metadata"]["totalSteps"]
+            assert total > 100 and len(expected) == total
+            op = c.post("/v1beta/tunedModels", json=body).json()
+            half = 100 + max(1, (total - 100) // 2)
+            wait_op(c, op["name"], until=lambda o: o["metadata"]["completedSteps"] >= half)
+            victim = svc.worker_procs[0]
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait()
+            svc.start_worker()
+            done = wait_op(c, op["name"])
+            assert "error" not in done, done
+            assert snapshot_tuples(done) == expected and done["metadata"]["totalSteps"] == total
+            epochs = c.get(f"/v1beta/{done['metadata']['tunedModel']}/epochs").json()
+            assert epochs["refit"]["served"] and epochs["refit"]["status"] == "COMPLETED"
+    finally:
+        svc.stop()

@@ -154,11 +154,11 @@ class QueueQueries(StoreBase):
         with self.session() as s:
             model = s.get(TunedModelRow, model_id)
             if model is not None:
-                if model.start_time is None:
+                if model.start_time is None:  # a resumed job keeps a total a refit corrected
                     model.start_time = utcnow()
+                    model.total_steps = total_steps
                 if model.state == "CREATING":  # a wait for storage (defer_job) is over
                     model.state_message = ""
-                model.total_steps = total_steps
                 model.update_time = utcnow()
 
     def put_snapshot(
