@@ -242,7 +242,9 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
     with CancelFlag() as cancel, progress:
         task = progress.add_task(
             "tune",
-            total=first_total * (2 if resolved.refit else 1),  # the refit: at most as many
+            # a refit: at most every epoch again, on every example (training/refit.py)
+            total=first_total + (resolved.steps_per_epoch(len(everything)) * resolved.epoch_count
+                                 if resolved.refit else 0),
             epoch=1,
             epochs=resolved.epoch_count,
             loss="–",

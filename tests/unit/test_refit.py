@@ -4,7 +4,6 @@ every example for that many steps, served; on the tiny model."""
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 import torch
@@ -98,7 +97,7 @@ def test_the_refit_trains_every_example_for_the_chosen_steps_and_is_served(tiny_
     refit = r.refit
     chosen = r.advice.epoch
     assert r.status == "completed" and refit["status"] == "completed" and refit["served"]
-    assert refit["from_epoch"] == chosen and refit["steps"] == chosen * 10
+    assert refit["from_epoch"] == chosen and refit["steps"] == chosen * 12  # 48 at batch 4
     assert refit["examples"] == 48 and refit["held_out"] == 8
     steps = refit["steps"]
     # the job's steps: the first run's, then the refit's after them, with the new total
@@ -106,13 +105,12 @@ def test_the_refit_trains_every_example_for_the_chosen_steps_and_is_served(tiny_
     assert {s.total_steps for s in seen[first_total:]} == {first_total + steps}
     assert seen[first_total].epoch == 4  # the refit's epochs follow the first run's
     assert [s.step for s in r.snapshots] == [s.step for s in seen]
-    # the refit is a run on all 48 examples for `steps` steps (12 an epoch), nothing else
+    # the refit is a run on all 48 examples for `chosen` epochs (12 steps each), nothing else
     inner = read_manifest(refit_dir(out))
     assert inner["example_count"] == 48 and inner["completed_steps"] == steps
-    assert inner["epochs_run"] == math.ceil(steps / 12)
-    plain = train(tiny_base, exs, dataclasses.replace(plan, epoch_count=math.ceil(steps / 12),
-                                                       refit=False),
-                  tmp_path / "plain", seed=3, max_steps=steps)
+    assert inner["epochs_run"] == chosen
+    plain = train(tiny_base, exs, dataclasses.replace(plan, epoch_count=chosen, refit=False),
+                  tmp_path / "plain", seed=3)
     assert [s.mean_loss for s in plain.snapshots] == [s.mean_loss for s in seen[first_total:]]
     # it is served; the first run's epochs stay as they were
     assert same(adapter(out / "adapter"), adapter(plain.adapter_dir))
@@ -122,7 +120,9 @@ def test_the_refit_trains_every_example_for_the_chosen_steps_and_is_served(tiny_
     assert m["evaluation"]["epochs"] and len(m["epoch_losses"]) == 3
     ev = read_evaluation(out)
     assert ev["refit"]["served"] and "The scores are that run's" in ev["refit"]["message"]
-    assert f"all 48 examples for {steps} steps" in refit["message"]
+    assert f"all 48 examples for {chosen} epoch" in refit["message"]
+    assert f"({steps} steps), as many epochs as the run that held 8 of them out" in (
+        refit["message"])
     # an export's model card names what its weights are
     card = model_card({**m, "display_name": "run"}, "peft", None)
     assert f"a refit on all 48 examples for {steps} steps (as many as epoch {chosen})" in card
@@ -164,13 +164,13 @@ def test_cancelled_in_the_refit_keeps_the_first_run_and_resumes_identically(tiny
 
     def stop_in_the_refit():
         calls["n"] += 1
-        return calls["n"] > 30 + 14  # the first run's 30 steps, then 14 of the refit's
+        return calls["n"] > 30 + 5  # the first run's 30 steps, then 5 of the refit's
 
     cut = train(tiny_base, split.train, plan, out, seed=2, validation=split.validation,
                 refit_examples=split.examples, should_cancel=stop_in_the_refit)
     chosen = cut.advice.epoch
     assert cut.status == "cancelled" and cut.refit["status"] == "cancelled"
-    assert cut.refit["completed_steps"] == 14 and not cut.refit["served"]
+    assert cut.refit["completed_steps"] == 5 and not cut.refit["served"]
     assert f"serves epoch {chosen} of the run that held 8 of them out" in cut.refit["message"]
     # the model keeps the first run's served epoch, complete
     assert same(adapter(out / "adapter"), adapter(out / "checkpoints" / f"epoch-{chosen}"))

@@ -149,8 +149,8 @@ class TuningService(DataFiles):
                               has_validation=bool(split.validation),
                               held_out=len(split.held_out))
         steps = total_steps(len(train_examples), resolved.batch_size, resolved.epoch_count)
-        if resolved.refit:  # at most as many again (training/refit.py); set when it starts
-            steps *= 2
+        if resolved.refit:  # at most every epoch again on every example (training/refit.py)
+            steps += total_steps(len(examples), resolved.batch_size, resolved.epoch_count)
 
         model_id = req.tuned_model_id or derive_id(req.display_name)
         op_name = f"tunedModels/{model_id}/operations/{random_id(12)}"

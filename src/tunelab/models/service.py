@@ -260,7 +260,7 @@ class TunedModels:
         return {"status": "planned", "served": False, "examples": n, "held_out": held,
                 "steps": None, "from_epoch": None, "first_step": first_steps + 1,
                 "message": f"After the {row.epoch_count} epochs, a refit trains on all {n} "
-                           "examples for as many steps as the served epoch took, and is served."}
+                           "examples for as many epochs as the served epoch, and is served."}
 
     def select_refit(self, row: TunedModelRow) -> Epochs:
         """Serve the refit on every example again, after an epoch was chosen instead."""

@@ -32,11 +32,12 @@ The arithmetic (``b`` the batch size, ``spe = ceil(n / b)`` steps per epoch):
   inputs) where the last epoch scores 0.56, and doubled the training time (docs/quality.md).
 - **refit** (``refit.py``): from 40 examples (where a tenth, at least 8, is held out) to below
   ``REFIT_BELOW`` (250), when the epochs are automatic, the held-out run only chooses the
-  stopping step; a second run then trains on every example for that many steps, on the same
-  learning-rate schedule, and is served. Holding 10 of 100 examples out cost the quality
-  benchmark's ``intent`` 0.07 and ``qa`` 0.04 (three seeds each, docs/quality.md). The second
-  run takes at most as many steps as the first, so at 100 examples the training time is at most
-  twice Gemini's fixed defaults' (which hold the same examples out); from 250 examples the
+  stopping epoch; a second run then trains on every example for that many epochs, on the
+  plan's schedule, and is served. Holding 10 of 100 examples out cost the quality benchmark's
+  ``intent`` 0.07 and ``qa`` 0.04 (three seeds each, docs/quality.md). From 100 examples the
+  first run is the run Gemini's fixed defaults make (5 epochs of the same 90 examples, scored
+  after each); the refit adds at most 5 epochs of all 100 (10% more steps, no scoring), so the
+  job takes about twice their time (measured in docs/quality.md); from 250 examples the
   held-out tenth is 25 or more examples the model can spare, and the time is not doubled.
 """
 

@@ -147,8 +147,8 @@ class Hyperparameters:
                 f"Served model: a refit (automatic). The epoch is chosen on the {held_out} "
                 "held-out examples (the last, unless an earlier one scores better by more than "
                 f"one example's worth); then a second run trains on all {n + held_out} "
-                f"examples for as many steps, and that run is served: below {REFIT_BELOW} "
-                "examples the held-out tenth is too much to leave out (it can double the "
+                f"examples for as many epochs, and that run is served: below {REFIT_BELOW} "
+                "examples the held-out tenth is too much to leave out (it about doubles the "
                 "training time).")
             chosen.append("refit")
         else:

@@ -368,7 +368,6 @@ def train(
     on_evaluation_progress: Callable[[int, int, int], None] | None = None,
     train_memory_mb: int | None = None,
     refit_examples: list[Example] | None = None,
-    max_steps: int | None = None,
     schedule_steps: int | None = None,
 ) -> TrainResult:
     """Tune a LoRA adapter on ``examples``; write checkpoints and the adapter to ``output_dir``.
@@ -390,11 +389,9 @@ def train(
     ``ResolvedHyperparameters`` (a queued job's plan) is used as it is. With validation
     examples the advised epoch is served, without them the last; when the plan asks for a refit
     and ``refit_examples`` (every example, the held-out ones included) are given, a completed
-    run is followed by one on all of them for as many steps, which is served (``refit.py``).
-
-    ``max_steps`` ends the run after that many steps (its last epoch may be partial) and
-    ``schedule_steps`` is the length the learning-rate schedule is laid over (default: the
-    run's own steps): together they make the refit take the held-out run's steps.
+    run is followed by one on all of them for the served epoch's number of epochs, which is
+    served (``refit.py``). ``schedule_steps`` is the length the learning-rate schedule is laid
+    over (default: the run's own steps; a refit stops before the end of its schedule).
     """
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
@@ -414,16 +411,13 @@ def train(
     output_dir = Path(output_dir)
     data_hash = dataset_hash(examples)
     schedule = hp.schedule()  # None for Gemini's constant rate: fingerprints stay as they were
-    bounds = {k: v for k, v in (("max_steps", max_steps), ("schedule_steps", schedule_steps))
-              if v is not None}
+    bounds = {"schedule_steps": schedule_steps} if schedule_steps else {}
     fingerprint = _fingerprint(base, data_hash, {**hp.to_dict(), **(
         {"schedule": schedule} if schedule else {}), **bounds}, lora, seed,
         dataset_hash(validation) if validation else None)
     tokenized = [tokenize_example(base.tokenizer, base.template, ex) for ex in examples]
     steps_per_epoch = hp.steps_per_epoch(len(examples))
     total = steps_per_epoch * hp.epoch_count
-    if max_steps is not None:
-        total = min(total, max_steps)
     lr_steps = schedule_steps or total
     pad_id = base.tokenizer.pad_token_id
 
@@ -516,8 +510,6 @@ def train(
         for epoch in range(start_epoch, hp.epoch_count):
             loss_sum_epoch, tokens_epoch = 0.0, 0
             for batch_idx in plan_batches(len(tokenized), hp.batch_size, seed, epoch):
-                if step >= total:  # max_steps: the last epoch is partial
-                    break
                 if should_cancel is not None and should_cancel():
                     status = "cancelled"
                     break
@@ -570,8 +562,6 @@ def train(
                 "evaluation": evaluation,
             }
             save_checkpoint(output_dir, epoch + 1, model, state)
-            if step >= total:
-                break
     finally:
         # whatever ends the run (completion, cancellation, an error): the input cast kept for
         # sibling layers is let go, and a run short of memory gives the process its usual
