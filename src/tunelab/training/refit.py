@@ -58,9 +58,9 @@ def refit_dir(output_dir: Path) -> Path:
     return Path(output_dir) / REFIT_DIR
 
 
-def refit(first: Any, base: Any, examples: list[Example], hp: ResolvedHyperparameters,
+def refit(first: TrainResult, base: Any, examples: list[Example], hp: ResolvedHyperparameters,
           lora: LoraSettings, seed: int, *, on_snapshot: Callable | None,
-          should_cancel: Callable[[], bool] | None, train_memory_mb: int | None) -> Any:
+          should_cancel: Callable[[], bool] | None, train_memory_mb: int | None) -> TrainResult:
     """Run the refit after ``first`` (a completed ``TrainResult`` of the held-out run) and
     return the job's result: the first run's scores, both runs' steps, the refit served."""
     output_dir = first.output_dir
@@ -75,7 +75,7 @@ def refit(first: Any, base: Any, examples: list[Example], hp: ResolvedHyperparam
         warmup_steps=warmup_steps(schedule) if hp.warmup_steps else 0)
     job_total = first_total + steps
     record = {"examples": len(examples), "held_out": held_out, "steps": steps,
-              "epochs": served, "from_epoch": served, "status": "running", "served": False}
+              "from_epoch": served, "status": "running", "served": False}
     _record(output_dir, record)
 
     def report(s: Any) -> None:
@@ -117,6 +117,8 @@ def _record(output_dir: Path, record: dict) -> dict:
     manifest["refit"] = record
     if record["served"]:
         manifest["selected_epoch"] = None  # the refit is served, not an epoch of the first run
+    elif "served_epoch" in record:  # an epoch of the first run was chosen instead
+        manifest["selected_epoch"] = record["served_epoch"]
     write_manifest(output_dir, manifest)
     evaluation = read_evaluation(output_dir)
     if evaluation is not None:
@@ -129,10 +131,8 @@ def select_epoch(output_dir: Path, epoch: int) -> dict:
     """Serve epoch ``epoch`` of the (first) run from now on, instead of the refit if one ran."""
     manifest = checkpoint.select_epoch(output_dir, epoch)
     if manifest.get("refit"):
-        record = {**manifest["refit"], "served": False, "served_epoch": epoch}
-        manifest = _record(output_dir, record)
-        manifest["selected_epoch"] = epoch
-        write_manifest(output_dir, manifest)
+        manifest = _record(output_dir, {**manifest["refit"], "served": False,
+                                        "served_epoch": epoch})
     return manifest
 
 
