@@ -63,9 +63,10 @@ class RefitOut(_Camel):
     served: bool = Field(description="Whether the refit's parameters are served.")
     examples: int = Field(description="The examples it trains on: all of them.")
     held_out: int = Field(description="How many of them the epochs were scored on.")
-    steps: int | None = Field(None, description="Its optimizer steps: as many as the chosen "
-                              "epoch took (null until the epochs are done).")
-    from_epoch: int | None = Field(None, description="The epoch whose steps it takes.")
+    steps: int | None = Field(None, description="Its optimizer steps (null until the epochs "
+                              "are done and its length is known).")
+    from_epoch: int | None = Field(None, description="The epoch the scores chose: the refit "
+                                   "trains that many epochs of every example.")
     first_step: int = Field(description="Its first step in the model's snapshots.")
     mean_loss: float | None = Field(None, description="Mean of its step losses so far.")
     message: str
