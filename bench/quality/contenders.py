@@ -111,10 +111,10 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
     from tunelab.training import Hyperparameters, adapter_path
     from tunelab.training import train as tunelab_train
 
-    split = (Split(list(examples), [], NONE) if vary.get("validation") == "none"
-             else split_validation(examples))
     given = Hyperparameters(GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR) if gemini else (
         Hyperparameters())
+    split = (Split(list(examples), [], NONE) if vary.get("validation") == "none"
+             else split_validation(examples, for_refit=given.plans_refit(len(examples), False)))
     plan = given.resolve(base.spec.recommended_learning_rate, split.train,
                          has_validation=bool(split.validation), held_out=len(split.held_out))
     plan = vary_plan(plan, vary)

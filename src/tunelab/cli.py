@@ -185,7 +185,8 @@ def tune(
             count_tokens=lambda ex: _example_tokens(base, ex),
             context_length=base.spec.context_length,
         )
-    split = split_validation(examples, given)
+    split = split_validation(examples, given,
+                             for_refit=hp.plans_refit(len(examples), given is not None))
     warnings += split.warnings
     if warnings:
         err.print("[yellow]Warnings about the training data:[/]")

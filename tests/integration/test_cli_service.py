@@ -110,15 +110,16 @@ def test_tune_with_server_sends_the_chat_format_system_prompt(service, client, t
 
 
 def test_tune_with_server_follows_a_refit_to_its_real_length(service, tmp_path):
-    """48 examples, epochs automatic: the job is planned at the first run's 100 steps and at
-    most 120 more, and ends at the real length, the refit's line printed (training/refit.py)."""
+    """48 examples, epochs automatic: 12 held out, the job is planned at the first run's 81
+    steps and at most 108 more, and ends at the real length, the refit's line printed
+    (training/refit.py)."""
     data = tmp_path / "data.csv"
     data.write_text("text_input,output\n" + "".join(f"word {i},WORD {i}\n" for i in range(48)))
     r = _cli(service, "tune", str(data), "--server", service.url, "--batch-size", "4",
              "--learning-rate", "0.01", "--base-model", "tiny-random", "--display-name", "Refit")
     assert r.returncode == 0, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
-    assert "(220 steps)" in text and "is ACTIVE" in text  # 100, then at most 10 × 12
+    assert "(189 steps)" in text and "is ACTIVE" in text  # 9 × 9, then at most 9 × 12
     assert "Served: The served model is a refit: it trained on all 48 examples for" in text
     steps = int(text.split("all 48 examples for ")[1].split("(")[1].split(" steps")[0])
-    assert f"{100 + steps}/{100 + steps}" in text  # the bar ends at the corrected total
+    assert f"{81 + steps}/{81 + steps}" in text  # the bar ends at the corrected total

@@ -90,7 +90,7 @@ def test_serve_restarts_a_killed_worker(tmp_path, _):
 
 
 def test_worker_killed_during_a_refit(tmp_path):
-    """48 examples, epochs automatic: a first run of 100 steps on 40, then a refit on all 48
+    """48 examples, epochs automatic: a first run of 81 steps on 36, then a refit on all 48
     (training/refit.py). A worker killed half-way through the refit: the next one resumes the
     refit from its last checkpoint, and the job ends as an uninterrupted one, the corrected
     total included."""
@@ -103,9 +103,9 @@ def test_worker_killed_during_a_refit(tmp_path):
             ref = wait_op(c, c.post("/v1beta/tunedModels", json=body).json()["name"])
             assert "error" not in ref, ref
             expected, total = snapshot_tuples(ref), ref["metadata"]["totalSteps"]
-            assert total > 100 and len(expected) == total
+            assert total > 81 and len(expected) == total
             op = c.post("/v1beta/tunedModels", json=body).json()
-            half = 100 + max(1, (total - 100) // 2)
+            half = 81 + max(1, (total - 81) // 2)
             wait_op(c, op["name"], until=lambda o: o["metadata"]["completedSteps"] >= half)
             victim = svc.worker_procs[0]
             os.kill(victim.pid, signal.SIGKILL)

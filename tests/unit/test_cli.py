@@ -152,7 +152,7 @@ def test_ctrl_c_cancels_cleanly_and_keeps_the_adapter(tmp_path, env):
 
 
 def test_tune_with_a_refit_then_choose_an_epoch_and_the_refit_again(tmp_path, env):
-    """48 examples, epochs automatic: 8 held out choose the stopping step, then a refit on all
+    """48 examples, epochs automatic: 12 held out choose the stopping epoch, then a refit on all
     48 is served (training/refit.py), and the output says so."""
     data = write_jsonl(tmp_path / "sums.jsonl", n=48)
     r = run(["tune", str(data), "--base-model", "tiny", "--batch-size", "8",

@@ -8,6 +8,11 @@ training loss alone and every surface says so.
 
 Arithmetic: 40 examples → 10% is 4, raised to 8 (32 train); 250 → 25 (225 train);
 5,000 → 500, capped at 100 (4,900 train).
+
+When a refit follows (``for_refit``: the trainer's choice, ``training/refit.py``), the held-out
+examples only choose how long to train and give the scores, and the served model trains on all
+of them: a quarter is held out then (100 → 25), so the scores rest on more examples and the
+first run is shorter.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from tunelab.errors import Problem
 
 HOLD_OUT_MIN_TOTAL = 40
 HOLD_OUT_FRACTION = 0.10
+REFIT_HOLD_OUT_FRACTION = 0.25
 HOLD_OUT_MIN = 8
 HOLD_OUT_MAX = 100
 # The held-out examples depend only on the data, never on the training seed: re-tuning with
@@ -40,11 +46,18 @@ class Split:
     source: str  # HELD_OUT | GIVEN | NONE
     held_out: list[int] = field(default_factory=list)  # 1-based numbers in the given data
     warnings: list[Problem] = field(default_factory=list)
+    for_refit: bool = False  # held out only to choose the epoch: a refit trains on all
 
     @property
     def message(self) -> str:
         """One sentence for every surface (CLI, API, Studio) on where the scores come from."""
         n = len(self.validation)
+        if self.source == HELD_OUT and self.for_refit:
+            total = n + len(self.train)
+            return (
+                f"{n} of the {total} examples were held out for validation (a quarter, fixed "
+                "seed): each epoch is scored on them to choose how long to train; then a refit "
+                f"on all {total} examples is served.")
         if self.source == HELD_OUT:
             return (
                 f"{n} of the {n + len(self.train)} examples were held out for validation "
@@ -74,19 +87,22 @@ class Split:
         }
 
 
-def hold_out_count(n: int) -> int:
+def hold_out_count(n: int, for_refit: bool = False) -> int:
     """How many of ``n`` examples are held out when no validation examples are given."""
     if n < HOLD_OUT_MIN_TOTAL:
         return 0
-    return max(HOLD_OUT_MIN, min(HOLD_OUT_MAX, round(n * HOLD_OUT_FRACTION)))
+    fraction = REFIT_HOLD_OUT_FRACTION if for_refit else HOLD_OUT_FRACTION
+    return max(HOLD_OUT_MIN, min(HOLD_OUT_MAX, round(n * fraction)))
 
 
-def split_validation(examples: list[Example], given: list[Example] | None = None) -> Split:
+def split_validation(examples: list[Example], given: list[Example] | None = None, *,
+                     for_refit: bool = False) -> Split:
     """Split ``examples`` into training and validation examples.
 
     With ``given`` validation examples, every example trains and ``given`` (at most
     ``MAX_VALIDATION`` of them) validates. Otherwise ``hold_out_count`` examples are held out,
-    chosen by a fixed seed; the training examples keep their order.
+    chosen by a fixed seed; the training examples keep their order. ``for_refit``: a refit on
+    every example follows (``Hyperparameters.plans_refit``), so a quarter is held out.
     """
     if given:
         validation = list(given[:MAX_VALIDATION])
@@ -96,7 +112,7 @@ def split_validation(examples: list[Example], given: list[Example] | None = None
                 f"{len(given)} validation examples were given; the first {MAX_VALIDATION} are "
                 "used, so that scoring every epoch stays quick", "validation data"))
         return Split(list(examples), validation, GIVEN, [], warnings)
-    k = hold_out_count(len(examples))
+    k = hold_out_count(len(examples), for_refit)
     if k == 0:
         return Split(list(examples), [], NONE)
     chosen = sorted(random.Random(SPLIT_SEED).sample(range(len(examples)), k))
@@ -104,7 +120,7 @@ def split_validation(examples: list[Example], given: list[Example] | None = None
     train = [ex for i, ex in enumerate(examples) if i not in picked]
     validation = [examples[i] for i in chosen]
     return Split(train, validation, HELD_OUT, [i + 1 for i in chosen],
-                 duplicate_warnings(train, validation))
+                 duplicate_warnings(train, validation), for_refit)
 
 
 def rejoin(train: list[Example], validation: list[Example], held_out: list[int]) -> list[Example]:

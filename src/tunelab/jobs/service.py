@@ -141,7 +141,8 @@ class TuningService(DataFiles):
             raise CreateRequestError(rows, warnings, request_problems=problems,
                                      base_model_unknown=unknown is not None)
         assert spec is not None  # a request without problems names a base model
-        split = split_validation(examples, given)
+        split = split_validation(examples, given, for_refit=hp.plans_refit(
+            len(examples), given is not None))
         warnings += split.warnings
         train_examples = split.train
         # unset fields chosen from the training examples (training/auto.py)

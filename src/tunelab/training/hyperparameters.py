@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from tunelab.data.examples import Example
+from tunelab.data.split import HOLD_OUT_MIN_TOTAL
 from tunelab.errors import HyperparameterError, Problem
 from tunelab.parameters import HyperparameterSettings, problems
 from tunelab.training.auto import (
@@ -64,6 +65,13 @@ class Hyperparameters:
                                field="loraRank"))
         values = {k: v for k, v in asdict(self).items() if k != "lora_rank"}
         return out + problems(HyperparameterSettings, values)
+
+    def plans_refit(self, n_examples: int, validation_given: bool) -> bool:
+        """Whether tuning on ``n_examples`` (none given for validation) will hold some out
+        only to choose the epoch, then refit on all (``training/refit.py``): the split holds a
+        quarter out then (``split_validation(..., for_refit=True)``)."""
+        return (self.epoch_count is None and not validation_given
+                and HOLD_OUT_MIN_TOTAL <= n_examples < REFIT_BELOW)
 
     def validate(self) -> None:
         problems = self.problems()
@@ -117,8 +125,11 @@ class Hyperparameters:
         else:
             reasons.append(f"batchSize {batch}: as given.")
         epochs = self.epoch_count
-        if epochs is None:
-            epochs, why = auto_epoch_count(n, batch)
+        refit = epochs is None and refits(n, held_out)
+        if epochs is None:  # with a refit, for the served run: on every example
+            epochs, why = auto_epoch_count(n + held_out if refit else n, batch)
+            if refit:
+                why += " -- counted on every example, which the served refit trains on"
             chosen.append("epoch_count")
             reasons.append(f"epochCount {epochs} (automatic): {why}.")
         else:
@@ -141,15 +152,13 @@ class Hyperparameters:
             rank, alpha = lora_shape(n)
             reasons.append(f"LoRA rank {rank}, alpha {alpha} on every linear layer: "
                            f"{'1,000 or more' if rank > 8 else 'fewer than 1,000'} examples.")
-        refit = self.epoch_count is None and refits(n, held_out)
         if refit:
             reasons.append(
                 f"Served model: a refit (automatic). The epoch is chosen on the {held_out} "
                 "held-out examples (the last, unless an earlier one scores better by more than "
                 f"one example's worth); then a second run trains on all {n + held_out} "
                 f"examples for as many epochs, and that run is served: below {REFIT_BELOW} "
-                "examples the held-out tenth is too much to leave out (it about doubles the "
-                "training time).")
+                "examples, the held-out examples are too many to leave out of the served model.")
             chosen.append("refit")
         else:
             reasons.append(
