@@ -44,6 +44,8 @@ def test_split_examples_are_the_examples_as_given():
     split = split_validation(exs)
     assert len(split.validation) == 9 and split.examples == exs
     assert split_validation(exs[:30]).examples == exs[:30]  # nothing held out
+    given = split_validation(exs[:50], exs[50:60])  # validation given: not training examples
+    assert given.examples == exs[:50]
 
 
 @pytest.mark.parametrize("n, given, refit", [

@@ -126,8 +126,10 @@ def split_validation(examples: list[Example], given: list[Example] | None = None
 def rejoin(train: list[Example], validation: list[Example], held_out: list[int]) -> list[Example]:
     """The examples as given: ``train`` with the held-out ``validation`` examples back at their
     numbers (``held_out``, 1-based, as ``Split.held_out``); ``train`` alone when none were
-    held out."""
+    held out (given validation examples are not the user's training examples)."""
     out = list(train)
+    if not held_out:
+        return out
     for number, ex in sorted(zip(held_out, validation, strict=True), key=lambda p: p[0]):
         out.insert(number - 1, ex)
     return out
