@@ -341,6 +341,18 @@ def _adapter_damage(path: str, _version: tuple) -> str | None:
     return None
 
 
+def serve_adapter(output_dir: Path, src: Path) -> None:
+    """Make the adapter in ``src`` (a checkpoint's, a refit's) the one the run serves: its
+    files copied and sealed with checksums, atomically."""
+
+    def write(tmp: Path) -> None:
+        for name in ADAPTER_FILES:
+            shutil.copy2(src / name, tmp / name)
+        seal(tmp)
+
+    atomic_dir(Path(output_dir) / "adapter", write)
+
+
 def select_epoch(output_dir: Path, epoch: int) -> dict:
     """Serve epoch ``epoch``'s checkpoint from now on, without re-tuning (after checking that
     its adapter files are the ones written)."""
@@ -355,13 +367,7 @@ def select_epoch(output_dir: Path, epoch: int) -> dict:
             + (f"Choose another epoch: {', '.join(map(str, others))}."
                if others else _RECOVER))
     manifest = read_manifest(output_dir)
-
-    def write(tmp: Path) -> None:
-        for name in ADAPTER_FILES:
-            shutil.copy2(src / name, tmp / name)
-        seal(tmp)
-
-    atomic_dir(output_dir / "adapter", write)
+    serve_adapter(output_dir, src)
     manifest["selected_epoch"] = epoch
     write_manifest(output_dir, manifest)
     return manifest

@@ -33,21 +33,18 @@ run's served epoch: a complete model with scores.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tunelab.data.examples import Example
 from tunelab.errors import FailedPrecondition
-from tunelab.fsutil import atomic_dir
 from tunelab.training import checkpoint
 from tunelab.training.auto import warmup_steps
 from tunelab.training.checkpoint import (
-    ADAPTER_FILES,
     adapter_damage,
     read_manifest,
-    seal,
+    serve_adapter,
     write_manifest,
 )
 from tunelab.training.hyperparameters import LoraSettings, ResolvedHyperparameters
@@ -80,10 +77,14 @@ def refit(first: TrainResult, base: Any, examples: list[Example], hp: ResolvedHy
               "from_epoch": served, "status": "running", "served": False}
     _record(output_dir, record)
 
+    def after_first(s: Any, **more: Any) -> Any:
+        """A refit step as the job counts it: after the first run's steps and epochs."""
+        return dataclasses.replace(s, step=first_total + s.step, epoch=first_epochs + s.epoch,
+                                   **more)
+
     def report(s: Any) -> None:
         if on_snapshot is not None:
-            on_snapshot(dataclasses.replace(s, step=first_total + s.step,
-                                            epoch=first_epochs + s.epoch, total_steps=job_total))
+            on_snapshot(after_first(s, total_steps=job_total))
 
     second = train(base, examples, planned, refit_dir(output_dir), on_snapshot=report,
                    should_cancel=should_cancel, seed=seed, lora=lora, schedule_steps=schedule,
@@ -99,8 +100,7 @@ def refit(first: TrainResult, base: Any, examples: list[Example], hp: ResolvedHy
     return TrainResult(
         status=second.status,
         output_dir=output_dir,
-        snapshots=first.snapshots + [dataclasses.replace(
-            s, step=first_total + s.step, epoch=first_epochs + s.epoch) for s in second.snapshots],
+        snapshots=first.snapshots + [after_first(s) for s in second.snapshots],
         epoch_losses=first.epoch_losses,
         advice=first.advice,
         tokens=first.tokens + second.tokens,
@@ -114,7 +114,8 @@ def refit(first: TrainResult, base: Any, examples: list[Example], hp: ResolvedHy
 
 def _record(output_dir: Path, record: dict) -> dict:
     """Keep the refit's record in the manifest and beside the scores (the API reads both)."""
-    record["message"] = _message(record, read_evaluation(output_dir))
+    evaluation = read_evaluation(output_dir)
+    record["message"] = _message(record, evaluation)
     manifest = read_manifest(output_dir)
     manifest["refit"] = record
     if record["served"]:
@@ -122,7 +123,6 @@ def _record(output_dir: Path, record: dict) -> dict:
     elif "served_epoch" in record:  # an epoch of the first run was chosen instead
         manifest["selected_epoch"] = record["served_epoch"]
     write_manifest(output_dir, manifest)
-    evaluation = read_evaluation(output_dir)
     if evaluation is not None:
         evaluation["refit"] = record
         write_evaluation(output_dir, evaluation)
@@ -184,10 +184,4 @@ def _serve(output_dir: Path) -> None:
     why = adapter_damage(src)
     if why:  # written and sealed a moment ago: a disk fault
         raise OSError(f"the refit's adapter is damaged ({why})")
-
-    def write(tmp: Path) -> None:
-        for name in ADAPTER_FILES:
-            shutil.copy2(src / name, tmp / name)
-        seal(tmp)
-
-    atomic_dir(Path(output_dir) / "adapter", write)
+    serve_adapter(output_dir, src)
