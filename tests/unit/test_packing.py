@@ -9,12 +9,13 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from tunelab.data import Example
-from tunelab.data.batches import collate, pack, pack_rows, tokenize_example
+from tunelab.data.batches import collate, pack, pack_rows, shared_prefix, tokenize_example
 from tunelab.training.loop import (
     _private_model,
     attention_span,
     output_loss_sum,
     packing_works,
+    prefix_sharing_works,
 )
 from tunelab.training.segment_attention import NAME, segment_attention, use_segment_attention
 
@@ -136,7 +137,9 @@ def test_training_on_packed_rows_takes_the_steps_padded_rows_take(tiny_base, tmp
     examples = [Example(f"add {i} and {i + 1} " * (1 + i % 4), f"{2 * i + 1}") for i in range(12)]
     hp = Hyperparameters(epoch_count=2, batch_size=4, learning_rate=0.01)
     packed = train(tiny_base, examples, hp, tmp_path / "packed")
-    _PACKING[tiny_base.model] = {NAME: False, "sdpa": False}  # as for a model failing the check
+    # as for a model failing the check
+    _PACKING[tiny_base.model] = {(impl, share): False for impl in (NAME, "sdpa")
+                                 for share in (False, True)}
     try:
         padded = train(tiny_base, examples, hp, tmp_path / "padded")
     finally:
@@ -145,7 +148,6 @@ def test_training_on_packed_rows_takes_the_steps_padded_rows_take(tiny_base, tmp
     for a, b in zip(packed.snapshots, padded.snapshots, strict=True):
         assert a.tokens == b.tokens
         assert a.mean_loss == pytest.approx(b.mean_loss, rel=1e-4)
-
 
 
 def test_a_large_batch_is_laid_out_in_rows_near_the_longest_examples_width():
@@ -204,4 +206,135 @@ def test_the_base_and_the_trainers_copy_are_checked_apart(tiny_base):
     use_segment_attention(private)
     assert packing_works(tiny_base.model, pad)
     assert packing_works(private, pad, key=tiny_base.model)
-    assert _PACKING[tiny_base.model] == {"sdpa": True, NAME: True}
+    assert _PACKING[tiny_base.model] == {("sdpa", False): True, (NAME, False): True}
+
+
+# A shared prefix (pack(share_prefix=True)): the tokens every example of a batch begins with
+# are laid once per row, and each example attends to them as to its own.
+
+def test_a_shared_prefix_is_laid_once_and_every_target_keeps_its_place(tiny_base):
+    items = _items(tiny_base)
+    pad = tiny_base.tokenizer.pad_token_id
+    prefix = shared_prefix(items)
+    assert prefix > 0  # the chat template's opening and system turn
+    assert all(it.prompt_ids[:prefix] == items[0].prompt_ids[:prefix] for it in items)
+    assert len({it.prompt_ids[prefix] for it in items}) > 1  # and no further
+    shared = pack(items, pad, float("inf"), share_prefix=True)
+    plain = pack(items, pad, float("inf"))
+    assert shared.prefix == prefix and plain.prefix == 0
+    assert shared.input_ids.shape == (1, plain.input_ids.shape[1] - (len(items) - 1) * prefix)
+    ids, pos = shared.input_ids[0], shared.position_ids[0]
+    assert ids[:prefix].tolist() == items[0].prompt_ids[:prefix]
+    assert pos[:prefix].tolist() == list(range(prefix))
+    rests = sorted((it.prompt_ids + it.output_ids)[prefix:] for it in items)
+    assert sorted(ids[s:s + n].tolist() for s, n in shared.segments[0]) == rests
+    for s, n in shared.segments[0]:  # each example's positions go on from the prefix's
+        assert pos[s:s + n].tolist() == list(range(prefix, prefix + n))
+    assert shared.targets.tolist() == plain.targets.tolist()
+    assert torch.equal(ids[shared.predict_cols + 1], shared.targets)
+
+
+def test_the_prefix_leaves_every_example_its_last_prompt_token(tiny_base):
+    from tunelab.data.batches import TokenizedExample
+
+    same = [TokenizedExample([1, 2, 3, 4], [7]), TokenizedExample([1, 2, 3, 4], [8, 9])]
+    assert shared_prefix(same) == 3
+    assert shared_prefix(same[:1]) == 0  # nothing to share with
+    assert shared_prefix([TokenizedExample([1, 2], [7]), TokenizedExample([5, 2], [7])]) == 0
+    batch = pack(same, 0, float("inf"), share_prefix=True)
+    assert batch.input_ids[0].tolist() == [1, 2, 3, 4, 7, 4, 8, 9]
+    assert batch.predict_cols.tolist() == [3, 5, 6] and batch.targets.tolist() == [7, 8, 9]
+
+
+@pytest.mark.parametrize("recompute", [False, True], ids=["kept", "recomputed"])
+def test_a_shared_prefix_gives_the_padded_batchs_loss_and_gradients(tiny_base, recompute):
+    """Every example's loss and the adapter's gradients through the prefix laid once (the
+    gradients from every example that reach it add up) are those of padded rows, where each
+    example has its own copy; also with each layer recomputed in the backward pass."""
+    from tunelab.training.segment_attention import segments
+
+    items = _items(tiny_base)
+    torch.manual_seed(0)
+    private = _private_model(tiny_base.model)
+    assert use_segment_attention(private)
+    if recompute:
+        private.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(private, LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "down_proj"],
+        init_lora_weights=False))
+    model.train()
+
+    def loss_and_grads(batch):
+        model.zero_grad(set_to_none=True)
+        loss = output_loss_sum(model, batch, recompute)
+        with segments(batch.segments, batch.prefix):
+            loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    pad = tiny_base.tokenizer.pad_token_id
+    loss_padded, grads_padded = loss_and_grads(collate(items, pad))
+    shared = pack(items, pad, float("inf"), share_prefix=True)
+    assert shared.prefix > 0
+    loss_shared, grads_shared = loss_and_grads(shared)
+    torch.testing.assert_close(loss_shared, loss_padded, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_shared, grads_padded, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_only_attention_by_example_is_trusted_with_a_shared_prefix(tiny_base):
+    pad = tiny_base.tokenizer.pad_token_id
+    private = _private_model(tiny_base.model)
+    assert use_segment_attention(private)
+    assert prefix_sharing_works(private, pad)
+    # transformers' SDPA with the mask it makes from the positions cuts an example off the
+    # prefix: the check sees it
+    assert not prefix_sharing_works(tiny_base.model, pad)
+    assert packing_works(tiny_base.model, pad)
+
+
+def test_attention_with_a_shared_prefix_is_each_examples_causal_attention_over_it():
+    from tunelab.training.segment_attention import segments
+
+    torch.manual_seed(0)
+    heads, kv_heads, dim, prefix = 4, 2, 8, 3
+    spans = [[(3, 4), (7, 2)], [(3, 5)]]  # row 1: one example and 1 of padding
+    q = torch.randn(2, heads, 9, dim)
+    k, v = torch.randn(2, kv_heads, 9, dim), torch.randn(2, kv_heads, 9, dim)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = heads // kv_heads, True
+    with segments(spans, prefix):
+        out, _ = segment_attention(module, q, k, v, None, scaling=0.3)
+    for r, row in enumerate(spans):
+        for start, n in row:
+            seq = torch.cat((torch.arange(prefix), torch.arange(start, start + n)))
+            alone = torch.nn.functional.scaled_dot_product_attention(
+                q[r:r + 1, :, seq], k[r:r + 1, :, seq], v[r:r + 1, :, seq], is_causal=True,
+                scale=0.3, enable_gqa=True).transpose(1, 2)
+            torch.testing.assert_close(out[r:r + 1, start:start + n], alone[:, prefix:])
+            torch.testing.assert_close(out[r:r + 1, :prefix], alone[:, :prefix])
+    assert torch.equal(out[1, 8:], torch.zeros(1, heads, dim))
+    # a layer whose window is shorter than an example cannot read such a row: it says so
+    module.sliding_window = 4
+    with segments(spans, prefix), pytest.raises(RuntimeError, match="shared prefix"):
+        segment_attention(module, q, k, v, None, scaling=0.3)
+
+
+def test_training_with_a_shared_prefix_takes_the_steps_training_without_takes(tiny_base,
+                                                                             tmp_path):
+    from tunelab.training import Hyperparameters, train
+    from tunelab.training.loop import _PACKING
+
+    examples = [Example(f"add {i} and {i + 1} " * (1 + i % 4), f"{2 * i + 1}") for i in range(12)]
+    hp = Hyperparameters(epoch_count=2, batch_size=4, learning_rate=0.01)
+    shared = train(tiny_base, examples, hp, tmp_path / "shared")
+    assert _PACKING[tiny_base.model][(NAME, True)]  # the trainer's copy shared prefixes
+    _PACKING[tiny_base.model][(NAME, True)] = False  # as for a model failing that check
+    try:
+        unshared = train(tiny_base, examples, hp, tmp_path / "unshared")
+    finally:
+        del _PACKING[tiny_base.model]
+    assert len(shared.snapshots) == len(unshared.snapshots) == 6
+    for a, b in zip(shared.snapshots, unshared.snapshots, strict=True):
+        assert a.tokens == b.tokens  # the examples' own tokens, however they were laid out
+        assert a.mean_loss == pytest.approx(b.mean_loss, rel=1e-4)

@@ -96,6 +96,10 @@ class Batch:
     position_ids: Any = None
     # Packed rows: for each row, the (start, length) of each example in it.
     segments: list[list[tuple[int, int]]] | None = None
+    # Packed rows with a shared prefix (``pack(share_prefix=True)``): the tokens every example
+    # of the batch begins with, laid once at each row's start; the segments are the rest of
+    # each example, whose positions go on from the prefix's.
+    prefix: int = 0
 
     def to(self, device: str) -> Batch:
         return Batch(
@@ -107,6 +111,7 @@ class Batch:
             self.n_tokens,
             None if self.position_ids is None else self.position_ids.to(device),
             self.segments,
+            self.prefix,
         )
 
 
@@ -145,24 +150,28 @@ def pack_rows(lengths: Sequence[int], attention_span: float) -> list[list[int]]:
     return best
 
 
-def _lay_out(items: Sequence[TokenizedExample], rows: list[list[int]], pad_id: int):
+def _lay_out(items: Sequence[TokenizedExample], rows: list[list[int]], pad_id: int,
+             prefix: int = 0):
     """The examples ``rows`` names (indices into ``items``) placed one after another in each
     row, padded at the end: (input ids, each example's (row, start, length), the predicting
-    rows, columns and targets)."""
+    rows, columns and targets). With ``prefix``, the first ``prefix`` tokens, which every
+    example shares, are laid once at each row's start and each example's span is its rest."""
     import torch
 
-    width = max(sum(items[i].length for i in row) for row in rows)
+    width = prefix + max(sum(items[i].length - prefix for i in row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     spans: list[tuple[int, int, int]] = []
     pr, pc, targets = [], [], []
     for r, row in enumerate(rows):
-        start = 0
+        start = prefix
+        if prefix:
+            ids[r, :prefix] = torch.tensor(items[row[0]].prompt_ids[:prefix], dtype=torch.long)
         for i in row:
             it = items[i]
-            seq = it.prompt_ids + it.output_ids
+            seq = (it.prompt_ids + it.output_ids)[prefix:]
             ids[r, start : start + len(seq)] = torch.tensor(seq, dtype=torch.long)
             spans.append((r, start, len(seq)))
-            p = start + len(it.prompt_ids)
+            p = start + len(it.prompt_ids) - prefix
             for j, tok in enumerate(it.output_ids):
                 pr.append(r)
                 pc.append(p + j - 1)  # the hidden state at p+j-1 predicts token p+j
@@ -172,7 +181,24 @@ def _lay_out(items: Sequence[TokenizedExample], rows: list[list[int]], pad_id: i
             torch.tensor(targets, dtype=torch.long))
 
 
-def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float) -> Batch:
+def shared_prefix(items: Sequence[TokenizedExample]) -> int:
+    """How many leading tokens every one of ``items`` has in common (0 for fewer than two),
+    leaving each example at least its last prompt token, which predicts its first output
+    token. Examples rendered with one chat template and system prompt share the template's
+    opening and the system turn (24 tokens of SmolLM2's, half the length of a short
+    classification example), and a preamble the training prompts carry extends it."""
+    if len(items) < 2:
+        return 0
+    limit = min(len(it.prompt_ids) for it in items) - 1
+    first = items[0].prompt_ids
+    n = 0
+    while n < limit and all(it.prompt_ids[n] == first[n] for it in items):
+        n += 1
+    return n
+
+
+def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float,
+         share_prefix: bool = False) -> Batch:
     """Several examples per row, each with its own positions (0, 1, …), padded at the end.
 
     Given ``position_ids`` that restart and no attention mask, the model's causal mask keeps
@@ -180,21 +206,30 @@ def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float) 
     sequences), so every example's loss is what it is in a padded batch of its own; the
     trainer checks that the model honours this before it packs (``packing_works``). Padding
     at a row's end gets positions of its own and so forms one more sequence no example sees.
+
+    ``share_prefix``: the tokens every example begins with (``shared_prefix``) are laid once
+    at the start of each row and each example's rest follows with positions going on from
+    them. A token's hidden states depend only on the tokens before it, so the prefix's are the
+    same in every example and are computed once; only attention by example
+    (``training/segment_attention.py``, which lets each example's rest attend to the prefix)
+    reads such a row correctly, and the trainer checks it does (``prefix_sharing_works``).
     """
     import torch
 
-    rows = pack_rows([it.length for it in items], attention_span)
-    ids, spans, pr, pc, targets = _lay_out(items, rows, pad_id)
+    prefix = shared_prefix(items) if share_prefix else 0
+    rows = pack_rows([it.length - prefix for it in items], attention_span)
+    ids, spans, pr, pc, targets = _lay_out(items, rows, pad_id, prefix)
     width = ids.shape[1]
     positions = torch.zeros_like(ids)
+    positions[:, :prefix] = torch.arange(prefix)
     segments: list[list[tuple[int, int]]] = [[] for _ in rows]
     for r, start, n in spans:
-        positions[r, start : start + n] = torch.arange(n)
+        positions[r, start : start + n] = torch.arange(prefix, prefix + n)
         segments[r].append((start, n))
     for r, row in enumerate(segments):
         end = row[-1][0] + row[-1][1]  # every row holds at least one example
         positions[r, end:] = torch.arange(width - end)
-    return Batch(ids, None, pr, pc, targets, len(targets), positions, segments)
+    return Batch(ids, None, pr, pc, targets, len(targets), positions, segments, prefix)
 
 
 def collate(items: Sequence[TokenizedExample], pad_id: int) -> Batch:

@@ -200,7 +200,7 @@ def _output_hidden(lm: Any, batch: Batch) -> Any:
     """The final hidden states that predict ``batch.targets``, one row each."""
     from tunelab.training.segment_attention import segments
 
-    with segments(batch.segments):
+    with segments(batch.segments, batch.prefix):
         hidden = lm.get_decoder()(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask,
             position_ids=batch.position_ids, use_cache=False
@@ -230,9 +230,11 @@ def attention_span(model: Any) -> float:
     return weights / (2 * q_width)
 
 
-# Per model, per attention implementation: the base (SDPA with a block mask) and the trainer's
-# private copy of it (attention by example) are checked apart.
-_PACKING: weakref.WeakKeyDictionary[Any, dict[str | None, bool]] = weakref.WeakKeyDictionary()
+# Per model, per attention implementation and layout (shared prefix or not): the base (SDPA
+# with a block mask) and the trainer's private copy of it (attention by example) are checked
+# apart.
+_PACKING: weakref.WeakKeyDictionary[Any, dict[tuple[str | None, bool], bool]] = (
+    weakref.WeakKeyDictionary())
 
 
 def packing_works(model: Any, pad_id: int, key: Any = None) -> bool:
@@ -241,6 +243,16 @@ def packing_works(model: Any, pad_id: int, key: Any = None) -> bool:
     per ``key`` (the trainer's: the base model its private copy was made from; default: the
     model) and attention implementation; a model whose attention ignores the restarted
     positions trains on padded rows."""
+    return _layout_works(model, pad_id, key, share_prefix=False)
+
+
+def prefix_sharing_works(model: Any, pad_id: int, key: Any = None) -> bool:
+    """Whether ``model`` reads rows whose examples share a prefix laid once
+    (``pack(share_prefix=True)``) as it reads each example alone; as ``packing_works``."""
+    return _layout_works(model, pad_id, key, share_prefix=True)
+
+
+def _layout_works(model: Any, pad_id: int, key: Any, share_prefix: bool) -> bool:
     import torch
 
     from tunelab.training.segment_attention import segments
@@ -248,29 +260,37 @@ def packing_works(model: Any, pad_id: int, key: Any = None) -> bool:
     lm = _causal_lm(model)
     key = lm if key is None else key
     impl = getattr(getattr(lm, "config", None), "_attn_implementation", None)
-    known = _PACKING.get(key, {}).get(impl)
+    known = _PACKING.get(key, {}).get((impl, share_prefix))
     if known is not None:
         return known
+    # with a shared prefix both begin with tokens 5-8, and b is shorter than a
     a = TokenizedExample(list(range(5, 12)), list(range(20, 25)))
-    b = TokenizedExample(list(range(30, 34)), list(range(40, 49)))
+    b = TokenizedExample([*range(5, 9), *range(30, 34)] if share_prefix else
+                         list(range(30, 34)), list(range(40, 49)))
     decoder = lm.get_decoder()
     was_training = decoder.training
     decoder.eval()
     try:
         with torch.no_grad():
             device = next(decoder.parameters()).device
-            packed = pack([a, b], pad_id, attention_span=float("inf")).to(device)
-            if packed.input_ids.shape[0] != 1:
+            packed = pack([a, b], pad_id, attention_span=float("inf"),
+                          share_prefix=share_prefix).to(device)
+            if packed.input_ids.shape[0] != 1 or packed.prefix != (4 if share_prefix else 0):
                 raise AssertionError("the check needs one packed row")
-            with segments(packed.segments):
+            with segments(packed.segments, packed.prefix):
                 together = decoder(input_ids=packed.input_ids,
                                    position_ids=packed.position_ids,
                                    use_cache=False).last_hidden_state[0].float()
             alone = decoder(input_ids=torch.tensor([b.prompt_ids + b.output_ids], device=device),
                             use_cache=False).last_hidden_state[0].float()
         # the second example's states: they differ when it sees the first or misses its
-        # positions (SmolLM2 with a bf16 base: relative error 0.002, and 0.3 when they mix)
-        error = (together[a.length:] - alone).norm() / alone.norm()
+        # positions (SmolLM2 with a bf16 base: relative error 0.002, and 0.3 when they mix),
+        # or, sharing a prefix, when it misses the prefix
+        start, n = packed.segments[0][1]
+        mine = together[start:start + n]
+        if share_prefix:
+            mine = torch.cat((together[:packed.prefix], mine))
+        error = (mine - alone).norm() / alone.norm()
         works = bool(error < 0.05)
     # an architecture that refuses position ids without a mask, or packed rows; other
     # errors (a KeyboardInterrupt, a bug in this check) propagate
@@ -278,7 +298,7 @@ def packing_works(model: Any, pad_id: int, key: Any = None) -> bool:
         works = False
     finally:
         decoder.train(was_training)
-    _PACKING.setdefault(key, {})[impl] = works
+    _PACKING.setdefault(key, {})[(impl, share_prefix)] = works
     return works
 
 
@@ -449,6 +469,15 @@ def train(
         span = None
         if packing_works(model, pad_id, key=base.model):
             span = float("inf") if by_example else attention_span(base.model)
+        # The tokens a step's examples begin with (the template's opening, the system turn, a
+        # shared preamble) computed once per row instead of once per example (data/batches.py:
+        # pack): exact, and 19-40% of the tokens of the benchmarks' batches of 4
+        # (docs/performance.md). Not where a layer's attention window is shorter than an
+        # example (it would need transformers' path, which cannot read such rows).
+        window = getattr(_text_config(private.config), "sliding_window", None)
+        share = bool(span and by_example and (not window or max(
+            it.length for it in tokenized) <= window) and prefix_sharing_works(
+                model, pad_id, key=base.model))
         evaluator = None
         if validation:
             labels = is_label_like([ex.output for ex in [*examples, *validation]])
@@ -519,10 +548,11 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 step_loss = 0.0
                 for micro in _micro_batches(items, memory.micro_batch_tokens):
-                    mb = pack(micro, pad_id, span) if span else collate(micro, pad_id)
+                    mb = pack(micro, pad_id, span, share) if span else collate(micro, pad_id)
                     mb = mb.to(base.device)
                     loss = output_loss_sum(model, mb, memory.recompute) / n_tokens
-                    with segments(mb.segments):  # recomputed layers attend as in the forward
+                    # recomputed layers attend as in the forward
+                    with segments(mb.segments, mb.prefix):
                         loss.backward()
                     step_loss += loss.item()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

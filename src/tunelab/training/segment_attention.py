@@ -15,9 +15,20 @@ reads them). Anything else, and any call outside the context, is transformers' o
 attention with the mask it was given, unchanged. Layers with a sliding window shorter than an
 example (Gemma 3's local layers) also take transformers' path.
 
+A row may begin with a **shared prefix** (``pack(share_prefix=True)``): the tokens every example
+of the batch begins with, laid once, each example's rest following. Each example then attends
+over the prefix and its own tokens: one causal attention over the prefix's queries, keys and
+values followed by the example's, of which the prefix's outputs are kept once (from the row's
+first example) and the rest for each example. The gradients that reach the prefix's keys and
+values from every example add up, as they would in each example's own copy of the prefix.
+Transformers' path cannot read such a row (its mask would cut the examples off their prefix),
+so where a layer would fall back to it with a prefix the call fails instead of computing
+something else.
+
 The trainer switches its private copy of the model (never the served base) to this
 implementation, and checks before it packs that two packed examples give the hidden states each
-gives alone (``loop.packing_works``).
+gives alone (``loop.packing_works``), and before it shares prefixes that two examples sharing
+one give them too (``loop.prefix_sharing_works``).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ NAME = "tunelab_segments"
 
 class _Active(threading.local):
     segments: Sequence[Sequence[tuple[int, int]]] | None = None
+    prefix: int = 0
 
 
 _active = _Active()
@@ -39,15 +51,17 @@ _registered: list[bool] = []
 
 
 @contextmanager
-def segments(rows: Sequence[Sequence[tuple[int, int]]] | None) -> Iterator[None]:
+def segments(rows: Sequence[Sequence[tuple[int, int]]] | None, prefix: int = 0
+             ) -> Iterator[None]:
     """Within this context a packed forward pass attends example by example. ``rows``: for each
-    row of the batch, the (start, length) of each example in it; None: no packing."""
-    previous = _active.segments
-    _active.segments = rows
+    row of the batch, the (start, length) of each example in it; None: no packing. ``prefix``:
+    the shared prefix at each row's start (``Batch.prefix``), which every example attends to."""
+    previous = _active.segments, _active.prefix
+    _active.segments, _active.prefix = rows, prefix
     try:
         yield
     finally:
-        _active.segments = previous
+        _active.segments, _active.prefix = previous
 
 
 def use_segment_attention(model: Any) -> bool:
@@ -80,12 +94,14 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    rows = _active.segments
+    rows, prefix = _active.segments, _active.prefix
     batch, heads, width, dim = query.shape
     window = getattr(module, "sliding_window", None)
     if (rows is None or len(rows) != batch or key.shape[2] != width or dropout
             or kwargs.get("softcap") is not None or (window and max(
-                (n for row in rows for _, n in row), default=0) > window)):
+                (prefix + n for row in rows for _, n in row), default=0) > window)):
+        if prefix and rows is not None:
+            raise RuntimeError("a row with a shared prefix needs attention by example")
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     gqa = key.shape[1] != heads
@@ -93,10 +109,15 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     for r, row in enumerate(rows):
         pieces, end = [], 0
         for start, n in row:  # one after another from the row's start (data/batches.py)
-            pieces.append(F.scaled_dot_product_attention(
-                query[r:r + 1, :, start:start + n], key[r:r + 1, :, start:start + n],
-                value[r:r + 1, :, start:start + n], is_causal=True, scale=scaling,
-                enable_gqa=gqa))
+            q, k, v = (t[r:r + 1, :, start:start + n] for t in (query, key, value))
+            if prefix:  # the example's rest after the prefix: both attend as one sequence
+                q, k, v = (torch.cat((t[r:r + 1, :, :prefix], part), dim=2)
+                           for t, part in ((query, q), (key, k), (value, v)))
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling,
+                                                 enable_gqa=gqa)
+            if prefix and pieces:  # the prefix's outputs are kept once, from the first
+                out = out[:, :, prefix:]
+            pieces.append(out)
             end = start + n
         if end < width:  # the row's padding
             pieces.append(query.new_zeros((1, heads, width - end, dim)))
