@@ -109,8 +109,11 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     for r, row in enumerate(rows):
         pieces, end = [], 0
         for start, n in row:  # one after another from the row's start (data/batches.py)
-            q, k, v = (t[r:r + 1, :, start:start + n] for t in (query, key, value))
-            if prefix:  # the example's rest after the prefix: both attend as one sequence
+            # with a prefix, the example's rest and the prefix attend as one sequence (the
+            # row's first example follows the prefix: one slice)
+            first = 0 if prefix and not pieces else start
+            q, k, v = (t[r:r + 1, :, first:start + n] for t in (query, key, value))
+            if prefix and pieces:
                 q, k, v = (torch.cat((t[r:r + 1, :, :prefix], part), dim=2)
                            for t, part in ((query, q), (key, k), (value, v)))
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling,
