@@ -130,24 +130,36 @@ def test_a_model_that_ignores_restarted_positions_is_not_packed(tiny_base):
                              tiny_base.tokenizer.pad_token_id)
 
 
-def test_training_on_packed_rows_takes_the_steps_padded_rows_take(tiny_base, tmp_path):
+def _train_twice(tiny_base, tmp_path, failed):
+    """``train()`` on the same examples as the trainer lays them out, then as it lays them out
+    for a model that fails the layout checks ``failed`` ((attention implementation, shared
+    prefix) keys of ``loop._PACKING``): both results, each trained 2 epochs of 3 steps."""
     from tunelab.training import Hyperparameters, train
     from tunelab.training.loop import _PACKING
 
     examples = [Example(f"add {i} and {i + 1} " * (1 + i % 4), f"{2 * i + 1}") for i in range(12)]
     hp = Hyperparameters(epoch_count=2, batch_size=4, learning_rate=0.01)
-    packed = train(tiny_base, examples, hp, tmp_path / "packed")
-    # as for a model failing the check
-    _PACKING[tiny_base.model] = {(impl, share): False for impl in (NAME, "sdpa")
-                                 for share in (False, True)}
+    first = train(tiny_base, examples, hp, tmp_path / "first")
+    checked = dict(_PACKING[tiny_base.model])
+    _PACKING[tiny_base.model].update(dict.fromkeys(failed, False))
     try:
-        padded = train(tiny_base, examples, hp, tmp_path / "padded")
+        second = train(tiny_base, examples, hp, tmp_path / "second")
     finally:
         del _PACKING[tiny_base.model]
-    assert len(packed.snapshots) == len(padded.snapshots) == 6
-    for a, b in zip(packed.snapshots, padded.snapshots, strict=True):
-        assert a.tokens == b.tokens
-        assert a.mean_loss == pytest.approx(b.mean_loss, rel=1e-4)
+    assert len(first.snapshots) == len(second.snapshots) == 6
+    return first, second, checked
+
+
+def _assert_same_steps(a, b):
+    for x, y in zip(a.snapshots, b.snapshots, strict=True):
+        assert x.tokens == y.tokens  # the examples' own tokens, however they were laid out
+        assert x.mean_loss == pytest.approx(y.mean_loss, rel=1e-4)
+
+
+def test_training_on_packed_rows_takes_the_steps_padded_rows_take(tiny_base, tmp_path):
+    packed, padded, _ = _train_twice(tiny_base, tmp_path, [
+        (impl, share) for impl in (NAME, "sdpa") for share in (False, True)])
+    _assert_same_steps(packed, padded)
 
 
 def test_a_large_batch_is_laid_out_in_rows_near_the_longest_examples_width():
@@ -322,19 +334,6 @@ def test_attention_with_a_shared_prefix_is_each_examples_causal_attention_over_i
 
 def test_training_with_a_shared_prefix_takes_the_steps_training_without_takes(tiny_base,
                                                                              tmp_path):
-    from tunelab.training import Hyperparameters, train
-    from tunelab.training.loop import _PACKING
-
-    examples = [Example(f"add {i} and {i + 1} " * (1 + i % 4), f"{2 * i + 1}") for i in range(12)]
-    hp = Hyperparameters(epoch_count=2, batch_size=4, learning_rate=0.01)
-    shared = train(tiny_base, examples, hp, tmp_path / "shared")
-    assert _PACKING[tiny_base.model][(NAME, True)]  # the trainer's copy shared prefixes
-    _PACKING[tiny_base.model][(NAME, True)] = False  # as for a model failing that check
-    try:
-        unshared = train(tiny_base, examples, hp, tmp_path / "unshared")
-    finally:
-        del _PACKING[tiny_base.model]
-    assert len(shared.snapshots) == len(unshared.snapshots) == 6
-    for a, b in zip(shared.snapshots, unshared.snapshots, strict=True):
-        assert a.tokens == b.tokens  # the examples' own tokens, however they were laid out
-        assert a.mean_loss == pytest.approx(b.mean_loss, rel=1e-4)
+    shared, unshared, checked = _train_twice(tiny_base, tmp_path, [(NAME, True)])
+    assert checked[(NAME, True)]  # the trainer's copy shared prefixes
+    _assert_same_steps(shared, unshared)
