@@ -109,18 +109,18 @@ def segment_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     for r, row in enumerate(rows):
         pieces, end = [], 0
         for start, n in row:  # one after another from the row's start (data/batches.py)
-            # with a prefix, the example's rest and the prefix attend as one sequence (the
-            # row's first example follows the prefix: one slice)
-            first = 0 if prefix and not pieces else start
+            # with a prefix, the prefix and the example's rest attend as one sequence: the
+            # row's first example follows the prefix (one slice, whose outputs keep the
+            # prefix's), a later one is joined to it (the prefix's outputs dropped)
+            later = bool(prefix and pieces)
+            first = 0 if prefix and not later else start
             q, k, v = (t[r:r + 1, :, first:start + n] for t in (query, key, value))
-            if prefix and pieces:
+            if later:
                 q, k, v = (torch.cat((t[r:r + 1, :, :prefix], part), dim=2)
                            for t, part in ((query, q), (key, k), (value, v)))
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling,
                                                  enable_gqa=gqa)
-            if prefix and pieces:  # the prefix's outputs are kept once, from the first
-                out = out[:, :, prefix:]
-            pieces.append(out)
+            pieces.append(out[:, :, prefix:] if later else out)
             end = start + n
         if end < width:  # the row's padding
             pieces.append(query.new_zeros((1, heads, width - end, dim)))
