@@ -332,6 +332,51 @@ def test_attention_with_a_shared_prefix_is_each_examples_causal_attention_over_i
         segment_attention(module, q, k, v, None, scaling=0.3)
 
 
+@pytest.mark.parametrize("prefix", [0, 3])
+def test_attention_by_example_has_each_examples_own_gradients(prefix):
+    """The CPU function's backward: the gradients of the queries, keys and values are those of
+    each example's own causal attention (over the prefix, which gathers every example's)."""
+    from tunelab.training.segment_attention import segments
+
+    torch.manual_seed(1)
+    heads, kv_heads, dim = 4, 2, 8
+    spans = [[(prefix, 4), (prefix + 4, 2), (prefix + 6, 3)], [(prefix, 5)]]
+    width = prefix + 9
+    q0 = torch.randn(2, heads, width, dim)
+    k0, v0 = torch.randn(2, kv_heads, width, dim), torch.randn(2, kv_heads, width, dim)
+    grad = torch.randn(2, width, heads, dim)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = heads // kv_heads, True
+    q, k, v = (t.clone().requires_grad_() for t in (q0, k0, v0))
+    with segments(spans, prefix):
+        out, _ = segment_attention(module, q, k, v, None, scaling=0.3)
+    out.backward(grad)
+    # the reference: every example alone, as autograd differentiates it
+    rq, rk, rv = (t.clone().requires_grad_() for t in (q0, k0, v0))
+    total = 0
+    for r, row in enumerate(spans):
+        for i, (start, n) in enumerate(row):
+            seq = torch.cat((torch.arange(prefix), torch.arange(start, start + n)))
+            alone = torch.nn.functional.scaled_dot_product_attention(
+                rq[r:r + 1, :, seq], rk[r:r + 1, :, seq], rv[r:r + 1, :, seq], is_causal=True,
+                scale=0.3, enable_gqa=True).transpose(1, 2)
+            keep = alone if i == 0 else alone[:, prefix:]  # the prefix's outputs count once
+            total = total + (keep * grad[r:r + 1, seq[-keep.shape[1]:]]).sum()
+    total.backward()
+    for got, want in ((q, rq), (k, rk), (v, rv)):
+        torch.testing.assert_close(got.grad, want.grad)
+    assert torch.equal(q.grad[1, :, prefix + 5:], torch.zeros(heads, width - prefix - 5, dim))
+    # the path for other devices (autograd through PyTorch's attention) computes the same
+    from tunelab.training.segment_attention import _by_example
+
+    gq, gk, gv = (t.clone().requires_grad_() for t in (q0, k0, v0))
+    other = _by_example(gq, gk, gv, spans, prefix, 0.3)
+    torch.testing.assert_close(other.transpose(1, 2), out)
+    other.transpose(1, 2).backward(grad)
+    for got, want in ((gq, q), (gk, k), (gv, v)):
+        torch.testing.assert_close(got.grad, want.grad)
+
+
 def test_training_with_a_shared_prefix_takes_the_steps_training_without_takes(tiny_base,
                                                                              tmp_path):
     shared, unshared, checked = _train_twice(tiny_base, tmp_path, [(NAME, True)])
