@@ -130,12 +130,10 @@ def _by_example(query: Any, key: Any, value: Any, rows: Sequence[Sequence[tuple[
         pieces, end = [], 0
         for i, (start, n) in enumerate(row):
             later = bool(prefix) and i > 0
-            if later:  # the prefix and the example's rest as one sequence; the prefix's
-                # outputs are the row's first example's
-                q, k, v = (torch.cat((t[r:r + 1, :, :prefix], t[r:r + 1, :, start:start + n]),
-                                     dim=2) for t in (query, key, value))
-            else:
-                q, k, v, _ = _pieces(query, key, value, r, start, n, prefix, False)
+            q, k, v, _ = _pieces(query, key, value, r, start, n, prefix, later)
+            if later:  # the prefix's queries too, as one causal sequence; their outputs are
+                # the row's first example's
+                q = torch.cat((query[r:r + 1, :, :prefix], q), dim=2)
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling,
                                                  enable_gqa=gqa)
             pieces.append(out[:, :, prefix:] if later else out)
