@@ -275,3 +275,37 @@ def test_answers_the_loss_pass_determines_are_not_generated_again(models_dir, tm
     assert right and set(generated).isdisjoint(right)  # every right answer came from the pass
     assert len(generated) < len(examples)
     assert abs(loss - evaluator.evaluate(model, 1).validation_loss) < 1e-6
+
+
+def test_the_loss_pass_laid_out_as_training_steps_scores_as_padded_rows(models_dir):
+    """The trainer's evaluator lays the loss pass's examples in one packed row with their
+    common prefix once (as its steps are): the same loss and the same answers as padded rows."""
+    from peft import LoraConfig, get_peft_model
+
+    from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.data.batches import pack, shared_prefix
+    from tunelab.training.evaluate import Evaluator
+    from tunelab.training.loop import _private_model
+    from tunelab.training.segment_attention import use_segment_attention
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32")
+    examples = [Example(f"Answer in one word. Is {w} a colour?", "yes" if i % 3 else "no")
+                for i, w in enumerate(["red", "tree", "blue", "fish", "green", "stone", "pink",
+                                       "door", "grey", "salt"])]
+    private = _private_model(base.model)
+    assert use_segment_attention(private)
+    torch.manual_seed(0)
+    model = get_peft_model(private, LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
+    padded = Evaluator(base, examples, labels=True)
+    packed = Evaluator(base, examples, labels=True, packed=True, share_prefix=True)
+    first = packed._batch(packed.tokenized[:8], base.tokenizer.pad_token_id)
+    assert first.segments is not None and len(first.segments) == 1  # one row, in order
+    assert first.prefix == shared_prefix(packed.tokenized[:8]) > 0
+    assert first.input_ids.numel() < sum(t.length for t in packed.tokenized[:8])
+    assert len(pack(packed.tokenized[:8], 0, float("inf")).segments) == 1
+    with torch.no_grad():
+        loss, answers = padded.score(model)
+        packed_loss, packed_answers = packed.score(model)
+    assert abs(packed_loss - loss) < 1e-5
+    assert packed_answers == answers

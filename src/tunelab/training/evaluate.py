@@ -29,7 +29,7 @@ from typing import Any
 
 from tunelab.catalog.kv_cache import growing_cache
 from tunelab.catalog.stopping import Reply, end_token_ids
-from tunelab.data.batches import collate, encode_prompt, tokenize_example
+from tunelab.data.batches import collate, encode_prompt, pack, tokenize_example
 from tunelab.data.examples import Example
 from tunelab.data.split import MAX_VALIDATION
 
@@ -136,10 +136,15 @@ class Evaluator:
     ``torch.no_grad`` rather than inference mode: tensors made in inference mode could not
     take part in the training steps that follow."""
 
-    def __init__(self, base: Any, validation: list[Example], labels: bool):
+    def __init__(self, base: Any, validation: list[Example], labels: bool,
+                 packed: bool = False, share_prefix: bool = False):
+        """``packed``: the loss pass lays each group of examples in one row, as the trainer
+        does where its model attends by example (``data/batches.py`` ``pack``); with
+        ``share_prefix``, their common prefix once. Else each example has a padded row."""
         self.base = base
         self.examples = validation[:MAX_VALIDATION]
         self.labels = labels
+        self.packed, self.share_prefix = packed, share_prefix
         tok = base.tokenizer
         self.tokenized = [tokenize_example(tok, base.template, ex) for ex in self.examples]
         self.max_new_tokens = max((len(t.output_ids) for t in self.tokenized), default=0) + (
@@ -187,7 +192,7 @@ class Evaluator:
         answers: list[str | None] = []
         for i in range(0, len(self.tokenized), 8):
             items = self.tokenized[i:i + 8]
-            batch = collate(items, pad).to(self.base.device)
+            batch = self._batch(items, pad).to(self.base.device)
             logits = output_logits(model, batch)
             total += float(F.cross_entropy(logits, batch.targets, reduction="sum"))
             tokens += len(batch.targets)
@@ -208,6 +213,15 @@ class Evaluator:
             if on_progress is not None:
                 on_progress(sum(a is not None for a in answers), len(self.examples))
         return total / max(tokens, 1), [a or "" for a in answers]
+
+    def _batch(self, items: Sequence[Any], pad: int) -> Any:
+        """The loss pass's batch, its targets in the examples' order: one packed row (the
+        training step's layout: no padding, the prefix computed once), else padded rows."""
+        if self.packed:
+            batch = pack(items, pad, float("inf"), self.share_prefix)
+            if len(batch.segments) == 1:  # one row holds the examples in their order
+                return batch
+        return collate(items, pad)
 
     def _known_answer(self, item: Any, chosen: list[int]) -> str | None:
         """The greedy answer when the loss pass's choices (``chosen``, one per expected output

@@ -481,7 +481,9 @@ def train(
         evaluator = None
         if validation:
             labels = is_label_like([ex.output for ex in [*examples, *validation]])
-            evaluator = Evaluator(base, validation, labels)
+            # its loss pass laid out as the steps are (one row, the prefix once)
+            evaluator = Evaluator(base, validation, labels, packed=span == float("inf"),
+                                  share_prefix=share)
         evaluation: dict | None = None
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(params, hp.learning_rate)
