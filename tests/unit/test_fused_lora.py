@@ -58,8 +58,9 @@ def test_fused_layers_compute_what_peft_computes(models_dir, precision):
     loss_fused, grads_fused = _loss_and_grads(model, batch)
     torch.testing.assert_close(loss_fused, loss_peft, rtol=1e-5, atol=1e-5)
     assert grads_fused.keys() == grads_peft.keys() and len(grads_fused) == 2 * 7 * 2
-    for name, g in grads_peft.items():
-        torch.testing.assert_close(grads_fused[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    for name, g in grads_peft.items():  # fp32 rounding, on gradients as large as ~30
+        torch.testing.assert_close(grads_fused[name], g, rtol=1e-4,
+                                   atol=1e-6 * max(1.0, float(g.abs().max())), msg=name)
 
     unfuse_lora_layers(model)  # PEFT's own forward again: the same numbers as at first
     loss_again, _ = _loss_and_grads(model, batch)

@@ -168,14 +168,21 @@ LOSS_CHUNK = 64
 def output_loss_sum(model: Any, batch: Batch, recompute: bool = False):
     """Sum of cross-entropy over the output tokens, computing logits only where needed.
 
-    ``recompute`` (a run short of memory): the logits are made ``LOSS_CHUNK`` tokens at a time
-    and made again in the backward pass instead of kept (a vocabulary of 49,152 makes them
-    ~0.2 MB per output token, twice: logits and their log-softmax)."""
+    A plain frozen head's loss is one autograd function (``head_loss.py``: a few passes over
+    the vocabulary-wide logits instead of a dozen). ``recompute`` (a run short of memory): the
+    logits are made a block at a time and made again in the backward pass instead of kept (a
+    vocabulary of 49,152 makes them ~0.2 MB per output token in fp32); any other head makes
+    them ``LOSS_CHUNK`` tokens at a time through checkpointing."""
     import torch
     import torch.nn.functional as F
 
+    from tunelab.training import head_loss
+
     lm = _causal_lm(model)
     h = _output_hidden(lm, batch)
+    head = lm.get_output_embeddings()
+    if head_loss.usable(head, lm.config):
+        return head_loss.head_cross_entropy(head, h, batch.targets, keep_logits=not recompute)
     if not recompute:
         return F.cross_entropy(_logits(lm, h), batch.targets, reduction="sum")
 

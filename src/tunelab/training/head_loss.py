@@ -1,0 +1,100 @@
+"""The output head and its cross-entropy in one autograd function.
+
+The loss of a training step is the cross-entropy of the output tokens' logits: a vocabulary
+wide row per output token (49,152 for SmolLM2, 262,144 for Gemma 3). Done as
+``F.cross_entropy(head(h).float(), targets)``, each of those rows is written and read many
+times over: the head's result, its fp32 copy, the log-softmax (kept for the backward), then in
+the backward a zero-filled gradient with one entry set, the log-softmax's gradient and its copy
+back to the head's dtype. On a CPU those passes over memory cost more than the head's matmul
+itself: profiled on the throughput benchmark's steps (default model, bf16 base, AMX machine),
+the vocabulary-wide copies, fills and log-softmax took ~15% of the step's CPU time
+(docs/performance.md).
+
+``head_cross_entropy`` computes the same sum of cross-entropies (up to rounding) in a few
+passes, a block of rows at a time so no temporary is larger than ``BLOCK_ELEMENTS``::
+
+    forward:   z = head(h) (the head's dtype, as its matmul returns it); lse = logsumexp(z);
+               loss = Σ lse − z[target]
+    backward:  ∂z = g · (exp(z − lse) − onehot(target)), made in place in one fp32 block;
+               ∂h = ∂z W (in the head weight's dtype, as autograd does it for the plain head)
+
+``keep_logits``: the logits are kept for the backward pass in the head's dtype (half of an
+fp32 copy with a bf16 head); otherwise (a run short of memory, ``memory.py``) nothing
+vocabulary-wide is kept and each block's logits are made again in the backward pass.
+
+It applies to a plain frozen linear head (``nn.Linear`` or ``WideLinear``) without logit
+soft-capping; anything else keeps the plain path (``usable``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tunelab.catalog.wide_linear import WideLinear
+
+# At most this many logits per block (fp32: 16 MB), so a block's temporaries stay below the
+# allocator's mmap threshold (training/allocator.py) and are reused rather than mapped anew.
+BLOCK_ELEMENTS = 1 << 22
+
+
+def usable(head: Any, config: Any) -> bool:
+    """Whether ``head_cross_entropy`` computes ``head``'s loss: a frozen plain linear head and
+    no logit soft-capping."""
+    return (type(head) in (nn.Linear, WideLinear) and not head.weight.requires_grad
+            and (head.bias is None or not head.bias.requires_grad)
+            and not getattr(config, "final_logit_softcapping", None))
+
+
+def _rows(vocab: int) -> int:
+    return max(1, BLOCK_ELEMENTS // max(1, vocab))
+
+
+class _HeadCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                targets: torch.Tensor, keep_logits: bool) -> torch.Tensor:
+        n, vocab = hidden.shape[0], weight.shape[0]
+        h = hidden.to(weight.dtype)
+        lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        picked = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        kept = (torch.empty((n, vocab), dtype=weight.dtype, device=hidden.device)
+                if keep_logits else None)
+        step = _rows(vocab)
+        for i in range(0, n, step):
+            z = F.linear(h[i:i + step], weight, bias)
+            if kept is not None:
+                kept[i:i + step] = z
+            zf = z.float()
+            lse[i:i + step] = torch.logsumexp(zf, dim=-1)
+            picked[i:i + step] = zf.gather(1, targets[i:i + step, None]).squeeze(1)
+        ctx.save_for_backward(h, weight, bias, targets, lse, kept)
+        ctx.hidden_dtype = hidden.dtype
+        return (lse - picked).sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        h, weight, bias, targets, lse, kept = ctx.saved_tensors
+        n = h.shape[0]
+        grad_h = torch.empty((n, h.shape[1]), dtype=ctx.hidden_dtype, device=h.device)
+        step = _rows(weight.shape[0])
+        for i in range(0, n, step):
+            z = kept[i:i + step] if kept is not None else F.linear(h[i:i + step], weight, bias)
+            # a fresh fp32 block to work in: the kept logits stay as they are
+            p = z.clone() if kept is not None and z.dtype == torch.float32 else z.float()
+            p.sub_(lse[i:i + step, None]).exp_()
+            rows = torch.arange(p.shape[0], device=p.device)
+            p[rows, targets[i:i + step]] -= 1
+            p.mul_(grad)
+            grad_h[i:i + step] = p.to(weight.dtype) @ weight
+        return grad_h, None, None, None, None
+
+
+def head_cross_entropy(head: nn.Linear, hidden: torch.Tensor, targets: torch.Tensor,
+                       keep_logits: bool = True) -> torch.Tensor:
+    """Σ cross-entropy of ``head(hidden)`` (one row per target) against ``targets``, as
+    ``F.cross_entropy(head(hidden).float(), targets, reduction="sum")`` computes it."""
+    return _HeadCrossEntropy.apply(hidden, head.weight, head.bias, targets, keep_logits)
