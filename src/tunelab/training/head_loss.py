@@ -31,7 +31,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tunelab.catalog.wide_linear import WideLinear
@@ -54,43 +53,78 @@ def _rows(vocab: int) -> int:
 
 
 class _HeadCrossEntropy(torch.autograd.Function):
+    """Each block's logits are made in the head's dtype (into the kept logits, or a scratch
+    block), copied into one fp32 work block and turned there, in place, into what is needed;
+    the work block is made once per call and handed on to the backward pass, so a step maps
+    fresh memory for it once (a block allocated anew each time costs a page fault per 4 KB)."""
+
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 targets: torch.Tensor, keep_logits: bool) -> torch.Tensor:
         n, vocab = hidden.shape[0], weight.shape[0]
+        step = max(1, min(n, _rows(vocab)))
         h = hidden.to(weight.dtype)
         lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
         picked = torch.empty(n, dtype=torch.float32, device=hidden.device)
         kept = (torch.empty((n, vocab), dtype=weight.dtype, device=hidden.device)
                 if keep_logits else None)
-        step = _rows(vocab)
+        work = torch.empty((step, vocab), dtype=torch.float32, device=hidden.device)
+        scratch = (None if kept is not None or weight.dtype == torch.float32 else
+                   torch.empty((step, vocab), dtype=weight.dtype, device=hidden.device))
         for i in range(0, n, step):
-            z = F.linear(h[i:i + step], weight, bias)
-            if kept is not None:
-                kept[i:i + step] = z
-            zf = z.float()
-            lse[i:i + step] = torch.logsumexp(zf, dim=-1)
-            picked[i:i + step] = zf.gather(1, targets[i:i + step, None]).squeeze(1)
+            j = min(n, i + step)
+            w = work[:j - i]
+            z = _logits_into(h[i:j], weight, bias, kept[i:j] if kept is not None else (
+                scratch[:j - i] if scratch is not None else w))
+            picked[i:j] = z.gather(1, targets[i:j, None]).squeeze(1)
+            if z is not w:
+                w.copy_(z)
+            top = w.amax(dim=-1, keepdim=True)
+            lse[i:j] = w.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(1))
         ctx.save_for_backward(h, weight, bias, targets, lse, kept)
-        ctx.hidden_dtype = hidden.dtype
+        ctx.hidden_dtype, ctx.work, ctx.scratch = hidden.dtype, work, scratch
         return (lse - picked).sum()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         h, weight, bias, targets, lse, kept = ctx.saved_tensors
-        n = h.shape[0]
+        n, vocab = h.shape[0], weight.shape[0]
+        work, scratch = ctx.work, ctx.scratch
+        ctx.work = ctx.scratch = None  # let go when this pass ends; a second pass makes its own
+        if work is None:
+            work = torch.empty((max(1, min(n, _rows(vocab))), vocab), dtype=torch.float32,
+                               device=h.device)
+        step = work.shape[0]
+        narrow = (scratch if scratch is not None or weight.dtype == torch.float32 else
+                  torch.empty_like(work, dtype=weight.dtype))
         grad_h = torch.empty((n, h.shape[1]), dtype=ctx.hidden_dtype, device=h.device)
-        step = _rows(weight.shape[0])
         for i in range(0, n, step):
-            z = kept[i:i + step] if kept is not None else F.linear(h[i:i + step], weight, bias)
-            # a fresh fp32 block to work in: the kept logits stay as they are
-            p = z.clone() if kept is not None and z.dtype == torch.float32 else z.float()
-            p.sub_(lse[i:i + step, None]).exp_()
-            rows = torch.arange(p.shape[0], device=p.device)
-            p[rows, targets[i:i + step]] -= 1
-            p.mul_(grad)
-            grad_h[i:i + step] = p.to(weight.dtype) @ weight
+            j = min(n, i + step)
+            w = work[:j - i]
+            if kept is not None:
+                w.copy_(kept[i:j])
+            else:
+                z = _logits_into(h[i:j], weight, bias, narrow[:j - i] if narrow is not None else w)
+                if z is not w:
+                    w.copy_(z)
+            w.sub_(lse[i:j, None]).exp_()  # the softmax
+            flat = torch.arange(j - i, device=w.device) * vocab + targets[i:j]
+            w.view(-1).index_add_(0, flat, torch.full_like(flat, -1, dtype=w.dtype))
+            w.mul_(grad)
+            if narrow is not None:  # the gradient in the head's dtype, as autograd has it
+                g = narrow[:j - i]
+                g.copy_(w)
+            else:
+                g = w
+            grad_h[i:j] = g @ weight
         return grad_h, None, None, None, None
+
+
+def _logits_into(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 out: torch.Tensor) -> torch.Tensor:
+    if bias is None:
+        return torch.mm(h, weight.t(), out=out)
+    return torch.addmm(bias, h, weight.t(), out=out)  # as F.linear adds it
 
 
 def head_cross_entropy(head: nn.Linear, hidden: torch.Tensor, targets: torch.Tensor,
