@@ -103,3 +103,68 @@ def test_layers_the_fused_path_cannot_compute_keep_peft_s_forward(models_dir):
     unfuse_lora_layers(reference)
     with reference.disable_adapter():
         assert torch.equal(output_loss_sum(reference, batch), disabled)
+
+
+def test_sibling_layers_are_computed_as_one_group(models_dir):
+    """q/k/v and gate/up, which read one input, are one function: each output comes from it,
+    whichever sibling is called first, and a sibling called alone still gets PEFT's result."""
+    from tunelab.catalog import get_base_model, load_base_model
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "bf16")
+    model = _peft(base)
+    attention = model.base_model.model.model.layers[0].self_attn
+    mlp = model.base_model.model.model.layers[0].mlp
+    torch.manual_seed(3)
+    x = torch.randn(2, 5, attention.q_proj.in_features)
+    expected = {n: getattr(attention, n)(x) for n in ("q_proj", "k_proj", "v_proj")}
+    expected_mlp = {n: getattr(mlp, n)(x) for n in ("gate_proj", "up_proj")}
+    fuse_lora_layers(model)
+
+    xg = x.clone().requires_grad_(True)
+    got = {n: getattr(attention, n)(xg) for n in ("v_proj", "q_proj", "k_proj")}  # any order
+    for n, y in got.items():
+        assert type(y.grad_fn).__name__ == "_SiblingLoraBackward", n
+        torch.testing.assert_close(y, expected[n])
+    got_mlp = {n: getattr(mlp, n)(xg) for n in ("gate_proj", "up_proj")}
+    for n, y in got_mlp.items():
+        assert type(y.grad_fn).__name__ == "_SiblingLoraBackward", n
+        torch.testing.assert_close(y, expected_mlp[n])
+
+    # the input changed in place since the group ran: computed again, not taken from before
+    xg2 = x.clone().requires_grad_(True) * 1
+    q = attention.q_proj(xg2)
+    with torch.no_grad():
+        xg2.mul_(2)
+    k = attention.k_proj(xg2)
+    unfuse_lora_layers(model)
+    torch.testing.assert_close(q, attention.q_proj(x))
+    torch.testing.assert_close(k, attention.k_proj(x * 2))
+
+
+def test_a_group_with_unused_outputs_gives_the_used_ones_gradients(models_dir):
+    """Only k of q/k/v used: the gradients of x and of k's adapter are those of k alone; q's
+    and v's adapters get zero gradients (as PEFT's layers, called and unused, would)."""
+    from tunelab.catalog import get_base_model, load_base_model
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32")
+    model = _peft(base)
+    attention = model.base_model.model.model.layers[0].self_attn
+    torch.manual_seed(4)
+    x = torch.randn(3, attention.q_proj.in_features)
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_(True)
+        attention.q_proj(xg)
+        attention.k_proj(xg).square().sum().backward()
+        return xg.grad, {n: p.grad for n, p in attention.named_parameters() if p.requires_grad}
+
+    x_plain, plain = grads()
+    fuse_lora_layers(model)
+    x_fused, fused = grads()
+    torch.testing.assert_close(x_fused, x_plain, rtol=1e-5, atol=1e-6)
+    for name, g in plain.items():
+        if g is None:  # PEFT: q called, its output unused: no gradient reaches it
+            assert fused[name] is None or not fused[name].any(), name
+        else:
+            torch.testing.assert_close(fused[name], g, rtol=1e-5, atol=1e-6, msg=name)

@@ -99,6 +99,101 @@ class _LoraLinear(torch.autograd.Function):
         return grad_x, None, None, grad_a, grad_b, None, None
 
 
+class _SiblingLora(torch.autograd.Function):
+    """Sibling LoRA layers that read one input (q/k/v, gate/up) in one function: each frozen
+    layer's matmul as before, but the input is read once for all their A products (one
+    ``x Aᵀ`` with the A matrices stacked), once for all their A gradients, and the input's
+    gradient is summed in place, with one product for all their LoRA parts, instead of
+    autograd adding each layer's gradient in turn."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scalings: tuple, out_dtypes: tuple,
+                *params: torch.Tensor | None) -> tuple:
+        weights, biases, a_s, b_s = params[0::4], params[1::4], params[2::4], params[3::4]
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        xc = _cast.of(x, weights[0].dtype).reshape(-1, shape[-1])
+        lora_dtype = a_s[0].dtype
+        xl = x2 if x2.dtype == lora_dtype else x2.to(lora_dtype)
+        xa = xl @ torch.cat(a_s).t()  # tokens × (sum of ranks)
+        outs, start = [], 0
+        for weight, bias, a, b, scaling, out_dtype in zip(weights, biases, a_s, b_s, scalings,
+                                                          out_dtypes, strict=True):
+            y = F.linear(xc, weight, bias)
+            if y.dtype != lora_dtype:
+                y = y.to(lora_dtype)
+            y.addmm_(xa[:, start:start + a.shape[0]], b.t(), alpha=scaling)
+            start += a.shape[0]
+            outs.append(y.view(*shape[:-1], y.shape[-1]).to(out_dtype))
+        ctx.save_for_backward(xl, xa, *weights, *a_s, *b_s)
+        ctx.scalings, ctx.x_shape, ctx.x_dtype, ctx.count = scalings, shape, x.dtype, len(a_s)
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple:
+        xl, xa, *rest = ctx.saved_tensors
+        m = ctx.count
+        weights, a_s, b_s = rest[:m], rest[m:2 * m], rest[2 * m:]
+        needs = ctx.needs_input_grad
+        grad_params: list[torch.Tensor | None] = []
+        g_xas, gs, start = [], [], 0
+        for i, (gy, a, b, scaling) in enumerate(zip(grads, a_s, b_s, ctx.scalings, strict=True)):
+            g = gy.reshape(-1, gy.shape[-1])
+            if g.dtype != a.dtype:
+                g = g.to(a.dtype)
+            gs.append(g)
+            r = a.shape[0]
+            grad_b = ((g.t() @ xa[:, start:start + r]).mul_(scaling)
+                      if needs[3 + 4 * i + 3] else None)
+            start += r
+            g_xas.append((g @ b).mul_(scaling))
+            grad_params += [None, None, None, grad_b]  # ∂A filled in below
+        g_xa = torch.cat(g_xas, dim=1)
+        if any(needs[3 + 4 * i + 2] for i in range(m)):
+            grad_a_all, start = g_xa.t() @ xl, 0
+            for i, a in enumerate(a_s):
+                if needs[3 + 4 * i + 2]:
+                    grad_params[4 * i + 2] = grad_a_all[start:start + a.shape[0]]
+                start += a.shape[0]
+        grad_x = None
+        if needs[0]:
+            for g, weight in zip(gs, weights, strict=True):
+                part = g.to(weight.dtype) @ weight
+                if grad_x is None:
+                    grad_x = part if part.dtype == xl.dtype else part.to(xl.dtype)
+                else:
+                    grad_x.add_(part)
+            grad_x.addmm_(g_xa, torch.cat(a_s))
+            grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype)
+        return (grad_x, None, None, *grad_params)
+
+
+class _Siblings(threading.local):
+    """The outputs a sibling group computed for the layers not yet called (one per thread)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def take(self, layer: Any, x: torch.Tensor) -> torch.Tensor | None:
+        if self.source is x and self.version == x._version:
+            return self.pending.pop(id(layer), None)
+        return None
+
+    def keep(self, x: torch.Tensor, pending: dict) -> None:
+        self.source, self.version, self.pending = x, x._version, pending
+
+    def clear(self) -> None:
+        self.source: torch.Tensor | None = None
+        self.version = -1
+        self.pending: dict = {}
+
+
+_siblings = _Siblings()
+
+# Layers of one module that read the same input, by the names transformers' models give them.
+SIBLING_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
 def _fusable(layer: Any) -> str | None:
     """The adapter a LoRA layer's fused forward computes, or None to keep PEFT's."""
     if layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
@@ -116,16 +211,47 @@ def _fusable(layer: Any) -> str | None:
     return name
 
 
+def _parts(layer: Any, name: str) -> tuple:
+    base = layer.get_base_layer()
+    # PEFT returns the dtype of the frozen layer's result: fp32 for a widened layer
+    out_dtype = torch.float32 if type(base) is WideLinear else base.weight.dtype
+    return (base.weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
+            float(layer.scaling[name]), out_dtype)
+
+
 def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     name = _fusable(self) if not args and not kwargs else None
     if name is None:
         return type(self).forward(self, x, *args, **kwargs)
-    base = self.get_base_layer()
-    # PEFT returns the dtype of the frozen layer's result: fp32 for a widened layer
-    out_dtype = torch.float32 if type(base) is WideLinear else base.weight.dtype
-    a, b = self.lora_A[name].weight, self.lora_B[name].weight
-    return _LoraLinear.apply(x, base.weight, base.bias, a, b, float(self.scaling[name]),
-                             out_dtype)
+    group = self.__dict__.get("_tunelab_siblings")
+    if group is not None and torch.is_grad_enabled() and not x.is_inference():
+        ready = _siblings.take(self, x)
+        if ready is not None:
+            return ready
+        out = _group_forward(group, x)
+        if out is not None:
+            outs = dict(zip((id(layer) for layer in group), out, strict=True))
+            mine = outs.pop(id(self))
+            _siblings.keep(x, outs)
+            return mine
+    weight, bias, a, b, scaling, out_dtype = _parts(self, name)
+    return _LoraLinear.apply(x, weight, bias, a, b, scaling, out_dtype)
+
+
+def _group_forward(group: list, x: torch.Tensor) -> tuple | None:
+    """Every layer of ``group`` on ``x`` at once, or None where they cannot be (a layer's
+    state changed, or their frozen weights or adapters differ in dtype)."""
+    parts = []
+    for layer in group:
+        name = _fusable(layer)
+        if name is None:
+            return None
+        parts.append(_parts(layer, name))
+    if len({(p[0].dtype, p[2].dtype, p[2].shape[1]) for p in parts}) != 1:
+        return None
+    params = [t for p in parts for t in p[:4]]
+    return _SiblingLora.apply(x, tuple(p[4] for p in parts), tuple(p[5] for p in parts),
+                              *params)
 
 
 def fuse_lora_layers(model: nn.Module) -> int:
@@ -138,6 +264,11 @@ def fuse_lora_layers(model: nn.Module) -> int:
         if type(module) is LoraLinear:
             module.forward = _fused_forward.__get__(module)
             changed += 1
+        for names in SIBLING_GROUPS:
+            layers = [getattr(module, n, None) for n in names]
+            if all(type(layer) is LoraLinear for layer in layers):
+                for layer in layers:  # in the instance's dict: not a submodule
+                    layer.__dict__["_tunelab_siblings"] = layers
     return changed
 
 
@@ -146,9 +277,12 @@ def unfuse_lora_layers(model: nn.Module) -> None:
     for module in model.modules():
         if "forward" in module.__dict__ and module.__dict__["forward"].__func__ is _fused_forward:
             del module.__dict__["forward"]
+        module.__dict__.pop("_tunelab_siblings", None)
     release_cast()
 
 
 def release_cast() -> None:
-    """Drop the one input cast kept for sibling layers (and the input it was made from)."""
+    """Drop the one input cast kept for sibling layers, and the outputs a sibling group made
+    for layers not yet called (and the input they were made from)."""
     _cast.clear()
+    _siblings.clear()
