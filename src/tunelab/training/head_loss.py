@@ -48,8 +48,9 @@ def usable(head: Any, config: Any) -> bool:
             and not getattr(config, "final_logit_softcapping", None))
 
 
-def _rows(vocab: int) -> int:
-    return max(1, BLOCK_ELEMENTS // max(1, vocab))
+def _block_rows(n: int, vocab: int) -> int:
+    """Rows of a block: as many as ``BLOCK_ELEMENTS`` holds, at most ``n``, at least one."""
+    return max(1, min(n, BLOCK_ELEMENTS // max(1, vocab)))
 
 
 class _HeadCrossEntropy(torch.autograd.Function):
@@ -62,7 +63,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 targets: torch.Tensor, keep_logits: bool) -> torch.Tensor:
         n, vocab = hidden.shape[0], weight.shape[0]
-        step = max(1, min(n, _rows(vocab)))
+        step = _block_rows(n, vocab)
         h = hidden.to(weight.dtype)
         lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
         picked = torch.empty(n, dtype=torch.float32, device=hidden.device)
@@ -77,8 +78,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
             z = _logits_into(h[i:j], weight, bias, kept[i:j] if kept is not None else (
                 scratch[:j - i] if scratch is not None else w))
             picked[i:j] = z.gather(1, targets[i:j, None]).squeeze(1)
-            if z is not w:
-                w.copy_(z)
+            _to_work(z, w)
             top = w.amax(dim=-1, keepdim=True)
             lse[i:j] = w.sub_(top).exp_().sum(dim=-1).log_().add_(top.squeeze(1))
         ctx.save_for_backward(h, weight, bias, targets, lse, kept)
@@ -92,7 +92,7 @@ class _HeadCrossEntropy(torch.autograd.Function):
         work, scratch = ctx.work, ctx.scratch
         ctx.work = ctx.scratch = None  # let go when this pass ends; a second pass makes its own
         if work is None:
-            work = torch.empty((max(1, min(n, _rows(vocab))), vocab), dtype=torch.float32,
+            work = torch.empty((_block_rows(n, vocab), vocab), dtype=torch.float32,
                                device=h.device)
         step = work.shape[0]
         narrow = (scratch if scratch is not None or weight.dtype == torch.float32 else
@@ -101,12 +101,8 @@ class _HeadCrossEntropy(torch.autograd.Function):
         for i in range(0, n, step):
             j = min(n, i + step)
             w = work[:j - i]
-            if kept is not None:
-                w.copy_(kept[i:j])
-            else:
-                z = _logits_into(h[i:j], weight, bias, narrow[:j - i] if narrow is not None else w)
-                if z is not w:
-                    w.copy_(z)
+            _to_work(kept[i:j] if kept is not None else _logits_into(
+                h[i:j], weight, bias, narrow[:j - i] if narrow is not None else w), w)
             w.sub_(lse[i:j, None]).exp_()  # the softmax
             flat = torch.arange(j - i, device=w.device) * vocab + targets[i:j]
             w.view(-1).index_add_(0, flat, torch.full_like(flat, -1, dtype=w.dtype))
@@ -118,6 +114,12 @@ class _HeadCrossEntropy(torch.autograd.Function):
                 g = w
             grad_h[i:j] = g @ weight
         return grad_h, None, None, None, None
+
+
+def _to_work(z: torch.Tensor, work: torch.Tensor) -> None:
+    """A block's logits into the fp32 work block (nothing to do where they were made there)."""
+    if z is not work:
+        work.copy_(z)
 
 
 def _logits_into(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
