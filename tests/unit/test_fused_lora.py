@@ -123,12 +123,17 @@ def test_sibling_layers_are_computed_as_one_group(models_dir):
     xg = x.clone().requires_grad_(True)
     got = {n: getattr(attention, n)(xg) for n in ("v_proj", "q_proj", "k_proj")}  # any order
     for n, y in got.items():
-        assert type(y.grad_fn).__name__ == "_SiblingLoraBackward", n
         torch.testing.assert_close(y, expected[n])
     got_mlp = {n: getattr(mlp, n)(xg) for n in ("gate_proj", "up_proj")}
     for n, y in got_mlp.items():
-        assert type(y.grad_fn).__name__ == "_SiblingLoraBackward", n
         torch.testing.assert_close(y, expected_mlp[n])
+    # one backward node per group (its outputs numbered), a layer outside any group its own
+    nodes = {id(y.grad_fn) for y in got.values()}
+    assert len(nodes) == 1 and sorted(y.output_nr for y in got.values()) == [0, 1, 2]
+    nodes_mlp = {id(y.grad_fn) for y in got_mlp.values()}
+    assert len(nodes_mlp) == 1 and nodes_mlp != nodes
+    o = attention.o_proj(xg[..., :attention.o_proj.in_features])
+    assert id(o.grad_fn) not in nodes | nodes_mlp
 
     # the input changed in place since the group ran: computed again, not taken from before
     xg2 = x.clone().requires_grad_(True) * 1

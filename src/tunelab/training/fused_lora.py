@@ -63,48 +63,16 @@ class _Cast(threading.local):
 _cast = _Cast()
 
 
-class _LoraLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                a: torch.Tensor, b: torch.Tensor, scaling: float,
-                out_dtype: torch.dtype) -> torch.Tensor:
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        y = F.linear(_cast.of(x, weight.dtype).reshape(-1, shape[-1]), weight, bias)
-        if y.dtype != a.dtype:
-            y = y.to(a.dtype)
-        xl = x2 if x2.dtype == a.dtype else x2.to(a.dtype)
-        xa = xl @ a.t()
-        y.addmm_(xa, b.t(), alpha=scaling)
-        ctx.save_for_backward(xl, xa, weight, a, b)
-        ctx.scaling, ctx.x_shape, ctx.x_dtype = scaling, shape, x.dtype
-        return y.view(*shape[:-1], y.shape[-1]).to(out_dtype)
-
-    @staticmethod
-    def backward(ctx: Any, gy: torch.Tensor) -> tuple:
-        xl, xa, weight, a, b = ctx.saved_tensors
-        g = gy.reshape(-1, gy.shape[-1])
-        if g.dtype != a.dtype:
-            g = g.to(a.dtype)
-        grad_b = (g.t() @ xa).mul_(ctx.scaling) if ctx.needs_input_grad[4] else None
-        g_xa = (g @ b).mul_(ctx.scaling)
-        grad_a = g_xa.t() @ xl if ctx.needs_input_grad[3] else None
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = g.to(weight.dtype) @ weight
-            if grad_x.dtype != a.dtype:
-                grad_x = grad_x.to(a.dtype)
-            grad_x.addmm_(g_xa, a)
-            grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype)
-        return grad_x, None, None, grad_a, grad_b, None, None
+def _stacked(parts: list[torch.Tensor] | tuple, dim: int = 0) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
 
-class _SiblingLora(torch.autograd.Function):
-    """Sibling LoRA layers that read one input (q/k/v, gate/up) in one function: each frozen
-    layer's matmul as before, but the input is read once for all their A products (one
-    ``x Aᵀ`` with the A matrices stacked), once for all their A gradients, and the input's
-    gradient is summed in place, with one product for all their LoRA parts, instead of
-    autograd adding each layer's gradient in turn."""
+class _LoraGroup(torch.autograd.Function):
+    """LoRA layers that read one input in one function: one layer, or sibling layers (q/k/v,
+    gate/up). Each frozen layer's matmul is its own, but the input is read once for all their
+    A products (one ``x Aᵀ`` with the A matrices stacked), once for all their A gradients, and
+    the input's gradient is summed in place, with one product for all their LoRA parts, instead
+    of autograd adding each layer's gradient in turn."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scalings: tuple, out_dtypes: tuple,
@@ -115,7 +83,7 @@ class _SiblingLora(torch.autograd.Function):
         xc = _cast.of(x, weights[0].dtype).reshape(-1, shape[-1])
         lora_dtype = a_s[0].dtype
         xl = x2 if x2.dtype == lora_dtype else x2.to(lora_dtype)
-        xa = xl @ torch.cat(a_s).t()  # tokens × (sum of ranks)
+        xa = xl @ _stacked(a_s).t()  # tokens × (sum of ranks)
         outs, start = [], 0
         for weight, bias, a, b, scaling, out_dtype in zip(weights, biases, a_s, b_s, scalings,
                                                           out_dtypes, strict=True):
@@ -148,7 +116,7 @@ class _SiblingLora(torch.autograd.Function):
             start += r
             g_xas.append((g @ b).mul_(scaling))
             grad_params += [None, None, None, grad_b]  # ∂A filled in below
-        g_xa = torch.cat(g_xas, dim=1)
+        g_xa = _stacked(g_xas, dim=1)
         if any(needs[3 + 4 * i + 2] for i in range(m)):
             grad_a_all, start = g_xa.t() @ xl, 0
             for i, a in enumerate(a_s):
@@ -163,7 +131,7 @@ class _SiblingLora(torch.autograd.Function):
                     grad_x = part if part.dtype == xl.dtype else part.to(xl.dtype)
                 else:
                     grad_x.add_(part)
-            grad_x.addmm_(g_xa, torch.cat(a_s))
+            grad_x.addmm_(g_xa, _stacked(a_s))
             grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype)
         return (grad_x, None, None, *grad_params)
 
@@ -235,7 +203,7 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
             _siblings.keep(x, outs)
             return mine
     weight, bias, a, b, scaling, out_dtype = _parts(self, name)
-    return _LoraLinear.apply(x, weight, bias, a, b, scaling, out_dtype)
+    return _LoraGroup.apply(x, (scaling,), (out_dtype,), weight, bias, a, b)[0]
 
 
 def _group_forward(group: list, x: torch.Tensor) -> tuple | None:
@@ -250,7 +218,7 @@ def _group_forward(group: list, x: torch.Tensor) -> tuple | None:
     if len({(p[0].dtype, p[2].dtype, p[2].shape[1]) for p in parts}) != 1:
         return None
     params = [t for p in parts for t in p[:4]]
-    return _SiblingLora.apply(x, tuple(p[4] for p in parts), tuple(p[5] for p in parts),
+    return _LoraGroup.apply(x, tuple(p[4] for p in parts), tuple(p[5] for p in parts),
                               *params)
 
 
