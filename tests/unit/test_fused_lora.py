@@ -173,3 +173,59 @@ def test_a_group_with_unused_outputs_gives_the_used_ones_gradients(models_dir):
             assert fused[name] is None or not fused[name].any(), name
         else:
             torch.testing.assert_close(fused[name], g, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _saved_widths(fn):
+    """Run ``fn`` and list the last dimension of every tensor autograd saved meanwhile that is
+    not a parameter, with the result."""
+    widths, params = [], set()
+
+    def pack(t):
+        if not isinstance(t, torch.nn.Parameter):
+            widths.append(t.shape[-1] if t.dim() else 0)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del params
+    return out, widths
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu_tanh"])
+def test_a_gated_mlp_is_one_function_that_keeps_two_of_its_four_wide_tensors(models_dir,
+                                                                              activation):
+    """gate/up/down of an MLP as one function: PEFT's output and gradients (input and every
+    adapter), with two tensors of the MLP's width kept for the backward pass instead of four;
+    any activation function; computing no gradient, the module's own forward."""
+    from tunelab.catalog import get_base_model, load_base_model
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "bf16")
+    model = _peft(base)
+    mlp = model.base_model.model.model.layers[1].mlp
+    if activation == "gelu_tanh":
+        mlp.act_fn = torch.nn.GELU(approximate="tanh")
+    wide = mlp.gate_proj.out_features
+    torch.manual_seed(5)
+    x = torch.randn(2, 7, mlp.gate_proj.in_features)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_(True)
+        y, widths = _saved_widths(lambda: mlp(xg))
+        (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+        grads = {n: p.grad for n, p in mlp.named_parameters() if p.requires_grad}
+        return y.detach(), xg.grad, grads, widths
+
+    y_plain, x_plain, plain, widths_plain = run()
+    fuse_lora_layers(model)
+    y_fused, x_fused, fused, widths_fused = run()
+    assert widths_plain.count(wide) >= 4 and widths_fused.count(wide) == 2, widths_fused
+    torch.testing.assert_close(y_fused, y_plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x_fused, x_plain, rtol=1e-4, atol=1e-5)
+    assert fused.keys() == plain.keys() and len(plain) == 6
+    for name, g in plain.items():
+        torch.testing.assert_close(fused[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():
+        _, widths = _saved_widths(lambda: mlp(x))
+        torch.testing.assert_close(mlp(x), y_plain, rtol=1e-5, atol=1e-5)
+    assert widths == []
