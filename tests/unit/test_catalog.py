@@ -175,3 +175,28 @@ def test_no_copy_for_fp32_or_for_weights_already_in_bf16(tmp_path):
     local = load_base_model(get_base_model(str(folder)), tmp_path / "b", "cpu", precision="bf16")
     assert local.model.dtype == torch.bfloat16
     assert not any(p.name.endswith(".bf16") for p in (tmp_path / "b").iterdir())
+
+
+@pytest.mark.parametrize("given, kept", [(None, "32"), ("7", "7")])
+def test_loading_a_model_bounds_onednns_kernel_cache_unless_the_environment_sets_it(
+        tmp_path, given, kept):
+    """oneDNN caches a kernel per matmul shape (1,024 by default) and a training step's shapes
+    change with every batch: a process that loads a base model bounds that cache before its
+    first matmul; a capacity the user set is left alone."""
+    import os
+    import subprocess
+    import sys
+
+    from tunelab.catalog.loading import ONEDNN_CACHE_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN_CACHE_ENV}
+    if given is not None:
+        env[ONEDNN_CACHE_ENV] = given
+    code = ("import os, sys; from pathlib import Path\n"
+            "from tunelab.catalog import get_base_model, load_base_model\n"
+            "load_base_model(get_base_model('tiny-random'), Path(sys.argv[1]), 'cpu', threads=1)\n"
+            f"print(os.environ.get({ONEDNN_CACHE_ENV!r}))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == kept
