@@ -62,12 +62,13 @@ ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 ONEDNN_CACHE_CAPACITY = 32
 
 
-def set_threads(threads: int | None) -> None:
-    """Torch's thread count for this process (all cores when unset), and oneDNN's kernel cache
-    bounded before the first model runs."""
-    import torch
-
+def bound_kernel_cache() -> None:
+    """Bound oneDNN's kernel cache in this process (effective before its first bf16 matmul)."""
     os.environ.setdefault(ONEDNN_CACHE_ENV, str(ONEDNN_CACHE_CAPACITY))
+
+
+def set_threads(threads: int | None) -> None:
+    import torch
 
     n = threads or os.cpu_count() or 1
     if torch.get_num_threads() != n:
@@ -113,6 +114,7 @@ def load_base_model(
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    bound_kernel_cache()  # before the precision probe's matmuls, oneDNN's first kernels
     set_threads(threads)
     path = materialize(spec, models_dir)
     device = pick_device(device)
