@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunelab.catalog.kv_cache import growing_cache
+from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,9 @@ def decode(model, cache, prompt, steps, crop_at=None):
                 past.crop(-3)
                 cur = torch.tensor([[ids[-4]]])
                 del ids[-3:]
-            out = model(input_ids=cur, past_key_values=past, use_cache=True, logits_to_keep=1)
-            past = out.past_key_values
+            out = model(input_ids=cur, use_cache=True, logits_to_keep=1,
+                        **with_cache(model, past))
+            past = cache_of(out)
             logits.append(out.logits[0, -1])
             ids.append(int(out.logits[0, -1].argmax()))
             cur = torch.tensor([[ids[-1]]])
@@ -61,10 +62,46 @@ def test_a_batch_of_prompts_reuses_no_row_of_another(tiny):
 
     prompts = torch.tensor([list(range(3, 13)), list(range(50, 60))])
     with torch.no_grad():
-        a = tiny(input_ids=prompts, past_key_values=growing_cache(tiny.config), use_cache=True)
-        b = tiny(input_ids=prompts, past_key_values=DynamicCache(config=tiny.config),
-                 use_cache=True)
+        a = tiny(input_ids=prompts, use_cache=True, **with_cache(tiny, growing_cache(tiny.config)))
+        b = tiny(input_ids=prompts, use_cache=True,
+                 **with_cache(tiny, DynamicCache(config=tiny.config)))
         nxt = a.logits[:, -1].argmax(-1, keepdim=True)
-        a2 = tiny(input_ids=nxt, past_key_values=a.past_key_values, use_cache=True)
-        b2 = tiny(input_ids=nxt, past_key_values=b.past_key_values, use_cache=True)
+        a2 = tiny(input_ids=nxt, use_cache=True, **with_cache(tiny, cache_of(a)))
+        b2 = tiny(input_ids=nxt, use_cache=True, **with_cache(tiny, cache_of(b)))
     torch.testing.assert_close(a2.logits, b2.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_the_cache_goes_by_the_name_the_model_takes_without_a_deprecation_notice(tiny):
+    """transformers 5 renamed ``past_key_values`` to ``cache`` (the old name goes in 5.40):
+    the cache is handed over and read back under the installed version's name, so decoding
+    neither warns now nor breaks when the old name is removed."""
+    import inspect
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    takes = inspect.signature(type(tiny).forward).parameters
+    want = "cache" if "cache" in takes else "past_key_values"
+    assert list(with_cache(tiny, None)) == [want]
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None):
+            return input_ids
+
+    class New:
+        def forward(self, input_ids=None, cache=None):
+            return input_ids
+
+    assert list(with_cache(Old(), 1)) == ["past_key_values"]
+    assert list(with_cache(New(), 1)) == ["cache"]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deprecation notice fails the test
+        ids, _, cache = decode(tiny, growing_cache(tiny.config), list(range(3, 20)), 5)
+    assert len(ids) == 5 and cache.layers[0].keys.shape[-2] == 17 + 4
+
+    peft_model = get_peft_model(tiny, LoraConfig(r=2, target_modules=["q_proj"]))
+    try:
+        assert list(with_cache(peft_model, None)) == [want]  # the base model's name
+    finally:
+        peft_model.unload()

@@ -13,12 +13,39 @@ layers) keep transformers' own behaviour.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
+
+# The keyword a causal LM's forward pass takes its cache by, per model class: transformers 5
+# renamed ``past_key_values`` to ``cache`` (the old name is deprecated, and goes in 5.40).
+_CACHE_KEYWORD: dict[type, str] = {}
+
+
+def with_cache(model: Any, cache: Any) -> dict:
+    """The keyword argument that hands ``cache`` to ``model``'s forward pass, under the name
+    its transformers version takes (``cache``, or ``past_key_values`` before the rename).
+    ``model`` may be a PEFT model: the name is its base model's."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cls = type(inner)
+    if cls not in _CACHE_KEYWORD:
+        try:
+            params = inspect.signature(cls.forward).parameters
+        except (TypeError, ValueError):
+            params = {}
+        _CACHE_KEYWORD[cls] = "cache" if "cache" in params else "past_key_values"
+    return {_CACHE_KEYWORD[cls]: cache}
+
+
+def cache_of(output: Any) -> Any:
+    """The cache a forward pass returned (``output.cache``; ``past_key_values`` before the
+    rename), without the deprecated name's notice."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def growing_cache(config: Any) -> Any:
     """A ``DynamicCache`` for a model of ``config`` whose full-attention layers grow in place;
-    pass it as ``past_key_values`` on the first forward pass."""
+    pass it on the first forward pass (``with_cache``)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 

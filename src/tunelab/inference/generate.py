@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunelab.catalog.kv_cache import growing_cache
+from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.catalog.templates import Turn
@@ -266,9 +266,10 @@ class Generator:
                 cur = torch.tensor([ids], device=self.base.device)
                 first = True
                 while not reply.done:
-                    out = model(input_ids=cur, past_key_values=past, use_cache=True,
-                                logits_to_keep=1)  # the prompt's other logits are never read
-                    past = out.past_key_values
+                    # logits_to_keep: the prompt's other logits are never read
+                    out = model(input_ids=cur, use_cache=True, logits_to_keep=1,
+                                **with_cache(model, past))
+                    past = cache_of(out)
                     nxt = _sample(out.logits[0, -1].float(), config, gen)
                     reply.add(nxt)
                     if reply.done:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunelab.catalog.kv_cache import growing_cache
+from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
 from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.data.batches import collate, encode_prompt, pack, tokenize_example
 from tunelab.data.examples import Example
@@ -261,8 +261,8 @@ class Evaluator:
         past, cur = growing_cache(model.config), ids
         while not all(r.done for r in replies):
             out = model(input_ids=cur, attention_mask=mask, position_ids=positions,
-                        past_key_values=past, use_cache=True, logits_to_keep=1)
-            past = out.past_key_values
+                        use_cache=True, logits_to_keep=1, **with_cache(model, past))
+            past = cache_of(out)
             nxt = torch.argmax(out.logits[:, -1], dim=-1).tolist()
             for reply, t in zip(replies, nxt, strict=True):
                 if not reply.done:
