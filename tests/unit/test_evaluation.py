@@ -280,6 +280,12 @@ def test_answers_the_loss_pass_determines_are_not_generated_again(models_dir, tm
 def test_the_loss_pass_laid_out_as_training_steps_scores_as_padded_rows(models_dir):
     """The trainer's evaluator lays the loss pass's examples in one packed row with their
     common prefix once (as its steps are): the same loss and the same answers as padded rows."""
+    _packed_and_padded(models_dir)
+
+
+def _packed_and_padded(models_dir):
+    """Scores ten examples with a packed and a padded evaluator and checks they agree;
+    returns (base, model, the packed evaluator, the loss, the answers)."""
     from peft import LoraConfig, get_peft_model
 
     from tunelab.catalog import get_base_model, load_base_model
@@ -309,3 +315,25 @@ def test_the_loss_pass_laid_out_as_training_steps_scores_as_padded_rows(models_d
         packed_loss, packed_answers = packed.score(model)
     assert abs(packed_loss - loss) < 1e-5
     assert packed_answers == answers
+    return base, model, packed, loss, answers
+
+
+def test_the_loss_pass_takes_as_many_examples_a_batch_as_its_logits_budget_allows(
+        models_dir, monkeypatch):
+    """Ten short examples are one forward pass; under a budget of a few examples' logits they
+    are cut in order into batches that keep within it, with the same loss and answers."""
+    import tunelab.training.evaluate as evaluate
+
+    base, model, packed, loss, answers = _packed_and_padded(models_dir)
+    assert [len(g) for g in packed._loss_groups()] == [10]
+    per_token = 4 * max(len(base.tokenizer), base.model.config.vocab_size)
+    monkeypatch.setattr(evaluate, "LOSS_PASS_LOGIT_BYTES", 5 * per_token)
+    groups = packed._loss_groups()
+    assert len(groups) > 2
+    assert [it for g in groups for it in g] == packed.tokenized  # every example, in order
+    for g in groups:
+        assert len(g) == 1 or sum(len(it.output_ids) for it in g) <= 5
+    with torch.no_grad():
+        split_loss, split_answers = packed.score(model)
+    assert abs(split_loss - loss) < 1e-5
+    assert split_answers == answers

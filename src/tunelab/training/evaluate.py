@@ -128,6 +128,10 @@ class Evaluation:
 
 # Validation examples answered together (one forward pass per token for all of them).
 ANSWER_BATCH = 16
+# The validation loss pass's batches: at most this many bytes of logits (output tokens ×
+# vocabulary × 4) and this many tokens (``Evaluator._loss_groups``).
+LOSS_PASS_LOGIT_BYTES = 256 * 2**20
+LOSS_PASS_TOKENS = 8_192
 
 
 class Evaluator:
@@ -190,8 +194,7 @@ class Evaluator:
         total, tokens = 0.0, 0
         pad = self.base.tokenizer.pad_token_id
         answers: list[str | None] = []
-        for i in range(0, len(self.tokenized), 8):
-            items = self.tokenized[i:i + 8]
+        for items in self._loss_groups():
             batch = self._batch(items, pad).to(self.base.device)
             logits = output_logits(model, batch)
             total += float(F.cross_entropy(logits, batch.targets, reduction="sum"))
@@ -213,6 +216,28 @@ class Evaluator:
             if on_progress is not None:
                 on_progress(sum(a is not None for a in answers), len(self.examples))
         return total / max(tokens, 1), [a or "" for a in answers]
+
+    def _loss_groups(self) -> list[list[Any]]:
+        """The examples in order, cut into the loss pass's batches: as many as keep the logits
+        within ``LOSS_PASS_LOGIT_BYTES`` and the batch within ``LOSS_PASS_TOKENS`` (at least one
+        example each). A forward pass has a fixed cost besides its tokens (a tenth of a second
+        on the default model on a CPU), and 10 validation examples fit one pass of the default
+        model: fixed counts of 8 took two; a model with a large vocabulary (Gemma's 262k) gets
+        fewer examples a pass instead of a logits tensor of a gigabyte."""
+        vocab = max(len(self.base.tokenizer), getattr(self.base.model.config, "vocab_size", 0) or 0)
+        per_token = 4 * vocab  # one fp32 logit per vocabulary entry
+        groups: list[list[Any]] = []
+        out = length = 0
+        for it in self.tokenized:
+            n = len(it.output_ids)
+            if groups and (out + n) * per_token <= LOSS_PASS_LOGIT_BYTES and (
+                    length + it.length <= LOSS_PASS_TOKENS):
+                groups[-1].append(it)
+                out, length = out + n, length + it.length
+            else:
+                groups.append([it])
+                out, length = n, it.length
+        return groups
 
     def _batch(self, items: Sequence[Any], pad: int) -> Any:
         """The loss pass's batch, its targets in the examples' order: one packed row (the
