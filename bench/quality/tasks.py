@@ -478,6 +478,64 @@ def entities_task(seed: int) -> Task:
                 "and sentence shapes unseen", train, test)
 
 
+# ---- reviews: a product review → positive / negative / mixed; unseen products and phrasings -
+
+REVIEW_PRODUCTS = ["headphones", "backpack", "running shoes", "phone case", "desk chair",
+                   "water bottle", "rain jacket", "keyboard", "frying pan", "yoga mat",
+                   "smart watch", "suitcase", "bike light", "thermos", "board game", "lamp"]
+REVIEW_GOOD = ["works perfectly", "is really comfortable", "feels very solid",
+               "arrived quickly and well packed", "looks even better than the photos",
+               "is worth every penny", "does exactly what it promises",
+               "has held up great after months of use", "exceeded my expectations",
+               "is light and easy to carry", "was simple to set up", "keeps going all day"]
+REVIEW_BAD = ["broke after two days", "feels cheap and flimsy", "stopped working within a week",
+              "arrived scratched", "is much smaller than described", "smells of plastic",
+              "was a waste of money", "fell apart on the first use", "is uncomfortable to use",
+              "never charged properly", "has a strap that snapped", "is far too noisy"]
+REVIEW_SHAPES = {
+    "positive": ["The {p} {g1}.", "Love it! The {p} {g1} and {g2}.",
+                 "Five stars: this {p} {g1}.", "Great buy. The {p} {g1}, and it {g2}.",
+                 "My new {p} {g1}. Would recommend.", "Honestly the {p} {g1}."],
+    "negative": ["The {p} {b1}.", "Avoid this {p}: it {b1} and {b2}.",
+                 "One star. The {p} {b1}.", "Disappointed, the {p} {b1}, and it {b2}.",
+                 "Returned the {p} because it {b1}.", "Sadly the {p} {b1}."],
+    "mixed": ["The {p} {g1}, but it {b1}.", "Good and bad: the {p} {g1} yet {b1}.",
+              "The {p} {b1}, although it {g1}.", "Three stars. It {g1}, but the {p} {b1}.",
+              "Mixed feelings: my {p} {g1}; sadly it also {b1}.",
+              "It {g1}, though the {p} {b1}."],
+}
+
+
+def reviews_task(seed: int) -> Task:
+    """Three labels (few classes, each repeated) where the products, a third of the review
+    shapes and a third of the good and bad phrases occur only at test time."""
+    rng = random.Random(f"{seed}-reviews")
+    products_train, products_test = _split(rng, REVIEW_PRODUCTS, 1 / 4)
+    good_train, good_test = _split(rng, REVIEW_GOOD, 1 / 3)
+    bad_train, bad_test = _split(rng, REVIEW_BAD, 1 / 3)
+    shapes = {label: _split(rng, forms, 1 / 3) for label, forms in REVIEW_SHAPES.items()}
+
+    def maker(label: str, test: bool) -> Callable[[], tuple[str, str]]:
+        products = products_test if test else products_train
+        good, bad = (good_test, bad_test) if test else (good_train, bad_train)
+        forms = shapes[label][1 if test else 0]
+
+        def make() -> tuple[str, str]:
+            g1, g2 = rng.sample(good, 2)
+            b1, b2 = rng.sample(bad, 2)
+            text = rng.choice(forms).format(p=rng.choice(products), g1=g1, g2=g2, b1=b1, b2=b2)
+            return text[0].upper() + text[1:], label
+        return make
+
+    seen: set[str] = set()
+    per_label, per_test = -(-POOL // 3), -(-TESTS // 3)
+    train = _interleave([_unique(maker(label, False), per_label, seen) for label in REVIEW_SHAPES])
+    test = _interleave([_unique(maker(label, True), per_test, seen) for label in REVIEW_SHAPES])
+    return Task("reviews", "classification", EXACT,
+                "product review → positive / negative / mixed; test products and phrasings "
+                "unseen", train[:POOL], test[:TESTS])
+
+
 TASKS: dict[str, Callable[[int], Task]] = {
     "intent": intent_task,
     "orders": orders_task,
@@ -485,6 +543,7 @@ TASKS: dict[str, Callable[[int], Task]] = {
     "tickets": tickets_task,
     "qa": qa_task,
     "entities": entities_task,
+    "reviews": reviews_task,
 }
 
 
