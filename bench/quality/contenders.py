@@ -124,13 +124,17 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
                            refit_examples=split.examples)
     seconds = time.perf_counter() - t0
     manifest = result.manifest
+    # the validation examples' score after each epoch (of the first run, where it was refitted):
+    # whether they can tell a run that will do badly on the test set from one that will not
+    scored = [round(e["score"], 4) for e in (result.evaluation or {}).get("epochs", [])]
     return Trained(
         adapter_path(work / "run"), seconds, len(result.snapshots), len(split.train),
         len(split.validation),
         settings={**plan.to_dict(), "warmup_steps": plan.warmup_steps, "decay": plan.decay,
                   "lora_rank": plan.lora_rank, "lora_alpha": plan.lora_alpha,
                   "served_epoch": manifest.get("selected_epoch"),
-                  "epochs_run": manifest.get("epochs_run"), **({"vary": vary} if vary else {}),
+                  "epochs_run": manifest.get("epochs_run"), "validation_scores": scored,
+                  **({"vary": vary} if vary else {}),
                   **({"refit_steps": result.refit["steps"]} if result.refit else {})},
         choices=list(plan.reasons))
 
