@@ -68,6 +68,7 @@ def bound_kernel_cache() -> None:
 
 
 def set_threads(threads: int | None) -> None:
+    """Torch's thread count for this process (all cores when unset)."""
     import torch
 
     n = threads or os.cpu_count() or 1
