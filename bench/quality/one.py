@@ -80,7 +80,7 @@ def answer_all(base: Any, tests: list[Any], adapter: Path | None) -> list[str]:
     # shared (none of the suite's tasks has one)
     tests = [dataclasses.replace(ex, system=Generator.system_for(adapter, ex.system))
              for ex in tests]
-    evaluator = Evaluator(base, tests, labels=False)  # tokenizes the tests: the answer budget
+    evaluator = Evaluator(base, tests, TOKEN_F1)  # tokenizes the tests: the answer budget
     model = base.model if adapter is None else PeftModel.from_pretrained(base.model, str(adapter))
     model.eval()
     answers: list[str] = []
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     answers = answer_all(base, tests, trained.adapter)
     answer_seconds = time.perf_counter() - t0
-    scores = score_answers([ex.output for ex in tests], answers, task.metric != TOKEN_F1)
+    scores = score_answers([ex.output for ex in tests], answers, task.metric)
     score = scores.token_f1 if task.metric == TOKEN_F1 else scores.exact_match
     wrong = [{"input": ex.text_input, "expected": ex.output, "answer": a}
              for ex, a in zip(tests, answers, strict=True) if a.strip() != ex.output.strip()]

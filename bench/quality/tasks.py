@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tunelab.data.examples import Example
+from tunelab.training.evaluate import EXACT_MATCH as EXACT
+from tunelab.training.evaluate import TOKEN_F1
 
 POOL = 500  # training examples per task: the largest size
 TESTS = 100  # held-out test examples per task
 SEED = 17  # the number: the data never changes between runs or machines
-
-EXACT, TOKEN_F1 = "exact_match", "token_f1"
 
 
 @dataclass(frozen=True)

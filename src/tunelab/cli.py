@@ -289,6 +289,16 @@ def _example_tokens(base, ex) -> int:
     return tokenize_example(base.tokenizer, base.template, ex).length
 
 
+def _score_columns(metric: str) -> tuple[str, str, str]:
+    """The score's name in words, and the other score a table shows beside it (its name and
+    key): exact match beside accuracy or token F1, token F1 beside exact match."""
+    from tunelab.training.evaluate import EXACT_MATCH, TOKEN_F1, metric_words
+
+    if metric == EXACT_MATCH:
+        return metric_words(metric), metric_words(TOKEN_F1), TOKEN_F1
+    return metric_words(metric), metric_words(EXACT_MATCH), EXACT_MATCH
+
+
 def report_result(result) -> None:
     if result.resumed_from_epoch:
         console.print(f"(resumed from the checkpoint of epoch {result.resumed_from_epoch})")
@@ -298,19 +308,19 @@ def report_result(result) -> None:
                       soft_wrap=True)
     ev = result.evaluation
     scored = {e["epoch"]: e for e in ev["epochs"]} if ev else {}
-    metric = ("accuracy" if ev["metric"] == "accuracy" else "token F1") if ev else ""
+    metric, other, other_key = _score_columns(ev["metric"]) if ev else ("", "", "")
     if result.epoch_losses:
         table = Table(title="Per epoch" + (f" (validation: {ev['example_count']} examples)"
                                            if ev else ""))
         table.add_column("epoch", justify="right")
         table.add_column("train loss", justify="right")
         if ev:
-            for col in ("val. loss", "exact match", metric):
+            for col in ("val. loss", other, metric):
                 table.add_column(col, justify="right")
         table.add_column("")
         if ev and ev.get("baseline"):
             b = ev["baseline"]
-            table.add_row("base", "", f"{b['validation_loss']:.4f}", f"{b['exact_match']:.3f}",
+            table.add_row("base", "", f"{b['validation_loss']:.4f}", f"{b[other_key]:.3f}",
                           f"{b['score']:.3f}", "[dim]before tuning[/]")
         best = result.advice.epoch if result.advice else None
         mark = "← best" if ev else "← suggested"
@@ -318,7 +328,7 @@ def report_result(result) -> None:
             row = [str(i), f"{loss:.4f}"]
             if ev:
                 e = scored.get(i)
-                row += [f"{e['validation_loss']:.4f}", f"{e['exact_match']:.3f}",
+                row += [f"{e['validation_loss']:.4f}", f"{e[other_key]:.3f}",
                         f"{e['score']:.3f}"] if e else ["", "", ""]
             table.add_row(*row, mark if i == best else "")
         console.print(table)
@@ -549,14 +559,14 @@ def _served_answer(server: str, name: str, budget: int):
 
 def show_evaluation(out: dict, data: Path, show: int) -> None:
     """The scores table, then the differing answers side by side."""
-    metric = "accuracy" if out["metric"] == "accuracy" else "token F1"
+    metric, other, other_key = _score_columns(out["metric"])
     table = Table(title=f"Scores on {data.name} ({out['example_count']} examples)")
-    for col in ("model", metric, "exact match", "mean latency"):
+    for col in ("model", metric, other, "mean latency"):
         table.add_column(col, justify="left" if col == "model" else "right")
     best = max(r["score"] for r in out["results"])
     for r in out["results"]:
         mark = "[bold green]" if r["score"] == best else ""
-        table.add_row(r["model"], f"{mark}{r['score']:.3f}", f"{r['exact_match']:.3f}",
+        table.add_row(r["model"], f"{mark}{r['score']:.3f}", f"{r[other_key]:.3f}",
                       f"{r['mean_latency_ms']:.0f} ms")
     console.print(table)
     diffs = out["differences"][:show]

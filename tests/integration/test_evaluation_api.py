@@ -104,6 +104,19 @@ def test_evaluate_compares_the_tuned_model_with_its_base(client, held_out):
     assert out["differingCount"] == len(out.get("differences", []))
 
 
+def test_evaluate_scores_short_values_by_exact_match(client, held_out):
+    """Values (codes, dates, amounts) are right or wrong: the metric is exactMatch, and token F1
+    is reported beside it."""
+    test = [{"textInput": f"code of item {i}", "output": f"A-{100 + i}"} for i in range(5)]
+    r = client.post("/v1beta/tunedModels/held:evaluate",
+                    json={"testData": {"examples": {"examples": test}}, "compareWith": []})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["metric"] == "exactMatch" and out["exampleCount"] == 5
+    (result,) = out["results"]
+    assert result["score"] == result["exactMatch"] and 0 <= result["tokenF1"] <= 1
+
+
 def test_evaluate_errors_say_what_to_do(client, held_out):
     too_many = {"testData": {"examples": {"examples": labelled(101)}}}
     r = client.post("/v1beta/tunedModels/held:evaluate", json=too_many)

@@ -13,7 +13,15 @@ from tunelab.data.split import GIVEN, HELD_OUT, NONE, hold_out_count, split_vali
 from tunelab.inference import GenerationConfig, Generator
 from tunelab.training import Hyperparameters, list_checkpoints, read_manifest, train
 from tunelab.training.advice import TRAINING_LOSS, VALIDATION, advise_epoch, advise_from_scores
-from tunelab.training.evaluate import is_label_like, score_answers, token_f1
+from tunelab.training.evaluate import (
+    ACCURACY,
+    EXACT_MATCH,
+    TOKEN_F1,
+    is_label_like,
+    metric_for,
+    score_answers,
+    token_f1,
+)
 from tunelab.training.loop import read_evaluation
 
 
@@ -67,7 +75,7 @@ def test_given_validation_and_duplicate_warnings():
 def test_label_like_outputs_get_accuracy_and_confusion():
     assert is_label_like(["yes", "no", "yes", "no"])
     assert not is_label_like(["a b", "c d", "e f"])  # every output distinct: free text
-    s = score_answers(["yes", "no", "yes", "no"], ["yes", "yes", " yes", "maybe"], labels=True)
+    s = score_answers(["yes", "no", "yes", "no"], ["yes", "yes", " yes", "maybe"], ACCURACY)
     assert s.metric == "accuracy" and s.accuracy == s.score == s.exact_match == 0.5
     assert s.confusion == [
         {"expected": "no", "predicted": "(other)", "count": 1},
@@ -80,9 +88,30 @@ def test_free_text_gets_token_f1():
     assert token_f1("the cat sat", "the cat sat") == 1.0
     assert token_f1("the cat", "the cat sat") == pytest.approx(0.8)
     assert token_f1("", "x") == 0.0
-    s = score_answers(["the cat sat", "a dog"], ["the cat", "a dog"], labels=False)
+    s = score_answers(["the cat sat", "a dog"], ["the cat", "a dog"], TOKEN_F1)
     assert s.metric == "token_f1" and s.exact_match == 0.5
     assert s.score == s.token_f1 == pytest.approx(0.9)
+
+
+def test_short_values_are_scored_by_exact_match():
+    """A date or an amount is right or wrong: token F1 would give a wrong date most of the
+    credit, so outputs that are nearly all short values rank by exact match."""
+    dates = ["2021-03-03", "1999-12-31", "2004-07-01", "2010-01-15"]
+    assert token_f1("2021-03-04", "2021-03-03") == pytest.approx(0.8)
+    assert metric_for(dates) == EXACT_MATCH
+    assert metric_for(["267.8 mi", "12.0 kg", "Anna Berg", "A-113", "not on file"]) == EXACT_MATCH
+    s = score_answers(dates, ["2021-03-04", "1999-12-31", "2004-07-02", "2010-01-14"],
+                      EXACT_MATCH)
+    assert s.metric == EXACT_MATCH and s.score == s.exact_match == 0.25
+    assert s.token_f1 == pytest.approx(0.85)  # kept beside it, as the tables show it
+    # labels stay labels; sentences stay token F1 (one short output in ten does not change it,
+    # two do not make the rest short)
+    assert metric_for(["yes", "no", "yes", "no"]) == ACCURACY
+    sentences = [f"the kettle number {i} leaks and wants a refund" for i in range(8)]
+    assert metric_for(sentences) == TOKEN_F1
+    assert metric_for(sentences + ["ok", "fine"]) == TOKEN_F1
+    assert metric_for([f"v{i}" for i in range(9)] + [sentences[0]]) == EXACT_MATCH
+    assert metric_for([f"v{i}" for i in range(8)] + sentences[:2]) == TOKEN_F1
 
 
 # ---- the best epoch -------------------------------------------------------------------------
@@ -233,7 +262,7 @@ def test_validation_answers_decoded_together_are_the_answers_one_at_a_time(model
     torch.manual_seed(0)
     model = get_peft_model(_private_model(base.model), LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
-    evaluator = Evaluator(base, examples, labels=False)
+    evaluator = Evaluator(base, examples, TOKEN_F1)
     with torch.no_grad():
         together = evaluator.answers(model, examples)
         alone = [evaluator.answer(model, ex) for ex in examples]
@@ -259,7 +288,7 @@ def test_answers_the_loss_pass_determines_are_not_generated_again(models_dir, tm
     r = train(base, examples, Hyperparameters(epoch_count=4, batch_size=4, learning_rate=0.01),
               tmp_path / "run")
     model = PeftModel.from_pretrained(_private_model(base.model), r.adapter_dir).eval()
-    evaluator = Evaluator(base, examples, labels=True)
+    evaluator = Evaluator(base, examples, ACCURACY)
     generate = evaluator.answers
     generated: list[str] = []
 
@@ -303,8 +332,8 @@ def _packed_and_padded(models_dir):
     torch.manual_seed(0)
     model = get_peft_model(private, LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
-    padded = Evaluator(base, examples, labels=True)
-    packed = Evaluator(base, examples, labels=True, packed=True, share_prefix=True)
+    padded = Evaluator(base, examples, ACCURACY)
+    packed = Evaluator(base, examples, ACCURACY, packed=True, share_prefix=True)
     first = packed._batch(packed.tokenized[:8], base.tokenizer.pad_token_id)
     assert first.segments is not None and len(first.segments) == 1  # one row, in order
     assert first.prefix == shared_prefix(packed.tokenized[:8]) > 0

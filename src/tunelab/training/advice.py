@@ -108,7 +108,9 @@ def advise_from_scores(
     clearly = [i for i in range(last) if scores[i] - scores[last] > worth + 1e-9]
     best = max(clearly, key=lambda i: (scores[i], i)) if clearly else last
     epoch = best + 1
-    name = "accuracy" if metric == "accuracy" else "token F1"
+    from tunelab.training.evaluate import metric_words
+
+    name = metric_words(metric)
     over_last = scores[best] - scores[last]
     over_base = scores[best] - base_score if base_score is not None else None
     top = max(range(len(scores)), key=lambda i: (scores[i], i))

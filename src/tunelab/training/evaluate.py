@@ -4,13 +4,17 @@ Training loss on a few dozen examples says little about answers to new inputs, s
 every epoch the trainer scores the model on the validation examples (``data/split.py``):
 
 - **validation loss**: mean cross-entropy on the expected output tokens, as in training;
-- **greedy answers**, scored by **exact match** (after trimming whitespace), and
-  - for **label-like** outputs (few distinct outputs, e.g. ``positive``/``negative``) by
-    **accuracy** with a per-label **confusion** count,
-  - for free text by **token F1** (the overlap of answer and expected words, as in SQuAD).
+- **greedy answers**, scored by **exact match** (after trimming whitespace) and **token F1**
+  (the overlap of answer and expected words, as in SQuAD), and for **label-like** outputs (few
+  distinct outputs, e.g. ``positive``/``negative``) by **accuracy** with a per-label
+  **confusion** count.
 
-The score that picks the best epoch is accuracy for labels, token F1 for free text. The base
-model is scored once on the same examples, so every number has its baseline.
+The score that picks the best epoch (``metric_for``) is accuracy for labels, exact match for
+**short values** (nearly every output at most three words: a date, an amount, a name, a code),
+token F1 for other free text. A value is right or wrong: token F1 gives ``2021-03-04`` 0.8 of
+the credit for ``2021-03-03`` and ``268.3 mi`` half of it for ``267.8 mi``, so it would rank a
+model that gets no date right near one that gets most of them. The base model is scored once on
+the same examples, so every number has its baseline.
 
 Evaluation is bounded (at most ``MAX_VALIDATION`` examples; answers at most as long as the
 longest expected output plus ``ANSWER_MARGIN_TOKENS``) and deterministic (greedy decoding, no
@@ -36,6 +40,14 @@ from tunelab.data.split import MAX_VALIDATION
 # Outputs are "labels" when there are at most this many distinct ones and each repeats on
 # average (distinct ≤ half the examples): 2-10 classes, not free text that happens to repeat.
 MAX_LABELS = 10
+# Outputs are "short values" when at least this share of them is at most SHORT_VALUE_WORDS
+# words long (split on whitespace): "2021-03-03", "267.8 mi", "Anna Berg".
+SHORT_VALUE_WORDS = 3
+SHORT_VALUE_SHARE = 0.9
+# The metrics (what ``Scores.score`` is), and their names on the wire and in words.
+ACCURACY, EXACT_MATCH, TOKEN_F1 = "accuracy", "exact_match", "token_f1"
+_WIRE = {ACCURACY: "accuracy", EXACT_MATCH: "exactMatch", TOKEN_F1: "tokenF1"}
+_WORDS = {ACCURACY: "accuracy", EXACT_MATCH: "exact match", TOKEN_F1: "token F1"}
 # Extra tokens an answer may run past the longest expected output before it is cut: a wrong
 # answer is usually visible in a few tokens, and generation is the slow part of evaluation.
 ANSWER_MARGIN_TOKENS = 8
@@ -50,6 +62,31 @@ def is_label_like(outputs: Sequence[str]) -> bool:
     """Whether ``outputs`` look like class labels (few distinct values, each repeated)."""
     distinct = {o.strip() for o in outputs}
     return 1 < len(distinct) <= MAX_LABELS and len(distinct) * 2 <= len(outputs)
+
+
+def is_short_value(outputs: Sequence[str]) -> bool:
+    """Whether ``outputs`` are short values (nearly all at most ``SHORT_VALUE_WORDS`` words)."""
+    short = sum(len(o.split()) <= SHORT_VALUE_WORDS for o in outputs)
+    return bool(outputs) and short >= SHORT_VALUE_SHARE * len(outputs)
+
+
+def metric_for(outputs: Sequence[str]) -> str:
+    """The score that ranks epochs and models on examples with these expected ``outputs``:
+    accuracy for labels, exact match for short values, else token F1 (module docstring)."""
+    if is_label_like(outputs):
+        return ACCURACY
+    return EXACT_MATCH if is_short_value(outputs) else TOKEN_F1
+
+
+def metric_wire(metric: str) -> str:
+    """The metric as the API names it: ``accuracy``, ``exactMatch`` or ``tokenF1``."""
+    return _WIRE.get(metric, _WIRE[TOKEN_F1])
+
+
+def metric_words(metric: str) -> str:
+    """The metric in words, for the CLI and messages: ``accuracy``, ``exact match``,
+    ``token F1``."""
+    return _WORDS.get(metric, _WORDS[TOKEN_F1])
 
 
 def token_f1(answer: str, expected: str) -> float:
@@ -67,10 +104,10 @@ def token_f1(answer: str, expected: str) -> float:
 @dataclass
 class Scores:
     """Scores of answers against expected outputs. ``score`` is the number that ranks epochs
-    and models: ``accuracy`` for label-like outputs, else ``token_f1``."""
+    and models: ``accuracy``, ``exact_match`` or ``token_f1`` (``metric_for``)."""
 
     count: int
-    metric: str  # "accuracy" | "token_f1"
+    metric: str  # "accuracy" | "exact_match" | "token_f1"
     exact_match: float
     score: float
     accuracy: float | None = None
@@ -81,12 +118,12 @@ class Scores:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def score_answers(expected: Sequence[str], answers: Sequence[str], labels: bool) -> Scores:
-    """Score ``answers`` (one per expected output); ``labels``: see ``is_label_like``."""
+def score_answers(expected: Sequence[str], answers: Sequence[str], metric: str) -> Scores:
+    """Score ``answers`` (one per expected output); ``metric``: see ``metric_for``."""
     n = len(expected)
     exact = [a.strip() == e.strip() for a, e in zip(answers, expected, strict=True)]
     em = sum(exact) / n if n else 0.0
-    if labels:
+    if metric == ACCURACY:
         known = {e.strip() for e in expected}
         pairs = Counter(
             (e.strip(), a.strip() if a.strip() in known else OTHER_LABEL)
@@ -94,9 +131,11 @@ def score_answers(expected: Sequence[str], answers: Sequence[str], labels: bool)
         )
         confusion = [{"expected": e, "predicted": p, "count": c}
                      for (e, p), c in sorted(pairs.items())]
-        return Scores(n, "accuracy", em, em, accuracy=em, confusion=confusion)
+        return Scores(n, ACCURACY, em, em, accuracy=em, confusion=confusion)
     f1 = sum(token_f1(a, e) for a, e in zip(answers, expected, strict=True)) / n if n else 0.0
-    return Scores(n, "token_f1", em, f1, token_f1=f1)
+    if metric == EXACT_MATCH:
+        return Scores(n, EXACT_MATCH, em, em, token_f1=f1)
+    return Scores(n, TOKEN_F1, em, f1, token_f1=f1)
 
 
 def wrong_answers(examples: Sequence[Example], answers: Sequence[str],
@@ -140,14 +179,15 @@ class Evaluator:
     ``torch.no_grad`` rather than inference mode: tensors made in inference mode could not
     take part in the training steps that follow."""
 
-    def __init__(self, base: Any, validation: list[Example], labels: bool,
+    def __init__(self, base: Any, validation: list[Example], metric: str,
                  packed: bool = False, share_prefix: bool = False):
-        """``packed``: the loss pass lays each group of examples in one row, as the trainer
-        does where its model attends by example (``data/batches.py`` ``pack``); with
-        ``share_prefix``, their common prefix once. Else each example has a padded row."""
+        """``metric``: what the answers are scored by (``metric_for``). ``packed``: the loss
+        pass lays each group of examples in one row, as the trainer does where its model
+        attends by example (``data/batches.py`` ``pack``); with ``share_prefix``, their
+        common prefix once. Else each example has a padded row."""
         self.base = base
         self.examples = validation[:MAX_VALIDATION]
-        self.labels = labels
+        self.metric = metric
         self.packed, self.share_prefix = packed, share_prefix
         tok = base.tokenizer
         self.tokenized = [tokenize_example(tok, base.template, ex) for ex in self.examples]
@@ -169,7 +209,7 @@ class Evaluator:
                 loss, answers = self.score(model, on_progress)
         finally:
             model.train(was_training)
-        scores = score_answers([ex.output for ex in self.examples], answers, self.labels)
+        scores = score_answers([ex.output for ex in self.examples], answers, self.metric)
         return Evaluation(epoch, loss, scores, wrong_answers(self.examples, answers),
                           time.perf_counter() - t0)
 
@@ -340,7 +380,7 @@ def compare(
     the same (at most ``MAX_DIFFERENCES`` are listed).
     """
     examples = list(examples)
-    labels = is_label_like([ex.output for ex in examples])
+    metric = metric_for([ex.output for ex in examples])
     results, all_answers = [], []
     for name, answer in answerers:
         answers, seconds = [], 0.0
@@ -350,7 +390,7 @@ def compare(
             seconds += time.perf_counter() - t0
             if on_progress is not None:
                 on_progress(name, i + 1, len(examples))
-        scores = score_answers([ex.output for ex in examples], answers, labels)
+        scores = score_answers([ex.output for ex in examples], answers, metric)
         results.append({"model": name, **scores.to_dict(),
                         "mean_latency_ms": 1000 * seconds / max(len(examples), 1)})
         all_answers.append(answers)
@@ -362,5 +402,5 @@ def compare(
                      for (name, _), a in zip(answerers, all_answers, strict=True)]}
         for i in differing[:MAX_DIFFERENCES]
     ]
-    return {"metric": "accuracy" if labels else "token_f1", "example_count": len(examples),
+    return {"metric": metric, "example_count": len(examples),
             "results": results, "differences": differences, "differing_count": len(differing)}

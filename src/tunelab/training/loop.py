@@ -48,7 +48,7 @@ from tunelab.training.checkpoint import (
     select_epoch,
     write_manifest,
 )
-from tunelab.training.evaluate import Evaluation, Evaluator, advice_of, is_label_like
+from tunelab.training.evaluate import Evaluation, Evaluator, advice_of, metric_for
 from tunelab.training.hyperparameters import (
     Hyperparameters,
     LoraSettings,
@@ -487,9 +487,9 @@ def train(
                 model, pad_id, key=base.model))
         evaluator = None
         if validation:
-            labels = is_label_like([ex.output for ex in [*examples, *validation]])
+            metric = metric_for([ex.output for ex in [*examples, *validation]])
             # its loss pass laid out as the steps are (one row, the prefix once)
-            evaluator = Evaluator(base, validation, labels, packed=span == float("inf"),
+            evaluator = Evaluator(base, validation, metric, packed=span == float("inf"),
                                   share_prefix=share)
         evaluation: dict | None = None
         params = [p for p in model.parameters() if p.requires_grad]
@@ -533,7 +533,7 @@ def train(
 
         if evaluator is not None and evaluation is None:
             evaluation = {
-                "metric": "accuracy" if evaluator.labels else "token_f1",
+                "metric": evaluator.metric,
                 "example_count": len(evaluator.examples),
                 "validation": validation_record,
                 "baseline": None,

@@ -47,6 +47,7 @@ from tunelab.training.checkpoint import (
     serve_adapter,
     write_manifest,
 )
+from tunelab.training.evaluate import metric_words
 from tunelab.training.hyperparameters import LoraSettings, ResolvedHyperparameters
 from tunelab.training.loop import TrainResult, read_evaluation, train, write_evaluation
 
@@ -158,7 +159,7 @@ def _message(record: dict, evaluation: dict | None) -> str:
     score = ""
     for e in (evaluation or {}).get("epochs") or []:
         if e.get("epoch") == epoch:
-            metric = "accuracy" if evaluation["metric"] == "accuracy" else "token F1"
+            metric = metric_words(evaluation["metric"])
             score = f", validation {metric} {e['score']:.3f}"
     first = f"the run that held {k} of them out served (epoch {epoch}{score})"
     epochs = f"{epoch} epoch{'s' if epoch != 1 else ''} ({steps} steps)"

@@ -61,7 +61,7 @@ def _scores_out(d: dict) -> s.EvaluationScores:
 def evaluation_out(evaluation: dict | None, row: TunedModelRow) -> s.Evaluation | None:
     """The trainer's evaluation record (training/loop.py) on the wire. The advice names the
     best epoch; a cancelled model's names its last evaluated score instead."""
-    from tunelab.training.evaluate import advice_of
+    from tunelab.training.evaluate import advice_of, metric_wire
 
     if not evaluation or not {"validation", "metric"} & evaluation.keys():
         return None  # e.g. only the hyperparameter choices
@@ -77,7 +77,7 @@ def evaluation_out(evaluation: dict | None, row: TunedModelRow) -> s.Evaluation 
     base = evaluation.get("baseline")
     advice = advice_of(evaluation) if epochs else None
     text = advice.message if advice else None
-    metric = "accuracy" if evaluation["metric"] == "accuracy" else "tokenF1"
+    metric = metric_wire(evaluation["metric"])
     refit = evaluation.get("refit") or {}
     if row.cancelled and refit.get("status") == "cancelled":
         pass  # cancelled in the refit: the first run completed, its advice holds

@@ -49,7 +49,8 @@ class EvaluateRequest(_Camel):
 
 class ModelScore(_Camel):
     model: str
-    score: float = Field(description="accuracy for label-like outputs, else token F1.")
+    score: float = Field(description="accuracy for label-like outputs, exact match for short "
+                         "values, else token F1 (the response's metric).")
     exact_match: float
     accuracy: float | None = None
     token_f1: float | None = None
@@ -102,7 +103,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     """tunelab extension: the tuned model and others on the same test examples, one score
     scale (accuracy for labels, else token F1), latency, and the answers that differ."""
     from tunelab.inference import GenerationConfig
-    from tunelab.training.evaluate import answer_budget, compare
+    from tunelab.training.evaluate import answer_budget, compare, metric_wire
 
     data = body.test_data
     if (data.examples is None) == (data.file is None):
@@ -134,7 +135,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
 
     out = compare(examples, [(n, answerer(g, a)) for n, g, a in targets])
     return EvaluateResponse(
-        metric="accuracy" if out["metric"] == "accuracy" else "tokenF1",
+        metric=metric_wire(out["metric"]),
         example_count=out["example_count"],
         results=[ModelScore(**{k: v for k, v in r.items() if k != "confusion"},
                             confusion=[s.ConfusionCount(**c) for c in r.get("confusion") or []]

@@ -200,7 +200,8 @@ class EvaluationScores(_Out):
     epoch: int
     validation_loss: float
     exact_match: float
-    score: float = Field(description="accuracy for label-like outputs, else token F1.")
+    score: float = Field(description="accuracy for label-like outputs, exact match for short "
+                         "values, else token F1 (the evaluation's metric).")
     accuracy: float | None = None
     token_f1: float | None = None
     confusion: list[ConfusionCount] | None = None
@@ -223,7 +224,8 @@ class Evaluation(_Out):
     """tunelab extension: validation scores of the base model and of every epoch so far."""
 
     validation: ValidationSet | None = None
-    metric: str | None = Field(None, description="'accuracy' or 'tokenF1': what score is.")
+    metric: str | None = Field(
+        None, description="'accuracy', 'exactMatch' or 'tokenF1': what score is.")
     baseline: EvaluationScores | None = None
     epochs: list[EvaluationScores] | None = None
     best_epoch: int | None = None

@@ -5,7 +5,7 @@
 import { get, post, listAll } from "./api.js";
 import { html, render, within, failure, modelId, debounce } from "./util.js";
 import { overLimit, readDataset, tableRows, pastedFile } from "./dataset.js";
-import { fmtScore, metricName } from "./scores.js";
+import { fmtScore, metricName, otherScore } from "./scores.js";
 
 const MAX_EXAMPLES = 100;  // the server scores at most this many per request
 const MAX_OTHERS = 4;      // compareWith: at most 4 other models
@@ -147,15 +147,21 @@ export async function show(main, id) {
 
   function drawResults(out) {
     const metric = metricName(out.metric);
+    const other = otherScore(out.metric);
+    const means = {
+      tokenF1: "counts the words an answer shares with the expected output",
+      exactMatch: "is the share of answers equal to the expected value: a near miss counts as a miss",
+      accuracy: "is the share of answers that are the expected label",
+    };
     const best = Math.max(...out.results.map((r) => r.score));
     const models = out.results.map((r) => r.model);
     render($("#results"), html`
-      <p class="hint">${out.exampleCount} example${out.exampleCount === 1 ? "" : "s"} from ${source}. ${metric} ${out.metric === "tokenF1" ? "counts the words an answer shares with the expected output" : "is the share of answers that are the expected label"}; exact match, the share of answers equal to the expected output.</p>
-      <div class="epochs-wrap"><table class="list" id="scores"><thead><tr><th>Model</th><th>${metric}</th><th>Exact match</th><th>Time per answer</th></tr></thead><tbody>
+      <p class="hint">${out.exampleCount} example${out.exampleCount === 1 ? "" : "s"} from ${source}. ${metric} ${means[out.metric] || means.accuracy}; ${out.metric === "exactMatch" ? "token F1, the words an answer shares with it" : "exact match, the share of answers equal to the expected output"}.</p>
+      <div class="epochs-wrap"><table class="list" id="scores"><thead><tr><th>Model</th><th>${metric}</th><th>${other.name}</th><th>Time per answer</th></tr></thead><tbody>
       ${out.results.map((r) => html`<tr data-model="${r.model}" class="${r.score === best ? "best" : ""}">
         <td>${nameOf(r.model)}${r.score === best && out.results.length > 1 ? html` <span class="best-mark">★ best</span>` : ""}</td>
         <td data-label="${metric}" class="mono score">${fmtScore(r.score)}</td>
-        <td data-label="Exact match" class="mono">${fmtScore(r.exactMatch)}</td>
+        <td data-label="${other.name}" class="mono">${fmtScore(r[other.key])}</td>
         <td data-label="Time per answer" class="mono">${Math.round(r.meanLatencyMs)} ms</td></tr>`)}
       </tbody></table></div>
       <h3>Answers that differ</h3>

@@ -10,7 +10,7 @@ const ROLE_WORDS = { READER: "reader", WRITER: "writer", OWNER: "owner" };
 import { get, post, patch, del, streamGenerate, download } from "./api.js";
 import { html, render, toast, confirmDialog, timeAgo, displayState, badge, progressText, copyText, debounce, within, failure } from "./util.js";
 import { lossChart } from "./chart.js";
-import { fmtScore, metricName } from "./scores.js";
+import { fmtScore, metricName, otherScore } from "./scores.js";
 import { snippets } from "./snippets.js";
 
 export async function show(main, id) {
@@ -228,6 +228,7 @@ export async function show(main, id) {
     const served = servedEpoch();
     const spe = stepsPerEpoch();
     const metric = metricName(ev?.metric);
+    const other = otherScore(ev?.metric);
     const scored = new Map((ev?.epochs || []).map((e) => [e.epoch, e]));
     const withScores = Boolean(ev?.baseline || scored.size);
     const basis = epochs.advice?.basis || "training_loss";
@@ -244,7 +245,7 @@ export async function show(main, id) {
     const loss = (v) => (typeof v === "number" ? v.toFixed(4) : "—");
     const scoreCells = (sc, vloss) => withScores ? html`
         <td data-label="Validation loss" class="mono">${loss(vloss ?? sc?.validationLoss)}</td>
-        <td data-label="Exact match" class="mono">${fmtScore(sc?.exactMatch)}</td>
+        <td data-label="${other.name}" class="mono">${fmtScore(sc?.[other.key])}</td>
         <td data-label="${metric}" class="mono score">${fmtScore(sc?.score)}</td>` : "";
     const best = epochs.advice?.epoch;
     render(box, html`
@@ -252,7 +253,7 @@ export async function show(main, id) {
       ${epochs.advice ? html`<div class="notice info" id="epoch-advice" data-basis="${basis}"><b>${BASIS[basis] || "Epoch advice"}:</b> ${epochs.advice.message}</div>` : ""}
       ${ev?.validation?.message ? html`<p class="hint" id="validation-note">${ev.validation.message}</p>` : ""}
       <div class="epochs-wrap"><table class="list small" id="epochs"><thead><tr><th>Epoch</th><th>Training loss</th>
-        ${withScores ? html`<th>Validation loss</th><th>Exact match</th><th>${metric}</th>` : ""}<th>Served</th><th></th></tr></thead><tbody>
+        ${withScores ? html`<th>Validation loss</th><th>${other.name}</th><th>${metric}</th>` : ""}<th>Served</th><th></th></tr></thead><tbody>
       ${ev?.baseline ? html`<tr data-epoch-row="0" class="baseline">
         <td data-label="Epoch">Base model <span class="muted">(before tuning)</span></td>
         <td data-label="Training loss" class="mono">—</td>${scoreCells(ev.baseline)}<td data-label="Served" class="served"></td><td></td></tr>` : ""}
@@ -278,7 +279,7 @@ export async function show(main, id) {
     return html`<tr data-epoch-row="refit" class="refit${r.status === "COMPLETED" ? "" : " partial"}">
       <td data-label="Epoch">Refit on all ${r.examples} examples<span class="muted">${steps}</span>${status}</td>
       <td data-label="Training loss" class="mono">${ran}</td>
-      ${withScores ? html`<td data-label="Validation loss" class="mono">—</td><td data-label="Exact match" class="mono">—</td><td class="mono score" title="The held-out examples are training examples of the refit: they cannot score it">not scored</td>` : ""}
+      ${withScores ? html`<td data-label="Validation loss" class="mono">—</td><td data-label="${other.name}" class="mono">—</td><td class="mono score" title="The held-out examples are training examples of the refit: they cannot score it">not scored</td>` : ""}
       <td data-label="Served" class="served">${r.served ? "✔ served" : ""}</td>
       <td>${canPick && r.status === "COMPLETED" && !r.served ? html`<button type="button" class="btn ghost small" data-refit="1">Use the refit</button>` : ""}</td></tr>`;
   }
