@@ -201,6 +201,15 @@ def test_compare_view_scores_models_side_by_side(new_page, alice, tmp_path):
     page.wait_for_selector("#res-h")
     assert page.locator("#scores tbody tr").count() == 1
 
+    # short values (codes): ranked by exact match, token F1 beside it
+    page.fill("#pasted", "item 500\tA-500\nitem 501\tA-501\nitem 502\tA-502\n")
+    page.wait_for_selector("#data-ready:has-text('3 test examples from the pasted rows')")
+    page.click("#run-compare")
+    page.wait_for_selector("#scores th:has-text('Token F1')")
+    heads = page.locator("#scores thead th").all_text_contents()
+    assert heads == ["Model", "Exact match", "Token F1", "Time per answer"]
+    assert "a near miss counts as a miss" in page.locator("#results p.hint").inner_text()
+
     # pasted text without columns says how to paste
     page.fill("#pasted", "just one column")
     page.wait_for_selector("#data-bad:has-text('separated by a tab')")

@@ -263,14 +263,14 @@ export async function show(main, id) {
         ${scoreCells(scored.get(e.epoch), e.validationLoss)}
         <td data-label="Served" class="served">${servedText(e)}</td>
         <td>${canPick && e.checkpoint && served !== e.epoch ? html`<button type="button" class="btn ghost small" data-epoch="${e.epoch}">Use epoch ${e.epoch}</button>` : ""}</td>
-      </tr>`)}${refitRow(canPick, withScores)}</tbody></table></div>
+      </tr>`)}${refitRow(canPick, withScores, other.name)}</tbody></table></div>
       ${epochs.refit ? html`<p class="hint" id="refit-note">${epochs.refit.message}</p>` : ""}`);
     drawWrong();
   }
 
   /** The refit on every example after the epochs (planned, running or done): its own row, with
    *  no scores (its validation examples are training examples) and its button to serve it. */
-  function refitRow(canPick, withScores) {
+  function refitRow(canPick, withScores, otherName) {
     const r = epochs.refit;
     if (!r) return "";
     const ran = r.meanLoss == null ? "—" : r.meanLoss.toFixed(4);
@@ -279,7 +279,7 @@ export async function show(main, id) {
     return html`<tr data-epoch-row="refit" class="refit${r.status === "COMPLETED" ? "" : " partial"}">
       <td data-label="Epoch">Refit on all ${r.examples} examples<span class="muted">${steps}</span>${status}</td>
       <td data-label="Training loss" class="mono">${ran}</td>
-      ${withScores ? html`<td data-label="Validation loss" class="mono">—</td><td data-label="${other.name}" class="mono">—</td><td class="mono score" title="The held-out examples are training examples of the refit: they cannot score it">not scored</td>` : ""}
+      ${withScores ? html`<td data-label="Validation loss" class="mono">—</td><td data-label="${otherName}" class="mono">—</td><td class="mono score" title="The held-out examples are training examples of the refit: they cannot score it">not scored</td>` : ""}
       <td data-label="Served" class="served">${r.served ? "✔ served" : ""}</td>
       <td>${canPick && r.status === "COMPLETED" && !r.served ? html`<button type="button" class="btn ghost small" data-refit="1">Use the refit</button>` : ""}</td></tr>`;
   }
