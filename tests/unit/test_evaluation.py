@@ -149,6 +149,18 @@ def test_an_earlier_epoch_within_one_examples_worth_does_not_replace_the_last(sc
         in a.message
 
 
+@pytest.mark.parametrize("base", [0.0, None])
+def test_when_nothing_is_ever_right_the_advice_says_so(base):
+    a = advise_from_scores([0.0, 0.0, 0.0], base, EXACT_MATCH, 12)
+    assert a.epoch == 3 and a.score == 0.0 and a.basis == VALIDATION
+    assert a.message.startswith("No epoch got any of the 12 validation examples right")
+    assert "exact match 0.000 at every epoch" in a.message and "has the best" not in a.message
+    # one right answer anywhere, or a base model that got some: the usual advice
+    assert advise_from_scores([0.0, 1 / 12, 0.0], base, EXACT_MATCH, 12).message.startswith(
+        "Epoch 3, the last, is served")
+    assert "has the best" in advise_from_scores([0.0, 0.0], 0.25, EXACT_MATCH, 4).message
+
+
 def test_without_validation_the_advice_says_it_is_the_training_loss():
     a = advise_epoch([3.0, 1.5, 0.8, 0.75, 0.74])
     assert a.basis == TRAINING_LOSS and a.message.startswith("From the training loss")
