@@ -231,6 +231,39 @@ def test_evaluation_does_not_change_training_and_resume_is_identical(tiny_base, 
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_resumed_run_keeps_scoring_by_the_metric_its_epochs_were_scored_by(
+        tiny_base, tmp_path, monkeypatch):
+    """A run started by a tunelab that chose another metric for these outputs (token F1 for
+    short values, before exact match ranked them) goes on with that metric when resumed, so
+    its epochs stay comparable."""
+    import tunelab.training.loop as loop
+
+    examples = [Example(f"code {i}", f"A-{i}") for i in range(48)]
+    split = split_validation(examples)
+    assert metric_for([ex.output for ex in examples]) == EXACT_MATCH
+    calls = {"n": 0}
+
+    def crash_in_epoch_2():
+        calls["n"] += 1
+        return calls["n"] > 14
+
+    out = tmp_path / "older"
+    with monkeypatch.context() as m:
+        m.setattr(loop, "metric_for", lambda outputs: TOKEN_F1)
+        first = train(tiny_base, split.train, HP, out, seed=2, validation=split.validation,
+                      should_cancel=crash_in_epoch_2)
+    assert first.status == "cancelled" and first.evaluation["metric"] == TOKEN_F1
+    resumed = train(tiny_base, split.train, HP, out, seed=2, validation=split.validation)
+    ev = resumed.evaluation
+    assert resumed.resumed_from_epoch == 1 and ev["metric"] == TOKEN_F1
+    for e in [ev["baseline"], *ev["epochs"]]:
+        assert e["metric"] == TOKEN_F1 and e["score"] == e["token_f1"]
+    fresh = train(tiny_base, split.train, HP, tmp_path / "new", seed=2,
+                  validation=split.validation).evaluation
+    assert fresh["metric"] == EXACT_MATCH
+    assert all(e["score"] == e["exact_match"] for e in fresh["epochs"])
+
+
 def test_tuning_again_after_serving_an_adapter_on_the_same_base(models_dir, tmp_path):
     """A base a Generator has wrapped (adapters loaded in inference mode) can tune again, and
     the generator keeps serving its adapter unchanged ("Setting requires_grad=True on

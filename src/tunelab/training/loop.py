@@ -515,6 +515,8 @@ def train(
             epoch_losses = list(state["epoch_losses"])
             tokens_total, seconds_total = state.get("tokens", 0), state.get("seconds", 0.0)
             evaluation = state.get("evaluation")
+            if evaluator is not None and evaluation and evaluation.get("metric"):
+                evaluator.metric = evaluation["metric"]  # the epochs before were scored so
 
         def evaluate(epoch: int) -> dict:
             """Score the model (epoch 0: with the LoRA layers off, the base model)."""
