@@ -42,6 +42,8 @@ def alice(studio_service):
            epochCount=2, batchSize=8, learningRate=0.01)
     a.tune("words", [{"textInput": f"word {i}", "output": f"WORD {i}"} for i in range(24)],
            epochCount=2, batchSize=4, learningRate=0.01)
+    a.tune("codes", [{"textInput": f"code of item {i}", "output": f"A-{i}"} for i in range(44)],
+           epochCount=2, batchSize=8, learningRate=0.01)
     yield a
     a.c.close()
 
@@ -117,6 +119,17 @@ def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new
     assert "Validation loss" not in page.locator("#epochs thead").inner_text()
     assert page.locator("#chart path.val-pt").count() == 0
     assert "fewer than 40" in page.locator("#validation-note").inner_text()
+
+    # short values (codes): ranked by exact match, token F1 beside it, the advice in its words
+    codes = alice.c.get("/v1beta/tunedModels/codes").json()["evaluation"]
+    assert codes["metric"] == "exactMatch"
+    open_model(page, "codes")
+    heads = page.locator("#epochs thead th").all_text_contents()
+    assert heads[:5] == ["Epoch", "Training loss", "Validation loss", "Token F1", "Exact match"]
+    for e in codes["epochs"]:
+        cells = page.locator(f"#epochs tr[data-epoch-row='{e['epoch']}'] td").all_inner_texts()
+        assert cells[3] == f"{e['tokenF1']:.3f}" and cells[4] == f"{e['exactMatch']:.3f}"
+    assert "exact match" in page.locator("#epoch-advice").inner_text()
 
 
 def test_model_page_shows_the_refit_and_serves_it_or_an_epoch(new_page, alice):
