@@ -45,6 +45,26 @@ def test_tune_holds_out_scores_each_epoch_then_eval_compares_with_the_base(tmp_p
     assert "Traceback" not in e.stderr
 
 
+def test_short_values_are_ranked_by_exact_match_in_the_tables(tmp_path, env):  # noqa: F811
+    data = tmp_path / "codes.jsonl"
+    data.write_text("".join(json.dumps({"text_input": f"code of item {i}", "output": f"A-{i}"})
+                            + "\n" for i in range(48)))
+    r = run(["tune", str(data), "--base-model", "tiny", "--epochs", "1", "--learning-rate",
+             "0.05", "-o", "out"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    head = next(line for line in r.stdout.splitlines() if "val. loss" in line)
+    assert head.index("token F1") < head.index("exact match")  # the score last, F1 beside it
+    out = " ".join(r.stdout.split())  # the advice as one line, however the console wrapped it
+    assert ("validation exact match" in out or "exact match 0.000 at every epoch" in out)
+    assert "validation token F1" not in out
+    ev = json.loads((tmp_path / "out" / "manifest.json").read_text())["evaluation"]
+    assert ev["metric"] == "exact_match"
+    e = run(["eval", "out", "--data", str(data), "--no-base"], env, tmp_path)
+    assert e.returncode == 0, e.stderr
+    head = next(line for line in e.stdout.splitlines() if "model" in line and "latency" in line)
+    assert head.index("exact match") < head.index("token F1")
+
+
 def test_given_validation_file_and_its_duplicates(tmp_path, env):  # noqa: F811
     data = write_labelled(tmp_path / "train.jsonl", 24)
     val = tmp_path / "val.jsonl"
