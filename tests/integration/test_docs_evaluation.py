@@ -29,7 +29,10 @@ def test_cli_session(tmp_path):
                        env=env, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "8 of the 48 examples were held out" in r.stdout
-    assert "Best epoch: Epoch" in r.stdout
+    # an epoch with its margins, or (the tiny random model may learn nothing in two epochs)
+    # the note that no epoch got any validation example right
+    one_line = " ".join(r.stdout.split())
+    assert "Best epoch: Epoch" in one_line or "Best epoch: No epoch got any" in one_line
     assert "Scores on test.jsonl (6 examples)" in r.stdout
     assert "tiny-random" in r.stdout  # the base model, added to the comparison
 
@@ -43,6 +46,7 @@ def test_rest_session(service, tmp_path):
     out = r.stdout
     assert "Each epoch is scored on the 8 validation examples given." in out
     assert re.search(r"^base: [0-9.]+ \[\(1, [0-9.]+\), \(2, [0-9.]+\)\]$", out, re.M)
-    assert "has the best validation accuracy" in out
+    assert "has the best validation accuracy" in out or re.search(
+        r"No epoch got any of the 8 validation examples right \(accuracy 0.000", out)
     assert re.search(r"^tunedModels/parity accuracy [0-9.]+ \d+ ms$", out, re.M)
     assert re.search(r"^models/tiny-random accuracy [0-9.]+ \d+ ms$", out, re.M)
