@@ -101,7 +101,8 @@ def _target(request: Request, principal: Principal, name: str):
 def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
                          principal: Auth) -> EvaluateResponse:
     """tunelab extension: the tuned model and others on the same test examples, one score
-    scale (accuracy for labels, else token F1), latency, and the answers that differ."""
+    scale (accuracy for labels, exact match for short values, else token F1), latency, and
+    the answers that differ."""
     from tunelab.inference import GenerationConfig
     from tunelab.training.evaluate import answer_budget, compare, metric_wire
 
