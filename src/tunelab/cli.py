@@ -299,6 +299,16 @@ def _score_columns(metric: str) -> tuple[str, str, str]:
     return metric_words(metric), metric_words(EXACT_MATCH), EXACT_MATCH
 
 
+def _score_caption(ev: dict | None) -> str | None:
+    """Under the epoch table, why exact match ranks the epochs where it does."""
+    from tunelab.training.evaluate import EXACT_MATCH
+
+    if not ev or ev.get("metric") != EXACT_MATCH:
+        return None
+    return ("Exact match ranks the epochs: the outputs are short values, where a near miss is "
+            "a miss (token F1 gives partial credit).")
+
+
 def report_result(result) -> None:
     if result.resumed_from_epoch:
         console.print(f"(resumed from the checkpoint of epoch {result.resumed_from_epoch})")
@@ -311,7 +321,7 @@ def report_result(result) -> None:
     metric, other, other_key = _score_columns(ev["metric"]) if ev else ("", "", "")
     if result.epoch_losses:
         table = Table(title="Per epoch" + (f" (validation: {ev['example_count']} examples)"
-                                           if ev else ""))
+                                           if ev else ""), caption=_score_caption(ev))
         table.add_column("epoch", justify="right")
         table.add_column("train loss", justify="right")
         if ev:
