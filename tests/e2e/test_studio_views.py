@@ -119,6 +119,7 @@ def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new
     assert "Validation loss" not in page.locator("#epochs thead").inner_text()
     assert page.locator("#chart path.val-pt").count() == 0
     assert "fewer than 40" in page.locator("#validation-note").inner_text()
+    assert page.locator("#score-note").count() == 0
 
     # short values (codes): ranked by exact match, token F1 beside it, the advice in its words
     codes = alice.c.get("/v1beta/tunedModels/codes").json()["evaluation"]
@@ -130,6 +131,7 @@ def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new
         cells = page.locator(f"#epochs tr[data-epoch-row='{e['epoch']}'] td").all_inner_texts()
         assert cells[3] == f"{e['tokenF1']:.3f}" and cells[4] == f"{e['exactMatch']:.3f}"
     assert "exact match" in page.locator("#epoch-advice").inner_text()
+    assert "a near miss is a miss" in page.locator("#score-note").inner_text()
 
 
 def test_model_page_shows_the_refit_and_serves_it_or_an_epoch(new_page, alice):
