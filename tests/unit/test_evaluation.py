@@ -155,6 +155,7 @@ def test_when_nothing_is_ever_right_the_advice_says_so(base):
     assert a.epoch == 3 and a.score == 0.0 and a.basis == VALIDATION
     assert a.message.startswith("No epoch got any of the 12 validation examples right")
     assert "exact match 0.000 at every epoch" in a.message and "has the best" not in a.message
+    assert ("for the base model" in a.message) == (base is not None)  # only what was scored
     # one right answer anywhere, or a base model that got some: the usual advice
     assert advise_from_scores([0.0, 1 / 12, 0.0], base, EXACT_MATCH, 12).message.startswith(
         "Epoch 3, the last, is served")

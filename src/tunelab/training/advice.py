@@ -116,11 +116,12 @@ def advise_from_scores(
     top = max(range(len(scores)), key=lambda i: (scores[i], i))
     lead = f"Epoch {epoch} has the best validation {name}: {scores[best]:.3f} on {count} examples"
     if max(scores) <= 0 and not base_score:  # nothing to rank: say what it means
+        base = "" if base_score is None else ", and for the base model"  # only what was scored
         return EpochAdvice(
             epoch, False, f"No epoch got any of the {count} validation examples right "
-            f"({name} 0.000 at every epoch, and for the base model): the last epoch is served, "
-            "but the model has not learnt this task from these examples: more examples, or a "
-            "larger base model, may.", VALIDATION, scores[best], over_last, over_base)
+            f"({name} 0.000 at every epoch{base}): the last epoch is served, but the model has "
+            "not learnt this task from these examples: more examples, or a larger base model, "
+            "may.", VALIDATION, scores[best], over_last, over_base)
     if best != last:
         parts = [lead, f"{over_last:+.3f} over the last epoch ({last + 1}, {scores[last]:.3f}), "
                        f"more than one example's worth ({worth:.3f})"]
