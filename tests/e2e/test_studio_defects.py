@@ -167,9 +167,15 @@ def test_4_epoch_marks_only_for_finished_epochs(new_page, alice):
     page, _ = new_page()
     sign_in(page, "alice")
     page.goto("/studio/#/models/long-marks")
+    # one drawing of the chart, read at once (it is redrawn every second while tuning runs, and
+    # a drawing made right at an epoch's end has no running band: wait for one that has)
+    # (a loop, not wait_for_function: the Studio's CSP forbids the eval that needs)
     page.wait_for_selector("#chart rect.epoch-partial.running")
-    # one drawing of the chart, read at once (it is redrawn every second while tuning runs)
-    chart = page.evaluate(CHART_JS)
+    for _ in range(100):
+        chart = page.evaluate(CHART_JS)
+        if chart["bandClass"] and "running" in chart["bandClass"]:
+            break
+        page.wait_for_timeout(100)
     running = int(chart["band"])
     assert running >= 2 and chart["label"] == [f"E{running} running"]
     ends = dict(chart["lines"])
