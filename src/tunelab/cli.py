@@ -300,13 +300,10 @@ def _score_columns(metric: str) -> tuple[str, str, str]:
 
 
 def _score_caption(ev: dict | None) -> str | None:
-    """Under the epoch table, why exact match ranks the epochs where it does."""
-    from tunelab.training.evaluate import EXACT_MATCH
+    """Under the epoch table, why its metric ranks the epochs."""
+    from tunelab.training.evaluate import metric_note
 
-    if not ev or ev.get("metric") != EXACT_MATCH:
-        return None
-    return ("Exact match ranks the epochs: the outputs are short values, where a near miss is "
-            "a miss (token F1 gives partial credit).")
+    return metric_note(ev["metric"]) if ev and ev.get("metric") else None
 
 
 def report_result(result) -> None:
@@ -570,7 +567,8 @@ def _served_answer(server: str, name: str, budget: int):
 def show_evaluation(out: dict, data: Path, show: int) -> None:
     """The scores table, then the differing answers side by side."""
     metric, other, other_key = _score_columns(out["metric"])
-    table = Table(title=f"Scores on {data.name} ({out['example_count']} examples)")
+    table = Table(title=f"Scores on {data.name} ({out['example_count']} examples)",
+                  caption=_score_caption(out))
     for col in ("model", metric, other, "mean latency"):
         table.add_column(col, justify="left" if col == "model" else "right")
     best = max(r["score"] for r in out["results"])

@@ -107,6 +107,10 @@ def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new
     assert box.locator("tbody tr").count() == len(first["wrongAnswers"])
     assert first["wrongAnswers"][0]["expected"] in box.locator("tbody tr").first.inner_text()
 
+    # why accuracy ranks the epochs, in the server's words
+    assert page.locator("#score-note").inner_text() == evaluation["metricNote"]
+    assert evaluation["metricNote"].startswith("Accuracy ranks them")
+
     # the reason for each setting
     reasons = page.locator("#choices-list li").all_inner_texts()
     assert reasons == evaluation_choices(alice, "parity")
@@ -223,7 +227,7 @@ def test_compare_view_scores_models_side_by_side(new_page, alice, tmp_path):
     page.wait_for_selector("#scores th:has-text('Token F1')")
     heads = page.locator("#scores thead th").all_text_contents()
     assert heads == ["Model", "Exact match", "Token F1", "Time per answer"]
-    assert "a near miss counts as a miss" in page.locator("#results p.hint").inner_text()
+    assert "a near miss is a miss" in page.locator("#results p.hint").inner_text()
 
     # pasted text without columns says how to paste
     page.fill("#pasted", "just one column")

@@ -37,6 +37,7 @@ def test_held_out_examples_are_listed_and_every_epoch_is_scored(client, held_out
     ev = op["metadata"]["evaluation"]
     assert ev == op["response"]["evaluation"]
     assert ev["metric"] == "accuracy" and ev["validation"] == v
+    assert ev["metricNote"].startswith("Accuracy ranks them: the outputs are labels")
     assert ev["baseline"]["epoch"] == 0 and [e["epoch"] for e in ev["epochs"]] == [1, 2]
     for e in ev["epochs"]:
         assert {"validationLoss", "exactMatch", "score", "accuracy", "confusion"} <= e.keys()
@@ -113,6 +114,7 @@ def test_evaluate_scores_short_values_by_exact_match(client, held_out):
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["metric"] == "exactMatch" and out["exampleCount"] == 5
+    assert out["metricNote"].startswith("Exact match ranks them: the outputs are short values")
     (result,) = out["results"]
     assert result["score"] == result["exactMatch"] and 0 <= result["tokenF1"] <= 1
 

@@ -27,7 +27,9 @@ def test_tune_holds_out_scores_each_epoch_then_eval_compares_with_the_base(tmp_p
         assert col in out
     # the advice: an epoch and its margins, or (the tiny random model often learns nothing in
     # two epochs) that no epoch got any validation example right
-    assert "Best epoch: " in out and "Exact match ranks the epochs" not in out  # labels
+    assert "Best epoch: " in out
+    # why accuracy ranks them, in the words the API's metricNote gives
+    assert "Accuracy ranks them: the outputs are labels" in " ".join(out.split())
     assert ("over the base model" in out) != ("No epoch got any of the 8" in " ".join(out.split()))
     assert "20/20" in out  # 40 training examples, batch 4, 2 epochs
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
@@ -60,13 +62,14 @@ def test_short_values_are_ranked_by_exact_match_in_the_tables(tmp_path, env):  #
     out = " ".join(r.stdout.split())  # the advice as one line, however the console wrapped it
     assert ("validation exact match" in out or "exact match 0.000 at every epoch" in out)
     assert "validation token F1" not in out
-    assert "Exact match ranks the epochs: the outputs are short values" in out
+    assert "Exact match ranks them: the outputs are short values" in out
     ev = json.loads((tmp_path / "out" / "manifest.json").read_text())["evaluation"]
     assert ev["metric"] == "exact_match"
     e = run(["eval", "out", "--data", str(data), "--no-base"], env, tmp_path)
     assert e.returncode == 0, e.stderr
     head = next(line for line in e.stdout.splitlines() if "model" in line and "latency" in line)
     assert head.index("exact match") < head.index("token F1")
+    assert "Exact match ranks them" in " ".join(e.stdout.split())
 
 
 def test_given_validation_file_and_its_duplicates(tmp_path, env):  # noqa: F811

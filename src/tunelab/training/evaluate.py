@@ -89,6 +89,22 @@ def metric_words(metric: str) -> str:
     return _WORDS.get(metric, _WORDS[TOKEN_F1])
 
 
+_NOTES = {
+    ACCURACY: "Accuracy ranks them: the outputs are labels, and an answer counts only when it "
+              "is the expected label.",
+    EXACT_MATCH: "Exact match ranks them: the outputs are short values, where a near miss is a "
+                 "miss (token F1, beside it, gives partial credit).",
+    TOKEN_F1: "Token F1 ranks them: the outputs are free text, and it counts the words an answer "
+              "shares with the expected output (exact match, beside it, wants the whole output).",
+}
+
+
+def metric_note(metric: str) -> str:
+    """Why this metric ranks the epochs and the models, in one sentence: the one wording the
+    CLI's tables and the API (``metricNote``, which the Studio shows) give."""
+    return _NOTES.get(metric, _NOTES[TOKEN_F1])
+
+
 def token_f1(answer: str, expected: str) -> float:
     """F1 of the answer's words against the expected words (case-insensitive bag of words)."""
     a, e = _WORD.findall(answer.lower()), _WORD.findall(expected.lower())

@@ -61,7 +61,7 @@ def _scores_out(d: dict) -> s.EvaluationScores:
 def evaluation_out(evaluation: dict | None, row: TunedModelRow) -> s.Evaluation | None:
     """The trainer's evaluation record (training/loop.py) on the wire. The advice names the
     best epoch; a cancelled model's names its last evaluated score instead."""
-    from tunelab.training.evaluate import advice_of, metric_wire
+    from tunelab.training.evaluate import advice_of, metric_note, metric_wire
 
     if not evaluation or not {"validation", "metric"} & evaluation.keys():
         return None  # e.g. only the hyperparameter choices
@@ -95,6 +95,7 @@ def evaluation_out(evaluation: dict | None, row: TunedModelRow) -> s.Evaluation 
     return s.Evaluation(
         validation=validation,
         metric=metric,
+        metric_note=metric_note(evaluation["metric"]),
         baseline=_scores_out(base) if base else None,
         epochs=[_scores_out(e) for e in epochs] or None,
         best_epoch=advice.epoch if advice and (

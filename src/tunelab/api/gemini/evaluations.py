@@ -71,6 +71,7 @@ class Difference(_Camel):
 
 class EvaluateResponse(_Camel):
     metric: str
+    metric_note: str = ""  # why that metric ranks the models, in one sentence
     example_count: int
     results: list[ModelScore]
     differences: list[Difference] = []
@@ -104,7 +105,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     scale (accuracy for labels, exact match for short values, else token F1), latency, and
     the answers that differ."""
     from tunelab.inference import GenerationConfig
-    from tunelab.training.evaluate import answer_budget, compare, metric_wire
+    from tunelab.training.evaluate import answer_budget, compare, metric_note, metric_wire
 
     data = body.test_data
     if (data.examples is None) == (data.file is None):
@@ -137,6 +138,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     out = compare(examples, [(n, answerer(g, a)) for n, g, a in targets])
     return EvaluateResponse(
         metric=metric_wire(out["metric"]),
+        metric_note=metric_note(out["metric"]),
         example_count=out["example_count"],
         results=[ModelScore(**{k: v for k, v in r.items() if k != "confusion"},
                             confusion=[s.ConfusionCount(**c) for c in r.get("confusion") or []]

@@ -226,6 +226,8 @@ class Evaluation(_Out):
     validation: ValidationSet | None = None
     metric: str | None = Field(
         None, description="'accuracy', 'exactMatch' or 'tokenF1': what score is.")
+    metric_note: str | None = Field(
+        None, description="Why that metric ranks the epochs, in one sentence.")
     baseline: EvaluationScores | None = None
     epochs: list[EvaluationScores] | None = None
     best_epoch: int | None = None

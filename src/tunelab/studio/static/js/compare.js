@@ -148,15 +148,10 @@ export async function show(main, id) {
   function drawResults(out) {
     const metric = metricName(out.metric);
     const other = otherScore(out.metric);
-    const means = {
-      tokenF1: "counts the words an answer shares with the expected output",
-      exactMatch: "is the share of answers equal to the expected value: a near miss counts as a miss",
-      accuracy: "is the share of answers that are the expected label",
-    };
     const best = Math.max(...out.results.map((r) => r.score));
     const models = out.results.map((r) => r.model);
     render($("#results"), html`
-      <p class="hint">${out.exampleCount} example${out.exampleCount === 1 ? "" : "s"} from ${source}. ${metric} ${means[out.metric] || means.accuracy}; ${out.metric === "exactMatch" ? "token F1, the words an answer shares with it" : "exact match, the share of answers equal to the expected output"}.</p>
+      <p class="hint">${out.exampleCount} example${out.exampleCount === 1 ? "" : "s"} from ${source}. ${out.metricNote}</p>
       <div class="epochs-wrap"><table class="list" id="scores"><thead><tr><th>Model</th><th>${metric}</th><th>${other.name}</th><th>Time per answer</th></tr></thead><tbody>
       ${out.results.map((r) => html`<tr data-model="${r.model}" class="${r.score === best ? "best" : ""}">
         <td>${nameOf(r.model)}${r.score === best && out.results.length > 1 ? html` <span class="best-mark">★ best</span>` : ""}</td>

@@ -265,7 +265,7 @@ export async function show(main, id) {
         <td>${canPick && e.checkpoint && served !== e.epoch ? html`<button type="button" class="btn ghost small" data-epoch="${e.epoch}">Use epoch ${e.epoch}</button>` : ""}</td>
       </tr>`)}${refitRow(canPick, withScores, other.name)}</tbody></table></div>
       ${epochs.refit ? html`<p class="hint" id="refit-note">${epochs.refit.message}</p>` : ""}
-      ${ev?.metric === "exactMatch" ? html`<p class="hint" id="score-note">Exact match ranks the epochs: the outputs are short values, where a near miss is a miss (token F1 gives partial credit).</p>` : ""}`);
+      ${ev?.metricNote ? html`<p class="hint" id="score-note">${ev.metricNote}</p>` : ""}`);
     drawWrong();
   }
 
