@@ -299,11 +299,13 @@ def _score_columns(metric: str) -> tuple[str, str, str]:
     return metric_words(metric), metric_words(EXACT_MATCH), EXACT_MATCH
 
 
-def _score_caption(ev: dict | None) -> str | None:
-    """Under the epoch table, why its metric ranks the epochs."""
+def _print_metric_note(ev: dict | None) -> None:
+    """Under a scores table, why its metric ranks the rows: one line of the console's width
+    (a table's caption would wrap to the table's)."""
     from tunelab.training.evaluate import metric_note
 
-    return metric_note(ev["metric"]) if ev and ev.get("metric") else None
+    if ev and ev.get("metric"):
+        console.print(f"[dim]{metric_note(ev['metric'])}[/]", highlight=False)
 
 
 def report_result(result) -> None:
@@ -318,7 +320,7 @@ def report_result(result) -> None:
     metric, other, other_key = _score_columns(ev["metric"]) if ev else ("", "", "")
     if result.epoch_losses:
         table = Table(title="Per epoch" + (f" (validation: {ev['example_count']} examples)"
-                                           if ev else ""), caption=_score_caption(ev))
+                                           if ev else ""))
         table.add_column("epoch", justify="right")
         table.add_column("train loss", justify="right")
         if ev:
@@ -339,6 +341,7 @@ def report_result(result) -> None:
                         f"{e['score']:.3f}"] if e else ["", "", ""]
             table.add_row(*row, mark if i == best else "")
         console.print(table)
+        _print_metric_note(ev)
     refit = result.refit
     if result.status == "cancelled" and refit:  # the first run's served epoch remains
         console.print(f"[yellow]Tuning was cancelled.[/] {refit['message']}", highlight=False,
@@ -567,8 +570,7 @@ def _served_answer(server: str, name: str, budget: int):
 def show_evaluation(out: dict, data: Path, show: int) -> None:
     """The scores table, then the differing answers side by side."""
     metric, other, other_key = _score_columns(out["metric"])
-    table = Table(title=f"Scores on {data.name} ({out['example_count']} examples)",
-                  caption=_score_caption(out))
+    table = Table(title=f"Scores on {data.name} ({out['example_count']} examples)")
     for col in ("model", metric, other, "mean latency"):
         table.add_column(col, justify="left" if col == "model" else "right")
     best = max(r["score"] for r in out["results"])
@@ -577,6 +579,7 @@ def show_evaluation(out: dict, data: Path, show: int) -> None:
         table.add_row(r["model"], f"{mark}{r['score']:.3f}", f"{r[other_key]:.3f}",
                       f"{r['mean_latency_ms']:.0f} ms")
     console.print(table)
+    _print_metric_note(out)
     diffs = out["differences"][:show]
     if len(out["results"]) < 2:
         return
