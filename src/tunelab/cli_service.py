@@ -150,7 +150,7 @@ def serve(
     import uvicorn
 
     from tunelab.api.app import create_app
-    from tunelab.quiet import quiet_libraries
+    from tunelab.quiet import end_quickly, quiet_libraries
     from tunelab.store import Store
 
     quiet_libraries()   # before the workers start: they inherit TQDM_DISABLE
@@ -191,6 +191,7 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         pool.stop()
+        end_quickly()
 
 
 def worker(

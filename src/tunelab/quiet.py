@@ -29,3 +29,15 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     for name in ("alembic", "transformers", "peft"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def end_quickly() -> None:
+    """Call as a process's work is done, just before it exits: the objects alive now
+    (every imported library's modules, classes and tables) are left to the operating system
+    instead of being examined by the interpreter's final garbage collection, which took
+    ~1.3 s of a server's or worker's stop after a job had run, and of every CLI command that
+    had loaded a model (``gc.freeze``; exit handlers still run, and every object outside a
+    reference cycle is still freed, files flushed and closed as before)."""
+    import gc
+
+    gc.freeze()

@@ -282,7 +282,7 @@ class Worker:
 
 def run_worker(settings: Settings, once: bool = False) -> None:
     """Entry point of ``tunelab worker`` and of the workers ``tunelab serve`` starts."""
-    from tunelab.quiet import quiet_libraries
+    from tunelab.quiet import end_quickly, quiet_libraries
 
     quiet_libraries()
     worker = Worker(settings)
@@ -290,7 +290,10 @@ def run_worker(settings: Settings, once: bool = False) -> None:
     supervisor = os.environ.get("TUNELAB_SUPERVISOR_PID")
     if supervisor:
         _watch_supervisor(int(supervisor), worker.stop)
-    worker.run(once=once)
+    try:
+        worker.run(once=once)
+    finally:
+        end_quickly()
 
 
 def _watch_supervisor(pid: int, stop: threading.Event) -> None:
