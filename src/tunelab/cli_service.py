@@ -150,7 +150,7 @@ def serve(
     import uvicorn
 
     from tunelab.api.app import create_app
-    from tunelab.quiet import end_quickly, quiet_libraries
+    from tunelab.quiet import quiet_libraries
     from tunelab.store import Store
 
     quiet_libraries()   # before the workers start: they inherit TQDM_DISABLE
@@ -190,8 +190,7 @@ def serve(
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
-        pool.stop()
-        end_quickly()
+        pool.stop()  # then cli.main's end_quickly, as for every command
 
 
 def worker(
