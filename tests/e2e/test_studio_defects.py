@@ -176,6 +176,8 @@ def test_4_epoch_marks_only_for_finished_epochs(new_page, alice):
         if chart["bandClass"] and "running" in chart["bandClass"]:
             break
         page.wait_for_timeout(100)
+    else:
+        pytest.fail(f"no drawing of the chart had a running band in 10 s: {chart}")
     running = int(chart["band"])
     assert running >= 2 and chart["label"] == [f"E{running} running"]
     ends = dict(chart["lines"])
