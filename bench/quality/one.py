@@ -61,33 +61,18 @@ def quiet_libraries() -> None:
 
 
 def answer_all(base: Any, tests: list[Any], adapter: Path | None) -> list[str]:
-    """The greedy answer to every test input, ``ANSWER_BATCH`` inputs at a time, by the decoding
-    tunelab scores validation examples with (``Evaluator.answers``: one forward pass per token
-    for all of them, each answer stopped as served answers are, at most the longest expected
-    output plus ``ANSWER_MARGIN_TOKENS`` tokens), with the adapter on the base as the service
-    loads it. Answering one input at a time through the ``Generator`` that serves
-    generateContent gave the very same answers on the 200 checked (``entities`` and ``orders``
-    at 100 examples, bf16 base, 2026-12-03) and took 5.7-6.9x as long, most of a run's time."""
-    import dataclasses
-
-    import torch
-    from peft import PeftModel
-
+    """The greedy answer to every test input, ``ANSWER_BATCH`` inputs at a time, as
+    ``tunelab eval`` and ``:evaluate`` answer them (``Generator.answers``: one forward pass
+    per token for all of them, each answer stopped as served answers are, at most the longest
+    expected output plus ``ANSWER_MARGIN_TOKENS`` tokens, the adapter loaded on the base as the
+    service loads it, and the system instruction a served request would get). Answering one
+    input at a time through ``generate`` gave the very same answers on the 200 checked
+    (``entities`` and ``orders`` at 100 examples, bf16 base, 2026-12-03) and took 5.7-6.9x as
+    long, most of a run's time."""
     from tunelab.inference import Generator
-    from tunelab.training.evaluate import ANSWER_BATCH, Evaluator
+    from tunelab.training.evaluate import generator_answerer
 
-    # the system instruction a served request gets: its own, else the one the tuning examples
-    # shared (none of the suite's tasks has one)
-    tests = [dataclasses.replace(ex, system=Generator.system_for(adapter, ex.system))
-             for ex in tests]
-    evaluator = Evaluator(base, tests, TOKEN_F1)  # tokenizes the tests: the answer budget
-    model = base.model if adapter is None else PeftModel.from_pretrained(base.model, str(adapter))
-    model.eval()
-    answers: list[str] = []
-    with torch.inference_mode():
-        for i in range(0, len(tests), ANSWER_BATCH):
-            answers += evaluator.answers(model, tests[i:i + ANSWER_BATCH])
-    return answers
+    return generator_answerer("", Generator(base), adapter, tests).many(tests)
 
 
 def run(args: argparse.Namespace) -> dict:

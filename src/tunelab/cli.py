@@ -482,11 +482,11 @@ def eval_models(
         with Progress(TextColumn("[bold blue]answering {task.fields[model]}"), BarColumn(),
                       MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task("eval", total=len(examples) * len(answerers), model="")
-            count = {"n": 0}
+            answered: dict[str, int] = {}
 
             def advance(name: str, done: int, total: int) -> None:
-                count["n"] += 1
-                progress.update(task, completed=count["n"], model=name)
+                answered[name] = done
+                progress.update(task, completed=sum(answered.values()), model=name)
 
             out = compare(examples, answerers, advance)
     show_evaluation(out, data, show)
@@ -494,10 +494,11 @@ def eval_models(
 
 def _answerers(settings: Settings, names: list[str], examples, server: str | None,
                with_base: bool) -> list:
-    """(name, greedy answer function) for each model; local ones share a loaded base."""
-    from tunelab.inference import GenerationConfig, Generator
+    """An ``Answerer`` for each model; local ones share a loaded base and answer many
+    examples at once, served ones one request each."""
+    from tunelab.inference import Generator
     from tunelab.training import adapter_path, read_manifest
-    from tunelab.training.evaluate import ANSWER_MARGIN_TOKENS, answer_budget
+    from tunelab.training.evaluate import ANSWER_MARGIN_TOKENS, Answerer, generator_answerer
 
     served = [n for n in names if n.startswith(("tunedModels/", "models/"))] if server else []
     if with_base:
@@ -520,7 +521,7 @@ def _answerers(settings: Settings, names: list[str], examples, server: str | Non
             # an answer may be as long as the longest expected output in characters (a token
             # is at least one character) plus a margin: the server's tokenizer is not here
             budget = max(len(ex.output) for ex in examples) + ANSWER_MARGIN_TOKENS
-            out.append((name, _served_answer(server, name, budget)))
+            out.append(Answerer(name, _served_answer(server, name, budget)))
             continue
         path = Path(name)
         if (path / "manifest.json").exists():
@@ -532,11 +533,7 @@ def _answerers(settings: Settings, names: list[str], examples, server: str | Non
         if base_name not in generators:
             generators[base_name] = Generator(_load_base(settings, base_name),
                                               settings.adapter_cache_bytes)
-        gen = generators[base_name]
-        config = GenerationConfig(temperature=0.0, max_output_tokens=answer_budget(
-            gen.base.tokenizer, gen.base.template, examples))
-        out.append((name, lambda ex, g=gen, c=config, a=adapter: g.generate(
-            [("user", ex.text_input)], ex.system, c, a).text))
+        out.append(generator_answerer(name, generators[base_name], adapter, examples))
     return out
 
 
@@ -583,8 +580,12 @@ def show_evaluation(out: dict, data: Path, show: int) -> None:
     diffs = out["differences"][:show]
     if len(out["results"]) < 2:
         return
-    if not diffs:
+    if not out["differing_count"]:
         console.print("Every model gave the same answer to every example.")
+        return
+    if not diffs:
+        console.print(f"The models' answers differ on {out['differing_count']} of "
+                      f"{out['example_count']} examples (--show N lists them side by side).")
         return
     side = Table(title=f"Answers that differ ({out['differing_count']} of "
                  f"{out['example_count']} examples; {len(diffs)} shown)", show_lines=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from test_cli import env, run  # noqa: F401 - the fixture and the runner of test_cli
@@ -48,6 +49,15 @@ def test_tune_holds_out_scores_each_epoch_then_eval_compares_with_the_base(tmp_p
     assert ("Answers that differ" in e.stdout
             or "Every model gave the same answer" in e.stdout)
     assert "Traceback" not in e.stderr
+    # with none shown, the count of differing answers still (never "the same answer")
+    quiet = run(["eval", "out", "--data", str(test), "--show", "0"], env, tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    said = " ".join(quiet.stdout.split())
+    differing = re.search(r"Answers that differ \((\d+) of 6 examples", " ".join(e.stdout.split()))
+    if differing:
+        assert f"answers differ on {differing[1]} of 6 examples (--show N lists them" in said
+    else:
+        assert "Every model gave the same answer to every example." in said
 
 
 def test_short_values_are_ranked_by_exact_match_in_the_tables(tmp_path, env):  # noqa: F811

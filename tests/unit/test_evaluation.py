@@ -412,3 +412,33 @@ def test_the_loss_pass_takes_as_many_examples_a_batch_as_its_logits_budget_allow
         split_loss, split_answers = packed.score(model)
     assert abs(split_loss - loss) < 1e-5
     assert split_answers == answers
+
+
+def test_compare_times_a_few_answers_alone_and_answers_the_rest_together(models_dir):
+    """A local model answers the first ``LATENCY_SAMPLE`` examples alone (its latency) and the
+    rest 16 at a time; its answers are those it gives one at a time, the progress goes up to
+    every example, and the latency is the mean of the answers timed alone."""
+    from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.inference import Generator
+    from tunelab.training.evaluate import (
+        LATENCY_SAMPLE,
+        Answerer,
+        compare,
+        generator_answerer,
+    )
+
+    gen = Generator(load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32"))
+    examples = [Example(f"item {i} " + "x " * (i % 4), f"answer {i}") for i in range(20)]
+    local = generator_answerer("together", gen, None, examples)
+    alone: list[Example] = []
+    spied = Answerer("together", lambda ex: alone.append(ex) or local.one(ex), local.many)
+    one_by_one = Answerer("one by one", local.one)
+    progress: list[tuple[str, int]] = []
+    out = compare(examples, [spied, one_by_one], lambda name, done, total: progress.append(
+        (name, done)))
+    assert alone == examples[:LATENCY_SAMPLE]
+    assert [d for n, d in progress if n == "together"] == [1, 2, 3, 19, 20]
+    assert [d for n, d in progress if n == "one by one"] == list(range(1, 21))
+    assert out["differing_count"] == 0  # the same answers either way
+    together, single = out["results"]
+    assert together["score"] == single["score"] and together["mean_latency_ms"] > 0

@@ -145,3 +145,32 @@ def test_a_shared_system_prompt_is_tuned_in_and_used_by_default(tiny_base, tiny_
     cfg = GenerationConfig(max_output_tokens=3)
     by_default = gen.generate(PROMPT, None, cfg, adapter)
     assert by_default.prompt_token_count == gen.count_tokens(PROMPT, system)
+
+
+def test_answers_many_at_once_are_the_greedy_answers_alone(models_dir, adapters):
+    """``Generator.answers`` decodes up to 16 requests together (prompts of differing lengths,
+    a system instruction on some); on an fp32 base each answer is the one ``generate`` gives
+    that request alone, greedy with the same budget, with and without an adapter; the progress
+    counts the requests answered after each batch."""
+    from tunelab.catalog import get_base_model, load_base_model
+
+    gen = Generator(load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32"))
+    requests = [([("user", f"question {i} " + "and more words " * (i % 5))],
+                 "Answer briefly." if i % 7 == 0 else None) for i in range(20)]
+    cfg = GenerationConfig(temperature=0.0, max_output_tokens=9)
+    for adapter in (None, adapters["yes"]):
+        alone = [gen.generate(turns, system, cfg, adapter).text for turns, system in requests]
+        seen: list[int] = []
+        assert gen.answers(requests, 9, adapter, seen.append) == alone
+        assert seen == [16, 20]
+        if adapter is None:
+            assert len(set(alone)) > 1  # the random model does answer differently
+
+
+def test_answers_refuse_what_generate_refuses(gen, tiny_serving_base):
+    too_long = "x" * (tiny_serving_base.spec.context_length + 10)
+    with pytest.raises(InvalidArgument, match="Prompt 2 of 2 is .* tokens.*Shorten the prompt"):
+        gen.answers([([("user", "hi")], None), ([("user", too_long)], None)], 5)
+    with pytest.raises(InvalidArgument, match="maxOutputTokens must be at least 1"):
+        gen.answers([([("user", "hi")], None)], 0)
+    assert gen.answers([], 5) == []

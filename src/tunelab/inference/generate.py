@@ -14,11 +14,12 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.catalog.greedy import ANSWER_BATCH, greedy_answers
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.stopping import Reply, end_token_ids
@@ -208,6 +209,46 @@ class Generator:
                     reason, n = chunk.finish_reason, chunk.token_count
             candidates.append(Candidate(text, reason, n))
         return GenerationResult(candidates, prompt_tokens)
+
+    def answers(
+        self,
+        requests: Sequence[tuple[list[Turn], str | None]],
+        max_output_tokens: int,
+        adapter: Path | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[str]:
+        """Greedy answers to many requests ((turns, system instruction) each), ``ANSWER_BATCH``
+        at a time (``catalog/greedy.py``): what ``generate`` with temperature 0 answers each,
+        stopped the same way, at a fraction of the time. ``on_progress``: the number answered
+        so far, after each batch."""
+        import torch
+
+        if max_output_tokens < 1:
+            raise InvalidArgument(f"maxOutputTokens must be at least 1, got {max_output_tokens}")
+        limit = self.base.spec.context_length
+        prompts = []
+        for i, (turns, system) in enumerate(requests):
+            ids = self.prompt_ids(turns, self.system_for(adapter, system))
+            if len(ids) >= limit:
+                raise InvalidArgument(
+                    f"Prompt {i + 1} of {len(requests)} is {len(ids)} tokens; this base model "
+                    f"accepts at most {limit - 1}. Shorten the prompt.")
+            prompts.append(ids)
+        out: list[str] = []
+        for start in range(0, len(prompts), ANSWER_BATCH):
+            batch = prompts[start:start + ANSWER_BATCH]
+            replies = [Reply(self.base.tokenizer, self._end_ids, [self.base.template.end],
+                             min(max_output_tokens, limit - len(ids))) for ids in batch]
+            with self._lock, torch.inference_mode():
+                model = self._activate(adapter)
+                ctx = (model.disable_adapter() if (adapter is None and self._peft is not None)
+                       else _null())
+                with ctx:
+                    out += greedy_answers(model, batch, replies, self.base.tokenizer.pad_token_id,
+                                          self.base.device)
+            if on_progress is not None:
+                on_progress(len(out))
+        return out
 
     def stream(
         self,

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
+from tunelab.catalog.greedy import ANSWER_BATCH, greedy_answers
 from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.data.batches import collate, encode_prompt, pack, tokenize_example
 from tunelab.data.examples import Example
@@ -181,8 +181,6 @@ class Evaluation:
                 **self.scores.to_dict(), "wrong": self.wrong, "seconds": self.seconds}
 
 
-# Validation examples answered together (one forward pass per token for all of them).
-ANSWER_BATCH = 16
 # The validation loss pass's batches: at most this many bytes of logits (output tokens ×
 # vocabulary × 4) and this many tokens (``Evaluator._loss_groups``).
 LOSS_PASS_LOGIT_BYTES = 256 * 2**20
@@ -321,37 +319,15 @@ class Evaluator:
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget)
 
     def answers(self, model: Any, examples: Sequence[Example]) -> list[str]:
-        """The greedy answers to several examples' inputs, decoded together: one forward pass
-        per token for all of them (prompts padded on the left, each with its own positions),
-        each stopped like served answers are: at the end-of-turn marker or the end token. A
-        pass of one token through a base held in bf16 is slower than through fp32 on CPUs with
-        AMX (a matrix-vector product takes the slow path), so answering one example at a time
-        made scoring 55% of a 100-example tuning run."""
-        import torch
-
-        tok, template, device = self.base.tokenizer, self.base.template, self.base.device
+        """The greedy answers to several examples' inputs, decoded together
+        (``catalog/greedy.py``), each stopped like served answers are: at the end-of-turn
+        marker or the end token. Answering one example at a time made scoring 55% of a
+        100-example tuning run."""
+        tok, template = self.base.tokenizer, self.base.template
         prompts = [encode_prompt(tok, template, [("user", ex.text_input)], ex.system)
                    for ex in examples]
-        width = max(len(p) for p in prompts)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
-                            device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        replies = [self._reply(len(p)) for p in prompts]
-        past, cur = growing_cache(model.config), ids
-        while not all(r.done for r in replies):
-            out = model(input_ids=cur, attention_mask=mask, position_ids=positions,
-                        use_cache=True, logits_to_keep=1, **with_cache(model, past))
-            past = cache_of(out)
-            nxt = torch.argmax(out.logits[:, -1], dim=-1).tolist()
-            for reply, t in zip(replies, nxt, strict=True):
-                if not reply.done:
-                    reply.add(t)
-            cur = torch.tensor([[t] for t in nxt], device=device)
-            mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=-1)
-            positions = positions[:, -1:] + 1
-        return [r.text() for r in replies]
+        return greedy_answers(model, prompts, [self._reply(len(p)) for p in prompts],
+                              tok.pad_token_id, self.base.device)
 
     def answer(self, model: Any, ex: Example) -> str:
         """The greedy answer to one example's input, stopped like served answers are: at the
@@ -382,40 +358,83 @@ def answer_budget(tokenizer: Any, template: Any, examples: Sequence[Example]) ->
     return longest + ANSWER_MARGIN_TOKENS
 
 
+@dataclass
+class Answerer:
+    """A model ``compare`` scores: its name, its greedy answer to one example, and where it
+    can, its answers to many examples at once (``many(examples, on_progress)``, progress as
+    the number answered so far): a local model answers 16 at a time (``Generator.answers``),
+    a served one through one request per example."""
+
+    name: str
+    one: Callable[[Example], str]
+    many: Callable[[Sequence[Example], Callable[[int], None]], list[str]] | None = None
+
+
+def generator_answerer(name: str, generator: Any, adapter: Any,
+                       examples: Sequence[Example]) -> Answerer:
+    """A model loaded in this process: ``generator`` (an ``inference.Generator``) with
+    ``adapter`` (a tuned model's adapter folder, or None for the base model), answering at most
+    the longest expected output of ``examples`` plus ``ANSWER_MARGIN_TOKENS`` tokens, greedily
+    and stopped as served answers are; many examples 16 at a time (``Generator.answers``)."""
+    budget = answer_budget(generator.base.tokenizer, generator.base.template, examples)
+
+    def many(exs: Sequence[Example], progress: Callable[[int], None] | None = None) -> list[str]:
+        return generator.answers([([("user", ex.text_input)], ex.system) for ex in exs],
+                                 budget, adapter, progress)
+
+    return Answerer(name, lambda ex: many([ex])[0], many)
+
+
+# Examples a model that answers many at once also answers alone, one by one, to time a single
+# answer (its mean latency as served); they are the first examples of the file.
+LATENCY_SAMPLE = 3
+
+
 def compare(
     examples: Sequence[Example],
-    answerers: Sequence[tuple[str, Callable[[Example], str]]],
+    answerers: Sequence[Answerer],
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Answer every example with every model and score them on one scale.
 
-    ``answerers``: (model name, a function giving that model's greedy answer). Returns
-    ``{"metric", "example_count", "results": [{"model", scores…, "mean_latency_ms"}],
+    Returns ``{"metric", "example_count", "results": [{"model", scores…, "mean_latency_ms"}],
     "differences": [{"text_input", "expected", "answers": [{"model", "text"}]}],
     "differing_count"}``; differences are the examples where the models' answers are not all
-    the same (at most ``MAX_DIFFERENCES`` are listed).
+    the same (at most ``MAX_DIFFERENCES`` are listed). ``mean_latency_ms`` is the mean time of
+    one answer asked alone: over every example for a model answered one at a time, over the
+    first ``LATENCY_SAMPLE`` for one that answers the rest together.
     """
     examples = list(examples)
     metric = metric_for([ex.output for ex in examples])
     results, all_answers = [], []
-    for name, answer in answerers:
+    for model in answerers:
+        name = model.name
+        alone = examples if model.many is None else examples[:LATENCY_SAMPLE]
         answers, seconds = [], 0.0
-        for i, ex in enumerate(examples):
+        for ex in alone:
             t0 = time.perf_counter()
-            answers.append(answer(ex))
+            answers.append(model.one(ex))
             seconds += time.perf_counter() - t0
             if on_progress is not None:
-                on_progress(name, i + 1, len(examples))
+                on_progress(name, len(answers), len(examples))
+        if len(answers) < len(examples) and model.many is not None:
+            done = len(answers)
+
+            def progress(n: int, name: str = name, done: int = done) -> None:
+                if on_progress is not None:
+                    on_progress(name, done + n, len(examples))
+
+            answers += model.many(examples[done:], progress)
         scores = score_answers([ex.output for ex in examples], answers, metric)
         results.append({"model": name, **scores.to_dict(),
-                        "mean_latency_ms": 1000 * seconds / max(len(examples), 1)})
+                        "mean_latency_ms": 1000 * seconds / max(len(alone), 1)})
         all_answers.append(answers)
     differing = [i for i in range(len(examples))
                  if len({a[i].strip() for a in all_answers}) > 1]
     differences = [
         {"text_input": examples[i].text_input, "expected": examples[i].output,
-         "answers": [{"model": name, "text": a[i]}
-                     for (name, _), a in zip(answerers, all_answers, strict=True)]}
+         "answers": [{"model": m.name, "text": a[i]}
+                     for m, a in zip(answerers, all_answers, strict=True)]}
         for i in differing[:MAX_DIFFERENCES]
     ]
     return {"metric": metric, "example_count": len(examples),

@@ -104,8 +104,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     """tunelab extension: the tuned model and others on the same test examples, one score
     scale (accuracy for labels, exact match for short values, else token F1), latency, and
     the answers that differ."""
-    from tunelab.inference import GenerationConfig
-    from tunelab.training.evaluate import answer_budget, compare, metric_note, metric_wire
+    from tunelab.training.evaluate import compare, generator_answerer, metric_note, metric_wire
 
     data = body.test_data
     if (data.examples is None) == (data.file is None):
@@ -129,13 +128,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     names = list(dict.fromkeys([name, *others]))
     targets = [(n, *_target(request, principal, n)) for n in names]
 
-    def answerer(gen, adapter):
-        budget = answer_budget(gen.base.tokenizer, gen.base.template, examples)
-        config = GenerationConfig(temperature=0.0, max_output_tokens=budget)
-        return lambda ex: gen.generate([("user", ex.text_input)], ex.system, config,
-                                       adapter).text
-
-    out = compare(examples, [(n, answerer(g, a)) for n, g, a in targets])
+    out = compare(examples, [generator_answerer(n, g, a, examples) for n, g, a in targets])
     return EvaluateResponse(
         metric=metric_wire(out["metric"]),
         metric_note=metric_note(out["metric"]),
