@@ -319,36 +319,41 @@ def test_validation_answers_decoded_together_are_the_answers_one_at_a_time(model
         assert sum(a == b for a, b in zip(together, alone, strict=True)) >= 4
 
 
-def test_answers_the_loss_pass_determines_are_not_generated_again(models_dir, tmp_path):
+def test_answers_the_loss_pass_determines_are_not_generated_again(models_dir, tmp_path,
+                                                                   monkeypatch):
     """Where the validation loss pass's next-token choices run to the end of an answer before
-    the first mismatch, that answer is taken from it; the rest are generated. Either way every
-    answer equals the one generation gives."""
+    the first mismatch, that answer is taken from it; the rest are generated from where the
+    pass leaves them (its choices up to and including the first mismatch). Either way every
+    answer equals the one generation from the prompt gives."""
     from peft import PeftModel
 
     from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.training import evaluate
     from tunelab.training.evaluate import Evaluator
     from tunelab.training.loop import _private_model
 
     base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32")
-    examples = [Example(f"q{i}", "yes" if i % 4 else "no") for i in range(24)]
+    examples = [Example(f"q{i}", "yes, it is" if i % 4 else "no, not at all") for i in range(24)]
     r = train(base, examples, Hyperparameters(epoch_count=4, batch_size=4, learning_rate=0.01),
               tmp_path / "run")
     model = PeftModel.from_pretrained(_private_model(base.model), r.adapter_dir).eval()
     evaluator = Evaluator(base, examples, ACCURACY)
-    generate = evaluator.answers
-    generated: list[str] = []
+    decode = evaluate.greedy_answers
+    started: list[list[int]] = []  # what each generated answer was given to go on from
 
-    def counted(model, exs):
-        generated.extend(ex.text_input for ex in exs)
-        return generate(model, exs)
+    def watched(model, prompts, replies, pad_id, device):
+        started.extend(list(reply.ids) for reply in replies)
+        return decode(model, prompts, replies, pad_id, device)
 
-    evaluator.answers = counted
+    monkeypatch.setattr(evaluate, "greedy_answers", watched)
     with torch.no_grad():
         loss, scored = evaluator.score(model)
-        assert scored == generate(model, examples)
-    right = [ex.text_input for ex, a in zip(examples, scored, strict=True) if a == ex.output]
-    assert right and set(generated).isdisjoint(right)  # every right answer came from the pass
-    assert len(generated) < len(examples)
+        generated = len(started)
+        assert scored == evaluator.answers(model, examples)  # from the prompts: all 24 rows
+    right = sum(a == ex.output for ex, a in zip(examples, scored, strict=True))
+    assert right and 0 < generated <= len(examples) - right  # every right answer: the pass's
+    assert all(len(ids) >= 1 for ids in started[:generated])  # each went on from the pass's
+    assert all(ids == [] for ids in started[generated:])
     assert abs(loss - evaluator.evaluate(model, 1).validation_loss) < 1e-6
 
 
