@@ -72,7 +72,7 @@ def answer_all(base: Any, tests: list[Any], adapter: Path | None) -> list[str]:
     from tunelab.inference import Generator
     from tunelab.training.evaluate import generator_answerer
 
-    return generator_answerer("", Generator(base), adapter, tests).many(tests)
+    return generator_answerer("", Generator(base), adapter, tests).many(tests, None, False)
 
 
 def run(args: argparse.Namespace) -> dict:

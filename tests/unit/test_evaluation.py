@@ -436,14 +436,26 @@ def test_compare_times_a_few_answers_alone_and_answers_the_rest_together(models_
     examples = [Example(f"item {i} " + "x " * (i % 4), f"answer {i}") for i in range(20)]
     local = generator_answerer("together", gen, None, examples)
     alone: list[Example] = []
-    spied = Answerer("together", lambda ex: alone.append(ex) or local.one(ex), local.many)
+    hints: list[bool] = []  # whether its first answers were right (often_right)
+
+    def many(exs, progress, often_right):
+        hints.append(often_right)
+        return local.many(exs, progress, often_right)
+
+    spied = Answerer("together", lambda ex: alone.append(ex) or local.one(ex), many)
     one_by_one = Answerer("one by one", local.one)
+    # a model that answers every example right (its answers are the expected outputs)
+    right = Answerer("right", lambda ex: ex.output, lambda exs, progress, often_right: (
+        hints.append(often_right), [ex.output for ex in exs])[1])
     progress: list[tuple[str, int]] = []
-    out = compare(examples, [spied, one_by_one], lambda name, done, total: progress.append(
+    out = compare(examples, [spied, one_by_one, right], lambda name, done, total: progress.append(
         (name, done)))
     assert alone == examples[:LATENCY_SAMPLE]
+    assert hints == [False, True]  # the random model's first answers are wrong
     assert [d for n, d in progress if n == "together"] == [1, 2, 3, 19, 20]
     assert [d for n, d in progress if n == "one by one"] == list(range(1, 21))
-    assert out["differing_count"] == 0  # the same answers either way
-    together, single = out["results"]
+    assert all(d["answers"][0]["text"] == d["answers"][1]["text"]  # the same either way
+               for d in out["differences"])
+    together, single, oracle = out["results"]
     assert together["score"] == single["score"] and together["mean_latency_ms"] > 0
+    assert oracle["score"] == 1.0

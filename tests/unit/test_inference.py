@@ -174,3 +174,36 @@ def test_answers_refuse_what_generate_refuses(gen, tiny_serving_base):
     with pytest.raises(InvalidArgument, match="maxOutputTokens must be at least 1"):
         gen.answers([([("user", "hi")], None)], 0)
     assert gen.answers([], 5) == []
+
+
+def test_answers_read_from_the_expected_outputs_equal_the_decoded_ones(models_dir, adapters,
+                                                                      monkeypatch):
+    """Given the expected outputs (a test file's), ``answers`` reads greedy's choices along
+    them in one pass: an answer they decide is not decoded, the others are decoded on from their
+    first mismatch; on an fp32 base every answer is still the one ``generate`` gives alone."""
+    from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.inference import generate
+
+    gen = Generator(load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32"))
+    decode = generate.greedy_answers
+    decoded: list[list[int]] = []  # what each decoded answer went on from
+
+    def watched(model, prompts, replies, pad_id, device):
+        decoded.extend(list(r.ids) for r in replies)
+        return decode(model, prompts, replies, pad_id, device)
+
+    monkeypatch.setattr(generate, "greedy_answers", watched)
+    requests = [([("user", f"question {i}" + " again" * (i % 3))], None) for i in range(18)]
+    cfg = GenerationConfig(temperature=0.0, max_output_tokens=8)
+    yes = adapters["yes"]
+    alone = [gen.generate(turns, system, cfg, yes).text for turns, system in requests]
+    assert alone.count("yes") >= 12  # tuned to say yes (to most of these)
+    expected = [a if i % 3 else "no" for i, a in enumerate(alone)]  # 6 wrong
+    assert gen.answers(requests, 8, yes, expected=expected) == alone
+    # the wrong ones decoded, each from the pass's choices; the right ones (most) read off it
+    assert 6 <= len(decoded) <= 18 - alone.count("yes") + 6 and all(ids for ids in decoded)
+    decoded.clear()
+    base_alone = [gen.generate(turns, system, cfg).text for turns, system in requests]
+    noise = ["some words " * (i % 4) + "end" for i in range(18)]
+    assert gen.answers(requests, 8, None, expected=noise) == base_alone
+    assert len(decoded) == 18 - sum(a == e for a, e in zip(base_alone, noise, strict=True))

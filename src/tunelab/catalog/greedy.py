@@ -55,3 +55,54 @@ def greedy_answers(model: Any, prompts: Sequence[list[int]], replies: Sequence[R
         mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=-1)
         positions = positions[:, -1:] + 1
     return [r.text() for r in replies]
+
+
+# Expected-output positions whose logits are made at once when reading greedy's choices (a
+# vocabulary of 262,144 makes 64 of them 64 MB in fp32).
+CHOICE_CHUNK = 64
+
+
+def choices_along(model: Any, prompts: Sequence[list[int]], outputs: Sequence[list[int]],
+                  pad_id: int | None, device: Any) -> list[list[int]]:
+    """Greedy's next-token choice after the prompt and after every prefix of the expected
+    output, for each (prompt, expected output tokens) pair: one forward pass for all of them
+    (rows padded on the right), logits only where a choice is read. As long as each choice
+    equals the expected token, greedy decoding would have chosen exactly these tokens; so a
+    model that has learnt its task has most answers decided by this one pass
+    (``start_from_choices``), and the rest are decoded on from their first mismatch."""
+    import torch
+
+    lengths = [len(p) + len(o) - 1 for p, o in zip(prompts, outputs, strict=True)]
+    width = max(lengths, default=0)
+    if width <= 0:
+        return [[] for _ in prompts]
+    pad = pad_id if pad_id is not None else 0
+    rows = [(list(p) + list(o))[:n] for p, o, n in zip(prompts, outputs, lengths, strict=True)]
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False
+                              ).last_hidden_state
+    at_rows = [r for r, o in enumerate(outputs) for _ in o]
+    at_cols = [len(p) - 1 + j for p, o in zip(prompts, outputs, strict=True)
+               for j in range(len(o))]
+    picked = hidden[at_rows, at_cols]
+    head = lm.get_output_embeddings()  # a logit soft cap keeps the order: argmax is the same
+    flat = [int(t) for i in range(0, picked.shape[0], CHOICE_CHUNK)
+            for t in head(picked[i:i + CHOICE_CHUNK]).argmax(-1).tolist()]
+    out, at = [], 0
+    for o in outputs:
+        out.append(flat[at:at + len(o)])
+        at += len(o)
+    return out
+
+
+def start_from_choices(reply: Reply, expected: Sequence[int], chosen: Sequence[int]) -> Reply:
+    """``reply`` fed with greedy's ``chosen`` tokens (``choices_along``) as far as they
+    determine the answer: to its end, or up to and including the first choice that differs
+    from the ``expected`` token (greedy's choice after a prefix greedy also chose)."""
+    for want, got in zip(expected, chosen, strict=True):
+        reply.add(got)
+        if reply.done or got != want:
+            break
+    return reply

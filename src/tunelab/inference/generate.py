@@ -19,12 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunelab.catalog.greedy import ANSWER_BATCH, greedy_answers
+from tunelab.catalog.greedy import (
+    ANSWER_BATCH,
+    choices_along,
+    greedy_answers,
+    start_from_choices,
+)
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.catalog.templates import Turn
-from tunelab.data.batches import encode_prompt
+from tunelab.data.batches import encode_pieces, encode_prompt
 from tunelab.errors import InvalidArgument, NotFound
 from tunelab.parameters import TunedModelSettings, problems, sentence
 
@@ -216,11 +221,15 @@ class Generator:
         max_output_tokens: int,
         adapter: Path | None = None,
         on_progress: Callable[[int], None] | None = None,
+        expected: Sequence[str] | None = None,
     ) -> list[str]:
         """Greedy answers to many requests ((turns, system instruction) each), ``ANSWER_BATCH``
         at a time (``catalog/greedy.py``): what ``generate`` with temperature 0 answers each,
         stopped the same way, at a fraction of the time. ``on_progress``: the number answered
-        so far, after each batch."""
+        so far, after each batch. ``expected`` (a test file's outputs, one per request): one
+        pass reads greedy's choices along each expected output first (``choices_along``), so
+        the answers a model gets right take no decoding, and the others are decoded on from
+        their first mismatch."""
         import torch
 
         if max_output_tokens < 1:
@@ -234,18 +243,34 @@ class Generator:
                     f"Prompt {i + 1} of {len(requests)} is {len(ids)} tokens; this base model "
                     f"accepts at most {limit - 1}. Shorten the prompt.")
             prompts.append(ids)
+        if expected is not None and len(expected) != len(requests):
+            raise ValueError("expected needs one output per request")
+        tok, template = self.base.tokenizer, self.base.template
+        pad = tok.pad_token_id
+        wanted = None if expected is None else [
+            encode_pieces(tok, template.output_pieces(text)) for text in expected]
         out: list[str] = []
         for start in range(0, len(prompts), ANSWER_BATCH):
             batch = prompts[start:start + ANSWER_BATCH]
-            replies = [Reply(self.base.tokenizer, self._end_ids, [self.base.template.end],
+            replies = [Reply(tok, self._end_ids, [template.end],
                              min(max_output_tokens, limit - len(ids))) for ids in batch]
             with self._lock, torch.inference_mode():
                 model = self._activate(adapter)
                 ctx = (model.disable_adapter() if (adapter is None and self._peft is not None)
                        else _null())
                 with ctx:
-                    out += greedy_answers(model, batch, replies, self.base.tokenizer.pad_token_id,
-                                          self.base.device)
+                    if wanted is not None:
+                        outputs = wanted[start:start + ANSWER_BATCH]
+                        chosen = choices_along(model, batch, outputs, pad, self.base.device)
+                        replies = [start_from_choices(r, o, c) for r, o, c
+                                   in zip(replies, outputs, chosen, strict=True)]
+                    answers = [r.text() if r.done else None for r in replies]
+                    todo = [i for i, a in enumerate(answers) if a is None]
+                    for i, a in zip(todo, greedy_answers(
+                            model, [batch[i] + replies[i].ids for i in todo],
+                            [replies[i] for i in todo], pad, self.base.device), strict=True):
+                        answers[i] = a
+            out += answers
             if on_progress is not None:
                 on_progress(len(out))
         return out

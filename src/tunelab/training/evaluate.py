@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunelab.catalog.greedy import ANSWER_BATCH, greedy_answers
+from tunelab.catalog.greedy import ANSWER_BATCH, greedy_answers, start_from_choices
 from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.data.batches import collate, encode_prompt, pack, tokenize_example
 from tunelab.data.examples import Example
@@ -263,7 +263,8 @@ class Evaluator:
             at = 0
             for it in items:
                 n = len(it.output_ids)
-                reply = self._known_start(it, chosen[at:at + n])
+                reply = start_from_choices(self._reply(len(it.prompt_ids)), it.output_ids,
+                                           chosen[at:at + n])
                 started.append(reply)
                 answers.append(reply.text() if reply.done else None)
                 at += n
@@ -310,17 +311,6 @@ class Evaluator:
             if len(batch.segments) == 1:  # one row holds the examples in their order
                 return batch
         return collate(items, pad)
-
-    def _known_start(self, item: Any, chosen: list[int]) -> Reply:
-        """The greedy answer as far as the loss pass's choices (``chosen``, one per expected
-        output token) determine it: up to its end, or up to and including the first choice
-        that differs from the expected token (see ``score``)."""
-        reply = self._reply(len(item.prompt_ids))
-        for want, got in zip(item.output_ids, chosen, strict=True):
-            reply.add(got)
-            if reply.done or got != want:
-                break
-        return reply
 
     def _reply(self, prompt_length: int) -> Reply:
         """An answer stopped as served answers are (catalog/stopping.py)."""
@@ -371,13 +361,14 @@ def answer_budget(tokenizer: Any, template: Any, examples: Sequence[Example]) ->
 @dataclass
 class Answerer:
     """A model ``compare`` scores: its name, its greedy answer to one example, and where it
-    can, its answers to many examples at once (``many(examples, on_progress)``, progress as
-    the number answered so far): a local model answers 16 at a time (``Generator.answers``),
-    a served one through one request per example."""
+    can, its answers to many examples at once (``many(examples, on_progress, often_right)``,
+    progress as the number answered so far; ``often_right``: whether its first answers were
+    right, so that reading answers off the expected outputs pays): a local model answers 16 at
+    a time (``Generator.answers``), a served one through one request per example."""
 
     name: str
     one: Callable[[Example], str]
-    many: Callable[[Sequence[Example], Callable[[int], None]], list[str]] | None = None
+    many: Callable[[Sequence[Example], Callable[[int], None], bool], list[str]] | None = None
 
 
 def generator_answerer(name: str, generator: Any, adapter: Any,
@@ -385,14 +376,27 @@ def generator_answerer(name: str, generator: Any, adapter: Any,
     """A model loaded in this process: ``generator`` (an ``inference.Generator``) with
     ``adapter`` (a tuned model's adapter folder, or None for the base model), answering at most
     the longest expected output of ``examples`` plus ``ANSWER_MARGIN_TOKENS`` tokens, greedily
-    and stopped as served answers are; many examples 16 at a time (``Generator.answers``)."""
+    and stopped as served answers are; one example alone (timed: a served answer's latency),
+    many 16 at a time, the answers their expected outputs already decide read from one pass
+    (``Generator.answers``)."""
     budget = answer_budget(generator.base.tokenizer, generator.base.template, examples)
 
-    def many(exs: Sequence[Example], progress: Callable[[int], None] | None = None) -> list[str]:
-        return generator.answers([([("user", ex.text_input)], ex.system) for ex in exs],
-                                 budget, adapter, progress)
+    def requests(exs: Sequence[Example]) -> list:
+        return [([("user", ex.text_input)], ex.system) for ex in exs]
 
-    return Answerer(name, lambda ex: many([ex])[0], many)
+    def one(ex: Example) -> str:
+        return generator.answers(requests([ex]), budget, adapter)[0]
+
+    def many(exs: Sequence[Example], progress: Callable[[int], None] | None = None,
+             often_right: bool = False) -> list[str]:
+        # Reading the answers off the expected outputs costs a forward pass per batch, and a
+        # model that gets them wrong from the first tokens (a base model) gains nothing by it:
+        # on 47 test examples its answers took 35.7 s so against 27.2 s decoded; a tuned model
+        # right on four in five of them, 21.0 s against 36.2 s (docs/evaluation.md).
+        return generator.answers(requests(exs), budget, adapter, progress,
+                                 expected=[ex.output for ex in exs] if often_right else None)
+
+    return Answerer(name, one, many)
 
 
 # Examples a model that answers many at once also answers alone, one by one, to time a single
@@ -434,7 +438,9 @@ def compare(
                 if on_progress is not None:
                     on_progress(name, done + n, len(examples))
 
-            answers += model.many(examples[done:], progress)
+            right = sum(a.strip() == ex.output.strip()
+                        for a, ex in zip(answers, examples, strict=False))
+            answers += model.many(examples[done:], progress, 2 * right >= max(len(answers), 1))
         scores = score_answers([ex.output for ex in examples], answers, metric)
         results.append({"model": name, **scores.to_dict(),
                         "mean_latency_ms": 1000 * seconds / max(len(alone), 1)})
