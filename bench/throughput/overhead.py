@@ -99,6 +99,24 @@ def split_train(marks: dict, events: list) -> tuple[float, dict[str, float]]:
     return training, kinds
 
 
+def split_scoring(events: list) -> dict[str, float]:
+    """The scoring's seconds by part: each scoring reports its start (0 answered), then the
+    answers its loss pass decided, then each batch decoded, then its end (``scored``)."""
+    parts = dict.fromkeys(("loss passes", "the base model's answers",
+                           "the epochs' answers"), 0.0)
+    block: list[float] = []
+    for kind, at in events:
+        if kind == "scoring":
+            block.append(at)
+        elif kind == "scored" and block:
+            parts["loss passes"] += (block[1] if len(block) > 1 else at) - block[0]
+            answers = at - block[min(1, len(block) - 1)]
+            base = parts["the base model's answers"] == 0.0 and parts["the epochs' answers"] == 0.0
+            parts["the base model's answers" if base else "the epochs' answers"] += answers
+            block = []
+    return parts
+
+
 def _cores(v: float | None) -> str:
     return "an unknown number of" if v is None else f"{v:.2f}"
 
@@ -162,15 +180,18 @@ def main(argv: list[str] | None = None) -> int:
              "", "| stage | seconds | share of the total |", "|---|---:|---:|",
              f"| training steps | {training:.1f} | {training / total:.1%} |"]
     lines += [f"| {name} | {stages[name]:.1f} | {stages[name] / total:.1%} |" for name in STAGES]
+    parts = split_scoring(tune["events"])
     lines += [f"| **everything but training** | **{total - training:.1f}** | "
               f"**{(total - training) / total:.1%}** |", f"| total | {total:.1f} | |", "",
+              "Scoring: " + ", ".join(f"{k} {v:.1f} s" for k, v in parts.items()) + ".",
               f"Wall clock of both commands: {wall:.1f} s. Other processes used {_cores(others)} "
               f"cores just before and {_cores(during)} on average while they ran: timings "
               "taken while other work runs are indicative only."]
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps({"stages": stages, "training": training, "total": total,
-                                         "machine": info, "tune": tune}, indent=1))
+                                         "scoring": parts, "machine": info, "tune": tune},
+                                        indent=1))
     return 0
 
 

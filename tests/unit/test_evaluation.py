@@ -174,12 +174,16 @@ HP = Hyperparameters(epoch_count=3, batch_size=4, learning_rate=0.05)
 
 def test_each_epoch_is_scored_and_the_best_is_served(tiny_base, tmp_path):
     split = split_validation(labelled(48))
-    seen = []
+    seen, progress = [], []
     out = tmp_path / "v"
     r = train(tiny_base, split.train, HP, out, validation=split.validation,
-              validation_record=split.record(), on_evaluation=seen.append)
+              validation_record=split.record(), on_evaluation=seen.append,
+              on_evaluation_progress=lambda *a: progress.append(a))
     ev = r.evaluation
     assert [e.epoch for e in seen] == [0, 1, 2, 3]  # the base model, then every epoch
+    for epoch in range(4):  # each scoring says it begins, then counts its answers up to all 8
+        done = [d for e, d, total in progress if e == epoch and total == 8]
+        assert done[0] == 0 and done[-1] == 8 and done == sorted(done)
     assert ev["metric"] == "accuracy" and ev["example_count"] == 8
     assert ev["validation"]["held_out"] == split.held_out
     assert ev["baseline"]["epoch"] == 0 and len(ev["epochs"]) == 3

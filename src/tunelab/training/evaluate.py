@@ -250,6 +250,8 @@ class Evaluator:
 
         from tunelab.training.loop import output_logits
 
+        if on_progress is not None:  # scoring begins (the loss pass takes a second or two)
+            on_progress(0, len(self.examples))
         total, tokens = 0.0, 0
         pad = self.base.tokenizer.pad_token_id
         answers: list[str | None] = []

@@ -405,7 +405,8 @@ def train(
 
     With ``validation`` examples the base model and every epoch are scored on them
     (``on_evaluation`` gets each score, epoch 0 being the base model;
-    ``on_evaluation_progress(epoch, done, total)`` follows the answers), and a completed run
+    ``on_evaluation_progress(epoch, done, total)`` follows the answers, from ``done`` 0 as the
+    scoring begins), and a completed run
     serves the epoch they advise (``advice.py``). ``validation_record`` (how the examples were
     chosen, see ``data/split.py``) is kept with the scores.
 
