@@ -51,22 +51,22 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @contextmanager
-def reported(code: int = 2) -> Iterator[None]:
+def reported(code: int = 2, data: str = "The training data") -> Iterator[None]:
     """A command's user errors as plain lines and exit ``code``: a dataset's problems each
-    on its row (with the warnings), any other tunelab error as its message; never a
-    traceback."""
+    on its row (with the warnings) under "``data`` has N problems", any other tunelab error
+    as its message; never a traceback."""
     try:
         yield
     except DatasetError as e:
-        print_problems(e)
+        print_problems(e, data)
         raise typer.Exit(code) from None
     except TunelabError as e:
         raise fail(e.message, code) from None
 
 
-def print_problems(e: DatasetError) -> None:
+def print_problems(e: DatasetError, data: str = "The training data") -> None:
     n = len(e.problems)
-    err.print(f"[bold red]The training data has {n} problem{'s' if n != 1 else ''}:[/]")
+    err.print(f"[bold red]{data} has {n} problem{'s' if n != 1 else ''}:[/]")
     for p in e.problems:
         err.print(f"  [red]✗[/] {p}", highlight=False)
     print_warnings(e.warnings)
@@ -471,7 +471,7 @@ def eval_models(
     from tunelab.training.evaluate import compare
 
     settings = Settings()
-    with reported():
+    with reported(data="The test data"):
         examples = read_file(data, input_column=input_column, output_column=output_column)
         validate(examples, min_examples=1, location=str(data))
         if len(examples) > MAX_VALIDATION:

@@ -102,4 +102,11 @@ def test_eval_errors_are_plain_words(tmp_path, env):  # noqa: F811
     small = write_labelled(tmp_path / "small.jsonl", 2)
     r = run(["eval", "empty-dir", "--data", str(small)], env, tmp_path)
     assert r.returncode == 2 and "not a tuning output directory" in r.stderr
+    blank = tmp_path / "blank.jsonl"  # a test file's problems are the test data's, by line
+    blank.write_text('{"text_input": "item 1", "output": "odd"}\n'
+                     '{"text_input": "item 2", "output": " "}\n')
+    r = run(["eval", "tiny", "--data", str(blank)], env, tmp_path)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "The test data has 1 problem" in said
+    assert "blank.jsonl, line 2" in said
     assert "Traceback" not in r.stderr

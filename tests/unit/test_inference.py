@@ -169,7 +169,8 @@ def test_answers_many_at_once_are_the_greedy_answers_alone(models_dir, adapters)
 
 def test_answers_refuse_what_generate_refuses(gen, tiny_serving_base):
     too_long = "x" * (tiny_serving_base.spec.context_length + 10)
-    with pytest.raises(InvalidArgument, match="Prompt 2 of 2 is .* tokens.*Shorten the prompt"):
+    with pytest.raises(InvalidArgument,
+                       match="The prompt that begins 'xxx.* is .* tokens.*Shorten the prompt"):
         gen.answers([([("user", "hi")], None), ([("user", too_long)], None)], 5)
     with pytest.raises(InvalidArgument, match="maxOutputTokens must be at least 1"):
         gen.answers([([("user", "hi")], None)], 0)

@@ -236,11 +236,12 @@ class Generator:
             raise InvalidArgument(f"maxOutputTokens must be at least 1, got {max_output_tokens}")
         limit = self.base.spec.context_length
         prompts = []
-        for i, (turns, system) in enumerate(requests):
+        for turns, system in requests:
             ids = self.prompt_ids(turns, self.system_for(adapter, system))
             if len(ids) >= limit:
+                start = turns[-1][1][:40]
                 raise InvalidArgument(
-                    f"Prompt {i + 1} of {len(requests)} is {len(ids)} tokens; this base model "
+                    f"The prompt that begins {start!r} is {len(ids)} tokens; this base model "
                     f"accepts at most {limit - 1}. Shorten the prompt.")
             prompts.append(ids)
         if expected is not None and len(expected) != len(requests):
