@@ -203,6 +203,10 @@ def test_answers_read_from_the_expected_outputs_equal_the_decoded_ones(models_di
     assert gen.answers(requests, 8, yes, expected=expected) == alone
     # the wrong ones decoded, each from the pass's choices; the right ones (most) read off it
     assert 6 <= len(decoded) <= 18 - alone.count("yes") + 6 and all(ids for ids in decoded)
+    # an expected output longer than the answer may run is read no further than that
+    short = GenerationConfig(temperature=0.0, max_output_tokens=2)
+    cut = [gen.generate(turns, system, short, yes).text for turns, system in requests[:4]]
+    assert gen.answers(requests[:4], 2, yes, expected=["yes " * 3000] * 4) == cut
     decoded.clear()
     base_alone = [gen.generate(turns, system, cfg).text for turns, system in requests]
     noise = ["some words " * (i % 4) + "end" for i in range(18)]

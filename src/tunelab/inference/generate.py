@@ -260,8 +260,9 @@ class Generator:
                 ctx = (model.disable_adapter() if (adapter is None and self._peft is not None)
                        else _null())
                 with ctx:
-                    if wanted is not None:
-                        outputs = wanted[start:start + ANSWER_BATCH]
+                    if wanted is not None:  # no further than an answer may run
+                        outputs = [o[:r.budget] for o, r in zip(
+                            wanted[start:start + ANSWER_BATCH], replies, strict=True)]
                         chosen = choices_along(model, batch, outputs, pad, self.base.device)
                         replies = [start_from_choices(r, o, c) for r, o, c
                                    in zip(replies, outputs, chosen, strict=True)]

@@ -243,8 +243,8 @@ class Evaluator:
         task mostly errs late in an answer (one field of a JSON object): on the throughput
         benchmark's data after one epoch, the one example left differed at its 46th of 52
         tokens, and answering it from the start took 3.6 s. (The loss pass and generation
-        batch the examples differently, so in bf16 a near-tie may go the other way: see
-        ``answers``.)
+        batch the examples differently, so in bf16 a near-tie may go the other way:
+        docs/evaluation.md.)
         """
         import torch.nn.functional as F
 
