@@ -61,7 +61,7 @@ def quiet_libraries() -> None:
 
 
 def answer_all(base: Any, tests: list[Any], adapter: Path | None) -> list[str]:
-    """The greedy answer to every test input, ``ANSWER_BATCH`` inputs at a time, as
+    """The greedy answer to every test input, many at a time (``catalog/greedy.py``), as
     ``tunelab eval`` and ``:evaluate`` answer them (``Generator.answers``: one forward pass
     per token for all of them, each answer stopped as served answers are, at most the longest
     expected output plus ``ANSWER_MARGIN_TOKENS`` tokens, the adapter loaded on the base as the

@@ -186,7 +186,7 @@ def test_quick_run_end_to_end(tmp_path):
 
 
 def test_test_inputs_get_the_answers_the_service_gives(models_dir, tmp_path):
-    """bench.quality answers the test inputs 16 at a time (``answer_all``): on an fp32 base
+    """bench.quality answers the test inputs many at a time (``answer_all``): on an fp32 base
     every answer is the one generateContent's ``Generator`` gives that input alone, for the base
     model and for a tuned adapter."""
     import torch
@@ -206,7 +206,7 @@ def test_test_inputs_get_the_answers_the_service_gives(models_dir, tmp_path):
     tuned = get_peft_model(_private_model(base.model), LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     tuned.save_pretrained(str(tmp_path / "adapter"))
-    tests = make_task("intent").test[:20]  # more than one batch of 16
+    tests = make_task("intent").test[:40]  # more than one batch of 32
     served_base = load()
     generator = Generator(served_base)
     config = GenerationConfig(temperature=0.0, max_output_tokens=answer_budget(

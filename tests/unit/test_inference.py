@@ -148,7 +148,7 @@ def test_a_shared_system_prompt_is_tuned_in_and_used_by_default(tiny_base, tiny_
 
 
 def test_answers_many_at_once_are_the_greedy_answers_alone(models_dir, adapters):
-    """``Generator.answers`` decodes up to 16 requests together (prompts of differing lengths,
+    """``Generator.answers`` decodes up to 32 requests together (prompts of differing lengths,
     a system instruction on some); on an fp32 base each answer is the one ``generate`` gives
     that request alone, greedy with the same budget, with and without an adapter; the progress
     counts the requests answered after each batch."""
@@ -156,13 +156,13 @@ def test_answers_many_at_once_are_the_greedy_answers_alone(models_dir, adapters)
 
     gen = Generator(load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32"))
     requests = [([("user", f"question {i} " + "and more words " * (i % 5))],
-                 "Answer briefly." if i % 7 == 0 else None) for i in range(20)]
+                 "Answer briefly." if i % 7 == 0 else None) for i in range(40)]
     cfg = GenerationConfig(temperature=0.0, max_output_tokens=9)
     for adapter in (None, adapters["yes"]):
         alone = [gen.generate(turns, system, cfg, adapter).text for turns, system in requests]
         seen: list[int] = []
         assert gen.answers(requests, 9, adapter, seen.append) == alone
-        assert seen == [16, 20]
+        assert seen == [32, 40]
         if adapter is None:
             assert len(set(alone)) > 1  # the random model does answer differently
 
@@ -212,3 +212,31 @@ def test_answers_read_from_the_expected_outputs_equal_the_decoded_ones(models_di
     noise = ["some words " * (i % 4) + "end" for i in range(18)]
     assert gen.answers(requests, 8, None, expected=noise) == base_alone
     assert len(decoded) == 18 - sum(a == e for a, e in zip(base_alone, noise, strict=True))
+
+
+def test_answer_batches_keep_the_cache_within_its_bound(tiny_serving_base):
+    """Short prompts are answered up to 32 at a time; long ones in fewer rows, so that a
+    batch's cache (its rows, each as long as its longest prompt plus the answer budget) stays
+    within ``CACHE_BYTES``; every prompt once, in order."""
+    from tunelab.catalog.greedy import (
+        ANSWER_BATCH,
+        CACHE_BYTES,
+        answer_batches,
+        cache_bytes_per_token,
+    )
+
+    config = tiny_serving_base.model.config
+    per_token = cache_bytes_per_token(config)
+    assert per_token == (config.num_hidden_layers * 2 * config.num_key_value_heads
+                         * (config.hidden_size // config.num_attention_heads) * 4)
+    assert answer_batches([10] * 70, 8, config) == [
+        list(range(0, 32)), list(range(32, 64)), list(range(64, 70))]
+    long = CACHE_BYTES // per_token // 4  # four rows of this fill the bound
+    lengths = [10, 10, long, 10, 10, 10, long * 5, 10]
+    batches = answer_batches(lengths, 8, config)
+    assert [i for b in batches for i in b] == list(range(8))
+    for b in batches:
+        assert len(b) <= ANSWER_BATCH
+        assert len(b) == 1 or len(b) * (max(lengths[i] for i in b) + 8) * per_token <= CACHE_BYTES
+    assert [6] in batches  # longer than the bound alone: a batch of its own
+    assert answer_batches([], 8, config) == []

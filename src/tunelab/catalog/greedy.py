@@ -3,9 +3,9 @@
 On a CPU a decoding pass of a small model is bound by reading its weights from memory, not by
 arithmetic: on the default model (bf16 base, AMD EPYC, 2 threads) a matrix product of one of
 its MLP projections took 224 µs for 10 rows and 314 µs for 32, against 206 µs for one. So
-answering 16 prompts together costs little more per pass than answering one, and scoring a test
+answering 32 prompts together costs little more per pass than answering one, and scoring a test
 file one prompt at a time spent most of its time reading the same weights again: `tunelab eval`
-on 50 test examples took 6 min 54 s so, and 5.7-6.9x less batched (docs/evaluation.md).
+on 50 test examples took 6 min 54 s so, 1 min 9 s batched (docs/evaluation.md).
 
 Every caller that scores greedy answers decodes through ``greedy_answers``: the validation
 scoring of a training run (``training/evaluate.py``) and the ``Generator``'s answers to a test
@@ -21,9 +21,48 @@ from typing import Any
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
 from tunelab.catalog.stopping import Reply
 
-# Prompts answered together. A pass costs little more for 16 rows than for one (above); the
-# rows' caches and the last token's logits (16 × the vocabulary) stay small.
-ANSWER_BATCH = 16
+# Prompts answered together: at most ANSWER_BATCH, and as many as keep their decoding cache
+# within CACHE_BYTES. A pass costs little more for 32 rows than for 16 (above): 32 prompts of the
+# default model took 5.5-5.8 s together and 7.0-7.8 s as two batches of 16 (48-token answers,
+# AMD EPYC, bf16 base, 2 threads). The cache is what grows with the rows: the keys and values
+# of every layer for every token (fp32: the frozen layers return fp32, wide_linear.py), 46 KB
+# a token on the default model, so 16 prompts of 2,000 tokens would hold 1.5 GB; the cap keeps
+# long prompts to a few rows a batch.
+ANSWER_BATCH = 32
+CACHE_BYTES = 256 * 2**20
+
+
+def cache_bytes_per_token(config: Any) -> int:
+    """The decoding cache's bytes per token of ``config``'s model (fp32 keys and values in
+    every layer; a model whose shape is not given is taken as the default model)."""
+    config = getattr(config, "text_config", None) or config
+    layers = getattr(config, "num_hidden_layers", None) or 30
+    heads = getattr(config, "num_attention_heads", None) or 9
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or (
+        getattr(config, "hidden_size", 576) // heads)
+    return layers * 2 * kv_heads * head_dim * 4
+
+
+def answer_batches(lengths: Sequence[int], budget: int, config: Any) -> list[list[int]]:
+    """The prompts (of ``lengths`` tokens, answers of at most ``budget`` tokens) cut into
+    batches in their order: at most ``ANSWER_BATCH`` each, and as many as keep the cache of
+    the batch's rows (each as long as its longest prompt plus the budget) within
+    ``CACHE_BYTES``; at least one each."""
+    per_token = cache_bytes_per_token(config)
+    batches: list[list[int]] = []
+    widest = 0
+    for i, n in enumerate(lengths):
+        if batches:
+            wider = max(widest, n)
+            rows = len(batches[-1]) + 1
+            if rows <= ANSWER_BATCH and rows * (wider + budget) * per_token <= CACHE_BYTES:
+                batches[-1].append(i)
+                widest = wider
+                continue
+        batches.append([i])
+        widest = n
+    return batches
 
 
 def greedy_answers(model: Any, prompts: Sequence[list[int]], replies: Sequence[Reply],

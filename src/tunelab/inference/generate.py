@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.catalog.greedy import (
-    ANSWER_BATCH,
+    answer_batches,
     choices_along,
     greedy_answers,
     start_from_choices,
@@ -223,9 +223,10 @@ class Generator:
         on_progress: Callable[[int], None] | None = None,
         expected: Sequence[str] | None = None,
     ) -> list[str]:
-        """Greedy answers to many requests ((turns, system instruction) each), ``ANSWER_BATCH``
-        at a time (``catalog/greedy.py``): what ``generate`` with temperature 0 answers each,
-        stopped the same way, at a fraction of the time. ``on_progress``: the number answered
+        """Greedy answers to many requests ((turns, system instruction) each), decoded
+        together in batches (``catalog/greedy.py``: up to 32, fewer for long prompts): what
+        ``generate`` with temperature 0 answers each, stopped the same way, at a fraction of
+        the time. ``on_progress``: the number answered
         so far, after each batch. ``expected`` (a test file's outputs, one per request): one
         pass reads greedy's choices along each expected output first (``choices_along``), so
         the answers a model gets right take no decoding, and the others are decoded on from
@@ -251,8 +252,9 @@ class Generator:
         wanted = None if expected is None else [
             encode_pieces(tok, template.output_pieces(text)) for text in expected]
         out: list[str] = []
-        for start in range(0, len(prompts), ANSWER_BATCH):
-            batch = prompts[start:start + ANSWER_BATCH]
+        for group in answer_batches([len(p) for p in prompts], max_output_tokens,
+                                    self.base.model.config):
+            batch = [prompts[i] for i in group]
             replies = [Reply(tok, self._end_ids, [template.end],
                              min(max_output_tokens, limit - len(ids))) for ids in batch]
             with self._lock, torch.inference_mode():
@@ -261,8 +263,8 @@ class Generator:
                        else _null())
                 with ctx:
                     if wanted is not None:  # no further than an answer may run
-                        outputs = [o[:r.budget] for o, r in zip(
-                            wanted[start:start + ANSWER_BATCH], replies, strict=True)]
+                        outputs = [wanted[i][:r.budget] for i, r in zip(group, replies,
+                                                                          strict=True)]
                         chosen = choices_along(model, batch, outputs, pad, self.base.device)
                         replies = [start_from_choices(r, o, c) for r, o, c
                                    in zip(replies, outputs, chosen, strict=True)]

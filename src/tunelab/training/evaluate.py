@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunelab.catalog.greedy import ANSWER_BATCH, greedy_answers, start_from_choices
+from tunelab.catalog.greedy import answer_batches, greedy_answers, start_from_choices
 from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.data.batches import collate, encode_prompt, pack, tokenize_example
 from tunelab.data.examples import Example
@@ -273,9 +273,11 @@ class Evaluator:
         if on_progress is not None:
             on_progress(sum(a is not None for a in answers), len(self.examples))
         todo = [i for i, a in enumerate(answers) if a is None]
-        for j in range(0, len(todo), ANSWER_BATCH):
-            rows = todo[j:j + ANSWER_BATCH]
-            prompts = [self.tokenized[r].prompt_ids + started[r].ids for r in rows]
+        prompts_of = [self.tokenized[r].prompt_ids + started[r].ids for r in todo]
+        for group in answer_batches([len(p) for p in prompts_of], self.max_new_tokens,
+                                    self.base.model.config):
+            rows = [todo[g] for g in group]
+            prompts = [prompts_of[g] for g in group]
             for r, a in zip(rows, greedy_answers(model, prompts, [started[r] for r in rows],
                                                  pad, self.base.device), strict=True):
                 answers[r] = a
@@ -379,7 +381,8 @@ def generator_answerer(name: str, generator: Any, adapter: Any,
     ``adapter`` (a tuned model's adapter folder, or None for the base model), answering at most
     the longest expected output of ``examples`` plus ``ANSWER_MARGIN_TOKENS`` tokens, greedily
     and stopped as served answers are; one example alone (timed: a served answer's latency),
-    many 16 at a time, the answers their expected outputs already decide read from one pass
+    many together (up to 32 a batch), the answers their expected outputs already decide read
+    from one pass
     (``Generator.answers``)."""
     budget = answer_budget(generator.base.tokenizer, generator.base.template, examples)
 
