@@ -105,15 +105,14 @@ def split_scoring(events: list) -> dict[str, float]:
     parts = dict.fromkeys(("loss passes", "the base model's answers",
                            "the epochs' answers"), 0.0)
     block: list[float] = []
+    answers_of = "the base model's answers"  # the first scoring is the base model's
     for kind, at in events:
         if kind == "scoring":
             block.append(at)
         elif kind == "scored" and block:
             parts["loss passes"] += (block[1] if len(block) > 1 else at) - block[0]
-            answers = at - block[min(1, len(block) - 1)]
-            base = parts["the base model's answers"] == 0.0 and parts["the epochs' answers"] == 0.0
-            parts["the base model's answers" if base else "the epochs' answers"] += answers
-            block = []
+            parts[answers_of] += at - block[min(1, len(block) - 1)]
+            answers_of, block = "the epochs' answers", []
     return parts
 
 

@@ -226,11 +226,10 @@ class Generator:
         """Greedy answers to many requests ((turns, system instruction) each), decoded
         together in batches (``catalog/greedy.py``: up to 32, fewer for long prompts): what
         ``generate`` with temperature 0 answers each, stopped the same way, at a fraction of
-        the time. ``on_progress``: the number answered
-        so far, after each batch. ``expected`` (a test file's outputs, one per request): one
-        pass reads greedy's choices along each expected output first (``choices_along``), so
-        the answers a model gets right take no decoding, and the others are decoded on from
-        their first mismatch."""
+        the time. ``on_progress``: the number answered so far, after each batch. ``expected``
+        (a test file's outputs, one per request): one pass reads greedy's choices along each
+        expected output first (``choices_along``), so the answers a model gets right take no
+        decoding, and the others are decoded on from their first mismatch."""
         import torch
 
         if max_output_tokens < 1:

@@ -367,8 +367,8 @@ class Answerer:
     """A model ``compare`` scores: its name, its greedy answer to one example, and where it
     can, its answers to many examples at once (``many(examples, on_progress, often_right)``,
     progress as the number answered so far; ``often_right``: whether its first answers were
-    right, so that reading answers off the expected outputs pays): a local model answers 16 at
-    a time (``Generator.answers``), a served one through one request per example."""
+    right, so that reading answers off the expected outputs pays): a local model answers up to
+    32 at a time (``Generator.answers``), a served one through one request per example."""
 
     name: str
     one: Callable[[Example], str]
@@ -382,8 +382,7 @@ def generator_answerer(name: str, generator: Any, adapter: Any,
     the longest expected output of ``examples`` plus ``ANSWER_MARGIN_TOKENS`` tokens, greedily
     and stopped as served answers are; one example alone (timed: a served answer's latency),
     many together (up to 32 a batch), the answers their expected outputs already decide read
-    from one pass
-    (``Generator.answers``)."""
+    from one pass (``Generator.answers``)."""
     budget = answer_budget(generator.base.tokenizer, generator.base.template, examples)
 
     def requests(exs: Sequence[Example]) -> list:
@@ -443,9 +442,8 @@ def compare(
                 if on_progress is not None:
                     on_progress(name, done + n, len(examples))
 
-            right = sum(a.strip() == ex.output.strip()
-                        for a, ex in zip(answers, examples, strict=False))
-            answers += model.many(examples[done:], progress, 2 * right >= max(len(answers), 1))
+            first = score_answers([ex.output for ex in examples[:done]], answers, EXACT_MATCH)
+            answers += model.many(examples[done:], progress, first.exact_match >= 0.5)
         scores = score_answers([ex.output for ex in examples], answers, metric)
         results.append({"model": name, **scores.to_dict(),
                         "mean_latency_ms": 1000 * seconds / max(len(alone), 1)})
