@@ -17,8 +17,11 @@
 
 ``--vary`` changes one part of the tunelab contenders' plan, to measure what that part is
 worth (``VARIATIONS``): ``warmup=N`` warmup steps, ``decay=constant|cosine``, ``alpha=N`` the
-LoRA alpha, ``validation=none`` every example trained on and none held out. It is applied to
-the resolved plan, after tunelab's choices, so everything else stays as a user gets it.
+LoRA alpha, ``validation=none`` every example trained on and none held out, ``dropout=P``
+PEFT's LoRA dropout (its own forward: slower than tunelab's fused layers), ``neftune=A`` noise
+of magnitude ``A / sqrt(L · d)`` added to the input embeddings while training (NEFTune; L an
+example's mean length in tokens, d the width). It is applied to the resolved plan, after
+tunelab's choices, so everything else stays as a user gets it.
 
 Every contender's adapter is then answered by the same code (``one.py``: ``answer_all``), so
 the scores differ by training alone.
@@ -51,7 +54,16 @@ VARIATIONS: dict[str, tuple[str, Any, Any]] = {
     "decay": ("constant or cosine", lambda v: v in ("constant", "cosine"), str),
     "alpha": ("a whole number, 1 or more", lambda v: v.isdecimal() and int(v) >= 1, int),
     "validation": ("none", lambda v: v == "none", str),
+    "dropout": ("a number from 0 to 0.5", lambda v: _number_in(v, 0.0, 0.5), float),
+    "neftune": ("a number from 0 to 20", lambda v: _number_in(v, 0.0, 20.0), float),
 }
+
+
+def _number_in(text: str, low: float, high: float) -> bool:
+    try:
+        return low <= float(text) <= high
+    except ValueError:
+        return False
 
 
 def parse_vary(text: str) -> dict[str, Any]:
@@ -73,6 +85,29 @@ def vary_plan(plan: Any, vary: dict[str, Any]) -> Any:
     """The resolved plan with ``vary``'s parts changed (``validation`` is the split's)."""
     names = {"warmup": "warmup_steps", "decay": "decay", "alpha": "lora_alpha"}
     return dataclasses.replace(plan, **{names[k]: v for k, v in vary.items() if k in names})
+
+
+def _embedding_noise(base: Any, examples: list[Example], alpha: float, seed: int) -> Any:
+    """NEFTune: uniform noise of magnitude alpha / sqrt(L * d) added to the input embeddings
+    while training (L an example's mean length in tokens, d the width); a hook to remove."""
+    import math
+
+    import torch
+
+    embed = base.model.get_input_embeddings()
+    width = embed.weight.shape[1]
+    length = max(1.0, sum(len(ex.text_input) + len(ex.output) for ex in examples)
+                 / len(examples) / 3.5)
+    magnitude = alpha / math.sqrt(length * width)
+    gen = torch.Generator().manual_seed(seed + 7919)
+
+    def add_noise(module: Any, args: Any, output: Any) -> Any:
+        if not module.training:
+            return None
+        noise = torch.rand(output.shape, generator=gen, dtype=torch.float32) * 2 - 1
+        return output + (noise * magnitude).to(output.dtype)
+
+    return embed.register_forward_hook(add_noise)
 
 
 @dataclass
@@ -118,10 +153,20 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
     plan = given.resolve(base.spec.recommended_learning_rate, split.train,
                          has_validation=bool(split.validation), held_out=len(split.held_out))
     plan = vary_plan(plan, vary)
+    from tunelab.training.hyperparameters import LoraSettings
+
+    lora = (LoraSettings(rank=plan.lora_rank, alpha=plan.lora_alpha, dropout=vary["dropout"])
+            if "dropout" in vary else None)
+    hook = (_embedding_noise(base, split.train, vary["neftune"], seed)
+            if vary.get("neftune") else None)
     t0 = time.perf_counter()
-    result = tunelab_train(base, split.train, plan, work / "run", seed=seed,
-                           validation=split.validation, validation_record=split.record(),
-                           refit_examples=split.examples)
+    try:
+        result = tunelab_train(base, split.train, plan, work / "run", seed=seed,
+                               validation=split.validation, validation_record=split.record(),
+                               refit_examples=split.examples, lora=lora)
+    finally:
+        if hook is not None:
+            hook.remove()
     seconds = time.perf_counter() - t0
     manifest = result.manifest
     # the validation examples' score after each epoch (of the first run, where it was refitted):

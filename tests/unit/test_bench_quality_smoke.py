@@ -242,9 +242,35 @@ def test_vary_changes_one_part_of_tunelabs_plan(tiny_base, tmp_path):
     assert manifest["plan"]["decay"] == "constant" and manifest["plan"]["warmup_steps"] == 0
 
 
+def test_vary_trains_with_lora_dropout_or_noisy_embeddings(tiny_base, tmp_path):
+    """``dropout=P`` trains PEFT's LoRA dropout (saved in the adapter's config); ``neftune=A``
+    adds noise to the input embeddings while training only (a different adapter from the same
+    seed), and leaves the base model without the hook afterwards."""
+    import torch
+    from conftest import arithmetic_examples
+    from safetensors.torch import load_file
+
+    from bench.quality.contenders import parse_vary, train
+
+    exs = arithmetic_examples(24)
+    runs = {v: train("tunelab", tiny_base, exs, tmp_path / (v or "plain"), seed=0,
+                     vary=parse_vary(v)) for v in ("", "dropout=0.1", "neftune=5")}
+    config = json.loads((runs["dropout=0.1"].adapter / "adapter_config.json").read_text())
+    assert config["lora_dropout"] == 0.1
+    plain, noisy = (load_file(str(runs[v].adapter / "adapter_model.safetensors"))
+                    for v in ("", "neftune=5"))
+    assert any(not torch.equal(plain[k], noisy[k]) for k in plain)
+    assert not tiny_base.model.get_input_embeddings()._forward_hooks
+    again = train("tunelab", tiny_base, exs, tmp_path / "again", seed=0)
+    assert all(torch.equal(plain[k], t) for k, t in
+               load_file(str(again.adapter / "adapter_model.safetensors")).items())
+
+
 @pytest.mark.parametrize(("text", "says"), [
     ("decay=linear", "--vary decay must be constant or cosine; got 'linear'"),
     ("alpha=0", "--vary alpha must be a whole number, 1 or more; got '0'"),
+    ("dropout=0.9", "--vary dropout must be a number from 0 to 0.5; got '0.9'"),
+    ("neftune=x", "--vary neftune must be a number from 0 to 20; got 'x'"),
     ("epochs=3", "--vary takes KEY=VALUE with KEY one of warmup, decay, alpha, validation"),
 ])
 def test_vary_refuses_what_it_cannot_do_before_any_run(text, says, capsys):
