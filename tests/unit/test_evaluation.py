@@ -293,42 +293,12 @@ def test_tuning_again_after_serving_an_adapter_on_the_same_base(models_dir, tmp_
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "completed"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_validation_answers_decoded_together_are_the_answers_one_at_a_time(models_dir,
-                                                                           precision):
-    """Scoring decodes the validation examples together (prompts padded on the left, each
-    with its own positions); every answer is the one the example gets alone."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from tunelab.catalog import get_base_model, load_base_model
-    from tunelab.training.evaluate import Evaluator
-    from tunelab.training.loop import _private_model
-
-    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, precision)
-    examples = [Example("hi", "yes"), Example("a much longer question " * 9, "no, not at all"),
-                Example("ok then", "fine thanks, and you?"), Example("why " * 3, "x" * 30),
-                Example("short", "a " * 12, system="Answer briefly.")]
-    torch.manual_seed(0)
-    model = get_peft_model(_private_model(base.model), LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).eval()
-    evaluator = Evaluator(base, examples, TOKEN_F1)
-    with torch.no_grad():
-        together = evaluator.answers(model, examples)
-        alone = [evaluator.answer(model, ex) for ex in examples]
-    assert len(set(alone)) > 1  # the random model does answer differently
-    if precision == "fp32":
-        assert together == alone
-    else:  # bf16 rounds a batch differently from a row: a near-tie may go the other way
-        assert sum(a == b for a, b in zip(together, alone, strict=True)) >= 4
-
-
 def test_answers_the_loss_pass_determines_are_not_generated_again(models_dir, tmp_path,
                                                                    monkeypatch):
     """Where the validation loss pass's next-token choices run to the end of an answer before
     the first mismatch, that answer is taken from it; the rest are generated from where the
     pass leaves them (its choices up to and including the first mismatch). Either way every
-    answer equals the one generation from the prompt gives."""
+    answer equals the one the served model gives (``Generator.answers``, from the prompts)."""
     from peft import PeftModel
 
     from tunelab.catalog import get_base_model, load_base_model
@@ -353,7 +323,9 @@ def test_answers_the_loss_pass_determines_are_not_generated_again(models_dir, tm
     with torch.no_grad():
         loss, scored = evaluator.score(model)
         generated = len(started)
-        assert scored == evaluator.answers(model, examples)  # from the prompts: all 24 rows
+    served = Generator(base).answers([([("user", ex.text_input)], ex.system) for ex in examples],
+                                     evaluator.max_new_tokens, r.adapter_dir)
+    assert scored == served
     right = sum(a == ex.output for ex, a in zip(examples, scored, strict=True))
     assert right and 0 < generated <= len(examples) - right  # every right answer: the pass's
     assert all(len(ids) >= 1 for ids in started[:generated])  # each went on from the pass's

@@ -33,7 +33,7 @@ from typing import Any
 
 from tunelab.catalog.greedy import answer_batches, greedy_answers, start_from_choices
 from tunelab.catalog.stopping import Reply, end_token_ids
-from tunelab.data.batches import collate, encode_prompt, pack, tokenize_example
+from tunelab.data.batches import collate, pack, tokenize_example
 from tunelab.data.examples import Example
 from tunelab.data.split import MAX_VALIDATION
 
@@ -321,22 +321,6 @@ class Evaluator:
         budget = max(0, min(self.max_new_tokens,
                             self.base.spec.context_length - prompt_length))
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget)
-
-    def answers(self, model: Any, examples: Sequence[Example]) -> list[str]:
-        """The greedy answers to several examples' inputs, decoded together
-        (``catalog/greedy.py``), each stopped like served answers are: at the end-of-turn
-        marker or the end token. Answering one example at a time made scoring 55% of a
-        100-example tuning run."""
-        tok, template = self.base.tokenizer, self.base.template
-        prompts = [encode_prompt(tok, template, [("user", ex.text_input)], ex.system)
-                   for ex in examples]
-        return greedy_answers(model, prompts, [self._reply(len(p)) for p in prompts],
-                              tok.pad_token_id, self.base.device)
-
-    def answer(self, model: Any, ex: Example) -> str:
-        """The greedy answer to one example's input, stopped like served answers are: at the
-        end-of-turn marker or the end token."""
-        return self.answers(model, [ex])[0]
 
 
 def advice_of(evaluation: dict) -> Any:
