@@ -25,8 +25,30 @@ SMOLLM2 = types.SimpleNamespace(hidden_size=576, num_hidden_layers=30, intermedi
 
 def test_the_estimate_matches_what_was_counted_on_the_default_model():
     kept = activation_bytes_per_token(SMOLLM2, recompute=False)
-    assert 1.2 * MB < kept < 1.4 * MB  # counted with saved_tensors_hooks: ~1.3 MB per token
-    assert activation_bytes_per_token(SMOLLM2, recompute=True) < kept / 10
+    assert 0.84 * MB < kept < 0.9 * MB  # counted with saved_tensors_hooks: 864 KB per token
+    unfused = activation_bytes_per_token(SMOLLM2, recompute=False, mlp_fused=False)
+    assert 1.2 * MB < unfused < 1.4 * MB  # before the MLP was one function: ~1.3 MB
+    assert activation_bytes_per_token(SMOLLM2, recompute=True) < kept / 8
+
+
+def test_a_budget_the_fused_mlp_fits_recomputes_only_without_it():
+    budget = 700 * MB  # 750 tokens keep ~660 MB fused, ~970 MB unfused
+    assert not plan_memory(SMOLLM2, 750, budget).recompute
+    assert plan_memory(SMOLLM2, 750, budget, mlp_fused=False).recompute
+
+
+def test_a_run_plans_its_memory_for_the_mlp_it_trains_with(tiny_base, tmp_path):
+    """The tiny model's MLP is a gated one (fused when its three projections are LoRA layers
+    without dropout): the plan counts two of its wide tensors, else four."""
+    from tunelab.training.hyperparameters import LoraSettings
+    from tunelab.training.loop import _mlp_fusable
+
+    model = tiny_base.model
+    assert _mlp_fusable(model, ["q_proj", "gate_proj", "up_proj", "down_proj"], LoraSettings())
+    assert _mlp_fusable(model, [], LoraSettings())  # every linear layer
+    assert not _mlp_fusable(model, ["q_proj", "v_proj"], LoraSettings())
+    assert not _mlp_fusable(model, ["gate_proj", "up_proj", "down_proj"],
+                            LoraSettings(dropout=0.1))
 
 
 @pytest.mark.parametrize("tokens, budget_mb, recompute, split", [

@@ -306,13 +306,13 @@ def _group_forward(group: list, x: torch.Tensor) -> tuple | None:
 # transformers' class names (a class not listed keeps its own forward).
 GATED_MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP", "GemmaMLP",
                         "Gemma2MLP", "Gemma3MLP", "Olmo2MLP", "SmolLM3MLP"})
-_MLP_LAYERS = ("gate_proj", "up_proj", "down_proj")
+MLP_LAYERS = ("gate_proj", "up_proj", "down_proj")
 
 
 def _fused_mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() and not x.is_inference():
         parts = []
-        for layer in (getattr(self, n) for n in _MLP_LAYERS):
+        for layer in (getattr(self, n) for n in MLP_LAYERS):
             name = _fusable(layer)
             if name is None:
                 break
@@ -335,7 +335,7 @@ def fuse_lora_layers(model: nn.Module) -> int:
             module.forward = _fused_forward.__get__(module)
             changed += 1
         if type(module).__name__ in GATED_MLPS and all(
-                type(getattr(module, n, None)) is LoraLinear for n in _MLP_LAYERS):
+                type(getattr(module, n, None)) is LoraLinear for n in MLP_LAYERS):
             module.forward = _fused_mlp_forward.__get__(module)
         for names in SIBLING_GROUPS:
             layers = [getattr(module, n, None) for n in names]

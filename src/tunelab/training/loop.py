@@ -323,6 +323,16 @@ def _fingerprint(base: LoadedBase, data_hash: str, hp: dict, lora: LoraSettings,
     return out
 
 
+def _mlp_fusable(model: Any, targets: list[str], lora: LoraSettings) -> bool:
+    """Whether the model's gated MLPs will be one function each once their projections are
+    LoRA layers (``fused_lora.fuse_lora_layers``): what a step keeps depends on it."""
+    from tunelab.training.fused_lora import GATED_MLPS, MLP_LAYERS
+
+    named = targets or MLP_LAYERS  # none named: every linear layer
+    return (not lora.dropout and all(n in named for n in MLP_LAYERS)
+            and any(type(m).__name__ in GATED_MLPS for m in model.modules()))
+
+
 def _private_model(model: Any) -> Any:
     """A module tree of its own that shares ``model``'s weights (no copy of the weights).
 
@@ -461,7 +471,7 @@ def train(
     private = _private_model(base.model)
     longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
     memory = plan_memory(_text_config(private.config), longest_step,
-                         activation_budget(train_memory_mb))
+                         activation_budget(train_memory_mb), _mlp_fusable(private, targets, lora))
     try:
         if memory.recompute:  # each layer keeps its input only (memory.py)
             fix_mmap_threshold(SHORT_OF_MEMORY_THRESHOLD_BYTES)  # and gives freed blocks back
