@@ -103,6 +103,29 @@ def test_an_upload_of_4_mb_still_fits(client):
     assert r.status_code != 413, r.text
 
 
+@pytest.mark.parametrize(("path", "form"), [
+    ("/v1beta/files", {}),
+    ("/v1/files", {}),  # Gemini's client (its v1 API version) on the path both protocols have
+    ("/openai/v1/files", {"purpose": "fine-tune"}),
+    ("/studio/datasets:preview", {}),
+])
+def test_a_file_just_over_4_mb_is_read_and_refused_alike_by_every_upload(client, path, form):
+    """Over 4 MB but within the multipart framing: the body is read, and each upload (Gemini's,
+    OpenAI's, the Studio's preview) refuses the file with the same words, in its API's shape."""
+    line = b'{"text_input": "a", "output": "b"}\n'
+    data = line * (4 * MiB // len(line) + 10)
+    assert 4 * MiB < len(data) < 4 * MiB + 64 * 1024
+    r = client.post(path, files={"file": ("big.jsonl", data, "application/jsonl")}, data=form)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert "larger than 4 MB" in error["message"]
+    assert "remove examples or shorten them" in error["message"]
+    if path.startswith("/openai/"):  # OpenAI's error shape
+        assert error["type"] == "invalid_request_error"
+    else:  # Google's
+        assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT"
+
+
 # ------------------------------------------------------------------------- prompts
 @pytest.mark.parametrize("method", ["generateContent", "countTokens"])
 def test_a_prompt_longer_than_the_context_could_hold_is_refused_untokenized(client, method):

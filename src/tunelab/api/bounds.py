@@ -14,6 +14,8 @@ server never reads, or spools to disk, the body it declared.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +25,20 @@ from tunelab.data.parse import MAX_FILE_BYTES
 BODY_KEY = "tunelab.body"  # the request's BoundedBody, in the ASGI scope
 UPLOAD_FRAMING = 64 * 1024  # multipart boundaries, part headers and the small form fields
 UPLOAD_LIMIT = MAX_FILE_BYTES + UPLOAD_FRAMING
+
+
+async def read_upload(file: Any) -> bytes:
+    """An uploaded dataset's bytes (a Starlette ``UploadFile``), read no further than one byte
+    over ``MAX_FILE_BYTES``; a larger file is a ``DatasetError`` naming the limit (the same
+    for the Gemini, OpenAI and Studio uploads)."""
+    data = await file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        from tunelab.errors import DatasetError, Problem
+
+        raise DatasetError([Problem(
+            f"the file is larger than {MAX_FILE_BYTES // 2**20} MB; remove examples or "
+            "shorten them", file.filename or "upload")])
+    return data
 
 
 def _size(n: int) -> str:

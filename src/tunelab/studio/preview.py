@@ -24,14 +24,13 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
+from tunelab.api.bounds import read_upload
 from tunelab.api.deps import Principal, current_principal
 from tunelab.api.errors import violation_field
 from tunelab.api.gemini.convert import warning_out
 from tunelab.api.gemini.schemas import DatasetWarning, _Out
 from tunelab.api.lenient import LenientJSONRoute
-from tunelab.data.parse import MAX_FILE_BYTES
 from tunelab.data.preview import Preview, preview
-from tunelab.errors import DatasetError, Problem
 
 router = APIRouter(route_class=LenientJSONRoute)
 Auth = Annotated[Principal, Depends(current_principal)]
@@ -110,11 +109,7 @@ async def preview_dataset(
 ) -> DatasetPreview:
     """tunelab extension (the Studio's table): parse and check a dataset as an upload would,
     storing nothing; every row, its problems and the warnings come back."""
-    data = await file.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise DatasetError([Problem(
-            f"the file is larger than {MAX_FILE_BYTES // 2**20} MB; remove examples or "
-            "shorten them", file.filename or "upload")])
+    data = await read_upload(file)
     found = await run_in_threadpool(preview, data, file.filename or "", input_column,
                                     output_column)
     return _out(found)

@@ -13,12 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
+from tunelab.api.bounds import read_upload
 from tunelab.api.deps import Principal, current_principal, rule_for, strict_client
 from tunelab.api.gemini import convert
 from tunelab.api.gemini import schemas as s
 from tunelab.api.lenient import LenientJSONRoute
 from tunelab.auth.rules import OWNER
-from tunelab.data.parse import MAX_FILE_BYTES
 from tunelab.errors import InvalidArgument, NotFound
 from tunelab.jobs.requests import TuningRequest
 from tunelab.models import TunedModels
@@ -281,13 +281,7 @@ async def upload_file(
 ) -> s.File:
     """tunelab extension: upload training data (multipart/form-data). The file is parsed at
     once (every problem reported); tune on it with ``trainingData: {"file": "files/ID"}``."""
-    data = await file.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        from tunelab.errors import DatasetError, Problem
-
-        raise DatasetError([Problem(
-            f"the file is larger than {MAX_FILE_BYTES // 2**20} MB; remove examples or "
-            "shorten them", file.filename or "upload")])
+    data = await read_upload(file)
     row = await run_in_threadpool(
         _models(request).upload, principal.owner, data, file.filename or "",
         file.content_type or "", display_name, input_column, output_column,

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
+from tunelab.api.bounds import read_upload
 from tunelab.api.gemini.generation import _thread_stream
 from tunelab.api.openai import convert
 from tunelab.api.openai import schemas as s
@@ -26,14 +27,12 @@ from tunelab.api.openai.route import OpenAIRoute, openai_principal, required_rol
 from tunelab.auth.principal import Principal
 from tunelab.auth.rules import READER
 from tunelab.catalog import BaseModelSpec, list_base_models
-from tunelab.data.parse import MAX_FILE_BYTES
 from tunelab.errors import (
     DataLoss,
     DatasetError,
     FailedPrecondition,
     NotFound,
     PermissionDenied,
-    Problem,
     TunelabError,
 )
 from tunelab.inference.generate import GenerationConfig
@@ -128,11 +127,7 @@ async def create_file(
     if purpose != "fine-tune":
         raise OpenAIInvalid(f"purpose '{purpose}' is not supported: tunelab keeps training "
                             "data only; upload it with purpose='fine-tune'.", "purpose")
-    data = await file.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise DatasetError([Problem(
-            f"the file is larger than {MAX_FILE_BYTES // 2**20} MB; remove examples or "
-            "shorten them", file.filename or "upload")])
+    data = await read_upload(file)
     row = await run_in_threadpool(
         _models(request).upload, principal.owner, data, file.filename or "",
         file.content_type or "", None, None, None, 1)
