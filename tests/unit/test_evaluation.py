@@ -374,25 +374,50 @@ def _packed_and_padded(models_dir):
     return base, model, packed, loss, answers
 
 
-def test_the_loss_pass_takes_as_many_examples_a_batch_as_its_logits_budget_allows(
+def test_the_loss_pass_takes_as_many_examples_a_batch_as_its_token_budget_allows(
         models_dir, monkeypatch):
-    """Ten short examples are one forward pass; under a budget of a few examples' logits they
+    """Ten short examples are one forward pass; under a budget of a few examples' tokens they
     are cut in order into batches that keep within it, with the same loss and answers."""
     import tunelab.training.evaluate as evaluate
 
     base, model, packed, loss, answers = _packed_and_padded(models_dir)
     assert [len(g) for g in packed._loss_groups()] == [10]
-    per_token = 4 * max(len(base.tokenizer), base.model.config.vocab_size)
-    monkeypatch.setattr(evaluate, "LOSS_PASS_LOGIT_BYTES", 5 * per_token)
+    budget = 3 * max(it.length for it in packed.tokenized)
+    monkeypatch.setattr(evaluate, "LOSS_PASS_TOKENS", budget)
     groups = packed._loss_groups()
     assert len(groups) > 2
     assert [it for g in groups for it in g] == packed.tokenized  # every example, in order
-    for g in groups:
-        assert len(g) == 1 or sum(len(it.output_ids) for it in g) <= 5
+    assert all(sum(it.length for it in g) <= budget for g in groups)
     with torch.no_grad():
         split_loss, split_answers = packed.score(model)
     assert abs(split_loss - loss) < 1e-5
     assert split_answers == answers
+
+
+def test_the_loss_pass_makes_its_logits_a_chunk_at_a_time(models_dir, monkeypatch):
+    """The logits of one pass are made a few rows at a time within the byte budget (never the
+    whole vocabulary-wide tensor); the loss and answers are those of one chunk."""
+    import tunelab.training.evaluate as evaluate
+    from tunelab.training import loop
+
+    base, model, packed, loss, answers = _packed_and_padded(models_dir)
+    per_row = 4 * base.model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(evaluate, "LOSS_PASS_LOGIT_BYTES", 3 * per_row)
+    sizes: list[int] = []
+    chunks = loop.output_logit_chunks
+
+    def watched(model, batch, max_bytes):
+        for logits, targets in chunks(model, batch, max_bytes):
+            sizes.append(logits.shape[0])
+            yield logits, targets
+
+    monkeypatch.setattr(loop, "output_logit_chunks", watched)
+    with torch.no_grad():
+        chunk_loss, chunk_answers = packed.score(model)
+    outputs = sum(len(it.output_ids) for it in packed.tokenized)
+    assert sum(sizes) == outputs and max(sizes) == 3 and len(sizes) == -(-outputs // 3)
+    assert abs(chunk_loss - loss) < 1e-5
+    assert chunk_answers == answers
 
 
 def test_compare_times_a_few_answers_alone_and_answers_the_rest_together(models_dir):

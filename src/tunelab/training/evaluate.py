@@ -181,10 +181,10 @@ class Evaluation:
                 **self.scores.to_dict(), "wrong": self.wrong, "seconds": self.seconds}
 
 
-# The validation loss pass's batches: at most this many bytes of logits (output tokens ×
-# vocabulary × 4) and this many tokens (``Evaluator._loss_groups``).
-LOSS_PASS_LOGIT_BYTES = 256 * 2**20
+# The validation loss pass's batches hold at most this many tokens (``Evaluator._loss_groups``);
+# its logits (output tokens × vocabulary × 4 bytes) are made at most this many bytes at a time.
 LOSS_PASS_TOKENS = 8_192
+LOSS_PASS_LOGIT_BYTES = 32 * 2**20
 
 
 class Evaluator:
@@ -248,7 +248,7 @@ class Evaluator:
         """
         import torch.nn.functional as F
 
-        from tunelab.training.loop import output_logits
+        from tunelab.training.loop import output_logit_chunks
 
         if on_progress is not None:  # scoring begins (the loss pass takes a second or two)
             on_progress(0, len(self.examples))
@@ -258,10 +258,12 @@ class Evaluator:
         started: list[Reply] = []  # each answer as far as the loss pass determines it
         for items in self._loss_groups():
             batch = self._batch(items, pad).to(self.base.device)
-            logits = output_logits(model, batch)
-            total += float(F.cross_entropy(logits, batch.targets, reduction="sum"))
+            chosen: list[int] = []
+            for logits, targets in output_logit_chunks(model, batch, LOSS_PASS_LOGIT_BYTES):
+                total += float(F.cross_entropy(logits, targets, reduction="sum"))
+                chosen += logits.argmax(-1).tolist()
+                del logits
             tokens += len(batch.targets)
-            chosen = logits.argmax(-1).tolist()
             at = 0
             for it in items:
                 n = len(it.output_ids)
@@ -286,25 +288,20 @@ class Evaluator:
         return total / max(tokens, 1), [a or "" for a in answers]
 
     def _loss_groups(self) -> list[list[Any]]:
-        """The examples in order, cut into the loss pass's batches: as many as keep the logits
-        within ``LOSS_PASS_LOGIT_BYTES`` and the batch within ``LOSS_PASS_TOKENS`` (at least one
-        example each). A forward pass has a fixed cost besides its tokens (a tenth of a second
-        on the default model on a CPU), and 10 validation examples fit one pass of the default
-        model: fixed counts of 8 took two; a model with a large vocabulary (Gemma's 262k) gets
-        fewer examples a pass instead of a logits tensor of a gigabyte."""
-        vocab = max(len(self.base.tokenizer), getattr(self.base.model.config, "vocab_size", 0) or 0)
-        per_token = 4 * vocab  # one fp32 logit per vocabulary entry
+        """The examples in order, cut into the loss pass's batches of at most
+        ``LOSS_PASS_TOKENS`` (at least one example each). A forward pass has a fixed cost
+        besides its tokens (a tenth of a second on the default model on a CPU), so the
+        validation examples of a short task are one pass; the logits are made a chunk at a
+        time within it (``LOSS_PASS_LOGIT_BYTES``), whatever the vocabulary's size."""
         groups: list[list[Any]] = []
-        out = length = 0
+        length = 0
         for it in self.tokenized:
-            n = len(it.output_ids)
-            if groups and (out + n) * per_token <= LOSS_PASS_LOGIT_BYTES and (
-                    length + it.length <= LOSS_PASS_TOKENS):
+            if groups and length + it.length <= LOSS_PASS_TOKENS:
                 groups[-1].append(it)
-                out, length = out + n, length + it.length
+                length += it.length
             else:
                 groups.append([it])
-                out, length = n, it.length
+                length = it.length
         return groups
 
     def _batch(self, items: Sequence[Any], pad: int) -> Any:

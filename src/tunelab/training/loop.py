@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import itertools
 import json
 import time
@@ -197,10 +198,17 @@ def output_loss_sum(model: Any, batch: Batch, recompute: bool = False):
     return total
 
 
-def output_logits(model: Any, batch: Batch):
-    """The logits (fp32) of the hidden states that predict ``batch.targets``, one row each."""
+def output_logit_chunks(model: Any, batch: Batch, max_bytes: int):
+    """The logits (fp32) of the hidden states that predict ``batch.targets``, one row each, in
+    order, as chunks of at most ``max_bytes`` (at least one row each) with their targets: one
+    forward pass, and never the whole vocabulary-wide tensor at once (with its cross-entropy's
+    copy it would be 2.5 times the logits' size: ~430 MB for 25 answers of 35 tokens)."""
     lm = _causal_lm(model)
-    return _logits(lm, _output_hidden(lm, batch))
+    hidden = _output_hidden(lm, batch)
+    vocab = lm.get_output_embeddings().weight.shape[0]
+    rows = max(1, max_bytes // (4 * vocab))
+    for i in range(0, hidden.shape[0], rows):
+        yield _logits(lm, hidden[i:i + rows]), batch.targets[i:i + rows]
 
 
 def _output_hidden(lm: Any, batch: Batch) -> Any:
@@ -682,7 +690,10 @@ def train(
     if status == "completed" and hp.refit and refit_examples:
         from tunelab.training.refit import refit
 
-        del model, private, optimizer, params, evaluator  # the refit trains an adapter of its own
+        # the refit trains an adapter of its own: this run's (its module tree, the optimizer's
+        # state, which the last checkpoint's ``state`` also holds) is let go before it starts
+        del model, private, optimizer, params, evaluator, state
+        gc.collect()
         return refit(result, base, refit_examples, hp, lora, seed, on_snapshot=on_snapshot,
                      should_cancel=should_cancel, train_memory_mb=train_memory_mb)
     return result
