@@ -182,18 +182,17 @@ def test_answers_read_from_the_expected_outputs_equal_the_decoded_ones(models_di
     """Given the expected outputs (a test file's), ``answers`` reads greedy's choices along
     them in one pass: an answer they decide is not decoded, the others are decoded on from their
     first mismatch; on an fp32 base every answer is still the one ``generate`` gives alone."""
-    from tunelab.catalog import get_base_model, load_base_model
-    from tunelab.inference import generate
+    from tunelab.catalog import get_base_model, greedy, load_base_model
 
     gen = Generator(load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32"))
-    decode = generate.greedy_answers
+    decode = greedy._decode
     decoded: list[list[int]] = []  # what each decoded answer went on from
 
     def watched(model, prompts, replies, pad_id, device):
         decoded.extend(list(r.ids) for r in replies)
         return decode(model, prompts, replies, pad_id, device)
 
-    monkeypatch.setattr(generate, "greedy_answers", watched)
+    monkeypatch.setattr(greedy, "_decode", watched)
     requests = [([("user", f"question {i}" + " again" * (i % 3))], None) for i in range(18)]
     cfg = GenerationConfig(temperature=0.0, max_output_tokens=8)
     yes = adapters["yes"]

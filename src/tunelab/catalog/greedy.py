@@ -67,17 +67,26 @@ def answer_batches(lengths: Sequence[int], budget: int, config: Any) -> list[lis
 
 def greedy_answers(model: Any, prompts: Sequence[list[int]], replies: Sequence[Reply],
                    pad_id: int | None, device: Any) -> list[str]:
-    """The greedy answer to each prompt (token ids), decoded together: the prompts padded on
-    the left, each with its own positions, each answer fed to its ``Reply`` until every one is
-    done. The caller chooses the grad mode (``torch.no_grad`` in training, where tensors made in
+    """Every reply finished greedily, and each one's text: a reply already done is not decoded
+    again, and one that already holds tokens (``start_from_choices``) goes on from its prompt
+    (token ids) followed by them. The rest are decoded together: the prompts padded on the
+    left, each with its own positions, each token fed to its ``Reply`` until every one is done.
+    The caller chooses the grad mode (``torch.no_grad`` in training, where tensors made in
     inference mode could not take part in the steps that follow; else ``inference_mode``)."""
+    rows = [i for i, r in enumerate(replies) if not r.done]
+    if rows:
+        _decode(model, [list(prompts[i]) + replies[i].ids for i in rows],
+                [replies[i] for i in rows], pad_id, device)
+    return [r.text() for r in replies]
+
+
+def _decode(model: Any, prompts: list[list[int]], replies: list[Reply], pad_id: int | None,
+            device: Any) -> None:
     import torch
 
-    if not prompts:
-        return []
     width = max(len(p) for p in prompts)
     pad = pad_id if pad_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
                         device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -93,7 +102,6 @@ def greedy_answers(model: Any, prompts: Sequence[list[int]], replies: Sequence[R
         cur = torch.tensor([[t] for t in nxt], device=device)
         mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=-1)
         positions = positions[:, -1:] + 1
-    return [r.text() for r in replies]
 
 
 # Expected-output positions whose logits are made at once when reading greedy's choices (a

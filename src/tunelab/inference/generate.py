@@ -9,6 +9,7 @@ are all under our control.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -132,6 +133,20 @@ class Generator:
         self._peft.set_adapter(name)
         return self._peft
 
+    @contextlib.contextmanager
+    def _weights(self, adapter: Path | None) -> Iterator[Any]:
+        """The model to run, for as long as the block runs: the lock held, inference mode,
+        ``adapter`` active, or the bare base (every loaded adapter disabled) when it is None."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            model = self._activate(adapter)
+            if adapter is None and self._peft is not None:
+                with model.disable_adapter():
+                    yield model
+            else:
+                yield model
+
     def _evict(self, keep: str) -> None:
         while sum(e.size for e in self._cache.values()) > self.cache_bytes and len(self._cache) > 1:
             name, _ = next(iter(self._cache.items()))
@@ -230,7 +245,6 @@ class Generator:
         (a test file's outputs, one per request): one pass reads greedy's choices along each
         expected output first (``choices_along``), so the answers a model gets right take no
         decoding, and the others are decoded on from their first mismatch."""
-        import torch
 
         if max_output_tokens < 1:
             raise InvalidArgument(f"maxOutputTokens must be at least 1, got {max_output_tokens}")
@@ -256,24 +270,13 @@ class Generator:
             batch = [prompts[i] for i in group]
             replies = [Reply(tok, self._end_ids, [template.end],
                              min(max_output_tokens, limit - len(ids))) for ids in batch]
-            with self._lock, torch.inference_mode():
-                model = self._activate(adapter)
-                ctx = (model.disable_adapter() if (adapter is None and self._peft is not None)
-                       else _null())
-                with ctx:
-                    if wanted is not None:  # no further than an answer may run
-                        outputs = [wanted[i][:r.budget] for i, r in zip(group, replies,
-                                                                          strict=True)]
-                        chosen = choices_along(model, batch, outputs, pad, self.base.device)
-                        replies = [start_from_choices(r, o, c) for r, o, c
-                                   in zip(replies, outputs, chosen, strict=True)]
-                    answers = [r.text() if r.done else None for r in replies]
-                    todo = [i for i, a in enumerate(answers) if a is None]
-                    for i, a in zip(todo, greedy_answers(
-                            model, [batch[i] + replies[i].ids for i in todo],
-                            [replies[i] for i in todo], pad, self.base.device), strict=True):
-                        answers[i] = a
-            out += answers
+            with self._weights(adapter) as model:
+                if wanted is not None:  # no further than an answer may run
+                    outputs = [wanted[i][:r.budget] for i, r in zip(group, replies, strict=True)]
+                    chosen = choices_along(model, batch, outputs, pad, self.base.device)
+                    replies = [start_from_choices(r, o, c) for r, o, c
+                               in zip(replies, outputs, chosen, strict=True)]
+                out += greedy_answers(model, batch, replies, pad, self.base.device)
             if on_progress is not None:
                 on_progress(len(out))
         return out
@@ -324,48 +327,35 @@ class Generator:
         # budget, as answers scored in training are (catalog/stopping.py)
         reply = Reply(self.base.tokenizer, self._end_ids,
                       [*user_stops, self.base.template.end], max_new)
-        with self._lock, torch.inference_mode():
-            model = self._activate(adapter)
-            ctx = (
-                model.disable_adapter() if (adapter is None and self._peft is not None) else _null()
+        with self._weights(adapter) as model:
+            emitted = 0
+            past = growing_cache(model.config)  # catalog/kv_cache.py
+            cur = torch.tensor([ids], device=self.base.device)
+            first = True
+            while not reply.done:
+                # logits_to_keep: the prompt's other logits are never read
+                out = model(input_ids=cur, use_cache=True, logits_to_keep=1,
+                            **with_cache(model, past))
+                past = cache_of(out)
+                nxt = _sample(out.logits[0, -1].float(), config, gen)
+                reply.add(nxt)
+                if reply.done:
+                    break
+                cur = torch.tensor([[nxt]], device=self.base.device)
+                if reply.incomplete:
+                    continue  # a character split across tokens: wait for its next bytes
+                text = reply.text()
+                safe = max(emitted, len(text) - hold)
+                if safe > emitted:
+                    yield Chunk(text[emitted:safe], prompt_token_count=len(ids) if first else 0)
+                    first = False
+                    emitted = safe
+            yield Chunk(
+                reply.text()[emitted:],
+                finish_reason=reply.reason,
+                token_count=len(reply.ids),
+                prompt_token_count=len(ids),
             )
-            with ctx:
-                emitted = 0
-                past = growing_cache(model.config)  # catalog/kv_cache.py
-                cur = torch.tensor([ids], device=self.base.device)
-                first = True
-                while not reply.done:
-                    # logits_to_keep: the prompt's other logits are never read
-                    out = model(input_ids=cur, use_cache=True, logits_to_keep=1,
-                                **with_cache(model, past))
-                    past = cache_of(out)
-                    nxt = _sample(out.logits[0, -1].float(), config, gen)
-                    reply.add(nxt)
-                    if reply.done:
-                        break
-                    cur = torch.tensor([[nxt]], device=self.base.device)
-                    if reply.incomplete:
-                        continue  # a character split across tokens: wait for its next bytes
-                    text = reply.text()
-                    safe = max(emitted, len(text) - hold)
-                    if safe > emitted:
-                        yield Chunk(text[emitted:safe], prompt_token_count=len(ids) if first else 0)
-                        first = False
-                        emitted = safe
-                yield Chunk(
-                    reply.text()[emitted:],
-                    finish_reason=reply.reason,
-                    token_count=len(reply.ids),
-                    prompt_token_count=len(ids),
-                )
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 @functools.lru_cache(maxsize=256)

@@ -275,13 +275,13 @@ class Evaluator:
         if on_progress is not None:
             on_progress(sum(a is not None for a in answers), len(self.examples))
         todo = [i for i, a in enumerate(answers) if a is None]
-        prompts_of = [self.tokenized[r].prompt_ids + started[r].ids for r in todo]
-        for group in answer_batches([len(p) for p in prompts_of], self.max_new_tokens,
-                                    self.base.model.config):
+        # each decoding row holds its prompt and what the loss pass already gave its answer
+        lengths = [len(self.tokenized[r].prompt_ids) + len(started[r].ids) for r in todo]
+        for group in answer_batches(lengths, self.max_new_tokens, self.base.model.config):
             rows = [todo[g] for g in group]
-            prompts = [prompts_of[g] for g in group]
-            for r, a in zip(rows, greedy_answers(model, prompts, [started[r] for r in rows],
-                                                 pad, self.base.device), strict=True):
+            for r, a in zip(rows, greedy_answers(
+                    model, [self.tokenized[r].prompt_ids for r in rows],
+                    [started[r] for r in rows], pad, self.base.device), strict=True):
                 answers[r] = a
             if on_progress is not None:
                 on_progress(sum(a is not None for a in answers), len(self.examples))
