@@ -40,15 +40,23 @@ def test_a_budget_the_fused_mlp_fits_recomputes_only_without_it():
 def test_a_run_plans_its_memory_for_the_mlp_it_trains_with(tiny_base, tmp_path):
     """The tiny model's MLP is a gated one (fused when its three projections are LoRA layers
     without dropout): the plan counts two of its wide tensors, else four."""
-    from tunelab.training.hyperparameters import LoraSettings
-    from tunelab.training.loop import _mlp_fusable
+    from peft import LoraConfig, get_peft_model
+
+    from tunelab.training.fused_lora import _fused_mlp_forward, fuse_lora_layers, mlp_fuses
+    from tunelab.training.loop import _private_model
 
     model = tiny_base.model
-    assert _mlp_fusable(model, ["q_proj", "gate_proj", "up_proj", "down_proj"], LoraSettings())
-    assert _mlp_fusable(model, [], LoraSettings())  # every linear layer
-    assert not _mlp_fusable(model, ["q_proj", "v_proj"], LoraSettings())
-    assert not _mlp_fusable(model, ["gate_proj", "up_proj", "down_proj"],
-                            LoraSettings(dropout=0.1))
+    assert mlp_fuses(model, ["q_proj", "gate_proj", "up_proj", "down_proj"], 0.0)
+    assert mlp_fuses(model, [], 0.0)  # every linear layer
+    assert not mlp_fuses(model, ["q_proj", "v_proj"], 0.0)
+    assert not mlp_fuses(model, ["gate_proj", "up_proj", "down_proj"], 0.1)
+    # the prediction is what fusing the LoRA layers then does
+    for targets in (["q_proj", "gate_proj", "up_proj", "down_proj"], ["q_proj", "v_proj"]):
+        peft = get_peft_model(_private_model(model), LoraConfig(r=2, target_modules=targets))
+        fuse_lora_layers(peft)
+        fused = any(getattr(m.__dict__.get("forward"), "__func__", None) is _fused_mlp_forward
+                    for m in peft.modules())
+        assert fused is mlp_fuses(model, targets, 0.0)
 
 
 @pytest.mark.parametrize("tokens, budget_mb, recompute, split", [

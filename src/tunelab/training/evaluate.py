@@ -275,13 +275,15 @@ class Evaluator:
         if on_progress is not None:
             on_progress(sum(a is not None for a in answers), len(self.examples))
         todo = [i for i, a in enumerate(answers) if a is None]
-        # each decoding row holds its prompt and what the loss pass already gave its answer
-        lengths = [len(self.tokenized[r].prompt_ids) + len(started[r].ids) for r in todo]
-        for group in answer_batches(lengths, self.max_new_tokens, self.base.model.config):
+        # a row's cache: its prompt and its answer, what the loss pass gave it included
+        # (never more than the budget), as Generator.answers sizes its batches
+        prompts = [self.tokenized[r].prompt_ids for r in todo]
+        for group in answer_batches([len(p) for p in prompts], self.max_new_tokens,
+                                    self.base.model.config):
             rows = [todo[g] for g in group]
             for r, a in zip(rows, greedy_answers(
-                    model, [self.tokenized[r].prompt_ids for r in rows],
-                    [started[r] for r in rows], pad, self.base.device), strict=True):
+                    model, [prompts[g] for g in group], [started[r] for r in rows], pad,
+                    self.base.device), strict=True):
                 answers[r] = a
             if on_progress is not None:
                 on_progress(sum(a is not None for a in answers), len(self.examples))

@@ -306,13 +306,13 @@ def _group_forward(group: list, x: torch.Tensor) -> tuple | None:
 # transformers' class names (a class not listed keeps its own forward).
 GATED_MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP", "GemmaMLP",
                         "Gemma2MLP", "Gemma3MLP", "Olmo2MLP", "SmolLM3MLP"})
-MLP_LAYERS = ("gate_proj", "up_proj", "down_proj")
+_MLP_LAYERS = ("gate_proj", "up_proj", "down_proj")
 
 
 def _fused_mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() and not x.is_inference():
         parts = []
-        for layer in (getattr(self, n) for n in MLP_LAYERS):
+        for layer in (getattr(self, n) for n in _MLP_LAYERS):
             name = _fusable(layer)
             if name is None:
                 break
@@ -322,6 +322,15 @@ def _fused_mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
                 return _LoraMlp.apply(x, self.act_fn, tuple(p[4] for p in parts),
                                       parts[2][5], *(t for p in parts for t in p[:4]))
     return type(self).forward(self, x)  # computing no gradient, or a layer's state changed
+
+
+def mlp_fuses(model: nn.Module, targets: list[str], dropout: float) -> bool:
+    """Whether ``fuse_lora_layers`` will make ``model``'s gated MLPs one function each once
+    LoRA layers (on ``targets``, every linear layer when empty, with ``dropout``) are added:
+    what a training step keeps for its backward pass depends on it (``memory.py``)."""
+    named = targets or _MLP_LAYERS
+    return (not dropout and all(n in named for n in _MLP_LAYERS)
+            and any(type(m).__name__ in GATED_MLPS for m in model.modules()))
 
 
 def fuse_lora_layers(model: nn.Module) -> int:
@@ -335,7 +344,7 @@ def fuse_lora_layers(model: nn.Module) -> int:
             module.forward = _fused_forward.__get__(module)
             changed += 1
         if type(module).__name__ in GATED_MLPS and all(
-                type(getattr(module, n, None)) is LoraLinear for n in MLP_LAYERS):
+                type(getattr(module, n, None)) is LoraLinear for n in _MLP_LAYERS):
             module.forward = _fused_mlp_forward.__get__(module)
         for names in SIBLING_GROUPS:
             layers = [getattr(module, n, None) for n in names]

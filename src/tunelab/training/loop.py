@@ -331,16 +331,6 @@ def _fingerprint(base: LoadedBase, data_hash: str, hp: dict, lora: LoraSettings,
     return out
 
 
-def _mlp_fusable(model: Any, targets: list[str], lora: LoraSettings) -> bool:
-    """Whether the model's gated MLPs will be one function each once their projections are
-    LoRA layers (``fused_lora.fuse_lora_layers``): what a step keeps depends on it."""
-    from tunelab.training.fused_lora import GATED_MLPS, MLP_LAYERS
-
-    named = targets or MLP_LAYERS  # none named: every linear layer
-    return (not lora.dropout and all(n in named for n in MLP_LAYERS)
-            and any(type(m).__name__ in GATED_MLPS for m in model.modules()))
-
-
 def _private_model(model: Any) -> Any:
     """A module tree of its own that shares ``model``'s weights (no copy of the weights).
 
@@ -443,7 +433,11 @@ def train(
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from peft.utils import get_peft_model_state_dict
 
-    from tunelab.training.fused_lora import fuse_lora_layers, release_cast  # imports torch
+    from tunelab.training.fused_lora import (  # imports torch
+        fuse_lora_layers,
+        mlp_fuses,
+        release_cast,
+    )
     from tunelab.training.segment_attention import segments, use_segment_attention
 
     if not examples:
@@ -479,7 +473,8 @@ def train(
     private = _private_model(base.model)
     longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
     memory = plan_memory(_text_config(private.config), longest_step,
-                         activation_budget(train_memory_mb), _mlp_fusable(private, targets, lora))
+                         activation_budget(train_memory_mb),
+                         mlp_fuses(private, targets, lora.dropout))
     try:
         if memory.recompute:  # each layer keeps its input only (memory.py)
             fix_mmap_threshold(SHORT_OF_MEMORY_THRESHOLD_BYTES)  # and gives freed blocks back
