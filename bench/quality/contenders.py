@@ -145,6 +145,7 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
     from tunelab.data.split import NONE, Split, split_validation
     from tunelab.training import Hyperparameters, adapter_path
     from tunelab.training import train as tunelab_train
+    from tunelab.training.hyperparameters import LoraSettings
 
     given = Hyperparameters(GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR) if gemini else (
         Hyperparameters())
@@ -153,8 +154,6 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
     plan = given.resolve(base.spec.recommended_learning_rate, split.train,
                          has_validation=bool(split.validation), held_out=len(split.held_out))
     plan = vary_plan(plan, vary)
-    from tunelab.training.hyperparameters import LoraSettings
-
     lora = (LoraSettings(rank=plan.lora_rank, alpha=plan.lora_alpha, dropout=vary["dropout"])
             if "dropout" in vary else None)
     hook = (_embedding_noise(base, split.train, vary["neftune"], seed)
