@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CONTENDERS = ["tunelab", "trl-shipped", "trl-bench", "plain-bf16"]
+CONTENDERS = ["tunelab", "trl-shipped", "trl-fp32", "trl-bench", "plain-bf16"]
 
 
 def _bench(monkeypatch, module: str):
@@ -61,6 +61,9 @@ def test_quick_run_trains_the_contenders_on_identical_tokens_and_scores_them_ali
     assert contenders["tunelab"]["precision"] in ("fp32 frozen base", "bf16 frozen base")
     assert contenders["trl-shipped"]["settings"]["gradient checkpointing"] is True
     assert contenders["trl-bench"]["settings"]["gradient checkpointing"] is False
+    # bf16 off and nothing else: TRL's own gradient checkpointing and fused AdamW kept
+    assert contenders["trl-fp32"]["precision"] == "fp32"
+    assert contenders["trl-fp32"]["settings"] == contenders["trl-shipped"]["settings"]
     assert contenders["trl-bench"]["precision"] == "fp32"
     assert contenders["plain-bf16"]["precision"] == "bf16 autocast"
     peers = set(CONTENDERS) - {"tunelab"}

@@ -19,6 +19,7 @@ from bench.throughput.measure import Result
 CONTENDERS: dict[str, str] = {
     "tunelab": "tunelab",
     "trl-shipped": "TRL SFTTrainer as shipped",
+    "trl-fp32": "TRL SFTTrainer as shipped, bf16 off",
     "trl-bench": "TRL SFTTrainer, bf16 off, no gradient checkpointing, adamw_torch",
     "plain-fp32": "plain PEFT loop, fp32",
     "plain-bf16": "plain PEFT loop, bf16 autocast",
@@ -56,10 +57,10 @@ def run(name: str, workload: Workload, setup: Setup) -> Result:
         from bench.throughput.contenders import tunelab_trainer
 
         return tunelab_trainer.run(workload, setup)
-    if name in ("trl-shipped", "trl-bench"):
+    if name in ("trl-shipped", "trl-fp32", "trl-bench"):
         from bench.throughput.contenders import trl_sft
 
-        return trl_sft.run(workload, setup, as_shipped=name == "trl-shipped")
+        return trl_sft.run(workload, setup, name)
     if name in ("plain-fp32", "plain-bf16"):
         from bench.throughput.contenders import peft_loop
 

@@ -1,9 +1,12 @@
-"""TRL's ``SFTTrainer`` with PEFT LoRA, in two configurations.
+"""TRL's ``SFTTrainer`` with PEFT LoRA, in three configurations.
 
-* **as shipped** (``as_shipped=True``): ``bench/trl_setup.py``'s config, the same one the
+* **as shipped** (``trl-shipped``): ``bench/trl_setup.py``'s config, the same one the
   quality benchmark's TRL contender runs: SFTConfig's own defaults for precision, gradient
   checkpointing, optimizer, schedule, weight decay, clipping and maximum length.
-* **bench settings** (``as_shipped=False``): what this benchmark used to compare against: fp32
+* **as shipped, bf16 off** (``trl-fp32``): the same with bf16 (and fp16) turned off and nothing
+  else: how a user runs TRL on a CPU without native bf16, where its default bf16 autocast is
+  many times slower than fp32. Gradient checkpointing stays on, as TRL ships it.
+* **bench settings** (``trl-bench``): what this benchmark used to compare against: fp32
   (bf16 off), no gradient checkpointing, ``torch.optim.AdamW``, constant learning rate, no warmup,
   no weight decay, gradients clipped to 1.0, no truncation, no packing.
 
@@ -45,8 +48,15 @@ BENCH_SETTINGS: dict[str, Any] = {
     "dataloader_pin_memory": False,
 }
 
+# what each configuration changes of TRL's defaults (besides what every contender shares)
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "trl-shipped": {},
+    "trl-fp32": {"bf16": False, "fp16": False},
+    "trl-bench": BENCH_SETTINGS,
+}
 
-def run(workload: Workload, setup: Setup, *, as_shipped: bool) -> Result:
+
+def run(workload: Workload, setup: Setup, name: str) -> Result:
     import torch
     from transformers import AutoTokenizer, TrainerCallback
 
@@ -76,7 +86,7 @@ def run(workload: Workload, setup: Setup, *, as_shipped: bool) -> Result:
         config = trl_setup.shipped_config(
             out, epochs=setup.epochs, batch_size=setup.batch_size,
             learning_rate=setup.learning_rate, seed=setup.seed, device=setup.device,
-            **({} if as_shipped else BENCH_SETTINGS))
+            **OVERRIDES[name])
         clock = Clock()
         trainer = trl_setup.shipped_trainer(workload.model_path, config, rows, tokenizer,
                                             lora_config(), callbacks=[clock])
@@ -101,7 +111,7 @@ def run(workload: Workload, setup: Setup, *, as_shipped: bool) -> Result:
 
     settings = trl_setup.trained_with(trainer.args)
     return Result(
-        contender="trl-shipped" if as_shipped else "trl-bench",
+        contender=name,
         precision=settings.pop("precision"),
         settings=settings,
         tokens=sum(len(ids) for step in fed for ids, _ in step),
