@@ -162,9 +162,6 @@ class _LoraGroup(torch.autograd.Function):
         return (grad_x, None, None, *_interleaved(grad_a, grad_b))
 
 
-MLP_SAVED_DTYPE: torch.dtype | None = None  # what ``_LoraMlp`` keeps its two tensors in
-
-
 class _LoraMlp(torch.autograd.Function):
     """A gated MLP, ``down(act(gate(x)) · up(x))``, whose three projections are LoRA layers,
     in one function. Autograd would keep four tensors of the MLP's width for the backward pass
@@ -187,8 +184,6 @@ class _LoraMlp(torch.autograd.Function):
         h = act(g) * u
         (y,), ha = _lora_outputs(h.to(weights[2].dtype), h, weights[2:], biases[2:], a_s[2:],
                                  b_s[2:], scalings[2:])
-        if MLP_SAVED_DTYPE is not None:
-            g, u = g.to(MLP_SAVED_DTYPE), u.to(MLP_SAVED_DTYPE)
         ctx.save_for_backward(xl, xa, g, u, ha, *weights, *a_s, *b_s)
         ctx.act, ctx.scalings, ctx.x_shape, ctx.x_dtype = act, scalings, shape, x.dtype
         return y.view(*shape[:-1], y.shape[-1]).to(out_dtype)
@@ -196,7 +191,6 @@ class _LoraMlp(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> tuple:
         xl, xa, g, u, ha, *rest = ctx.saved_tensors
-        g, u = _as(g, xl.dtype), _as(u, xl.dtype)
         weights, a_s, b_s = rest[:3], rest[3:6], rest[6:]
         needs = ctx.needs_input_grad  # (x, act, scalings, out_dtype, then W, bias, A, B × 3)
         need_a, need_b, s = needs[6::4], needs[7::4], ctx.scalings
