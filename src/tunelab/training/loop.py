@@ -438,6 +438,7 @@ def train(
         mlp_fuses,
         release_cast,
     )
+    from tunelab.training.fused_norm import fuse_rms_norms, norms_fuse
     from tunelab.training.segment_attention import segments, use_segment_attention
 
     if not examples:
@@ -474,7 +475,7 @@ def train(
     longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
     memory = plan_memory(_text_config(private.config), longest_step,
                          activation_budget(train_memory_mb),
-                         mlp_fuses(private, targets, lora.dropout))
+                         mlp_fuses(private, targets, lora.dropout), norms_fuse(private))
     try:
         if memory.recompute:  # each layer keeps its input only (memory.py)
             fix_mmap_threshold(SHORT_OF_MEMORY_THRESHOLD_BYTES)  # and gives freed blocks back
@@ -484,6 +485,7 @@ def train(
         by_example = use_segment_attention(private)
         model = get_peft_model(private, config)
         fuse_lora_layers(model)  # PEFT's result in fewer passes over memory (fused_lora.py)
+        fuse_rms_norms(model)  # the norms keep their outputs, not their inputs (fused_norm.py)
         # Several examples per row where the model keeps them apart (data/batches.py: pack):
         # one row holds them all when each example's attention is its own, else the rows are
         # chosen from the cost of padding against that of attention across examples.

@@ -2,7 +2,7 @@
 
 A step's forward pass keeps, for each token and layer, what the backward pass needs (the
 inputs of the LoRA layers, the attention's queries, keys and values, the MLP's gate and up
-products …): on the default model ~0.86 MB per token in fp32 (counted with
+products …): on the default model ~0.69 MB per token in fp32 (counted with
 ``saved_tensors_hooks``, ``docs/performance.md`` "Memory"), so a batch of 4 examples of 150
 tokens keeps ~0.5 GB, on top of the libraries (~0.35 GB) and the base (~0.27 GB in bf16).
 
@@ -26,19 +26,23 @@ FP32 = 4
 MB = 1024 * 1024
 
 
-def activation_bytes_per_token(config: Any, recompute: bool, mlp_fused: bool = True) -> int:
+def activation_bytes_per_token(config: Any, recompute: bool, mlp_fused: bool = True,
+                               norms_fused: bool = True) -> int:
     """Bytes a training step keeps per token for the backward pass. Without recomputation, per
-    layer: eight hidden-width vectors (the residual stream, the norms' outputs, the attention's
-    queries, keys, values and output) and, of the MLP's width, the gate's and up projection's
-    outputs where the gated MLP is one function (``fused_lora._LoraMlp``, ``mlp_fused``), else
-    four (their product and the activation too). With recomputation: one hidden-width vector
-    per layer, plus one layer's full share while that layer is recomputed. (SmolLM2-135M:
-    900 KB, 1.29 MB unfused, 112 KB recomputed; counted with ``saved_tensors_hooks``: 864 KB,
-    docs/performance.md.)"""
+    layer: six hidden-width vectors (the norms' outputs, the attention's queries, keys, values
+    and output) where the RMS norms keep their outputs (``fused_norm.py``, ``norms_fused``),
+    eight where they keep their inputs too; and, of the MLP's width, the gate's and up
+    projection's outputs where the gated MLP is one function (``fused_lora._LoraMlp``,
+    ``mlp_fused``), else four (their product and the activation too). With recomputation: one
+    hidden-width vector per layer, plus one layer's full share while that layer is recomputed.
+    (SmolLM2-135M: 765 KB; 900 KB with the norms' inputs, 1.29 MB with the MLP unfused too,
+    112 KB recomputed; counted with ``saved_tensors_hooks``: 687 KB, 822 KB with the norms'
+    inputs, docs/performance.md.)"""
     hidden = config.hidden_size
     layers = config.num_hidden_layers
     wide = 2 if mlp_fused else 4
-    one_layer = FP32 * (8 * hidden + wide * getattr(config, "intermediate_size", 4 * hidden))
+    one_layer = FP32 * ((6 if norms_fused else 8) * hidden
+                        + wide * getattr(config, "intermediate_size", 4 * hidden))
     if not recompute:
         return layers * one_layer
     return layers * FP32 * hidden + one_layer
@@ -75,10 +79,10 @@ class MemoryPlan:
 
 
 def plan_memory(config: Any, longest_step_tokens: int, budget: int | None,
-                mlp_fused: bool = True) -> MemoryPlan:
+                mlp_fused: bool = True, norms_fused: bool = True) -> MemoryPlan:
     """Whether a step of ``longest_step_tokens`` must recompute (or split) to stay in budget
-    (``mlp_fused``: see ``activation_bytes_per_token``)."""
-    kept = activation_bytes_per_token(config, False, mlp_fused)
+    (``mlp_fused``, ``norms_fused``: see ``activation_bytes_per_token``)."""
+    kept = activation_bytes_per_token(config, False, mlp_fused, norms_fused)
     if budget is None or longest_step_tokens * kept <= budget:
         return MemoryPlan(budget, False, None)
     per_token = activation_bytes_per_token(config, True)
