@@ -26,6 +26,8 @@ SMOLLM2 = types.SimpleNamespace(hidden_size=576, num_hidden_layers=30, intermedi
 def test_the_estimate_matches_what_was_counted_on_the_default_model():
     kept = activation_bytes_per_token(SMOLLM2, recompute=False)
     assert 0.67 * MB < kept < 0.76 * MB  # counted with saved_tensors_hooks: 687 KB per token
+    bf16 = activation_bytes_per_token(SMOLLM2, recompute=False, mlp_bf16=True)
+    assert 0.5 * MB < bf16 < 0.6 * MB  # a bf16 base's MLP keeps its two wide tensors in bf16
     norm_inputs = activation_bytes_per_token(SMOLLM2, recompute=False, norms_fused=False)
     assert 0.8 * MB < norm_inputs < 0.9 * MB  # before the norms kept their outputs: 822 KB
     unfused = activation_bytes_per_token(SMOLLM2, recompute=False, mlp_fused=False,

@@ -475,7 +475,8 @@ def train(
     longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
     memory = plan_memory(_text_config(private.config), longest_step,
                          activation_budget(train_memory_mb),
-                         mlp_fuses(private, targets, lora.dropout), norms_fuse(private))
+                         mlp_fuses(private, targets, lora.dropout), norms_fuse(private),
+                         mlp_bf16=base.precision.name == "bf16")
     try:
         if memory.recompute:  # each layer keeps its input only (memory.py)
             fix_mmap_threshold(SHORT_OF_MEMORY_THRESHOLD_BYTES)  # and gives freed blocks back

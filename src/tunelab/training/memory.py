@@ -27,20 +27,21 @@ MB = 1024 * 1024
 
 
 def activation_bytes_per_token(config: Any, recompute: bool, mlp_fused: bool = True,
-                               norms_fused: bool = True) -> int:
+                               norms_fused: bool = True, mlp_bf16: bool = False) -> int:
     """Bytes a training step keeps per token for the backward pass. Without recomputation, per
     layer: six hidden-width vectors (the norms' outputs, the attention's queries, keys, values
     and output) where the RMS norms keep their outputs (``fused_norm.py``, ``norms_fused``),
     eight where they keep their inputs too; and, of the MLP's width, the gate's and up
     projection's outputs where the gated MLP is one function (``fused_lora._LoraMlp``,
-    ``mlp_fused``), else four (their product and the activation too). With recomputation: one
+    ``mlp_fused``; in bf16 where the frozen weights are, ``mlp_bf16``), else four (their
+    product and the activation too). With recomputation: one
     hidden-width vector per layer, plus one layer's full share while that layer is recomputed.
-    (SmolLM2-135M: 765 KB; 900 KB with the norms' inputs, 1.29 MB with the MLP unfused too,
+    (SmolLM2-135M: 765 KB, 585 KB with a bf16 base; 900 KB with the norms' inputs, 1.29 MB with the MLP unfused too,
     112 KB recomputed; counted with ``saved_tensors_hooks``: 687 KB, 822 KB with the norms'
     inputs, docs/performance.md.)"""
     hidden = config.hidden_size
     layers = config.num_hidden_layers
-    wide = 2 if mlp_fused else 4
+    wide = (1 if mlp_bf16 else 2) if mlp_fused else 4  # in fp32 vectors (bf16: half of one)
     one_layer = FP32 * ((6 if norms_fused else 8) * hidden
                         + wide * getattr(config, "intermediate_size", 4 * hidden))
     if not recompute:
@@ -79,10 +80,11 @@ class MemoryPlan:
 
 
 def plan_memory(config: Any, longest_step_tokens: int, budget: int | None,
-                mlp_fused: bool = True, norms_fused: bool = True) -> MemoryPlan:
+                mlp_fused: bool = True, norms_fused: bool = True,
+                mlp_bf16: bool = False) -> MemoryPlan:
     """Whether a step of ``longest_step_tokens`` must recompute (or split) to stay in budget
-    (``mlp_fused``, ``norms_fused``: see ``activation_bytes_per_token``)."""
-    kept = activation_bytes_per_token(config, False, mlp_fused, norms_fused)
+    (``mlp_fused``, ``norms_fused``, ``mlp_bf16``: see ``activation_bytes_per_token``)."""
+    kept = activation_bytes_per_token(config, False, mlp_fused, norms_fused, mlp_bf16)
     if budget is None or longest_step_tokens * kept <= budget:
         return MemoryPlan(budget, False, None)
     per_token = activation_bytes_per_token(config, True)
