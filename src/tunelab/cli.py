@@ -220,7 +220,8 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
     first_total = per_epoch * resolved.epoch_count
     console.print(
         f"Tuning [bold]{base.spec.id}[/] on {len(examples)} examples: "
-        f"{resolved.epoch_count} epochs × {per_epoch} steps (batch size {resolved.batch_size}), "
+        f"{resolved.epoch_count} epoch{'' if resolved.epoch_count == 1 else 's'} × {per_epoch} "
+        f"step{'' if per_epoch == 1 else 's'} (batch size {resolved.batch_size}), "
         f"learning rate {resolved.learning_rate:g} → {out}",
         highlight=False,
     )

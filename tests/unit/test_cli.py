@@ -62,6 +62,7 @@ def test_tune_then_generate_then_use_epoch(tmp_path, env):
     )
     assert r.returncode == 0, r.stderr
     assert "Per epoch" in r.stdout and "Epoch advice: From the training loss" in r.stdout
+    assert "24 examples: 2 epochs × 6 steps (batch size 4)" in " ".join(r.stdout.split())
     assert "fewer than 40, so none were held out" in r.stdout
     assert "12/12" in r.stdout  # the progress bar finished: ceil(24/4) * 2 steps
     assert "Warning" not in r.stdout + r.stderr  # no library deprecation notices
@@ -75,6 +76,14 @@ def test_tune_then_generate_then_use_epoch(tmp_path, env):
     bad = run(["use-epoch", "out", "9"], env, tmp_path)
     assert bad.returncode == 2 and "available epochs: 1, 2" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_one_epoch_of_one_step_is_said_in_the_singular(tmp_path, env):
+    data = write_jsonl(tmp_path / "sums.jsonl", n=20)
+    r = run(["tune", str(data), "--base-model", "tiny", "--epochs", "1", "--batch-size", "20",
+             "-o", "out"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "20 examples: 1 epoch × 1 step (batch size 20)" in " ".join(r.stdout.split())
 
 
 def test_bad_data_is_reported_with_its_line_and_no_traceback(tmp_path, env):
