@@ -2,9 +2,10 @@
 
 A step's forward pass keeps, for each token and layer, what the backward pass needs (the
 inputs of the LoRA layers, the attention's queries, keys and values, the MLP's gate and up
-products …): on the default model ~0.69 MB per token in fp32 (counted with
-``saved_tensors_hooks``, ``docs/performance.md`` "Memory"), so a batch of 4 examples of 150
-tokens keeps ~0.5 GB, on top of the libraries (~0.35 GB) and the base (~0.27 GB in bf16).
+products …): on the default model ~0.69 MB per token with an fp32 base, ~0.5 MB with a bf16
+one (counted with ``saved_tensors_hooks``, ``docs/performance.md`` "Memory"), so a batch of 4
+examples of 150 tokens keeps ~0.3 GB, on top of the libraries (~0.35 GB) and the base (~0.27 GB
+in bf16).
 
 Where the longest batch a run can draw would keep more than the **activation budget**, the
 trainer recomputes instead: each decoder layer keeps only its input, and its insides are
