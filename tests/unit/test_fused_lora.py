@@ -250,7 +250,10 @@ def test_a_gated_mlp_is_one_function_that_keeps_two_of_its_four_wide_tensors(
     assert widths_plain.count(wide) >= 4 and widths_fused.count(wide) == 2, widths_fused
     rounded = precision == "bf16"
     torch.testing.assert_close(y_fused, y_plain, rtol=1e-5, atol=1e-5)
-    assert_gradient_close(x_fused, x_plain, "input", rounded=rounded)
+    if rounded:
+        assert_gradient_close(x_fused, x_plain, "input", rounded=True)
+    else:  # fp32 throughout: the input's gradient to the bound it always had
+        torch.testing.assert_close(x_fused, x_plain, rtol=1e-4, atol=1e-5)
     assert fused.keys() == plain.keys() and len(plain) == 6
     for name, g in plain.items():
         assert_gradient_close(fused[name], g, name, rounded=rounded)

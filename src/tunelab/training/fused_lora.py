@@ -162,6 +162,12 @@ class _LoraGroup(torch.autograd.Function):
         return (grad_x, None, None, *_interleaved(grad_a, grad_b))
 
 
+def mlp_keeps_bf16(frozen_dtype: torch.dtype) -> bool:
+    """Whether ``_LoraMlp`` keeps its gate and up products in bf16 for frozen weights of
+    ``frozen_dtype`` (what a training step keeps depends on it: ``memory.py``)."""
+    return frozen_dtype == torch.bfloat16
+
+
 class _LoraMlp(torch.autograd.Function):
     """A gated MLP, ``down(act(gate(x)) · up(x))``, whose three projections are LoRA layers,
     in one function. Autograd would keep four tensors of the MLP's width for the backward pass
@@ -188,7 +194,7 @@ class _LoraMlp(torch.autograd.Function):
         h = act(g) * u
         (y,), ha = _lora_outputs(h.to(weights[2].dtype), h, weights[2:], biases[2:], a_s[2:],
                                  b_s[2:], scalings[2:])
-        if weights[0].dtype == torch.bfloat16:  # kept as precise as the frozen layers' inputs
+        if mlp_keeps_bf16(weights[0].dtype):  # as precise as the frozen layers' inputs
             g, u = g.to(torch.bfloat16), u.to(torch.bfloat16)
         ctx.save_for_backward(xl, xa, g, u, ha, *weights, *a_s, *b_s)
         ctx.act, ctx.scalings, ctx.x_shape, ctx.x_dtype = act, scalings, shape, x.dtype

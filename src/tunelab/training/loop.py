@@ -436,6 +436,7 @@ def train(
     from tunelab.training.fused_lora import (  # imports torch
         fuse_lora_layers,
         mlp_fuses,
+        mlp_keeps_bf16,
         release_cast,
     )
     from tunelab.training.fused_norm import fuse_rms_norms, norms_fuse
@@ -476,7 +477,7 @@ def train(
     memory = plan_memory(_text_config(private.config), longest_step,
                          activation_budget(train_memory_mb),
                          mlp_fuses(private, targets, lora.dropout), norms_fuse(private),
-                         mlp_bf16=base.precision.name == "bf16")
+                         mlp_bf16=mlp_keeps_bf16(base.precision.dtype))
     try:
         if memory.recompute:  # each layer keeps its input only (memory.py)
             fix_mmap_threshold(SHORT_OF_MEMORY_THRESHOLD_BYTES)  # and gives freed blocks back

@@ -35,8 +35,8 @@ def activation_bytes_per_token(config: Any, recompute: bool, mlp_fused: bool = T
     eight where they keep their inputs too; and, of the MLP's width, the gate's and up
     projection's outputs where the gated MLP is one function (``fused_lora._LoraMlp``,
     ``mlp_fused``; in bf16 where the frozen weights are, ``mlp_bf16``), else four (their
-    product and the activation too). With recomputation: one
-    hidden-width vector per layer, plus one layer's full share while that layer is recomputed.
+    product and the activation too). With recomputation: one hidden-width vector per layer,
+    plus one layer's full share while that layer is recomputed.
     (SmolLM2-135M: 765 KB, 585 KB with a bf16 base; 900 KB with the norms' inputs, 1.29 MB
     with the MLP unfused too, 112 KB recomputed; counted with ``saved_tensors_hooks``: 687 KB,
     507 KB with a bf16 base, 822 KB with the norms' inputs, docs/performance.md.)"""
