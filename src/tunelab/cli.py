@@ -310,6 +310,8 @@ def _print_metric_note(ev: dict | None) -> None:
 
 
 def report_result(result) -> None:
+    from tunelab.catalog.labels import labels_note
+
     if result.resumed_from_epoch:
         console.print(f"(resumed from the checkpoint of epoch {result.resumed_from_epoch})")
     memory = result.manifest.get("memory") or {}
@@ -378,6 +380,10 @@ def report_result(result) -> None:
                 f"  To serve epoch {result.advice.epoch} instead of {last}: "
                 f"tunelab use-epoch {result.output_dir} {result.advice.epoch}"
             )
+    labels = result.manifest.get("answer_labels")
+    if labels:
+        console.print(f"[bold]Answers:[/] {labels_note(labels)}", highlight=False,
+                      soft_wrap=True)
     console.print(
         f"Tokens/s: {result.tokens_per_second:.0f}. Adapter: {result.adapter_dir}\n"
         f'Try it: tunelab generate {result.output_dir} "your prompt"'

@@ -1,5 +1,7 @@
 """A prompt that does not follow a tuned model's training format is answered with a note
-saying so (``promptFormat``, which the real SDKs ignore) and counted in ``GET /healthz``."""
+saying so (``promptFormat``, which the real SDKs ignore) and counted in ``GET /healthz``; a
+tuned classifier answers with one of its labels, with a note where it replaced the model's own
+answer (``answerLabel``, catalog/labels.py)."""
 
 from __future__ import annotations
 
@@ -34,10 +36,10 @@ def tuned(service) -> str:
     return "tunedModels/tickets"
 
 
-def _ask(c: httpx.Client, model: str, prompt: str) -> dict:
+def _ask(c: httpx.Client, model: str, prompt: str, tokens: int = 2) -> dict:
     r = c.post(f"/v1beta/{model}:generateContent", json={
         "contents": [{"role": "user", "parts": [{"text": prompt}]}],
-        "generationConfig": {"maxOutputTokens": 2}})
+        "generationConfig": {"maxOutputTokens": tokens}})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -90,3 +92,23 @@ def test_the_real_sdks_ignore_the_note(service, tuned):
     answer = old.GenerativeModel(model_name=tuned).generate_content(
         "order 5 is late", generation_config={"max_output_tokens": 2})
     assert answer.candidates
+
+
+def test_a_tuned_classifier_answers_with_one_of_its_labels(tuned, client):
+    """The tiny model tuned for one epoch mostly writes nonsense; every answer is a label, and
+    one that replaced the model's own answer says so and what that answer was."""
+    candidates = [_ask(client, tuned, _ticket(100 + i), tokens=12)["candidates"][0]
+                  for i in range(4)]
+    assert all(c["content"]["parts"][0]["text"] in LABELS for c in candidates)
+    notes = [c["answerLabel"] for c in candidates if "answerLabel" in c]
+    assert notes and all(n["modelAnswer"] not in LABELS for n in notes)
+    assert "classifier tuned on a fixed set of labels" in notes[0]["message"]
+    # streamed: the label in one piece, the note on it
+    r = client.post(f"/v1beta/{tuned}:streamGenerateContent", params={"alt": "sse"}, json={
+        "contents": [{"role": "user", "parts": [{"text": _ticket(100)}]}],
+        "generationConfig": {"maxOutputTokens": 12}})
+    assert r.status_code == 200, r.text
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    texts = [e["candidates"][0]["content"]["parts"][0]["text"] for e in events]
+    assert "".join(texts) == candidates[0]["content"]["parts"][0]["text"]
+    assert ("answerLabel" in events[-1]["candidates"][0]) == ("answerLabel" in candidates[0])

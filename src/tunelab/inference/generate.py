@@ -27,11 +27,13 @@ from tunelab.catalog.greedy import (
     start_from_choices,
 )
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
+from tunelab.catalog.labels import MAX_ANSWER_LABELS, is_label, most_likely_labels
 from tunelab.catalog.loading import LoadedBase
-from tunelab.catalog.stopping import Reply, end_token_ids
+from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids
 from tunelab.catalog.templates import Turn
 from tunelab.data.batches import encode_pieces, encode_prompt
 from tunelab.errors import InvalidArgument, NotFound
+from tunelab.inference.prompt_check import MAX_MANIFEST_BYTES
 from tunelab.parameters import TunedModelSettings, problems, sentence
 
 
@@ -65,6 +67,9 @@ class Candidate:
     text: str
     finish_reason: str  # "STOP" | "MAX_TOKENS"
     token_count: int
+    # the model's own answer, where it was none of a tuned classifier's labels and the most
+    # likely label was answered instead (catalog/labels.py)
+    replaced: str | None = None
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Chunk:
     finish_reason: str | None = None
     token_count: int = 0
     prompt_token_count: int = 0
+    replaced: str | None = None  # as Candidate.replaced, on the last chunk
 
 
 @dataclass
@@ -203,11 +209,37 @@ class Generator:
         (recorded in its manifest), so it answers as it was tuned to."""
         if system is not None or adapter is None:
             return system
-        manifest = Path(adapter).parent / "manifest.json"
-        try:
-            return _trained_system(str(manifest), manifest.stat().st_mtime_ns)
-        except OSError:
+        return _manifest_facts(adapter).get("system_instruction")
+
+    @staticmethod
+    def labels_for(adapter: Path | None) -> list[str] | None:
+        """The labels a tuned classifier answers with (recorded in its manifest by the
+        trainer, ``catalog/labels.py``), or None: a base model, or outputs that are not
+        labels."""
+        if adapter is None:
             return None
+        return _manifest_facts(adapter).get("answer_labels")
+
+    def _label_ids(self, labels: Sequence[str]) -> list[list[int]]:
+        """Each label's tokens as the model writes them: the label, then the end of its turn."""
+        tok, template = self.base.tokenizer, self.base.template
+        return [encode_pieces(tok, template.output_pieces(label)) for label in labels]
+
+    def _as_labels(self, model: Any, prompts: Sequence[list[int]], answers: list[str],
+                   labels: Sequence[str], budgets: Sequence[int]) -> list[str | None]:
+        """``answers`` that are none of ``labels`` replaced in place by the label the model
+        finds most likely after their prompt, among those that fit the answer's budget of
+        tokens (none fits: the answer is kept); for each answer, what it was where replaced."""
+        label_ids = self._label_ids(labels)
+        replaced: list[str | None] = [None] * len(answers)
+        for i, answer in enumerate(answers):
+            fits = [k for k, ids in enumerate(label_ids) if len(ids) - 1 <= budgets[i]]
+            if is_label(answer, labels) or not fits:
+                continue
+            k = fits[most_likely_labels(model, [prompts[i]], [label_ids[k] for k in fits],
+                                        self.base.device)[0]]
+            replaced[i], answers[i] = answer, labels[k]
+        return replaced
 
     # ---- generation -----------------------------------------------------------------------
     def generate(
@@ -221,13 +253,13 @@ class Generator:
         candidates = []
         prompt_tokens = 0
         for i in range(config.candidate_count):
-            text, reason, n = "", "STOP", 0
+            text, reason, n, replaced = "", "STOP", 0, None
             for chunk in self._stream_one(turns, system, config, adapter, i):
                 text += chunk.text
                 prompt_tokens = chunk.prompt_token_count or prompt_tokens
                 if chunk.finish_reason:
-                    reason, n = chunk.finish_reason, chunk.token_count
-            candidates.append(Candidate(text, reason, n))
+                    reason, n, replaced = chunk.finish_reason, chunk.token_count, chunk.replaced
+            candidates.append(Candidate(text, reason, n, replaced))
         return GenerationResult(candidates, prompt_tokens)
 
     def answers(
@@ -264,6 +296,7 @@ class Generator:
         pad = tok.pad_token_id
         wanted = None if expected is None else [
             encode_pieces(tok, template.output_pieces(text)) for text in expected]
+        labels = self.labels_for(adapter)
         out: list[str] = []
         for group in answer_batches([len(p) for p in prompts], max_output_tokens,
                                     self.base.model.config):
@@ -276,7 +309,10 @@ class Generator:
                     chosen = choices_along(model, batch, outputs, pad, self.base.device)
                     replies = [start_from_choices(r, o, c) for r, o, c
                                in zip(replies, outputs, chosen, strict=True)]
-                out += greedy_answers(model, batch, replies, pad, self.base.device)
+                answered = greedy_answers(model, batch, replies, pad, self.base.device)
+                if labels:
+                    self._as_labels(model, batch, answered, labels, [r.budget for r in replies])
+                out += answered
             if on_progress is not None:
                 on_progress(len(out))
         return out
@@ -327,6 +363,8 @@ class Generator:
         # budget, as answers scored in training are (catalog/stopping.py)
         reply = Reply(self.base.tokenizer, self._end_ids,
                       [*user_stops, self.base.template.end], max_new)
+        # a tuned classifier's answer is known to be a label only once it is whole
+        labels = self.labels_for(adapter)
         with self._weights(adapter) as model:
             emitted = 0
             past = growing_cache(model.config)  # catalog/kv_cache.py
@@ -342,7 +380,7 @@ class Generator:
                 if reply.done:
                     break
                 cur = torch.tensor([[nxt]], device=self.base.device)
-                if reply.incomplete:
+                if reply.incomplete or labels:
                     continue  # a character split across tokens: wait for its next bytes
                 text = reply.text()
                 safe = max(emitted, len(text) - hold)
@@ -350,22 +388,52 @@ class Generator:
                     yield Chunk(text[emitted:safe], prompt_token_count=len(ids) if first else 0)
                     first = False
                     emitted = safe
+            text, reason, count, replaced = reply.text(), reply.reason, len(reply.ids), None
+            if labels and not is_label(text, labels):
+                answer = [text]
+                replaced = self._as_labels(model, [ids], answer, labels, [max_new])[0]
+                if replaced is not None:
+                    text, reason = answer[0], FINISHED
+                    count = len(self._label_ids([text])[0]) - 1  # its end of turn not counted
             yield Chunk(
-                reply.text()[emitted:],
-                finish_reason=reply.reason,
-                token_count=len(reply.ids),
+                text[emitted:],
+                finish_reason=reason,
+                token_count=count,
                 prompt_token_count=len(ids),
+                replaced=replaced,
             )
 
 
-@functools.lru_cache(maxsize=256)
-def _trained_system(manifest: str, mtime_ns: int) -> str | None:
-    """A manifest's ``system_instruction``, read once per version of the file (the manifest
-    also holds every snapshot, too much to parse on each request)."""
+def _manifest_facts(adapter: Path) -> dict:
+    """What generation reads from a tuned model's manifest (beside its adapter): the shared
+    system instruction and the classifier's labels; empty where there is none to read."""
+    manifest = Path(adapter).parent / "manifest.json"
     try:
-        return json.loads(Path(manifest).read_text()).get("system_instruction")
-    except (OSError, ValueError):
-        return None
+        st = manifest.stat()
+    except OSError:
+        return {}
+    return _read_facts(str(manifest), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_facts(manifest: str, mtime_ns: int, size: int) -> dict:
+    """A manifest's ``system_instruction`` and ``answer_labels``, read once per version of the
+    file (the manifest also holds every snapshot, too much to parse on each request); a file
+    over the bound the trainer never writes is not read."""
+    if size > MAX_MANIFEST_BYTES:
+        return {}
+    try:
+        data = json.loads(Path(manifest).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    system = data.get("system_instruction")
+    labels = data.get("answer_labels")
+    ok = (isinstance(labels, list) and 2 <= len(labels) <= MAX_ANSWER_LABELS
+          and all(isinstance(x, str) and x.strip() for x in labels))
+    return {"system_instruction": system if isinstance(system, str) else None,
+            "answer_labels": labels if ok else None}
 
 
 def _sample(logits, config: GenerationConfig, gen) -> int:

@@ -262,13 +262,19 @@ class TuningService(DataFiles):
     def evaluation(self, model_id: str) -> dict | None:
         """A model's validation record and per-epoch scores: the trainer's evaluation.json,
         or, before the first score, the split recorded when the job was queued."""
+        from tunelab.catalog.labels import labels_note
+        from tunelab.inference.generate import Generator
         from tunelab.training.loop import read_evaluation
 
         found = read_evaluation(self.model_dir(model_id))
         job = self.store.job_of(model_id)
         spec = (job.spec or {}) if job is not None else {}
         # one line on each hyperparameter choice, shown with the hyperparameters
-        choices = (spec.get("plan") or {}).get("reasons")
+        choices = list((spec.get("plan") or {}).get("reasons") or [])
+        # and, once trained, whether its answers are chosen among labels (catalog/labels.py)
+        labels = Generator.labels_for(self.model_dir(model_id) / "adapter")
+        if labels:
+            choices.append(f"Answers: {labels_note(labels)}")
         extra = {"hyperparameter_choices": choices} if choices else {}
         if found is not None:
             return {**found, **extra}

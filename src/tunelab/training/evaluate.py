@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunelab.catalog.greedy import answer_batches, greedy_answers, start_from_choices
+from tunelab.catalog.labels import is_label, most_likely_labels
 from tunelab.catalog.stopping import Reply, end_token_ids
-from tunelab.data.batches import collate, pack, tokenize_example
+from tunelab.data.batches import collate, encode_pieces, pack, tokenize_example
 from tunelab.data.examples import Example
 from tunelab.data.split import MAX_VALIDATION
 
@@ -194,12 +195,16 @@ class Evaluator:
     take part in the training steps that follow."""
 
     def __init__(self, base: Any, validation: list[Example], metric: str,
-                 packed: bool = False, share_prefix: bool = False):
+                 packed: bool = False, share_prefix: bool = False,
+                 labels: Sequence[str] | None = None):
         """``metric``: what the answers are scored by (``metric_for``). ``packed``: the loss
         pass lays each group of examples in one row, as the trainer does where its model
         attends by example (``data/batches.py`` ``pack``); with ``share_prefix``, their
-        common prefix once. Else each example has a padded row."""
+        common prefix once. Else each example has a padded row. ``labels``: a classifier's
+        labels (``catalog/labels.py``): an answer that is none of them is replaced by the
+        most likely one, as the tuned model's served answers are."""
         self.base = base
+        self.labels = list(labels) if labels else None
         self.examples = validation[:MAX_VALIDATION]
         self.metric = metric
         self.packed, self.share_prefix = packed, share_prefix
@@ -287,7 +292,18 @@ class Evaluator:
                 answers[r] = a
             if on_progress is not None:
                 on_progress(sum(a is not None for a in answers), len(self.examples))
-        return total / max(tokens, 1), [a or "" for a in answers]
+        done = [a or "" for a in answers]
+        if self.labels:
+            off = [i for i, a in enumerate(done) if not is_label(a, self.labels)]
+            if off:
+                tok, template = self.base.tokenizer, self.base.template
+                label_ids = [encode_pieces(tok, template.output_pieces(label))
+                             for label in self.labels]
+                chosen = most_likely_labels(model, [self.tokenized[i].prompt_ids for i in off],
+                                            label_ids, self.base.device)
+                for i, k in zip(off, chosen, strict=True):
+                    done[i] = self.labels[k]
+        return total / max(tokens, 1), done
 
     def _loss_groups(self) -> list[list[Any]]:
         """The examples in order, cut into the loss pass's batches of at most

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab import __version__
+from tunelab.catalog.labels import answer_labels
 from tunelab.catalog.loading import LoadedBase
 from tunelab.data.batches import Batch, TokenizedExample, collate, pack, tokenize_example
 from tunelab.data.examples import Example, dataset_hash
@@ -473,6 +474,8 @@ def train(
         task_type="CAUSAL_LM",
     )
     private = _private_model(base.model)
+    labels = answer_labels([ex.text_input for ex in examples], [ex.output for ex in examples],
+                           [ex.output for ex in validation or []])
     longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
     memory = plan_memory(_text_config(private.config), longest_step,
                          activation_budget(train_memory_mb),
@@ -506,9 +509,10 @@ def train(
         evaluator = None
         if validation:
             metric = metric_for([ex.output for ex in [*examples, *validation]])
-            # its loss pass laid out as the steps are (one row, the prefix once)
+            # its loss pass laid out as the steps are (one row, the prefix once); its answers
+            # chosen among the labels as served answers are (catalog/labels.py)
             evaluator = Evaluator(base, validation, metric, packed=span == float("inf"),
-                                  share_prefix=share)
+                                  share_prefix=share, labels=labels)
         evaluation: dict | None = None
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(params, hp.learning_rate)
@@ -659,6 +663,9 @@ def train(
         # the preamble and field labels every training prompt has: a production prompt
         # without them is answered with a note saying so (data/prompt_format.py)
         "prompt_format": profile_of([ex.text_input for ex in examples]).to_dict(),
+        # a classifier's labels: a served answer that is none of them is replaced by the most
+        # likely one (catalog/labels.py)
+        "answer_labels": labels,
         "total_steps": total,
         "completed_steps": step,
         "epochs_run": len(epoch_losses),

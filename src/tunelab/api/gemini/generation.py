@@ -105,6 +105,15 @@ def _format_note(request: Request, adapter, turns) -> s.PromptFormatNote | None:
     return s.PromptFormatNote(follows_training_format=False, message=note) if note else None
 
 
+def _label_note(replaced: str | None) -> s.LabelNote | None:
+    """The note on an answer that replaced a tuned classifier's answer outside its labels."""
+    if replaced is None:
+        return None
+    return s.LabelNote(model_answer=replaced, message=(
+        "The model is a classifier tuned on a fixed set of labels, and its own answer was none "
+        "of them; the label it finds most likely is answered instead."))
+
+
 def _generate(kind: str, model_id: str, body: s.GenerateContentRequest, request: Request,
               principal: Principal) -> s.GenerateContentResponse:
     gen, adapter, defaults, name = _target(request, kind, model_id, principal)
@@ -118,6 +127,7 @@ def _generate(kind: str, model_id: str, body: s.GenerateContentRequest, request:
                 content=s.Content(role="model", parts=[s.Part(text=c.text)]),
                 finish_reason=c.finish_reason,
                 index=i,
+                answer_label=_label_note(c.replaced),
             )
             for i, c in enumerate(res.candidates)
         ],
@@ -176,6 +186,7 @@ async def _stream(kind: str, model_id: str, body: s.GenerateContentRequest, requ
                 content=s.Content(role="model", parts=[s.Part(text=chunk.text)]),
                 finish_reason=chunk.finish_reason,
                 index=0,
+                answer_label=_label_note(chunk.replaced),
             )],
             usage_metadata=_usage(prompt_tokens[0],
                                   chunk.token_count if chunk.finish_reason else None),

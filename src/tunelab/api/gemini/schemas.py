@@ -349,10 +349,21 @@ class Content(_Out):
     parts: list[Part]
 
 
+class LabelNote(_Out):
+    """tunelab extension: a tuned classifier's own answer was none of its labels, and the label
+    it finds most likely was answered instead."""
+
+    model_answer: str = Field(description="What the model wrote, which is none of its labels.")
+    message: str = Field(description="What was done, in words.")
+
+
 class Candidate(_Out):
     content: Content
     finish_reason: str | None = None
     index: int
+    answer_label: LabelNote | None = Field(
+        None, description="tunelab extension, on a tuned classifier's answer that replaced an "
+        "answer that was none of its labels; SDKs ignore it.")
 
 
 class UsageMetadata(_Out):

@@ -1,0 +1,129 @@
+"""A tuned classifier answers with one of its labels.
+
+A model tuned on classification examples (a few short outputs, each repeated: ``check_balance``,
+``lost_card``, …) still writes its answer a token at a time, and on an input unlike its
+training examples it can write a label that does not exist: the quality benchmark's 12-way
+``intent`` task at 20 examples answered ``convert_rate``, ``swap_rates``, ``loan_rate`` — a
+quarter of its 100 test answers were none of the 12 labels (docs/quality.md). Such an answer is
+always wrong, and a program reading the model's answers cannot use it.
+
+So where a tuned model's training outputs are labels (``answer_labels``), the trainer records
+them in its manifest (``answer_labels``), and an answer that is not one of them is replaced by
+the label the model itself finds most likely after the prompt (``most_likely_labels``: the sum
+of the log-probabilities of the label's tokens and of the end of the turn; the prompt is run
+once, and every label is one row of a second pass that reads its keys and values). An answer
+that is a label is kept as it is, so a model that answers well is unchanged. Every path that
+answers with a tuned model does this alike: ``generateContent`` and its stream, ``tunelab
+eval`` and the compare page (``inference/generate.py``) and the validation scores that choose
+the epoch (``training/evaluate.py``), so the scores a user reads are those of the answers the
+model serves. A response whose answer was replaced says so (``answerLabel`` in the
+generateContent response).
+
+The rule is strict, as a label set wrongly found would turn a right new value into a wrong old
+one: at most ``MAX_ANSWER_LABELS`` distinct outputs of at most ``LABEL_WORDS`` words, at least
+half of them repeated, few seen only once (an estimate of how often a new input has a label
+never seen: outputs seen once / examples, at most ``MAX_UNSEEN_SHARE``), almost none written in
+their own input (extraction copies its answer from the input; a label is not copied), and, where
+validation examples are given, every one of their outputs among the labels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from tunelab.catalog.greedy import CHOICE_CHUNK
+from tunelab.catalog.kv_cache import cache_of, with_cache
+
+MAX_ANSWER_LABELS = 50
+LABEL_WORDS = 4
+LABEL_CHARS = 64
+MAX_UNSEEN_SHARE = 0.25
+MAX_COPIED_SHARE = 0.1
+
+
+def answer_labels(inputs: Sequence[str], outputs: Sequence[str],
+                  validation_outputs: Sequence[str] = ()) -> list[str] | None:
+    """The labels a classifier tuned on (``inputs``, ``outputs``) answers with, sorted; None
+    where the outputs are not a closed set of labels (module docstring)."""
+    n = len(outputs)
+    stripped = [o.strip() for o in outputs]
+    counts = Counter(stripped)
+    labels = sorted(counts)
+    if n == 0 or not 2 <= len(labels) <= MAX_ANSWER_LABELS:
+        return None
+    if any(not label or len(label) > LABEL_CHARS or len(label.split()) > LABEL_WORDS
+           for label in labels):
+        return None
+    once = sum(1 for c in counts.values() if c == 1)
+    if 2 * (len(labels) - once) < len(labels) or once > MAX_UNSEEN_SHARE * n:
+        return None
+    copied = sum(1 for text, out in zip(inputs, stripped, strict=True)
+                 if out.lower() in text.lower())
+    if copied > MAX_COPIED_SHARE * n:
+        return None
+    if any(o.strip() not in counts for o in validation_outputs):
+        return None
+    return labels
+
+
+def labels_note(labels: Sequence[str]) -> str:
+    """The choice in one line, for the CLI and the Studio."""
+    shown = ", ".join(labels[:6]) + (", …" if len(labels) > 6 else "")
+    return (f"a classifier: the training outputs are {len(labels)} labels ({shown}); an answer "
+            "that is none of them is replaced by the label the model finds most likely.")
+
+
+def is_label(answer: str, labels: Sequence[str]) -> bool:
+    return answer.strip() in labels
+
+
+def most_likely_labels(model: Any, prompts: Sequence[list[int]],
+                       label_ids: Sequence[list[int]], device: Any) -> list[int]:
+    """For each prompt (token ids), the index of the label (each label's output tokens, the end
+    of the turn included) that ``model`` gives the highest log-probability after it. The prompt
+    is run once and its keys and values serve every label's row. The caller chooses the grad
+    mode."""
+    import torch
+    from transformers import DynamicCache
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
+    config = getattr(lm.config, "text_config", None) or lm.config
+    cap = getattr(config, "final_logit_softcapping", None)  # Gemma's, applied as its forward does
+    rows = len(label_ids)
+    width = max(len(ids) for ids in label_ids) - 1  # a label's last token predicts nothing
+    targets = torch.tensor([t for ids in label_ids for t in ids], device=device)
+    best = []
+    for prompt in prompts:
+        first = decoder(input_ids=torch.tensor([list(prompt)], device=device), use_cache=True,
+                        **with_cache(decoder, DynamicCache(config=lm.config)))
+        picked = [first.last_hidden_state[0, -1:].expand(rows, -1)]  # predicts every label's 1st
+        if width > 0:
+            cache = cache_of(first)
+            cache.batch_repeat_interleave(rows)
+            ids = torch.tensor([list(ids[:-1]) + [0] * (width + 1 - len(ids))
+                                for ids in label_ids], device=device)
+            at = torch.arange(len(prompt), len(prompt) + width, device=device)
+            picked.append(decoder(input_ids=ids, position_ids=at.expand(rows, -1),
+                                  use_cache=True, **with_cache(decoder, cache)).last_hidden_state)
+        # the hidden state before each label token: the prompt's last, then the label's own
+        hidden = torch.cat([picked[0][:, None], *picked[1:]], dim=1)
+        at_rows = [r for r, ids in enumerate(label_ids) for _ in ids]
+        at_cols = [j for ids in label_ids for j in range(len(ids))]
+        chosen = hidden[at_rows, at_cols]
+        parts = []
+        for i in range(0, len(targets), CHOICE_CHUNK):
+            logits = head(chosen[i:i + CHOICE_CHUNK]).float()
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            parts.append(torch.log_softmax(logits, dim=-1).gather(
+                -1, targets[i:i + CHOICE_CHUNK, None])[:, 0])
+        logp = torch.cat(parts)
+        scores, at_ = [], 0
+        for ids in label_ids:
+            scores.append(float(logp[at_:at_ + len(ids)].sum()))
+            at_ += len(ids)
+        best.append(max(range(rows), key=scores.__getitem__))
+    return best

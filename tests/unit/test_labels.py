@@ -1,0 +1,144 @@
+"""A tuned classifier answers with one of its labels (``catalog/labels.py``): which outputs are
+labels, the most likely label, and every answering path doing it alike, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tunelab.catalog.labels import answer_labels, most_likely_labels
+from tunelab.data import Example
+from tunelab.data.batches import encode_pieces, encode_prompt
+from tunelab.inference import GenerationConfig, Generator
+from tunelab.training import Hyperparameters, train
+from tunelab.training.evaluate import ACCURACY, Evaluator
+
+INTENTS = ["check_balance", "lost_card", "change_pin", "open_account", "close_account",
+           "report_fraud", "loan_inquiry", "exchange_rate", "card_declined", "update_address",
+           "speak_to_human", "transfer_money"]
+
+
+def _outputs(labels: list[str], n: int) -> list[str]:
+    return [labels[i % len(labels)] for i in range(n)]
+
+
+@pytest.mark.parametrize("inputs, outputs, validation, expected", [
+    # a 3-way classifier
+    ([f"review {i}" for i in range(20)], _outputs(["positive", "negative", "mixed"], 20), [],
+     ["mixed", "negative", "positive"]),
+    # 12 labels in 20 examples: eight seen twice, four once (the benchmark's intent at 20)
+    ([f"message {i}" for i in range(20)], _outputs(INTENTS, 20), [], sorted(INTENTS)),
+    # validation outputs among the labels
+    ([f"t{i}" for i in range(30)], _outputs(["yes", "no"], 30), ["no", "yes "], ["no", "yes"]),
+])
+def test_classification_outputs_are_labels(inputs, outputs, validation, expected):
+    assert answer_labels(inputs, outputs, validation) == expected
+
+
+@pytest.mark.parametrize("inputs, outputs, validation", [
+    # every output different (dates, amounts): values, not labels
+    ([f"d{i}" for i in range(20)], [f"2021-03-{i + 1:02d}" for i in range(20)], []),
+    # many outputs seen once: a new input would often need a value never seen
+    ([f"c{i}" for i in range(20)], _outputs(["France", "Spain"], 12) + [f"C{i}" for i in range(8)],
+     []),
+    # copied from the input: extraction, whose answers are new at every input
+    ([f"the pet is a {p}" for p in _outputs(["cat", "dog"], 20)], _outputs(["cat", "dog"], 20),
+     []),
+    # long outputs are not labels
+    ([f"x{i}" for i in range(20)], _outputs(["one two three four five", "six"], 20), []),
+    # a single output
+    ([f"x{i}" for i in range(20)], ["ok"] * 20, []),
+    # a validation output never trained on: the set is open
+    ([f"t{i}" for i in range(30)], _outputs(["yes", "no"], 30), ["maybe"]),
+])
+def test_other_outputs_are_not_labels(inputs, outputs, validation):
+    assert answer_labels(inputs, outputs, validation) is None
+
+
+def test_the_most_likely_label_is_the_one_the_models_own_probabilities_rank_first(
+        tiny_serving_base):
+    base = tiny_serving_base
+    tok, template = base.tokenizer, base.template
+    labels = ["positive", "negative", "mixed", "not sure at all"]
+    label_ids = [encode_pieces(tok, template.output_pieces(label)) for label in labels]
+    prompts = [encode_prompt(tok, template, [("user", text)], None)
+               for text in ("Great bag.", "It broke on day one, sadly.", "ok")]
+    with torch.inference_mode():
+        chosen = most_likely_labels(base.model, prompts, label_ids, base.device)
+        for prompt, k in zip(prompts, chosen, strict=True):
+            sums = []
+            for ids in label_ids:  # each label alone, the full logits of the model's forward
+                logits = base.model(input_ids=torch.tensor([prompt + ids])).logits[0].float()
+                logp = torch.log_softmax(logits, -1)
+                sums.append(sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(ids)))
+            assert k == max(range(len(sums)), key=sums.__getitem__)
+        # the order of the labels does not change the choice
+        flipped = most_likely_labels(base.model, prompts, label_ids[::-1], base.device)
+    assert [len(labels) - 1 - k for k in flipped] == chosen
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_base, tmp_path_factory):
+    """A tiny model tuned a little on a 12-way classification: it answers mostly nonsense,
+    which is what the labels are for."""
+    examples = [Example(f"customer message number {i}", INTENTS[i % 12]) for i in range(36)]
+    out = tmp_path_factory.mktemp("classifier")
+    r = train(tiny_base, examples, Hyperparameters(epoch_count=1, batch_size=4,
+                                                    learning_rate=0.01), out)
+    assert json.loads((out / "manifest.json").read_text())["answer_labels"] == sorted(INTENTS)
+    return r.adapter_dir
+
+
+def test_every_answer_of_a_tuned_classifier_is_one_of_its_labels(tiny_serving_base,
+                                                                  classifier):
+    gen = Generator(tiny_serving_base)
+    cfg = GenerationConfig(max_output_tokens=12)
+    prompts = [f"please help {i}" for i in range(6)]
+    results = [gen.generate([("user", p)], None, cfg, classifier).candidates[0]
+               for p in prompts]
+    assert all(c.text in INTENTS and c.finish_reason == "STOP" for c in results)
+    replaced = [c for c in results if c.replaced is not None]
+    assert replaced and all(c.replaced not in INTENTS for c in replaced)
+    # the same answers batched (tunelab eval, the compare page) and streamed (one chunk: a
+    # label is known only once the answer is whole)
+    batched = gen.answers([([("user", p)], None) for p in prompts], 12, classifier)
+    assert batched == [c.text for c in results]
+    chunks = list(gen.stream([("user", prompts[0])], None, cfg, classifier))
+    assert len(chunks) == 1 and chunks[0].text == results[0].text
+    assert chunks[0].replaced == results[0].replaced
+    # a base model, or a model whose outputs are not labels, answers freely
+    free = gen.generate([("user", prompts[0])], None, cfg).candidates[0]
+    assert free.replaced is None
+
+
+def test_a_label_longer_than_the_answer_budget_is_not_answered(tiny_serving_base, classifier):
+    """maxOutputTokens is a limit: where no label fits it, the model's own answer stands."""
+    gen = Generator(tiny_serving_base)
+    tok, template = tiny_serving_base.tokenizer, tiny_serving_base.template
+    shortest = min(len(encode_pieces(tok, template.output_pieces(x))) - 1 for x in INTENTS)
+    cfg = GenerationConfig(max_output_tokens=shortest - 1)
+    c = gen.generate([("user", "please help")], None, cfg, classifier).candidates[0]
+    assert c.replaced is None and c.finish_reason == "MAX_TOKENS"
+
+
+def test_validation_scores_count_the_answers_the_model_serves(tiny_base, tiny_serving_base,
+                                                               classifier):
+    """The trainer's validation answers are chosen among the labels as served ones are, so the
+    scores that choose the epoch are those of what the user gets."""
+    from peft import PeftModel
+
+    from tunelab.training.loop import _private_model
+
+    examples = [Example(f"another message {i}", INTENTS[i % 12]) for i in range(12)]
+    model = PeftModel.from_pretrained(_private_model(tiny_base.model), classifier).eval()
+    evaluator = Evaluator(tiny_base, examples, ACCURACY, labels=sorted(INTENTS))
+    with torch.no_grad():
+        _, scored = evaluator.score(model)
+        _, free = Evaluator(tiny_base, examples, ACCURACY).score(model)
+    served = Generator(tiny_serving_base).answers(
+        [([("user", ex.text_input)], None) for ex in examples], evaluator.max_new_tokens,
+        classifier)
+    assert scored == served and all(a in INTENTS for a in scored)
+    assert any(a not in INTENTS for a in free)
