@@ -381,7 +381,7 @@ class Generator:
                     break
                 cur = torch.tensor([[nxt]], device=self.base.device)
                 if reply.incomplete or labels:
-                    continue  # a character split across tokens: wait for its next bytes
+                    continue  # a character split across tokens, or a label not yet whole
                 text = reply.text()
                 safe = max(emitted, len(text) - hold)
                 if safe > emitted:
