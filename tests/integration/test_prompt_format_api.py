@@ -112,3 +112,11 @@ def test_a_tuned_classifier_answers_with_one_of_its_labels(tuned, client):
     texts = [e["candidates"][0]["content"]["parts"][0]["text"] for e in events]
     assert "".join(texts) == candidates[0]["content"]["parts"][0]["text"]
     assert ("answerLabel" in events[-1]["candidates"][0]) == ("answerLabel" in candidates[0])
+
+
+def test_the_model_says_it_answers_with_its_labels(tuned, client):
+    """The Studio's list of choices (``tuningTask.hyperparameters.choices``) says so in one line."""
+    hp = client.get(f"/v1beta/{tuned}").json()["tuningTask"]["hyperparameters"]
+    assert hp["choices"][-1] == (
+        "Answers: a classifier: the training outputs are 3 labels (account, billing, shipping); "
+        "an answer that is none of them is replaced by the label the model finds most likely.")
