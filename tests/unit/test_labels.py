@@ -30,6 +30,9 @@ def _outputs(labels: list[str], n: int) -> list[str]:
      ["mixed", "negative", "positive"]),
     # 12 labels in 20 examples: eight seen twice, four once (the benchmark's intent at 20)
     ([f"message {i}" for i in range(20)], _outputs(INTENTS, 20), [], sorted(INTENTS)),
+    # yes / no questions: "no" inside "now" or "know" is not the label written in the input
+    ([f"Do you know if the shop is open now, question {i}?" for i in range(20)],
+     _outputs(["yes", "no"], 20), [], ["no", "yes"]),
     # validation outputs among the labels
     ([f"t{i}" for i in range(30)], _outputs(["yes", "no"], 30), ["no", "yes "], ["no", "yes"]),
 ])

@@ -22,13 +22,14 @@ generateContent response).
 The rule is strict, as a label set wrongly found would turn a right new value into a wrong old
 one: at most ``MAX_ANSWER_LABELS`` distinct outputs of at most ``LABEL_WORDS`` words, at least
 half of them repeated, few seen only once (an estimate of how often a new input has a label
-never seen: outputs seen once / examples, at most ``MAX_UNSEEN_SHARE``), almost none written in
-their own input (extraction copies its answer from the input; a label is not copied), and, where
-validation examples are given, every one of their outputs among the labels.
+never seen: outputs seen once / examples, at most ``MAX_UNSEEN_SHARE``), almost none written
+(as words) in their own input (extraction copies its answer from the input; a label is not
+copied), and, where validation examples are given, every one of their outputs among the labels.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -60,7 +61,7 @@ def answer_labels(inputs: Sequence[str], outputs: Sequence[str],
     if 2 * (len(labels) - once) < len(labels) or once > MAX_UNSEEN_SHARE * n:
         return None
     copied = sum(1 for text, out in zip(inputs, stripped, strict=True)
-                 if out.lower() in text.lower())
+                 if re.search(rf"(?<!\w){re.escape(out.lower())}(?!\w)", text.lower()))
     if copied > MAX_COPIED_SHARE * n:
         return None
     if any(o.strip() not in counts for o in validation_outputs):
