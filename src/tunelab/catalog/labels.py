@@ -80,6 +80,32 @@ def is_label(answer: str, labels: Sequence[str]) -> bool:
     return answer.strip() in labels
 
 
+def label_token_ids(tokenizer: Any, template: Any, labels: Sequence[str]) -> list[list[int]]:
+    """Each label's tokens as the model writes them: the label, then the end of its turn."""
+    from tunelab.data.batches import encode_pieces
+
+    return [encode_pieces(tokenizer, template.output_pieces(label)) for label in labels]
+
+
+def answers_as_labels(model: Any, prompts: Sequence[list[int]], answers: list[str],
+                      labels: Sequence[str], label_ids: Sequence[list[int]], device: Any,
+                      budgets: Sequence[int] | None = None) -> list[str | None]:
+    """``answers`` (to ``prompts``) that are none of ``labels`` replaced in place by the label
+    the model finds most likely after their prompt, among the labels that fit the answer's
+    budget of tokens (``budgets``; none fits: the answer is kept); for each answer, what it was
+    where it was replaced, else None. The one rule every answering path follows."""
+    replaced: list[str | None] = [None] * len(answers)
+    for i, answer in enumerate(answers):
+        fits = [k for k, ids in enumerate(label_ids)
+                if budgets is None or len(ids) - 1 <= budgets[i]]
+        if is_label(answer, labels) or not fits:
+            continue
+        k = fits[most_likely_labels(model, [prompts[i]], [label_ids[k] for k in fits],
+                                    device)[0]]
+        replaced[i], answers[i] = answer, labels[k]
+    return replaced
+
+
 def most_likely_labels(model: Any, prompts: Sequence[list[int]],
                        label_ids: Sequence[list[int]], device: Any) -> list[int]:
     """For each prompt (token ids), the index of the label (each label's output tokens, the end

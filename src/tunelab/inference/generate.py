@@ -27,7 +27,12 @@ from tunelab.catalog.greedy import (
     start_from_choices,
 )
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
-from tunelab.catalog.labels import MAX_ANSWER_LABELS, is_label, most_likely_labels
+from tunelab.catalog.labels import (
+    MAX_ANSWER_LABELS,
+    answers_as_labels,
+    is_label,
+    label_token_ids,
+)
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids
 from tunelab.catalog.templates import Turn
@@ -220,26 +225,12 @@ class Generator:
             return None
         return _manifest_facts(adapter).get("answer_labels")
 
-    def _label_ids(self, labels: Sequence[str]) -> list[list[int]]:
-        """Each label's tokens as the model writes them: the label, then the end of its turn."""
-        tok, template = self.base.tokenizer, self.base.template
-        return [encode_pieces(tok, template.output_pieces(label)) for label in labels]
-
     def _as_labels(self, model: Any, prompts: Sequence[list[int]], answers: list[str],
                    labels: Sequence[str], budgets: Sequence[int]) -> list[str | None]:
-        """``answers`` that are none of ``labels`` replaced in place by the label the model
-        finds most likely after their prompt, among those that fit the answer's budget of
-        tokens (none fits: the answer is kept); for each answer, what it was where replaced."""
-        label_ids = self._label_ids(labels)
-        replaced: list[str | None] = [None] * len(answers)
-        for i, answer in enumerate(answers):
-            fits = [k for k, ids in enumerate(label_ids) if len(ids) - 1 <= budgets[i]]
-            if is_label(answer, labels) or not fits:
-                continue
-            k = fits[most_likely_labels(model, [prompts[i]], [label_ids[k] for k in fits],
-                                        self.base.device)[0]]
-            replaced[i], answers[i] = answer, labels[k]
-        return replaced
+        """``answers_as_labels`` with this base's tokens for the labels."""
+        label_ids = label_token_ids(self.base.tokenizer, self.base.template, labels)
+        return answers_as_labels(model, prompts, answers, labels, label_ids, self.base.device,
+                                 budgets)
 
     # ---- generation -----------------------------------------------------------------------
     def generate(
@@ -394,7 +385,8 @@ class Generator:
                 replaced = self._as_labels(model, [ids], answer, labels, [max_new])[0]
                 if replaced is not None:
                     text, reason = answer[0], FINISHED
-                    count = len(self._label_ids([text])[0]) - 1  # its end of turn not counted
+                    count = len(label_token_ids(self.base.tokenizer, self.base.template,
+                                                [text])[0]) - 1  # its end of turn not counted
             yield Chunk(
                 text[emitted:],
                 finish_reason=reason,

@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunelab.catalog.greedy import answer_batches, greedy_answers, start_from_choices
-from tunelab.catalog.labels import is_label, most_likely_labels
+from tunelab.catalog.labels import answers_as_labels, label_token_ids
 from tunelab.catalog.stopping import Reply, end_token_ids
-from tunelab.data.batches import collate, encode_pieces, pack, tokenize_example
+from tunelab.data.batches import collate, pack, tokenize_example
 from tunelab.data.examples import Example
 from tunelab.data.split import MAX_VALIDATION
 
@@ -293,16 +293,12 @@ class Evaluator:
             if on_progress is not None:
                 on_progress(sum(a is not None for a in answers), len(self.examples))
         done = [a or "" for a in answers]
-        if self.labels:
-            off = [i for i, a in enumerate(done) if not is_label(a, self.labels)]
-            if off:
-                tok, template = self.base.tokenizer, self.base.template
-                label_ids = [encode_pieces(tok, template.output_pieces(label))
-                             for label in self.labels]
-                chosen = most_likely_labels(model, [self.tokenized[i].prompt_ids for i in off],
-                                            label_ids, self.base.device)
-                for i, k in zip(off, chosen, strict=True):
-                    done[i] = self.labels[k]
+        if self.labels:  # as the served model answers (catalog/labels.py)
+            prompts = [t.prompt_ids for t in self.tokenized]
+            answers_as_labels(model, prompts, done, self.labels,
+                              label_token_ids(self.base.tokenizer, self.base.template,
+                                              self.labels), self.base.device,
+                              [self._reply(len(p)).budget for p in prompts])
         return total / max(tokens, 1), done
 
     def _loss_groups(self) -> list[list[Any]]:
