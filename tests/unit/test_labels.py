@@ -33,6 +33,9 @@ def _outputs(labels: list[str], n: int) -> list[str]:
     # yes / no questions: "no" inside "now" or "know" is not the label written in the input
     ([f"Do you know if the shop is open now, question {i}?" for i in range(20)],
      _outputs(["yes", "no"], 20), [], ["no", "yes"]),
+    # a classifier's input names its label now and then
+    ([f"is my phone under warranty, case {i}" if i % 4 == 0 else f"case {i}" for i in range(20)],
+     _outputs(["warranty", "billing"], 20), [], ["billing", "warranty"]),
     # validation outputs among the labels
     ([f"t{i}" for i in range(30)], _outputs(["yes", "no"], 30), ["no", "yes "], ["no", "yes"]),
 ])
