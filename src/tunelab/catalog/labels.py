@@ -81,13 +81,6 @@ def is_label(answer: str, labels: Sequence[str]) -> bool:
     return answer.strip() in labels
 
 
-def label_token_ids(tokenizer: Any, template: Any, labels: Sequence[str]) -> list[list[int]]:
-    """Each label's tokens as the model writes them: the label, then the end of its turn."""
-    from tunelab.data.batches import encode_pieces
-
-    return [encode_pieces(tokenizer, template.output_pieces(label)) for label in labels]
-
-
 def answers_as_labels(model: Any, prompts: Sequence[list[int]], answers: list[str],
                       labels: Sequence[str], label_ids: Sequence[list[int]], device: Any,
                       budgets: Sequence[int] | None = None) -> list[str | None]:

@@ -74,6 +74,12 @@ def encode_prompt(
     return ids
 
 
+def label_token_ids(tokenizer: Any, template: Template, labels: Sequence[str]) -> list[list[int]]:
+    """Each label's tokens as the model writes it as an output: the label, then the end of its
+    turn (a tuned classifier's labels, ``catalog/labels.py``)."""
+    return [encode_pieces(tokenizer, template.output_pieces(label)) for label in labels]
+
+
 def tokenize_example(tokenizer: Any, template: Template, ex: Example) -> TokenizedExample:
     prompt = encode_prompt(tokenizer, template, [("user", ex.text_input)], ex.system)
     output = encode_pieces(tokenizer, template.output_pieces(ex.output))

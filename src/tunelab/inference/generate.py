@@ -27,16 +27,11 @@ from tunelab.catalog.greedy import (
     start_from_choices,
 )
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
-from tunelab.catalog.labels import (
-    MAX_ANSWER_LABELS,
-    answers_as_labels,
-    is_label,
-    label_token_ids,
-)
+from tunelab.catalog.labels import MAX_ANSWER_LABELS, answers_as_labels, is_label
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids
 from tunelab.catalog.templates import Turn
-from tunelab.data.batches import encode_pieces, encode_prompt
+from tunelab.data.batches import encode_pieces, encode_prompt, label_token_ids
 from tunelab.errors import InvalidArgument, NotFound
 from tunelab.inference.prompt_check import MAX_MANIFEST_BYTES
 from tunelab.parameters import TunedModelSettings, problems, sentence

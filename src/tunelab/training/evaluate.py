@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunelab.catalog.greedy import answer_batches, greedy_answers, start_from_choices
-from tunelab.catalog.labels import answers_as_labels, label_token_ids
+from tunelab.catalog.labels import answers_as_labels
 from tunelab.catalog.stopping import Reply, end_token_ids
-from tunelab.data.batches import collate, pack, tokenize_example
+from tunelab.data.batches import collate, label_token_ids, pack, tokenize_example
 from tunelab.data.examples import Example
 from tunelab.data.split import MAX_VALIDATION
 
