@@ -220,13 +220,6 @@ class Generator:
             return None
         return _manifest_facts(adapter).get("answer_labels")
 
-    def _as_labels(self, model: Any, prompts: Sequence[list[int]], answers: list[str],
-                   labels: Sequence[str], budgets: Sequence[int]) -> list[str | None]:
-        """``answers_as_labels`` with this base's tokens for the labels."""
-        label_ids = label_token_ids(self.base.tokenizer, self.base.template, labels)
-        return answers_as_labels(model, prompts, answers, labels, label_ids, self.base.device,
-                                 budgets)
-
     # ---- generation -----------------------------------------------------------------------
     def generate(
         self,
@@ -283,6 +276,7 @@ class Generator:
         wanted = None if expected is None else [
             encode_pieces(tok, template.output_pieces(text)) for text in expected]
         labels = self.labels_for(adapter)
+        label_ids = labels and label_token_ids(tok, template, labels)
         out: list[str] = []
         for group in answer_batches([len(p) for p in prompts], max_output_tokens,
                                     self.base.model.config):
@@ -297,7 +291,8 @@ class Generator:
                                in zip(replies, outputs, chosen, strict=True)]
                 answered = greedy_answers(model, batch, replies, pad, self.base.device)
                 if labels:
-                    self._as_labels(model, batch, answered, labels, [r.budget for r in replies])
+                    answers_as_labels(model, batch, answered, labels, label_ids,
+                                      self.base.device, [r.budget for r in replies])
                 out += answered
             if on_progress is not None:
                 on_progress(len(out))
@@ -377,11 +372,12 @@ class Generator:
             text, reason, count, replaced = reply.text(), reply.reason, len(reply.ids), None
             if labels and not is_label(text, labels):
                 answer = [text]
-                replaced = self._as_labels(model, [ids], answer, labels, [max_new])[0]
+                label_ids = label_token_ids(self.base.tokenizer, self.base.template, labels)
+                replaced = answers_as_labels(model, [ids], answer, labels, label_ids,
+                                             self.base.device, [max_new])[0]
                 if replaced is not None:
                     text, reason = answer[0], FINISHED
-                    count = len(label_token_ids(self.base.tokenizer, self.base.template,
-                                                [text])[0]) - 1  # its end of turn not counted
+                    count = len(label_ids[labels.index(text)]) - 1  # its end of turn not counted
             yield Chunk(
                 text[emitted:],
                 finish_reason=reason,
