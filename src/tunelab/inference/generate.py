@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -27,13 +26,13 @@ from tunelab.catalog.greedy import (
     start_from_choices,
 )
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
-from tunelab.catalog.labels import MAX_ANSWER_LABELS, answers_as_labels, is_label
+from tunelab.catalog.labels import answers_as_labels, is_label
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids
 from tunelab.catalog.templates import Turn
 from tunelab.data.batches import encode_pieces, encode_prompt, label_token_ids
 from tunelab.errors import InvalidArgument, NotFound
-from tunelab.inference.prompt_check import MAX_MANIFEST_BYTES
+from tunelab.inference.manifest import served_facts
 from tunelab.parameters import TunedModelSettings, problems, sentence
 
 
@@ -209,16 +208,14 @@ class Generator:
         (recorded in its manifest), so it answers as it was tuned to."""
         if system is not None or adapter is None:
             return system
-        return _manifest_facts(adapter).get("system_instruction")
+        return served_facts(adapter).system_instruction
 
     @staticmethod
-    def labels_for(adapter: Path | None) -> list[str] | None:
+    def labels_for(adapter: Path | None) -> tuple[str, ...] | None:
         """The labels a tuned classifier answers with (recorded in its manifest by the
         trainer, ``catalog/labels.py``), or None: a base model, or outputs that are not
         labels."""
-        if adapter is None:
-            return None
-        return _manifest_facts(adapter).get("answer_labels")
+        return served_facts(adapter).answer_labels
 
     # ---- generation -----------------------------------------------------------------------
     def generate(
@@ -385,38 +382,6 @@ class Generator:
                 prompt_token_count=len(ids),
                 replaced=replaced,
             )
-
-
-def _manifest_facts(adapter: Path) -> dict:
-    """What generation reads from a tuned model's manifest (beside its adapter): the shared
-    system instruction and the classifier's labels; empty where there is none to read."""
-    manifest = Path(adapter).parent / "manifest.json"
-    try:
-        st = manifest.stat()
-    except OSError:
-        return {}
-    return _read_facts(str(manifest), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=256)
-def _read_facts(manifest: str, mtime_ns: int, size: int) -> dict:
-    """A manifest's ``system_instruction`` and ``answer_labels``, read once per version of the
-    file (the manifest also holds every snapshot, too much to parse on each request); a file
-    over the bound the trainer never writes is not read."""
-    if size > MAX_MANIFEST_BYTES:
-        return {}
-    try:
-        data = json.loads(Path(manifest).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    system = data.get("system_instruction")
-    labels = data.get("answer_labels")
-    ok = (isinstance(labels, list) and 2 <= len(labels) <= MAX_ANSWER_LABELS
-          and all(isinstance(x, str) and x.strip() for x in labels))
-    return {"system_instruction": system if isinstance(system, str) else None,
-            "answer_labels": labels if ok else None}
 
 
 def _sample(logits, config: GenerationConfig, gen) -> int:

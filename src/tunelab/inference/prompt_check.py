@@ -10,42 +10,18 @@ generateContent response, an extension field SDKs ignore), and the server counts
 
 from __future__ import annotations
 
-import functools
-import json
 import threading
 from pathlib import Path
 
 from tunelab.catalog.templates import Turn
 from tunelab.data.prompt_format import PromptFormat
-
-# A manifest lists every step's snapshot: ~200 bytes a step, so even 100,000 steps stay far
-# below this. A bigger file is not one the trainer wrote, and is not read.
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+from tunelab.inference.manifest import served_facts
 
 
 def trained_format(adapter: Path | None) -> PromptFormat:
     """The format recorded for the tuned model whose adapter is ``adapter`` (empty for a base
     model, or a model tuned before formats were recorded)."""
-    if adapter is None:
-        return PromptFormat()
-    manifest = Path(adapter).parent / "manifest.json"
-    try:
-        st = manifest.stat()
-    except OSError:
-        return PromptFormat()
-    return _read_format(str(manifest), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=256)
-def _read_format(manifest: str, mtime_ns: int, size: int) -> PromptFormat:
-    """A manifest's ``prompt_format``, read once per version of the file."""
-    if size > MAX_MANIFEST_BYTES:
-        return PromptFormat()
-    try:
-        data = json.loads(Path(manifest).read_bytes())
-    except (OSError, ValueError, RecursionError):
-        return PromptFormat()
-    return PromptFormat.from_dict(data.get("prompt_format") if isinstance(data, dict) else None)
+    return served_facts(adapter).prompt_format
 
 
 def format_note(adapter: Path | None, turns: list[Turn]) -> str | None:

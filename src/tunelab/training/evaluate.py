@@ -298,7 +298,7 @@ class Evaluator:
             answers_as_labels(model, prompts, done, self.labels,
                               label_token_ids(self.base.tokenizer, self.base.template,
                                               self.labels), self.base.device,
-                              [self._reply(len(p)).budget for p in prompts])
+                              [self._budget(len(p)) for p in prompts])
         return total / max(tokens, 1), done
 
     def _loss_groups(self) -> list[list[Any]]:
@@ -327,11 +327,15 @@ class Evaluator:
                 return batch
         return collate(items, pad)
 
+    def _budget(self, prompt_length: int) -> int:
+        """How many tokens an answer to a prompt this long may have: the answer budget, within
+        the model's context."""
+        return max(0, min(self.max_new_tokens, self.base.spec.context_length - prompt_length))
+
     def _reply(self, prompt_length: int) -> Reply:
         """An answer stopped as served answers are (catalog/stopping.py)."""
-        budget = max(0, min(self.max_new_tokens,
-                            self.base.spec.context_length - prompt_length))
-        return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget)
+        return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end],
+                     self._budget(prompt_length))
 
 
 def advice_of(evaluation: dict) -> Any:

@@ -1,0 +1,69 @@
+"""What serving reads from a tuned model's manifest, read once per version of the file.
+
+The trainer writes ``manifest.json`` beside a tuned model's adapter. Serving needs three facts
+from it: the system instruction the training examples all shared (answered with when a request
+brings none), the labels a tuned classifier answers with (``catalog/labels.py``) and the format
+its training prompts followed (``data/prompt_format.py``, checked by ``prompt_check.py``). The
+manifest also lists every snapshot -- too much to parse on each request -- so this module is its
+one reader: it stats the file, refuses one over the bound the trainer never writes, parses it
+once per (path, mtime, size) and keeps only what is well formed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunelab.catalog.labels import MAX_ANSWER_LABELS
+from tunelab.data.prompt_format import PromptFormat
+
+# A manifest lists every step's snapshot: ~200 bytes a step, so even 100,000 steps stay far
+# below this. A bigger file is not one the trainer wrote, and is not read.
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServedFacts:
+    """A tuned model's recorded facts; all empty for a base model or an unreadable manifest."""
+
+    system_instruction: str | None = None
+    answer_labels: tuple[str, ...] | None = None
+    prompt_format: PromptFormat = field(default_factory=PromptFormat)
+
+
+NO_FACTS = ServedFacts()
+
+
+def served_facts(adapter: Path | None) -> ServedFacts:
+    """The facts recorded for the tuned model whose adapter is ``adapter``."""
+    if adapter is None:
+        return NO_FACTS
+    manifest = Path(adapter).parent / "manifest.json"
+    try:
+        st = manifest.stat()
+    except OSError:
+        return NO_FACTS
+    return _read(str(manifest), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _read(manifest: str, mtime_ns: int, size: int) -> ServedFacts:
+    if size > MAX_MANIFEST_BYTES:
+        return NO_FACTS
+    try:
+        data = json.loads(Path(manifest).read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return NO_FACTS
+    if not isinstance(data, dict):
+        return NO_FACTS
+    system = data.get("system_instruction")
+    labels = data.get("answer_labels")
+    labels_ok = (isinstance(labels, list) and 2 <= len(labels) <= MAX_ANSWER_LABELS
+                 and all(isinstance(x, str) and x.strip() for x in labels))
+    return ServedFacts(
+        system_instruction=system if isinstance(system, str) else None,
+        answer_labels=tuple(labels) if labels_ok else None,
+        prompt_format=PromptFormat.from_dict(data.get("prompt_format")),
+    )

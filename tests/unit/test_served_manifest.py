@@ -1,0 +1,65 @@
+"""The one reader of a tuned model's manifest for serving (inference/manifest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tunelab.inference.manifest import MAX_MANIFEST_BYTES, NO_FACTS, served_facts
+from tunelab.inference.prompt_check import trained_format
+
+
+def _write(tmp_path, data) -> object:
+    (tmp_path / "adapter").mkdir(exist_ok=True)
+    path = tmp_path / "manifest.json"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return tmp_path / "adapter"
+
+
+def test_reads_the_three_facts_serving_needs(tmp_path):
+    adapter = _write(tmp_path, {
+        "system_instruction": "Answer in one word.",
+        "answer_labels": ["refund", "shipping", "other"],
+        "prompt_format": {"preamble": "Classify:", "labels": ["question:"], "example_count": 20},
+        "snapshots": [{"step": i} for i in range(50)],
+    })
+    facts = served_facts(adapter)
+    assert facts.system_instruction == "Answer in one word."
+    assert facts.answer_labels == ("refund", "shipping", "other")
+    assert facts.prompt_format.preamble == "Classify:"
+    assert trained_format(adapter) == facts.prompt_format
+
+
+def test_a_base_model_or_a_missing_manifest_has_no_facts(tmp_path):
+    assert served_facts(None) == NO_FACTS
+    assert served_facts(tmp_path / "adapter") == NO_FACTS
+
+
+def test_malformed_values_are_dropped_not_served(tmp_path):
+    adapter = _write(tmp_path, {"system_instruction": 7, "answer_labels": ["only one"],
+                                "prompt_format": "nonsense"})
+    facts = served_facts(adapter)
+    assert facts.system_instruction is None
+    assert facts.answer_labels is None
+    assert facts.prompt_format == NO_FACTS.prompt_format
+    for text in ("[1, 2]", "{not json", "[" * 100_000):
+        assert served_facts(_write(tmp_path, text)) == NO_FACTS
+    blank = _write(tmp_path, {"answer_labels": ["a", "  "]})
+    assert served_facts(blank).answer_labels is None
+
+
+def test_a_rewritten_manifest_is_read_again(tmp_path):
+    adapter = _write(tmp_path, {"answer_labels": ["yes", "no"]})
+    assert served_facts(adapter).answer_labels == ("yes", "no")
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"answer_labels": ["yes", "no", "maybe"]}))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert served_facts(adapter).answer_labels == ("yes", "no", "maybe")
+
+
+def test_a_file_over_the_bound_is_not_read(tmp_path):
+    adapter = _write(tmp_path, {"answer_labels": ["yes", "no"]})
+    with open(tmp_path / "manifest.json", "r+b") as f:  # sparse: no disk used
+        f.truncate(MAX_MANIFEST_BYTES + 1)
+    assert served_facts(adapter) == NO_FACTS
