@@ -150,6 +150,11 @@ def tune(
         typer.Option(help="Validation examples (CSV, JSON or JSONL) to score every epoch on. "
                      "Default: 10% of 40 or more examples are held out."),
     ] = None,
+    free_answers: Annotated[
+        bool, typer.Option("--free-answers", help="Keep every answer as the model writes it. "
+                           "Default: where the training outputs are labels (a classifier), an "
+                           "answer that is none of them is replaced by the most likely label."),
+    ] = False,
 ) -> None:
     """Tune a LoRA adapter on DATA and show progress, per-epoch losses and validation
     scores, and the best epoch."""
@@ -158,7 +163,8 @@ def tune(
     from tunelab.training import Hyperparameters
 
     settings = Settings()
-    hp = Hyperparameters(epochs, batch_size, learning_rate, learning_rate_multiplier)
+    hp = Hyperparameters(epochs, batch_size, learning_rate, learning_rate_multiplier,
+                         answer_labels=False if free_answers else None)
     with reported():
         hp.validate()
         examples = read_file(data, input_column=input_column, output_column=output_column)
@@ -382,7 +388,8 @@ def report_result(result) -> None:
             )
     labels = result.manifest.get("answer_labels")
     if labels:
-        console.print(f"[bold]Answers:[/] {labels_note(labels)}", highlight=False,
+        console.print(f"[bold]Answers:[/] {labels_note(labels)} (To keep every answer as "
+                      "the model writes it, tune with --free-answers.)", highlight=False,
                       soft_wrap=True)
     console.print(
         f"Tokens/s: {result.tokens_per_second:.0f}. Adapter: {result.adapter_dir}\n"

@@ -329,6 +329,7 @@ def submit_and_follow(
                 "batchSize": hp.batch_size,
                 "learningRate": hp.learning_rate,
                 "learningRateMultiplier": hp.learning_rate_multiplier,
+                "answerLabels": hp.answer_labels,
             }.items() if v is not None},
         },
     }

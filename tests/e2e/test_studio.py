@@ -417,3 +417,27 @@ def test_pasted_data_gets_the_servers_verdict(new_page, studio_service):
     page.wait_for_selector("#data-ok:has-text('20 examples')")
     assert page.locator("tr[data-row]").count() == 20
     assert page.locator("tr[data-row]").first.get_attribute("data-label") == "example 1"
+
+
+def test_free_answers_is_sent_and_said(new_page, studio_service):
+    """Advanced settings → Free answers: the classifier is tuned to keep its own answers, and
+    the model page's list of choices says so."""
+    page, _ = new_page()
+    page.goto("/studio/")
+    sign_in(page, "alice")
+    labels = ["refund", "delivery", "account"]
+    rows = "".join(f"message {i} from a customer,{labels[i % 3]}\n" for i in range(24))
+    page.click("a:has-text('New tuned model')")
+    page.wait_for_selector("#drop")
+    upload(page, ("text_input,output\n" + rows).encode(), "route.csv")
+    page.wait_for_selector("#data-ok")
+    page.fill("#display-name", "Free router")
+    page.select_option("#base", "models/tiny-random")
+    page.click("#advanced summary")
+    page.fill("input[name=epochCount]", "1")
+    assert "keep every answer as the model writes it" in page.locator(
+        "label:has(input[name=freeAnswers])").inner_text()
+    page.check("input[name=freeAnswers]")
+    click_create(page)
+    page.wait_for_selector("#choices-list li:has-text('Answers: free text, as asked')")
+    assert "a classifier" not in page.locator("#choices-list").inner_text()

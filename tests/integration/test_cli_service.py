@@ -123,3 +123,20 @@ def test_tune_with_server_follows_a_refit_to_its_real_length(service, tmp_path):
     assert "Served: The served model is a refit: it trained on all 48 examples for" in text
     steps = int(text.split("all 48 examples for ")[1].split("(")[1].split(" steps")[0])
     assert f"{81 + steps}/{81 + steps}" in text  # the bar ends at the corrected total
+
+
+def test_tune_with_server_sends_free_answers(service, tmp_path):
+    """`tune --server --free-answers`: the server's tuned classifier keeps its own answers."""
+    import json
+
+    data = tmp_path / "route.jsonl"
+    labels = ["refund", "delivery", "account"]
+    data.write_text("".join(json.dumps({"text_input": f"message {i} from a customer",
+                                        "output": labels[i % 3]}) + "\n" for i in range(24)))
+    r = _cli(service, "tune", str(data), "--server", service.url, "--epochs", "1",
+             "--batch-size", "4", "--learning-rate", "0.01", "--base-model", "tiny-random",
+             "--display-name", "Free CLI", "--free-answers")
+    assert r.returncode == 0, r.stdout + r.stderr
+    name = next(w for w in r.stdout.split() if w.startswith("tunedModels/free-cli-"))
+    manifest = service.home / "artifacts" / "tuned" / name.split("/")[1] / "manifest.json"
+    assert json.loads(manifest.read_text())["answer_labels"] is None

@@ -120,3 +120,27 @@ def test_the_model_says_it_answers_with_its_labels(tuned, client):
     assert hp["choices"][-1] == (
         "Answers: a classifier: the training outputs are 3 labels (account, billing, shipping); "
         "an answer that is none of them is replaced by the label the model finds most likely.")
+
+
+def test_a_classifier_tuned_with_free_answers_answers_as_it_writes(service, client):
+    """``hyperparameters.answerLabels: false`` (tunelab extension): the same kind of classifier
+    keeps the model's own answers, and its choices say so instead of naming labels."""
+    examples = [{"textInput": _ticket(i), "output": LABELS[i % 3]} for i in range(24)]
+    body = {"baseModel": "models/tiny-random", "tuningTask": {
+        "trainingData": {"examples": {"examples": examples}},
+        "hyperparameters": {"epochCount": 1, "batchSize": 4, "learningRate": 0.01,
+                            "answerLabels": False}}}
+    r = client.post("/v1beta/tunedModels", params={"tunedModelId": "free-tickets"}, json=body)
+    assert r.status_code == 200, r.text
+    assert wait_op(client, r.json()["name"])["response"]["state"] == "ACTIVE"
+    candidates = [_ask(client, "tunedModels/free-tickets", _ticket(100 + i), tokens=12)
+                  ["candidates"][0] for i in range(4)]
+    assert not any("answerLabel" in c for c in candidates)
+    assert any(c["content"]["parts"][0]["text"] not in LABELS for c in candidates)
+    hp = client.get("/v1beta/tunedModels/free-tickets").json()["tuningTask"]["hyperparameters"]
+    assert hp["choices"][-1].startswith("Answers: free text, as asked")
+    assert not any("a classifier" in line for line in hp["choices"])
+    # a value that is not a boolean is refused in the protocol's error shape
+    body["tuningTask"]["hyperparameters"]["answerLabels"] = "sometimes"
+    bad = client.post("/v1beta/tunedModels", json=body)
+    assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"

@@ -183,3 +183,24 @@ def test_tune_with_a_refit_then_choose_an_epoch_and_the_refit_again(tmp_path, en
     bad = run(["use-epoch", "out", "last"], env, tmp_path)
     assert bad.returncode == 2 and "an epoch number or 'refit'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_classifier_says_it_answers_with_its_labels_and_free_answers_turn_it_off(tmp_path,
+                                                                                   env):
+    labels = ["refund", "delivery", "account"]
+    data = tmp_path / "route.jsonl"
+    data.write_text("".join(json.dumps({"text_input": f"message {i} from a customer",
+                                        "output": labels[i % 3]}) + "\n" for i in range(24)))
+    r = run(["tune", str(data), "--base-model", "tiny", "--epochs", "1", "-o", "on"], env,
+            tmp_path)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stdout.split())
+    assert "Answers: a classifier: the training outputs are 3 labels" in said
+    assert "tune with --free-answers" in said
+    assert json.loads((tmp_path / "on" / "manifest.json").read_text())["answer_labels"]
+    r = run(["tune", str(data), "--base-model", "tiny", "--epochs", "1", "--free-answers",
+             "-o", "off"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stdout.split())
+    assert "Answers: free text, as asked" in said and "a classifier" not in said
+    assert json.loads((tmp_path / "off" / "manifest.json").read_text())["answer_labels"] is None

@@ -14,6 +14,7 @@ from tunelab.data.batches import encode_pieces, encode_prompt
 from tunelab.inference import GenerationConfig, Generator
 from tunelab.training import Hyperparameters, train
 from tunelab.training.evaluate import ACCURACY, Evaluator
+from tunelab.training.hyperparameters import ResolvedHyperparameters
 
 INTENTS = ["check_balance", "lost_card", "change_pin", "open_account", "close_account",
            "report_fraud", "loan_inquiry", "exchange_rate", "card_declined", "update_address",
@@ -148,3 +149,26 @@ def test_validation_scores_count_the_answers_the_model_serves(tiny_base, tiny_se
         classifier)
     assert scored == served and all(a in INTENTS for a in scored)
     assert any(a not in INTENTS for a in free)
+
+
+def test_a_user_can_turn_the_labels_off(tiny_base, tiny_serving_base, tmp_path):
+    """``answer_labels=False`` (the CLI's --free-answers, the API's answerLabels: false): the
+    same classifier's answers are the model's own, and the plan says so in one line."""
+    examples = [Example(f"customer message number {i}", INTENTS[i % 12]) for i in range(36)]
+    hp = Hyperparameters(epoch_count=1, batch_size=4, learning_rate=0.01, answer_labels=False)
+    resolved = hp.resolve(None, examples)
+    assert resolved.answer_labels is False
+    assert resolved.reasons[-1].startswith("Answers: free text, as asked")
+    assert ResolvedHyperparameters.from_plan(resolved.plan()) == resolved
+    # an older plan (no such field) keeps the rule on
+    old = {k: v for k, v in resolved.plan().items() if k != "answer_labels"}
+    assert ResolvedHyperparameters.from_plan(old).answer_labels is True
+    assert Hyperparameters(epoch_count=1).resolve(None, examples).answer_labels is True
+    r = train(tiny_base, examples, hp, tmp_path / "free")
+    assert json.loads((tmp_path / "free" / "manifest.json").read_text())["answer_labels"] is None
+    gen = Generator(tiny_serving_base)
+    answers = [gen.generate([("user", f"please help {i}")], None,
+                            GenerationConfig(max_output_tokens=12), r.adapter_dir).candidates[0]
+               for i in range(6)]
+    assert all(c.replaced is None for c in answers)
+    assert any(c.text not in INTENTS for c in answers)

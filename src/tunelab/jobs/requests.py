@@ -72,6 +72,9 @@ class TuningRequest:
     validation_file: str | None = None
     seed: int | None = None  # the run's seed (OpenAI's ``seed``); else the server's
     lora_rank: int | None = None  # Vertex's adapterSize; else chosen from the data
+    # tunelab extension (hyperparameters.answerLabels): False lets a tuned classifier answer
+    # in free text (catalog/labels.py); unset: its answers are its labels
+    answer_labels: bool | None = None
 
 
 @dataclass

@@ -93,7 +93,7 @@ class TuningService(DataFiles):
         problems = self.request_problems(req)
         hp = Hyperparameters(
             req.epoch_count, req.batch_size, req.learning_rate, req.learning_rate_multiplier,
-            req.lora_rank,
+            req.lora_rank, req.answer_labels,
         )
         problems += hp.problems()
         if req.source_tuned_model:

@@ -47,6 +47,9 @@ class Hyperparameters:
     learning_rate_multiplier: float | None = None
     # the LoRA rank a protocol asks for (Vertex's adapterSize); unset: chosen from the data
     lora_rank: int | None = None
+    # False: the tuned model answers in free text even where its training outputs are labels
+    # (catalog/labels.py); unset or True: a classifier answers with one of its labels
+    answer_labels: bool | None = None
 
     def problems(self) -> list[Problem]:
         """Every problem at once, each naming its field; the limits are
@@ -63,7 +66,8 @@ class Hyperparameters:
         if self.lora_rank is not None and self.lora_rank < 1:
             out.append(Problem(f"must be a whole number of at least 1, got {self.lora_rank}",
                                field="loraRank"))
-        values = {k: v for k, v in asdict(self).items() if k != "lora_rank"}
+        values = {k: v for k, v in asdict(self).items()
+                  if k not in ("lora_rank", "answer_labels")}
         return out + problems(HyperparameterSettings, values)
 
     def plans_refit(self, n_examples: int, validation_given: bool) -> bool:
@@ -110,6 +114,7 @@ class Hyperparameters:
                 learning_rate=lr,
                 lora_rank=rank,
                 lora_alpha=2 * rank,
+                answer_labels=self.answer_labels is not False,
             )
         return self._auto(lr, DataShape.of(examples), has_validation, held_out)
 
@@ -166,8 +171,12 @@ class Hyperparameters:
                 "examples by more than one example's worth." if has_validation
                 else "Served epoch: the last (no examples held out to score epochs on: below 40 "
                 "examples every one is trained on).")
+        if self.answer_labels is False:
+            reasons.append("Answers: free text, as asked: even where the training outputs are "
+                           "labels, an answer that is none of them is kept as the model wrote it.")
         return ResolvedHyperparameters(epochs, batch, lr, warmup, decay, rank, alpha,
-                                       tuple(reasons), tuple(chosen), refit)
+                                       tuple(reasons), tuple(chosen), refit,
+                                       self.answer_labels is not False)
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,9 @@ class ResolvedHyperparameters:
     # after choosing the epoch on held-out examples, train again on every example for as many
     # steps and serve that (training/refit.py)
     refit: bool = False
+    # whether a classifier's answers are its labels where the outputs are labels
+    # (catalog/labels.py); False only where the user turned it off
+    answer_labels: bool = True
 
     def steps_per_epoch(self, n_examples: int) -> int:
         return math.ceil(n_examples / self.batch_size)

@@ -475,7 +475,7 @@ def train(
     )
     private = _private_model(base.model)
     labels = answer_labels([ex.text_input for ex in examples], [ex.output for ex in examples],
-                           [ex.output for ex in validation or []])
+                           [ex.output for ex in validation or []]) if hp.answer_labels else None
     longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
     memory = plan_memory(_text_config(private.config), longest_step,
                          activation_budget(train_memory_mb),

@@ -104,6 +104,7 @@ def create_tuned_model(
         batch_size=hp.batch_size,
         learning_rate=hp.learning_rate,
         learning_rate_multiplier=hp.learning_rate_multiplier,
+        answer_labels=hp.answer_labels,
         validation_examples=validation,
         validation_file=vdata.file if vdata is not None else None,
     )
