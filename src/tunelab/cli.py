@@ -504,6 +504,11 @@ def eval_models(
 
             out = compare(examples, answerers, advance)
     show_evaluation(out, data, show)
+    for name in models:  # a tuned classifier tested on outputs that are none of its labels
+        note = _unreachable_labels(name, examples)
+        if note:
+            console.print(f"[yellow]{name}:[/] {note} To let it answer freely, tune it again "
+                          "with --free-answers.", highlight=False, soft_wrap=True)
 
 
 def _answerers(settings: Settings, names: list[str], examples, server: str | None,
@@ -549,6 +554,20 @@ def _answerers(settings: Settings, names: list[str], examples, server: str | Non
                                               settings.adapter_cache_bytes)
         out.append(generator_answerer(name, generators[base_name], adapter, examples))
     return out
+
+
+def _unreachable_labels(name: str, examples) -> str | None:
+    """For a local tuning output whose model answers with labels, how many test outputs are
+    none of them (catalog/labels.py)."""
+    from tunelab.catalog.labels import unreachable_note
+    from tunelab.inference.manifest import served_facts
+    from tunelab.training import adapter_path
+
+    path = Path(name)
+    if not (path / "manifest.json").exists():
+        return None
+    labels = served_facts(adapter_path(path)).answer_labels
+    return unreachable_note(labels, [ex.output for ex in examples]) if labels else None
 
 
 def _service_client(server: str):

@@ -204,3 +204,16 @@ def test_a_classifier_says_it_answers_with_its_labels_and_free_answers_turn_it_o
     said = " ".join(r.stdout.split())
     assert "Answers: free text, as asked" in said and "a classifier" not in said
     assert json.loads((tmp_path / "off" / "manifest.json").read_text())["answer_labels"] is None
+    # tested on outputs that are none of its labels, `eval` says the labelled model cannot be
+    # right on them (and how to let it answer freely); the free one gets no such line
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"text_input": f"message {i} about {word}",
+                                        "output": word}) + "\n"
+                            for i, word in enumerate(["refund", "warranty", "invoice"])))
+    r = run(["eval", "on", "off", "--data", str(test), "--no-base"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stdout.split())
+    assert ("on: 2 of the 3 expected outputs are none of its 3 labels (warranty, invoice); it "
+            "answers with its labels, so it cannot be right on them. To let it answer freely, "
+            "tune it again with --free-answers.") in said
+    assert "off: " not in said

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tunelab.catalog.labels import answer_labels, most_likely_labels
+from tunelab.catalog.labels import answer_labels, most_likely_labels, unreachable_note
 from tunelab.data import Example
 from tunelab.data.batches import encode_pieces, encode_prompt
 from tunelab.inference import GenerationConfig, Generator
@@ -172,3 +172,11 @@ def test_a_user_can_turn_the_labels_off(tiny_base, tiny_serving_base, tmp_path):
                for i in range(6)]
     assert all(c.replaced is None for c in answers)
     assert any(c.text not in INTENTS for c in answers)
+
+
+def test_test_outputs_none_of_the_labels_are_counted():
+    labels = ["France", "Spain", "Japan"]
+    assert unreachable_note(labels, ["France", " Spain ", "Japan"]) is None
+    note = unreachable_note(labels, ["Canada", "France", "Peru", "Chad", "Oman", "Fiji", "Peru"])
+    assert note.startswith("6 of the 7 expected outputs are none of its 3 labels "
+                           "(Canada, Peru, Chad, Oman, …)")

@@ -77,6 +77,21 @@ def labels_note(labels: Sequence[str]) -> str:
             "that is none of them is replaced by the label the model finds most likely.")
 
 
+def unreachable_note(labels: Sequence[str], expected: Sequence[str]) -> str | None:
+    """Where test outputs are none of a classifier's labels (an open set taken for one, such
+    as cities → countries tested on other countries), how many: its answers can never be right
+    on them. None where every expected output is a label."""
+    known = set(labels)
+    missing = [e.strip() for e in expected if e.strip() not in known]
+    if not missing:
+        return None
+    distinct = list(dict.fromkeys(missing))
+    shown = ", ".join(distinct[:4]) + (", …" if len(distinct) > 4 else "")
+    return (f"{len(missing)} of the {len(expected)} expected outputs are none of its "
+            f"{len(labels)} labels ({shown}); it answers with its labels, so it cannot be "
+            "right on them.")
+
+
 def is_label(answer: str, labels: Sequence[str]) -> bool:
     return answer.strip() in labels
 
