@@ -504,11 +504,13 @@ def eval_models(
 
             out = compare(examples, answerers, advance)
     show_evaluation(out, data, show)
+    from rich.markup import escape
+
     for name in models:  # a tuned classifier tested on outputs that are none of its labels
         note = _unreachable_labels(name, examples)
         if note:
-            console.print(f"[yellow]{name}:[/] {note} To let it answer freely, tune it again "
-                          "with --free-answers.", highlight=False, soft_wrap=True)
+            console.print(f"[yellow]{escape(name)}:[/] {escape(note)} To let it answer freely, "
+                          "tune it again with --free-answers.", highlight=False, soft_wrap=True)
 
 
 def _answerers(settings: Settings, names: list[str], examples, server: str | None,
