@@ -81,8 +81,7 @@ def unreachable_note(labels: Sequence[str], expected: Sequence[str]) -> str | No
     """Where test outputs are none of a classifier's labels (an open set taken for one, such
     as cities → countries tested on other countries), how many: its answers can never be right
     on them. None where every expected output is a label."""
-    known = set(labels)
-    missing = [e.strip() for e in expected if e.strip() not in known]
+    missing = [e.strip() for e in expected if not is_label(e, labels)]
     if not missing:
         return None
     distinct = list(dict.fromkeys(missing))
@@ -105,9 +104,11 @@ def answers_as_labels(model: Any, prompts: Sequence[list[int]], answers: list[st
     where it was replaced, else None. The one rule every answering path follows."""
     replaced: list[str | None] = [None] * len(answers)
     for i, answer in enumerate(answers):
+        if is_label(answer, labels):
+            continue
         fits = [k for k, ids in enumerate(label_ids)
                 if budgets is None or len(ids) - 1 <= budgets[i]]
-        if is_label(answer, labels) or not fits:
+        if not fits:
             continue
         k = fits[most_likely_labels(model, [prompts[i]], [label_ids[k] for k in fits],
                                     device)[0]]

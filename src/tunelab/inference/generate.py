@@ -210,13 +210,6 @@ class Generator:
             return system
         return served_facts(adapter).system_instruction
 
-    @staticmethod
-    def labels_for(adapter: Path | None) -> tuple[str, ...] | None:
-        """The labels a tuned classifier answers with (recorded in its manifest by the
-        trainer, ``catalog/labels.py``), or None: a base model, or outputs that are not
-        labels."""
-        return served_facts(adapter).answer_labels
-
     # ---- generation -----------------------------------------------------------------------
     def generate(
         self,
@@ -272,7 +265,7 @@ class Generator:
         pad = tok.pad_token_id
         wanted = None if expected is None else [
             encode_pieces(tok, template.output_pieces(text)) for text in expected]
-        labels = self.labels_for(adapter)
+        labels = served_facts(adapter).answer_labels  # a tuned classifier's (catalog/labels.py)
         label_ids = labels and label_token_ids(tok, template, labels)
         out: list[str] = []
         for group in answer_batches([len(p) for p in prompts], max_output_tokens,
@@ -342,7 +335,7 @@ class Generator:
         reply = Reply(self.base.tokenizer, self._end_ids,
                       [*user_stops, self.base.template.end], max_new)
         # a tuned classifier's answer is known to be a label only once it is whole
-        labels = self.labels_for(adapter)
+        labels = served_facts(adapter).answer_labels  # a tuned classifier's (catalog/labels.py)
         with self._weights(adapter) as model:
             emitted = 0
             past = growing_cache(model.config)  # catalog/kv_cache.py

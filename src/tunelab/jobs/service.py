@@ -263,7 +263,7 @@ class TuningService(DataFiles):
         """A model's validation record and per-epoch scores: the trainer's evaluation.json,
         or, before the first score, the split recorded when the job was queued."""
         from tunelab.catalog.labels import labels_note
-        from tunelab.inference.generate import Generator
+        from tunelab.inference.manifest import served_facts
         from tunelab.training.loop import read_evaluation
 
         found = read_evaluation(self.model_dir(model_id))
@@ -272,7 +272,7 @@ class TuningService(DataFiles):
         # one line on each hyperparameter choice, shown with the hyperparameters
         choices = list((spec.get("plan") or {}).get("reasons") or [])
         # and, once trained, whether its answers are chosen among labels (catalog/labels.py)
-        labels = Generator.labels_for(self.model_dir(model_id) / "adapter")
+        labels = served_facts(self.model_dir(model_id) / "adapter").answer_labels
         if labels:
             choices.append(f"Answers: {labels_note(labels)}")
         extra = {"hyperparameter_choices": choices} if choices else {}

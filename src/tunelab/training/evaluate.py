@@ -213,6 +213,8 @@ class Evaluator:
         self.max_new_tokens = max((len(t.output_ids) for t in self.tokenized), default=0) + (
             ANSWER_MARGIN_TOKENS)
         self.end_ids = end_token_ids(tok, base.template)
+        # each label's tokens, counted once for every epoch's scoring
+        self.label_ids = self.labels and label_token_ids(tok, base.template, self.labels)
 
     def evaluate(self, model: Any, epoch: int,
                  on_progress: Callable[[int, int], None] | None = None) -> Evaluation:
@@ -295,10 +297,8 @@ class Evaluator:
         done = [a or "" for a in answers]
         if self.labels:  # as the served model answers (catalog/labels.py)
             prompts = [t.prompt_ids for t in self.tokenized]
-            answers_as_labels(model, prompts, done, self.labels,
-                              label_token_ids(self.base.tokenizer, self.base.template,
-                                              self.labels), self.base.device,
-                              [self._budget(len(p)) for p in prompts])
+            answers_as_labels(model, prompts, done, self.labels, self.label_ids,
+                              self.base.device, [self._budget(len(p)) for p in prompts])
         return total / max(tokens, 1), done
 
     def _loss_groups(self) -> list[list[Any]]:
