@@ -507,7 +507,7 @@ def eval_models(
     from rich.markup import escape
 
     for name in models:  # a tuned classifier tested on outputs that are none of its labels
-        note = _unreachable_labels(name, examples)
+        note = _unreachable_labels(name, examples, server)
         if note:
             console.print(f"[yellow]{escape(name)}:[/] {escape(note)} To let it answer freely, "
                           "tune it again with --free-answers.", highlight=False, soft_wrap=True)
@@ -558,17 +558,23 @@ def _answerers(settings: Settings, names: list[str], examples, server: str | Non
     return out
 
 
-def _unreachable_labels(name: str, examples) -> str | None:
-    """For a local tuning output whose model answers with labels, how many test outputs are
-    none of them (catalog/labels.py)."""
+def _unreachable_labels(name: str, examples, server: str | None) -> str | None:
+    """For a tuned model that answers with labels (a local tuning output, or with --server a
+    tuned model whose resource lists its ``answerLabels``), how many test outputs are none of
+    them (catalog/labels.py)."""
     from tunelab.catalog.labels import unreachable_note
     from tunelab.inference.manifest import served_facts
     from tunelab.training import adapter_path
 
-    path = Path(name)
-    if not (path / "manifest.json").exists():
+    if server and name.startswith("tunedModels/"):
+        with _service_client(server) as c:
+            labels = _checked(c.get(f"/v1beta/{name}")).get("answerLabels")
+        if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            labels = None
+    elif (Path(name) / "manifest.json").exists():
+        labels = served_facts(adapter_path(Path(name))).answer_labels
+    else:
         return None
-    labels = served_facts(adapter_path(path)).answer_labels
     return unreachable_note(labels, [ex.output for ex in examples]) if labels else None
 
 

@@ -235,6 +235,35 @@ def test_compare_view_scores_models_side_by_side(new_page, alice, tmp_path):
     assert page.locator("#run-compare").is_disabled()
 
 
+def test_compare_view_says_when_expected_outputs_are_none_of_the_labels(new_page, alice):
+    """A tuned classifier (it answers with its labels) compared on test rows whose expected
+    outputs are partly none of its labels: one notice on its row, in the Studio's words."""
+    labels = ["refund", "delivery", "account"]
+    alice.tune("route", [{"textInput": f"message {i} from a customer", "output": labels[i % 3]}
+                         for i in range(24)], epochCount=1, batchSize=4, learningRate=0.01)
+    assert alice.c.get("/v1beta/tunedModels/route").json()["answerLabels"] == sorted(labels)
+    page, _ = new_page()
+    sign_in(page, "alice")
+    open_model(page, "route")
+    page.click("#compare")
+    page.wait_for_selector("h1:has-text('Compare on test data')")
+    page.fill("#pasted", "message 900\trefund\nmessage 901\twarranty\nmessage 902\twarranty\n")
+    page.wait_for_selector("#data-ready:has-text('3 test examples from the pasted rows')")
+    page.click("#run-compare")
+    page.wait_for_selector("#scores")
+    notice = " ".join(page.locator(".notice.unreachable").all_inner_texts())
+    assert "2 of the 3 expected outputs are none of its 3 labels (warranty)" in notice
+    assert "Free answers" in notice and "--free-answers" not in notice
+    assert page.locator(".notice.unreachable").count() == 1  # not on the base model's row
+
+    # rows within the labels: no notice
+    page.fill("#pasted", "message 903\trefund\nmessage 904\taccount\n")
+    page.wait_for_selector("#data-ready:has-text('2 test examples from the pasted rows')")
+    page.click("#run-compare")
+    page.wait_for_selector("#results p.hint:has-text('2 examples')")
+    assert page.locator(".notice.unreachable").count() == 0
+
+
 def test_download_only_for_a_role_that_may_export(new_page, alice, studio_service, tmp_path):
     page, _ = new_page()
     sign_in(page, "alice")

@@ -85,6 +85,8 @@ def test_the_real_sdks_ignore_the_note(service, tuned):
         model=tuned, contents="order 5 is late",
         config=types.GenerateContentConfig(max_output_tokens=2))
     assert res.candidates and res.usage_metadata.prompt_token_count > 0
+    # the tuned classifier's resource, with its answerLabels extension, reads too
+    assert client.tunings.get(name=tuned).name == tuned
 
     old = pytest.importorskip("google.generativeai")
     old.configure(api_key=service.api_key, transport="rest",
@@ -92,6 +94,7 @@ def test_the_real_sdks_ignore_the_note(service, tuned):
     answer = old.GenerativeModel(model_name=tuned).generate_content(
         "order 5 is late", generation_config={"max_output_tokens": 2})
     assert answer.candidates
+    assert old.get_tuned_model(tuned).name == tuned
 
 
 def test_a_tuned_classifier_answers_with_one_of_its_labels(tuned, client):
@@ -120,6 +123,29 @@ def test_the_model_says_it_answers_with_its_labels(tuned, client):
     assert hp["choices"][-1] == (
         "Answers: a classifier: the training outputs are 3 labels (account, billing, shipping); "
         "an answer that is none of them is replaced by the label the model finds most likely.")
+    # and the resource lists the labels (tunelab extension), which `tunelab eval --server` reads
+    assert client.get(f"/v1beta/{tuned}").json()["answerLabels"] == sorted(LABELS)
+
+
+def test_evaluate_says_when_expected_outputs_are_none_of_the_labels(tuned, client):
+    """``:evaluate`` (the Studio's compare page): a test file whose expected outputs are partly
+    none of the classifier's labels gets one sentence on the tuned model's row, none on the base
+    model's; a test file within the labels, none."""
+    outside = [{"textInput": _ticket(200 + i), "output": out}
+               for i, out in enumerate(["billing", "refund", "refund", "returns"])]
+    r = client.post(f"/v1beta/{tuned}:evaluate",
+                    json={"testData": {"examples": {"examples": outside}}})
+    assert r.status_code == 200, r.text
+    rows = {row["model"]: row for row in r.json()["results"]}
+    assert rows[tuned]["unreachableNote"] == (
+        "3 of the 4 expected outputs are none of its 3 labels (refund, returns); it answers "
+        "with its labels, so it cannot be right on them.")
+    assert "unreachableNote" not in rows["models/tiny-random"]
+    inside = [{"textInput": _ticket(300 + i), "output": LABELS[i % 3]} for i in range(3)]
+    r = client.post(f"/v1beta/{tuned}:evaluate",
+                    json={"testData": {"examples": {"examples": inside}}, "compareWith": []})
+    assert r.status_code == 200, r.text
+    assert "unreachableNote" not in r.json()["results"][0]
 
 
 def test_a_classifier_tuned_with_free_answers_answers_as_it_writes(service, client):
@@ -137,10 +163,34 @@ def test_a_classifier_tuned_with_free_answers_answers_as_it_writes(service, clie
                   ["candidates"][0] for i in range(4)]
     assert not any("answerLabel" in c for c in candidates)
     assert any(c["content"]["parts"][0]["text"] not in LABELS for c in candidates)
-    hp = client.get("/v1beta/tunedModels/free-tickets").json()["tuningTask"]["hyperparameters"]
+    resource = client.get("/v1beta/tunedModels/free-tickets").json()
+    assert "answerLabels" not in resource
+    hp = resource["tuningTask"]["hyperparameters"]
     assert hp["choices"][-1].startswith("Answers: free text, as asked")
     assert not any("a classifier" in line for line in hp["choices"])
     # a value that is not a boolean is refused in the protocol's error shape
     body["tuningTask"]["hyperparameters"]["answerLabels"] = "sometimes"
     bad = client.post("/v1beta/tunedModels", json=body)
     assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_cli_eval_of_a_served_classifier_says_which_outputs_it_cannot_answer(service, tuned,
+                                                                            tmp_path):
+    """`tunelab eval --server tunedModels/…` reads the model's labels from its resource and,
+    for test outputs that are none of them, prints the one line and the way out."""
+    import subprocess
+    import sys
+
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"text_input": _ticket(400 + i), "output": out}) + "\n"
+                            for i, out in enumerate(["refund", "billing"])))
+    r = subprocess.run(
+        [sys.executable, "-m", "tunelab.cli", "eval", tuned, "--server", service.url,
+         "--data", str(test), "--no-base"],
+        env={**service.env, "COLUMNS": "300"}, cwd=tmp_path, capture_output=True, text=True,
+        timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    assert (f"{tuned}: 1 of the 2 expected outputs are none of its 3 labels (refund); it answers "
+            "with its labels, so it cannot be right on them. To let it answer freely, tune it "
+            "again with --free-answers.") in text

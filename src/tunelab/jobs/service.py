@@ -275,7 +275,8 @@ class TuningService(DataFiles):
         labels = served_facts(self.model_dir(model_id) / "adapter").answer_labels
         if labels:
             choices.append(f"Answers: {labels_note(labels)}")
-        extra = {"hyperparameter_choices": choices} if choices else {}
+        extra = ({"hyperparameter_choices": choices} if choices else {}) | (
+            {"answer_labels": list(labels)} if labels else {})
         if found is not None:
             return {**found, **extra}
         record = spec.get("validation")

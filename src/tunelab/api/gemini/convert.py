@@ -134,6 +134,7 @@ def tuned_model_fields(
         ),
         state_message=(row.state_message or None) if extensions else None,
         evaluation=evaluation_out(evaluation, row) if extensions else None,
+        answer_labels=(evaluation or {}).get("answer_labels") if extensions else None,
         cancelled=True if extensions and row.cancelled else None,
     )
 

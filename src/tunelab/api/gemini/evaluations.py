@@ -56,6 +56,10 @@ class ModelScore(_Camel):
     token_f1: float | None = None
     confusion: list[s.ConfusionCount] | None = None
     mean_latency_ms: float
+    unreachable_note: str | None = Field(
+        None, description="Only for a tuned classifier (it answers with its labels) tested on "
+        "expected outputs that are none of them: how many, in one sentence (it cannot be right "
+        "on those).")
 
 
 class Answer(_Camel):
@@ -96,6 +100,15 @@ def _target(request: Request, principal: Principal, name: str):
         f"compareWith names '{name}'; name models as 'models/ID' or 'tunedModels/ID'.")
 
 
+def _unreachable(adapter, examples: list[Example]) -> str | None:
+    """For a tuned classifier, how many expected outputs are none of its labels."""
+    from tunelab.catalog.labels import unreachable_note
+    from tunelab.inference.manifest import served_facts
+
+    labels = served_facts(adapter).answer_labels
+    return unreachable_note(labels, [ex.output for ex in examples]) if labels else None
+
+
 @router.post("/tunedModels/{model_id}:evaluate", response_model=EvaluateResponse,
              tags=["tunedModels"], response_model_exclude_none=True,
              response_model_by_alias=True)
@@ -129,13 +142,15 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     targets = [(n, *_target(request, principal, n)) for n in names]
 
     out = compare(examples, [generator_answerer(n, g, a, examples) for n, g, a in targets])
+    notes = {n: _unreachable(a, examples) for n, _, a in targets}
     return EvaluateResponse(
         metric=metric_wire(out["metric"]),
         metric_note=metric_note(out["metric"]),
         example_count=out["example_count"],
         results=[ModelScore(**{k: v for k, v in r.items() if k != "confusion"},
                             confusion=[s.ConfusionCount(**c) for c in r.get("confusion") or []]
-                            or None) for r in out["results"]],
+                            or None, unreachable_note=notes.get(r["model"]))
+                 for r in out["results"]],
         differences=[Difference(text_input=d["text_input"], expected=d["expected"],
                                 answers=[Answer(**a) for a in d["answers"]])
                      for d in out["differences"]],

@@ -264,6 +264,10 @@ class TunedModel(_Out):
     )
     evaluation: Evaluation | None = Field(
         None, description="tunelab extension: the validation set and the per-epoch scores.")
+    answer_labels: list[str] | None = Field(
+        None, description="tunelab extension, only on a tuned classifier: the labels it "
+        "answers with (an answer that is none of them is replaced by the most likely one); "
+        "absent where it answers freely.")
     cancelled: bool | None = Field(
         None, description="tunelab extension: true when the tuning was cancelled (the model "
         "is ACTIVE with what it learned so far, or FAILED when cancelled before it started); "

@@ -159,6 +159,7 @@ export async function show(main, id) {
         <td data-label="${other.name}" class="mono">${fmtScore(r[other.key])}</td>
         <td data-label="Time per answer" class="mono">${Math.round(r.meanLatencyMs)} ms</td></tr>`)}
       </tbody></table></div>
+      ${out.results.filter((r) => r.unreachableNote).map((r) => html`<div class="notice warn unreachable" role="status">${nameOf(r.model)}: ${r.unreachableNote} To let a model answer freely, create it again with <strong>Free answers</strong> ticked under Advanced settings.</div>`)}
       <h3>Answers that differ</h3>
       ${out.differences.length ? html`
         <p class="hint">${out.differingCount > out.differences.length ? `The first ${out.differences.length} of ${out.differingCount} examples` : `${out.differingCount} example${out.differingCount === 1 ? "" : "s"}`} where the models answer differently; ✔ marks an answer equal to the expected output.</p>
