@@ -49,8 +49,9 @@ sdk-envs: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/tunelab demo
 
-# The whole suite needs three Debian packages besides Python's: chromium (the Studio's browser
-# tests), jq (the curl sessions in docs/) and postgresql (the PostgreSQL store tests). Installed
+# The whole suite needs four Debian packages besides Python's: chromium (the Studio's browser
+# tests), jq (the curl sessions in docs/), postgresql (the PostgreSQL store tests) and
+# libjemalloc2 (the allocator training processes use where it is installed). Installed
 # here when apt-get is there and we are root; otherwise one line says what to install. Nothing the
 # README promises is skipped because a machine lacks them.
 system-deps:

@@ -8,6 +8,10 @@ command -v jq >/dev/null 2>&1 || need+=(jq)
 # postgresql: the PostgreSQL store tests start a throwaway cluster with its initdb/pg_ctl.
 command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
   || need+=(postgresql)
+# libjemalloc2: training processes allocate with jemalloc where it is installed
+# (src/tunelab/allocator.py); its tests need it.
+libs=$({ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null || true)
+[[ $libs == *libjemalloc.so* ]] || need+=(libjemalloc2)
 [ ${#need[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
   echo "Installing the Debian packages the tests need: ${need[*]}"

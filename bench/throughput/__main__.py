@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.throughput import data, report
 from bench.throughput.contenders import CONTENDERS
 from bench.throughput.measure import Result
+from tunelab.allocator import preload_env
 
 REPO = Path(__file__).resolve().parents[2]
 MISSING_TRL = (
@@ -95,8 +96,11 @@ def run_contender(name: str, args: argparse.Namespace, seed: int, workdir: Path
     with log_file.open("w") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
+        # tunelab's run allocates as tunelab's training processes do: with jemalloc where the
+        # system has it (src/tunelab/allocator.py); the peers with the C library's, as shipped
+        env = preload_env(os.environ) if name == "tunelab" else None
         proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                              check=False)
+                              check=False, env=env)
     own_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy = meter.busy_core_seconds()
     own = (own_after.ru_utime + own_after.ru_stime) - (own_before.ru_utime + own_before.ru_stime)

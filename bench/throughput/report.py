@@ -33,7 +33,12 @@ def machine() -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
-    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": cores(), "versions": versions}
+    from tunelab.allocator import preload_env, using_jemalloc
+
+    tunelab_allocator = ("jemalloc" if using_jemalloc() or preload_env(os.environ) is not None
+                         else "the C library's")
+    return {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": cores(), "versions": versions,
+            "tunelab_allocator": tunelab_allocator}
 
 
 def _busy_and_total_ticks() -> tuple[int, int] | None:
@@ -153,7 +158,9 @@ def header(info: dict, workload: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     return "\n".join([
         f"CPU: {info['cpu']}; flags: {flags}; {info['cores']} cores",
-        f"{versions}; device {workload['device']}, {workload['threads']} torch thread(s)",
+        f"{versions}; device {workload['device']}, {workload['threads']} torch thread(s); "
+        f"tunelab allocates with {info.get('tunelab_allocator', 'the C library')}, the others "
+        "with the C library's",
         f"workload: {workload['base_model']}, {workload['examples']} \"sentence → JSON\" examples "
         f"({workload['tokens']:,} tokens), {workload['epochs']} epoch(s), batch "
         f"{workload['batch_size']}, lr {workload['learning_rate']:g}, seed {workload['seed']}; "

@@ -235,6 +235,10 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
         console.print(f"  {reason}", highlight=False, soft_wrap=True)
     console.print(f"  base weights in {base.precision.name}: {base.precision.reason}",
                   highlight=False, soft_wrap=True)
+    from tunelab.allocator import allocator_note
+
+    if (note := allocator_note()) is not None:
+        console.print(f"  memory: {note}", highlight=False, soft_wrap=True)
     progress = Progress(
         TextColumn("[bold blue]tuning"),
         BarColumn(),
@@ -793,9 +797,24 @@ _register_service_commands()
 register_export_commands(app)
 
 
+TRAINING_COMMANDS = ("tune", "demo", "worker")
+
+
+def _trains_here(args: list[str]) -> bool:
+    """Whether the command line runs training in this process (not ``tune --server``)."""
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command not in TRAINING_COMMANDS:
+        return False
+    return not any(a == "--server" or a.startswith("--server=") for a in args)
+
+
 def main() -> None:
     from tunelab.quiet import end_quickly, silence_library_warnings
 
+    if _trains_here(sys.argv[1:]):
+        from tunelab.allocator import restart_with_jemalloc
+
+        restart_with_jemalloc()  # training keeps less freed memory (allocator.py)
     silence_library_warnings()
     try:
         try:

@@ -54,6 +54,9 @@ class WorkerPool:
         env = {**os.environ, "TUNELAB_SUPERVISOR_PID": str(os.getpid())}
         if self.threads:
             env["TUNELAB_THREADS"] = str(self.threads)
+        from tunelab.allocator import preload_env
+
+        env = preload_env(env) or env  # jemalloc where found (allocator.py)
         return subprocess.Popen([sys.executable, "-m", "tunelab.jobs"], env=env)
 
     def start(self) -> None:

@@ -69,6 +69,14 @@ class Settings(BaseSettings):
         "(about a third more compute) and, if need be, splits batches. Default: half of the "
         "memory the system reports available when training starts.",
     )
+    allocator: str = Field(
+        default="auto",
+        pattern="^(auto|system)$",
+        description="The C allocator of the processes that train: 'auto' (jemalloc where the "
+        "system has it, e.g. Debian's libjemalloc2: they restart once at start with it "
+        "preloaded; it keeps less freed memory) or 'system' (the C library's). Read when a "
+        "process starts (allocator.py).",
+    )
     adapter_cache_bytes: int = Field(
         default=512 * 1024 * 1024,
         description="LRU budget for adapters kept loaded in a serving process (bytes).",

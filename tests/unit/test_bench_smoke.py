@@ -73,6 +73,9 @@ def test_quick_run_trains_the_contenders_on_identical_tokens_and_scores_them_ali
         assert x == contenders["tunelab"]["heldout_loss"] / contenders[name]["heldout_loss"]
     # the report: the machine, the table, tunelab's ratios to each, the loss target
     assert proc.stdout.startswith("CPU: ")
+    # tunelab's run allocates as tunelab trains (jemalloc, which `make test` installs)
+    assert result["machine"]["tunelab_allocator"] == "jemalloc"
+    assert "tunelab allocates with jemalloc, the others with the C library's" in proc.stdout
     assert "| contender | precision | real tokens | real tokens/s |" in proc.stdout
     assert "| last-epoch train loss | held-out loss |" in proc.stdout
     for name in peers:

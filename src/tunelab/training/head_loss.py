@@ -36,7 +36,7 @@ from torch import nn
 from tunelab.catalog.wide_linear import WideLinear
 
 # At most this many logits per block (fp32: 16 MB), so a block's temporaries stay below the
-# allocator's mmap threshold (training/allocator.py) and are reused rather than mapped anew.
+# allocator's mmap threshold (allocator.py) and are reused rather than mapped anew.
 BLOCK_ELEMENTS = 1 << 22
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab import __version__
+from tunelab.allocator import SHORT_OF_MEMORY_THRESHOLD_BYTES, fix_mmap_threshold
 from tunelab.catalog.labels import answer_labels
 from tunelab.catalog.loading import LoadedBase
 from tunelab.data.batches import Batch, TokenizedExample, collate, pack, tokenize_example
@@ -39,7 +40,6 @@ from tunelab.data.prompt_format import profile_of
 from tunelab.errors import FailedPrecondition, InvalidArgument
 from tunelab.fsutil import atomic_write_text
 from tunelab.training.advice import EpochAdvice, advise_epoch
-from tunelab.training.allocator import SHORT_OF_MEMORY_THRESHOLD_BYTES, fix_mmap_threshold
 from tunelab.training.checkpoint import (
     capture_rng,
     load_resume_state,
