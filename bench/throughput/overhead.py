@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench.throughput import report
     from bench.throughput.data import sentence_to_json_examples
+    from tunelab.allocator import preload_env
 
     env = {**os.environ, "TUNELAB_THREADS": str(args.threads)}
     if args.base_model:
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         meter, started = report.CpuMeter(), time.time()
         subprocess.run([sys.executable, "-m", "bench.throughput.overhead", "--child",
                         str(work / "data.jsonl"), str(work / "out"), str(args.epochs),
-                        str(work / "tune.json")], env=env, check=True)
+                        str(work / "tune.json")], check=True,
+                       env=preload_env(env) or env)  # allocates as `tunelab tune` does
         tune = json.loads((work / "tune.json").read_text())
         gen_started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "tunelab.cli", "generate", str(work / "out"),
