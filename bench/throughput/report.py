@@ -159,8 +159,9 @@ def header(info: dict, workload: dict) -> str:
     return "\n".join([
         f"CPU: {info['cpu']}; flags: {flags}; {info['cores']} cores",
         f"{versions}; device {workload['device']}, {workload['threads']} torch thread(s); "
-        f"tunelab allocates with {info.get('tunelab_allocator', 'the C library')}, the others "
-        "with the C library's",
+        + ("tunelab allocates with jemalloc, the others with the C library's allocator"
+           if info.get("tunelab_allocator") == "jemalloc"
+           else "every contender allocates with the C library's allocator"),
         f"workload: {workload['base_model']}, {workload['examples']} \"sentence → JSON\" examples "
         f"({workload['tokens']:,} tokens), {workload['epochs']} epoch(s), batch "
         f"{workload['batch_size']}, lr {workload['learning_rate']:g}, seed {workload['seed']}; "
