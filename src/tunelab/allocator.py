@@ -26,7 +26,10 @@ local run), ``tunelab demo``, ``tunelab worker``, ``python -m tunelab.jobs`` and
 jemalloc preloaded (``restart_with_jemalloc``) where the dynamic linker finds it (Debian's
 ``libjemalloc2``; ``find_library``, no path of ours) and ``TUNELAB_ALLOCATOR`` is ``auto`` (the
 default; ``system`` keeps the C library's). Where it is not found nothing changes, and
-``tunelab tune`` says how to get it.
+``tunelab tune`` says how to get it. In a run short of memory jemalloc held as little as glibc
+with the 256 KB threshold below (949 against 938 MB) at 1.6× its speed (269 against 164 real
+tokens/s: it reuses the pages it keeps where glibc maps every freed block anew), so nothing
+else changes under jemalloc.
 
 A run short of memory (``memory.py``: it recomputes activations to fit a budget) fixes the
 threshold at 256 KB instead: its blocks are one layer's or one chunk's worth, which a 32 MB
