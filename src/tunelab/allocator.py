@@ -98,11 +98,11 @@ def allocator_mode(env: Mapping[str, str]) -> str:
 def preload_env(env: Mapping[str, str]) -> dict[str, str] | None:
     """``env`` for a process to start with jemalloc preloaded; None where it would not change
     (the system's allocator asked for, jemalloc not found, or preloaded already)."""
-    if allocator_mode(env) != "auto":
-        return None
-    library = jemalloc_library()
     current = env.get("LD_PRELOAD", "")
-    if library is None or "jemalloc" in current:
+    if allocator_mode(env) != "auto" or "jemalloc" in current:
+        return None
+    library = jemalloc_library()  # find_library asks ldconfig: last, only when needed
+    if library is None:
         return None
     return {**env, "LD_PRELOAD": f"{library} {current}".strip()}
 
@@ -120,17 +120,16 @@ def restart_with_jemalloc() -> None:
     """Start this process again, the same command, with jemalloc preloaded, where
     ``preload_env`` says to (module docstring); call before importing torch. Returns where it
     does not restart (or cannot: the command then runs with the C library's allocator)."""
-    env = preload_env(os.environ)
-    if env is None or os.environ.get(_RESTARTED_ENV) or using_jemalloc():
+    if os.environ.get(_RESTARTED_ENV) or using_jemalloc():
         return
-    argv = list(getattr(sys, "orig_argv", []) or [])
-    if not argv:
+    env = preload_env(os.environ)
+    if env is None:
         return
     env[_RESTARTED_ENV] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execve(sys.executable, argv, env)
+        os.execve(sys.executable, sys.orig_argv, env)
     except OSError:
         return
 

@@ -579,7 +579,7 @@ def _unreachable_labels(name: str, examples, server: str | None) -> str | None:
         labels = served_facts(adapter_path(Path(name))).answer_labels
     else:
         return None
-    return unreachable_note(labels, [ex.output for ex in examples]) if labels else None
+    return unreachable_note(labels, [ex.output for ex in examples])
 
 
 def _service_client(server: str):

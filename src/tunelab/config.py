@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tunelab.allocator import ALLOCATORS
+
 
 def _default_home() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
     )
     allocator: str = Field(
         default="auto",
-        pattern="^(auto|system)$",
+        pattern=f"^({'|'.join(ALLOCATORS)})$",
         description="The C allocator of the processes that train: 'auto' (jemalloc where the "
         "system has it, e.g. Debian's libjemalloc2: they restart once at start with it "
         "preloaded; it keeps less freed memory) or 'system' (the C library's). Read when a "

@@ -177,6 +177,7 @@ def test_a_user_can_turn_the_labels_off(tiny_base, tiny_serving_base, tmp_path):
 def test_test_outputs_none_of_the_labels_are_counted():
     labels = ["France", "Spain", "Japan"]
     assert unreachable_note(labels, ["France", " Spain ", "Japan"]) is None
+    assert unreachable_note(None, ["Canada"]) is None  # a model that answers freely
     note = unreachable_note(labels, ["Canada", "France", "Peru", "Chad", "Oman", "Fiji", "Peru"])
     assert note.startswith("6 of the 7 expected outputs are none of its 3 labels "
                            "(Canada, Peru, Chad, Oman, …)")

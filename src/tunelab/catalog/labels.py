@@ -77,10 +77,12 @@ def labels_note(labels: Sequence[str]) -> str:
             "that is none of them is replaced by the label the model finds most likely.")
 
 
-def unreachable_note(labels: Sequence[str], expected: Sequence[str]) -> str | None:
+def unreachable_note(labels: Sequence[str] | None, expected: Sequence[str]) -> str | None:
     """Where test outputs are none of a classifier's labels (an open set taken for one, such
     as cities → countries tested on other countries), how many: its answers can never be right
-    on them. None where every expected output is a label."""
+    on them. None where every expected output is a label, or for a model without labels."""
+    if not labels:
+        return None
     missing = [e.strip() for e in expected if not is_label(e, labels)]
     if not missing:
         return None

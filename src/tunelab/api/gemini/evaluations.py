@@ -105,8 +105,7 @@ def _unreachable(adapter, examples: list[Example]) -> str | None:
     from tunelab.catalog.labels import unreachable_note
     from tunelab.inference.manifest import served_facts
 
-    labels = served_facts(adapter).answer_labels
-    return unreachable_note(labels, [ex.output for ex in examples]) if labels else None
+    return unreachable_note(served_facts(adapter).answer_labels, [ex.output for ex in examples])
 
 
 @router.post("/tunedModels/{model_id}:evaluate", response_model=EvaluateResponse,
