@@ -31,6 +31,18 @@ with the 256 KB threshold below (949 against 938 MB) at 1.6× its speed (269 aga
 tokens/s: it reuses the pages it keeps where glibc maps every freed block anew), so nothing
 else changes under jemalloc.
 
+**Bounded kernel caches.** A bf16 matmul runs through oneDNN, and each new shape gets a kernel
+that two caches keep: torch's (ideep's ``LRU_CACHE_CAPACITY``, 1,024 entries by default) and
+oneDNN's own (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, 1,024), ~0.6 MB a shape together. A training
+step's row length changes with every batch, and so do a served prompt's, so both caches fill
+with shapes that never come back: +50-80 MB in a 100-example tune, the "heap growth over the
+first steps" of earlier measurements (found with jemalloc's heap profile: ``dnnl::impl::malloc``
+under ``primitive_desc_create``). A step uses ~7 shapes per row length (its prefix rows'
+included, ~15), so ``bound_kernel_caches`` keeps 32 of each: the growth stops, and a shape that
+does come back within a step still hits (docs/performance.md "Kernel caches"). Both are read
+at the first matmul, so the package sets them when it is imported (``tunelab/__init__.py``);
+a value the user set is kept.
+
 A run short of memory (``memory.py``: it recomputes activations to fit a budget) fixes the
 threshold at 256 KB instead: its blocks are one layer's or one chunk's worth, which a 32 MB
 threshold leaves in the heap after use, and batches of changing lengths leave it fragmented.
@@ -48,13 +60,25 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 MMAP_THRESHOLD_BYTES = 32 * 2**20
 SHORT_OF_MEMORY_THRESHOLD_BYTES = 256 * 2**10
 
 _fixed: int | None = None  # the threshold this process set last
+
+# Kernels kept per cache (module docstring, "Bounded kernel caches"): torch's and oneDNN's.
+KERNEL_CACHE_ENTRIES = 32
+KERNEL_CACHE_ENVS = ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+
+
+def bound_kernel_caches(env: MutableMapping[str, str] | None = None) -> None:
+    """Cap oneDNN's kernel caches at ``KERNEL_CACHE_ENTRIES`` shapes each, where the user has
+    not set them; before the process's first matmul (they are read once)."""
+    env = os.environ if env is None else env
+    for name in KERNEL_CACHE_ENVS:
+        env.setdefault(name, str(KERNEL_CACHE_ENTRIES))
 
 
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:

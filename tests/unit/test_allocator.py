@@ -119,3 +119,49 @@ def test_tune_says_which_allocator_trains(tmp_path, models_dir, tiny_base):
         manifest = json.loads((tmp_path / f"out-{mode}" / "manifest.json").read_text())
         losses[mode] = [s["mean_loss"] for s in manifest["snapshots"]]
     assert losses["auto"] == losses["system"]
+
+
+# -- oneDNN's kernel caches ---------------------------------------------------------------------
+
+_KERNELS = MALLINFO_PROBE + """
+import os, sys
+import tunelab  # caps the caches where the environment does not
+print(os.environ["LRU_CACHE_CAPACITY"], os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"])
+import torch
+
+def in_use():  # the C heap's live bytes (its free memory is not the caches')
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+w = torch.randn(1536, 576).to(torch.bfloat16)
+x = torch.randn(64, 576).to(torch.bfloat16) @ w.T  # the first kernel and the library's set-up
+before = in_use()
+for rows in range(100, 400):  # a row count per step, as a training step's batches have
+    torch.randn(rows, 576).to(torch.bfloat16) @ w.T
+print((in_use() - before) // 2**20, int(torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+"""
+
+
+def _kernels(**env: str) -> tuple[list[str], int, bool]:
+    import os
+
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")}
+    out = subprocess.run([sys.executable, "-c", _KERNELS], capture_output=True, text=True,
+                         timeout=300, env={**base, **env})
+    assert out.returncode == 0, out.stderr
+    caps, grown = out.stdout.split("\n")[:2]
+    mb, onednn = grown.split()
+    return caps.split(), int(mb), onednn == "1"
+
+
+def test_importing_tunelab_caps_the_kernel_caches():
+    caps, capped, onednn = _kernels()
+    assert caps == ["32", "32"]
+    # 300 new shapes: ~0.6 MB a kept kernel; capped, at most 32 of them stay
+    assert capped < 40
+    user, uncapped, _ = _kernels(LRU_CACHE_CAPACITY="1024",
+                                 ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024")
+    assert user == ["1024", "1024"]  # a value the user set is kept
+    if onednn:  # bf16 products run through oneDNN on this CPU: uncapped, every shape stays
+        assert uncapped > 2 * capped + 60, (capped, uncapped)

@@ -539,6 +539,7 @@ def train(
             evaluation = state.get("evaluation")
             if evaluator is not None and evaluation and evaluation.get("metric"):
                 evaluator.metric = evaluation["metric"]  # the epochs before were scored so
+            state = None  # restored: its copies of the adapter and optimizer are let go
 
         def evaluate(epoch: int) -> dict:
             """Score the model (epoch 0: with the LoRA layers off, the base model)."""
@@ -625,6 +626,7 @@ def train(
                 "evaluation": evaluation,
             }
             save_checkpoint(output_dir, epoch + 1, model, state)
+            state = None  # its copy of the adapter is on disk: not kept through the next epoch
     finally:
         # whatever ends the run (completion, cancellation, an error): the input cast kept for
         # sibling layers is let go, and a run short of memory gives the process its usual
@@ -697,8 +699,8 @@ def train(
         from tunelab.training.refit import refit
 
         # the refit trains an adapter of its own: this run's (its module tree, the optimizer's
-        # state, which the last checkpoint's ``state`` also holds) is let go before it starts
-        del model, private, optimizer, params, evaluator, state
+        # state) is let go before it starts
+        del model, private, optimizer, params, evaluator
         gc.collect()
         return refit(result, base, refit_examples, hp, lora, seed, on_snapshot=on_snapshot,
                      should_cancel=should_cancel, train_memory_mb=train_memory_mb)
