@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
-from tunelab.catalog.stopping import Reply
+from tunelab.catalog.stopping import Reply, refuse_end
 
 # Prompts answered together: at most ANSWER_BATCH, and as many as keep their decoding cache
 # within CACHE_BYTES. A pass costs little more for 32 rows than for 16 (above): 32 prompts of the
@@ -95,7 +95,9 @@ def _decode(model: Any, prompts: list[list[int]], replies: list[Reply], pad_id: 
         out = model(input_ids=cur, attention_mask=mask, position_ids=positions,
                     use_cache=True, logits_to_keep=1, **with_cache(model, past))
         past = cache_of(out)
-        nxt = torch.argmax(out.logits[:, -1], dim=-1).tolist()
+        logits = out.logits[:, -1]
+        refuse_end(logits, replies)  # not before an answer's format is whole (stopping.py)
+        nxt = torch.argmax(logits, dim=-1).tolist()
         for reply, t in zip(replies, nxt, strict=True):
             if not reply.done:
                 reply.add(t)
@@ -149,6 +151,8 @@ def start_from_choices(reply: Reply, expected: Sequence[int], chosen: Sequence[i
     determine the answer: to its end, or up to and including the first choice that differs
     from the ``expected`` token (greedy's choice after a prefix greedy also chose)."""
     for want, got in zip(expected, chosen, strict=True):
+        if got in reply.end_ids and not reply.may_end:
+            break  # greedy's end refused (stopping.py): decoded on from here
         reply.add(got)
         if reply.done or got != want:
             break

@@ -5,10 +5,25 @@ Served answers (``inference/generate.py``) and the answers scored during trainin
 service never gives. An answer ends at the base model's end token or the chat template's
 end-of-turn token (``end_token_ids``), at the first of its stop texts (the end-of-turn text and,
 when serving, the caller's ``stopSequences``: the text is cut before it), or at its token budget.
+
+**Not before its format is whole.** Where every training output shares pieces of text in the
+same order (a template's ``people: `` and ``; cities: ``, a JSON object's keys and braces),
+``output_pieces`` finds them and the tuned model's manifest keeps them; an answer that lacks one
+of them may not end (``Reply.may_end``): the decoders refuse the end token there and take the
+next most likely one (``refuse_end``). A 135M model tuned on 100 ``entities`` examples ended 19
+of its 100 test answers after the people, before the ``; cities: …`` every training output has;
+refusing those ends scored 71 / 100 against 52 on the same adapter (docs/quality.md). Pieces
+are only kept where they are structure: with punctuation in them, never cutting through a word
+or a number (dates' ``-0`` is a chance piece of ``-04`` and ``-07``), and together a sizeable
+share of an output (``MIN_PIECES_SHARE``), so free text (where outputs share a ``. `` by chance)
+is never held open.
 """
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
+from difflib import SequenceMatcher
 from typing import Any
 
 FINISHED = "STOP"  # an end token or a stop text
@@ -29,6 +44,66 @@ def end_token_ids(tokenizer: Any, template: Any) -> set[int]:
     return ids
 
 
+# Outputs compared when looking for shared pieces, and the longest output compared: beyond
+# these the outputs are free text or the pieces already settled (SequenceMatcher is quadratic).
+MAX_PIECES_OUTPUTS = 500
+MAX_PIECES_OUTPUT_CHARS = 2_000
+MIN_PIECES_OUTPUTS = 5
+MIN_PIECE_CHARS = 2
+MAX_OUTPUT_PIECES = 64  # pieces kept (the first ones: still in order)
+# The pieces must make up at least this share of the median output's characters.
+MIN_PIECES_SHARE = 0.15
+
+
+def output_pieces(outputs: Sequence[str]) -> list[str]:
+    """The pieces of text that every one of ``outputs`` contains, in the same order (module
+    docstring); [] where they share none that is structure."""
+    outs = [o for o in outputs[:MAX_PIECES_OUTPUTS] if o]
+    if len(outs) < MIN_PIECES_OUTPUTS or any(len(o) > MAX_PIECES_OUTPUT_CHARS for o in outs):
+        return []
+    pieces = [outs[0]]
+    for out in outs[1:]:
+        shared, at = [], 0
+        for piece in pieces:  # each piece's parts found in order in what is left of ``out``
+            rest = out[at:]
+            end = 0
+            for a, b, size in SequenceMatcher(None, piece, rest, autojunk=False
+                                              ).get_matching_blocks():
+                if size >= MIN_PIECE_CHARS:
+                    shared.append(piece[a:a + size])
+                    end = b + size
+            at += end
+        pieces = shared
+        if not pieces:
+            return []
+    pieces = [p for p in pieces if any(not (c.isalnum() or c.isspace()) for c in p)]
+    whole = [True] * len(pieces)  # a piece that cuts through a word or number is a chance one
+    for out in outs:
+        at = 0
+        for k, piece in enumerate(pieces):
+            i = out.find(piece, at)
+            j = i + len(piece)
+            if (piece[0].isalnum() and i > 0 and out[i - 1].isalnum()) or (
+                    piece[-1].isalnum() and j < len(out) and out[j].isalnum()):
+                whole[k] = False
+            at = j
+    pieces = [p for p, w in zip(pieces, whole, strict=True) if w]
+    if sum(map(len, pieces)) < MIN_PIECES_SHARE * statistics.median(map(len, outs)):
+        return []
+    return pieces[:MAX_OUTPUT_PIECES]
+
+
+def has_pieces(text: str, pieces: Sequence[str]) -> bool:
+    """Whether ``text`` holds every one of ``pieces`` in order."""
+    at = 0
+    for piece in pieces:
+        found = text.find(piece, at)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return True
+
+
 def find_stop(text: str, stops: list[str]) -> int | None:
     """Where the first of ``stops`` begins in ``text``, or None."""
     found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
@@ -39,9 +114,12 @@ class Reply:
     """One answer being decoded, a token at a time (``add``), until ``done``; ``reason`` is
     ``FINISHED`` or ``OUT_OF_TOKENS`` once it is."""
 
-    def __init__(self, tokenizer: Any, end_ids: set[int], stops: list[str], budget: int):
+    def __init__(self, tokenizer: Any, end_ids: set[int], stops: list[str], budget: int,
+                 pieces: Sequence[str] = ()):
+        """``pieces``: what the answer must hold before it may end (``output_pieces``)."""
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
+        self.pieces = list(pieces)
         self.ids: list[int] = []
         self.decoded = ""
         self.done = budget <= 0
@@ -64,6 +142,11 @@ class Reply:
             self.done, self.reason = True, OUT_OF_TOKENS
 
     @property
+    def may_end(self) -> bool:
+        """Whether an end token may end the answer now: it holds its pieces (module docstring)."""
+        return not self.pieces or has_pieces(self.decoded, self.pieces)
+
+    @property
     def incomplete(self) -> bool:
         """Whether the text so far ends inside a character whose UTF-8 bytes are split across
         tokens (its next token completes it); a text cut at a stop text never does."""
@@ -72,3 +155,11 @@ class Reply:
     def text(self) -> str:
         """The answer so far (a final, incomplete character left out unless it was cut)."""
         return self.decoded if self.cut else self.decoded.rstrip(INCOMPLETE)
+
+
+def refuse_end(logits: Any, replies: Sequence[Reply]) -> None:
+    """Where a reply may not end yet (``Reply.may_end``), its row of next-token ``logits``
+    (one row per reply) gets no end token: the next most likely token is chosen instead."""
+    for row, reply in enumerate(replies):
+        if not reply.done and not reply.may_end:
+            logits[row, list(reply.end_ids)] = float("-inf")

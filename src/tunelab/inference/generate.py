@@ -28,7 +28,7 @@ from tunelab.catalog.greedy import (
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
 from tunelab.catalog.labels import answers_as_labels, is_label
 from tunelab.catalog.loading import LoadedBase
-from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids
+from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids, refuse_end
 from tunelab.catalog.templates import Turn
 from tunelab.data.batches import encode_pieces, encode_prompt, label_token_ids
 from tunelab.errors import InvalidArgument, NotFound
@@ -265,14 +265,16 @@ class Generator:
         pad = tok.pad_token_id
         wanted = None if expected is None else [
             encode_pieces(tok, template.output_pieces(text)) for text in expected]
-        labels = served_facts(adapter).answer_labels  # a tuned classifier's (catalog/labels.py)
+        facts = served_facts(adapter)
+        labels = facts.answer_labels  # a tuned classifier's (catalog/labels.py)
         label_ids = labels and label_token_ids(tok, template, labels)
         out: list[str] = []
         for group in answer_batches([len(p) for p in prompts], max_output_tokens,
                                     self.base.model.config):
             batch = [prompts[i] for i in group]
             replies = [Reply(tok, self._end_ids, [template.end],
-                             min(max_output_tokens, limit - len(ids))) for ids in batch]
+                             min(max_output_tokens, limit - len(ids)), facts.output_pieces)
+                       for ids in batch]
             with self._weights(adapter) as model:
                 if wanted is not None:  # no further than an answer may run
                     outputs = [wanted[i][:r.budget] for i, r in zip(group, replies, strict=True)]
@@ -332,10 +334,11 @@ class Generator:
             )
         # stopped at the end token, the end-of-turn text, the caller's stop sequences or the
         # budget, as answers scored in training are (catalog/stopping.py)
+        facts = served_facts(adapter)
         reply = Reply(self.base.tokenizer, self._end_ids,
-                      [*user_stops, self.base.template.end], max_new)
+                      [*user_stops, self.base.template.end], max_new, facts.output_pieces)
         # a tuned classifier's answer is known to be a label only once it is whole
-        labels = served_facts(adapter).answer_labels  # a tuned classifier's (catalog/labels.py)
+        labels = facts.answer_labels  # a tuned classifier's (catalog/labels.py)
         with self._weights(adapter) as model:
             emitted = 0
             past = growing_cache(model.config)  # catalog/kv_cache.py
@@ -346,7 +349,9 @@ class Generator:
                 out = model(input_ids=cur, use_cache=True, logits_to_keep=1,
                             **with_cache(model, past))
                 past = cache_of(out)
-                nxt = _sample(out.logits[0, -1].float(), config, gen)
+                logits = out.logits[0, -1].float()
+                refuse_end(logits[None], [reply])  # not before its format is whole
+                nxt = _sample(logits, config, gen)
                 reply.add(nxt)
                 if reply.done:
                     break

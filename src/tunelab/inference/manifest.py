@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.catalog.labels import MAX_ANSWER_LABELS
+from tunelab.catalog.stopping import MAX_OUTPUT_PIECES
 from tunelab.data.prompt_format import PromptFormat
 
 # A manifest lists every step's snapshot: ~200 bytes a step, so even 100,000 steps stay far
@@ -30,6 +31,8 @@ class ServedFacts:
 
     system_instruction: str | None = None
     answer_labels: tuple[str, ...] | None = None
+    # what every training output holds, in order: an answer may not end before (stopping.py)
+    output_pieces: tuple[str, ...] = ()
     prompt_format: PromptFormat = field(default_factory=PromptFormat)
 
 
@@ -62,8 +65,12 @@ def _read(manifest: str, mtime_ns: int, size: int) -> ServedFacts:
     labels = data.get("answer_labels")
     labels_ok = (isinstance(labels, list) and 2 <= len(labels) <= MAX_ANSWER_LABELS
                  and all(isinstance(x, str) and x.strip() for x in labels))
+    pieces = data.get("output_pieces")
+    pieces_ok = (isinstance(pieces, list) and len(pieces) <= MAX_OUTPUT_PIECES
+                 and all(isinstance(x, str) and x for x in pieces))
     return ServedFacts(
         system_instruction=system if isinstance(system, str) else None,
         answer_labels=tuple(labels) if labels_ok else None,
+        output_pieces=tuple(pieces) if pieces_ok else (),
         prompt_format=PromptFormat.from_dict(data.get("prompt_format")),
     )

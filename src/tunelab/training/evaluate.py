@@ -196,14 +196,16 @@ class Evaluator:
 
     def __init__(self, base: Any, validation: list[Example], metric: str,
                  packed: bool = False, share_prefix: bool = False,
-                 labels: Sequence[str] | None = None):
+                 labels: Sequence[str] | None = None, pieces: Sequence[str] = ()):
         """``metric``: what the answers are scored by (``metric_for``). ``packed``: the loss
         pass lays each group of examples in one row, as the trainer does where its model
         attends by example (``data/batches.py`` ``pack``); with ``share_prefix``, their
         common prefix once. Else each example has a padded row. ``labels``: a classifier's
         labels (``catalog/labels.py``): an answer that is none of them is replaced by the
-        most likely one, as the tuned model's served answers are."""
+        most likely one, as the tuned model's served answers are. ``pieces``: what every
+        training output holds; an answer may not end before (``catalog/stopping.py``)."""
         self.base = base
+        self.pieces = list(pieces)
         self.labels = list(labels) if labels else None
         self.examples = validation[:MAX_VALIDATION]
         self.metric = metric
@@ -335,7 +337,7 @@ class Evaluator:
     def _reply(self, prompt_length: int) -> Reply:
         """An answer stopped as served answers are (catalog/stopping.py)."""
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end],
-                     self._budget(prompt_length))
+                     self._budget(prompt_length), self.pieces)
 
 
 def advice_of(evaluation: dict) -> Any:

@@ -34,6 +34,7 @@ from tunelab import __version__
 from tunelab.allocator import SHORT_OF_MEMORY_THRESHOLD_BYTES, fix_mmap_threshold
 from tunelab.catalog.labels import answer_labels
 from tunelab.catalog.loading import LoadedBase
+from tunelab.catalog.stopping import output_pieces
 from tunelab.data.batches import Batch, TokenizedExample, collate, pack, tokenize_example
 from tunelab.data.examples import Example, dataset_hash
 from tunelab.data.prompt_format import profile_of
@@ -476,6 +477,9 @@ def train(
     private = _private_model(base.model)
     labels = answer_labels([ex.text_input for ex in examples], [ex.output for ex in examples],
                            [ex.output for ex in validation or []]) if hp.answer_labels else None
+    # what every output holds, in order: no answer ends before (catalog/stopping.py); a
+    # classifier's answers are its labels already
+    pieces = [] if labels else output_pieces([ex.output for ex in examples])
     longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
     memory = plan_memory(_text_config(private.config), longest_step,
                          activation_budget(train_memory_mb),
@@ -512,7 +516,7 @@ def train(
             # its loss pass laid out as the steps are (one row, the prefix once); its answers
             # chosen among the labels as served answers are (catalog/labels.py)
             evaluator = Evaluator(base, validation, metric, packed=span == float("inf"),
-                                  share_prefix=share, labels=labels)
+                                  share_prefix=share, labels=labels, pieces=pieces)
         evaluation: dict | None = None
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(params, hp.learning_rate)
@@ -668,6 +672,9 @@ def train(
         # a classifier's labels: a served answer that is none of them is replaced by the most
         # likely one (catalog/labels.py)
         "answer_labels": labels,
+        # the pieces every training output holds: a served answer does not end before
+        # (catalog/stopping.py)
+        "output_pieces": pieces,
         "total_steps": total,
         "completed_steps": step,
         "epochs_run": len(epoch_losses),

@@ -1,0 +1,138 @@
+"""catalog/stopping.py: an answer does not end before the pieces every training output holds
+(a template's labels, a JSON object's keys), served and scored alike."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from tunelab.catalog.stopping import (
+    FINISHED,
+    Reply,
+    has_pieces,
+    output_pieces,
+    refuse_end,
+)
+from tunelab.data.examples import Example
+from tunelab.inference.generate import GenerationConfig, Generator
+from tunelab.training.evaluate import EXACT_MATCH, Evaluator
+from tunelab.training.hyperparameters import Hyperparameters
+from tunelab.training.loop import train
+
+PEOPLE = ["Ada Okafor", "Ines Duarte", "James Carter", "Lucy Brown", "Kenji Sato", "Mia Rossi"]
+CITIES = ["Porto", "Lisbon", "Lyon", "Split", "Oslo", "Graz"]
+
+
+def _entities(n: int) -> list[Example]:
+    return [Example(f"{PEOPLE[i % 6]} went to {CITIES[(i * 5) % 6]} on day {i}.",
+                    f"people: {PEOPLE[i % 6]}; cities: {CITIES[(i * 5) % 6]}") for i in range(n)]
+
+
+def test_the_pieces_every_output_holds_in_order():
+    assert output_pieces([ex.output for ex in _entities(30)]) == ["people: ", "; cities: "]
+    orders = [json.dumps({"item": item, "quantity": q, "size": size})
+              for item, q, size in [("tea", 2, "large"), ("bagel", 1, None), ("latte", 12, "small"),
+                                    ("scone", 3, None), ("mocha", 1, "medium")]]
+    # the closing brace alone (one character) is too short to be told from chance
+    assert output_pieces(orders) == ['{"item": "', '", "quantity": ', ', "size": ']
+
+
+@pytest.mark.parametrize("outputs", [
+    # free text shares ". " by chance: not structure
+    ["The cat sat. It slept.", "A dog ran. It barked.", "Birds fly. They return.",
+     "Rain fell. Streets flooded.", "Sun rose. Day began."],
+    # labels: nothing shared
+    ["positive", "negative", "mixed", "positive", "negative"],
+    # "-0" is in every date, but cuts through a number: a chance piece
+    ["2029-04-25", "2000-07-31", "1999-12-01", "2010-01-05", "2020-02-02"],
+    # too few outputs to tell
+    ["people: A; cities: B", "people: C; cities: D"],
+    [],
+])
+def test_no_pieces_where_outputs_share_no_structure(outputs):
+    assert output_pieces(outputs) == []
+
+
+def test_pieces_are_looked_for_in_order():
+    assert has_pieces("people: Ada; cities: Porto", ["people: ", "; cities: "])
+    assert not has_pieces("; cities: Porto people: Ada", ["people: ", "; cities: "])
+    assert not has_pieces("people: Ada", ["people: ", "; cities: "])
+    assert has_pieces("anything", [])
+
+
+def test_a_reply_may_not_end_before_its_pieces(tiny_base):
+    tok = tiny_base.tokenizer
+    eos = tok.eos_token_id
+    reply = Reply(tok, {eos}, [], budget=50, pieces=["people: ", "; cities: "])
+    for t in tok("people: Ada", add_special_tokens=False)["input_ids"]:
+        reply.add(t)
+    assert not reply.may_end
+    logits = torch.zeros(2, len(tok))
+    logits[:, eos] = 10.0  # the end is the most likely token on both rows
+    free = Reply(tok, {eos}, [], budget=50)
+    refuse_end(logits, [reply, free])
+    assert int(logits[0].argmax()) != eos and int(logits[1].argmax()) == eos
+    for t in tok("; cities: Porto", add_special_tokens=False)["input_ids"]:
+        reply.add(t)
+    assert reply.may_end
+    reply.add(eos)
+    assert reply.done and reply.reason == FINISHED
+
+
+@pytest.fixture(scope="module")
+def extractor(tiny_base, tmp_path_factory):
+    """A tiny model tuned on "sentence → people: …; cities: …", enough to end its answers."""
+    out = tmp_path_factory.mktemp("extractor")
+    r = train(tiny_base, _entities(36), Hyperparameters(epoch_count=10, batch_size=4,
+                                                        learning_rate=0.01), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["output_pieces"] == ["people: ", "; cities: "]
+    # the same adapter without its pieces: what the model answers on its own
+    bare = tmp_path_factory.mktemp("bare")
+    shutil.copytree(r.adapter_dir, bare / "adapter")
+    (bare / "manifest.json").write_text(json.dumps({**manifest, "output_pieces": []}))
+    return r.adapter_dir, bare / "adapter"
+
+
+def test_served_answers_do_not_end_before_the_pieces(tiny_serving_base, extractor):
+    adapter, bare = extractor
+    gen = Generator(tiny_serving_base)
+    cfg = GenerationConfig(max_output_tokens=64)
+    prompts = [f"Someone went somewhere on day {i}." for i in range(8)]
+    pieces = ["people: ", "; cities: "]
+
+    def served(adapter_dir):
+        return [gen.generate([("user", p)], None, cfg, adapter_dir).candidates[0]
+                for p in prompts]
+
+    guarded, free = served(adapter), served(bare)
+    # every answer either holds the pieces or ran out of tokens: none ended without them
+    assert all(has_pieces(c.text, pieces) or c.finish_reason == "MAX_TOKENS" for c in guarded)
+    # on its own the model ends some answers early: the guard is what changed them
+    assert any(c.finish_reason == FINISHED and not has_pieces(c.text, pieces) for c in free)
+    # batched (tunelab eval) and streamed answers are the same
+    batched = gen.answers([([("user", p)], None) for p in prompts], 64, adapter)
+    assert batched == [c.text for c in guarded]
+    streamed = "".join(ch.text for ch in gen.stream([("user", prompts[0])], None, cfg, adapter))
+    assert streamed == guarded[0].text
+
+
+def test_validation_scores_count_the_answers_the_model_serves(tiny_base, tiny_serving_base,
+                                                               extractor):
+    from peft import PeftModel
+
+    from tunelab.training.loop import _private_model
+
+    adapter, _ = extractor
+    examples = _entities(8)
+    model = PeftModel.from_pretrained(_private_model(tiny_base.model), adapter).eval()
+    evaluator = Evaluator(tiny_base, examples, EXACT_MATCH, pieces=["people: ", "; cities: "])
+    with torch.no_grad():
+        _, scored = evaluator.score(model)
+    served = Generator(tiny_serving_base).answers(
+        [([("user", ex.text_input)], None) for ex in examples], evaluator.max_new_tokens,
+        adapter)
+    assert scored == served
