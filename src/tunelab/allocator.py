@@ -32,8 +32,9 @@ tokens/s: it reuses the pages it keeps where glibc maps every freed block anew),
 else changes under jemalloc.
 
 **Bounded kernel caches.** A bf16 matmul runs through oneDNN, and each new shape gets a kernel
-that two caches keep: torch's (ideep's ``LRU_CACHE_CAPACITY``, 1,024 entries by default) and
-oneDNN's own (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``, 1,024), ~0.6 MB a shape together. A training
+that two caches keep: torch's (ideep's ``LRU_CACHE_CAPACITY``) and oneDNN's own
+(``ONEDNN_PRIMITIVE_CACHE_CAPACITY``), hundreds of shapes each by default, ~0.6 MB a shape
+together. A training
 step's row length changes with every batch, and so do a served prompt's, so both caches fill
 with shapes that never come back: +50-80 MB in a 100-example tune, the "heap growth over the
 first steps" of earlier measurements (found with jemalloc's heap profile: ``dnnl::impl::malloc``
@@ -60,7 +61,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 MMAP_THRESHOLD_BYTES = 32 * 2**20
@@ -73,12 +74,11 @@ KERNEL_CACHE_ENTRIES = 32
 KERNEL_CACHE_ENVS = ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")
 
 
-def bound_kernel_caches(env: MutableMapping[str, str] | None = None) -> None:
+def bound_kernel_caches() -> None:
     """Cap oneDNN's kernel caches at ``KERNEL_CACHE_ENTRIES`` shapes each, where the user has
     not set them; before the process's first matmul (they are read once)."""
-    env = os.environ if env is None else env
     for name in KERNEL_CACHE_ENVS:
-        env.setdefault(name, str(KERNEL_CACHE_ENTRIES))
+        os.environ.setdefault(name, str(KERNEL_CACHE_ENTRIES))
 
 
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:

@@ -50,7 +50,8 @@ def _env(**extra: str) -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "TUNELAB_ALLOCATOR", "TUNELAB_ALLOCATOR_RESTARTED")}
+           if k not in ("LD_PRELOAD", "TUNELAB_ALLOCATOR", "TUNELAB_ALLOCATOR_RESTARTED",
+                        "LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")}
     return {**env, **extra}
 
 
@@ -143,12 +144,8 @@ print((in_use() - before) // 2**20, int(torch.ops.mkldnn._is_mkldnn_bf16_support
 
 
 def _kernels(**env: str) -> tuple[list[str], int, bool]:
-    import os
-
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")}
     out = subprocess.run([sys.executable, "-c", _KERNELS], capture_output=True, text=True,
-                         timeout=300, env={**base, **env})
+                         timeout=300, env=_env(**env))
     assert out.returncode == 0, out.stderr
     caps, grown = out.stdout.split("\n")[:2]
     mb, onednn = grown.split()

@@ -79,29 +79,33 @@ def output_pieces(outputs: Sequence[str]) -> list[str]:
     pieces = [p for p in pieces if any(not (c.isalnum() or c.isspace()) for c in p)]
     whole = [True] * len(pieces)  # a piece that cuts through a word or number is a chance one
     for out in outs:
-        at = 0
-        for k, piece in enumerate(pieces):
-            i = out.find(piece, at)
+        for k, (piece, i) in enumerate(zip(pieces, _found_in_order(out, pieces), strict=True)):
             j = i + len(piece)
             if (piece[0].isalnum() and i > 0 and out[i - 1].isalnum()) or (
                     piece[-1].isalnum() and j < len(out) and out[j].isalnum()):
                 whole[k] = False
-            at = j
     pieces = [p for p, w in zip(pieces, whole, strict=True) if w]
     if sum(map(len, pieces)) < MIN_PIECES_SHARE * statistics.median(map(len, outs)):
         return []
     return pieces[:MAX_OUTPUT_PIECES]
 
 
+def _found_in_order(text: str, pieces: Sequence[str]) -> list[int] | None:
+    """Where each of ``pieces`` begins in ``text``, each found after the one before; None where
+    one is not."""
+    found, at = [], 0
+    for piece in pieces:
+        i = text.find(piece, at)
+        if i < 0:
+            return None
+        found.append(i)
+        at = i + len(piece)
+    return found
+
+
 def has_pieces(text: str, pieces: Sequence[str]) -> bool:
     """Whether ``text`` holds every one of ``pieces`` in order."""
-    at = 0
-    for piece in pieces:
-        found = text.find(piece, at)
-        if found < 0:
-            return False
-        at = found + len(piece)
-    return True
+    return _found_in_order(text, pieces) is not None
 
 
 def find_stop(text: str, stops: list[str]) -> int | None:
