@@ -178,25 +178,25 @@ def test_no_copy_for_fp32_or_for_weights_already_in_bf16(tmp_path):
 
 
 @pytest.mark.parametrize("given, kept", [(None, "32"), ("7", "7")])
-def test_loading_a_model_bounds_onednns_kernel_cache_unless_the_environment_sets_it(
+def test_loading_a_model_bounds_onednns_kernel_caches_unless_the_environment_sets_them(
         tmp_path, given, kept):
-    """oneDNN caches a kernel per matmul shape (1,024 by default) and a training step's shapes
-    change with every batch: a process that loads a base model bounds that cache before its
-    first matmul; a capacity the user set is left alone."""
+    """oneDNN's kernels are cached per matmul shape (by torch and by oneDNN) and a training
+    step's shapes change with every batch: a process that loads a base model has both caches
+    bounded before its first matmul (allocator.py); a capacity the user set is left alone."""
     import os
     import subprocess
     import sys
 
-    from tunelab.catalog.loading import ONEDNN_CACHE_ENV
+    from tunelab.allocator import KERNEL_CACHE_ENVS
 
-    env = {k: v for k, v in os.environ.items() if k != ONEDNN_CACHE_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHE_ENVS}
     if given is not None:
-        env[ONEDNN_CACHE_ENV] = given
+        env.update(dict.fromkeys(KERNEL_CACHE_ENVS, given))
     code = ("import os, sys; from pathlib import Path\n"
             "from tunelab.catalog import get_base_model, load_base_model\n"
             "load_base_model(get_base_model('tiny-random'), Path(sys.argv[1]), 'cpu', threads=1)\n"
-            f"print(os.environ.get({ONEDNN_CACHE_ENV!r}))\n")
+            f"print(*(os.environ.get(n) for n in {KERNEL_CACHE_ENVS!r}))\n")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == kept
+    assert out.stdout.strip().splitlines()[-1] == f"{kept} {kept}"

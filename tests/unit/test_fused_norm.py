@@ -114,3 +114,33 @@ def test_a_model_with_fused_norms_trains_as_before_and_keeps_less(models_dir, pr
     inputs = (2 * layers - 1) * tokens * hidden * 4
     weights = 2 * layers * hidden * 4 if precision == "bf16" else 0  # the norms that keep any
     assert kept - _saved_bytes(model, batch) == inputs - weights
+
+
+def test_the_trainers_steps_run_the_fused_norms(tiny_base, tmp_path):
+    """Through ``train`` itself, every RMS norm's output in a training step comes from the fused
+    norm. transformers 5 swapped the forward of its norms back ("hub kernels") whenever a model
+    entered training mode, which the trainer does after fusing: the steps silently kept every
+    norm's input again (~135 KB a token on the default model) until models were loaded with
+    them off (catalog/loading.py, ``hub_kernels_off``)."""
+    from conftest import arithmetic_examples
+
+    from tunelab.training import Hyperparameters, train
+    from tunelab.training.fused_norm import RMS_NORMS
+
+    made: list[str] = []
+
+    def record(module, args, output):
+        if torch.is_grad_enabled() and output.requires_grad:
+            made.append(type(output.grad_fn).__name__)
+
+    norms = [m for m in tiny_base.model.modules() if type(m).__name__ in RMS_NORMS]
+    handles = [m.register_forward_hook(record) for m in norms]  # the trainer's copy has them
+    try:
+        train(tiny_base, arithmetic_examples(8), Hyperparameters(epoch_count=1, batch_size=4),
+              tmp_path / "out")
+    finally:
+        for handle in handles:
+            handle.remove()
+    # two steps; the first norm's input, the frozen embeddings, needs no gradient
+    assert len(made) == 2 * (len(norms) - 1)
+    assert set(made) == {"_RmsNormBackward"}

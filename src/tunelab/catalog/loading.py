@@ -52,19 +52,19 @@ def pick_device(setting: str = "auto") -> str:
     return "cpu"
 
 
-# oneDNN (PyTorch's CPU kernels for bf16 matmuls) keeps every kernel it builds for a shape,
-# up to 1,024 by default. A training step's shapes change with each batch's token count, so the
-# cache only grows: on the default model it held ~460 MB by the end of a 50-step run (peak RSS
-# 2,365 → 1,902 MB with 32, at the same speed; docs/performance.md "Memory"). 32 holds one
-# step's shapes, forward and backward, several times over. Read once, at oneDNN's first kernel;
-# a value set in the environment is kept.
-ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-ONEDNN_CACHE_CAPACITY = 32
+def hub_kernels_off() -> dict[str, Any]:
+    """``from_pretrained``'s argument that keeps transformers' "hub kernels" off, where the
+    installed transformers has them (none where it has not).
 
+    transformers 5 turns them on by default: whenever a model changes between inference and
+    training mode it swaps the forward of the layers it has kernels for (RMS norms, rotary
+    embeddings), for kernels fetched from the network on a GPU and for its own code elsewhere.
+    That drops the forward tunelab gives each RMS norm for training (training/fused_norm.py:
+    the trainer switches the model to training mode after fusing), so a step kept every norm's
+    input again, ~135 KB a token on the default model, unnoticed; and tunelab runs offline."""
+    from transformers import PreTrainedModel
 
-def bound_kernel_cache() -> None:
-    """Bound oneDNN's kernel cache in this process (effective before its first bf16 matmul)."""
-    os.environ.setdefault(ONEDNN_CACHE_ENV, str(ONEDNN_CACHE_CAPACITY))
+    return {"use_kernels": False} if hasattr(PreTrainedModel, "set_use_kernels") else {}
 
 
 def set_threads(threads: int | None) -> None:
@@ -115,7 +115,6 @@ def load_base_model(
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    bound_kernel_cache()  # before the precision probe's matmuls, oneDNN's first kernels
     set_threads(threads)
     path = materialize(spec, models_dir)
     device = pick_device(device)
@@ -128,7 +127,8 @@ def load_base_model(
         # fp32 file at every load (sources.bf16_copy)
         with file_lock(models_dir / f".{spec.id}.lock"):
             weights = bf16_copy(path, models_dir / f"{spec.id}{BF16_CACHE_SUFFIX}")
-    model = AutoModelForCausalLM.from_pretrained(weights, config=config, dtype=chosen.dtype)
+    model = AutoModelForCausalLM.from_pretrained(weights, config=config, dtype=chosen.dtype,
+                                                 **hub_kernels_off())
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     if chosen.name == "bf16":
