@@ -321,6 +321,7 @@ def _print_metric_note(ev: dict | None) -> None:
 
 def report_result(result) -> None:
     from tunelab.catalog.labels import labels_note
+    from tunelab.catalog.stopping import pieces_note
 
     if result.resumed_from_epoch:
         console.print(f"(resumed from the checkpoint of epoch {result.resumed_from_epoch})")
@@ -395,6 +396,9 @@ def report_result(result) -> None:
         console.print(f"[bold]Answers:[/] {labels_note(labels)} (To keep every answer as "
                       "the model writes it, tune with --free-answers.)", highlight=False,
                       soft_wrap=True)
+    pieces = result.manifest.get("output_pieces")
+    if pieces:
+        console.print(f"[bold]Answers:[/] {pieces_note(pieces)}", highlight=False, soft_wrap=True)
     console.print(
         f"Tokens/s: {result.tokens_per_second:.0f}. Adapter: {result.adapter_dir}\n"
         f'Try it: tunelab generate {result.output_dir} "your prompt"'

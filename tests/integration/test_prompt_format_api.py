@@ -127,6 +127,25 @@ def test_the_model_says_it_answers_with_its_labels(tuned, client):
     assert client.get(f"/v1beta/{tuned}").json()["answerLabels"] == sorted(LABELS)
 
 
+def test_a_model_whose_outputs_share_a_format_says_its_answers_keep_it(service, client):
+    """Outputs that all hold the same pieces of structure (catalog/stopping.py): the model's
+    choices say so in one line, the line the Studio shows."""
+    examples = [{"textInput": f"ticket {i} about order {i + 7}",
+                 "output": f'{{"ticket": {i}, "order": {i + 7}}}'} for i in range(24)]
+    body = {"baseModel": "models/tiny-random", "tuningTask": {
+        "trainingData": {"examples": {"examples": examples}},
+        "hyperparameters": {"epochCount": 1, "batchSize": 4, "learningRate": 0.01}}}
+    r = client.post("/v1beta/tunedModels", params={"tunedModelId": "orders-json"}, json=body)
+    assert r.status_code == 200, r.text
+    assert wait_op(client, r.json()["name"])["response"]["state"] == "ACTIVE"
+    hp = client.get("/v1beta/tunedModels/orders-json").json()["tuningTask"]["hyperparameters"]
+    assert hp["choices"][-1] == (
+        "Answers: every training output holds 2 pieces of text in the same order "
+        "('{\"ticket\": ', ', \"order\": '); an answer does not end before it holds them "
+        "all.")
+    assert not any("a classifier" in line for line in hp["choices"])
+
+
 def test_evaluate_says_when_expected_outputs_are_none_of_the_labels(tuned, client):
     """``:evaluate`` (the Studio's compare page): a test file whose expected outputs are partly
     none of the classifier's labels gets one sentence on the tuned model's row, none on the base

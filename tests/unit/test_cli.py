@@ -204,6 +204,7 @@ def test_a_classifier_says_it_answers_with_its_labels_and_free_answers_turn_it_o
     said = " ".join(r.stdout.split())
     assert "Answers: free text, as asked" in said and "a classifier" not in said
     assert json.loads((tmp_path / "off" / "manifest.json").read_text())["answer_labels"] is None
+    assert "every training output holds" not in said  # labels hold no structure
     # tested on outputs that are none of its labels, `eval` says the labelled model cannot be
     # right on them (and how to let it answer freely); the free one gets no such line
     test = tmp_path / "test.jsonl"
@@ -217,3 +218,22 @@ def test_a_classifier_says_it_answers_with_its_labels_and_free_answers_turn_it_o
             "answers with its labels, so it cannot be right on them. To let it answer freely, "
             "tune it again with --free-answers.") in said
     assert "off: " not in said
+
+
+def test_tune_says_when_answers_may_not_end_before_the_format_is_whole(tmp_path, env):
+    """Outputs that all share pieces of structure (catalog/stopping.py): the run says which,
+    in one line, as it does for labels."""
+    data = tmp_path / "people.jsonl"
+    names = ["Ana", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"]
+    data.write_text("".join(json.dumps({
+        "text_input": f"{names[i % 8]} met {names[(i + 3) % 8]} in room {i}",
+        "output": f"host: {names[i % 8]}; room: {i}"}) + "\n"
+        for i in range(24)))
+    r = run(["tune", str(data), "--base-model", "tiny", "--epochs", "1", "-o", "out"], env,
+            tmp_path)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stdout.split())
+    pieces = json.loads((tmp_path / "out" / "manifest.json").read_text())["output_pieces"]
+    assert pieces == ["host: ", "; room: "]
+    assert ("Answers: every training output holds 2 pieces of text in the same order "
+            "('host: ', '; room: '); an answer does not end before it holds them all.") in said

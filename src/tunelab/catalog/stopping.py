@@ -90,6 +90,14 @@ def output_pieces(outputs: Sequence[str]) -> list[str]:
     return pieces[:MAX_OUTPUT_PIECES]
 
 
+def pieces_note(pieces: Sequence[str]) -> str:
+    """The choice in one line, for the CLI, the Studio and the operation's metadata."""
+    shown = ", ".join(repr(p) for p in pieces[:6]) + (", …" if len(pieces) > 6 else "")
+    return (f"every training output holds {len(pieces)} piece{'s' * (len(pieces) != 1)} of "
+            f"text in the same order ({shown}); an answer does not end before it holds them "
+            "all.")
+
+
 def _found_in_order(text: str, pieces: Sequence[str]) -> list[int] | None:
     """Where each of ``pieces`` begins in ``text``, each found after the one before; None where
     one is not."""

@@ -263,6 +263,7 @@ class TuningService(DataFiles):
         """A model's validation record and per-epoch scores: the trainer's evaluation.json,
         or, before the first score, the split recorded when the job was queued."""
         from tunelab.catalog.labels import labels_note
+        from tunelab.catalog.stopping import pieces_note
         from tunelab.inference.manifest import served_facts
         from tunelab.training.loop import read_evaluation
 
@@ -272,9 +273,13 @@ class TuningService(DataFiles):
         # one line on each hyperparameter choice, shown with the hyperparameters
         choices = list((spec.get("plan") or {}).get("reasons") or [])
         # and, once trained, whether its answers are chosen among labels (catalog/labels.py)
-        labels = served_facts(self.model_dir(model_id) / "adapter").answer_labels
+        # or may not end before the format every training output shares (catalog/stopping.py)
+        facts = served_facts(self.model_dir(model_id) / "adapter")
+        labels = facts.answer_labels
         if labels:
             choices.append(f"Answers: {labels_note(labels)}")
+        if facts.output_pieces:
+            choices.append(f"Answers: {pieces_note(facts.output_pieces)}")
         extra = ({"hyperparameter_choices": choices} if choices else {}) | (
             {"answer_labels": list(labels)} if labels else {})
         if found is not None:
