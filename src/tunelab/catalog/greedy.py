@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tunelab.catalog.copying import choose, prefer_copies, top_candidates
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
 from tunelab.catalog.stopping import Reply, refuse_end
 
@@ -97,6 +98,7 @@ def _decode(model: Any, prompts: list[list[int]], replies: list[Reply], pad_id: 
         past = cache_of(out)
         logits = out.logits[:, -1]
         refuse_end(logits, replies)  # not before an answer's format is whole (stopping.py)
+        prefer_copies(logits, replies)  # near-equal tokens: the one copying the prompt (copying.py)
         nxt = torch.argmax(logits, dim=-1).tolist()
         for reply, t in zip(replies, nxt, strict=True):
             if not reply.done:
@@ -112,8 +114,9 @@ CHOICE_CHUNK = 64
 
 
 def choices_along(model: Any, prompts: Sequence[list[int]], outputs: Sequence[list[int]],
-                  pad_id: int | None, device: Any) -> list[list[int]]:
-    """Greedy's next-token choice after the prompt and after every prefix of the expected
+                  pad_id: int | None, device: Any) -> list[list[tuple[list[float], list[int]]]]:
+    """Greedy's candidates for the next token (the ``CANDIDATES`` most likely: logits and
+    token ids, most likely first) after the prompt and after every prefix of the expected
     output, for each (prompt, expected output tokens) pair: one forward pass for all of them
     (rows padded on the right), logits only where a choice is read. As long as each choice
     equals the expected token, greedy decoding would have chosen exactly these tokens; so a
@@ -136,9 +139,15 @@ def choices_along(model: Any, prompts: Sequence[list[int]], outputs: Sequence[li
     at_cols = [len(p) - 1 + j for p, o in zip(prompts, outputs, strict=True)
                for j in range(len(o))]
     picked = hidden[at_rows, at_cols]
-    head = lm.get_output_embeddings()  # a logit soft cap keeps the order: argmax is the same
-    flat = [int(t) for i in range(0, picked.shape[0], CHOICE_CHUNK)
-            for t in head(picked[i:i + CHOICE_CHUNK]).argmax(-1).tolist()]
+    head = lm.get_output_embeddings()
+    cap = getattr(lm.config, "final_logit_softcapping", None)  # as the model's own logits
+
+    def logits(hidden: Any) -> Any:
+        out = head(hidden).float()
+        return torch.tanh(out / cap) * cap if cap else out
+
+    flat = [candidate for i in range(0, picked.shape[0], CHOICE_CHUNK)
+            for candidate in top_candidates(logits(picked[i:i + CHOICE_CHUNK]))]
     out, at = [], 0
     for o in outputs:
         out.append(flat[at:at + len(o)])
@@ -146,13 +155,16 @@ def choices_along(model: Any, prompts: Sequence[list[int]], outputs: Sequence[li
     return out
 
 
-def start_from_choices(reply: Reply, expected: Sequence[int], chosen: Sequence[int]) -> Reply:
-    """``reply`` fed with greedy's ``chosen`` tokens (``choices_along``) as far as they
-    determine the answer: to its end, or up to and including the first choice that differs
-    from the ``expected`` token (greedy's choice after a prefix greedy also chose)."""
-    for want, got in zip(expected, chosen, strict=True):
-        if got in reply.end_ids and not reply.may_end:
+def start_from_choices(reply: Reply, expected: Sequence[int],
+                       candidates: Sequence[tuple[Sequence[float], Sequence[int]]]) -> Reply:
+    """``reply`` fed with greedy's choices (``choose`` among each position's ``candidates``,
+    from ``choices_along`` or a loss pass) as far as they determine the answer: to its end,
+    or up to and including the first choice that differs from the ``expected`` token
+    (greedy's choice after a prefix greedy also chose)."""
+    for want, (values, ids) in zip(expected, candidates, strict=True):
+        if ids[0] in reply.end_ids and not reply.may_end:
             break  # greedy's end refused (stopping.py): decoded on from here
+        got = choose(reply, values, ids)  # near-equal tokens: the copy (copying.py)
         reply.add(got)
         if reply.done or got != want:
             break

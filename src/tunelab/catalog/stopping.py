@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 from typing import Any
 
+from tunelab.catalog.copying import word_prefixes
+
 FINISHED = "STOP"  # an end token or a stop text
 OUT_OF_TOKENS = "MAX_TOKENS"  # the budget ran out first
 
@@ -127,11 +129,15 @@ class Reply:
     ``FINISHED`` or ``OUT_OF_TOKENS`` once it is."""
 
     def __init__(self, tokenizer: Any, end_ids: set[int], stops: list[str], budget: int,
-                 pieces: Sequence[str] = ()):
-        """``pieces``: what the answer must hold before it may end (``output_pieces``)."""
+                 pieces: Sequence[str] = (), source: str = ""):
+        """``pieces``: what the answer must hold before it may end (``output_pieces``);
+        ``source``: the prompt's text, whose words greedy prefers to copy among near-equal
+        tokens (``catalog/copying.py``; empty: none)."""
+
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
+        self.copy_words = word_prefixes(source) if source else frozenset()
         self.ids: list[int] = []
         self.decoded = ""
         self.done = budget <= 0

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.catalog.copying import copy_source, prefer_copies
 from tunelab.catalog.greedy import (
     answer_batches,
     choices_along,
@@ -250,8 +251,9 @@ class Generator:
         if max_output_tokens < 1:
             raise InvalidArgument(f"maxOutputTokens must be at least 1, got {max_output_tokens}")
         limit = self.base.spec.context_length
-        prompts = []
+        prompts, sources = [], []
         for turns, system in requests:
+            sources.append(copy_source(turns))
             ids = self.prompt_ids(turns, self.system_for(adapter, system))
             if len(ids) >= limit:
                 start = turns[-1][1][:40]
@@ -273,8 +275,9 @@ class Generator:
                                     self.base.model.config):
             batch = [prompts[i] for i in group]
             replies = [Reply(tok, self._end_ids, [template.end],
-                             min(max_output_tokens, limit - len(ids)), facts.output_pieces)
-                       for ids in batch]
+                             min(max_output_tokens, limit - len(prompts[i])),
+                             facts.output_pieces, sources[i])
+                       for i in group]
             with self._weights(adapter) as model:
                 if wanted is not None:  # no further than an answer may run
                     outputs = [wanted[i][:r.budget] for i, r in zip(group, replies, strict=True)]
@@ -335,8 +338,11 @@ class Generator:
         # stopped at the end token, the end-of-turn text, the caller's stop sequences or the
         # budget, as answers scored in training are (catalog/stopping.py)
         facts = served_facts(adapter)
+        # greedy prefers, among near-equal tokens, the one that copies the prompt's words
+        # (catalog/copying.py); a sampled answer is sampled from the model's probabilities
         reply = Reply(self.base.tokenizer, self._end_ids,
-                      [*user_stops, self.base.template.end], max_new, facts.output_pieces)
+                      [*user_stops, self.base.template.end], max_new, facts.output_pieces,
+                      "" if config.temperature else copy_source(turns))
         # a tuned classifier's answer is known to be a label only once it is whole
         labels = facts.answer_labels  # a tuned classifier's (catalog/labels.py)
         with self._weights(adapter) as model:
@@ -351,6 +357,7 @@ class Generator:
                 past = cache_of(out)
                 logits = out.logits[0, -1].float()
                 refuse_end(logits[None], [reply])  # not before its format is whole
+                prefer_copies(logits[None], [reply])  # greedy only: no words when sampled
                 nxt = _sample(logits, config, gen)
                 reply.add(nxt)
                 if reply.done:

