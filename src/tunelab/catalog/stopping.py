@@ -133,7 +133,6 @@ class Reply:
         """``pieces``: what the answer must hold before it may end (``output_pieces``);
         ``source``: the prompt's text, whose words greedy prefers to copy among near-equal
         tokens (``catalog/copying.py``; empty: none)."""
-
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
