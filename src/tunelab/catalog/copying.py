@@ -51,11 +51,10 @@ def word_prefixes(text: str) -> frozenset[str]:
     return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
 
 
-def _copy_length(reply: Any, token: int) -> int:
+def _copy_length(reply: Any, tail: list[int], before: str, token: int) -> int:
     """How long a beginning of a prompt word the answer ends with after ``token``, or -1
-    where the token does not continue or begin a word, or the word is none of the prompt's."""
-    tail = reply.ids[-TAIL_TOKENS:]
-    before = reply.tokenizer.decode(tail, skip_special_tokens=False)
+    where the token does not continue or begin a word, or the word is none of the prompt's
+    (``tail``: the answer's last tokens, ``before`` their text)."""
     text = reply.tokenizer.decode([*tail, token], skip_special_tokens=False)
     if not text.startswith(before):
         return -1
@@ -74,14 +73,16 @@ def choose(reply: Any, values: Sequence[float], ids: Sequence[int]) -> int:
     top = int(ids[0])
     if not reply.copy_words or top in reply.end_ids:
         return top
-    best = _copy_length(reply, top)
+    tail = reply.ids[-TAIL_TOKENS:]
+    before = reply.tokenizer.decode(tail, skip_special_tokens=False)
+    best = _copy_length(reply, tail, before, top)
     if best < 0:
         return top
     chosen = top
     for value, token in zip(values[1:], ids[1:], strict=True):
         if values[0] - value > NEAR_NATS:
             break
-        length = _copy_length(reply, int(token))
+        length = _copy_length(reply, tail, before, int(token))
         if length > best:
             best, chosen = length, int(token)
     return chosen
