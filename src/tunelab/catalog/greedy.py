@@ -108,6 +108,17 @@ def _decode(model: Any, prompts: list[list[int]], replies: list[Reply], pad_id: 
         positions = positions[:, -1:] + 1
 
 
+def head_logits(lm: Any, hidden: Any) -> Any:
+    """Next-token logits from final hidden states: the output head's, in fp32, through the
+    logit soft cap where the model has one (Gemma 2's), as the model's own forward makes them."""
+    import torch
+
+    logits = lm.get_output_embeddings()(hidden).float()
+    config = getattr(lm.config, "text_config", None) or lm.config
+    cap = getattr(config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
 # Expected-output positions whose logits are made at once when reading greedy's choices (a
 # vocabulary of 262,144 makes 64 of them 64 MB in fp32).
 CHOICE_CHUNK = 64
@@ -139,15 +150,8 @@ def choices_along(model: Any, prompts: Sequence[list[int]], outputs: Sequence[li
     at_cols = [len(p) - 1 + j for p, o in zip(prompts, outputs, strict=True)
                for j in range(len(o))]
     picked = hidden[at_rows, at_cols]
-    head = lm.get_output_embeddings()
-    cap = getattr(lm.config, "final_logit_softcapping", None)  # as the model's own logits
-
-    def logits(hidden: Any) -> Any:
-        out = head(hidden).float()
-        return torch.tanh(out / cap) * cap if cap else out
-
     flat = [candidate for i in range(0, picked.shape[0], CHOICE_CHUNK)
-            for candidate in top_candidates(logits(picked[i:i + CHOICE_CHUNK]))]
+            for candidate in top_candidates(head_logits(lm, picked[i:i + CHOICE_CHUNK]))]
     out, at = [], 0
     for o in outputs:
         out.append(flat[at:at + len(o)])

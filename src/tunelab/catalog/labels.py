@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tunelab.catalog.greedy import CHOICE_CHUNK
+from tunelab.catalog.greedy import CHOICE_CHUNK, head_logits
 from tunelab.catalog.kv_cache import cache_of, with_cache
 
 MAX_ANSWER_LABELS = 50
@@ -128,9 +128,7 @@ def most_likely_labels(model: Any, prompts: Sequence[list[int]],
     from transformers import DynamicCache
 
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
-    config = getattr(lm.config, "text_config", None) or lm.config
-    cap = getattr(config, "final_logit_softcapping", None)  # Gemma's, applied as its forward does
+    decoder = lm.get_decoder()
     rows = len(label_ids)
     width = max(len(ids) for ids in label_ids) - 1  # a label's last token predicts nothing
     targets = torch.tensor([t for ids in label_ids for t in ids], device=device)
@@ -154,9 +152,7 @@ def most_likely_labels(model: Any, prompts: Sequence[list[int]],
         chosen = hidden[at_rows, at_cols]
         parts = []
         for i in range(0, len(targets), CHOICE_CHUNK):
-            logits = head(chosen[i:i + CHOICE_CHUNK]).float()
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
+            logits = head_logits(lm, chosen[i:i + CHOICE_CHUNK])  # soft cap as its forward
             parts.append(torch.log_softmax(logits, dim=-1).gather(
                 -1, targets[i:i + CHOICE_CHUNK, None])[:, 0])
         logp = torch.cat(parts)

@@ -32,6 +32,7 @@ from typing import Any
 
 from tunelab import __version__
 from tunelab.allocator import SHORT_OF_MEMORY_THRESHOLD_BYTES, fix_mmap_threshold
+from tunelab.catalog.greedy import head_logits
 from tunelab.catalog.labels import answer_labels
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.stopping import output_pieces
@@ -187,10 +188,10 @@ def output_loss_sum(model: Any, batch: Batch, recompute: bool = False):
     if head_loss.usable(head, lm.config):
         return head_loss.head_cross_entropy(head, h, batch.targets, keep_logits=not recompute)
     if not recompute:
-        return F.cross_entropy(_logits(lm, h), batch.targets, reduction="sum")
+        return F.cross_entropy(head_logits(lm, h), batch.targets, reduction="sum")
 
     def chunk_loss(hidden: Any, targets: Any) -> Any:
-        return F.cross_entropy(_logits(lm, hidden), targets, reduction="sum")
+        return F.cross_entropy(head_logits(lm, hidden), targets, reduction="sum")
 
     total = h.new_zeros((), dtype=torch.float32)
     for i in range(0, h.shape[0], LOSS_CHUNK):
@@ -210,7 +211,7 @@ def output_logit_chunks(model: Any, batch: Batch, max_bytes: int):
     vocab = lm.get_output_embeddings().weight.shape[0]
     rows = max(1, max_bytes // (4 * vocab))
     for i in range(0, hidden.shape[0], rows):
-        yield _logits(lm, hidden[i:i + rows]), batch.targets[i:i + rows]
+        yield head_logits(lm, hidden[i:i + rows]), batch.targets[i:i + rows]
 
 
 def _output_hidden(lm: Any, batch: Batch) -> Any:
@@ -223,16 +224,6 @@ def _output_hidden(lm: Any, batch: Batch) -> Any:
             position_ids=batch.position_ids, use_cache=False
         ).last_hidden_state
     return hidden[batch.predict_rows, batch.predict_cols]
-
-
-def _logits(lm: Any, hidden: Any) -> Any:
-    import torch
-
-    logits = lm.get_output_embeddings()(hidden).float()
-    cap = getattr(lm.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
 
 
 def attention_span(model: Any) -> float:
