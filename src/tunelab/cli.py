@@ -326,7 +326,7 @@ def report_result(result) -> None:
     if result.resumed_from_epoch:
         console.print(f"(resumed from the checkpoint of epoch {result.resumed_from_epoch})")
     memory = result.manifest.get("memory") or {}
-    if memory.get("recompute"):  # a small machine, or TUNELAB_TRAIN_MEMORY_MB: say so
+    if memory.get("recompute") or memory.get("pass_tokens"):  # short of memory: say so
         console.print(f"  memory: {memory['note']} (TUNELAB_TRAIN_MEMORY_MB)", highlight=False,
                       soft_wrap=True)
     ev = result.evaluation

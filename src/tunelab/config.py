@@ -67,9 +67,10 @@ class Settings(BaseSettings):
         default=None,
         ge=16,
         description="Memory (MB) a training step may keep for its backward pass. A run whose "
-        "longest batch would keep more recomputes each layer's insides in the backward pass "
-        "(about a third more compute) and, if need be, splits batches. Default: half of the "
-        "memory the system reports available when training starts.",
+        "longest batch would keep more splits its batches into passes of at least 256 tokens "
+        "that fit, else recomputes each layer's insides in the backward pass (about a third "
+        "more compute) and splits if need be. Default: half of the memory the system reports "
+        "available when training starts.",
     )
     allocator: str = Field(
         default="auto",

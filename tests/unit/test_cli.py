@@ -86,6 +86,23 @@ def test_one_epoch_of_one_step_is_said_in_the_singular(tmp_path, env):
     assert "20 examples: 1 epoch × 1 step (batch size 20)" in " ".join(r.stdout.split())
 
 
+def test_tune_says_when_its_memory_budget_splits_the_batches(tmp_path, env):
+    """The tiny model keeps 5 KB a token: 16 MB holds passes of ~3,300 tokens, not one step of
+    20 examples of ~370 tokens."""
+    rows = [{"text_input": "add 3 and 4 " * (25 + i // 2), "output": str(i)} for i in range(20)]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["tune", str(data), "--base-model", "tiny", "--epochs", "1", "--batch-size", "20"]
+    r = run([*args, "-o", "split"], {**env, "TUNELAB_TRAIN_MEMORY_MB": "16"}, tmp_path)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stdout.split())
+    assert "memory: activations kept, batches split into passes of at most" in said
+    assert "to fit 16 MB (TUNELAB_TRAIN_MEMORY_MB)" in said
+    r = run([*args, "-o", "whole"], env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "split into passes" not in r.stdout and "recomputed" not in r.stdout
+
+
 def test_bad_data_is_reported_with_its_line_and_no_traceback(tmp_path, env):
     data = write_jsonl(tmp_path / "bad.jsonl", n=24, bad_row=5)
     r = run(["tune", str(data), "--base-model", "tiny"], env, tmp_path)

@@ -1,4 +1,4 @@
-"""Keeping a step's activations within a memory budget: recompute, then split (memory.py)."""
+"""Keeping a step's activations within a memory budget: split, recompute, both (memory.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tunelab.data import Example
 from tunelab.training import Hyperparameters, read_manifest, train
 from tunelab.training.memory import (
     MB,
+    MIN_PASS_TOKENS,
     activation_budget,
     activation_bytes_per_token,
     available_memory,
@@ -65,18 +66,39 @@ def test_a_run_plans_its_memory_for_the_mlp_it_trains_with(tiny_base, tmp_path):
         assert fused is mlp_fuses(model, targets, 0.0)
 
 
-@pytest.mark.parametrize("tokens, budget_mb, recompute, split", [
-    (600, None, False, False),  # no limit known
-    (600, 2000, False, False),  # 0.45 GB fits
-    (600, 400, True, False),    # recomputing keeps ~65 MB
-    (600, 30, True, True),      # not even that: passes of at most ~270 tokens
+@pytest.mark.parametrize("tokens, longest, budget_mb, recompute, split", [
+    (600, None, None, False, False),  # no limit known
+    (600, None, 2000, False, False),  # 0.45 GB fits
+    (600, 150, 400, False, True),     # passes of ≤ 535 tokens keep theirs (~400 MB)
+    (600, None, 400, True, False),    # one example of 600 tokens: recomputing keeps ~65 MB
+    (600, 150, 150, True, False),     # passes of ≤ 200 tokens would be too short: recompute
+    (600, None, 30, True, True),      # not even that: passes of at most ~270 tokens
 ])
-def test_the_plan_follows_the_budget(tokens, budget_mb, recompute, split):
-    plan = plan_memory(SMOLLM2, tokens, None if budget_mb is None else budget_mb * MB)
+def test_the_plan_follows_the_budget(tokens, longest, budget_mb, recompute, split):
+    budget = None if budget_mb is None else budget_mb * MB
+    plan = plan_memory(SMOLLM2, tokens, budget, longest_example_tokens=longest)
     assert plan.recompute is recompute and (plan.micro_batch_tokens is not None) is split
     if split:
-        assert plan.micro_batch_tokens * activation_bytes_per_token(SMOLLM2, True) <= 30 * MB
+        per_token = activation_bytes_per_token(SMOLLM2, recompute)
+        assert plan.micro_batch_tokens * per_token <= budget
+        assert recompute or plan.micro_batch_tokens >= MIN_PASS_TOKENS
     assert plan.describe()
+
+
+def test_a_run_a_little_over_budget_splits_its_batches_without_recomputing(tiny_base, tmp_path):
+    """The tiny model keeps 5 KB a token: 2 MB holds passes of ~400 tokens, not a batch of four
+    examples of ~300 (one pass each), and each pass keeps its activations."""
+    examples = [Example("add 3 and 4 " * (20 + i % 5), f"{i}") for i in range(8)]
+    hp = Hyperparameters(epoch_count=1, batch_size=4, learning_rate=0.01)
+    kept = train(tiny_base, examples, hp, tmp_path / "kept", train_memory_mb=4096)
+    split = train(tiny_base, examples, hp, tmp_path / "split", train_memory_mb=2)
+    memory = read_manifest(tmp_path / "split")["memory"]
+    assert memory["recompute"] is False and MIN_PASS_TOKENS <= memory["pass_tokens"] < 500
+    assert "split into passes" in memory["note"]
+    assert read_manifest(tmp_path / "kept")["memory"]["pass_tokens"] is None
+    assert len(kept.snapshots) == len(split.snapshots) == 2
+    for a, b in zip(kept.snapshots, split.snapshots, strict=True):
+        assert a.mean_loss == pytest.approx(b.mean_loss, rel=1e-4)
 
 
 def test_the_default_budget_is_half_of_the_available_memory():

@@ -56,7 +56,7 @@ def run(workload: Workload, setup: Setup) -> Result:
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as out:
         result = train(base, workload.examples, hp, Path(out), seed=setup.seed,
                        lora=LoraSettings(), resume=False, should_cancel=before_step,
-                       on_snapshot=after_step)
+                       on_snapshot=after_step, train_memory_mb=settings.train_memory_mb)
         shutil.copytree(result.adapter_dir, setup.adapter_dir)
     rows = [(t.prompt_ids + t.output_ids, len(t.prompt_ids)) for t in tokenized]
     return Result(

@@ -471,11 +471,12 @@ def train(
     # what every output holds, in order: no answer ends before (catalog/stopping.py); a
     # classifier's answers are its labels already
     pieces = [] if labels else output_pieces([ex.output for ex in examples])
-    longest_step = sum(sorted(it.length for it in tokenized)[-hp.batch_size:])
-    memory = plan_memory(_text_config(private.config), longest_step,
+    lengths = sorted(it.length for it in tokenized)
+    memory = plan_memory(_text_config(private.config), sum(lengths[-hp.batch_size:]),
                          activation_budget(train_memory_mb),
                          mlp_fuses(private, targets, lora.dropout), norms_fuse(private),
-                         mlp_bf16=mlp_keeps_bf16(base.precision.dtype))
+                         mlp_bf16=mlp_keeps_bf16(base.precision.dtype),
+                         longest_example_tokens=lengths[-1])
     try:
         if memory.recompute:  # each layer keeps its input only (memory.py)
             fix_mmap_threshold(SHORT_OF_MEMORY_THRESHOLD_BYTES)  # and gives freed blocks back
@@ -642,7 +643,8 @@ def train(
         "precision": base.precision.to_dict(),
         # whether activations were kept or recomputed, and the budget (memory.py)
         "memory": {"budget_mb": None if memory.budget is None else memory.budget // MB,
-                   "recompute": memory.recompute, "note": memory.describe()},
+                   "recompute": memory.recompute, "pass_tokens": memory.micro_batch_tokens,
+                   "note": memory.describe()},
         "status": status,
         "base_model": base.spec.id,
         "template": base.template.name,

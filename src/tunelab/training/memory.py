@@ -8,10 +8,13 @@ examples of 150 tokens keeps ~0.3 GB, on top of the libraries (~0.35 GB) and the
 in bf16).
 
 Where the longest batch a run can draw would keep more than the **activation budget**, the
-trainer recomputes instead: each decoder layer keeps only its input, and its insides are
-computed again during the backward pass (transformers' gradient checkpointing), ~0.1 MB per
-token, for about a third more compute per step. If even that would not fit, batches are split
-into micro-batches whose gradients add up to the same step. The budget is
+trainer first splits batches into passes (micro-batches whose gradients add up to the same
+step) that fit, as long as a pass holds at least ``MIN_PASS_TOKENS``; short of that it
+recomputes: each decoder layer keeps only its input, and its insides are computed again during
+the backward pass (transformers' gradient checkpointing), ~0.1 MB per token, for about a third
+more compute per step, and splits batches too if even that would not fit. (On the throughput
+benchmark, AMD EPYC with avx512_bf16: passes of ≤ 437 tokens cost 8% of the speed, recomputing
+31%, docs/performance.md "Memory".) The budget is
 ``TUNELAB_TRAIN_MEMORY_MB`` where it is set, else half of the memory the system reports
 available when training starts: a machine with room trains at full speed, a small one still
 trains.
@@ -25,6 +28,9 @@ from typing import Any
 
 FP32 = 4
 MB = 1024 * 1024
+# The shortest pass a step is split into while it keeps its activations: shorter ones cost
+# more per token than recomputing does (measured in docs/performance.md "Memory").
+MIN_PASS_TOKENS = 256
 
 
 def activation_bytes_per_token(config: Any, recompute: bool, mlp_fused: bool = True,
@@ -74,6 +80,9 @@ class MemoryPlan:
             return "activations kept (no memory limit known)"
         mb = self.budget // MB
         if not self.recompute:
+            if self.micro_batch_tokens:
+                return (f"activations kept, batches split into passes of at most "
+                        f"{self.micro_batch_tokens} tokens to fit {mb} MB")
             return f"activations kept (the longest batch fits the {mb} MB budget)"
         split = (f", batches split into passes of at most {self.micro_batch_tokens} tokens"
                  if self.micro_batch_tokens else "")
@@ -82,12 +91,18 @@ class MemoryPlan:
 
 def plan_memory(config: Any, longest_step_tokens: int, budget: int | None,
                 mlp_fused: bool = True, norms_fused: bool = True,
-                mlp_bf16: bool = False) -> MemoryPlan:
-    """Whether a step of ``longest_step_tokens`` must recompute (or split) to stay in budget
-    (``mlp_fused``, ``norms_fused``, ``mlp_bf16``: see ``activation_bytes_per_token``)."""
+                mlp_bf16: bool = False, longest_example_tokens: int | None = None) -> MemoryPlan:
+    """How a step of ``longest_step_tokens`` (its longest example: ``longest_example_tokens``)
+    stays in budget: kept whole; else split into passes of at least ``MIN_PASS_TOKENS`` that
+    keep their activations; else recomputed, and split if need be (``mlp_fused``,
+    ``norms_fused``, ``mlp_bf16``: see ``activation_bytes_per_token``)."""
     kept = activation_bytes_per_token(config, False, mlp_fused, norms_fused, mlp_bf16)
     if budget is None or longest_step_tokens * kept <= budget:
         return MemoryPlan(budget, False, None)
+    longest_example = longest_example_tokens or longest_step_tokens
+    cap = budget // kept
+    if cap >= max(MIN_PASS_TOKENS, longest_example):
+        return MemoryPlan(budget, False, cap)
     per_token = activation_bytes_per_token(config, True)
     cap = None if longest_step_tokens * per_token <= budget else max(1, budget // per_token)
     return MemoryPlan(budget, True, cap)
