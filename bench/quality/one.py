@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.quality.contenders import CONTENDERS, parse_vary, train
 from bench.quality.tasks import SEED, TASKS, TESTS, TOKEN_F1, make_task
+from bench.quiet import quiet_libraries
 
 WRONG_SHOWN = 3  # wrong answers kept in the result, for a reader to see what goes wrong
 
@@ -39,25 +40,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--vary", type=parse_vary, default={},
                    help="KEY=VALUE,…: one part of the tunelab contenders' plan changed")
     return p.parse_args(argv)
-
-
-def quiet_libraries() -> None:
-    """Progress bars and advice from transformers, datasets and TRL would bury the table."""
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:  # datasets comes with TRL, which only the trl contender needs
-        pass
 
 
 def answer_all(base: Any, tests: list[Any], adapter: Path | None) -> list[str]:
@@ -117,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from tunelab.errors import TunelabError
 
     args = parse_args(argv)
-    quiet_libraries()
+    quiet_libraries(uses_datasets=args.contender == "trl")
     try:
         result = run(args)
     except TunelabError as e:  # a problem tunelab words for users: its words, no traceback

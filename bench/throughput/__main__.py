@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
               "or unset it (auto).", file=sys.stderr)
         return 2
 
-    from bench.throughput.one import quiet_libraries
+    from bench.quiet import quiet_libraries
     from tunelab.catalog import pick_device
     from tunelab.config import Settings
     from tunelab.errors import TunelabError

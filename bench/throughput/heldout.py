@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bench.throughput.one import quiet_libraries
+    from bench.quiet import quiet_libraries
     from tunelab.catalog import pick_device
     from tunelab.config import Settings
 

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.quiet import quiet_libraries
 from bench.throughput.contenders import CONTENDERS, Setup, run
 from bench.throughput.data import Workload
 from bench.throughput.measure import peak_rss_bytes
@@ -33,22 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def quiet_libraries() -> None:
-    """Progress bars and advice from transformers, datasets and TRL would bury the results."""
-    import warnings
-
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    warnings.filterwarnings("ignore")
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    quiet_libraries()
+    quiet_libraries(uses_datasets=args.contender.startswith("trl"))
     from tunelab.catalog import pick_device
     from tunelab.config import Settings
 

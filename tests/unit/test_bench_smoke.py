@@ -245,3 +245,19 @@ def test_seeds_must_be_at_least_one(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         driver.parse_args(["--seeds", "0"])
     assert "--seeds must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("uses_datasets", [False, True])
+def test_only_a_contender_that_uses_datasets_imports_it(uses_datasets):
+    """``datasets`` (pandas, pyarrow: ~80 MB) would count in the peak RSS of a contender that
+    never uses it: the benchmark's processes silence it only where TRL runs."""
+    code = ("import sys\nfrom bench.quiet import quiet_libraries\n"
+            f"quiet_libraries(uses_datasets={uses_datasets})\n"
+            "print(sorted({'datasets', 'pandas', 'pyarrow'} & set(sys.modules)))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    imported = proc.stdout.strip()
+    assert imported == ("['datasets', 'pandas', 'pyarrow']" if uses_datasets else "[]"), imported
