@@ -70,6 +70,16 @@ def test_a_near_tie_goes_to_the_token_that_copies_the_word_further(tok):
     assert choose(_reply(tok, source=""), [0.0, 0.0], [c, ca]) == c
 
 
+def test_only_a_token_that_writes_the_same_text_and_more_is_taken(tok):
+    """Greedy's text is kept and continued, never changed: after the quote "c" begins
+    "caesar"; "King" (another word of the prompt, four letters) and " ca" (the same word with a
+    space the answer would not have) are not taken however near, "ca" is."""
+    c, king, ca, space_ca = _id(tok, "c"), _id(tok, "King"), _id(tok, "ca"), _id(tok, " ca")
+    assert choose(_reply(tok), [0.0, -0.1], [c, king]) == c
+    assert choose(_reply(tok), [0.0, -0.1], [c, space_ca]) == c
+    assert choose(_reply(tok), [0.0, -0.1, -0.2, -0.3], [c, king, space_ca, ca]) == ca
+
+
 def test_only_a_copy_in_progress_is_continued(tok):
     """The most likely token must itself begin or continue a prompt word: a model writing
     other words (free text, a normalised value) is left alone, as is an end."""
