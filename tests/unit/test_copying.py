@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tunelab.catalog.copying import (
+    MAX_WORD_CHARS,
     NEAR_NATS,
     choose,
     copy_source,
@@ -56,6 +57,14 @@ def test_the_words_of_a_prompt_and_their_beginnings():
     assert {"C", "Caesar", "sal", "89", "King", "s", "Way", "naïve", "na"} <= words
     assert "aesar" not in words and "," not in words and "King's" not in words
     assert copy_source([("user", "one two"), ("model", "three")]) == "one two\nthree"
+
+
+def test_a_long_word_is_read_only_as_far_as_its_beginnings_are_bounded():
+    """A prompt holding one 50,000-character word (a base64 blob) gives its first
+    ``MAX_WORD_CHARS`` beginnings, not 50,000 strings of up to 50,000 characters (1.25 GB)."""
+    words = word_prefixes("see " + "x" * 50_000 + " ok")
+    assert len(words) == MAX_WORD_CHARS + 5  # s, se, see, o, ok and x … x (64 of them)
+    assert max(map(len, words)) == MAX_WORD_CHARS and "see" in words and "ok" in words
 
 
 def test_a_near_tie_goes_to_the_token_that_copies_the_word_further(tok):

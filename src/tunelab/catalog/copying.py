@@ -37,6 +37,10 @@ NEAR_NATS = 2.0
 CANDIDATES = 8
 # A prompt's words are read from at most this many characters of it.
 MAX_SOURCE_CHARS = 100_000
+# The beginnings of a word are taken up to this many characters: a word's beginnings take
+# memory in the square of its length (one 20,000-character word, a base64 blob in a prompt,
+# held 200 MB), and a copy longer than this goes on as greedy writes it.
+MAX_WORD_CHARS = 64
 # The answer's last tokens decoded to find the word a token continues (a long answer is not
 # decoded whole for every candidate).
 TAIL_TOKENS = 24
@@ -51,8 +55,9 @@ def copy_source(turns: Sequence[tuple[str, str]]) -> str:
 
 
 def word_prefixes(text: str) -> frozenset[str]:
-    """Every beginning of every word of ``text`` (letters and digits, any script)."""
-    words = set(_WORD.findall(text[:MAX_SOURCE_CHARS]))
+    """Every beginning of every word of ``text`` (letters and digits, any script), up to
+    ``MAX_WORD_CHARS`` characters."""
+    words = {w[:MAX_WORD_CHARS] for w in _WORD.findall(text[:MAX_SOURCE_CHARS])}
     return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
 
 
