@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunelab.catalog.copying import top_candidates
+from tunelab.catalog.copying import copy_source, top_candidates
 from tunelab.catalog.greedy import answer_batches, greedy_answers, start_from_choices
 from tunelab.catalog.labels import answers_as_labels
 from tunelab.catalog.stopping import Reply, end_token_ids
@@ -277,7 +277,8 @@ class Evaluator:
             at = 0
             for it in items:
                 n = len(it.output_ids)
-                source = self.examples[len(started)].text_input
+                # the prompt's words, as a served answer to it reads them (Generator.answers)
+                source = copy_source([("user", self.examples[len(started)].text_input)])
                 reply = start_from_choices(self._reply(len(it.prompt_ids), source),
                                            it.output_ids, chosen[at:at + n])
                 started.append(reply)
