@@ -261,3 +261,86 @@ def test_a_gated_mlp_is_one_function_that_keeps_two_of_its_four_wide_tensors(
         _, widths = _saved_widths(lambda: mlp(x))
         torch.testing.assert_close(mlp(x), y_plain, rtol=1e-5, atol=1e-5)
     assert widths == []
+
+
+def test_a_bf16_base_keeps_one_bf16_copy_of_what_its_step_reads_again(models_dir):
+    """A bf16 base's training step (the trainer's layout: packed rows, attention by example,
+    fused norms) keeps the norms' outputs, the attention's values and output and the MLP's
+    gate and up products in bf16, one copy of each for every function that reads it again, and
+    the queries and keys in fp32; the loss is the same as keeping them all in fp32, the
+    gradients the same to bf16's rounding (fused_lora.keeps_bf16)."""
+    import tunelab.training.fused_lora as fused
+    from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.data.batches import pack, tokenize_example
+    from tunelab.data.examples import Example
+    from tunelab.training.fused_norm import fuse_rms_norms, unfuse_rms_norms
+    from tunelab.training.segment_attention import segments, use_segment_attention
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "bf16")
+    private = _private_model(base.model)
+    assert use_segment_attention(private)
+    torch.manual_seed(0)
+    model = get_peft_model(private, LoraConfig(r=8, lora_alpha=16, target_modules=TARGETS,
+                                               task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.02)
+    fuse_lora_layers(model)
+    assert fused.kept_dtype(model) == torch.bfloat16
+    items = [tokenize_example(base.tokenizer, base.template, Example(f"question {i} " * (i + 2),
+                                                                     f"answer {i} " * 3))
+             for i in range(4)]
+    batch = pack(items, base.tokenizer.pad_token_id, float("inf"))
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def step(keep):
+        unfuse_rms_norms(model)
+        fuse_rms_norms(model, fused.kept_dtype(model) if keep else None)
+        kept: dict[int, tuple] = {}
+
+        def save(t):
+            key = t.untyped_storage().data_ptr()
+            if key not in params:
+                kept.setdefault(key, (t.dtype, t.shape[-1]))
+            return t
+
+        model.zero_grad(set_to_none=True)
+        original = fused.keeps_bf16
+        if not keep:
+            fused.keeps_bf16 = lambda dtype: False
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(save, lambda t: t):
+                loss = output_loss_sum(model, batch)
+        finally:
+            fused.keeps_bf16 = original
+        with segments(batch.segments, batch.prefix):
+            loss.backward()
+        fused.release_cast()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return loss.detach(), grads, list(kept.values())
+
+    loss32, grads32, kept32 = step(False)
+    loss16, grads16, kept16 = step(True)
+    torch.testing.assert_close(loss16, loss32, rtol=0, atol=0)  # the forward is the same
+    for name, g in grads32.items():
+        assert_gradient_close(grads16[name], g, name, rounded=True)
+    config = base.model.config
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    head_dim = hidden // config.num_attention_heads
+
+    def count(kept, dtype, width):
+        return sum(1 for d, w in kept if d == dtype and w == width)
+
+    # one copy each, in bf16 where the other step kept fp32: every norm's output (two a layer
+    # and the last one; the LoRA layers that read them keep the same copy), and per layer the
+    # attention's values and output (which o_proj reads: the same copy laid out by heads);
+    # not the queries and keys (the other head-wide tensors: the rotary tables, the MLP's A
+    # products on this model)
+    norms = 2 * layers + 1
+    assert count(kept16, torch.bfloat16, hidden) - count(kept32, torch.bfloat16, hidden) == norms
+    assert count(kept32, torch.float32, hidden) - count(kept16, torch.float32, hidden) == norms
+    assert count(kept16, torch.bfloat16, head_dim) == 2 * layers
+    assert count(kept32, torch.float32, head_dim) - count(kept16, torch.float32, head_dim) == (
+        2 * layers)
+    assert len(kept16) == len(kept32)

@@ -39,8 +39,12 @@ from tunelab.catalog.wide_linear import WideLinear
 
 
 class _Cast(threading.local):
-    """The last input cast to a frozen weight's dtype, for the sibling layers that follow (one
-    per thread: a forward pass runs in one thread, and another thread's pass must not see it)."""
+    """The last input cast to a frozen weight's dtype, for the layers that read it next (one
+    per thread: a forward pass runs in one thread, and another thread's pass must not see it).
+    A view of the same data (the same storage, offset, size and dtype, laid out contiguously)
+    finds it too: the attention's output is cast once (``segment_attention.py``), and the
+    output projection reads it reshaped. A step that keeps its activations in bf16 keeps this
+    one copy for every function that reads the input (``keeps_bf16``)."""
 
     def __init__(self) -> None:
         self.source: torch.Tensor | None = None
@@ -52,17 +56,58 @@ class _Cast(threading.local):
             return x
         if x.is_inference():  # no version counter to check: cast every time
             return x.to(dtype)
-        if (self.source is x and self.version == x._version and self.cast is not None
-                and self.cast.dtype == dtype):
-            return self.cast
-        self.source, self.version, self.cast = x, x._version, x.to(dtype)
-        return self.cast
+        cast = self.cast
+        if (cast is not None and cast.dtype == dtype and self.version == x._version
+                and (self.source is x or _same_data(self.source, x))):
+            return cast if cast.shape == x.shape else cast.view(x.shape)
+        return self.keep(x, x.to(dtype))
+
+    def keep(self, x: torch.Tensor, cast: torch.Tensor) -> torch.Tensor:
+        """Remember ``cast`` (contiguous) as ``x`` cast; returns it."""
+        self.source, self.version, self.cast = x, x._version, cast
+        return cast
 
     def clear(self) -> None:
         self.source = self.cast = None
 
 
+def _same_data(a: torch.Tensor | None, b: torch.Tensor) -> bool:
+    return (a is not None and a.dtype == b.dtype and a.numel() == b.numel()
+            and a.is_contiguous() and b.is_contiguous()
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+            and a.storage_offset() == b.storage_offset())
+
+
 _cast = _Cast()
+
+
+def cast_once(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dtype``, cast once for every function of a forward pass that reads it."""
+    return _cast.of(x, dtype)
+
+
+def keep_cast(x: torch.Tensor, cast: torch.Tensor) -> torch.Tensor:
+    """Make ``cast`` (``x`` cast, contiguous) the copy ``cast_once`` gives for ``x``."""
+    return _cast.keep(x, cast)
+
+
+def keeps_bf16(frozen_dtype: torch.dtype) -> bool:
+    """Whether a training step over frozen weights of ``frozen_dtype`` keeps its activations in
+    bf16 for the backward pass: the LoRA layers' inputs (the norms' outputs, the attention's
+    output), the attention's values, the gated MLP's gate and up products.
+    The forward pass computes from the exact (fp32) values; only the backward reads the rounded
+    copies. The frozen layers read their inputs rounded to bf16 already, so their products are
+    no more precise than that; the LoRA A gradients and the attention's gradients are then as
+    exact as bf16 inputs allow (docs/performance.md "Keeping activations in bf16")."""
+    return frozen_dtype == torch.bfloat16
+
+
+def kept_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype a training step of ``model`` keeps its activations in where it is not the one
+    they are computed in (bf16 for a base held in bf16, ``keeps_bf16``), else None."""
+    embedding = model.get_input_embeddings()
+    return torch.bfloat16 if embedding is not None and keeps_bf16(
+        embedding.weight.dtype) else None
 
 
 def _stacked(parts: list[torch.Tensor] | tuple, dim: int = 0) -> torch.Tensor:
@@ -123,6 +168,13 @@ def _lora_grads(gs: list, xl: torch.Tensor, xa: torch.Tensor, weights: tuple, a_
     return grad_x, grad_a, grad_b
 
 
+def _kept_input(xc: torch.Tensor, xl: torch.Tensor, frozen_dtype: torch.dtype) -> torch.Tensor:
+    """What a LoRA function keeps of its input for the backward pass: the copy cast to the
+    frozen weights' dtype (shared with whatever else keeps the input: ``cast_once``) where a
+    step keeps bf16 activations, else the input in the adapter's dtype."""
+    return xc if keeps_bf16(frozen_dtype) and xc.dtype == torch.bfloat16 else xl
+
+
 def _interleaved(grad_a: list, grad_b: list) -> list:
     """Gradients in the order of ``apply``'s parameters: (weight, bias, A, B) per layer."""
     return [g for ga, gb in zip(grad_a, grad_b, strict=True) for g in (None, None, ga, gb)]
@@ -143,16 +195,17 @@ class _LoraGroup(torch.autograd.Function):
         xc = _cast.of(x, weights[0].dtype).reshape(-1, shape[-1])
         xl = _as(x.reshape(-1, shape[-1]), a_s[0].dtype)
         ys, xa = _lora_outputs(xc, xl, weights, biases, a_s, b_s, scalings)
-        ctx.save_for_backward(xl, xa, *weights, *a_s, *b_s)
+        ctx.save_for_backward(_kept_input(xc, xl, weights[0].dtype), xa, *weights, *a_s, *b_s)
         ctx.scalings, ctx.x_shape, ctx.x_dtype, ctx.count = scalings, shape, x.dtype, len(a_s)
         return tuple(y.view(*shape[:-1], y.shape[-1]).to(out_dtype)
                      for y, out_dtype in zip(ys, out_dtypes, strict=True))
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple:
-        xl, xa, *rest = ctx.saved_tensors
+        xk, xa, *rest = ctx.saved_tensors
         m = ctx.count
         weights, a_s, b_s = rest[:m], rest[m:2 * m], rest[2 * m:]
+        xl = _as(xk, a_s[0].dtype)
         needs = ctx.needs_input_grad  # (x, scalings, out_dtypes, then W, bias, A, B per layer)
         gs = [_as(gy.reshape(-1, gy.shape[-1]), xl.dtype) for gy in grads]
         grad_x, grad_a, grad_b = _lora_grads(gs, xl, xa, weights, a_s, b_s, ctx.scalings,
@@ -160,12 +213,6 @@ class _LoraGroup(torch.autograd.Function):
         if grad_x is not None:
             grad_x = grad_x.view(ctx.x_shape).to(ctx.x_dtype)
         return (grad_x, None, None, *_interleaved(grad_a, grad_b))
-
-
-def mlp_keeps_bf16(frozen_dtype: torch.dtype) -> bool:
-    """Whether ``_LoraMlp`` keeps its gate and up products in bf16 for frozen weights of
-    ``frozen_dtype`` (what a training step keeps depends on it: ``memory.py``)."""
-    return frozen_dtype == torch.bfloat16
 
 
 class _LoraMlp(torch.autograd.Function):
@@ -194,17 +241,19 @@ class _LoraMlp(torch.autograd.Function):
         h = act(g) * u
         (y,), ha = _lora_outputs(h.to(weights[2].dtype), h, weights[2:], biases[2:], a_s[2:],
                                  b_s[2:], scalings[2:])
-        if mlp_keeps_bf16(weights[0].dtype):  # as precise as the frozen layers' inputs
+        if keeps_bf16(weights[0].dtype):  # as precise as the frozen layers' inputs
             g, u = g.to(torch.bfloat16), u.to(torch.bfloat16)
-        ctx.save_for_backward(xl, xa, g, u, ha, *weights, *a_s, *b_s)
+        ctx.save_for_backward(_kept_input(xc, xl, weights[0].dtype), xa, g, u, ha, *weights,
+                              *a_s, *b_s)
         ctx.act, ctx.scalings, ctx.x_shape, ctx.x_dtype = act, scalings, shape, x.dtype
         return y.view(*shape[:-1], y.shape[-1]).to(out_dtype)
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> tuple:
-        xl, xa, g, u, ha, *rest = ctx.saved_tensors
-        g, u = _as(g, xl.dtype), _as(u, xl.dtype)
+        xk, xa, g, u, ha, *rest = ctx.saved_tensors
         weights, a_s, b_s = rest[:3], rest[3:6], rest[6:]
+        xl = _as(xk, a_s[0].dtype)
+        g, u = _as(g, xl.dtype), _as(u, xl.dtype)
         needs = ctx.needs_input_grad  # (x, act, scalings, out_dtype, then W, bias, A, B × 3)
         need_a, need_b, s = needs[6::4], needs[7::4], ctx.scalings
         with torch.enable_grad():

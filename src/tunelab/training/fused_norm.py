@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tunelab.training.fused_lora import cast_once
+
 
 def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``y = w · x · rstd``, ``rstd = rsqrt(mean(x²) + eps)`` over the last dimension."""
@@ -34,22 +36,26 @@ def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> tuple[torch.Tenso
 
 
 class _RmsNorm(torch.autograd.Function):
-    """An RMS norm, ``w`` its weight (plus one for Gemma's norms) in fp32; keeps ``y``,
-    ``rstd`` and ``w`` for the backward pass."""
+    """An RMS norm, ``w`` its weight (plus one for Gemma's norms) in fp32; keeps ``y`` (in
+    ``keep``, the dtype a step keeps activations in, where one is given), ``rstd`` and ``w``
+    for the backward pass."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, eps: float,
+                keep: torch.dtype | None) -> torch.Tensor:
         y, rstd = _rms_norm(x, w, eps)
-        ctx.save_for_backward(y, rstd, w)
+        # the copy the LoRA layers reading y keep as well (fused_lora.cast_once): one for all
+        ctx.save_for_backward(cast_once(y, keep) if keep is not None else y, rstd, w)
         return y
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple:
         y, rstd, w = ctx.saved_tensors
+        y = y if y.dtype == g.dtype else y.to(g.dtype)
         g_w = g * w
         x_hat = y / w
         dot = (g_w * x_hat).mean(-1, keepdim=True)
-        return g_w.sub_(x_hat.mul_(dot)).mul_(rstd), None, None
+        return g_w.sub_(x_hat.mul_(dot)).mul_(rstd), None, None, None
 
 
 # RMS norms by transformers' class names: y = w · x̂ (offset 0) or y = (1 + w) · x̂ (offset 1).
@@ -77,7 +83,8 @@ def _fused_norm_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
         w = self.__dict__.get("_tunelab_scale")
         if w is None or w.device != x.device:
             w = self.__dict__["_tunelab_scale"] = _scale(self).to(x.device)
-        return _RmsNorm.apply(x, w, self.__dict__["_tunelab_eps"])
+        return _RmsNorm.apply(x, w, self.__dict__["_tunelab_eps"],
+                              self.__dict__.get("_tunelab_keep"))
     return type(self).forward(self, x)
 
 
@@ -111,13 +118,15 @@ def norms_fuse(model: nn.Module) -> bool:
     return bool(norms) and all(fusable_norm(m) for m in norms)
 
 
-def fuse_rms_norms(model: nn.Module) -> int:
+def fuse_rms_norms(model: nn.Module, keep: torch.dtype | None = None) -> int:
     """Give every RMS norm of ``model`` that computes as ``_RmsNorm`` does the forward that
-    keeps its output (in place, on the instances); the number of norms changed."""
+    keeps its output (in ``keep`` where given: ``fused_lora.keeps_bf16``; in place, on the
+    instances); the number of norms changed."""
     changed = 0
     for module in model.modules():
         if "forward" not in module.__dict__ and fusable_norm(module):
             module.__dict__["_tunelab_eps"] = _eps(module)
+            module.__dict__["_tunelab_keep"] = keep
             module.forward = _fused_norm_forward.__get__(module)
             changed += 1
     return changed
@@ -131,3 +140,4 @@ def unfuse_rms_norms(model: nn.Module) -> None:
             del module.__dict__["forward"]
             module.__dict__.pop("_tunelab_scale", None)
             module.__dict__.pop("_tunelab_eps", None)
+            module.__dict__.pop("_tunelab_keep", None)

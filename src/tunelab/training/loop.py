@@ -216,9 +216,10 @@ def output_logit_chunks(model: Any, batch: Batch, max_bytes: int):
 
 def _output_hidden(lm: Any, batch: Batch) -> Any:
     """The final hidden states that predict ``batch.targets``, one row each."""
+    from tunelab.training.fused_lora import kept_dtype
     from tunelab.training.segment_attention import segments
 
-    with segments(batch.segments, batch.prefix):
+    with segments(batch.segments, batch.prefix, kept_dtype(lm)):
         hidden = lm.get_decoder()(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask,
             position_ids=batch.position_ids, use_cache=False
@@ -428,8 +429,9 @@ def train(
 
     from tunelab.training.fused_lora import (  # imports torch
         fuse_lora_layers,
+        keeps_bf16,
+        kept_dtype,
         mlp_fuses,
-        mlp_keeps_bf16,
         release_cast,
     )
     from tunelab.training.fused_norm import fuse_rms_norms, norms_fuse
@@ -475,7 +477,7 @@ def train(
     memory = plan_memory(_text_config(private.config), sum(lengths[-hp.batch_size:]),
                          activation_budget(train_memory_mb),
                          mlp_fuses(private, targets, lora.dropout), norms_fuse(private),
-                         mlp_bf16=mlp_keeps_bf16(base.precision.dtype),
+                         bf16=keeps_bf16(base.precision.dtype),
                          longest_example_tokens=lengths[-1])
     try:
         if memory.recompute:  # each layer keeps its input only (memory.py)
@@ -486,7 +488,9 @@ def train(
         by_example = use_segment_attention(private)
         model = get_peft_model(private, config)
         fuse_lora_layers(model)  # PEFT's result in fewer passes over memory (fused_lora.py)
-        fuse_rms_norms(model)  # the norms keep their outputs, not their inputs (fused_norm.py)
+        # the norms keep their outputs, not their inputs (fused_norm.py), in the dtype the
+        # step keeps its activations in (fused_lora.keeps_bf16)
+        fuse_rms_norms(model, kept_dtype(model))
         # Several examples per row where the model keeps them apart (data/batches.py: pack):
         # one row holds them all when each example's attention is its own, else the rows are
         # chosen from the cost of padding against that of attention across examples.

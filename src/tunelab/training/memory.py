@@ -34,23 +34,31 @@ MIN_PASS_TOKENS = 256
 
 
 def activation_bytes_per_token(config: Any, recompute: bool, mlp_fused: bool = True,
-                               norms_fused: bool = True, mlp_bf16: bool = False) -> int:
+                               norms_fused: bool = True, bf16: bool = False) -> int:
     """Bytes a training step keeps per token for the backward pass. Without recomputation, per
-    layer: six hidden-width vectors (the norms' outputs, the attention's queries, keys, values
-    and output) where the RMS norms keep their outputs (``fused_norm.py``, ``norms_fused``),
-    eight where they keep their inputs too; and, of the MLP's width, the gate's and up
-    projection's outputs where the gated MLP is one function (``fused_lora._LoraMlp``,
-    ``mlp_fused``; in bf16 where the frozen weights are, ``mlp_bf16``), else four (their
-    product and the activation too). With recomputation: one hidden-width vector per layer,
-    plus one layer's full share while that layer is recomputed.
-    (SmolLM2-135M: 765 KB, 585 KB with a bf16 base; 900 KB with the norms' inputs, 1.29 MB
-    with the MLP unfused too, 112 KB recomputed; counted with ``saved_tensors_hooks``: 687 KB,
-    507 KB with a bf16 base, 822 KB with the norms' inputs, docs/performance.md.)"""
+    layer: the two RMS norms' outputs (also the LoRA layers' inputs), the attention's queries,
+    keys, values and output, and of the MLP's width the gate's and up projection's outputs
+    where the gated MLP is one function (``fused_lora._LoraMlp``, ``mlp_fused``), else four
+    (their product and the activation too, in fp32); two bytes a value where a step keeps its
+    activations in bf16 (a bf16 base: ``fused_lora.keeps_bf16``, ``bf16``; the queries and
+    keys stay fp32), else four; the norms' inputs too, in fp32, where the RMS norms are not
+    fused (``fused_norm.py``, ``norms_fused``). With recomputation: one hidden-width vector per
+    layer, plus one layer's full share while that layer is recomputed.
+    (SmolLM2-135M: 675 KB, 383 KB with a bf16 base, 810 KB with the norms' inputs, 90 KB
+    recomputed; counted with ``saved_tensors_hooks``: 687 KB, 393 KB with a bf16 base, 822 KB
+    with the norms' inputs; docs/performance.md "Memory".)"""
     hidden = config.hidden_size
     layers = config.num_hidden_layers
-    wide = (1 if mlp_bf16 else 2) if mlp_fused else 4  # in fp32 vectors (bf16: half of one)
-    one_layer = FP32 * ((6 if norms_fused else 8) * hidden
-                        + wide * getattr(config, "intermediate_size", 4 * hidden))
+    heads = getattr(config, "num_attention_heads", None) or 1
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    size = 2 if bf16 else FP32
+    queries_keys = (heads + kv_heads) * head_dim  # always fp32 (segment_attention.py)
+    values_output = (kv_heads + heads) * head_dim
+    wide = getattr(config, "intermediate_size", 4 * hidden)
+    one_layer = (FP32 * queries_keys + size * (2 * hidden + values_output)
+                 + (size * 2 * wide if mlp_fused else FP32 * 4 * wide)
+                 + (0 if norms_fused else FP32 * 2 * hidden))
     if not recompute:
         return layers * one_layer
     return layers * FP32 * hidden + one_layer
@@ -91,12 +99,12 @@ class MemoryPlan:
 
 def plan_memory(config: Any, longest_step_tokens: int, budget: int | None,
                 mlp_fused: bool = True, norms_fused: bool = True,
-                mlp_bf16: bool = False, longest_example_tokens: int | None = None) -> MemoryPlan:
+                bf16: bool = False, longest_example_tokens: int | None = None) -> MemoryPlan:
     """How a step of ``longest_step_tokens`` (its longest example: ``longest_example_tokens``)
     stays in budget: kept whole; else split into passes of at least ``MIN_PASS_TOKENS`` that
     keep their activations; else recomputed, and split if need be (``mlp_fused``,
-    ``norms_fused``, ``mlp_bf16``: see ``activation_bytes_per_token``)."""
-    kept = activation_bytes_per_token(config, False, mlp_fused, norms_fused, mlp_bf16)
+    ``norms_fused``, ``bf16``: see ``activation_bytes_per_token``)."""
+    kept = activation_bytes_per_token(config, False, mlp_fused, norms_fused, bf16)
     if budget is None or longest_step_tokens * kept <= budget:
         return MemoryPlan(budget, False, None)
     longest_example = longest_example_tokens or longest_step_tokens
