@@ -490,7 +490,8 @@ def train(
         fuse_lora_layers(model)  # PEFT's result in fewer passes over memory (fused_lora.py)
         # the norms keep their outputs, not their inputs (fused_norm.py), in the dtype the
         # step keeps its activations in (fused_lora.keeps_bf16)
-        fuse_rms_norms(model, kept_dtype(model))
+        kept = kept_dtype(model)
+        fuse_rms_norms(model, kept)
         # Several examples per row where the model keeps them apart (data/batches.py: pack):
         # one row holds them all when each example's attention is its own, else the rows are
         # chosen from the cost of padding against that of attention across examples.
@@ -585,8 +586,8 @@ def train(
                     mb = pack(micro, pad_id, span, share) if span else collate(micro, pad_id)
                     mb = mb.to(base.device)
                     loss = output_loss_sum(model, mb, memory.recompute) / n_tokens
-                    # recomputed layers attend as in the forward
-                    with segments(mb.segments, mb.prefix):
+                    # recomputed layers attend, and keep what they keep, as in the forward
+                    with segments(mb.segments, mb.prefix, kept):
                         loss.backward()
                     step_loss += loss.item()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
