@@ -23,8 +23,9 @@ def _resolve(n: int, **given):
     (39, 10, 4, 6, 8),
     (50, 8, 4, 6, 8),  # 13 steps an epoch: 8 epochs = 104 steps
     (100, 5, 4, 8, 8),  # from 100: Gemini's 5 epochs, never longer than the fixed defaults
-    (1200, 5, 8, 45, 16),
-    (6000, 5, 16, 112, 16),
+    (150, 5, 4, 10, 8),  # 190 steps: 6% would be 11, the warmup stops at 10 steps
+    (1200, 5, 8, 10, 16),
+    (6000, 5, 16, 10, 16),
 ])
 def test_unset_values_are_chosen_from_the_data(n, epochs, batch, warmup, rank):
     hp = _resolve(n)
