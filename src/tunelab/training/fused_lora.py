@@ -168,11 +168,11 @@ def _lora_grads(gs: list, xl: torch.Tensor, xa: torch.Tensor, weights: tuple, a_
     return grad_x, grad_a, grad_b
 
 
-def _kept_input(xc: torch.Tensor, xl: torch.Tensor, frozen_dtype: torch.dtype) -> torch.Tensor:
-    """What a LoRA function keeps of its input for the backward pass: the copy cast to the
-    frozen weights' dtype (shared with whatever else keeps the input: ``cast_once``) where a
-    step keeps bf16 activations, else the input in the adapter's dtype."""
-    return xc if keeps_bf16(frozen_dtype) and xc.dtype == torch.bfloat16 else xl
+def _kept_input(xc: torch.Tensor, xl: torch.Tensor) -> torch.Tensor:
+    """What a LoRA function keeps of its input for the backward pass: ``xc``, the copy cast to
+    the frozen weights' dtype (shared with whatever else keeps the input: ``cast_once``), where
+    a step keeps bf16 activations, else ``xl``, the input in the adapter's dtype."""
+    return xc if keeps_bf16(xc.dtype) else xl
 
 
 def _interleaved(grad_a: list, grad_b: list) -> list:
@@ -195,7 +195,7 @@ class _LoraGroup(torch.autograd.Function):
         xc = _cast.of(x, weights[0].dtype).reshape(-1, shape[-1])
         xl = _as(x.reshape(-1, shape[-1]), a_s[0].dtype)
         ys, xa = _lora_outputs(xc, xl, weights, biases, a_s, b_s, scalings)
-        ctx.save_for_backward(_kept_input(xc, xl, weights[0].dtype), xa, *weights, *a_s, *b_s)
+        ctx.save_for_backward(_kept_input(xc, xl), xa, *weights, *a_s, *b_s)
         ctx.scalings, ctx.x_shape, ctx.x_dtype, ctx.count = scalings, shape, x.dtype, len(a_s)
         return tuple(y.view(*shape[:-1], y.shape[-1]).to(out_dtype)
                      for y, out_dtype in zip(ys, out_dtypes, strict=True))
@@ -243,8 +243,7 @@ class _LoraMlp(torch.autograd.Function):
                                  b_s[2:], scalings[2:])
         if keeps_bf16(weights[0].dtype):  # as precise as the frozen layers' inputs
             g, u = g.to(torch.bfloat16), u.to(torch.bfloat16)
-        ctx.save_for_backward(_kept_input(xc, xl, weights[0].dtype), xa, g, u, ha, *weights,
-                              *a_s, *b_s)
+        ctx.save_for_backward(_kept_input(xc, xl), xa, g, u, ha, *weights, *a_s, *b_s)
         ctx.act, ctx.scalings, ctx.x_shape, ctx.x_dtype = act, scalings, shape, x.dtype
         return y.view(*shape[:-1], y.shape[-1]).to(out_dtype)
 

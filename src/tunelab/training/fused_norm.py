@@ -51,7 +51,7 @@ class _RmsNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple:
         y, rstd, w = ctx.saved_tensors
-        y = y if y.dtype == g.dtype else y.to(g.dtype)
+        y = y.to(g.dtype)  # as computed, where it was kept rounded (no copy otherwise)
         g_w = g * w
         x_hat = y / w
         dot = (g_w * x_hat).mean(-1, keepdim=True)

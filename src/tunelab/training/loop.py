@@ -429,7 +429,6 @@ def train(
 
     from tunelab.training.fused_lora import (  # imports torch
         fuse_lora_layers,
-        keeps_bf16,
         kept_dtype,
         mlp_fuses,
         release_cast,
@@ -474,10 +473,13 @@ def train(
     # classifier's answers are its labels already
     pieces = [] if labels else output_pieces([ex.output for ex in examples])
     lengths = sorted(it.length for it in tokenized)
+    # the dtype a step keeps its activations in (fused_lora.keeps_bf16): the plan counts them
+    # in it, the norms and the attention keep them in it
+    kept = kept_dtype(private)
     memory = plan_memory(_text_config(private.config), sum(lengths[-hp.batch_size:]),
                          activation_budget(train_memory_mb),
                          mlp_fuses(private, targets, lora.dropout), norms_fuse(private),
-                         bf16=keeps_bf16(base.precision.dtype),
+                         bf16=kept is not None,
                          longest_example_tokens=lengths[-1])
     try:
         if memory.recompute:  # each layer keeps its input only (memory.py)
@@ -488,10 +490,7 @@ def train(
         by_example = use_segment_attention(private)
         model = get_peft_model(private, config)
         fuse_lora_layers(model)  # PEFT's result in fewer passes over memory (fused_lora.py)
-        # the norms keep their outputs, not their inputs (fused_norm.py), in the dtype the
-        # step keeps its activations in (fused_lora.keeps_bf16)
-        kept = kept_dtype(model)
-        fuse_rms_norms(model, kept)
+        fuse_rms_norms(model, kept)  # the norms keep their outputs, not inputs (fused_norm.py)
         # Several examples per row where the model keeps them apart (data/batches.py: pack):
         # one row holds them all when each example's attention is its own, else the rows are
         # chosen from the cost of padding against that of attention across examples.

@@ -53,10 +53,10 @@ def activation_bytes_per_token(config: Any, recompute: bool, mlp_fused: bool = T
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     size = 2 if bf16 else FP32
-    queries_keys = (heads + kv_heads) * head_dim  # always fp32 (segment_attention.py)
-    values_output = (kv_heads + heads) * head_dim
+    # the queries and the keys (always fp32: segment_attention.py); as many values and outputs
+    attention = (heads + kv_heads) * head_dim
     wide = getattr(config, "intermediate_size", 4 * hidden)
-    one_layer = (FP32 * queries_keys + size * (2 * hidden + values_output)
+    one_layer = (FP32 * attention + size * (2 * hidden + attention)
                  + (size * 2 * wide if mlp_fused else FP32 * 4 * wide)
                  + (0 if norms_fused else FP32 * 2 * hidden))
     if not recompute:

@@ -234,8 +234,9 @@ def _by_example_function() -> Any:
 
         @staticmethod
         def backward(ctx: Any, grad: Any) -> tuple:
-            query, key, value, out, *lses = (
-                t if t.dtype == grad.dtype else t.to(grad.dtype) for t in ctx.saved_tensors)
+            query, key, value, out, *lses = ctx.saved_tensors
+            # the values and output in the queries' dtype again where they were kept rounded
+            value, out = value.to(query.dtype), out.to(query.dtype)
             prefix = ctx.prefix
             gq, gk, gv = (torch.zeros_like(t) for t in (query, key, value))
             for (r, start, n, later, mask), lse in zip(ctx.calls, lses, strict=True):
