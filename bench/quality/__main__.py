@@ -19,7 +19,17 @@ import time
 from pathlib import Path
 
 from bench.quality.contenders import CONTENDERS, parse_vary
-from bench.quality.tasks import SEED, TASKS, TESTS, make_task
+from bench.quality.tasks import (
+    MAX_FILE_TESTS,
+    POOL,
+    SEED,
+    TASKS,
+    TESTS,
+    FileTaskError,
+    Task,
+    file_task,
+    make_task,
+)
 
 SIZES = (20, 50, 100, 500)
 QUICK_MODEL = "tiny-random"
@@ -35,6 +45,7 @@ EXTRACTION_AT_100 = 0.95
 AUTO_LOSS_ALLOWED = 0.01
 AUTO_TIME_ALLOWED = 2.0
 MAX_SEEDS = 20
+MAX_SIZE = 100_000  # training examples of a cell (a file task's; the suite's tasks hold POOL)
 
 
 def _names(value: str, known: dict | tuple, what: str) -> list[str]:
@@ -52,9 +63,10 @@ def _sizes(value: str) -> list[int]:
         sizes = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         sizes = []
-    if not sizes or any(not 1 <= s <= 500 for s in sizes):
+    if not sizes or any(not 1 <= s <= MAX_SIZE for s in sizes):
         raise argparse.ArgumentTypeError(
-            f"sizes must be whole numbers from 1 to 500, comma-separated (got {value!r})")
+            f"sizes must be whole numbers from 1 to {POOL} (a task of your files: to its "
+            f"number of examples), comma-separated (got {value!r})")
     return sizes
 
 
@@ -62,7 +74,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.quality",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--tasks", type=lambda v: _names(v, TASKS, "task"), default=None,
-                   help=f"comma-separated, from {', '.join(TASKS)} (default: all)")
+                   help=f"comma-separated, from {', '.join(TASKS)} (default: all, or none "
+                   "when --data is given)")
+    p.add_argument("--data", default=None, metavar="TRAIN",
+                   help="a task of your own: its training examples (CSV, JSON or JSONL, as "
+                   "tunelab tune reads them); a cell of size n trains on the first n")
+    p.add_argument("--test-data", default=None, metavar="TEST",
+                   help="with --data: the examples to score on (inputs also in TRAIN are left "
+                   f"out; at most {MAX_FILE_TESTS:,})")
+    p.add_argument("--metric", choices=("exact_match", "token_f1"), default=None,
+                   help="with --data: how answers are scored (default: token_f1 where the "
+                   "outputs look like summaries, else exact_match)")
     p.add_argument("--sizes", type=_sizes, default=None,
                    help="training examples per cell, comma-separated (default: 20,50,100,500)")
     p.add_argument("--contenders", type=lambda v: _names(v, CONTENDERS, "contender"),
@@ -71,7 +93,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--base-model", default=None,
                    help="tunelab's name of the base model (default: smollm2-135m-instruct)")
     p.add_argument("--tests", type=int, default=None,
-                   help=f"held-out test inputs per task, at most {TESTS} (default: {TESTS})")
+                   help=f"score on the first N test inputs of each task (default: all: {TESTS} "
+                   "for the suite's tasks)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of each run (default: tunelab's setting, else all cores)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
@@ -96,8 +119,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    f"{','.join(QUICK_TASKS)}, {QUICK_SIZES[0]} examples, {QUICK_TESTS} test "
                    f"inputs, {QUICK_THREADS} thread (the scores mean nothing)")
     args = p.parse_args(argv)
-    if args.tests is not None and not 1 <= args.tests <= TESTS:
-        p.error(f"--tests must be from 1 to {TESTS}, got {args.tests}")
+    if args.tests is not None and not 1 <= args.tests <= MAX_FILE_TESTS:
+        p.error(f"--tests must be from 1 to {MAX_FILE_TESTS:,}, got {args.tests}")
+    if (args.data is None) != (args.test_data is None):
+        p.error("a task of your own needs both --data TRAIN and --test-data TEST")
+    if args.metric is not None and args.data is None:
+        p.error("--metric applies to a task of your own: give --data and --test-data too")
     if not 1 <= args.seeds <= MAX_SEEDS:
         p.error(f"--seeds must be from 1 to {MAX_SEEDS}, got {args.seeds}")
     try:
@@ -106,16 +133,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(str(e))
     if args.quick:
         args.base_model = args.base_model or QUICK_MODEL
-        args.tasks = args.tasks or list(QUICK_TASKS)
+        args.tasks = args.tasks or ([] if args.data else list(QUICK_TASKS))
         args.sizes = args.sizes or list(QUICK_SIZES)
         args.tests = args.tests or QUICK_TESTS
         args.threads = args.threads or QUICK_THREADS
     args.base_model = args.base_model or "smollm2-135m-instruct"
-    args.tasks = args.tasks or list(TASKS)
-    args.sizes = args.sizes or list(SIZES)
+    args.tasks = args.tasks or ([] if args.data else list(TASKS))
     args.contenders = args.contenders or list(CONTENDERS)
-    args.tests = args.tests or TESTS
     return args
+
+
+def load_tasks(args: argparse.Namespace) -> dict[str, Task]:
+    """Every task of the run by name: the suite's ``--tasks``, then the task of ``--data`` and
+    ``--test-data``; sizes the run asks for that a task does not hold stop it here, before any
+    training (``FileTaskError``)."""
+    tasks = {name: make_task(name, SEED) for name in args.tasks}
+    args.file_task = None
+    if args.data is not None:
+        own = file_task(args.data, args.test_data, args.metric)
+        if own.name in tasks:
+            raise FileTaskError(f"The task of {args.data} would be called {own.name!r}, as "
+                                "one already in this run; rename the file.")
+        tasks[own.name] = own
+        args.file_task = own.name
+        if args.sizes is None:  # the suite's sizes the file holds, and the whole file
+            n = len(own.train)
+            args.sizes = [size for size in SIZES if size < n] + [n]
+    args.sizes = args.sizes or list(SIZES)
+    for task in tasks.values():
+        too_many = [n for n in args.sizes if n > len(task.train)]
+        if too_many:
+            raise FileTaskError(
+                f"Task {task.name} has {len(task.train)} training examples, fewer than the "
+                f"--sizes {', '.join(map(str, too_many))} asked for; give sizes up to "
+                f"{len(task.train)}.")
+    return tasks
 
 
 def machine() -> dict:
@@ -142,8 +194,14 @@ def run_one(args: argparse.Namespace, task: str, size: int, contender: str, seed
     result, log = folder / "result.json", folder / "log.txt"
     cmd = [sys.executable, "-m", "bench.quality.one", "--task", task, "--size", str(size),
            "--contender", contender, "--base-model", args.base_model,
-           "--tests", str(args.tests), "--seed", str(seed), "--work", str(folder),
-           "--result", str(result)]
+           "--seed", str(seed), "--work", str(folder), "--result", str(result)]
+    if args.tests:
+        cmd += ["--tests", str(args.tests)]
+    if task == args.file_task:
+        cmd += ["--data", str(Path(args.data).resolve()),
+                "--test-data", str(Path(args.test_data).resolve())]
+        if args.metric:
+            cmd += ["--metric", args.metric]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.precision:
@@ -281,12 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     except TunelabError as e:
         print(e, file=sys.stderr)
         return 2
-    for name in args.tasks:  # fail before any training if a task's data is not as stated
-        make_task(name, SEED)
+    try:  # fail before any training if a task's data is not as stated or too small
+        tasks = load_tasks(args)
+    except FileTaskError as e:
+        print(e, file=sys.stderr)
+        return 2
+    args.tasks = list(tasks)
     info = machine()
     seeds = list(range(args.seed, args.seed + args.seeds))
+    tested = (f"the first {args.tests} test inputs of each task" if args.tests else
+              "test inputs: " + ", ".join(f"{len(t.test)} for {t.name}" for t in tasks.values()))
     print(f"Quality benchmark: {args.base_model}; tasks {', '.join(args.tasks)}; sizes "
-          f"{', '.join(map(str, args.sizes))}; {args.tests} held-out test inputs per task; "
+          f"{', '.join(map(str, args.sizes))}; {tested}; "
           f"training seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
           + (f"; tunelab's plan varied: {args.vary}" if args.vary else ""))
     print(f"CPU: {info['cpu']}, {info['cores']} cores; flags: "
@@ -334,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info, "base_model": args.base_model, "tasks": args.tasks,
             "sizes": args.sizes, "contenders": args.contenders, "tests": args.tests,
             "seed": args.seed, "seeds": seeds, "data_seed": SEED, "total_seconds": total,
+            "task_files": ({"name": args.file_task, "data": args.data,
+                            "test_data": args.test_data} if args.file_task else None),
             "vary": parse_vary(args.vary),
             "results": results}, indent=1))
     failed = [r for r in results if "error" in r]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.quality.contenders import CONTENDERS, parse_vary, train
-from bench.quality.tasks import SEED, TASKS, TESTS, TOKEN_F1, make_task
+from bench.quality.tasks import SEED, TASKS, TOKEN_F1, Task, file_task, make_task
 from bench.quiet import quiet_libraries
 
 WRONG_SHOWN = 3  # wrong answers kept in the result, for a reader to see what goes wrong
@@ -26,11 +26,15 @@ WRONG_SHOWN = 3  # wrong answers kept in the result, for a reader to see what go
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True, choices=list(TASKS))
+    p.add_argument("--task", required=True, help=f"one of {', '.join(TASKS)}, or a file task's "
+                   "name (with --data and --test-data)")
+    p.add_argument("--data", default=None, help="a file task's training file")
+    p.add_argument("--test-data", default=None, help="a file task's test file")
+    p.add_argument("--metric", default=None, help="a file task's metric")
     p.add_argument("--size", type=int, required=True, help="training examples (0 for base)")
     p.add_argument("--contender", required=True, choices=list(CONTENDERS))
     p.add_argument("--base-model", default="smollm2-135m-instruct")
-    p.add_argument("--tests", type=int, default=TESTS)
+    p.add_argument("--tests", type=int, default=None, help="the first N test inputs (default: all)")
     p.add_argument("--seed", type=int, default=0, help="the training seed")
     p.add_argument("--data-seed", type=int, default=SEED)
     p.add_argument("--threads", type=int, default=None)
@@ -39,7 +43,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--result", type=Path, required=True, help="where to write the result JSON")
     p.add_argument("--vary", type=parse_vary, default={},
                    help="KEY=VALUE,…: one part of the tunelab contenders' plan changed")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.data is None and args.task not in TASKS:
+        p.error(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}, or give --data "
+                "and --test-data")
+    return args
+
+
+def load_task(args: argparse.Namespace) -> Task:
+    """The suite's task ``--task``, or the task of the files ``--data`` and ``--test-data``."""
+    if args.data is not None:
+        return file_task(args.data, args.test_data, args.metric)
+    return make_task(args.task, args.data_seed)
 
 
 def answer_all(base: Any, tests: list[Any], adapter: Path | None) -> list[str]:
@@ -65,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     from tunelab.training.evaluate import score_answers
 
     settings = Settings()
-    task = make_task(args.task, args.data_seed)
+    task = load_task(args)
     examples, tests = task.train[: args.size], task.test[: args.tests]
     spec = get_base_model(args.base_model, settings.extra_models)
     base = load_base_model(spec, settings.models_dir, settings.device,
@@ -96,13 +111,14 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.quality.tasks import FileTaskError
     from tunelab.errors import TunelabError
 
     args = parse_args(argv)
     quiet_libraries(uses_datasets=args.contender == "trl")
     try:
         result = run(args)
-    except TunelabError as e:  # a problem tunelab words for users: its words, no traceback
+    except (TunelabError, FileTaskError) as e:  # words for users, no traceback
         print(e, file=sys.stderr)
         return 1
     args.result.write_text(json.dumps(result, indent=1))

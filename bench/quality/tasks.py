@@ -23,6 +23,7 @@ import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from tunelab.data.examples import Example
 from tunelab.training.evaluate import EXACT_MATCH as EXACT
@@ -561,3 +562,66 @@ def check_disjoint(task: Task) -> None:
     if shared or len(task.train) != POOL or len(task.test) != TESTS:
         raise AssertionError(f"{task.name}: {len(shared)} shared inputs, {len(task.train)} "
                              f"training and {len(task.test)} test examples")
+
+
+# ---------------------------------------------------------------------------------------------
+# A task of the user's own: two files
+
+MAX_FILE_TESTS = 1_000  # test examples scored from a file (each is answered by every contender)
+FILE_KINDS = ("classification", "summarisation", "search")  # what ``detect_task`` may say
+
+
+class FileTaskError(ValueError):
+    """A task file that cannot be used, in words for the person who gave it."""
+
+
+def file_task(train_path: str | Path, test_path: str | Path, metric: str | None = None) -> Task:
+    """A task from two files of the user's (any format ``tunelab tune`` reads: CSV, JSON,
+    JSONL), read and checked by tunelab's own parser, so a file the service refuses is refused
+    here in the same words. The training pool is the training file in its order (a cell of
+    size n trains on its first n examples); the test examples are the test file's, less any
+    whose input is also a training input (a model is scored on inputs it was not trained on),
+    at most ``MAX_FILE_TESTS``. ``metric``: ``exact_match`` or ``token_f1``; by default token
+    F1 where the outputs look like summaries (``detect_task``), exact match otherwise. The kind
+    is ``detect_task``'s (classification, summarisation, search) or ``other``."""
+    from tunelab.data.parse import read_file
+    from tunelab.data.prompt_format import SUMMARISATION, detect_task
+    from tunelab.errors import DatasetError
+
+    examples = {}
+    for what, path in (("training", train_path), ("test", test_path)):
+        try:
+            examples[what] = read_file(path)
+        except DatasetError as e:
+            raise FileTaskError(f"The {what} file {Path(path).name} cannot be used:\n"
+                                + "\n".join(f"- {p}" for p in e.problems)) from None
+    train = examples["training"]
+    trained = {ex.text_input for ex in train}
+    test = [ex for ex in examples["test"] if ex.text_input not in trained]
+    if not test:
+        raise FileTaskError(f"Every input of the test file {Path(test_path).name} is also a "
+                            "training input: give test examples the model is not trained on.")
+    kind = detect_task([ex.text_input for ex in train], [ex.output for ex in train]) or "other"
+    if metric is None:
+        metric = TOKEN_F1 if kind == SUMMARISATION else EXACT
+    if metric not in (EXACT, TOKEN_F1):
+        raise FileTaskError(f"Unknown metric {metric!r}: choose {EXACT} or {TOKEN_F1}.")
+    dropped = len(examples["test"]) - len(test)
+    name = task_name_of(train_path)
+    return Task(name, kind, metric,
+                f"{Path(train_path).name} ({len(train)} examples) → scored on "
+                f"{Path(test_path).name} ({min(len(test), MAX_FILE_TESTS)} test inputs"
+                + (f"; {dropped} also in the training file left out" if dropped else "") + ")",
+                train, test[:MAX_FILE_TESTS])
+
+
+def task_name_of(train_path: str | Path) -> str:
+    """The name a file task goes by in the table and its runs' folders: the training file's
+    name without its extension and a ``-train`` / ``_train`` ending, in letters, digits, ``-``
+    and ``_`` (``file-`` before it where it would be one of the suite's names)."""
+    stem = Path(train_path).stem
+    for ending in ("-train", "_train", ".train"):
+        if stem.lower().endswith(ending) and len(stem) > len(ending):
+            stem = stem[: -len(ending)]
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem).strip("_") or "file"
+    return f"file-{stem}" if stem in TASKS else stem

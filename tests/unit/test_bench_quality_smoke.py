@@ -279,3 +279,96 @@ def test_vary_refuses_what_it_cannot_do_before_any_run(text, says, capsys):
     with pytest.raises(SystemExit):
         main(["--vary", text])
     assert says in capsys.readouterr().err
+
+
+# --- a task of the user's own files ----------------------------------------------------------
+
+def _write_jsonl(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("".join(json.dumps({"text_input": i, "output": o}) + "\n" for i, o in rows))
+    return path
+
+
+def test_a_task_of_the_users_files_leaves_out_trained_inputs(tmp_path):
+    from bench.quality.tasks import file_task
+
+    labels = ["billing", "shipping", "account"]
+    train = [(f"message {i} about {labels[i % 3]}", labels[i % 3]) for i in range(30)]
+    (tmp_path / "tickets-train.csv").write_text(
+        "input,output\n" + "".join(f'"{i}",{o}\n' for i, o in train))
+    test = _write_jsonl(tmp_path / "test.jsonl",
+                        [train[0], ("where is my parcel", "shipping"), ("card declined", "billing")])
+    task = file_task(tmp_path / "tickets-train.csv", test)
+    # named after the training file, not after a suite task ("tickets" is one: file- before it)
+    assert task.name == "file-tickets"
+    assert task.kind == "classification" and task.metric == "exact_match"
+    assert [ex.output for ex in task.train] == [o for _, o in train]  # the file's order
+    assert [ex.text_input for ex in task.test] == ["where is my parcel", "card declined"]
+    assert "1 also in the training file left out" in task.description
+
+    long = "The customer writes at length about the order. " * 8
+    summaries = [(f"{long} Case {i}.", f"Customer {i} wants a refund for the late order.")
+                 for i in range(10)]
+    task = file_task(_write_jsonl(tmp_path / "sums.jsonl", summaries[:8]),
+                     _write_jsonl(tmp_path / "sums-test.jsonl", summaries[8:]))
+    assert (task.name, task.kind, task.metric) == ("sums", "summarisation", "token_f1")
+    assert file_task(tmp_path / "sums.jsonl", tmp_path / "sums-test.jsonl",
+                     "exact_match").metric == "exact_match"  # a metric given is used
+
+
+@pytest.mark.parametrize("make, args, says", [
+    (None, ["--data", "{d}/missing.jsonl", "--test-data", "{d}/test.jsonl"],  # the path given
+     "The training file missing.jsonl cannot be used:\n- "),
+    ("bad", ["--data", "{d}/bad.jsonl", "--test-data", "{d}/test.jsonl"],
+     "The training file bad.jsonl cannot be used:\n- bad.jsonl"),
+    (None, ["--data", "{d}/train.jsonl", "--test-data", "{d}/train.jsonl"],
+     "Every input of the test file train.jsonl is also a training input"),
+    (None, ["--data", "{d}/train.jsonl", "--test-data", "{d}/test.jsonl", "--sizes", "20,50"],
+     "Task train has 30 training examples, fewer than the --sizes 50 asked for; give sizes up "
+     "to 30."),
+    (None, ["--data", "{d}/train.jsonl"], "needs both --data TRAIN and --test-data TEST"),
+    (None, ["--metric", "token_f1"], "--metric applies to a task of your own"),
+])
+def test_a_task_file_that_cannot_be_used_is_said_before_any_run(tmp_path, capsys, make, args,
+                                                                 says):
+    from bench.quality.__main__ import main
+
+    _write_jsonl(tmp_path / "train.jsonl", [(f"toy input {i}", f"out {i % 4}") for i in range(30)])
+    _write_jsonl(tmp_path / "test.jsonl", [("a new input", "out 1")])
+    if make == "bad":
+        (tmp_path / "bad.jsonl").write_text('{"text_input": "only an input"}\n')
+    argv = [a.format(d=tmp_path) for a in args] + ["--contenders", "base", "--work",
+                                                   str(tmp_path / "work")]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's refusals
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and says in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "work").exists()  # nothing ran
+
+
+def test_a_task_of_the_users_files_runs_end_to_end(tmp_path):
+    """``--data`` and ``--test-data``: the base model and tunelab on the user's task, every test
+    input not trained on scored (no ``--tests``), the file's whole size by default among the
+    suite's sizes it holds."""
+    rows = [(f"convert {i} apples", f"{i} APPLES") for i in range(24)]
+    _write_jsonl(tmp_path / "fruit_train.jsonl", rows)
+    _write_jsonl(tmp_path / "fruit_test.jsonl",
+                 [rows[0]] + [(f"convert {i} pears", f"{i} PEARS") for i in range(6)])
+    out = tmp_path / "q.json"
+    env = {**os.environ, "TUNELAB_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.quality", "--data", str(tmp_path / "fruit_train.jsonl"),
+         "--test-data", str(tmp_path / "fruit_test.jsonl"), "--base-model", "tiny-random",
+         "--threads", "1", "--contenders", "base,tunelab", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "tasks fruit; sizes 20, 24; test inputs: 6 for fruit" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["task_files"]["name"] == "fruit"
+    runs = {(r["contender"], r["size"]): r for r in report["results"]}
+    assert set(runs) == {("base", 0), ("tunelab", 20), ("tunelab", 24)}
+    for r in runs.values():
+        assert r["task"] == "fruit" and r["test_count"] == 6 and 0 <= r["score"] <= 1
+    assert runs[("tunelab", 24)]["trained_examples"] == 24
