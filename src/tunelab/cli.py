@@ -320,6 +320,7 @@ def _print_metric_note(ev: dict | None) -> None:
 
 
 def report_result(result) -> None:
+    from tunelab.catalog.copying import COPIES_NOTE
     from tunelab.catalog.labels import labels_note
     from tunelab.catalog.stopping import pieces_note
 
@@ -399,6 +400,8 @@ def report_result(result) -> None:
     pieces = result.manifest.get("output_pieces")
     if pieces:
         console.print(f"[bold]Answers:[/] {pieces_note(pieces)}", highlight=False, soft_wrap=True)
+    if result.manifest.get("copies_prompt") is True:
+        console.print(f"[bold]Answers:[/] {COPIES_NOTE}", highlight=False, soft_wrap=True)
     console.print(
         f"Tokens/s: {result.tokens_per_second:.0f}. Adapter: {result.adapter_dir}\n"
         f'Try it: tunelab generate {result.output_dir} "your prompt"'

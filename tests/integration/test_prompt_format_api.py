@@ -146,6 +146,25 @@ def test_a_model_whose_outputs_share_a_format_says_its_answers_keep_it(service, 
     assert not any("a classifier" in line for line in hp["choices"])
 
 
+def test_a_model_tuned_to_copy_its_prompts_words_says_so(service, client):
+    """Outputs whose words are their prompts' own (catalog/copying.py): the model's choices say
+    in one line that a near word of the prompt beats a new one."""
+    names = ["Ana", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal", "Ivo", "Jan", "Kai", "Lou"]
+    pairs = [(names[i % 12], names[(i // 12 + i + 1) % 12]) for i in range(24)]
+    examples = [{"textInput": f"{a} meets {b} at noon", "output": f"{a} and {b}"}
+                for a, b in pairs]
+    body = {"baseModel": "models/tiny-random", "tuningTask": {
+        "trainingData": {"examples": {"examples": examples}},
+        "hyperparameters": {"epochCount": 1, "batchSize": 4, "learningRate": 0.01}}}
+    r = client.post("/v1beta/tunedModels", params={"tunedModelId": "meetings"}, json=body)
+    assert r.status_code == 200, r.text
+    assert wait_op(client, r.json()["name"])["response"]["state"] == "ACTIVE"
+    hp = client.get("/v1beta/tunedModels/meetings").json()["tuningTask"]["hyperparameters"]
+    assert hp["choices"][-1] == (
+        "Answers: the training outputs copy their words from the prompts; where the model "
+        "hesitates between a new word and one of the prompt's, it writes the prompt's.")
+
+
 def test_evaluate_says_when_expected_outputs_are_none_of_the_labels(tuned, client):
     """``:evaluate`` (the Studio's compare page): a test file whose expected outputs are partly
     none of the classifier's labels gets one sentence on the tuned model's row, none on the base

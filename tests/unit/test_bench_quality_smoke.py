@@ -295,8 +295,8 @@ def test_a_task_of_the_users_files_leaves_out_trained_inputs(tmp_path):
     train = [(f"message {i} about {labels[i % 3]}", labels[i % 3]) for i in range(30)]
     (tmp_path / "tickets-train.csv").write_text(
         "input,output\n" + "".join(f'"{i}",{o}\n' for i, o in train))
-    test = _write_jsonl(tmp_path / "test.jsonl",
-                        [train[0], ("where is my parcel", "shipping"), ("card declined", "billing")])
+    test = _write_jsonl(tmp_path / "test.jsonl", [
+        train[0], ("where is my parcel", "shipping"), ("card declined", "billing")])
     task = file_task(tmp_path / "tickets-train.csv", test)
     # named after the training file, not after a suite task ("tickets" is one: file- before it)
     assert task.name == "file-tickets"

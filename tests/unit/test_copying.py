@@ -12,6 +12,7 @@ from tunelab.catalog.copying import (
     MAX_WORD_CHARS,
     NEAR_NATS,
     choose,
+    copies_prompt,
     copy_source,
     prefer_copies,
     top_candidates,
@@ -45,8 +46,9 @@ def _id(tok, text: str) -> int:
     return token
 
 
-def _reply(tok, source: str = PROMPT, answer: str = OPENING) -> Reply:
-    reply = Reply(tok, {tok.eos_token_id}, [], 40, source=source)
+def _reply(tok, source: str = PROMPT, answer: str = OPENING, copies: bool = True) -> Reply:
+    """An answer being decoded; ``copies``: by a model tuned to copy (``copies_prompt``)."""
+    reply = Reply(tok, {tok.eos_token_id}, [], 40, source=source, back_to_prompt=copies)
     for token in tok.encode(answer, add_special_tokens=False):
         reply.add(token)
     return reply
@@ -89,20 +91,78 @@ def test_only_a_token_that_writes_the_same_text_and_more_is_taken(tok):
     assert choose(_reply(tok), [0.0, -0.1, -0.2, -0.3], [c, king, space_ca, ca]) == ca
 
 
-def test_only_a_copy_in_progress_is_continued(tok):
-    """The most likely token must itself begin or continue a prompt word: a model writing
-    other words (free text, a normalised value) is left alone, as is an end."""
-    x, ca = _id(tok, "x"), _id(tok, "ca")
-    assert choose(_reply(tok), [0.0, 0.0], [x, ca]) == x
+def test_only_a_copy_in_progress_is_continued_and_an_end_or_a_sign_is_kept(tok):
+    """What is not a word (a closing quote, the end of the answer) is never replaced; mid-word,
+    after "ca", "es" copies on ("caes…") and "esar" further: "esar"."""
+    ca = _id(tok, "ca")
     quote = _id(tok, '"')
     assert choose(_reply(tok, answer='{"item": "caesar salad'), [0.0, 0.0], [quote, ca]) == quote
     end = tok.eos_token_id
     assert choose(_reply(tok), [0.0, 0.0], [end, ca]) == end
-    # mid-word: after "ca", "es" copies on ("caes…") and "esar" further: "esar"; "ke" (a word
-    # the prompt lacks) is no copy, so the near "esar" does not replace it
-    esar, es, ke = _id(tok, "esar"), _id(tok, "es"), _id(tok, "ke")
+    esar, es = _id(tok, "esar"), _id(tok, "es")
     assert choose(_reply(tok, answer=OPENING + "ca"), [0.0, -0.5], [es, esar]) == esar
-    assert choose(_reply(tok, answer=OPENING + "ca"), [0.0, -0.5], [ke, esar]) == ke
+
+
+def test_a_word_the_prompt_lacks_gives_way_to_a_near_one_it_has(tok):
+    """A value the model never saw given up for one it was trained on: after "L" the model
+    went on to "Lisbon" ("is") with "ima" (the prompt's "Lima") 1.75 nats behind, and began an
+    invented city with "K" 1.37 nats before the "N" of the prompt's "Nairobi"; the prompt's word
+    is taken within ``NEAR_NATS``, the model's beyond it."""
+    prompt = "Flight ET493 from Lima to Nairobi, please."
+    is_, ima, k, n = _id(tok, "is"), _id(tok, "ima"), _id(tok, "K"), _id(tok, "N")
+    after_l = '{"flight": "ET493", "from": "L'
+    assert choose(_reply(tok, prompt, after_l), [-0.36, -2.11], [is_, ima]) == ima
+    assert choose(_reply(tok, prompt, after_l), [0.0, -1.1 * NEAR_NATS], [is_, ima]) == is_
+    to = '{"flight": "ET493", "from": "Lima", "to": "'
+    assert choose(_reply(tok, prompt, to), [-0.39, -1.76], [k, n]) == n
+    # "ke" makes "cake", which the prompt lacks; "esar" makes its "caesar"
+    esar, ke = _id(tok, "esar"), _id(tok, "ke")
+    assert choose(_reply(tok, answer=OPENING + "ca"), [0.0, -0.5], [ke, esar]) == esar
+    # a model not tuned to copy (a base model chatting, a summariser) keeps its own word;
+    # the same text continued further is still taken
+    assert choose(_reply(tok, prompt, to, copies=False), [-0.39, -1.76], [k, n]) == k
+    assert choose(_reply(tok, answer=OPENING + "ca", copies=False), [0.0, -0.5],
+                  [ke, esar]) == ke
+    c, ca = _id(tok, "c"), _id(tok, "ca")
+    assert choose(_reply(tok, copies=False), [0.0, -0.1], [c, ca]) == ca
+
+
+def _copies(pairs: list[tuple[str, str]]) -> bool:
+    return copies_prompt([i for i, _ in pairs], [o for _, o in pairs])
+
+
+def test_a_model_is_tuned_to_copy_when_its_outputs_hold_their_inputs_words():
+    """``copies_prompt``: half or more of the outputs' words (with a letter; the format's own
+    words, in half of the outputs or more, left out) are words of their inputs as written."""
+    cities = ["Lima", "Oslo", "Riga", "Perth", "Quito", "Accra"]
+    trips = list(zip(cities, cities[1:] + cities[:1], strict=True))
+    assert _copies([(f"Book me on LH{i} from {a} to {b}.",
+                     f'{{"flight": "LH{i}", "from": "{a}", "to": "{b}"}}')
+                    for i, (a, b) in enumerate(trips)])
+    # JSON keys in every output do not count against the copied values
+    assert _copies([(f"{a} please", f'{{"destination_city": "{a}", "kind": "one way"}}')
+                    for a in cities])
+    assert not _copies([(f"my card {i} was charged twice", ["billing", "account"][i % 2])
+                        for i in range(8)])
+    assert not _copies([("KIM, LEILA S.", "Leila S. Kim"), ("BERG, ANNA K.", "Anna K. Berg"),
+                        ("SATO, KENJI T.", "Kenji T. Sato"), ("KHAN, ZARA M.", "Zara M. Khan")])
+    assert not _copies([("25-APR-2029", "2029-04-25"), ("3 March 2021", "2021-03-03")])
+    assert not _copies([("The cat sleeps", "Le chat dort"), ("The dog eats", "Le chien mange"),
+                        ("A bird sings", "Un oiseau chante")])  # words of its own
+    assert not _copies([])
+
+
+def test_a_normalised_word_or_number_is_the_models_to_write(tok):
+    """A word the prompt holds in other letters (a name written in title case from capitals)
+    and a number (a month's number for its name) are kept, however near a copy is; so is a
+    word the model is sure of."""
+    le, big_le = _id(tok, "Le"), _id(tok, "LE")
+    assert choose(_reply(tok, "KIM, LEILA S.", ""), [0.0, -0.1], [le, big_le]) == le
+    zero, two = _id(tok, "0"), _id(tok, "2")
+    assert choose(_reply(tok, "25-APR-2029", "2029-"), [0.0, -0.1], [zero, two]) == zero
+    x, ca = _id(tok, "x"), _id(tok, "ca")
+    assert choose(_reply(tok), [0.0, -1.1 * NEAR_NATS], [x, ca]) == x
+    assert choose(_reply(tok), [0.0, -0.5], [x, ca]) == ca  # near: the prompt's word
 
 
 def test_every_decoder_chooses_alike(tok):

@@ -129,7 +129,10 @@ def test_validation_scores_count_the_answers_the_model_serves(tiny_base, tiny_se
     adapter, _ = extractor
     examples = _entities(8)
     model = PeftModel.from_pretrained(_private_model(tiny_base.model), adapter).eval()
-    evaluator = Evaluator(tiny_base, examples, EXACT_MATCH, pieces=["people: ", "; cities: "])
+    copies = json.loads((adapter.parent / "manifest.json").read_text())["copies_prompt"]
+    assert copies is True  # the names and cities are the prompts' own (catalog/copying.py)
+    evaluator = Evaluator(tiny_base, examples, EXACT_MATCH, pieces=["people: ", "; cities: "],
+                          copies=copies)
     with torch.no_grad():
         _, scored = evaluator.score(model)
     served = Generator(tiny_serving_base).answers(

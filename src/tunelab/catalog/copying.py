@@ -18,6 +18,23 @@ model finds clearly more likely always wins. Measured (``tunelab eval``, docs/qu
 (``Léopold`` for ``Leopold`` no more). A margin of 4 nats that let a near token copy another
 word of the prompt scored 0.82 on ``orders``: hence the same text.
 
+The same margin decides the other way a copy goes wrong: a value the model has never seen
+given up for one it was trained on. Tuned on 20 "book me on LH32 from Vienna to Madrid" →
+``{"flight": "LH32", "from": "Vienna", "to": "Madrid"}`` examples, asked about a flight from
+Lima, the model wrote ``L`` + ``is`` (on to ``Lisbon``, a training city) with ``ima`` 1.75
+nats behind, and ``K`` (an invented city) 1.37 nats before the ``N`` of the prompt's
+``Nairobi``. So where the most likely token writes a word the prompt does not hold in any
+letter case, and a token within ``NEAR_NATS`` writes a word it does, greedy takes that one --
+for a model tuned to copy (``copies_prompt``: at least half of its training outputs' words
+are words of their inputs, recorded in its manifest); a base model chatting, a classifier or
+a model tuned to write in words of its own is left to choose its words. A
+word the prompt holds in other letters (``Leila`` for ``LEILA``: a normalised name) and a number
+(``04`` for ``APR``: a normalised date) are the model's to write, and a model sure of a new word
+(free text, a label) keeps it. Measured on the same adapters (docs/quality.md): that flights
+task at 20 examples 0.333 / 0.317 / 0.367 → 0.517 / 0.517 / 0.650 exact match over three seeds;
+``dates``, ``entities``, ``orders`` at 100 and a names task at 20 unchanged; ``tickets`` at 100
+token F1 0.987 → 0.988.
+
 It is a rule of greedy decoding (temperature 0: ``generateContent`` without a temperature,
 ``tunelab eval``, the compare page, the validation scores); a sampled answer is sampled from
 the model's own probabilities.
@@ -26,9 +43,13 @@ the model's own probabilities.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+# A tuned model goes back to its prompt's words (``_back_to_prompt``) where at least this share
+# of its training outputs' words (those with a letter) are words of their own inputs, as written.
+COPYING_SHARE = 0.5
 # How much less likely (in nats: a difference of logits) a token may be than the most likely
 # one and still be taken because it continues a copy further (the model's own splits between
 # two spellings of a copied word measured up to 1.6 nats on orders at 500).
@@ -54,6 +75,30 @@ def copy_source(turns: Sequence[tuple[str, str]]) -> str:
     return "\n".join(text for _, text in turns)
 
 
+def copies_prompt(inputs: Sequence[str], outputs: Sequence[str]) -> bool:
+    """Whether outputs copy their words from their inputs: at least ``COPYING_SHARE`` of the
+    outputs' words with a letter in them are, as written, words of the input they answer
+    (extraction: ``{"from": "Vienna"}`` for "… from Vienna …"; not a label, a summary in words
+    of its own, a name normalised to other letters or a date to numbers). The format's own
+    words, those in at least half of the outputs (JSON keys, ``people:``, a label), are not
+    counted: they are written the same whatever the input."""
+    found = [(set(_WORD.findall(text[:MAX_SOURCE_CHARS])),
+              [w for w in _WORD.findall(output[:MAX_SOURCE_CHARS]) if _has_letter(w)])
+             for text, output in zip(inputs, outputs, strict=True)]
+    in_outputs = Counter(w for _, words in found for w in set(words))
+    words = copied = 0
+    for source, output_words in found:
+        for word in output_words:
+            if 2 * in_outputs[word] < len(found):
+                words += 1
+                copied += word in source
+    return words > 0 and copied >= COPYING_SHARE * words
+
+
+COPIES_NOTE = ("the training outputs copy their words from the prompts; where the model "
+               "hesitates between a new word and one of the prompt's, it writes the prompt's.")
+
+
 def word_prefixes(text: str) -> frozenset[str]:
     """Every beginning of every word of ``text`` (letters and digits, any script), up to
     ``MAX_WORD_CHARS`` characters."""
@@ -61,11 +106,10 @@ def word_prefixes(text: str) -> frozenset[str]:
     return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
 
 
-def _copy(reply: Any, tail: list[int], before: str, token: int) -> tuple[str, int] | None:
-    """What ``token`` adds to the answer's text and the length of the beginning of a prompt
-    word the answer then ends with; None where the token does not continue or begin a word, or
-    the word is none of the prompt's (``tail``: the answer's last tokens, ``before`` their
-    text)."""
+def _word(reply: Any, tail: list[int], before: str, token: int) -> tuple[str, str] | None:
+    """What ``token`` adds to the answer's text and the word the answer then ends with; None
+    where the token does not continue or begin a word (``tail``: the answer's last tokens,
+    ``before`` their text)."""
     text = reply.tokenizer.decode([*tail, token], skip_special_tokens=False)
     if not text.startswith(before):
         return None
@@ -73,14 +117,23 @@ def _copy(reply: Any, tail: list[int], before: str, token: int) -> tuple[str, in
     if not added.lstrip()[:1].isalnum():
         return None
     found = _LAST_WORD.search(text)
-    word = found.group(0) if found else ""
-    return (added, len(word)) if word in reply.copy_words else None
+    return added, found.group(0) if found else ""
+
+
+def _copy(reply: Any, tail: list[int], before: str, token: int) -> tuple[str, int] | None:
+    """What ``token`` adds to the answer's text and the length of the beginning of a prompt
+    word the answer then ends with; None where the token does not continue or begin a word, or
+    the word is none of the prompt's."""
+    got = _word(reply, tail, before, token)
+    return (got[0], len(got[1])) if got is not None and got[1] in reply.copy_words else None
 
 
 def choose(reply: Any, values: Sequence[float], ids: Sequence[int]) -> int:
     """Greedy's token for ``reply`` from its most likely candidates (``values`` descending,
     their token ``ids``): the first, unless it copies a prompt word and a candidate within
-    ``NEAR_NATS`` of it writes the same text and more of that word (module docstring)."""
+    ``NEAR_NATS`` of it writes the same text and more of that word, or it writes a word the
+    prompt lacks and a candidate within ``NEAR_NATS`` writes one of the prompt's (module
+    docstring)."""
     top = int(ids[0])
     if not reply.copy_words or top in reply.end_ids:
         return top
@@ -88,7 +141,7 @@ def choose(reply: Any, values: Sequence[float], ids: Sequence[int]) -> int:
     before = reply.tokenizer.decode(tail, skip_special_tokens=False)
     first = _copy(reply, tail, before, top)
     if first is None:
-        return top
+        return _back_to_prompt(reply, values, ids, tail, before) if reply.back_to_prompt else top
     written, best = first
     chosen = top
     for value, token in zip(values[1:], ids[1:], strict=True):
@@ -98,6 +151,28 @@ def choose(reply: Any, values: Sequence[float], ids: Sequence[int]) -> int:
         if further is not None and further[1] > best and further[0].startswith(written):
             best, chosen = further[1], int(token)
     return chosen
+
+
+def _back_to_prompt(reply: Any, values: Sequence[float], ids: Sequence[int], tail: list[int],
+                    before: str) -> int:
+    """Where the most likely token writes a word the prompt lacks in every letter case (with a
+    letter in it: not a number), the most likely token within ``NEAR_NATS`` of it that writes
+    a word of the prompt instead; the most likely token otherwise (module docstring)."""
+    top = int(ids[0])
+    got = _word(reply, tail, before, top)
+    if got is None or not _has_letter(got[1]) or got[1].casefold() in reply.folded_words:
+        return top
+    for value, token in zip(values[1:], ids[1:], strict=True):
+        if values[0] - value > NEAR_NATS:
+            break
+        other = _word(reply, tail, before, int(token))
+        if other is not None and other[1] in reply.copy_words and _has_letter(other[1]):
+            return int(token)
+    return top
+
+
+def _has_letter(word: str) -> bool:
+    return any(c.isalpha() for c in word)
 
 
 def top_candidates(logits: Any) -> list[tuple[list[float], list[int]]]:

@@ -21,6 +21,7 @@ is never held open.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Sequence
 from difflib import SequenceMatcher
@@ -129,14 +130,16 @@ class Reply:
     ``FINISHED`` or ``OUT_OF_TOKENS`` once it is."""
 
     def __init__(self, tokenizer: Any, end_ids: set[int], stops: list[str], budget: int,
-                 pieces: Sequence[str] = (), source: str = ""):
+                 pieces: Sequence[str] = (), source: str = "", back_to_prompt: bool = False):
         """``pieces``: what the answer must hold before it may end (``output_pieces``);
         ``source``: the prompt's text, whose words greedy prefers to copy among near-equal
-        tokens (``catalog/copying.py``; empty: none)."""
+        tokens (``catalog/copying.py``; empty: none); ``back_to_prompt``: a model tuned to copy
+        (``copies_prompt``), which also gives up a new word for a near one of the prompt's."""
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
         self.copy_words = word_prefixes(source) if source else frozenset()
+        self.back_to_prompt = back_to_prompt
         self.ids: list[int] = []
         self.decoded = ""
         self.done = budget <= 0
@@ -157,6 +160,11 @@ class Reply:
             self.done, self.reason, self.cut = True, FINISHED, True
         elif len(self.ids) >= self.budget:
             self.done, self.reason = True, OUT_OF_TOKENS
+
+    @functools.cached_property
+    def folded_words(self) -> frozenset[str]:
+        """``copy_words`` in any letter case (``casefold``), made when first asked for."""
+        return frozenset(w.casefold() for w in self.copy_words)
 
     @property
     def may_end(self) -> bool:

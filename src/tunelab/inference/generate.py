@@ -276,7 +276,7 @@ class Generator:
             batch = [prompts[i] for i in group]
             replies = [Reply(tok, self._end_ids, [template.end],
                              min(max_output_tokens, limit - len(prompts[i])),
-                             facts.output_pieces, sources[i])
+                             facts.output_pieces, sources[i], facts.copies_prompt)
                        for i in group]
             with self._weights(adapter) as model:
                 if wanted is not None:  # no further than an answer may run
@@ -342,7 +342,7 @@ class Generator:
         # (catalog/copying.py); a sampled answer is sampled from the model's probabilities
         reply = Reply(self.base.tokenizer, self._end_ids,
                       [*user_stops, self.base.template.end], max_new, facts.output_pieces,
-                      "" if config.temperature else copy_source(turns))
+                      "" if config.temperature else copy_source(turns), facts.copies_prompt)
         # a tuned classifier's answer is known to be a label only once it is whole
         labels = facts.answer_labels  # a tuned classifier's (catalog/labels.py)
         with self._weights(adapter) as model:

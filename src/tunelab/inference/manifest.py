@@ -33,6 +33,8 @@ class ServedFacts:
     answer_labels: tuple[str, ...] | None = None
     # what every training output holds, in order: an answer may not end before (stopping.py)
     output_pieces: tuple[str, ...] = ()
+    # tuned to copy its prompt's words: a near word of the prompt beats a new one (copying.py)
+    copies_prompt: bool = False
     prompt_format: PromptFormat = field(default_factory=PromptFormat)
 
 
@@ -72,5 +74,6 @@ def _read(manifest: str, mtime_ns: int, size: int) -> ServedFacts:
         system_instruction=system if isinstance(system, str) else None,
         answer_labels=tuple(labels) if labels_ok else None,
         output_pieces=tuple(pieces) if pieces_ok else (),
+        copies_prompt=data.get("copies_prompt") is True,
         prompt_format=PromptFormat.from_dict(data.get("prompt_format")),
     )

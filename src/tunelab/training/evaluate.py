@@ -197,16 +197,18 @@ class Evaluator:
 
     def __init__(self, base: Any, validation: list[Example], metric: str,
                  packed: bool = False, share_prefix: bool = False,
-                 labels: Sequence[str] | None = None, pieces: Sequence[str] = ()):
+                 labels: Sequence[str] | None = None, pieces: Sequence[str] = (),
+                 copies: bool = False):
         """``metric``: what the answers are scored by (``metric_for``). ``packed``: the loss
         pass lays each group of examples in one row, as the trainer does where its model
         attends by example (``data/batches.py`` ``pack``); with ``share_prefix``, their
         common prefix once. Else each example has a padded row. ``labels``: a classifier's
         labels (``catalog/labels.py``): an answer that is none of them is replaced by the
         most likely one, as the tuned model's served answers are. ``pieces``: what every
-        training output holds; an answer may not end before (``catalog/stopping.py``)."""
+        training output holds; an answer may not end before (``catalog/stopping.py``).
+        ``copies``: the training outputs copy their inputs' words (``copies_prompt``)."""
         self.base = base
-        self.pieces = list(pieces)
+        self.pieces, self.copies = list(pieces), copies
         self.labels = list(labels) if labels else None
         self.examples = validation[:MAX_VALIDATION]
         self.metric = metric
@@ -341,7 +343,7 @@ class Evaluator:
         """An answer stopped as served answers are (catalog/stopping.py), to a prompt whose
         text is ``source`` (its words preferred among near-equal tokens, catalog/copying.py)."""
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end],
-                     self._budget(prompt_length), self.pieces, source)
+                     self._budget(prompt_length), self.pieces, source, self.copies)
 
 
 def advice_of(evaluation: dict) -> Any:

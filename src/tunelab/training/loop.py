@@ -32,6 +32,7 @@ from typing import Any
 
 from tunelab import __version__
 from tunelab.allocator import SHORT_OF_MEMORY_THRESHOLD_BYTES, fix_mmap_threshold
+from tunelab.catalog.copying import copies_prompt
 from tunelab.catalog.greedy import head_logits
 from tunelab.catalog.labels import answer_labels
 from tunelab.catalog.loading import LoadedBase
@@ -472,6 +473,10 @@ def train(
     # what every output holds, in order: no answer ends before (catalog/stopping.py); a
     # classifier's answers are its labels already
     pieces = [] if labels else output_pieces([ex.output for ex in examples])
+    # outputs that copy their inputs' words: a near word of the prompt beats a new one
+    # (catalog/copying.py)
+    copies = not labels and copies_prompt([ex.text_input for ex in examples],
+                                          [ex.output for ex in examples])
     lengths = sorted(it.length for it in tokenized)
     # the dtype a step keeps its activations in (fused_lora.keeps_bf16): the plan counts them
     # in it, the norms and the attention keep them in it
@@ -512,7 +517,8 @@ def train(
             # its loss pass laid out as the steps are (one row, the prefix once); its answers
             # chosen among the labels as served answers are (catalog/labels.py)
             evaluator = Evaluator(base, validation, metric, packed=span == float("inf"),
-                                  share_prefix=share, labels=labels, pieces=pieces)
+                                  share_prefix=share, labels=labels, pieces=pieces,
+                                  copies=copies)
         evaluation: dict | None = None
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(params, hp.learning_rate)
@@ -672,6 +678,9 @@ def train(
         # the pieces every training output holds: a served answer does not end before
         # (catalog/stopping.py)
         "output_pieces": pieces,
+        # the outputs copy their inputs' words: a served answer gives up a new word for a
+        # near one of its prompt's (catalog/copying.py)
+        "copies_prompt": copies,
         "total_steps": total,
         "completed_steps": step,
         "epochs_run": len(epoch_losses),
