@@ -127,18 +127,24 @@ def test_the_model_says_it_answers_with_its_labels(tuned, client):
     assert client.get(f"/v1beta/{tuned}").json()["answerLabels"] == sorted(LABELS)
 
 
+def _tuned_choices(client, model_id: str, examples: list[dict]) -> dict:
+    """Tune the tiny model on ``examples`` for one epoch through the API; its hyperparameters,
+    with the one-line ``choices`` the Studio shows."""
+    body = {"baseModel": "models/tiny-random", "tuningTask": {
+        "trainingData": {"examples": {"examples": examples}},
+        "hyperparameters": {"epochCount": 1, "batchSize": 4, "learningRate": 0.01}}}
+    r = client.post("/v1beta/tunedModels", params={"tunedModelId": model_id}, json=body)
+    assert r.status_code == 200, r.text
+    assert wait_op(client, r.json()["name"])["response"]["state"] == "ACTIVE"
+    return client.get(f"/v1beta/tunedModels/{model_id}").json()["tuningTask"]["hyperparameters"]
+
+
 def test_a_model_whose_outputs_share_a_format_says_its_answers_keep_it(service, client):
     """Outputs that all hold the same pieces of structure (catalog/stopping.py): the model's
     choices say so in one line, the line the Studio shows."""
     examples = [{"textInput": f"ticket {i} about order {i + 7}",
                  "output": f'{{"ticket": {i}, "order": {i + 7}}}'} for i in range(24)]
-    body = {"baseModel": "models/tiny-random", "tuningTask": {
-        "trainingData": {"examples": {"examples": examples}},
-        "hyperparameters": {"epochCount": 1, "batchSize": 4, "learningRate": 0.01}}}
-    r = client.post("/v1beta/tunedModels", params={"tunedModelId": "orders-json"}, json=body)
-    assert r.status_code == 200, r.text
-    assert wait_op(client, r.json()["name"])["response"]["state"] == "ACTIVE"
-    hp = client.get("/v1beta/tunedModels/orders-json").json()["tuningTask"]["hyperparameters"]
+    hp = _tuned_choices(client, "orders-json", examples)
     assert hp["choices"][-1] == (
         "Answers: every training output holds 2 pieces of text in the same order "
         "('{\"ticket\": ', ', \"order\": '); an answer does not end before it holds them "
@@ -153,13 +159,7 @@ def test_a_model_tuned_to_copy_its_prompts_words_says_so(service, client):
     pairs = [(names[i % 12], names[(i // 12 + i + 1) % 12]) for i in range(24)]
     examples = [{"textInput": f"{a} meets {b} at noon", "output": f"{a} and {b}"}
                 for a, b in pairs]
-    body = {"baseModel": "models/tiny-random", "tuningTask": {
-        "trainingData": {"examples": {"examples": examples}},
-        "hyperparameters": {"epochCount": 1, "batchSize": 4, "learningRate": 0.01}}}
-    r = client.post("/v1beta/tunedModels", params={"tunedModelId": "meetings"}, json=body)
-    assert r.status_code == 200, r.text
-    assert wait_op(client, r.json()["name"])["response"]["state"] == "ACTIVE"
-    hp = client.get("/v1beta/tunedModels/meetings").json()["tuningTask"]["hyperparameters"]
+    hp = _tuned_choices(client, "meetings", examples)
     assert hp["choices"][-1] == (
         "Answers: the training outputs copy their words from the prompts; where the model "
         "hesitates between a new word and one of the prompt's, it writes the prompt's.")
