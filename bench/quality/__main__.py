@@ -150,10 +150,7 @@ def load_tasks(args: argparse.Namespace) -> dict[str, Task]:
     tasks = {name: make_task(name, SEED) for name in args.tasks}
     args.file_task = None
     if args.data is not None:
-        own = file_task(args.data, args.test_data, args.metric)
-        if own.name in tasks:
-            raise FileTaskError(f"The task of {args.data} would be called {own.name!r}, as "
-                                "one already in this run; rename the file.")
+        own = file_task(args.data, args.test_data, args.metric)  # named apart from the suite's
         tasks[own.name] = own
         args.file_task = own.name
         if args.sizes is None:  # the suite's sizes the file holds, and the whole file

@@ -568,7 +568,6 @@ def check_disjoint(task: Task) -> None:
 # A task of the user's own: two files
 
 MAX_FILE_TESTS = 1_000  # test examples scored from a file (each is answered by every contender)
-FILE_KINDS = ("classification", "summarisation", "search")  # what ``detect_task`` may say
 
 
 class FileTaskError(ValueError):

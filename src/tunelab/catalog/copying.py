@@ -139,10 +139,13 @@ def choose(reply: Any, values: Sequence[float], ids: Sequence[int]) -> int:
         return top
     tail = reply.ids[-TAIL_TOKENS:]
     before = reply.tokenizer.decode(tail, skip_special_tokens=False)
-    first = _copy(reply, tail, before, top)
-    if first is None:
-        return _back_to_prompt(reply, values, ids, tail, before) if reply.back_to_prompt else top
-    written, best = first
+    got = _word(reply, tail, before, top)
+    if got is None:  # no word: a sign, a space
+        return top
+    if got[1] not in reply.copy_words:
+        return (_back_to_prompt(reply, values, ids, tail, before, got[1])
+                if reply.back_to_prompt else top)
+    written, best = got[0], len(got[1])
     chosen = top
     for value, token in zip(values[1:], ids[1:], strict=True):
         if values[0] - value > NEAR_NATS:
@@ -154,13 +157,13 @@ def choose(reply: Any, values: Sequence[float], ids: Sequence[int]) -> int:
 
 
 def _back_to_prompt(reply: Any, values: Sequence[float], ids: Sequence[int], tail: list[int],
-                    before: str) -> int:
-    """Where the most likely token writes a word the prompt lacks in every letter case (with a
-    letter in it: not a number), the most likely token within ``NEAR_NATS`` of it that writes
-    a word of the prompt instead; the most likely token otherwise (module docstring)."""
+                    before: str, word: str) -> int:
+    """Where the most likely token writes ``word``, which the prompt lacks, and the prompt
+    lacks it in every letter case too and it has a letter (not a number), the most likely token
+    within ``NEAR_NATS`` of it that writes a word of the prompt instead; the most likely token
+    otherwise (module docstring)."""
     top = int(ids[0])
-    got = _word(reply, tail, before, top)
-    if got is None or not _has_letter(got[1]) or got[1].casefold() in reply.folded_words:
+    if not _has_letter(word) or word.casefold() in reply.folded_words:
         return top
     for value, token in zip(values[1:], ids[1:], strict=True):
         if values[0] - value > NEAR_NATS:
