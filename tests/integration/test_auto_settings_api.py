@@ -40,3 +40,20 @@ def test_a_small_dataset_with_nothing_set(client):
     assert (got["epochCount"], got["batchSize"], op["metadata"]["totalSteps"]) == (20, 4, 100)
     assert got["choices"][-1].startswith("Served epoch: the last")
     client.delete(f"/v1beta/{model}")
+
+
+def test_a_classifiers_rate_is_constant_and_says_why(client):
+    teams = ("billing", "shipping", "accounts")
+    r = client.post("/v1beta/tunedModels", json={
+        "baseModel": "models/tiny-random",
+        "tuningTask": {"trainingData": {"examples": {"examples": [
+            {"textInput": f"message {i} from a customer", "output": teams[i % 3]}
+            for i in range(24)]}}, "hyperparameters": {"epochCount": 1}}})
+    assert r.status_code == 200, r.text
+    choices = r.json()["metadata"]["hyperparameterChoices"]
+    assert choices[2] == ("learningRate 0.01 (automatic): the base model's recommended rate, "
+                          "constant over all 6 steps, no warmup: the outputs are 3 labels, and "
+                          "a classifier learns its labels best at the full rate.")
+    done = wait_op(client, r.json()["name"])
+    served = done["response"]["tuningTask"]["hyperparameters"]["choices"]
+    assert served[:len(choices)] == choices and served[-1].startswith("Answers: a classifier")

@@ -56,6 +56,35 @@ def test_given_values_are_used_exactly():
         "epoch_count": 5, "batch_size": 4, "learning_rate": 0.001}
 
 
+def _tickets(n: int) -> list[Example]:
+    """A classifier's data: every output one of three labels, none written in its input."""
+    teams = ("billing", "shipping", "accounts")
+    return [Example(f"message number {i} from a customer", teams[i % 3]) for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [20, 50, 100, 600])
+def test_a_classifier_learns_at_a_constant_rate(n):
+    hp = Hyperparameters().resolve(0.001, _tickets(n))
+    assert (hp.warmup_steps, hp.decay) == (0, "constant") and hp.schedule() is None
+    total = hp.steps_per_epoch(n) * hp.epoch_count
+    assert {hp.lr_at(s, total) for s in (1, total // 2, total)} == {0.001}
+    assert "learning_rate" in hp.automatic
+    assert "constant over all" in hp.reasons[2] and "the outputs are 3 labels" in hp.reasons[2]
+    # the epochs, batch and LoRA shape are the same as for any data of that size
+    other = _resolve(n)
+    assert (hp.epoch_count, hp.batch_size, hp.lora_rank) == (
+        other.epoch_count, other.batch_size, other.lora_rank)
+    assert other.decay == "cosine" and other.warmup_steps > 0
+    # labels the user says are free text, or outputs that are not labels: warmup and decay
+    free = Hyperparameters(answer_labels=False).resolve(0.001, _tickets(n))
+    assert free.decay == "cosine" and free.warmup_steps == other.warmup_steps
+    copied = [Example(f"{ex.output}: message {i}", ex.output) for i, ex in enumerate(_tickets(n))]
+    assert Hyperparameters().resolve(0.001, copied).decay == "cosine"
+    # a rate the user gives stays as given
+    given = Hyperparameters(learning_rate=0.0002).resolve(0.001, _tickets(n))
+    assert given.reasons[2] == "learningRate 0.0002: as given, constant."
+
+
 def test_long_examples_halve_the_batch():
     hp = Hyperparameters().resolve(0.001, [Example("w " * 1500, "y")] * 1200)
     assert hp.batch_size == 4 and "halved for long examples" in hp.reasons[0]

@@ -25,10 +25,10 @@ from tunelab.training.auto import (
     DataShape,
     auto_batch_size,
     auto_epoch_count,
+    auto_schedule,
     learning_rate_at,
     lora_shape,
     refits,
-    warmup_steps,
 )
 
 DEFAULT_EPOCH_COUNT = 5
@@ -142,12 +142,16 @@ class Hyperparameters:
         total = total_steps(n, batch, epochs)
         warmup, decay = 0, "constant"
         if self.learning_rate is None and self.learning_rate_multiplier is None:
-            warmup, decay = warmup_steps(total), "cosine"
+            labels = shape.label_count if self.answer_labels is not False else 0
+            warmup, decay = auto_schedule(labels, total)
             chosen.append("learning_rate")
             reasons.append(
-                f"learningRate {lr:g} (automatic): the base model's recommended rate, reached "
-                f"after {warmup} warmup step{'s' if warmup > 1 else ''} and decayed on a cosine "
-                f"to {lr * MIN_LR_RATIO:g} at the last of {total} steps.")
+                f"learningRate {lr:g} (automatic): the base model's recommended rate, constant "
+                f"over all {total} steps, no warmup: the outputs are {labels} labels, "
+                "and a classifier learns its labels best at the full rate." if decay == "constant"
+                else f"learningRate {lr:g} (automatic): the base model's recommended rate, "
+                f"reached after {warmup} warmup step{'s' if warmup > 1 else ''} and decayed on "
+                f"a cosine to {lr * MIN_LR_RATIO:g} at the last of {total} steps.")
         else:
             reasons.append(f"learningRate {lr:g}: as given, constant.")
         if self.lora_rank is not None:
