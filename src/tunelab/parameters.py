@@ -59,7 +59,8 @@ class HyperparameterSettings(BaseModel):
         "data's size and lengths.")
     learning_rate: float | None = Field(
         None, gt=0, le=1000, description="Peak learning rate; unset: the base model's "
-        "recommended rate, with warmup and cosine decay. Give this or "
+        "recommended rate, with warmup and cosine decay (constant for a classifier's "
+        "labels). Give this or "
         "learningRateMultiplier, not both.")
     learning_rate_multiplier: float | None = Field(
         None, gt=0, le=1000, description="Times the base model's recommended learning rate, "
