@@ -143,7 +143,7 @@ class Hyperparameters:
         warmup, decay = 0, "constant"
         if self.learning_rate is None and self.learning_rate_multiplier is None:
             labels = shape.label_count if self.answer_labels is not False else 0
-            warmup, decay = auto_schedule(labels, total)
+            warmup, decay = auto_schedule(labels, n + held_out, total)
             chosen.append("learning_rate")
             reasons.append(
                 f"learningRate {lr:g} (automatic): the base model's recommended rate, constant "
