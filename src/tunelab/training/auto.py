@@ -36,10 +36,9 @@ The arithmetic (``b`` the batch size, ``spe = ceil(n / b)`` steps per epoch):
   (``intent`` 0.897 → 0.893): +0.07 on the mean of eight cells. Below ``CONSTANT_BELOW``
   (250) examples only: at 500 (565 steps, no refit) ``reviews`` scored 0.89 with a constant
   rate against 1.00 with the warmup and the cosine (``intent`` 0.90 against 0.88; one seed
-  each), so a long run keeps its decay. The tasks
-  that copy or rewrite their input (``entities``: 0.78 → 0.71 at 100) keep the warmup and the
-  decay, and so do labels the user says are free text (``answer_labels`` off: an open set the
-  rule took for labels).
+  each), so a long run keeps its decay. The tasks that copy or rewrite their input
+  (``entities``: 0.78 → 0.71 at 100) keep the warmup and the decay, and so do labels the user
+  says are free text (``answer_labels`` off: an open set the rule took for labels).
   A learning rate the user gives (or a multiplier) is used as given, constant, as Gemini does.
 - **LoRA shape**: rank 8 (alpha 16) on every linear layer below 1,000 examples, rank 16
   (alpha 32) from 1,000: more examples can fill more directions.
