@@ -152,7 +152,7 @@ def _tunelab(base: Any, examples: list[Example], work: Path, seed: int,
     split = (Split(list(examples), [], NONE) if vary.get("validation") == "none"
              else split_validation(examples, for_refit=given.plans_refit(len(examples), False)))
     plan = given.resolve(base.spec.recommended_learning_rate, split.train,
-                         has_validation=bool(split.validation), held_out=len(split.held_out))
+                         validation=split.validation, held_out=len(split.held_out))
     plan = vary_plan(plan, vary)
     lora = (LoraSettings(rank=plan.lora_rank, alpha=plan.lora_alpha, dropout=vary["dropout"])
             if "dropout" in vary else None)

@@ -59,7 +59,7 @@ def child(data: Path, out: Path, epochs: int, result: Path) -> None:
              count_tokens=lambda ex: tokenize_example(base.tokenizer, base.template, ex).length)
     split = split_validation(examples, None)
     hp = Hyperparameters(epoch_count=epochs).resolve(
-        base.spec.recommended_learning_rate, split.train, has_validation=bool(split.validation))
+        base.spec.recommended_learning_rate, split.train, validation=split.validation)
     marks["checked"] = time.time()
     events: list[tuple[str, float]] = []
     result_ = train(base, split.train, hp, out, should_cancel=lambda: bool(

@@ -220,7 +220,7 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
     everything = everything or examples
     # unset values are chosen from the data (training/auto.py); one line says why for each
     resolved = hp.resolve(base.spec.recommended_learning_rate, examples,
-                          has_validation=bool(validation),
+                          validation=validation or (),
                           held_out=len(everything) - len(examples))
     per_epoch = resolved.steps_per_epoch(len(examples))
     first_total = per_epoch * resolved.epoch_count

@@ -94,6 +94,28 @@ def test_a_large_classifier_keeps_the_warmup_and_decay():
     assert held.decay == "cosine"
 
 
+def test_the_schedule_and_the_answers_are_one_decision(tiny_base, tmp_path):
+    """Whether the outputs are labels is decided once, with the plan, on the training and the
+    validation outputs: the schedule and the trainer's label answers cannot disagree."""
+    train_exs, validation = _tickets(30), _tickets(6)
+    hp = Hyperparameters(epoch_count=1).resolve(0.001, train_exs, validation=validation)
+    assert hp.labels == ("accounts", "billing", "shipping") and hp.decay == "constant"
+    # a validation output outside the labels: not a classifier, for the schedule too
+    odd = [*validation[:5], Example("message from a customer", "a free-text answer")]
+    other = Hyperparameters(epoch_count=1).resolve(0.001, train_exs, validation=odd)
+    assert other.labels == () and other.decay == "cosine" and other.warmup_steps > 0
+    # kept with a queued job's plan, and what the trainer answers with
+    from tunelab.training.hyperparameters import ResolvedHyperparameters
+    kept = ResolvedHyperparameters.from_plan(json.loads(json.dumps(other.plan())))
+    assert kept == other
+    run = train(tiny_base, train_exs, kept, tmp_path / "odd", validation=odd)
+    assert run.manifest["answer_labels"] is None
+    run = train(tiny_base, train_exs, hp, tmp_path / "labels", validation=validation)
+    assert run.manifest["answer_labels"] == ["accounts", "billing", "shipping"]
+    # a plan made without the data (Gemini's fixed values) leaves the decision to the trainer
+    assert Hyperparameters().resolve(0.001).labels is None
+
+
 def test_long_examples_halve_the_batch():
     hp = Hyperparameters().resolve(0.001, [Example("w " * 1500, "y")] * 1200)
     assert hp.batch_size == 4 and "halved for long examples" in hp.reasons[0]

@@ -147,7 +147,7 @@ class TuningService(DataFiles):
         train_examples = split.train
         # unset fields chosen from the training examples (training/auto.py)
         resolved = hp.resolve(spec.recommended_learning_rate, train_examples,
-                              has_validation=bool(split.validation),
+                              validation=split.validation,
                               held_out=len(split.held_out))
         steps = total_steps(len(train_examples), resolved.batch_size, resolved.epoch_count)
         if resolved.refit:  # at most every epoch again on every example (training/refit.py)

@@ -93,14 +93,22 @@ class DataShape:
 
     example_count: int
     mean_chars: float
-    label_count: int = 0
+    labels: tuple[str, ...] = ()  # the classifier's labels, () where the outputs are not labels
+
+    @property
+    def label_count(self) -> int:
+        return len(self.labels)
 
     @classmethod
-    def of(cls, examples: Sequence[Example]) -> DataShape:
+    def of(cls, examples: Sequence[Example], validation: Sequence[Example] = ()) -> DataShape:
+        """``validation``: the examples that score the epochs; their outputs take part in the
+        label rule (``catalog/labels.py``), as they do for the trainer, which reads the labels
+        from the plan: one decision for the schedule and the answers."""
         n = len(examples)
         chars = sum(len(ex.text_input) + len(ex.output) + len(ex.system or "") for ex in examples)
-        labels = answer_labels([ex.text_input for ex in examples], [ex.output for ex in examples])
-        return cls(n, chars / n if n else 0.0, len(labels or ()))
+        labels = answer_labels([ex.text_input for ex in examples], [ex.output for ex in examples],
+                               [ex.output for ex in validation])
+        return cls(n, chars / n if n else 0.0, tuple(labels or ()))
 
 
 def auto_batch_size(shape: DataShape) -> tuple[int, str]:

@@ -89,7 +89,8 @@ class Hyperparameters:
         recommended_learning_rate: float | None = None,
         examples: Sequence[Example] | None = None,
         *,
-        has_validation: bool = False,
+        validation: Sequence[Example] = (),
+        has_validation: bool | None = None,
         held_out: int = 0,
     ) -> ResolvedHyperparameters:
         """The values to train with. Without ``examples``, unset fields take Gemini's fixed
@@ -97,7 +98,10 @@ class Hyperparameters:
         (``training/auto.py``: epochs, batch size, a warmup + cosine learning-rate schedule,
         the LoRA shape; which epoch is served depends on ``has_validation``, and whether a
         refit on every example follows on ``held_out``, the number of the user's examples held
-        out for validation). Given values are always used exactly."""
+        out for validation; ``has_validation`` defaults to whether ``validation`` has any).
+        Whether the outputs are a classifier's labels is decided here, once, on the examples
+        and the ``validation`` ones, and kept in the plan for the schedule and the trainer.
+        Given values are always used exactly."""
         self.validate()
         recommended = recommended_learning_rate or DEFAULT_LEARNING_RATE
         if self.learning_rate is not None:
@@ -116,7 +120,9 @@ class Hyperparameters:
                 lora_alpha=2 * rank,
                 answer_labels=self.answer_labels is not False,
             )
-        return self._auto(lr, DataShape.of(examples), has_validation, held_out)
+        if has_validation is None:
+            has_validation = bool(validation)
+        return self._auto(lr, DataShape.of(examples, validation), has_validation, held_out)
 
     def _auto(self, lr: float, shape: DataShape, has_validation: bool,
               held_out: int) -> ResolvedHyperparameters:
@@ -180,7 +186,8 @@ class Hyperparameters:
                            "labels, an answer that is none of them is kept as the model wrote it.")
         return ResolvedHyperparameters(epochs, batch, lr, warmup, decay, rank, alpha,
                                        tuple(reasons), tuple(chosen), refit,
-                                       self.answer_labels is not False)
+                                       self.answer_labels is not False,
+                                       shape.labels if self.answer_labels is not False else ())
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,10 @@ class ResolvedHyperparameters:
     # whether a classifier's answers are its labels where the outputs are labels
     # (catalog/labels.py); False only where the user turned it off
     answer_labels: bool = True
+    # the labels (catalog/labels.py), decided once from the data when the plan is made: () where
+    # the outputs are not labels or answers are free; None where the plan was made without the
+    # data (Gemini's fixed values, a plan kept before this field), and the trainer decides
+    labels: tuple[str, ...] | None = None
 
     def steps_per_epoch(self, n_examples: int) -> int:
         return math.ceil(n_examples / self.batch_size)
@@ -237,6 +248,8 @@ class ResolvedHyperparameters:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         for k in ("reasons", "automatic"):
             known[k] = tuple(known.get(k) or ())
+        if known.get("labels") is not None:
+            known["labels"] = tuple(known["labels"])
         return cls(**known)
 
 

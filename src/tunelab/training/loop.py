@@ -443,7 +443,7 @@ def train(
     validation = list(validation or [])
     hp = hyperparameters if isinstance(hyperparameters, ResolvedHyperparameters) else (
         hyperparameters.resolve(base.spec.recommended_learning_rate, examples,
-                                has_validation=bool(validation)))
+                                validation=validation))
     lora = lora or LoraSettings(rank=hp.lora_rank, alpha=hp.lora_alpha)
     output_dir = Path(output_dir)
     data_hash = dataset_hash(examples)
@@ -468,8 +468,13 @@ def train(
         task_type="CAUSAL_LM",
     )
     private = _private_model(base.model)
-    labels = answer_labels([ex.text_input for ex in examples], [ex.output for ex in examples],
-                           [ex.output for ex in validation or []]) if hp.answer_labels else None
+    if not hp.answer_labels:
+        labels = None
+    elif hp.labels is not None:  # decided with the plan, as its schedule was (training/auto.py)
+        labels = list(hp.labels) or None
+    else:
+        labels = answer_labels([ex.text_input for ex in examples], [ex.output for ex in examples],
+                               [ex.output for ex in validation])
     # what every output holds, in order: no answer ends before (catalog/stopping.py); a
     # classifier's answers are its labels already
     pieces = [] if labels else output_pieces([ex.output for ex in examples])
