@@ -107,8 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "margins (default: 1)")
     p.add_argument("--vary", default="", metavar="KEY=VALUE,…",
                    help="change one part of the tunelab contenders' plan, to measure what it is "
-                   "worth: warmup=N, decay=constant|cosine, alpha=N, validation=none (every "
-                   "example trained on); applied after tunelab's choices")
+                   "worth: warmup=N, epochs=N, decay=constant|cosine, alpha=N, validation=none "
+                   "(every example trained on); applied after tunelab's choices")
     p.add_argument("--json", type=Path, default=None, metavar="OUT",
                    help="also write every result, with the machine's details, to OUT")
     p.add_argument("--work", type=Path, default=None,

@@ -51,6 +51,7 @@ GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR = 5, 4, 0.001
 # the checked text is read
 VARIATIONS: dict[str, tuple[str, Any, Any]] = {
     "warmup": ("a whole number of steps, 0 or more", str.isdecimal, int),
+    "epochs": ("a whole number, 1 to 100", lambda v: v.isdecimal() and 1 <= int(v) <= 100, int),
     "decay": ("constant or cosine", lambda v: v in ("constant", "cosine"), str),
     "alpha": ("a whole number, 1 or more", lambda v: v.isdecimal() and int(v) >= 1, int),
     "validation": ("none", lambda v: v == "none", str),
@@ -83,7 +84,8 @@ def parse_vary(text: str) -> dict[str, Any]:
 
 def vary_plan(plan: Any, vary: dict[str, Any]) -> Any:
     """The resolved plan with ``vary``'s parts changed (``validation`` is the split's)."""
-    names = {"warmup": "warmup_steps", "decay": "decay", "alpha": "lora_alpha"}
+    names = {"warmup": "warmup_steps", "decay": "decay", "alpha": "lora_alpha",
+             "epochs": "epoch_count"}
     return dataclasses.replace(plan, **{names[k]: v for k, v in vary.items() if k in names})
 
 

@@ -227,7 +227,7 @@ def test_vary_changes_one_part_of_tunelabs_plan(tiny_base, tmp_path):
     # automatic settings: a quarter (12) held out to choose the epoch, then a refit on all 48
     plain = train("tunelab", tiny_base, exs, tmp_path / "plain", seed=0)
     varied = train("tunelab", tiny_base, exs, tmp_path / "varied", seed=0,
-                   vary=parse_vary("warmup=0,decay=constant,alpha=8,validation=none"))
+                   vary=parse_vary("warmup=0,decay=constant,alpha=8,validation=none,epochs=2"))
     assert (plain.trained_examples, plain.validation_examples) == (36, 12)
     assert plain.settings["refit_steps"] > 0
     assert plain.settings["warmup_steps"] > 0 and plain.settings["decay"] == "cosine"
@@ -236,6 +236,9 @@ def test_vary_changes_one_part_of_tunelabs_plan(tiny_base, tmp_path):
     assert (varied.trained_examples, varied.validation_examples) == (48, 0)
     assert (varied.settings["warmup_steps"], varied.settings["decay"]) == (0, "constant")
     assert varied.settings["vary"]["alpha"] == 8
+    # the epochs as asked: 2 epochs of 12 steps (48 examples, batch 4)
+    assert varied.settings["epoch_count"] == 2 and plain.settings["epoch_count"] != 2
+    assert varied.steps == 24
     config = json.loads((varied.adapter / "adapter_config.json").read_text())
     assert config["lora_alpha"] == 8  # what was trained, not only what was reported
     manifest = json.loads((tmp_path / "varied" / "run" / "manifest.json").read_text())
@@ -271,7 +274,8 @@ def test_vary_trains_with_lora_dropout_or_noisy_embeddings(tiny_base, tmp_path):
     ("alpha=0", "--vary alpha must be a whole number, 1 or more; got '0'"),
     ("dropout=0.9", "--vary dropout must be a number from 0 to 0.5; got '0.9'"),
     ("neftune=x", "--vary neftune must be a number from 0 to 20; got 'x'"),
-    ("epochs=3", "--vary takes KEY=VALUE with KEY one of warmup, decay, alpha, validation"),
+    ("epochs=0", "--vary epochs must be a whole number, 1 to 100; got '0'"),
+    ("rank=3", "--vary takes KEY=VALUE with KEY one of warmup, epochs, decay, alpha, validation"),
 ])
 def test_vary_refuses_what_it_cannot_do_before_any_run(text, says, capsys):
     from bench.quality.__main__ import main
