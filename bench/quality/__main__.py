@@ -176,17 +176,22 @@ def machine() -> dict:
 
 
 def run_folder(task: object, size: object, contender: object, seed: object,
-               several_seeds: bool) -> str:
+               several_seeds: bool, vary: str = "") -> str:
     """The name of one run's folder under ``--work`` (also written with placeholders, to say
-    where a failed run's output is)."""
-    return f"{task}-{size}-{contender}" + (f"-seed{seed}" if several_seeds else "")
+    where a failed run's output is). A varied plan is another run: its folder says how, so a
+    second ``--vary`` into the same ``--work`` trains afresh instead of meeting the first one's
+    checkpoints."""
+    varied = "".join(c for c in vary.replace(",", "-").replace("=", "") if c.isalnum() or c in "-.")
+    return (f"{task}-{size}-{contender}" + (f"-seed{seed}" if several_seeds else "")
+            + (f"-vary-{varied}" if varied and str(contender).startswith(("tunelab", "<"))
+               else ""))
 
 
 def run_one(args: argparse.Namespace, task: str, size: int, contender: str, seed: int,
             work: Path) -> dict:
     """One contender on one cell with one training seed, in a new process; its result, or why
     it failed."""
-    folder = work / run_folder(task, size, contender, seed, args.seeds > 1)
+    folder = work / run_folder(task, size, contender, seed, args.seeds > 1, args.vary)
     folder.mkdir(parents=True, exist_ok=True)
     result, log = folder / "result.json", folder / "log.txt"
     cmd = [sys.executable, "-m", "bench.quality.one", "--task", task, "--size", str(size),
@@ -402,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in results if "error" in r]
     if failed:
         where = args.work or "DIR (rerun with --work DIR to keep them)"
-        name = run_folder("<task>", "<size>", "<contender>", "<seed>", args.seeds > 1)
+        name = run_folder("<task>", "<size>", "<contender>", "<seed>", args.seeds > 1, args.vary)
         print(f"{len(failed)} run(s) failed; each run's output is in {where}/{name}/log.txt.")
     return 1 if failed else 0
 

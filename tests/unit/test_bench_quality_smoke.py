@@ -376,3 +376,18 @@ def test_a_task_of_the_users_files_runs_end_to_end(tmp_path):
     for r in runs.values():
         assert r["task"] == "fruit" and r["test_count"] == 6 and 0 <= r["score"] <= 1
     assert runs[("tunelab", 24)]["trained_examples"] == 24
+
+
+def test_a_varied_plan_has_a_folder_of_its_own():
+    """Two ``--vary`` runs into one ``--work`` are two runs: the second must not meet the
+    first's checkpoints (the trainer refuses another run's folder)."""
+    from bench.quality.__main__ import run_folder
+
+    plain = run_folder("intent", 20, "tunelab", 0, True)
+    ten = run_folder("intent", 20, "tunelab", 0, True, "epochs=10")
+    five = run_folder("intent", 20, "tunelab", 0, True, "epochs=5,decay=constant")
+    assert len({plain, ten, five}) == 3 and ten == "intent-20-tunelab-seed0-vary-epochs10"
+    assert five == "intent-20-tunelab-seed0-vary-epochs5-decayconstant"
+    # contenders the variation does not change keep their folder (and their finished runs)
+    assert run_folder("intent", 20, "trl", 0, True, "epochs=10") == "intent-20-trl-seed0"
+    assert "/" not in run_folder("t", 20, "tunelab", 0, False, "../../x=1")
