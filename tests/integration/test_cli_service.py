@@ -110,7 +110,7 @@ def test_tune_with_server_sends_the_chat_format_system_prompt(service, client, t
 
 
 def test_tune_with_server_follows_a_refit_to_its_real_length(service, tmp_path):
-    """48 examples, epochs automatic: 12 held out, the job is planned at the first run's 81
+    """48 examples, epochs automatic: 16 held out, the job is planned at the first run's 72
     steps and at most 108 more, and ends at the real length, the refit's line printed
     (training/refit.py)."""
     data = tmp_path / "data.csv"
@@ -119,10 +119,10 @@ def test_tune_with_server_follows_a_refit_to_its_real_length(service, tmp_path):
              "--learning-rate", "0.01", "--base-model", "tiny-random", "--display-name", "Refit")
     assert r.returncode == 0, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
-    assert "(189 steps)" in text and "is ACTIVE" in text  # 9 × 9, then at most 9 × 12
+    assert "(180 steps)" in text and "is ACTIVE" in text  # 9 × 8, then at most 9 × 12
     assert "Served: The served model is a refit: it trained on all 48 examples for" in text
     steps = int(text.split("all 48 examples for ")[1].split("(")[1].split(" steps")[0])
-    assert f"{81 + steps}/{81 + steps}" in text  # the bar ends at the corrected total
+    assert f"{72 + steps}/{72 + steps}" in text  # the bar ends at the corrected total
 
 
 def test_tune_with_server_sends_free_answers(service, tmp_path):

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from service_harness import Service, examples, wait_op
 
-# 48 examples: a quarter (12) held out, 36 trained at batch 4 = 9 steps an epoch; 9 epochs (on all
+# 48 examples: a third (16) held out, 32 trained at batch 4 = 8 steps an epoch; 9 epochs (on all
 # 48, 12 steps an epoch: 100 steps for the served refit)
-FIRST = 81
+FIRST = 72
 
 
 def _create(client, model_id: str) -> dict:
@@ -26,28 +26,28 @@ def test_a_refit_is_planned_run_reported_and_can_be_chosen(client):
     # at most every epoch again on all 48 (12 steps each), until the refit's length is known
     assert op["metadata"]["totalSteps"] == FIRST + 9 * 12
     assert op["metadata"]["hyperparameterChoices"][-1].startswith(
-        "Served model: a refit (automatic). The epoch is chosen on the 12 held-out examples")
+        "Served model: a refit (automatic). The epoch is chosen on the 16 held-out examples")
     done = wait_op(client, op["name"])
     assert "error" not in done, done
     epochs = client.get("/v1beta/tunedModels/refit-flow/epochs").json()
     refit = epochs["refit"]
     steps = refit["steps"]
     assert refit["status"] == "COMPLETED" and refit["served"] is True
-    assert (refit["examples"], refit["heldOut"], refit["firstStep"]) == (48, 12, FIRST + 1)
+    assert (refit["examples"], refit["heldOut"], refit["firstStep"]) == (48, 16, FIRST + 1)
     assert steps == refit["fromEpoch"] * 12 and refit["meanLoss"] > 0
-    assert epochs.get("selectedEpoch") is None and epochs["stepsPerEpoch"] == 9
+    assert epochs.get("selectedEpoch") is None and epochs["stepsPerEpoch"] == 8
     assert [e["epoch"] for e in epochs["epochs"]] == list(range(1, 10))  # the refit is no epoch
     # the job's steps: the first run's, then the refit's; the total corrected to the real one
     meta = done["metadata"]
     assert meta["totalSteps"] == FIRST + steps == meta["completedSteps"]
     assert [s["step"] for s in meta["snapshots"]] == list(range(1, FIRST + steps + 1))
     evaluation = done["response"]["evaluation"]
-    assert f"({steps} steps), as many epochs as the run that held 12" in evaluation["refit"]
+    assert f"({steps} steps), as many epochs as the run that held 16" in evaluation["refit"]
     assert evaluation["bestEpoch"] == refit["fromEpoch"]
     # serve an epoch of the first run, then the refit again
     picked = client.post("/v1beta/tunedModels/refit-flow:selectEpoch", json={"epoch": 3}).json()
     assert picked["selectedEpoch"] == 3 and picked["refit"]["served"] is False
-    assert "Epoch 3 of the run that held 12 examples out is served" in picked["refit"]["message"]
+    assert "Epoch 3 of the run that held 16 examples out is served" in picked["refit"]["message"]
     answer = client.post("/v1beta/tunedModels/refit-flow:generateContent", json={
         "contents": [{"parts": [{"text": "add 1 and 2"}]}]})
     assert answer.status_code == 200, answer.text
@@ -95,7 +95,7 @@ def test_cancelled_during_the_refit_the_first_run_is_served(tmp_path):
     assert model["state"] == "ACTIVE" and model["cancelled"] is True
     message = model["stateMessage"]
     assert message.startswith("The refit on all 48 examples was cancelled after step ")
-    assert f"the model serves epoch {chosen} of the run that held 12 of them out" in message
+    assert f"the model serves epoch {chosen} of the run that held 16 of them out" in message
     assert message.endswith("which completed.")
     assert epochs["refit"]["status"] == "CANCELLED" and not epochs["refit"]["served"]
     assert epochs["selectedEpoch"] == chosen

@@ -224,11 +224,11 @@ def test_vary_changes_one_part_of_tunelabs_plan(tiny_base, tmp_path):
     from bench.quality.contenders import parse_vary, train
 
     exs = arithmetic_examples(48)
-    # automatic settings: a quarter (12) held out to choose the epoch, then a refit on all 48
+    # automatic settings: a third (16) held out to choose the epoch, then a refit on all 48
     plain = train("tunelab", tiny_base, exs, tmp_path / "plain", seed=0)
     varied = train("tunelab", tiny_base, exs, tmp_path / "varied", seed=0,
                    vary=parse_vary("warmup=0,decay=constant,alpha=8,validation=none,epochs=2"))
-    assert (plain.trained_examples, plain.validation_examples) == (36, 12)
+    assert (plain.trained_examples, plain.validation_examples) == (32, 16)
     assert plain.settings["refit_steps"] > 0
     assert plain.settings["warmup_steps"] > 0 and plain.settings["decay"] == "cosine"
     assert plain.settings["lora_alpha"] == 16 and "vary" not in plain.settings

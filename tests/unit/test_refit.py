@@ -68,17 +68,17 @@ def test_refit_is_planned_for_small_datasets_with_automatic_epochs(n, given, ref
         assert f"all {n} examples" in lines[0]
 
 
-@pytest.mark.parametrize("n, held, epochs", [(40, 10, 10), (48, 12, 9), (100, 25, 5),
-                                             (249, 62, 5)])
-def test_a_refit_holds_a_quarter_out_and_counts_epochs_on_every_example(n, held, epochs):
-    """With a refit the held-out examples only choose the epoch: a quarter is held out (more to
+@pytest.mark.parametrize("n, held, epochs", [(40, 13, 10), (48, 16, 9), (100, 33, 5),
+                                             (249, 83, 5)])
+def test_a_refit_holds_a_third_out_and_counts_epochs_on_every_example(n, held, epochs):
+    """With a refit the held-out examples only choose the epoch: a third is held out (more to
     score on, a shorter first run), and the epochs are chosen for the served run on all n."""
     hp = Hyperparameters()
     assert hp.plans_refit(n, validation_given=False)
     split = split_validation(labelled(n), for_refit=True)
     assert len(split.validation) == held and split.examples == labelled(n)
     assert split.message.startswith(f"{held} of the {n} examples were held out for validation "
-                                    "(a quarter, fixed seed)")
+                                    "(a third, fixed seed)")
     assert f"a refit on all {n} examples is served" in split.message
     plan = hp.resolve(0.001, split.train, has_validation=True, held_out=held)
     assert plan.refit and plan.epoch_count == epochs

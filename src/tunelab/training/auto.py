@@ -55,10 +55,11 @@ The arithmetic (``b`` the batch size, ``spe = ceil(n / b)`` steps per epoch):
   epoch; a second run then trains on every example for that many epochs, on the plan's
   schedule, and is served. Holding 10 of 100 examples out cost the quality benchmark's
   ``intent`` 0.07 and ``qa`` 0.04 (three seeds each, docs/quality.md). As the first run only
-  chooses, it holds a quarter out (``data/split.py``: 25 of 100, the scores on more examples)
-  and the epochs are counted on every example (the served run's): at 100 examples 5 epochs of 75
-  then at most 5 of 100, 220 steps against Gemini's fixed defaults' 115 (5 epochs of the 90
-  they train on), 1.91×; at most 1.96× up to 249 (a first run holding a tenth out took 2.09×).
+  chooses, it holds a third out (``data/split.py``: 33 of 100, the scores on more examples)
+  and the epochs are counted on every example (the served run's): at 100 examples 5 epochs of 67
+  then at most 5 of 100, 210 steps against Gemini's fixed defaults' 115 (5 epochs of the 90
+  they train on), 1.83×; at most 1.90× up to 249 (holding a tenth out took 2.09×, a quarter
+  1.91–1.96×, which the epochs' scoring took over 2× in time on one task).
   From 250 examples the held-out tenth is 25 or more examples the model can spare, and the
   time is not doubled.
 """

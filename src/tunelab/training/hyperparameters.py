@@ -73,7 +73,7 @@ class Hyperparameters:
     def plans_refit(self, n_examples: int, validation_given: bool) -> bool:
         """Whether tuning on ``n_examples`` (none given for validation) will hold some out
         only to choose the epoch, then refit on all (``training/refit.py``): the split holds a
-        quarter out then (``split_validation(..., for_refit=True)``)."""
+        third out then (``split_validation(..., for_refit=True)``)."""
         return (self.epoch_count is None and not validation_given
                 and HOLD_OUT_MIN_TOTAL <= n_examples < REFIT_BELOW)
 

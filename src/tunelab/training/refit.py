@@ -9,7 +9,7 @@ epoch ``E`` (``advice.py``). A second run then trains a fresh adapter, from the 
 every example (the held-out ones back in their places) for ``E`` epochs, on the plan's
 learning-rate schedule laid over the plan's epochs of every example (the warmup recomputed for
 that length), and is served: when ``E`` is the last epoch, exactly the run the plan makes on
-all the examples with nothing held out. As the first run only chooses, it holds a quarter of
+all the examples with nothing held out. As the first run only chooses, it holds a third of
 the examples out (``data/split.py``, ``for_refit``): more examples to score on, a shorter run.
 
 An earlier version trained the refit for as many *steps* as epoch ``E`` took (115 at 100
@@ -17,7 +17,8 @@ examples: 4.6 epochs of 100), to keep the job within twice the first run's steps
 ``intent`` 0.86 / 0.77 / 0.85 (seeds 0-2) and ``qa`` 0.95 (seed 0), where whole epochs score
 0.84 / 0.84 / 0.89 and 0.98 (docs/quality.md). With a tenth held out the whole job took 2.09×
 the steps of Gemini's fixed defaults at 100 examples (115 + 125 against 115); with a quarter,
-1.91× (95 + 125).
+1.91× (95 + 125), which the scoring of each epoch took above 2× in time on one task
+(docs/quality.md); with a third, 1.83× (85 + 125).
 
 Its own quality is not measured -- its validation examples are now training examples -- and
 every surface says the scores are the first run's.
