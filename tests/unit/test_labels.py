@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tunelab.catalog.labels import answer_labels, most_likely_labels, unreachable_note
+from tunelab.catalog.stopping import Reply
 from tunelab.data import Example
 from tunelab.data.batches import encode_pieces, encode_prompt
 from tunelab.inference import GenerationConfig, Generator
@@ -181,3 +182,54 @@ def test_test_outputs_none_of_the_labels_are_counted():
     note = unreachable_note(labels, ["Canada", "France", "Peru", "Chad", "Oman", "Fiji", "Peru"])
     assert note.startswith("6 of the 7 expected outputs are none of its 3 labels "
                            "(Canada, Peru, Chad, Oman, …)")
+
+
+def test_an_answer_ends_once_it_cannot_be_a_label(tiny_base, classifier):
+    """An answer that is none of the labels is replaced, and what it was is not shown where
+    answers are scored or batched: it ends once it cannot become a label, and what replaces it
+    is the same as when it is decoded whole."""
+    from peft import PeftModel
+
+    from tunelab.catalog.greedy import greedy_answers
+    from tunelab.catalog.labels import answers_as_labels, labels_to_end_at
+    from tunelab.catalog.stopping import end_token_ids
+    from tunelab.data.batches import label_token_ids
+    from tunelab.training.loop import _private_model
+
+    tok, template = tiny_base.tokenizer, tiny_base.template
+    labels = sorted(INTENTS)
+    label_ids = label_token_ids(tok, template, labels)
+    prompts = [encode_prompt(tok, template, [("user", f"help me please {i}")], None)
+               for i in range(8)]
+    ends = end_token_ids(tok, template)
+    model = PeftModel.from_pretrained(_private_model(tiny_base.model), classifier).eval()
+    runs = {}
+    for early in (False, True):
+        replies = [Reply(tok, ends, [template.end], 24, labels=labels_to_end_at(
+            labels, label_ids, 24) if early else ()) for _ in prompts]
+        with torch.no_grad():
+            answers = greedy_answers(model, prompts, replies, tok.pad_token_id, tiny_base.device)
+            answers_as_labels(model, prompts, answers, labels, label_ids, tiny_base.device,
+                              [24] * len(prompts))
+        runs[early] = answers, sum(len(r.ids) for r in replies)
+    assert runs[True][0] == runs[False][0] and all(a in INTENTS for a in runs[True][0])
+    assert runs[True][1] < runs[False][1]  # fewer tokens decoded for the same answers
+    # no label fits the budget: the answer is the model's own, decoded whole
+    assert labels_to_end_at(labels, label_ids, 1) == () and labels_to_end_at(None, None, 9) == ()
+
+
+def test_the_rule_of_an_answer_that_cannot_be_a_label(tiny_base):
+    tok = tiny_base.tokenizer
+
+    def fed(text: str, labels: tuple[str, ...]) -> Reply:
+        reply = Reply(tok, set(), [], 50, labels=labels)
+        for t in tok(text, add_special_tokens=False)["input_ids"]:
+            reply.add(t)
+        return reply
+
+    labels = ("lost_card", "loan_inquiry")
+    assert not fed(" lo", labels).done  # the start of two labels
+    assert not fed("lost_card", labels).done  # a label, maybe more to come
+    assert not fed("lost_card and", labels).done  # a stop text could still cut it back
+    assert fed("hello there", labels).done and fed("hello there", labels).off_labels
+    assert not fed("hello there", ()).done  # no labels: decoded to its budget

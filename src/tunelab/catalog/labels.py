@@ -97,6 +97,17 @@ def is_label(answer: str, labels: Sequence[str]) -> bool:
     return answer.strip() in labels
 
 
+def labels_to_end_at(labels: Sequence[str] | None, label_ids: Sequence[list[int]] | None,
+                     budget: int) -> tuple[str, ...]:
+    """The labels an answer of at most ``budget`` tokens may end at as soon as it can no longer
+    be one of them (``stopping.Reply``): all of them where at least one fits the budget, as
+    ``answers_as_labels`` then replaces such an answer; none where none fits (the answer is
+    kept as written, so it is decoded whole)."""
+    if not labels or not label_ids or not any(len(ids) - 1 <= budget for ids in label_ids):
+        return ()
+    return tuple(labels)
+
+
 def answers_as_labels(model: Any, prompts: Sequence[list[int]], answers: list[str],
                       labels: Sequence[str], label_ids: Sequence[list[int]], device: Any,
                       budgets: Sequence[int] | None = None) -> list[str | None]:

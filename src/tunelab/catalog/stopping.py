@@ -130,16 +130,23 @@ class Reply:
     ``FINISHED`` or ``OUT_OF_TOKENS`` once it is."""
 
     def __init__(self, tokenizer: Any, end_ids: set[int], stops: list[str], budget: int,
-                 pieces: Sequence[str] = (), source: str = "", back_to_prompt: bool = False):
+                 pieces: Sequence[str] = (), source: str = "", back_to_prompt: bool = False,
+                 labels: Sequence[str] = ()):
         """``pieces``: what the answer must hold before it may end (``output_pieces``);
         ``source``: the prompt's text, whose words greedy prefers to copy among near-equal
         tokens (``catalog/copying.py``; empty: none); ``back_to_prompt``: a model tuned to copy
-        (``copies_prompt``), which also gives up a new word for a near one of the prompt's."""
+        (``copies_prompt``), which also gives up a new word for a near one of the prompt's.
+        ``labels``: a tuned classifier's labels, where an answer that is none of them is
+        replaced by the most likely one (``catalog/labels.py``) and what it was is not shown:
+        the answer ends as soon as it can no longer be one of them (``off_labels``), since
+        decoding it further cannot change what replaces it. An untuned model scored on a
+        classifier's validation examples runs every answer to its budget otherwise."""
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
         self.copy_words = word_prefixes(source) if source else frozenset()
         self.back_to_prompt = back_to_prompt
+        self.labels = tuple(labels)
         self.ids: list[int] = []
         self.decoded = ""
         self.done = budget <= 0
@@ -158,8 +165,20 @@ class Reply:
         if cut is not None:
             self.decoded = self.decoded[:cut]
             self.done, self.reason, self.cut = True, FINISHED, True
+        elif self.labels and self.off_labels:
+            self.done, self.reason = True, FINISHED
         elif len(self.ids) >= self.budget:
             self.done, self.reason = True, OUT_OF_TOKENS
+
+    @property
+    def off_labels(self) -> bool:
+        """Whether the answer can no longer be one of ``labels`` (compared as ``is_label``
+        does, without the surrounding whitespace): no label begins with the text so far, and
+        the text begins with none of them (a stop text still to come could cut it back to
+        one)."""
+        text = self.text().lstrip()
+        return not any(label.startswith(text) or text.startswith(label)
+                       for label in self.labels)
 
     @functools.cached_property
     def folded_words(self) -> frozenset[str]:

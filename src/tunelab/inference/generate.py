@@ -27,7 +27,7 @@ from tunelab.catalog.greedy import (
     start_from_choices,
 )
 from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
-from tunelab.catalog.labels import answers_as_labels, is_label
+from tunelab.catalog.labels import answers_as_labels, is_label, labels_to_end_at
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids, refuse_end
 from tunelab.catalog.templates import Turn
@@ -274,10 +274,12 @@ class Generator:
         for group in answer_batches([len(p) for p in prompts], max_output_tokens,
                                     self.base.model.config):
             batch = [prompts[i] for i in group]
-            replies = [Reply(tok, self._end_ids, [template.end],
-                             min(max_output_tokens, limit - len(prompts[i])),
-                             facts.output_pieces, sources[i], facts.copies_prompt)
-                       for i in group]
+            budgets = [min(max_output_tokens, limit - len(prompts[i])) for i in group]
+            # an answer replaced by a label is not shown: it ends once it cannot be one
+            replies = [Reply(tok, self._end_ids, [template.end], budget,
+                             facts.output_pieces, sources[i], facts.copies_prompt,
+                             labels_to_end_at(labels, label_ids, budget))
+                       for i, budget in zip(group, budgets, strict=True)]
             with self._weights(adapter) as model:
                 if wanted is not None:  # no further than an answer may run
                     outputs = [wanted[i][:r.budget] for i, r in zip(group, replies, strict=True)]

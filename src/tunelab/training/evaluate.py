@@ -33,7 +33,7 @@ from typing import Any
 
 from tunelab.catalog.copying import copy_source, top_candidates
 from tunelab.catalog.greedy import answer_batches, greedy_answers, start_from_choices
-from tunelab.catalog.labels import answers_as_labels
+from tunelab.catalog.labels import answers_as_labels, labels_to_end_at
 from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.data.batches import collate, label_token_ids, pack, tokenize_example
 from tunelab.data.examples import Example
@@ -342,8 +342,10 @@ class Evaluator:
     def _reply(self, prompt_length: int, source: str) -> Reply:
         """An answer stopped as served answers are (catalog/stopping.py), to a prompt whose
         text is ``source`` (its words preferred among near-equal tokens, catalog/copying.py)."""
-        return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end],
-                     self._budget(prompt_length), self.pieces, source, self.copies)
+        budget = self._budget(prompt_length)
+        return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget,
+                     self.pieces, source, self.copies,
+                     labels_to_end_at(self.labels, self.label_ids, budget))
 
 
 def advice_of(evaluation: dict) -> Any:
