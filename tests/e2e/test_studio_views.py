@@ -139,8 +139,8 @@ def test_model_page_shows_validation_scores_the_best_epoch_and_wrong_answers(new
 
 
 def test_model_page_shows_the_refit_and_serves_it_or_an_epoch(new_page, alice):
-    """44 examples, nothing set: 11 held out score the epochs, then a refit on all 44 is served
-    (training/refit.py); its row has no scores, its steps are a band of their own."""
+    """44 examples, nothing set: 15 held out (a third) score the epochs, then a refit on all 44
+    is served (training/refit.py); its row has no scores, its steps are a band of their own."""
     alice.tune("refit", [parity(i) for i in range(44)])
     epochs = alice.c.get("/v1beta/tunedModels/refit/epochs").json()
     refit = epochs["refit"]
@@ -167,7 +167,7 @@ def test_model_page_shows_the_refit_and_serves_it_or_an_epoch(new_page, alice):
     page.click("#epochs button[data-epoch='2']")
     page.wait_for_selector("#epochs tr[data-epoch-row='2'] td.served:has-text('✔ served')")
     assert row.locator("td.served").inner_text() == ""
-    assert "Epoch 2 of the run that held 11 examples out is served" in (
+    assert "Epoch 2 of the run that held 15 examples out is served" in (
         page.locator("#refit-note").inner_text())
     page.click("#epochs button[data-refit]")
     page.wait_for_selector("#epochs tr[data-epoch-row='refit'] td.served:has-text('✔ served')")
