@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.quality.contenders import CONTENDERS, parse_vary
+from bench.quality.contenders import CONTENDERS, TUNELAB_CONTENDERS, parse_vary
 from bench.quality.tasks import (
     MAX_FILE_TESTS,
     POOL,
@@ -183,8 +183,8 @@ def run_folder(task: object, size: object, contender: object, seed: object,
     checkpoints."""
     varied = "".join(c for c in vary.replace(",", "-").replace("=", "") if c.isalnum() or c in "-.")
     return (f"{task}-{size}-{contender}" + (f"-seed{seed}" if several_seeds else "")
-            + (f"-vary-{varied}" if varied and str(contender).startswith(("tunelab", "<"))
-               else ""))
+            + (f"-vary-{varied}" if varied and (contender in TUNELAB_CONTENDERS
+                                                  or contender == "<contender>") else ""))
 
 
 def run_one(args: argparse.Namespace, task: str, size: int, contender: str, seed: int,

@@ -46,6 +46,8 @@ CONTENDERS: dict[str, str] = {
     "trl": "TRL SFTTrainer as shipped, Gemini's defaults, all-linear LoRA r8",
 }
 GEMINI_EPOCHS, GEMINI_BATCH, GEMINI_LR = 5, 4, 0.001
+# the contenders tunelab trains, whose plan ``--vary`` changes
+TUNELAB_CONTENDERS = ("tunelab", "tunelab-gemini")
 
 # --vary's keys: the values each may take, in words; the check of a value given as text; how
 # the checked text is read
@@ -131,7 +133,7 @@ def train(name: str, base: Any, examples: list[Example], work: Path, seed: int,
     ``work``; ``vary`` (``parse_vary``) changes the tunelab contenders' plan."""
     if name == "base":
         return Trained(None)
-    if name in ("tunelab", "tunelab-gemini"):
+    if name in TUNELAB_CONTENDERS:
         return _tunelab(base, examples, work, seed, gemini=name == "tunelab-gemini",
                         vary=vary or {})
     if name == "trl":

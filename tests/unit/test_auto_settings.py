@@ -36,7 +36,7 @@ def test_unset_values_are_chosen_from_the_data(n, epochs, batch, warmup, rank):
     assert len(hp.reasons) == 5  # batch, epochs, rate, LoRA shape, the served epoch
     assert hp.reasons[-1].startswith("Served epoch: the last (no examples held out")
     held_out = Hyperparameters().resolve(0.001, [Example("x" * 20, "y")] * n,
-                                         has_validation=True)
+                                         validation=[Example("x" * 20, "y")])
     assert held_out.reasons[-1].startswith("Served epoch: the last, unless an earlier one scores")
 
 
@@ -90,7 +90,8 @@ def test_a_large_classifier_keeps_the_warmup_and_decay():
     hp = Hyperparameters().resolve(0.001, _tickets(250))
     assert (hp.warmup_steps, hp.decay) == (10, "cosine")
     # counted on every example: 200 trained on and 50 held out is 250
-    held = Hyperparameters().resolve(0.001, _tickets(200), has_validation=True, held_out=50)
+    held = Hyperparameters().resolve(0.001, _tickets(200), validation=_tickets(50),
+                                     held_out=50)
     assert held.decay == "cosine"
 
 

@@ -58,7 +58,7 @@ def test_split_examples_are_the_examples_as_given():
 ])
 def test_refit_is_planned_for_small_datasets_with_automatic_epochs(n, given, refit):
     split = split_validation(labelled(n))
-    plan = given.resolve(0.001, split.train, has_validation=bool(split.validation),
+    plan = given.resolve(0.001, split.train, validation=split.validation,
                          held_out=len(split.held_out))
     assert plan.refit is refit
     lines = [r for r in plan.reasons if r.startswith("Served model: a refit")]
@@ -80,7 +80,7 @@ def test_a_refit_holds_a_third_out_and_counts_epochs_on_every_example(n, held, e
     assert split.message.startswith(f"{held} of the {n} examples were held out for validation "
                                     "(a third, fixed seed)")
     assert f"a refit on all {n} examples is served" in split.message
-    plan = hp.resolve(0.001, split.train, has_validation=True, held_out=held)
+    plan = hp.resolve(0.001, split.train, validation=split.validation, held_out=held)
     assert plan.refit and plan.epoch_count == epochs
     assert "counted on every example" in plan.reasons[1]
     # not when the epochs are given, validation is given, or from 250 examples
@@ -91,7 +91,7 @@ def test_a_refit_holds_a_third_out_and_counts_epochs_on_every_example(n, held, e
 
 def test_given_validation_examples_never_refit():
     split = split_validation(labelled(60), given=labelled(10))
-    plan = Hyperparameters().resolve(0.001, split.train, has_validation=True,
+    plan = Hyperparameters().resolve(0.001, split.train, validation=split.validation,
                                      held_out=len(split.held_out))
     assert not plan.refit and split.held_out == []
 

@@ -89,16 +89,12 @@ CONSTANT_BELOW = 250  # a classifier's rate is constant below this many examples
 
 @dataclass(frozen=True)
 class DataShape:
-    """What the automatic choices depend on: how many training examples, how long, and how
-    many labels their outputs are (0: not a classifier's, ``catalog/labels.py``)."""
+    """What the automatic choices depend on: how many training examples, how long, and the
+    labels their outputs are (none: not a classifier's, ``catalog/labels.py``)."""
 
     example_count: int
     mean_chars: float
     labels: tuple[str, ...] = ()  # the classifier's labels, () where the outputs are not labels
-
-    @property
-    def label_count(self) -> int:
-        return len(self.labels)
 
     @classmethod
     def of(cls, examples: Sequence[Example], validation: Sequence[Example] = ()) -> DataShape:

@@ -90,15 +90,14 @@ class Hyperparameters:
         examples: Sequence[Example] | None = None,
         *,
         validation: Sequence[Example] = (),
-        has_validation: bool | None = None,
         held_out: int = 0,
     ) -> ResolvedHyperparameters:
         """The values to train with. Without ``examples``, unset fields take Gemini's fixed
         defaults; with them, tunelab chooses the unset fields from the data
         (``training/auto.py``: epochs, batch size, a warmup + cosine learning-rate schedule,
-        the LoRA shape; which epoch is served depends on ``has_validation``, and whether a
-        refit on every example follows on ``held_out``, the number of the user's examples held
-        out for validation; ``has_validation`` defaults to whether ``validation`` has any).
+        the LoRA shape; which epoch is served depends on whether there are ``validation``
+        examples, and whether a refit on every example follows on ``held_out``, the number of
+        the user's examples held out for validation).
         Whether the outputs are a classifier's labels is decided here, once, on the examples
         and the ``validation`` ones, and kept in the plan for the schedule and the trainer.
         Given values are always used exactly."""
@@ -120,9 +119,7 @@ class Hyperparameters:
                 lora_alpha=2 * rank,
                 answer_labels=self.answer_labels is not False,
             )
-        if has_validation is None:
-            has_validation = bool(validation)
-        return self._auto(lr, DataShape.of(examples, validation), has_validation, held_out)
+        return self._auto(lr, DataShape.of(examples, validation), bool(validation), held_out)
 
     def _auto(self, lr: float, shape: DataShape, has_validation: bool,
               held_out: int) -> ResolvedHyperparameters:
@@ -146,14 +143,15 @@ class Hyperparameters:
         else:
             reasons.append(f"epochCount {epochs}: as given.")
         total = total_steps(n, batch, epochs)
+        # a classifier's labels, unless the user says its answers are free text
+        labels = shape.labels if self.answer_labels is not False else ()
         warmup, decay = 0, "constant"
         if self.learning_rate is None and self.learning_rate_multiplier is None:
-            labels = shape.label_count if self.answer_labels is not False else 0
-            warmup, decay = auto_schedule(labels, n + held_out, total)
+            warmup, decay = auto_schedule(len(labels), n + held_out, total)
             chosen.append("learning_rate")
             reasons.append(
                 f"learningRate {lr:g} (automatic): the base model's recommended rate, constant "
-                f"over all {total} steps, no warmup: the outputs are {labels} labels, "
+                f"over all {total} steps, no warmup: the outputs are {len(labels)} labels, "
                 "and a classifier learns its labels best at the full rate." if decay == "constant"
                 else f"learningRate {lr:g} (automatic): the base model's recommended rate, "
                 f"reached after {warmup} warmup step{'s' if warmup > 1 else ''} and decayed on "
@@ -186,8 +184,7 @@ class Hyperparameters:
                            "labels, an answer that is none of them is kept as the model wrote it.")
         return ResolvedHyperparameters(epochs, batch, lr, warmup, decay, rank, alpha,
                                        tuple(reasons), tuple(chosen), refit,
-                                       self.answer_labels is not False,
-                                       shape.labels if self.answer_labels is not False else ())
+                                       self.answer_labels is not False, labels)
 
 
 @dataclass(frozen=True)
