@@ -118,6 +118,34 @@ def test_a_step_split_into_micro_batches_has_the_whole_batch_gradient(tiny_base)
         torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-6)
 
 
+def test_a_packed_step_is_split_by_its_packed_tokens_not_padded(tiny_base):
+    """A cap on a pass's tokens counts them as the pass is laid out: packed in one row, the
+    examples' sum (less a shared opening), not each padded to the longest."""
+    from tunelab.data.batches import laid_out_tokens, shared_prefix
+    from tunelab.training.loop import _micro_batches
+
+    examples = [Example("hi", "yes"), Example("a much longer question " * 6, "no"),
+                Example("ok", "fine thanks"), Example("and a long one again " * 7, "x")]
+    items = [tokenize_example(tiny_base.tokenizer, tiny_base.template, ex) for ex in examples]
+    prefix = shared_prefix(items)
+    packed = laid_out_tokens(items, float("inf"), share_prefix=True)
+    assert packed == prefix + sum(it.length - prefix for it in items)
+    padded = laid_out_tokens(items, None)
+    assert padded == len(items) * max(it.length for it in items) > packed
+
+    def tokens(group):
+        return laid_out_tokens(group, float("inf"), share_prefix=True)
+
+    # a cap the packed step fits: one pass (counted padded, it was split)
+    assert _micro_batches(items, packed, tokens) == [sorted(items, key=lambda it: it.length)]
+    assert len(_micro_batches(items, packed)) > 1
+    # one token less: split, every pass within the cap, every example in one pass
+    groups = _micro_batches(items, packed - 1, tokens)
+    assert len(groups) > 1
+    assert all(tokens(g) <= packed - 1 or len(g) == 1 for g in groups)
+    assert sorted(id(it) for g in groups for it in g) == sorted(id(it) for it in items)
+
+
 def test_only_output_tokens_are_targets(tiny_base):
     ex = Example("what is 2+2?", "4")
     t = tokenize_example(tiny_base.tokenizer, tiny_base.template, ex)

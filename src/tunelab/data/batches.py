@@ -203,6 +203,22 @@ def shared_prefix(items: Sequence[TokenizedExample]) -> int:
     return n
 
 
+def laid_out_tokens(items: Sequence[TokenizedExample], attention_span: float | None,
+                    share_prefix: bool = False) -> int:
+    """The positions a forward pass of ``items`` computes, padding included: rows × width as
+    ``pack`` lays them out (``attention_span`` and ``share_prefix`` as it takes them), or as
+    ``collate`` pads them where ``attention_span`` is None. What a step keeps for its backward
+    pass grows with this count (``training/memory.py``)."""
+    if not items:
+        return 0
+    if attention_span is None:
+        return len(items) * max(it.length for it in items)
+    prefix = shared_prefix(items) if share_prefix else 0
+    lengths = [it.length - prefix for it in items]
+    rows = pack_rows(lengths, attention_span)
+    return len(rows) * (prefix + max(sum(lengths[i] for i in row) for row in rows))
+
+
 def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float,
          share_prefix: bool = False) -> Batch:
     """Several examples per row, each with its own positions (0, 1, …), padded at the end.
