@@ -127,13 +127,33 @@ def test_a_word_the_prompt_lacks_gives_way_to_a_near_one_it_has(tok):
     assert choose(_reply(tok, copies=False), [0.0, -0.1], [c, ca]) == ca
 
 
+def test_a_word_the_prompt_lacks_in_any_letters_gives_way_to_one_it_holds_in_others(tok):
+    """A model tuned to write its prompt's words in other letters (a name in title case from
+    capitals) misspelt an unseen one: after "Far" it wrote "uk" ("Faruk") where the prompt
+    holds "FAROUK"; "ou" writes the beginning of the prompt's word in other letters and is
+    taken within ``NEAR_NATS``; an invented city's "C" ("Curtis") gives way to the "T" of the
+    prompt's "TUCSON" alike. A word the prompt holds in other letters is the model's own
+    (test_a_normalised_word_or_number_is_the_models_to_write)."""
+    uk, ou = _id(tok, "uk"), _id(tok, "ou")
+    name = "Lucia B. Far"
+    assert choose(_reply(tok, "LUCIA B FAROUK", name), [-0.2, -1.5], [uk, ou]) == ou
+    assert choose(_reply(tok, "LUCIA B FAROUK", name), [0.0, -1.1 * NEAR_NATS], [uk, ou]) == uk
+    assert choose(_reply(tok, "LUCIA B FAROUK", name, copies=False), [-0.2, -1.5],
+                  [uk, ou]) == uk
+    c, t = _id(tok, "C"), _id(tok, "T")
+    city = '{"street": "6288 Magnolia Rd", "city": "'
+    assert choose(_reply(tok, "6288 MAGNOLIA RD TUCSON, az 11175", city), [-0.4, -1.2],
+                  [c, t]) == t
+
+
 def _copies(pairs: list[tuple[str, str]]) -> bool:
     return copies_prompt([i for i, _ in pairs], [o for _, o in pairs])
 
 
 def test_a_model_is_tuned_to_copy_when_its_outputs_hold_their_inputs_words():
     """``copies_prompt``: half or more of the outputs' words (with a letter; the format's own
-    words, in half of the outputs or more, left out) are words of their inputs as written."""
+    words, in half of the outputs or more, left out) are words of their inputs, in any letter
+    case."""
     cities = ["Lima", "Oslo", "Riga", "Perth", "Quito", "Accra"]
     trips = list(zip(cities, cities[1:] + cities[:1], strict=True))
     assert _copies([(f"Book me on LH{i} from {a} to {b}.",
@@ -144,8 +164,14 @@ def test_a_model_is_tuned_to_copy_when_its_outputs_hold_their_inputs_words():
                     for a in cities])
     assert not _copies([(f"my card {i} was charged twice", ["billing", "account"][i % 2])
                         for i in range(8)])
-    assert not _copies([("KIM, LEILA S.", "Leila S. Kim"), ("BERG, ANNA K.", "Anna K. Berg"),
-                        ("SATO, KENJI T.", "Kenji T. Sato"), ("KHAN, ZARA M.", "Zara M. Khan")])
+    # a value copied in other letters (a name normalised from capitals, a city written in
+    # title case) is copied all the same
+    assert _copies([("KIM, LEILA S.", "Leila S. Kim"), ("BERG, ANNA K.", "Anna K. Berg"),
+                    ("SATO, KENJI T.", "Kenji T. Sato"), ("KHAN, ZARA M.", "Zara M. Khan")])
+    assert _copies([(f"ship to 12 {s} st, {c.upper()}", f'{{"street": "12 {s.title()} St", '
+                     f'"city": "{c}"}}') for s, c in zip(["elm", "oak", "ash", "fir"],
+                                                        ["Boise", "Omaha", "Tulsa", "Reno"],
+                                                        strict=True)])
     assert not _copies([("25-APR-2029", "2029-04-25"), ("3 March 2021", "2021-03-03")])
     assert not _copies([("The cat sleeps", "Le chat dort"), ("The dog eats", "Le chien mange"),
                         ("A bird sings", "Un oiseau chante")])  # words of its own

@@ -24,16 +24,23 @@ given up for one it was trained on. Tuned on 20 "book me on LH32 from Vienna to 
 Lima, the model wrote ``L`` + ``is`` (on to ``Lisbon``, a training city) with ``ima`` 1.75
 nats behind, and ``K`` (an invented city) 1.37 nats before the ``N`` of the prompt's
 ``Nairobi``. So where the most likely token writes a word the prompt does not hold in any
-letter case, and a token within ``NEAR_NATS`` writes a word it does, greedy takes that one --
-for a model tuned to copy (``copies_prompt``: at least half of its training outputs' words
-are words of their inputs, recorded in its manifest); a base model chatting, a classifier or
-a model tuned to write in words of its own is left to choose its words. A
-word the prompt holds in other letters (``Leila`` for ``LEILA``: a normalised name) and a number
-(``04`` for ``APR``: a normalised date) are the model's to write, and a model sure of a new word
-(free text, a label) keeps it. Measured on the same adapters (docs/quality.md): that flights
-task at 20 examples 0.333 / 0.317 / 0.367 → 0.517 / 0.517 / 0.650 exact match over three seeds;
-``dates``, ``entities``, ``orders`` at 100 and a names task at 20 unchanged; ``tickets`` at 100
-token F1 0.987 → 0.988.
+letter case, and a token within ``NEAR_NATS`` writes a word it does (in any letter case too),
+greedy takes that one -- for a model tuned to copy (``copies_prompt``: at least half of its
+training outputs' words are words of their inputs, in any letter case, recorded in its
+manifest); a base model chatting, a classifier or a model tuned to write in words of its own
+is left to choose its words. A word the prompt holds in other letters (``Leila`` for
+``LEILA``: a normalised name) and a number (``04`` for ``APR``: a normalised date) are the
+model's to write, and a model sure of a new word (free text, a label) keeps it. Measured on
+the same adapters (docs/quality.md): that flights task at 20 examples 0.333 / 0.317 / 0.367 →
+0.517 / 0.517 / 0.650 exact match over three seeds; ``dates``, ``entities``, ``orders`` at 100
+and a names task at 20 unchanged; ``tickets`` at 100 token F1 0.987 → 0.988.
+
+A model that copies its prompt's words in other letters (a name normalised from capitals,
+``LUCIA B FAROUK`` → ``Lucia B. Farouk``; an address's city in title case) misspells unseen
+ones the same way (``Faruk``; an invented city for ``TUCSON``), so such a model counts as tuned
+to copy and the near token that writes the prompt's word in other letters is taken. On two
+tasks made up for it (docs/quality.md), the same adapters answered with and without:
+addresses → JSON at 100 examples 0.517 → 0.767 exact match, names 0.333 → 0.400.
 
 It is a rule of greedy decoding (temperature 0: ``generateContent`` without a temperature,
 ``tunelab eval``, the compare page, the validation scores); a sampled answer is sampled from
@@ -48,7 +55,8 @@ from collections.abc import Sequence
 from typing import Any
 
 # A tuned model goes back to its prompt's words (``_back_to_prompt``) where at least this share
-# of its training outputs' words (those with a letter) are words of their own inputs, as written.
+# of its training outputs' words (those with a letter) are words of their own inputs, in any
+# letter case.
 COPYING_SHARE = 0.5
 # How much less likely (in nats: a difference of logits) a token may be than the most likely
 # one and still be taken because it continues a copy further (the model's own splits between
@@ -77,12 +85,12 @@ def copy_source(turns: Sequence[tuple[str, str]]) -> str:
 
 def copies_prompt(inputs: Sequence[str], outputs: Sequence[str]) -> bool:
     """Whether outputs copy their words from their inputs: at least ``COPYING_SHARE`` of the
-    outputs' words with a letter in them are, as written, words of the input they answer
-    (extraction: ``{"from": "Vienna"}`` for "… from Vienna …"; not a label, a summary in words
-    of its own, a name normalised to other letters or a date to numbers). The format's own
+    outputs' words with a letter in them are, in any letter case, words of the input they
+    answer (extraction: ``{"from": "Vienna"}`` for "… from Vienna …"; a name normalised from
+    capitals; not a label, a summary in words of its own or a date to numbers). The format's own
     words, those in at least half of the outputs (JSON keys, ``people:``, a label), are not
     counted: they are written the same whatever the input."""
-    found = [(set(_WORD.findall(text[:MAX_SOURCE_CHARS])),
+    found = [({w.casefold() for w in _WORD.findall(text[:MAX_SOURCE_CHARS])},
               [w for w in _WORD.findall(output[:MAX_SOURCE_CHARS]) if _has_letter(w)])
              for text, output in zip(inputs, outputs, strict=True)]
     in_outputs = Counter(w for _, words in found for w in set(words))
@@ -91,7 +99,7 @@ def copies_prompt(inputs: Sequence[str], outputs: Sequence[str]) -> bool:
         for word in output_words:
             if 2 * in_outputs[word] < len(found):
                 words += 1
-                copied += word in source
+                copied += word.casefold() in source
     return words > 0 and copied >= COPYING_SHARE * words
 
 
@@ -160,8 +168,8 @@ def _back_to_prompt(reply: Any, values: Sequence[float], ids: Sequence[int], tai
                     before: str, word: str) -> int:
     """Where the most likely token writes ``word``, which the prompt lacks, and the prompt
     lacks it in every letter case too and it has a letter (not a number), the most likely token
-    within ``NEAR_NATS`` of it that writes a word of the prompt instead; the most likely token
-    otherwise (module docstring)."""
+    within ``NEAR_NATS`` of it that writes a word of the prompt instead, in any letter case; the
+    most likely token otherwise (module docstring)."""
     top = int(ids[0])
     if not _has_letter(word) or word.casefold() in reply.folded_words:
         return top
@@ -169,7 +177,8 @@ def _back_to_prompt(reply: Any, values: Sequence[float], ids: Sequence[int], tai
         if values[0] - value > NEAR_NATS:
             break
         other = _word(reply, tail, before, int(token))
-        if other is not None and other[1] in reply.copy_words and _has_letter(other[1]):
+        if (other is not None and other[1].casefold() in reply.folded_words
+                and _has_letter(other[1])):
             return int(token)
     return top
 
