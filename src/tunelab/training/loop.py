@@ -79,8 +79,9 @@ from tunelab.training.memory import MB, activation_budget, plan_memory
 # batches of alike examples teach less per step. Splitting a random batch into micro-batches
 # of similar length (9% padding) was slower still (273 vs 290 tokens/s): a forward and backward
 # pass costs more per pass than the padding it saves.
-# Padded tokens per forward pass; a step whose batch is larger is split into micro-batches
-# whose gradients add up to the same step (memory stays bounded for long examples).
+# Tokens per forward pass, as the pass lays them out (packed rows, or padded ones:
+# ``laid_out_tokens``); a step whose batch is larger is split into micro-batches whose
+# gradients add up to the same step (memory stays bounded for long examples).
 MICRO_BATCH_TOKENS = 16_384
 
 
