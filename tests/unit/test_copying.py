@@ -146,6 +146,29 @@ def test_a_word_the_prompt_lacks_in_any_letters_gives_way_to_one_it_holds_in_oth
                   [c, t]) == t
 
 
+def test_a_copied_number_is_not_gone_on_with_into_one_the_prompt_lacks(tok):
+    """Tuned to write addresses as JSON, the model went on from the prompt's house number
+    "9430" with "0" ("94300") where " As" (the prompt's "aspen") was 1.03 nats behind: within
+    ``NEAR_NATS`` the token that keeps to the prompt's words is taken, or the one that ends a
+    number the prompt holds whole. A number begun anew stays the model's (a normalised date's
+    month: test_a_normalised_word_or_number_is_the_models_to_write), as does one the model is
+    sure of, and one whose beginning the prompt lacks."""
+    prompt = "9430 aspen AVENUE RICHMOND, va 36508"
+    zero, as_, close = _id(tok, "0"), _id(tok, " As"), _id(tok, '",')
+    street = '{"street": "9430'
+    assert choose(_reply(tok, prompt, street), [0.0, -1.03], [zero, as_]) == as_
+    assert choose(_reply(tok, prompt, street), [0.0, -1.1 * NEAR_NATS], [zero, as_]) == zero
+    assert choose(_reply(tok, prompt, street, copies=False), [0.0, -1.03],
+                  [zero, as_]) == zero
+    zip_code = '{"street": "9430 Aspen Ave", "city": "Richmond", "state": "VA", "zip": "36508'
+    assert choose(_reply(tok, prompt, zip_code), [0.0, -0.5], [zero, close]) == close
+    # "3650" is only the beginning of the prompt's number: ending it there is no copy
+    assert choose(_reply(tok, prompt, zip_code[:-1]), [0.0, -0.5],
+                  [_id(tok, "9"), close]) == _id(tok, "9")
+    # "77" begins no number of the prompt: the model's own
+    assert choose(_reply(tok, prompt, '{"street": "77'), [0.0, -0.5], [zero, as_]) == zero
+
+
 def _copies(pairs: list[tuple[str, str]]) -> bool:
     return copies_prompt([i for i, _ in pairs], [o for _, o in pairs])
 

@@ -42,6 +42,12 @@ to copy and the near token that writes the prompt's word in other letters is tak
 tasks made up for it (docs/quality.md), the same adapters answered with and without:
 addresses → JSON at 100 examples 0.517 → 0.767 exact match, names 0.333 → 0.400.
 
+A number is the model's to write, but not one made by going on from a number the prompt holds
+into one it lacks (the prompt's house number ``9430`` on to ``94300``, with `` As`` of the
+prompt's ``aspen`` 1.03 nats behind): there the near token that keeps to the prompt's words, or
+ends the prompt's number where it is whole, is taken (``_number_as_copied``). Those addresses
+at 100: 0.767 → 0.783; every other adapter above answered as before.
+
 It is a rule of greedy decoding (temperature 0: ``generateContent`` without a temperature,
 ``tunelab eval``, the compare page, the validation scores); a sampled answer is sampled from
 the model's own probabilities.
@@ -107,11 +113,16 @@ COPIES_NOTE = ("the training outputs copy their words from the prompts; where th
                "hesitates between a new word and one of the prompt's, it writes the prompt's.")
 
 
+def prompt_words(text: str) -> frozenset[str]:
+    """The words of ``text`` (letters and digits, any script), each up to ``MAX_WORD_CHARS``
+    characters."""
+    return frozenset(w[:MAX_WORD_CHARS] for w in _WORD.findall(text[:MAX_SOURCE_CHARS]))
+
+
 def word_prefixes(text: str) -> frozenset[str]:
     """Every beginning of every word of ``text`` (letters and digits, any script), up to
     ``MAX_WORD_CHARS`` characters."""
-    words = {w[:MAX_WORD_CHARS] for w in _WORD.findall(text[:MAX_SOURCE_CHARS])}
-    return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
+    return frozenset(w[:i] for w in prompt_words(text) for i in range(1, len(w) + 1))
 
 
 def _word(reply: Any, tail: list[int], before: str, token: int) -> tuple[str, str] | None:
@@ -171,14 +182,44 @@ def _back_to_prompt(reply: Any, values: Sequence[float], ids: Sequence[int], tai
     within ``NEAR_NATS`` of it that writes a word of the prompt instead, in any letter case; the
     most likely token otherwise (module docstring)."""
     top = int(ids[0])
-    if not _has_letter(word) or word.casefold() in reply.folded_words:
+    if word.casefold() in reply.folded_words:
         return top
+    if not _has_letter(word):
+        return _number_as_copied(reply, values, ids, tail, before, word)
     for value, token in zip(values[1:], ids[1:], strict=True):
         if values[0] - value > NEAR_NATS:
             break
         other = _word(reply, tail, before, int(token))
         if (other is not None and other[1].casefold() in reply.folded_words
                 and _has_letter(other[1])):
+            return int(token)
+    return top
+
+
+def _number_as_copied(reply: Any, values: Sequence[float], ids: Sequence[int],
+                      tail: list[int], before: str, number: str) -> int:
+    """Where the most likely token makes a number the prompt lacks out of the beginning of one
+    it holds (``9430`` on to ``94300``), the most likely token within ``NEAR_NATS`` that
+    ends the prompt's number there (where it is whole) or writes a word of the prompt; the
+    most likely token otherwise. A number begun anew is the model's to write (``04`` for
+    ``APR``: a normalised date)."""
+    top = int(ids[0])
+    found = _LAST_WORD.search(before)
+    stem = found.group(0) if found else ""
+    if not stem or stem not in reply.copy_words or not (
+            len(number) > len(stem) and number.startswith(stem)):
+        return top  # a number begun anew, or one the prompt lacks gone on with
+    for value, token in zip(values[1:], ids[1:], strict=True):
+        if values[0] - value > NEAR_NATS:
+            break
+        text = reply.tokenizer.decode([*tail, int(token)], skip_special_tokens=False)
+        if not text.startswith(before):
+            continue
+        other = _word(reply, tail, before, int(token))
+        if other is None:  # no word: the number ends here
+            if stem in reply.whole_words:
+                return int(token)
+        elif other[1].casefold() in reply.folded_words:
             return int(token)
     return top
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 from typing import Any
 
-from tunelab.catalog.copying import word_prefixes
+from tunelab.catalog.copying import prompt_words, word_prefixes
 
 FINISHED = "STOP"  # an end token or a stop text
 OUT_OF_TOKENS = "MAX_TOKENS"  # the budget ran out first
@@ -145,6 +145,7 @@ class Reply:
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
         self.copy_words = word_prefixes(source) if source else frozenset()
+        self.whole_words = prompt_words(source) if source else frozenset()
         self.back_to_prompt = back_to_prompt
         self.labels = tuple(labels)
         self.ids: list[int] = []
