@@ -169,6 +169,22 @@ def test_a_copied_number_is_not_gone_on_with_into_one_the_prompt_lacks(tok):
     assert choose(_reply(tok, prompt, '{"street": "77'), [0.0, -0.5], [zero, as_]) == zero
 
 
+def test_a_word_copied_in_other_letters_keeps_to_one_case(tok):
+    """After " Cy" of the prompt's "CYPRESS" the model wrote "PRESS" ("CyPRESS"); "press",
+    the same letters, is taken within ``NEAR_NATS`` ("Cypress"); and "LAURE" goes on in
+    capitals. A model sure of its letters keeps them, and a word the prompt holds as written
+    (continued by the first rule) is not this rule's."""
+    prompt = "2362 CYPRESS st, Richmond VA 28724"
+    upper, lower = _id(tok, "PRESS"), _id(tok, "press")
+    street = '{"street": "2362 Cy'
+    assert choose(_reply(tok, prompt, street), [0.0, -0.8], [upper, lower]) == lower
+    assert choose(_reply(tok, prompt, street), [0.0, -1.1 * NEAR_NATS], [upper, lower]) == upper
+    assert choose(_reply(tok, prompt, street, copies=False), [0.0, -0.8], [upper, lower]) == upper
+    small, big = _id(tok, "l"), _id(tok, "L")
+    assert choose(_reply(tok, "7910 LAUREL rd", '{"street": "7910 LAURE'), [0.0, -1.0],
+                  [small, big]) == big
+
+
 def _copies(pairs: list[tuple[str, str]]) -> bool:
     return copies_prompt([i for i, _ in pairs], [o for _, o in pairs])
 
