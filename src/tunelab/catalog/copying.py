@@ -153,9 +153,9 @@ def _copy(reply: Any, tail: list[int], before: str, token: int) -> tuple[str, in
 def choose(reply: Any, values: Sequence[float], ids: Sequence[int]) -> int:
     """Greedy's token for ``reply`` from its most likely candidates (``values`` descending,
     their token ``ids``): the first, unless it copies a prompt word and a candidate within
-    ``NEAR_NATS`` of it writes the same text and more of that word, or it writes a word the
-    prompt lacks and a candidate within ``NEAR_NATS`` writes one of the prompt's (module
-    docstring)."""
+    ``NEAR_NATS`` of it writes the same text and more of that word, or, for a model tuned to
+    copy, it writes a word the prompt lacks as written and a candidate within ``NEAR_NATS``
+    keeps closer to the prompt's (``_back_to_prompt``; module docstring)."""
     top = int(ids[0])
     if not reply.copy_words or top in reply.end_ids:
         return top
@@ -180,10 +180,12 @@ def choose(reply: Any, values: Sequence[float], ids: Sequence[int]) -> int:
 
 def _back_to_prompt(reply: Any, values: Sequence[float], ids: Sequence[int], tail: list[int],
                     before: str, word: str) -> int:
-    """Where the most likely token writes ``word``, which the prompt lacks, and the prompt
-    lacks it in every letter case too and it has a letter (not a number), the most likely token
-    within ``NEAR_NATS`` of it that writes a word of the prompt instead, in any letter case; the
-    most likely token otherwise (module docstring)."""
+    """Where the most likely token writes ``word``, which the prompt lacks as written: a word the
+    prompt holds in other letters keeps to one case (``_one_case``); a number is the model's
+    unless it leaves a number of the prompt (``_number_as_copied``); for a word with a letter
+    that the prompt lacks in every letter case, the most likely token within ``NEAR_NATS`` of it
+    that writes a word of the prompt instead, in any letter case; the most likely token
+    otherwise (module docstring)."""
     top = int(ids[0])
     if word.casefold() in reply.folded_words:
         return _one_case(reply, values, ids, tail, before, word)
