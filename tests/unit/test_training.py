@@ -137,10 +137,11 @@ def test_a_packed_step_is_split_by_its_packed_tokens_not_padded(tiny_base):
         return laid_out_tokens(group, float("inf"), share_prefix=True)
 
     # a cap the packed step fits: one pass (counted padded, it was split)
-    assert _micro_batches(items, packed, tokens) == [sorted(items, key=lambda it: it.length)]
+    assert _micro_batches(items, packed, float("inf"), True) == [
+        sorted(items, key=lambda it: it.length)]
     assert len(_micro_batches(items, packed)) > 1
     # one token less: split, every pass within the cap, every example in one pass
-    groups = _micro_batches(items, packed - 1, tokens)
+    groups = _micro_batches(items, packed - 1, float("inf"), True)
     assert len(groups) > 1
     assert all(tokens(g) <= packed - 1 or len(g) == 1 for g in groups)
     assert sorted(id(it) for g in groups for it in g) == sorted(id(it) for it in items)

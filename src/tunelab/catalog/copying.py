@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 # A tuned model goes back to its prompt's words (``_back_to_prompt``) where at least this share
@@ -122,24 +122,40 @@ def prompt_words(text: str) -> frozenset[str]:
     return frozenset(w[:MAX_WORD_CHARS] for w in _WORD.findall(text[:MAX_SOURCE_CHARS]))
 
 
+def prefixes_of(words: frozenset[str]) -> frozenset[str]:
+    """Every beginning of every one of ``words``."""
+    return frozenset(w[:i] for w in words for i in range(1, len(w) + 1))
+
+
 def word_prefixes(text: str) -> frozenset[str]:
     """Every beginning of every word of ``text`` (letters and digits, any script), up to
     ``MAX_WORD_CHARS`` characters."""
-    return frozenset(w[:i] for w in prompt_words(text) for i in range(1, len(w) + 1))
+    return prefixes_of(prompt_words(text))
+
+
+def _added(reply: Any, tail: list[int], before: str, token: int) -> str | None:
+    """What ``token`` adds to the answer's text (``tail``: the answer's last tokens, ``before``
+    their text); None where the tokens decode together otherwise."""
+    text = reply.tokenizer.decode([*tail, token], skip_special_tokens=False)
+    return text[len(before):] if text.startswith(before) else None
+
+
+def _word_after(before: str, added: str) -> str | None:
+    """The word the answer ends with once ``added`` follows ``before``; None where ``added``
+    does not continue or begin a word."""
+    if not added.lstrip()[:1].isalnum():
+        return None
+    found = _LAST_WORD.search(before + added)
+    return found.group(0) if found else ""
 
 
 def _word(reply: Any, tail: list[int], before: str, token: int) -> tuple[str, str] | None:
     """What ``token`` adds to the answer's text and the word the answer then ends with; None
     where the token does not continue or begin a word (``tail``: the answer's last tokens,
     ``before`` their text)."""
-    text = reply.tokenizer.decode([*tail, token], skip_special_tokens=False)
-    if not text.startswith(before):
-        return None
-    added = text[len(before):]
-    if not added.lstrip()[:1].isalnum():
-        return None
-    found = _LAST_WORD.search(text)
-    return added, found.group(0) if found else ""
+    added = _added(reply, tail, before, token)
+    word = None if added is None else _word_after(before, added)
+    return None if word is None else (added, word)
 
 
 def _copy(reply: Any, tail: list[int], before: str, token: int) -> tuple[str, int] | None:
@@ -165,60 +181,54 @@ def choose(reply: Any, values: Sequence[float], ids: Sequence[int]) -> int:
     if got is None:  # no word: a sign, a space
         return top
     if got[1] not in reply.copy_words:
-        return (_back_to_prompt(reply, values, ids, tail, before, got[1])
+        return (_back_to_prompt(reply, values, ids, tail, before, got)
                 if reply.back_to_prompt else top)
     written, best = got[0], len(got[1])
     chosen = top
-    for value, token in zip(values[1:], ids[1:], strict=True):
-        if values[0] - value > NEAR_NATS:
-            break
-        further = _copy(reply, tail, before, int(token))
+    for token in _near(values, ids):
+        further = _copy(reply, tail, before, token)
         if further is not None and further[1] > best and further[0].startswith(written):
-            best, chosen = further[1], int(token)
+            best, chosen = further[1], token
     return chosen
 
 
 def _back_to_prompt(reply: Any, values: Sequence[float], ids: Sequence[int], tail: list[int],
-                    before: str, word: str) -> int:
-    """Where the most likely token writes ``word``, which the prompt lacks as written: a word the
-    prompt holds in other letters keeps to one case (``_one_case``); a number is the model's
-    unless it leaves a number of the prompt (``_number_as_copied``); for a word with a letter
-    that the prompt lacks in every letter case, the most likely token within ``NEAR_NATS`` of it
-    that writes a word of the prompt instead, in any letter case; the most likely token
-    otherwise (module docstring)."""
+                    before: str, got: tuple[str, str]) -> int:
+    """Where the most likely token adds ``got[0]`` and so writes ``got[1]``, a word the prompt
+    lacks as written: a word the prompt holds in other letters keeps to one case
+    (``_one_case``); a number is the model's unless it leaves a number of the prompt
+    (``_number_as_copied``); for a word with a letter that the prompt lacks in every letter
+    case, the most likely token within ``NEAR_NATS`` of it that writes a word of the prompt
+    instead, in any letter case; the most likely token otherwise (module docstring)."""
     top = int(ids[0])
+    added, word = got
     if word.casefold() in reply.folded_words:
-        return _one_case(reply, values, ids, tail, before, word)
+        return _one_case(reply, values, ids, tail, before, added, word)
     if not _has_letter(word):
         return _number_as_copied(reply, values, ids, tail, before, word)
-    for value, token in zip(values[1:], ids[1:], strict=True):
-        if values[0] - value > NEAR_NATS:
-            break
-        other = _word(reply, tail, before, int(token))
+    for token in _near(values, ids):
+        other = _word(reply, tail, before, token)
         if (other is not None and other[1].casefold() in reply.folded_words
                 and _has_letter(other[1])):
-            return int(token)
+            return token
     return top
 
 
 def _one_case(reply: Any, values: Sequence[float], ids: Sequence[int], tail: list[int],
-              before: str, word: str) -> int:
+              before: str, added: str, word: str) -> int:
     """Where the most likely token writes a word of the prompt in other letters that mixes its
     cases (``CyPRESS``, ``LAUREl`` for the prompt's ``CYPRESS``, ``LAUREL``), the most likely
     token within ``NEAR_NATS`` that writes the same letters in one case, all small, all
     capitals or the first alone capital (``press``: ``Cypress``); the most likely token
-    otherwise."""
+    otherwise (``added``: what the most likely token adds)."""
     top = int(ids[0])
     if _one_cased(word):
         return top
-    added = _word(reply, tail, before, top)
-    for value, token in zip(values[1:], ids[1:], strict=True):
-        if values[0] - value > NEAR_NATS:
-            break
-        other = _word(reply, tail, before, int(token))
-        if (other is not None and added is not None
-                and other[0].casefold() == added[0].casefold() and _one_cased(other[1])):
-            return int(token)
+    for token in _near(values, ids):
+        other = _word(reply, tail, before, token)
+        if (other is not None and other[0].casefold() == added.casefold()
+                and _one_cased(other[1])):
+            return token
     return top
 
 
@@ -243,19 +253,26 @@ def _number_as_copied(reply: Any, values: Sequence[float], ids: Sequence[int],
     if not stem or stem not in reply.copy_words or not (
             len(number) > len(stem) and number.startswith(stem)):
         return top  # a number begun anew, or one the prompt lacks gone on with
-    for value, token in zip(values[1:], ids[1:], strict=True):
-        if values[0] - value > NEAR_NATS:
-            break
-        text = reply.tokenizer.decode([*tail, int(token)], skip_special_tokens=False)
-        if not text.startswith(before):
+    for token in _near(values, ids):
+        added = _added(reply, tail, before, token)
+        if added is None:
             continue
-        other = _word(reply, tail, before, int(token))
+        other = _word_after(before, added)
         if other is None:  # no word: the number ends here
             if stem in reply.whole_words:
-                return int(token)
-        elif other[1].casefold() in reply.folded_words:
-            return int(token)
+                return token
+        elif other.casefold() in reply.folded_words:
+            return token
     return top
+
+
+def _near(values: Sequence[float], ids: Sequence[int]) -> Iterator[int]:
+    """The candidates after the most likely one that are within ``NEAR_NATS`` of it, most
+    likely first."""
+    for value, token in zip(values[1:], ids[1:], strict=True):
+        if values[0] - value > NEAR_NATS:
+            return
+        yield int(token)
 
 
 def _has_letter(word: str) -> bool:

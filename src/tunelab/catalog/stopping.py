@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 from typing import Any
 
-from tunelab.catalog.copying import prompt_words, word_prefixes
+from tunelab.catalog.copying import prefixes_of, prompt_words
 
 FINISHED = "STOP"  # an end token or a stop text
 OUT_OF_TOKENS = "MAX_TOKENS"  # the budget ran out first
@@ -144,8 +144,9 @@ class Reply:
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
-        self.copy_words = word_prefixes(source) if source else frozenset()
+        # the prompt's words read once: whole, and every beginning of them
         self.whole_words = prompt_words(source) if source else frozenset()
+        self.copy_words = prefixes_of(self.whole_words)
         self.back_to_prompt = back_to_prompt
         self.labels = tuple(labels)
         self.ids: list[int] = []

@@ -147,22 +147,20 @@ def plan_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[lis
 
 
 def _micro_batches(items: list[TokenizedExample], cap: int | None = None,
-                   tokens: Callable[[list[TokenizedExample]], int] | None = None,
+                   attention_span: float | None = None, share_prefix: bool = False,
                    ) -> list[list[TokenizedExample]]:
     """``items`` split into passes of at most ``MICRO_BATCH_TOKENS`` (and ``cap``) tokens, at
-    least one example each, shortest first. ``tokens``: a pass's tokens as the step lays it
-    out (``laid_out_tokens``: packed rows hold the sum of their examples, not each padded to
-    the longest); default: padded. Counted padded, a packed step was split where it fit: on
+    least one example each, shortest first. A pass's tokens are counted as the step lays it
+    out (``laid_out_tokens``, with ``attention_span`` and ``share_prefix`` as ``pack`` takes
+    them: packed rows hold the sum of their examples, not each padded to the longest; padded
+    where ``attention_span`` is None). Counted padded, a packed step was split where it fit: on
     the throughput benchmark at a 250 MB budget, 87 passes for 50 steps of which one was over
     (docs/performance.md "Memory")."""
     cap = MICRO_BATCH_TOKENS if cap is None else min(cap, MICRO_BATCH_TOKENS)
-    if tokens is None:
-        def tokens(group: list[TokenizedExample]) -> int:
-            return len(group) * max(it.length for it in group)
     out: list[list[TokenizedExample]] = []
     cur: list[TokenizedExample] = []
     for it in sorted(items, key=lambda it: it.length):
-        if cur and tokens([*cur, it]) > cap:
+        if cur and laid_out_tokens([*cur, it], attention_span, share_prefix) > cap:
             out.append(cur)
             cur = []
         cur.append(it)
@@ -531,10 +529,6 @@ def train(
         share = bool(span and by_example and (not window or max(
             it.length for it in tokenized) <= window) and prefix_sharing_works(
                 model, pad_id, key=base.model))
-        # what a pass holds, as it is laid out: a cap on it splits a step (memory.py)
-        def pass_tokens(group: list[TokenizedExample]) -> int:
-            return laid_out_tokens(group, span, share)
-
         evaluator = None
         if validation:
             metric = metric_for([ex.output for ex in [*examples, *validation]])
@@ -611,7 +605,8 @@ def train(
                 n_tokens = sum(len(it.output_ids) for it in items)
                 optimizer.zero_grad(set_to_none=True)
                 step_loss = 0.0
-                for micro in _micro_batches(items, memory.micro_batch_tokens, pass_tokens):
+                # a cap on what a pass holds, as it is laid out, splits a step (memory.py)
+                for micro in _micro_batches(items, memory.micro_batch_tokens, span, share):
                     mb = pack(micro, pad_id, span, share) if span else collate(micro, pad_id)
                     mb = mb.to(base.device)
                     loss = output_loss_sum(model, mb, memory.recompute) / n_tokens
