@@ -167,6 +167,35 @@ def test_answers_many_at_once_are_the_greedy_answers_alone(models_dir, adapters)
             assert len(set(alone)) > 1  # the random model does answer differently
 
 
+def test_a_batch_of_answers_caches_no_more_than_its_prompts_and_budget(models_dir,
+                                                                     monkeypatch):
+    """A batch's decoding cache is sized to its widest prompt and the answers' budget (the
+    buffer doubled past it held 1.65 times that: the largest allocation of a tune), and the
+    answers are those given alone."""
+    from tunelab.catalog import get_base_model, greedy, load_base_model
+    from tunelab.catalog.kv_cache import growing_cache
+
+    gen = Generator(load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32"))
+    made: list = []
+
+    def spy(config, capacity=None):
+        made.append((capacity, growing_cache(config, capacity)))
+        return made[-1][1]
+
+    monkeypatch.setattr(greedy, "growing_cache", spy)
+    requests = [([("user", f"question {i} " + "and more words " * i)], None) for i in range(6)]
+    cfg = GenerationConfig(temperature=0.0, max_output_tokens=7)
+    alone = [gen.generate(turns, system, cfg, None).text for turns, system in requests]
+    made.clear()
+    assert gen.answers(requests, 7, None) == alone
+    assert len(made) == 1
+    capacity, cache = made[0]
+    widest = max(gen.count_tokens(turns, system) for turns, system in requests)
+    assert capacity == widest + 7
+    layer = cache.layers[0]
+    assert layer.key_buffer.shape[-2] == capacity >= layer.keys.shape[-2]
+
+
 def test_answers_refuse_what_generate_refuses(gen, tiny_serving_base):
     too_long = "x" * (tiny_serving_base.spec.context_length + 10)
     with pytest.raises(InvalidArgument,

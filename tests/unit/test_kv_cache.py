@@ -47,6 +47,25 @@ def test_growing_cache_decodes_as_the_dynamic_cache_does(tiny):
     assert layer.keys.data_ptr() == layer.key_buffer.data_ptr()
 
 
+def test_a_cache_told_its_capacity_grows_no_larger_and_decodes_the_same(tiny):
+    """A caller that knows the most positions a row will hold (its prompt and its answer's
+    budget) gets a buffer of that size, not one doubled past it; past it, it still grows."""
+    prompt = list(range(3, 40))
+    want, want_logits, free = decode(tiny, growing_cache(tiny.config), prompt, 20)
+    got, got_logits, bounded = decode(tiny, growing_cache(tiny.config, len(prompt) + 20),
+                                      prompt, 20)
+    assert got == want
+    torch.testing.assert_close(got_logits, want_logits, rtol=0, atol=0)
+    assert free.layers[0].key_buffer.shape[-2] == len(prompt) + 64  # room to spare
+    layer = bounded.layers[0]
+    assert layer.key_buffer.shape[-2] == layer.value_buffer.shape[-2] == len(prompt) + 20
+    assert layer.keys.shape[-2] == len(prompt) + 19
+    assert layer.keys.data_ptr() == layer.key_buffer.data_ptr()  # never grown again
+    # a capacity too small for what comes still holds it all
+    over, _, small = decode(tiny, growing_cache(tiny.config, 10), prompt, 20)
+    assert over == want and small.layers[0].keys.shape[-2] == len(prompt) + 19
+
+
 def test_a_cropped_growing_cache_goes_on_from_the_cropped_length(tiny):
     from transformers import DynamicCache
 

@@ -91,7 +91,9 @@ def _decode(model: Any, prompts: list[list[int]], replies: list[Reply], pad_id: 
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
                         device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    past, cur = growing_cache(model.config), ids
+    # no row holds more than its prompt's width and the largest budget left (kv_cache.py)
+    room = width + max(r.budget - len(r.ids) for r in replies)
+    past, cur = growing_cache(model.config, room), ids
     while not all(r.done for r in replies):
         out = model(input_ids=cur, attention_mask=mask, position_ids=positions,
                     use_cache=True, logits_to_keep=1, **with_cache(model, past))

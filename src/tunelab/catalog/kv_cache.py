@@ -43,9 +43,11 @@ def cache_of(output: Any) -> Any:
     return cache if cache is not None else output.past_key_values
 
 
-def growing_cache(config: Any) -> Any:
+def growing_cache(config: Any, capacity: int | None = None) -> Any:
     """A ``DynamicCache`` for a model of ``config`` whose full-attention layers grow in place;
-    pass it on the first forward pass (``with_cache``)."""
+    pass it on the first forward pass (``with_cache``). ``capacity``: the most positions a row
+    will hold (its prompt and its answer's budget), where the caller knows it: the buffer grows
+    no larger (``_grown``)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
@@ -53,6 +55,7 @@ def growing_cache(config: Any) -> Any:
     for layer in cache.layers:
         if type(layer) is DynamicLayer:
             layer.__class__ = _growing_layer_class()
+            layer.capacity = capacity
     return cache
 
 
@@ -71,6 +74,7 @@ def _growing_layer_class() -> type:
 
         key_buffer: Any = None
         value_buffer: Any = None
+        capacity: int | None = None
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any
                    ) -> tuple[Any, Any]:
@@ -81,8 +85,8 @@ def _growing_layer_class() -> type:
             n = filled + key_states.shape[-2]
             if not (_fits(self.keys, self.key_buffer, n)
                     and _fits(self.values, self.value_buffer, n)):
-                self.key_buffer = _grown(self.keys, key_states, filled, n)
-                self.value_buffer = _grown(self.values, value_states, filled, n)
+                self.key_buffer = _grown(self.keys, key_states, filled, n, self.capacity)
+                self.value_buffer = _grown(self.values, value_states, filled, n, self.capacity)
             self.key_buffer[..., filled:n, :] = key_states
             self.value_buffer[..., filled:n, :] = value_states
             self.keys = self.key_buffer[..., :n, :]
@@ -103,10 +107,16 @@ def _fits(content: Any, buffer: Any, needed: int) -> bool:
             and content.shape[:-2] == buffer.shape[:-2])
 
 
-def _grown(content: Any, states: Any, filled: int, needed: int) -> Any:
-    """A buffer with room for ``needed`` positions and as many again (at least 64 more),
-    holding ``content`` (the ``filled`` positions cached so far)."""
+def _grown(content: Any, states: Any, filled: int, needed: int,
+           capacity: int | None = None) -> Any:
+    """A buffer with room for ``needed`` positions and as many again (at least 64 more), but
+    no more than ``capacity`` where it is known (and at least ``needed``), holding ``content``
+    (the ``filled`` positions cached so far). Decoding a batch of validation answers, the
+    room doubled past the answers' budget held 1.65 times the cache they needed: the largest
+    allocation of a 100-example tune (docs/performance.md "Memory")."""
     room = max(needed + 64, 2 * needed)
+    if capacity is not None:
+        room = max(needed, min(room, capacity))
     new = states.new_empty((*states.shape[:-2], room, states.shape[-1]))
     if filled:
         new[..., :filled, :] = content

@@ -349,7 +349,8 @@ class Generator:
         labels = facts.answer_labels  # a tuned classifier's (catalog/labels.py)
         with self._weights(adapter) as model:
             emitted = 0
-            past = growing_cache(model.config)  # catalog/kv_cache.py
+            # never more room than the prompt and the answer's budget (catalog/kv_cache.py)
+            past = growing_cache(model.config, len(ids) + max_new)
             cur = torch.tensor([ids], device=self.base.device)
             first = True
             while not reply.done:
