@@ -164,8 +164,7 @@ def _lay_out(items: Sequence[TokenizedExample], rows: list[list[int]], pad_id: i
     example shares, are laid once at each row's start and each example's span is its rest."""
     import torch
 
-    width = prefix + max(sum(items[i].length - prefix for i in row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(rows), _width(items, rows, prefix)), pad_id, dtype=torch.long)
     spans: list[tuple[int, int, int]] = []
     pr, pc, targets = [], [], []
     for r, row in enumerate(rows):
@@ -213,10 +212,20 @@ def laid_out_tokens(items: Sequence[TokenizedExample], attention_span: float | N
         return 0
     if attention_span is None:
         return len(items) * max(it.length for it in items)
+    prefix, rows = _packed_rows(items, attention_span, share_prefix)
+    return len(rows) * _width(items, rows, prefix)
+
+
+def _packed_rows(items: Sequence[TokenizedExample], attention_span: float,
+                 share_prefix: bool) -> tuple[int, list[list[int]]]:
+    """The shared prefix ``pack`` lays once (0 without ``share_prefix``) and its rows."""
     prefix = shared_prefix(items) if share_prefix else 0
-    lengths = [it.length - prefix for it in items]
-    rows = pack_rows(lengths, attention_span)
-    return len(rows) * (prefix + max(sum(lengths[i] for i in row) for row in rows))
+    return prefix, pack_rows([it.length - prefix for it in items], attention_span)
+
+
+def _width(items: Sequence[TokenizedExample], rows: list[list[int]], prefix: int) -> int:
+    """A packed batch's width: the prefix and its fullest row's rests."""
+    return prefix + max(sum(items[i].length - prefix for i in row) for row in rows)
 
 
 def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float,
@@ -238,8 +247,7 @@ def pack(items: Sequence[TokenizedExample], pad_id: int, attention_span: float,
     """
     import torch
 
-    prefix = shared_prefix(items) if share_prefix else 0
-    rows = pack_rows([it.length - prefix for it in items], attention_span)
+    prefix, rows = _packed_rows(items, attention_span, share_prefix)
     ids, spans, pr, pc, targets = _lay_out(items, rows, pad_id, prefix)
     width = ids.shape[1]
     positions = torch.zeros_like(ids)
