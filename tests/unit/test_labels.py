@@ -72,9 +72,14 @@ def test_the_most_likely_label_is_the_one_the_models_own_probabilities_rank_firs
     labels = ["positive", "negative", "mixed", "not sure at all"]
     label_ids = [encode_pieces(tok, template.output_pieces(label)) for label in labels]
     prompts = [encode_prompt(tok, template, [("user", text)], None)
-               for text in ("Great bag.", "It broke on day one, sadly.", "ok")]
+               for text in ("Great bag.", "It broke on day one, sadly.", "ok",
+                            "Arrived late and the strap is a different colour than shown.",
+                            "meh", "Would buy again!")]
     with torch.inference_mode():
         chosen = most_likely_labels(base.model, prompts, label_ids, base.device)
+        # run together or one prompt at a time: the same choice for each prompt
+        assert [most_likely_labels(base.model, [p], label_ids, base.device)[0]
+                for p in prompts] == chosen
         for prompt, k in zip(prompts, chosen, strict=True):
             sums = []
             for ids in label_ids:  # each label alone, the full logits of the model's forward
@@ -85,6 +90,67 @@ def test_the_most_likely_label_is_the_one_the_models_own_probabilities_rank_firs
         # the order of the labels does not change the choice
         flipped = most_likely_labels(base.model, prompts, label_ids[::-1], base.device)
     assert [len(labels) - 1 - k for k in flipped] == chosen
+
+
+def _small_model(kind: str) -> torch.nn.Module:
+    """A randomly initialised model of a few layers: Llama with SDPA or eager attention, or
+    Gemma 3 whose local layers' window (4) is shorter than every prompt below."""
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    if kind == "gemma3-window":
+        config = Gemma3TextConfig(**shape, sliding_window=4,
+                                  layer_types=["sliding_attention", "full_attention"])
+        model = Gemma3ForCausalLM(config)
+    else:
+        config = LlamaConfig(**shape)
+        config._attn_implementation = "eager" if kind == "llama-eager" else "sdpa"
+        model = LlamaForCausalLM(config)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["llama-sdpa", "llama-eager", "gemma3-window"])
+def test_label_scores_laid_out_in_one_row_or_read_from_a_cache_are_the_models_own(kind):
+    """Each prompt's labels laid after it in one row (each attending to the prompt and itself)
+    and the labels read from the prompt's cached keys and values give the log-probabilities
+    the model's own forward pass gives each label after the prompt alone."""
+    from tunelab.catalog import labels as lab
+
+    model = _small_model(kind)
+    prompts = [[1, 5, 9, 3, 7, 2], [1, 4, 4, 8, 2, 6, 11, 13, 2], [1, 30, 2, 9, 17, 2, 40]]
+    label_ids = [[10, 11, 12, 2], [10, 20, 2], [33, 2], [5, 6, 7, 8, 9, 2]]
+    decoder = model.get_decoder()
+    with torch.inference_mode():
+        want = []
+        for prompt in prompts:
+            logp = []
+            for ids in label_ids:
+                out = torch.log_softmax(model(input_ids=torch.tensor([prompt + ids])).logits[0],
+                                        -1)
+                logp.append(sum(float(out[len(prompt) - 1 + j, t]) for j, t in enumerate(ids)))
+            want.append(logp)
+        assert lab._reads_masks(model.config)
+        in_rows = lab._masked_scores(model, decoder, prompts, label_ids, "cpu")
+        per_token = lab.cache_bytes_per_token(model.config)
+        cached = lab._cached_scores(model, decoder, prompts, label_ids, 5, per_token * 3,
+                                    1 << 30, "cpu")
+        # a cache bound that holds no (prompt, label) pair: a label at a time
+        shares = lab._cached_scores(model, decoder, prompts, label_ids, 5, per_token * 3, 1,
+                                    "cpu")
+        chosen = most_likely_labels(model, prompts, label_ids, "cpu")
+        # rows too wide to lay out, a cache too small for two pairs: the same choice
+        assert most_likely_labels(model, prompts, label_ids, "cpu", cache_bytes=1,
+                                  masked_width=0) == chosen
+    for got in (in_rows, cached, shares):
+        assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-4)
+    assert chosen == [max(range(4), key=row.__getitem__) for row in want]
 
 
 @pytest.fixture(scope="module")

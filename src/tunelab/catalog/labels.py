@@ -10,8 +10,9 @@ always wrong, and a program reading the model's answers cannot use it.
 So where a tuned model's training outputs are labels (``answer_labels``), the trainer records
 them in its manifest (``answer_labels``), and an answer that is not one of them is replaced by
 the label the model itself finds most likely after the prompt (``most_likely_labels``: the sum
-of the log-probabilities of the label's tokens and of the end of the turn; the prompt is run
-once, and every label is one row of a second pass that reads its keys and values). An answer
+of the log-probabilities of the label's tokens and of the end of the turn; every label is
+laid after its prompt in one row and attends to the prompt and to itself, so one pass scores
+every label of many prompts). An answer
 that is a label is kept as it is, so a model that answers well is unchanged. Every path that
 answers with a tuned model does this alike: ``generateContent`` and its stream, ``tunelab
 eval`` and the compare page (``inference/generate.py``) and the validation scores that choose
@@ -35,7 +36,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tunelab.catalog.greedy import CHOICE_CHUNK, head_logits
+from tunelab.catalog.greedy import (
+    ANSWER_BATCH,
+    CACHE_BYTES,
+    CHOICE_CHUNK,
+    cache_bytes_per_token,
+    head_logits,
+)
 from tunelab.catalog.kv_cache import cache_of, with_cache
 
 MAX_ANSWER_LABELS = 50
@@ -43,6 +50,12 @@ LABEL_WORDS = 4
 LABEL_CHARS = 64
 MAX_UNSEEN_SHARE = 0.25
 MAX_COPIED_SHARE = 0.5
+
+# Tokens of one pass of label rows (the prompts and their labels' tokens): a few hundred rows'
+# worth keep a pass's activations to a few tens of MB on the default model. A row's mask is
+# its width squared, so rows wider than MASKED_WIDTH (a long prompt) read a cache instead.
+ROW_TOKENS = 4_096
+MASKED_WIDTH = 2_048
 
 
 def answer_labels(inputs: Sequence[str], outputs: Sequence[str],
@@ -114,62 +127,250 @@ def answers_as_labels(model: Any, prompts: Sequence[list[int]], answers: list[st
     """``answers`` (to ``prompts``) that are none of ``labels`` replaced in place by the label
     the model finds most likely after their prompt, among the labels that fit the answer's
     budget of tokens (``budgets``; none fits: the answer is kept); for each answer, what it was
-    where it was replaced, else None. The one rule every answering path follows."""
+    where it was replaced, else None. The one rule every answering path follows. The answers
+    to replace are scored together (``most_likely_labels``), those with the same labels fitting
+    their budget in one call."""
     replaced: list[str | None] = [None] * len(answers)
+    by_fits: dict[tuple[int, ...], list[int]] = {}
     for i, answer in enumerate(answers):
         if is_label(answer, labels):
             continue
-        fits = [k for k, ids in enumerate(label_ids)
-                if budgets is None or len(ids) - 1 <= budgets[i]]
-        if not fits:
-            continue
-        k = fits[most_likely_labels(model, [prompts[i]], [label_ids[k] for k in fits],
-                                    device)[0]]
-        replaced[i], answers[i] = answer, labels[k]
+        fits = tuple(k for k, ids in enumerate(label_ids)
+                     if budgets is None or len(ids) - 1 <= budgets[i])
+        if fits:
+            by_fits.setdefault(fits, []).append(i)
+    for fits, rows in by_fits.items():
+        chosen = most_likely_labels(model, [prompts[i] for i in rows],
+                                    [label_ids[k] for k in fits], device)
+        for i, c in zip(rows, chosen, strict=True):
+            replaced[i], answers[i] = answers[i], labels[fits[c]]
     return replaced
 
 
 def most_likely_labels(model: Any, prompts: Sequence[list[int]],
-                       label_ids: Sequence[list[int]], device: Any) -> list[int]:
+                       label_ids: Sequence[list[int]], device: Any,
+                       cache_bytes: int = CACHE_BYTES, masked_width: int = MASKED_WIDTH
+                       ) -> list[int]:
     """For each prompt (token ids), the index of the label (each label's output tokens, the end
-    of the turn included) that ``model`` gives the highest log-probability after it. The prompt
-    is run once and its keys and values serve every label's row. The caller chooses the grad
-    mode."""
+    of the turn included) that ``model`` gives the highest log-probability after it. The caller
+    chooses the grad mode.
+
+    Where the model's attention takes a mask of its own (``_reads_masks``) and the rows are at
+    most ``masked_width`` tokens, each prompt is one row followed by every label's tokens, each
+    label attending to the prompt and to itself alone (as if it followed the prompt alone: the
+    same positions), and several prompts' rows are one pass (at most ``ROW_TOKENS`` tokens).
+    Otherwise the prompts are run in one pass (padded on the left, as ``greedy.py`` decodes
+    them) and a second pass reads their keys and values with one row per (prompt, label)
+    pair; each such row holds a copy of its prompt's keys and values, so a pass takes as many
+    prompts as keep that within ``cache_bytes`` (a prompt whose labels alone would not fit
+    takes them a share at a time). The most likely label is the same either way, up to
+    rounding. One prompt at a time, each with a row per label, a validation scoring of 33
+    answers that were none of a 12-way classifier's labels (an untuned model's) took 7.7 s,
+    most of it copying each prompt's keys and values for every label; laid out in rows, 3.5 s
+    (docs/quality.md)."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = lm.get_decoder()
+    width = max(len(ids) for ids in label_ids) - 1  # a label's last token predicts nothing
+    tail = sum(len(ids) - 1 for ids in label_ids)
+    masked = (_reads_masks(lm.config)
+              and max(len(p) for p in prompts) + tail <= masked_width)
+    per_token = cache_bytes_per_token(lm.config)
+    groups = (_row_groups([len(p) + tail for p in prompts]) if masked else
+              _prompt_groups([len(p) for p in prompts], len(label_ids), width, per_token,
+                             cache_bytes))
+    best: list[int] = []
+    for group in groups:
+        chosen = [prompts[i] for i in group]
+        scores = (_masked_scores(lm, decoder, chosen, label_ids, device) if masked else
+                  _cached_scores(lm, decoder, chosen, label_ids, width,
+                                 per_token * len(group), cache_bytes, device))
+        best += [max(range(len(label_ids)), key=row.__getitem__) for row in scores]
+    return best
+
+
+def _row_groups(widths: Sequence[int]) -> list[list[int]]:
+    """Rows of ``widths`` tokens in their order, cut into passes of at most ``ROW_TOKENS``
+    (padded to the pass's widest row; at least one row each)."""
+    groups: list[list[int]] = []
+    widest = 0
+    for i, n in enumerate(widths):
+        if groups and (len(groups[-1]) + 1) * max(widest, n) <= ROW_TOKENS:
+            groups[-1].append(i)
+            widest = max(widest, n)
+        else:
+            groups.append([i])
+            widest = n
+    return groups
+
+
+def _reads_masks(config: Any) -> bool:
+    """Whether the model reads a mask it is given as given (``_masks``): SDPA, eager or the
+    trainer's attention, and layers of full attention or a sliding window only."""
+    from tunelab.training.segment_attention import NAME
+
+    text = getattr(config, "text_config", None) or config
+    kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
+    impl = getattr(config, "_attn_implementation", None) or "sdpa"
+    return impl in ("sdpa", "eager", NAME) and kinds <= {"full_attention", "sliding_attention"}
+
+
+def _masks(config: Any, allowed: Any, positions: Any) -> Any:
+    """The attention mask to hand the decoder for rows whose query ``i`` may attend to key ``j``
+    where ``allowed[b, i, j]`` (tokens at ``positions``): one mask, or one per kind of layer
+    where the config names its layers' kinds (a sliding window's layers see no further back
+    than their window); boolean, or added to the scores for eager attention."""
+    import torch
+
+    eager = getattr(config, "_attn_implementation", None) == "eager"
+    text = getattr(config, "text_config", None) or config
+
+    def form(mask: Any) -> Any:
+        mask = mask[:, None]
+        if not eager:
+            return mask
+        return torch.zeros(mask.shape, device=mask.device).masked_fill_(
+            ~mask, torch.finfo(torch.float32).min)
+
+    kinds = getattr(text, "layer_types", None)
+    if kinds is None:
+        return form(allowed)
+    masks = {"full_attention": form(allowed)}
+    if "sliding_attention" in kinds:
+        window = getattr(text, "sliding_window", None)
+        near = allowed if not window else allowed & (
+            positions[:, :, None] - positions[:, None, :] < window)
+        masks["sliding_attention"] = form(near)
+    return masks
+
+
+def _masked_scores(lm: Any, decoder: Any, prompts: list[list[int]],
+                   label_ids: Sequence[list[int]], device: Any) -> list[list[float]]:
+    """Each prompt's log-probability of each label, one row per prompt (``most_likely_labels``):
+    the prompt, then each label's tokens but its last, attending to the prompt and to their own
+    label's earlier tokens; a row's padding attends to itself alone (a query with nothing to
+    attend to would make NaNs that its keys' zero weights would still carry)."""
+    import torch
+
+    tail = sum(len(ids) - 1 for ids in label_ids)
+    width = max(len(p) for p in prompts) + tail
+    rows = len(prompts)
+    ids = torch.zeros((rows, width), dtype=torch.long)
+    positions = torch.zeros((rows, width), dtype=torch.long)
+    allowed = torch.eye(width, dtype=torch.bool).repeat(rows, 1, 1)
+    picks: list[tuple[int, int, int, int]] = []  # (row, position read, target, label)
+    for b, prompt in enumerate(prompts):
+        n = len(prompt)
+        ids[b, :n] = torch.tensor(prompt)
+        positions[b, :n] = torch.arange(n)
+        allowed[b, :n, :n] = torch.ones((n, n), dtype=torch.bool).tril()
+        at = n
+        for k, label in enumerate(label_ids):
+            m = len(label) - 1
+            picks.append((b, n - 1, label[0], k))  # the prompt's last predicts its first
+            if m:
+                ids[b, at:at + m] = torch.tensor(label[:-1])
+                positions[b, at:at + m] = torch.arange(n, n + m)
+                allowed[b, at:at + m, :n] = True
+                allowed[b, at:at + m, at:at + m] = torch.ones((m, m), dtype=torch.bool).tril()
+                picks += [(b, at + j, label[j + 1], k) for j in range(m)]
+            at += m
+    ids, positions, allowed = ids.to(device), positions.to(device), allowed.to(device)
+    hidden = decoder(input_ids=ids, position_ids=positions, use_cache=False,
+                     attention_mask=_masks(lm.config, allowed, positions)).last_hidden_state
+    # each position read once, however many labels it predicts a token of
+    read = sorted({(b, at) for b, at, _, _ in picks})
+    index = {key: i for i, key in enumerate(read)}
+    vectors = hidden[[b for b, _ in read], [at for _, at in read]]
+    where = torch.tensor([index[(b, at)] for b, at, _, _ in picks], device=device)
+    target = torch.tensor([t for _, _, t, _ in picks], device=device)
+    logp = torch.empty(len(picks), device=device)
+    for i in range(0, len(read), CHOICE_CHUNK):
+        ls = torch.log_softmax(head_logits(lm, vectors[i:i + CHOICE_CHUNK]), dim=-1)
+        inside = (where >= i) & (where < i + CHOICE_CHUNK)
+        logp[inside] = ls[where[inside] - i, target[inside]]
+    scores = [[0.0] * len(label_ids) for _ in prompts]
+    for (b, _, _, k), value in zip(picks, logp.tolist(), strict=True):
+        scores[b][k] += value
+    return scores
+
+
+def _prompt_groups(lengths: Sequence[int], label_count: int, width: int, per_token: int,
+                   cache_bytes: int) -> list[list[int]]:
+    """The prompts (of ``lengths`` tokens) in their order, cut into the groups that are run
+    together: at most ``ANSWER_BATCH`` each, and as many as keep one row per (prompt, label)
+    pair of the group's widest prompt and ``width`` label tokens within ``cache_bytes``; at
+    least one each."""
+    groups: list[list[int]] = []
+    widest = 0
+    for i, n in enumerate(lengths):
+        if groups:
+            wider = max(widest, n)
+            rows = (len(groups[-1]) + 1) * label_count
+            if (len(groups[-1]) < ANSWER_BATCH
+                    and rows * (wider + width) * per_token <= cache_bytes):
+                groups[-1].append(i)
+                widest = wider
+                continue
+        groups.append([i])
+        widest = n
+    return groups
+
+
+def _cached_scores(lm: Any, decoder: Any, prompts: list[list[int]],
+                  label_ids: Sequence[list[int]], width: int, row_bytes: int,
+                  cache_bytes: int, device: Any) -> list[list[float]]:
+    """Each prompt's log-probability of each label (``most_likely_labels``); ``row_bytes``:
+    the cache's bytes per position of one row for every prompt (a label's share of a pass)."""
+    import copy
+
     import torch
     from transformers import DynamicCache
 
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = lm.get_decoder()
-    rows = len(label_ids)
-    width = max(len(ids) for ids in label_ids) - 1  # a label's last token predicts nothing
-    targets = torch.tensor([t for ids in label_ids for t in ids], device=device)
-    best = []
-    for prompt in prompts:
-        first = decoder(input_ids=torch.tensor([list(prompt)], device=device), use_cache=True,
-                        **with_cache(decoder, DynamicCache(config=lm.config)))
-        picked = [first.last_hidden_state[0, -1:].expand(rows, -1)]  # predicts every label's 1st
+    widest = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (widest - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (widest - len(p)) + [1] * len(p) for p in prompts],
+                        device=device)
+    first = decoder(input_ids=ids, attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True,
+                    **with_cache(decoder, DynamicCache(config=lm.config)))
+    last = first.last_hidden_state[:, -1]  # predicts every label's first token
+    per_share = max(1, cache_bytes // max(1, (widest + width) * row_bytes))
+    shares = [list(range(k, min(len(label_ids), k + per_share)))
+              for k in range(0, len(label_ids), per_share)]
+    scores: list[list[float]] = [[] for _ in prompts]
+    for n, share in enumerate(shares):
+        hidden = None
         if width > 0:
             cache = cache_of(first)
-            cache.batch_repeat_interleave(rows)
-            ids = torch.tensor([list(ids[:-1]) + [0] * (width + 1 - len(ids))
-                                for ids in label_ids], device=device)
-            at = torch.arange(len(prompt), len(prompt) + width, device=device)
-            picked.append(decoder(input_ids=ids, position_ids=at.expand(rows, -1),
-                                  use_cache=True, **with_cache(decoder, cache)).last_hidden_state)
+            if n < len(shares) - 1:  # the prompts' cache serves the next share too
+                cache = copy.deepcopy(cache)
+            cache.batch_repeat_interleave(len(share))
+            rows = len(prompts) * len(share)
+            tokens = torch.tensor([list(label_ids[k][:-1]) + [0] * (width + 1 - len(label_ids[k]))
+                                   for _ in prompts for k in share], device=device)
+            at = (torch.tensor([len(p) for p in prompts], device=device)[:, None]
+                  + torch.arange(width, device=device)).repeat_interleave(len(share), dim=0)
+            hidden = decoder(input_ids=tokens, position_ids=at, use_cache=True,
+                             attention_mask=torch.cat([mask.repeat_interleave(len(share), 0),
+                                                       mask.new_ones((rows, width))], dim=-1),
+                             **with_cache(decoder, cache)).last_hidden_state
         # the hidden state before each label token: the prompt's last, then the label's own
-        hidden = torch.cat([picked[0][:, None], *picked[1:]], dim=1)
-        at_rows = [r for r, ids in enumerate(label_ids) for _ in ids]
-        at_cols = [j for ids in label_ids for j in range(len(ids))]
-        chosen = hidden[at_rows, at_cols]
-        parts = []
-        for i in range(0, len(targets), CHOICE_CHUNK):
-            logits = head_logits(lm, chosen[i:i + CHOICE_CHUNK])  # soft cap as its forward
-            parts.append(torch.log_softmax(logits, dim=-1).gather(
-                -1, targets[i:i + CHOICE_CHUNK, None])[:, 0])
-        logp = torch.cat(parts)
-        scores, at_ = [], 0
-        for ids in label_ids:
-            scores.append(float(logp[at_:at_ + len(ids)].sum()))
-            at_ += len(ids)
-        best.append(max(range(rows), key=scores.__getitem__))
-    return best
+        vectors, targets, owners = [], [], []
+        for b in range(len(prompts)):
+            for j, k in enumerate(share):
+                row = b * len(share) + j
+                for t, token in enumerate(label_ids[k]):
+                    vectors.append(last[b] if t == 0 else hidden[row, t - 1])
+                    targets.append(token)
+                    owners.append((b, j))
+        chosen = torch.stack(vectors)
+        target = torch.tensor(targets, device=device)
+        logp = torch.cat([torch.log_softmax(head_logits(lm, chosen[i:i + CHOICE_CHUNK]), dim=-1)
+                          .gather(-1, target[i:i + CHOICE_CHUNK, None])[:, 0]
+                          for i in range(0, len(targets), CHOICE_CHUNK)]).tolist()
+        sums = [[0.0] * len(share) for _ in prompts]
+        for (b, j), value in zip(owners, logp, strict=True):
+            sums[b][j] += value
+        for b in range(len(prompts)):
+            scores[b] += sums[b]
+    return scores
