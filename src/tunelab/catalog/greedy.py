@@ -45,11 +45,12 @@ def cache_bytes_per_token(config: Any) -> int:
     return layers * 2 * kv_heads * head_dim * 4
 
 
-def answer_batches(lengths: Sequence[int], budget: int, config: Any) -> list[list[int]]:
+def answer_batches(lengths: Sequence[int], budget: int, config: Any, rows_each: int = 1,
+                   cache_bytes: int = CACHE_BYTES) -> list[list[int]]:
     """The prompts (of ``lengths`` tokens, answers of at most ``budget`` tokens) cut into
     batches in their order: at most ``ANSWER_BATCH`` each, and as many as keep the cache of
-    the batch's rows (each as long as its longest prompt plus the budget) within
-    ``CACHE_BYTES``; at least one each."""
+    the batch's rows (``rows_each`` a prompt, each as long as its longest prompt plus the
+    budget) within ``cache_bytes``; at least one each."""
     per_token = cache_bytes_per_token(config)
     batches: list[list[int]] = []
     widest = 0
@@ -57,7 +58,8 @@ def answer_batches(lengths: Sequence[int], budget: int, config: Any) -> list[lis
         if batches:
             wider = max(widest, n)
             rows = len(batches[-1]) + 1
-            if rows <= ANSWER_BATCH and rows * (wider + budget) * per_token <= CACHE_BYTES:
+            if (rows <= ANSWER_BATCH
+                    and rows * rows_each * (wider + budget) * per_token <= cache_bytes):
                 batches[-1].append(i)
                 widest = wider
                 continue

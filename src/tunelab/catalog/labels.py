@@ -37,9 +37,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunelab.catalog.greedy import (
-    ANSWER_BATCH,
     CACHE_BYTES,
     CHOICE_CHUNK,
+    answer_batches,
     cache_bytes_per_token,
     head_logits,
 )
@@ -175,8 +175,9 @@ def most_likely_labels(model: Any, prompts: Sequence[list[int]],
     masked = (_reads_masks(lm.config)
               and max(len(p) for p in prompts) + tail <= masked_width)
     per_token = cache_bytes_per_token(lm.config)
+    # a (prompt, label) row of the cache holds the prompt and the label's tokens
     groups = (_row_groups([len(p) + tail for p in prompts]) if masked else
-              _prompt_groups([len(p) for p in prompts], len(label_ids), width, per_token,
+              answer_batches([len(p) for p in prompts], width, lm.config, len(label_ids),
                              cache_bytes))
     best: list[int] = []
     for group in groups:
@@ -292,28 +293,6 @@ def _masked_scores(lm: Any, decoder: Any, prompts: list[list[int]],
     for (b, _, _, k), value in zip(picks, logp.tolist(), strict=True):
         scores[b][k] += value
     return scores
-
-
-def _prompt_groups(lengths: Sequence[int], label_count: int, width: int, per_token: int,
-                   cache_bytes: int) -> list[list[int]]:
-    """The prompts (of ``lengths`` tokens) in their order, cut into the groups that are run
-    together: at most ``ANSWER_BATCH`` each, and as many as keep one row per (prompt, label)
-    pair of the group's widest prompt and ``width`` label tokens within ``cache_bytes``; at
-    least one each."""
-    groups: list[list[int]] = []
-    widest = 0
-    for i, n in enumerate(lengths):
-        if groups:
-            wider = max(widest, n)
-            rows = (len(groups[-1]) + 1) * label_count
-            if (len(groups[-1]) < ANSWER_BATCH
-                    and rows * (wider + width) * per_token <= cache_bytes):
-                groups[-1].append(i)
-                widest = wider
-                continue
-        groups.append([i])
-        widest = n
-    return groups
 
 
 def _cached_scores(lm: Any, decoder: Any, prompts: list[list[int]],
