@@ -204,15 +204,25 @@ def _row_groups(widths: Sequence[int]) -> list[list[int]]:
     return groups
 
 
+# The model types whose decoders take a prepared mask as given, as ``_masks`` makes it (one
+# for every layer, or one per kind of layer where the config names its layers' kinds); checked
+# against each model's own forward pass (tests/unit/test_labels.py). Any other model reads the
+# labels from a cache, which every decoder takes.
+MASKED_MODEL_TYPES = ("llama", "gemma3_text")
+
+
 def _reads_masks(config: Any) -> bool:
-    """Whether the model reads a mask it is given as given (``_masks``): SDPA, eager or the
-    trainer's attention, and layers of full attention or a sliding window only."""
+    """Whether the model reads a mask it is given as given (``_masks``): a model type of
+    ``MASKED_MODEL_TYPES``, SDPA, eager or the trainer's attention, and layers of full attention
+    or a sliding window only."""
     from tunelab.training.segment_attention import NAME
 
     text = getattr(config, "text_config", None) or config
     kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
     impl = getattr(config, "_attn_implementation", None) or "sdpa"
-    return impl in ("sdpa", "eager", NAME) and kinds <= {"full_attention", "sliding_attention"}
+    return (getattr(text, "model_type", None) in MASKED_MODEL_TYPES
+            and impl in ("sdpa", "eager", NAME)
+            and kinds <= {"full_attention", "sliding_attention"})
 
 
 def _masks(config: Any, allowed: Any, positions: Any) -> Any:
