@@ -145,6 +145,7 @@ def test_label_scores_laid_out_in_one_row_or_read_from_a_cache_are_the_models_ow
         shares = lab._cached_scores(model, decoder, prompts, label_ids, 5, per_token * 3, 1,
                                     "cpu")
         chosen = most_likely_labels(model, prompts, label_ids, "cpu")
+        assert most_likely_labels(model, [], label_ids, "cpu") == []
         # rows too wide to lay out, a cache too small for two pairs: the same choice
         assert most_likely_labels(model, prompts, label_ids, "cpu", cache_bytes=1,
                                   masked_width=0) == chosen

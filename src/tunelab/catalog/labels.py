@@ -168,6 +168,8 @@ def most_likely_labels(model: Any, prompts: Sequence[list[int]],
     answers that were none of a 12-way classifier's labels (an untuned model's) took 7.7 s,
     most of it copying each prompt's keys and values for every label; laid out in rows, 3.5 s
     (docs/quality.md)."""
+    if not prompts:
+        return []
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = lm.get_decoder()
     width = max(len(ids) for ids in label_ids) - 1  # a label's last token predicts nothing
