@@ -263,6 +263,54 @@ def test_a_gated_mlp_is_one_function_that_keeps_two_of_its_four_wide_tensors(
     assert widths == []
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_gated_mlp_told_to_recompute_keeps_none_of_its_width_and_the_same_gradients(
+        models_dir, precision):
+    """Within ``recomputed_mlps(n)`` the first n gated MLPs of a forward pass keep no tensor of
+    their width and make the gate and up products again in the backward pass: the same output
+    and, in fp32, the very same gradients as keeping them (in bf16, where the kept products are
+    rounded, the recomputed ones are the exact ones: the same up to that rounding)."""
+    from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.training.fused_lora import recomputed_mlps
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, precision)
+    model = _peft(base)
+    fuse_lora_layers(model)
+    mlp = model.base_model.model.model.layers[1].mlp
+    wide = mlp.gate_proj.out_features
+    torch.manual_seed(5)
+    x = torch.randn(2, 7, mlp.gate_proj.in_features)
+    for p in mlp.parameters():  # B at random, so every path carries a gradient
+        if p.requires_grad:
+            p.data.normal_(0, 0.05)
+
+    def run(count):
+        model.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_(True)
+        with recomputed_mlps(count):
+            y, widths = _saved_widths(lambda: mlp(xg))
+        (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+        grads = {n: p.grad.clone() for n, p in mlp.named_parameters() if p.requires_grad}
+        return y.detach(), xg.grad, grads, widths
+
+    y_kept, x_kept, kept, widths_kept = run(0)
+    y_again, x_again, again, widths_again = run(1)
+    assert widths_kept.count(wide) == 2 and widths_again.count(wide) == 0
+    assert torch.equal(y_again, y_kept)
+    assert kept.keys() == again.keys() and len(kept) == 6
+    for name, g in [("input", x_kept), *kept.items()]:
+        got = x_again if name == "input" else again[name]
+        if precision == "fp32":
+            assert torch.equal(got, g), name
+        else:
+            assert_gradient_close(got, g, name, rounded=True)
+    # the count is of the forward pass's MLPs: a second call in the same context keeps its own
+    with recomputed_mlps(1):
+        _, first = _saved_widths(lambda: mlp(x.clone().requires_grad_(True)))
+        _, second = _saved_widths(lambda: mlp(x.clone().requires_grad_(True)))
+    assert first.count(wide) == 0 and second.count(wide) == 2
+
+
 def test_a_bf16_base_keeps_one_bf16_copy_of_what_its_step_reads_again(models_dir):
     """A bf16 base's training step (the trainer's layout: packed rows, attention by example,
     fused norms) keeps the norms' outputs, the attention's values and output and the MLP's

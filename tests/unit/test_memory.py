@@ -40,8 +40,11 @@ def test_the_estimate_matches_what_was_counted_on_the_default_model():
 
 def test_a_budget_the_fused_layers_fit_recomputes_only_without_them():
     budget = 560 * MB  # 750 tokens keep ~495 MB fused, ~593 MB with the norms' inputs
-    assert not plan_memory(SMOLLM2, 750, budget).recompute
-    assert plan_memory(SMOLLM2, 750, budget, norms_fused=False).recompute
+    whole = plan_memory(SMOLLM2, 750, budget)
+    assert not whole.recompute and not whole.mlp_per_token
+    # over it: the MLPs' products made again where a step needs it (its MLP is fused)
+    unfused_norms = plan_memory(SMOLLM2, 750, budget, norms_fused=False)
+    assert unfused_norms.mlp_per_token and not unfused_norms.recompute
     assert plan_memory(SMOLLM2, 750, budget, mlp_fused=False).recompute
 
 
@@ -67,23 +70,79 @@ def test_a_run_plans_its_memory_for_the_mlp_it_trains_with(tiny_base, tmp_path):
         assert fused is mlp_fuses(model, targets, 0.0)
 
 
-@pytest.mark.parametrize("tokens, longest, budget_mb, recompute, split", [
-    (600, None, None, False, False),  # no limit known
-    (600, None, 2000, False, False),  # 0.45 GB fits
-    (600, 150, 350, False, True),     # passes of ≤ 530 tokens keep theirs (~350 MB)
-    (600, None, 350, True, False),    # one example of 600 tokens: recomputing keeps ~55 MB
-    (600, 150, 150, True, False),     # passes of ≤ 227 tokens would be too short: recompute
-    (600, None, 30, True, True),      # not even that: passes of at most ~340 tokens
+@pytest.mark.parametrize("tokens, longest, budget_mb, recompute, split, mlp", [
+    (600, None, None, False, False, False),  # no limit known
+    (600, None, 2000, False, False, False),  # 0.45 GB fits
+    (600, 150, 350, False, False, True),     # ~190 MB with every MLP's products made again
+    (600, None, 350, False, False, True),    # one example of 600 tokens: the same
+    (1200, 150, 300, False, True, False),    # ~380 MB even so: passes of ≤ 455 tokens keep theirs
+    (600, 150, 150, True, False, False),     # passes of ≤ 227 tokens would be too short: recompute
+    (600, None, 30, True, True, False),      # not even that: passes of at most ~340 tokens
 ])
-def test_the_plan_follows_the_budget(tokens, longest, budget_mb, recompute, split):
+def test_the_plan_follows_the_budget(tokens, longest, budget_mb, recompute, split, mlp):
     budget = None if budget_mb is None else budget_mb * MB
     plan = plan_memory(SMOLLM2, tokens, budget, longest_example_tokens=longest)
     assert plan.recompute is recompute and (plan.micro_batch_tokens is not None) is split
+    assert bool(plan.mlp_per_token) is mlp
     if split:
         per_token = activation_bytes_per_token(SMOLLM2, recompute)
         assert plan.micro_batch_tokens * per_token <= budget
         assert recompute or plan.micro_batch_tokens >= MIN_PASS_TOKENS
     assert plan.describe()
+
+
+def test_a_step_a_little_over_budget_makes_as_few_layers_mlp_products_again_as_fit_it():
+    """SmolLM2 with a bf16 base keeps ~393 KB a token, ~180 KB of it the MLPs' products (6 KB
+    a layer): within 200 MB a step of 800 tokens fits with every MLP recomputed, and each
+    pass makes as few layers' products again as bring it within the budget."""
+    from tunelab.training.memory import mlp_bytes_per_token
+
+    budget = 200 * MB
+    plan = plan_memory(SMOLLM2, 800, budget, bf16=True)
+    assert not plan.recompute and plan.micro_batch_tokens is None and plan.mlp_per_token
+    kept = activation_bytes_per_token(SMOLLM2, recompute=False, bf16=True)
+    mlp = mlp_bytes_per_token(SMOLLM2, bf16=True)
+    assert plan.recomputed_mlps(500) == 0  # 500 × 393 KB fits
+    for tokens in (600, 700, 800):
+        n = plan.recomputed_mlps(tokens)
+        assert 0 < n <= 30
+        assert tokens * (kept - n * mlp) <= budget < tokens * (kept - (n - 1) * mlp)
+    assert "MLP products" in plan.describe()
+    # too long even so: split as before; the MLP unfused: split or recompute, never this
+    assert not plan_memory(SMOLLM2, 1200, budget, bf16=True).mlp_per_token
+    assert not plan_memory(SMOLLM2, 800, budget, bf16=True, mlp_fused=False).mlp_per_token
+
+
+def test_a_run_whose_steps_recompute_mlp_products_takes_the_very_same_steps(tiny_base, tmp_path,
+                                                                            monkeypatch):
+    """The tiny model (fp32) keeps 5 KB a token, 1 KB of it a layer's MLP products: a budget
+    of 1 MB holds steps of ~200 tokens kept whole and ~340 with both MLPs recomputed. Steps of
+    four examples of 75-85 tokens (~300 as laid out) make both layers' products again, and
+    since that is exact the run's losses are the ones of a run that keeps everything."""
+    from tunelab.data.batches import tokenize_example
+    from tunelab.training import fused_lora
+
+    examples = [Example(f"{i} plus {i + 1} " * (6 + i % 2), f"{2 * i + 1}") for i in range(8)]
+    lengths = sorted(tokenize_example(tiny_base.tokenizer, tiny_base.template, ex).length
+                     for ex in examples)
+    assert 205 < sum(lengths[-4:]) < 340, lengths
+    counts, real = [], fused_lora.recomputed_mlps
+
+    def counted(n):  # the real context, its count recorded (the trainer imports it per run)
+        counts.append(n)
+        return real(n)
+
+    monkeypatch.setattr(fused_lora, "recomputed_mlps", counted)
+    hp = Hyperparameters(epoch_count=1, batch_size=4, learning_rate=0.01)
+    kept = train(tiny_base, examples, hp, tmp_path / "kept", train_memory_mb=4096)
+    assert counts == [0, 0]
+    lean = train(tiny_base, examples, hp, tmp_path / "lean", train_memory_mb=1)
+    assert counts[2:] == [2, 2]  # each step: both layers' MLPs
+    memory = read_manifest(tmp_path / "lean")["memory"]
+    assert memory["mlps_recomputed"] is True and memory["recompute"] is False
+    assert memory["pass_tokens"] is None and "MLP products" in memory["note"]
+    assert read_manifest(tmp_path / "kept")["memory"]["mlps_recomputed"] is False
+    assert [s.mean_loss for s in lean.snapshots] == [s.mean_loss for s in kept.snapshots]
 
 
 def test_a_run_a_little_over_budget_splits_its_batches_without_recomputing(tiny_base, tmp_path):

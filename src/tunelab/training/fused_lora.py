@@ -29,6 +29,8 @@ another variant, a base that is not a plain linear layer) keeps PEFT's forward.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -119,14 +121,19 @@ def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _lora_outputs(xc: torch.Tensor, xl: torch.Tensor, weights: tuple, biases: tuple,
-                  a_s: tuple, b_s: tuple, scalings: tuple) -> tuple[list, torch.Tensor]:
+                  a_s: tuple, b_s: tuple, scalings: tuple, xa: torch.Tensor | None = None,
+                  dtype: torch.dtype | None = None) -> tuple[list, torch.Tensor]:
     """Each layer's ``base(x) + scaling · x Aᵀ Bᵀ`` (2-D, in the adapter's dtype) for layers
     that read one input: ``xc`` in the frozen weights' dtype, ``xl`` in the adapter's. The
-    input is read once for all the A products; also returns them (tokens × sum of ranks)."""
-    xa = xl @ _stacked(a_s).t()
+    input is read once for all the A products; also returns them (tokens × sum of ranks).
+    ``xa``: those products, made already (the same outputs again, to the bit: ``xl`` is not
+    read, and ``dtype`` is the adapter's)."""
+    if xa is None:
+        xa = xl @ _stacked(a_s).t()
+    dtype = dtype or xl.dtype
     outs, start = [], 0
     for weight, bias, a, b, scaling in zip(weights, biases, a_s, b_s, scalings, strict=True):
-        y = _as(F.linear(xc, weight, bias), xl.dtype)
+        y = _as(F.linear(xc, weight, bias), dtype)
         y.addmm_(xa[:, start:start + a.shape[0]], b.t(), alpha=scaling)
         start += a.shape[0]
         outs.append(y)
@@ -215,6 +222,36 @@ class _LoraGroup(torch.autograd.Function):
         return (grad_x, None, None, *_interleaved(grad_a, grad_b))
 
 
+class _MlpRecompute(threading.local):
+    """How many more gated MLPs of the forward pass under way make their gate and up
+    products again in the backward pass instead of keeping them (``recomputed_mlps``)."""
+
+    left = 0
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
+_mlp_recompute = _MlpRecompute()
+
+
+@contextmanager
+def recomputed_mlps(count: int) -> Iterator[None]:
+    """Within this context the first ``count`` gated MLPs a forward pass runs
+    (``_LoraMlp``) keep only what their LoRA layers keep and make their gate and up products
+    again in the backward pass: one layer's share of the MLP's width less kept per token
+    (``memory.py``), for two frozen products more in that layer's backward pass."""
+    before = _mlp_recompute.left
+    _mlp_recompute.left = count
+    try:
+        yield
+    finally:
+        _mlp_recompute.left = before
+
+
 class _LoraMlp(torch.autograd.Function):
     """A gated MLP, ``down(act(gate(x)) · up(x))``, whose three projections are LoRA layers,
     in one function. Autograd would keep four tensors of the MLP's width for the backward pass
@@ -241,7 +278,12 @@ class _LoraMlp(torch.autograd.Function):
         h = act(g) * u
         (y,), ha = _lora_outputs(h.to(weights[2].dtype), h, weights[2:], biases[2:], a_s[2:],
                                  b_s[2:], scalings[2:])
-        if keeps_bf16(weights[0].dtype):  # as precise as the frozen layers' inputs
+        ctx.biases = None
+        if _mlp_recompute.take() and any(ctx.needs_input_grad):
+            # made again from the kept input and its A products (recomputed_mlps)
+            ctx.biases = biases[:2]
+            g = u = xa.new_empty(0)
+        elif keeps_bf16(weights[0].dtype):  # as precise as the frozen layers' inputs
             g, u = g.to(torch.bfloat16), u.to(torch.bfloat16)
         ctx.save_for_backward(_kept_input(xc, xl), xa, g, u, ha, *weights, *a_s, *b_s)
         ctx.act, ctx.scalings, ctx.x_shape, ctx.x_dtype = act, scalings, shape, x.dtype
@@ -252,6 +294,10 @@ class _LoraMlp(torch.autograd.Function):
         xk, xa, g, u, ha, *rest = ctx.saved_tensors
         weights, a_s, b_s = rest[:3], rest[3:6], rest[6:]
         xl = _as(xk, a_s[0].dtype)
+        if ctx.biases is not None:  # the forward's products again, to the bit
+            (g, u), _ = _lora_outputs(_as(xk, weights[0].dtype), xk, weights[:2], ctx.biases,
+                                      a_s[:2], b_s[:2], ctx.scalings[:2], xa, xl.dtype)
+            ctx.biases = None
         g, u = _as(g, xl.dtype), _as(u, xl.dtype)
         needs = ctx.needs_input_grad  # (x, act, scalings, out_dtype, then W, bias, A, B × 3)
         need_a, need_b, s = needs[6::4], needs[7::4], ctx.scalings

@@ -450,6 +450,7 @@ def train(
         fuse_lora_layers,
         kept_dtype,
         mlp_fuses,
+        recomputed_mlps,
         release_cast,
     )
     from tunelab.training.fused_norm import fuse_rms_norms, norms_fuse
@@ -614,7 +615,9 @@ def train(
                 for micro in _micro_batches(items, memory.micro_batch_tokens, span, share):
                     mb = pack(micro, pad_id, span, share) if span else collate(micro, pad_id)
                     mb = mb.to(base.device)
-                    loss = output_loss_sum(model, mb, memory.recompute) / n_tokens
+                    # as few layers' MLP products as fit the budget made again (memory.py)
+                    with recomputed_mlps(memory.recomputed_mlps(mb.input_ids.numel())):
+                        loss = output_loss_sum(model, mb, memory.recompute) / n_tokens
                     # recomputed layers attend, and keep what they keep, as in the forward
                     with segments(mb.segments, mb.prefix, kept):
                         loss.backward()
@@ -678,6 +681,7 @@ def train(
         # whether activations were kept or recomputed, and the budget (memory.py)
         "memory": {"budget_mb": None if memory.budget is None else memory.budget // MB,
                    "recompute": memory.recompute, "pass_tokens": memory.micro_batch_tokens,
+                   "mlps_recomputed": bool(memory.mlp_per_token),
                    "note": memory.describe()},
         "status": status,
         "base_model": base.spec.id,
