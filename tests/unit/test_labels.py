@@ -154,6 +154,18 @@ def test_label_scores_laid_out_in_one_row_or_read_from_a_cache_are_the_models_ow
     assert chosen == [max(range(4), key=row.__getitem__) for row in want]
 
 
+def test_the_trainers_attention_scores_labels_in_rows_too(tiny_base):
+    """The validation scores of a training run read labels through the trainer's own attention
+    (training/segment_attention.py), which applies a mask it is given as SDPA does."""
+    from tunelab.catalog import labels as lab
+    from tunelab.training.loop import _private_model
+    from tunelab.training.segment_attention import NAME, use_segment_attention
+
+    model = _private_model(tiny_base.model)
+    assert use_segment_attention(model) and model.config._attn_implementation == NAME
+    assert lab._reads_masks(model.config)
+
+
 @pytest.fixture(scope="module")
 def classifier(tiny_base, tmp_path_factory):
     """A tiny model tuned a little on a 12-way classification: it answers mostly nonsense,

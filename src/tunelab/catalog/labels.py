@@ -213,17 +213,27 @@ def _row_groups(widths: Sequence[int]) -> list[list[int]]:
 MASKED_MODEL_TYPES = ("llama", "gemma3_text")
 
 
+# The attention implementations that apply a mask they are given as given: transformers' own,
+# and any that registers itself here (the trainer's, which falls back to SDPA with the mask it
+# is given: training/segment_attention.py).
+_MASK_READERS = {"sdpa", "eager"}
+
+
+def reads_masks_as_sdpa(implementation: str) -> None:
+    """Declare that the attention implementation named ``implementation`` applies a mask it is
+    given as SDPA does, so a model using it lays its labels out in rows (``_masks``)."""
+    _MASK_READERS.add(implementation)
+
+
 def _reads_masks(config: Any) -> bool:
     """Whether the model reads a mask it is given as given (``_masks``): a model type of
-    ``MASKED_MODEL_TYPES``, SDPA, eager or the trainer's attention, and layers of full attention
-    or a sliding window only."""
-    from tunelab.training.segment_attention import NAME
-
+    ``MASKED_MODEL_TYPES``, an attention implementation of ``_MASK_READERS``, and layers of full
+    attention or a sliding window only."""
     text = getattr(config, "text_config", None) or config
     kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
     impl = getattr(config, "_attn_implementation", None) or "sdpa"
     return (getattr(text, "model_type", None) in MASKED_MODEL_TYPES
-            and impl in ("sdpa", "eager", NAME)
+            and impl in _MASK_READERS
             and kinds <= {"full_attention", "sliding_attention"})
 
 

@@ -91,8 +91,11 @@ def _register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+    from tunelab.catalog.labels import reads_masks_as_sdpa
+
     AttentionInterface.register(NAME, segment_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)  # the fallback reads SDPA's mask
+    reads_masks_as_sdpa(NAME)  # and applies a mask it is given as SDPA does
     _registered.append(True)
 
 
