@@ -12,8 +12,8 @@ trainer first has the gated MLPs make their gate and up products again in the ba
 instead of keeping them (``fused_lora.recomputed_mlps``: ~46% of what a bf16 base's step keeps,
 for two frozen products more per layer), in as few layers as bring each step within the budget
 and only in the steps over it, where every layer's would fit the longest step; else it splits
-batches into passes (micro-batches whose gradients add up to the same
-step) that fit, as long as a pass holds at least ``MIN_PASS_TOKENS``; short of that it
+batches into passes (micro-batches whose gradients add up to the same step) that fit, as long
+as a pass holds at least ``MIN_PASS_TOKENS``; short of that it
 recomputes: each decoder layer keeps only its input, and its insides are computed again during
 the backward pass (transformers' gradient checkpointing), ~0.1 MB per token, for about a third
 more compute per step, and splits batches too if even that would not fit. (On the throughput
