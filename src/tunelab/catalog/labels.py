@@ -304,15 +304,26 @@ def _masked_scores(lm: Any, decoder: Any, prompts: list[list[int]],
     read = sorted({(b, at) for b, at, _, _ in picks})
     index = {key: i for i, key in enumerate(read)}
     vectors = hidden[[b for b, _ in read], [at for _, at in read]]
-    where = torch.tensor([index[(b, at)] for b, at, _, _ in picks], device=device)
-    target = torch.tensor([t for _, _, t, _ in picks], device=device)
-    logp = torch.empty(len(picks), device=device)
-    for i in range(0, len(read), CHOICE_CHUNK):
+    return _log_prob_sums(lm, vectors, [(index[(b, at)], t, b, k) for b, at, t, k in picks],
+                          len(prompts), len(label_ids))
+
+
+def _log_prob_sums(lm: Any, vectors: Any, picks: Sequence[tuple[int, int, int, int]],
+                   prompts: int, labels: int) -> list[list[float]]:
+    """Each prompt's sum of its labels' token log-probabilities: ``picks`` are (the hidden
+    state of ``vectors`` that predicts a token, the token, its prompt, its label); the logits
+    are made ``CHOICE_CHUNK`` hidden states at a time."""
+    import torch
+
+    where = torch.tensor([v for v, _, _, _ in picks], device=vectors.device)
+    target = torch.tensor([t for _, t, _, _ in picks], device=vectors.device)
+    logp = torch.empty(len(picks), device=vectors.device)
+    for i in range(0, vectors.shape[0], CHOICE_CHUNK):
         ls = torch.log_softmax(head_logits(lm, vectors[i:i + CHOICE_CHUNK]), dim=-1)
         inside = (where >= i) & (where < i + CHOICE_CHUNK)
         logp[inside] = ls[where[inside] - i, target[inside]]
-    scores = [[0.0] * len(label_ids) for _ in prompts]
-    for (b, _, _, k), value in zip(picks, logp.tolist(), strict=True):
+    scores = [[0.0] * labels for _ in range(prompts)]
+    for (_, _, b, k), value in zip(picks, logp.tolist(), strict=True):
         scores[b][k] += value
     return scores
 
@@ -356,22 +367,14 @@ def _cached_scores(lm: Any, decoder: Any, prompts: list[list[int]],
                                                        mask.new_ones((rows, width))], dim=-1),
                              **with_cache(decoder, cache)).last_hidden_state
         # the hidden state before each label token: the prompt's last, then the label's own
-        vectors, targets, owners = [], [], []
+        vectors, picks = [], []
         for b in range(len(prompts)):
             for j, k in enumerate(share):
                 row = b * len(share) + j
                 for t, token in enumerate(label_ids[k]):
+                    picks.append((len(vectors), token, b, j))
                     vectors.append(last[b] if t == 0 else hidden[row, t - 1])
-                    targets.append(token)
-                    owners.append((b, j))
-        chosen = torch.stack(vectors)
-        target = torch.tensor(targets, device=device)
-        logp = torch.cat([torch.log_softmax(head_logits(lm, chosen[i:i + CHOICE_CHUNK]), dim=-1)
-                          .gather(-1, target[i:i + CHOICE_CHUNK, None])[:, 0]
-                          for i in range(0, len(targets), CHOICE_CHUNK)]).tolist()
-        sums = [[0.0] * len(share) for _ in prompts]
-        for (b, j), value in zip(owners, logp, strict=True):
-            sums[b][j] += value
+        sums = _log_prob_sums(lm, torch.stack(vectors), picks, len(prompts), len(share))
         for b in range(len(prompts)):
             scores[b] += sums[b]
     return scores
