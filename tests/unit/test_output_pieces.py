@@ -101,18 +101,23 @@ def test_served_answers_do_not_end_before_the_pieces(tiny_serving_base, extracto
     adapter, bare = extractor
     gen = Generator(tiny_serving_base)
     cfg = GenerationConfig(max_output_tokens=64)
-    prompts = [f"Someone went somewhere on day {i}." for i in range(8)]
+    # which prompts a tiny random model ends early depends on the CPU's rounding in training
+    # (none of the first 8 on an AVX2-only CPU, 8 of the next 32), so the guard is checked on
+    # 40 and the batched and streamed answers on the first 8
+    asked = [f"Someone went somewhere on day {i}." for i in range(40)]
+    prompts = asked[:8]
     pieces = ["people: ", "; cities: "]
 
     def served(adapter_dir):
         return [gen.generate([("user", p)], None, cfg, adapter_dir).candidates[0]
-                for p in prompts]
+                for p in asked]
 
     guarded, free = served(adapter), served(bare)
     # every answer either holds the pieces or ran out of tokens: none ended without them
     assert all(has_pieces(c.text, pieces) or c.finish_reason == "MAX_TOKENS" for c in guarded)
     # on its own the model ends some answers early: the guard is what changed them
     assert any(c.finish_reason == FINISHED and not has_pieces(c.text, pieces) for c in free)
+    guarded = guarded[:8]
     # batched (tunelab eval) and streamed answers are the same
     batched = gen.answers([([("user", p)], None) for p in prompts], 64, adapter)
     assert batched == [c.text for c in guarded]
