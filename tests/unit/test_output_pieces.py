@@ -117,10 +117,9 @@ def test_served_answers_do_not_end_before_the_pieces(tiny_serving_base, extracto
     assert all(has_pieces(c.text, pieces) or c.finish_reason == "MAX_TOKENS" for c in guarded)
     # on its own the model ends some answers early: the guard is what changed them
     assert any(c.finish_reason == FINISHED and not has_pieces(c.text, pieces) for c in free)
-    guarded = guarded[:8]
     # batched (tunelab eval) and streamed answers are the same
     batched = gen.answers([([("user", p)], None) for p in prompts], 64, adapter)
-    assert batched == [c.text for c in guarded]
+    assert batched == [c.text for c in guarded[:len(prompts)]]
     streamed = "".join(ch.text for ch in gen.stream([("user", prompts[0])], None, cfg, adapter))
     assert streamed == guarded[0].text
 
