@@ -314,10 +314,14 @@ def test_answers_the_loss_pass_determines_are_not_generated_again(models_dir, tm
     evaluator = Evaluator(base, examples, ACCURACY)
     decode = evaluate.greedy_answers
     started: list[list[int]] = []  # what each generated answer was given to go on from
+    reused: list[bool] = []  # whether it went on from the pass's keys and values
 
-    def watched(model, prompts, replies, pad_id, device):
+    def watched(model, prompts, replies, pad_id, device, prefilled=None):
         started.extend(list(reply.ids) for reply in replies)
-        return decode(model, prompts, replies, pad_id, device)
+        reused.extend(p is not None and p.tokens == (list(q) + r.ids)[:-1]
+                      for p, q, r in zip(prefilled or [None] * len(replies), prompts, replies,
+                                         strict=True))
+        return decode(model, prompts, replies, pad_id, device, prefilled)
 
     monkeypatch.setattr(evaluate, "greedy_answers", watched)
     with torch.no_grad():
@@ -328,6 +332,7 @@ def test_answers_the_loss_pass_determines_are_not_generated_again(models_dir, tm
     right = sum(a == ex.output for ex, a in zip(examples, scored, strict=True))
     assert right and 0 < len(started) <= len(examples) - right  # every right one: the pass's
     assert all(len(ids) >= 1 for ids in started)  # each went on from the pass's choices
+    assert all(reused)  # and from the pass's keys and values: its prompt not computed again
     assert abs(loss - evaluator.evaluate(model, 1).validation_loss) < 1e-6
 
 
@@ -404,8 +409,8 @@ def test_the_loss_pass_makes_its_logits_a_chunk_at_a_time(models_dir, monkeypatc
     sizes: list[int] = []
     chunks = loop.output_logit_chunks
 
-    def watched(model, batch, max_bytes):
-        for logits, targets in chunks(model, batch, max_bytes):
+    def watched(model, batch, max_bytes, cache=None):
+        for logits, targets in chunks(model, batch, max_bytes, cache):
             sizes.append(logits.shape[0])
             yield logits, targets
 
@@ -458,3 +463,34 @@ def test_compare_times_a_few_answers_alone_and_answers_the_rest_together(models_
     together, single, oracle = out["results"]
     assert together["score"] == single["score"] and together["mean_latency_ms"] > 0
     assert oracle["score"] == 1.0
+
+
+def test_undecided_answers_go_on_from_the_loss_pass_keys_and_values(models_dir, monkeypatch):
+    """An answer the loss pass leaves undecided is decoded on from the keys and values that pass
+    computed for its prompt and its choices so far (packed rows with a shared prefix, and
+    padded rows): the first decoding pass reads one token a row, and the loss and answers are
+    those of decoding from the prompts again (the pass's states not kept)."""
+    import tunelab.catalog.kv_cache as kv_cache
+    from tunelab.training.evaluate import Evaluator
+
+    base, model, packed, loss, answers = _packed_and_padded(models_dir)
+    padded = Evaluator(base, packed.examples, ACCURACY)
+    widths: list[int] = []  # tokens a row of each decoding pass reads
+    forward = model.forward
+
+    def watched(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", watched)
+    with torch.no_grad():
+        for evaluator in (packed, padded):
+            widths.clear()
+            assert evaluator.score(model) == (pytest.approx(loss, abs=1e-5), answers)
+            assert widths and max(widths) == 1  # no pass over a prompt
+        monkeypatch.setattr(kv_cache, "PASS_CACHE_BYTES", 0)  # nothing kept: prompts again
+        widths.clear()
+        again_loss, again = packed.score(model)
+    assert max(widths) > 1
+    assert abs(again_loss - loss) < 1e-5
+    assert again == answers

@@ -216,10 +216,12 @@ def test_answers_read_from_the_expected_outputs_equal_the_decoded_ones(models_di
     gen = Generator(load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32"))
     decode = greedy._decode
     decoded: list[list[int]] = []  # what each decoded answer went on from
+    prefilled: list[bool] = []  # whether from the pass's keys and values (one token a row)
 
-    def watched(model, prompts, replies, pad_id, device):
+    def watched(model, prompts, replies, pad_id, device, ready=None):
         decoded.extend(list(r.ids) for r in replies)
-        return decode(model, prompts, replies, pad_id, device)
+        prefilled.append(ready is not None)
+        return decode(model, prompts, replies, pad_id, device, ready)
 
     monkeypatch.setattr(greedy, "_decode", watched)
     requests = [([("user", f"question {i}" + " again" * (i % 3))], None) for i in range(18)]
@@ -231,6 +233,7 @@ def test_answers_read_from_the_expected_outputs_equal_the_decoded_ones(models_di
     assert gen.answers(requests, 8, yes, expected=expected) == alone
     # the wrong ones decoded, each from the pass's choices; the right ones (most) read off it
     assert 6 <= len(decoded) <= 18 - alone.count("yes") + 6 and all(ids for ids in decoded)
+    assert prefilled and all(prefilled)  # their prompts not computed again
     # an expected output longer than the answer may run is read no further than that
     short = GenerationConfig(temperature=0.0, max_output_tokens=2)
     cut = [gen.generate(turns, system, short, yes).text for turns, system in requests[:4]]
@@ -240,6 +243,7 @@ def test_answers_read_from_the_expected_outputs_equal_the_decoded_ones(models_di
     noise = ["some words " * (i % 4) + "end" for i in range(18)]
     assert gen.answers(requests, 8, None, expected=noise) == base_alone
     assert len(decoded) == 18 - sum(a == e for a, e in zip(base_alone, noise, strict=True))
+    assert all(prefilled)
 
 
 def test_answer_batches_keep_the_cache_within_its_bound(tiny_serving_base):

@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunelab.catalog.copying import choose, prefer_copies, top_candidates
-from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
+from tunelab.catalog.kv_cache import (
+    Prefilled,
+    cache_of,
+    growing_cache,
+    prefilled_cache,
+    states_at,
+    with_cache,
+)
 from tunelab.catalog.stopping import Reply, refuse_end
 
 # Prompts answered together: at most ANSWER_BATCH, and as many as keep their decoding cache
@@ -69,33 +76,53 @@ def answer_batches(lengths: Sequence[int], budget: int, config: Any, rows_each: 
 
 
 def greedy_answers(model: Any, prompts: Sequence[list[int]], replies: Sequence[Reply],
-                   pad_id: int | None, device: Any) -> list[str]:
+                   pad_id: int | None, device: Any,
+                   prefilled: Sequence[Prefilled | None] | None = None) -> list[str]:
     """Every reply finished greedily, and each one's text: a reply already done is not decoded
     again, and one that already holds tokens (``start_from_choices``) goes on from its prompt
     (token ids) followed by them. The rest are decoded together: the prompts padded on the
     left, each with its own positions, each token fed to its ``Reply`` until every one is done.
+    ``prefilled`` (one per reply, or None): the keys and values a pass that read the choices
+    already computed (``kv_cache.states_at``); where every row to decode has them for all its
+    tokens but the last, decoding begins from them instead of computing its prompts again.
     The caller chooses the grad mode (``torch.no_grad`` in training, where tensors made in
     inference mode could not take part in the steps that follow; else ``inference_mode``)."""
     rows = [i for i, r in enumerate(replies) if not r.done]
     if rows:
-        _decode(model, [list(prompts[i]) + replies[i].ids for i in rows],
-                [replies[i] for i in rows], pad_id, device)
+        sequences = [list(prompts[i]) + replies[i].ids for i in rows]
+        ready = None
+        if prefilled is not None:
+            ready = [prefilled[i] for i in rows]
+            if not all(p is not None and p.tokens == s[:-1] for p, s in zip(
+                    ready, sequences, strict=True)):
+                ready = None
+        _decode(model, sequences, [replies[i] for i in rows], pad_id, device, ready)
     return [r.text() for r in replies]
 
 
 def _decode(model: Any, prompts: list[list[int]], replies: list[Reply], pad_id: int | None,
-            device: Any) -> None:
+            device: Any, prefilled: list[Prefilled] | None = None) -> None:
+    """``prompts`` decoded on, each token fed to its reply. With ``prefilled`` (each row's
+    keys and values for all its tokens but the last) the first pass reads one token a row."""
     import torch
 
-    width = max(len(p) for p in prompts)
-    pad = pad_id if pad_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
-                        device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
     # no row holds more than its prompt's width and the largest budget left (kv_cache.py)
-    room = width + max(r.budget - len(r.ids) for r in replies)
-    past, cur = growing_cache(model.config, room), ids
+    budget = max(r.budget - len(r.ids) for r in replies)
+    if prefilled is None:
+        width = max(len(p) for p in prompts)
+        pad = pad_id if pad_id is not None else 0
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
+                            device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        past, cur = growing_cache(model.config, width + budget), ids
+    else:
+        width = max(len(p) for p in prompts) - 1  # the cached part, padded on the left
+        mask = torch.tensor([[0] * (width + 1 - len(p)) + [1] * len(p) for p in prompts],
+                            device=device)
+        positions = torch.tensor([[len(p) - 1] for p in prompts], device=device)
+        past = prefilled_cache(model.config, prefilled, width + 1 + budget)
+        cur = torch.tensor([[p[-1]] for p in prompts], device=device)
     while not all(r.done for r in replies):
         out = model(input_ids=cur, attention_mask=mask, position_ids=positions,
                     use_cache=True, logits_to_keep=1, **with_cache(model, past))
@@ -129,14 +156,17 @@ CHOICE_CHUNK = 64
 
 
 def choices_along(model: Any, prompts: Sequence[list[int]], outputs: Sequence[list[int]],
-                  pad_id: int | None, device: Any) -> list[list[tuple[list[float], list[int]]]]:
+                  pad_id: int | None, device: Any, cache: Any = None
+                  ) -> list[list[tuple[list[float], list[int]]]]:
     """Greedy's candidates for the next token (the ``CANDIDATES`` most likely: logits and
     token ids, most likely first) after the prompt and after every prefix of the expected
     output, for each (prompt, expected output tokens) pair: one forward pass for all of them
     (rows padded on the right), logits only where a choice is read. As long as each choice
     equals the expected token, greedy decoding would have chosen exactly these tokens; so a
     model that has learnt its task has most answers decided by this one pass
-    (``start_from_choices``), and the rest are decoded on from their first mismatch."""
+    (``start_from_choices``), and the rest are decoded on from their first mismatch.
+    ``cache`` (``kv_cache.pass_cache``): the pass's keys and values are kept in it, each row's
+    token ``j`` at column ``j`` (``pass_states``)."""
     import torch
 
     lengths = [len(p) + len(o) - 1 for p, o in zip(prompts, outputs, strict=True)]
@@ -148,8 +178,10 @@ def choices_along(model: Any, prompts: Sequence[list[int]], outputs: Sequence[li
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False
-                              ).last_hidden_state
+    decoder = lm.get_decoder()
+    kept = {} if cache is None else with_cache(decoder, cache)
+    hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=cache is not None, **kept
+                     ).last_hidden_state
     at_rows = [r for r, o in enumerate(outputs) for _ in o]
     at_cols = [len(p) - 1 + j for p, o in zip(prompts, outputs, strict=True)
                for j in range(len(o))]
@@ -161,6 +193,20 @@ def choices_along(model: Any, prompts: Sequence[list[int]], outputs: Sequence[li
         out.append(flat[at:at + len(o)])
         at += len(o)
     return out
+
+
+def pass_states(cache: Any, prompts: Sequence[list[int]], outputs: Sequence[list[int]],
+                replies: Sequence[Reply]) -> list[Prefilled | None]:
+    """For each reply ``choices_along`` left undecided, the keys and values its pass (kept in
+    ``cache``) computed for the reply's prompt and all its tokens but the last (those it holds
+    match the expected output's up to its last), to decode on from (``greedy_answers``)."""
+    kept: list[Prefilled | None] = []
+    for r, (p, o, reply) in enumerate(zip(prompts, outputs, replies, strict=True)):
+        n = len(p) + len(reply.ids) - 1
+        row = (list(p) + list(o))[:len(p) + len(o) - 1]  # what the pass read in row r
+        kept.append(None if reply.done or n < 1 or n > len(row) else
+                    states_at(cache, r, list(range(n)), row[:n]))
+    return kept
 
 
 def start_from_choices(reply: Reply, expected: Sequence[int],

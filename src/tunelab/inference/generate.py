@@ -22,11 +22,13 @@ from typing import Any
 from tunelab.catalog.copying import copy_source, prefer_copies
 from tunelab.catalog.greedy import (
     answer_batches,
+    cache_bytes_per_token,
     choices_along,
     greedy_answers,
+    pass_states,
     start_from_choices,
 )
-from tunelab.catalog.kv_cache import cache_of, growing_cache, with_cache
+from tunelab.catalog.kv_cache import cache_of, growing_cache, pass_cache, with_cache
 from tunelab.catalog.labels import answers_as_labels, is_label, labels_to_end_at
 from tunelab.catalog.loading import LoadedBase
 from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids, refuse_end
@@ -281,12 +283,20 @@ class Generator:
                              labels_to_end_at(labels, label_ids, budget))
                        for i, budget in zip(group, budgets, strict=True)]
             with self._weights(adapter) as model:
+                kept = None
                 if wanted is not None:  # no further than an answer may run
                     outputs = [wanted[i][:r.budget] for i, r in zip(group, replies, strict=True)]
-                    chosen = choices_along(model, batch, outputs, pad, self.base.device)
+                    # the pass's keys and values: the undecided answers go on from them
+                    config = self.base.model.config
+                    cache = pass_cache(config, len(batch) * max(
+                        len(p) + len(o) for p, o in zip(batch, outputs, strict=True)),
+                        cache_bytes_per_token(config))
+                    chosen = choices_along(model, batch, outputs, pad, self.base.device, cache)
                     replies = [start_from_choices(r, o, c) for r, o, c
                                in zip(replies, outputs, chosen, strict=True)]
-                answered = greedy_answers(model, batch, replies, pad, self.base.device)
+                    kept = pass_states(cache, batch, outputs, replies)
+                    del cache
+                answered = greedy_answers(model, batch, replies, pad, self.base.device, kept)
                 if labels:
                     answers_as_labels(model, batch, answered, labels, label_ids,
                                       self.base.device, [r.budget for r in replies])

@@ -32,7 +32,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tunelab.catalog.copying import copy_source, top_candidates
-from tunelab.catalog.greedy import answer_batches, greedy_answers, start_from_choices
+from tunelab.catalog.greedy import (
+    answer_batches,
+    cache_bytes_per_token,
+    greedy_answers,
+    start_from_choices,
+)
+from tunelab.catalog.kv_cache import Prefilled, pass_cache, states_at
 from tunelab.catalog.labels import answers_as_labels, labels_to_end_at
 from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.data.batches import collate, label_token_ids, pack, tokenize_example
@@ -268,10 +274,15 @@ class Evaluator:
         pad = self.base.tokenizer.pad_token_id
         answers: list[str | None] = []
         started: list[Reply] = []  # each answer as far as the loss pass determines it
+        kept: list[Prefilled | None] = []  # each undecided answer's keys and values so far
+        config = self.base.model.config
         for items in self._loss_groups():
             batch = self._batch(items, pad).to(self.base.device)
             chosen: list[tuple[list[float], list[int]]] = []  # greedy's candidates
-            for logits, targets in output_logit_chunks(model, batch, LOSS_PASS_LOGIT_BYTES):
+            # the pass's keys and values, to decode on from (its prompts not computed again)
+            cache = pass_cache(config, batch.input_ids.numel(), cache_bytes_per_token(config))
+            for logits, targets in output_logit_chunks(model, batch, LOSS_PASS_LOGIT_BYTES,
+                                                       cache):
                 total += float(F.cross_entropy(logits, targets, reduction="sum"))
                 chosen += top_candidates(logits)
                 del logits
@@ -285,7 +296,10 @@ class Evaluator:
                                            it.output_ids, chosen[at:at + n])
                 started.append(reply)
                 answers.append(reply.text() if reply.done else None)
+                kept.append(None if reply.done else _states_before_last(
+                    cache, batch, at, it, len(reply.ids)))
                 at += n
+            del cache
         if on_progress is not None:
             on_progress(sum(a is not None for a in answers), len(self.examples))
         todo = [i for i, a in enumerate(answers) if a is None]
@@ -297,7 +311,7 @@ class Evaluator:
             rows = [todo[g] for g in group]
             for r, a in zip(rows, greedy_answers(
                     model, [prompts[g] for g in group], [started[r] for r in rows], pad,
-                    self.base.device), strict=True):
+                    self.base.device, [kept[r] for r in rows]), strict=True):
                 answers[r] = a
             if on_progress is not None:
                 on_progress(sum(a is not None for a in answers), len(self.examples))
@@ -346,6 +360,26 @@ class Evaluator:
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget,
                      self.pieces, source, self.copies,
                      labels_to_end_at(self.labels, self.label_ids, budget))
+
+
+def _states_before_last(cache: Any, batch: Any, at: int, item: Any, held: int
+                        ) -> Prefilled | None:
+    """The keys and values the loss pass computed for ``item``'s prompt and the first ``held``
+    - 1 tokens of its expected output (all of an undecided answer's tokens but the last: the
+    choices it holds match the expected tokens up to its last), or for its prompt but the last
+    token when it holds none. ``at``: where its targets begin in ``batch``; in a packed row
+    the shared prefix (``batch.prefix``) is at the row's start and the rest of the example
+    where its first target is predicted from (``data/batches.py``)."""
+    n = len(item.prompt_ids) + held - 1
+    if cache is None or not item.output_ids or n < 1 or held > len(item.output_ids):
+        return None
+    row, last = int(batch.predict_rows[at]), int(batch.predict_cols[at])
+    prefix = batch.prefix
+    start = last - (len(item.prompt_ids) - 1 - prefix)  # the column of its token `prefix`
+    columns = [j if j < prefix else start + j - prefix for j in range(n)]
+    if min(columns) < 0 or max(columns) >= batch.input_ids.shape[1]:
+        return None
+    return states_at(cache, row, columns, batch.input_ids[row, columns].tolist())
 
 
 def advice_of(evaluation: dict) -> Any:

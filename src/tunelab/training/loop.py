@@ -220,28 +220,33 @@ def output_loss_sum(model: Any, batch: Batch, recompute: bool = False):
     return total
 
 
-def output_logit_chunks(model: Any, batch: Batch, max_bytes: int):
+def output_logit_chunks(model: Any, batch: Batch, max_bytes: int, cache: Any = None):
     """The logits (fp32) of the hidden states that predict ``batch.targets``, one row each, in
     order, as chunks of at most ``max_bytes`` (at least one row each) with their targets: one
     forward pass, and never the whole vocabulary-wide tensor at once (with its cross-entropy's
-    copy it would be 2.5 times the logits' size: ~430 MB for 25 answers of 35 tokens)."""
+    copy it would be 2.5 times the logits' size: ~430 MB for 25 answers of 35 tokens).
+    ``cache`` (``kv_cache.pass_cache``): the pass's keys and values are kept in it."""
     lm = _causal_lm(model)
-    hidden = _output_hidden(lm, batch)
+    hidden = _output_hidden(lm, batch, cache)
     vocab = lm.get_output_embeddings().weight.shape[0]
     rows = max(1, max_bytes // (4 * vocab))
     for i in range(0, hidden.shape[0], rows):
         yield head_logits(lm, hidden[i:i + rows]), batch.targets[i:i + rows]
 
 
-def _output_hidden(lm: Any, batch: Batch) -> Any:
-    """The final hidden states that predict ``batch.targets``, one row each."""
+def _output_hidden(lm: Any, batch: Batch, cache: Any = None) -> Any:
+    """The final hidden states that predict ``batch.targets``, one row each (the keys and
+    values kept in ``cache`` where one is given)."""
+    from tunelab.catalog.kv_cache import with_cache
     from tunelab.training.fused_lora import kept_dtype
     from tunelab.training.segment_attention import segments
 
+    decoder = lm.get_decoder()
+    kept = {} if cache is None else with_cache(decoder, cache)
     with segments(batch.segments, batch.prefix, kept_dtype(lm)):
-        hidden = lm.get_decoder()(
+        hidden = decoder(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids, use_cache=False
+            position_ids=batch.position_ids, use_cache=cache is not None, **kept
         ).last_hidden_state
     return hidden[batch.predict_rows, batch.predict_cols]
 
