@@ -15,8 +15,10 @@ def tiny(models_dir):
     return load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32").model
 
 
-def decode(model, cache, prompt, steps, crop_at=None):
-    """Greedy tokens and each step's logits, feeding ``cache`` (cropped by 3 at ``crop_at``)."""
+def decode(model, cache, prompt, steps, crop_at=None, positions_from=None):
+    """Greedy tokens and each step's logits, feeding ``cache`` (cropped by 3 at ``crop_at``).
+    ``positions_from``: the position of the prompt's first token, where ``cache`` holds the
+    tokens before it (else as the cache counts them)."""
     ids, logits, cur, past = [], [], torch.tensor([prompt]), cache
     with torch.no_grad():
         for i in range(steps):
@@ -24,8 +26,11 @@ def decode(model, cache, prompt, steps, crop_at=None):
                 past.crop(-3)
                 cur = torch.tensor([[ids[-4]]])
                 del ids[-3:]
+            at = {} if positions_from is None else {"position_ids": torch.arange(
+                positions_from, positions_from + cur.shape[1]).unsqueeze(0) + (
+                    0 if i == 0 else len(prompt) - 1 + i)}
             out = model(input_ids=cur, use_cache=True, logits_to_keep=1,
-                        **with_cache(model, past))
+                        **with_cache(model, past), **at)
             past = cache_of(out)
             logits.append(out.logits[0, -1])
             ids.append(int(out.logits[0, -1].argmax()))
@@ -124,3 +129,36 @@ def test_the_cache_goes_by_the_name_the_model_takes_without_a_deprecation_notice
         assert list(with_cache(peft_model, None)) == [want]  # the base model's name
     finally:
         peft_model.unload()
+
+
+def test_a_pass_keeps_its_keys_and_values_only_where_decoding_can_go_on_from_them(tiny):
+    """``pass_cache`` is a cache for a forward pass whose keys and values are read back: only
+    where every layer keeps all its tokens (not a sliding window's last few) and within
+    ``PASS_CACHE_BYTES``; what ``states_at`` reads back, laid out by ``prefilled_cache``,
+    decodes as the prompt itself does."""
+    from transformers import Gemma3TextConfig
+
+    from tunelab.catalog import kv_cache
+    from tunelab.catalog.greedy import cache_bytes_per_token
+    from tunelab.catalog.kv_cache import pass_cache, prefilled_cache, states_at
+
+    per_token = cache_bytes_per_token(tiny.config)
+    fits = kv_cache.PASS_CACHE_BYTES // per_token
+    assert pass_cache(tiny.config, fits, per_token) is not None
+    assert pass_cache(tiny.config, fits + 1, per_token) is None
+    windowed = Gemma3TextConfig(num_hidden_layers=2, layer_types=[
+        "sliding_attention", "full_attention"], sliding_window=8)
+    assert pass_cache(windowed, 10, per_token) is None
+
+    prompt = list(range(3, 40))
+    want, _, _ = decode(tiny, growing_cache(tiny.config), prompt, 20)
+    cache = pass_cache(tiny.config, len(prompt), per_token)
+    with torch.no_grad():
+        tiny(input_ids=torch.tensor([prompt + [7, 8]]), use_cache=True,
+             **with_cache(tiny, cache))  # the pass read two more tokens than are kept
+    kept = states_at(cache, 0, list(range(len(prompt) - 1)), prompt[:-1])
+    assert kept.tokens == prompt[:-1]
+    assert kept.layers[0][0].shape[1] == len(prompt) - 1
+    past = prefilled_cache(tiny.config, [kept], len(prompt) + 20)
+    got, _, _ = decode(tiny, past, [prompt[-1]], 20, positions_from=len(prompt) - 1)
+    assert got == want
