@@ -261,3 +261,21 @@ def test_only_a_contender_that_uses_datasets_imports_it(uses_datasets):
     assert proc.returncode == 0, proc.stderr
     imported = proc.stdout.strip()
     assert imported == ("['datasets', 'pandas', 'pyarrow']" if uses_datasets else "[]"), imported
+
+
+def test_a_contender_s_peak_memory_is_its_own_not_the_driver_s():
+    """A contender's process reports the peak of its own memory: a driver that had grown large
+    (converting a base model) before starting it does not set the contender's floor, as
+    ``ru_maxrss`` would (it counts the memory the new process shared before its program ran)."""
+    big = bytearray(400 * 2**20)
+    big[::4096] = b"\1" * len(big[::4096])  # touched: resident in the driver
+    code = ("import resource; from bench.throughput.measure import peak_rss_bytes; "
+            "print(peak_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    own, inherited = (int(v) for v in out.stdout.split())
+    del big
+    assert own > 0
+    if sys.platform.startswith("linux"):  # where the process's own high-water mark is read
+        assert inherited > 400 * 2**20  # what ru_maxrss says
+        assert own < 200 * 2**20
