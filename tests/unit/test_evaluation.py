@@ -494,3 +494,35 @@ def test_undecided_answers_go_on_from_the_loss_pass_keys_and_values(models_dir, 
     assert max(widths) > 1
     assert abs(again_loss - loss) < 1e-5
     assert again == answers
+
+
+def test_the_keys_and_values_kept_across_loss_passes_stay_within_their_bound(models_dir,
+                                                                           monkeypatch):
+    """Cut into several loss passes, the scoring keeps a pass's keys and values only while they
+    and those it still holds from earlier passes fit in ``PASS_CACHE_BYTES``: with room for
+    the first pass alone, its undecided answers have its states and later ones none (decoded
+    from their prompts), and every answer and the loss are the same."""
+    import tunelab.catalog.kv_cache as kv_cache
+    import tunelab.training.evaluate as evaluate
+    from tunelab.catalog.greedy import cache_bytes_per_token
+
+    base, model, packed, loss, answers = _packed_and_padded(models_dir)
+    monkeypatch.setattr(evaluate, "LOSS_PASS_TOKENS", 3 * max(
+        it.length for it in packed.tokenized))
+    groups = packed._loss_groups()
+    first = packed._batch(groups[0], base.tokenizer.pad_token_id).input_ids.numel()
+    monkeypatch.setattr(kv_cache, "PASS_CACHE_BYTES",
+                        first * cache_bytes_per_token(base.model.config))
+    given: list[bool] = []  # per decoded answer: whether it had a pass's states
+    decode = evaluate.greedy_answers
+
+    def watched(model, prompts, replies, pad_id, device, prefilled=None):
+        given.extend(p is not None for p in prefilled or [None] * len(replies))
+        return decode(model, prompts, replies, pad_id, device, prefilled)
+
+    monkeypatch.setattr(evaluate, "greedy_answers", watched)
+    with torch.no_grad():
+        bound_loss, bound_answers = packed.score(model)
+    assert any(given) and not all(given)  # the first pass's, not the later ones'
+    assert abs(bound_loss - loss) < 1e-5
+    assert bound_answers == answers

@@ -125,6 +125,8 @@ def _grown(content: Any, states: Any, filled: int, needed: int,
 
 # The most a forward pass's keys and values are kept for decoding on from it (``pass_cache``):
 # a validation loss pass of the default model over 1,600 tokens keeps 74 MB (46 KB a token).
+# The validation scoring counts what it still holds from earlier passes in it too; the copies
+# it keeps of a pass's states are at most the pass's, so it holds at most twice this at once.
 PASS_CACHE_BYTES = 128 * 2**20
 
 

@@ -276,11 +276,14 @@ class Evaluator:
         started: list[Reply] = []  # each answer as far as the loss pass determines it
         kept: list[Prefilled | None] = []  # each undecided answer's keys and values so far
         config = self.base.model.config
+        per_token = cache_bytes_per_token(config)
         for items in self._loss_groups():
             batch = self._batch(items, pad).to(self.base.device)
             chosen: list[tuple[list[float], list[int]]] = []  # greedy's candidates
-            # the pass's keys and values, to decode on from (its prompts not computed again)
-            cache = pass_cache(config, batch.input_ids.numel(), cache_bytes_per_token(config))
+            # the pass's keys and values, to decode on from (its prompts not computed again):
+            # the pass's and those kept from earlier passes within PASS_CACHE_BYTES
+            held = sum(len(k.tokens) for k in kept if k is not None)
+            cache = pass_cache(config, batch.input_ids.numel() + held, per_token)
             for logits, targets in output_logit_chunks(model, batch, LOSS_PASS_LOGIT_BYTES,
                                                        cache):
                 total += float(F.cross_entropy(logits, targets, reduction="sum"))
@@ -313,6 +316,7 @@ class Evaluator:
                     model, [prompts[g] for g in group], [started[r] for r in rows], pad,
                     self.base.device, [kept[r] for r in rows]), strict=True):
                 answers[r] = a
+                kept[r] = None  # decoded: its keys and values can go
             if on_progress is not None:
                 on_progress(sum(a is not None for a in answers), len(self.examples))
         done = [a or "" for a in answers]
