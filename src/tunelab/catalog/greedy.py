@@ -195,17 +195,28 @@ def choices_along(model: Any, prompts: Sequence[list[int]], outputs: Sequence[li
     return out
 
 
+def states_before_last(cache: Any, row: int, columns: Sequence[int], tokens: Sequence[int],
+                       prompt_length: int, reply: Reply) -> Prefilled | None:
+    """The keys and values a pass (kept in ``cache``) computed for an undecided ``reply``'s
+    prompt and all its tokens but the last (those it holds match the expected output's up to
+    its last), or its prompt but the last token where it holds none: to decode on from
+    (``greedy_answers``). ``columns``: where the pass laid the example's prompt and expected
+    output in ``row``, in order; ``tokens``: what it read there. None for a reply that is
+    done, or whose tokens before its last run past what the pass read."""
+    n = prompt_length + len(reply.ids) - 1
+    if reply.done or n < 1 or n > len(columns):
+        return None
+    return states_at(cache, row, list(columns[:n]), list(tokens[:n]))
+
+
 def pass_states(cache: Any, prompts: Sequence[list[int]], outputs: Sequence[list[int]],
                 replies: Sequence[Reply]) -> list[Prefilled | None]:
-    """For each reply ``choices_along`` left undecided, the keys and values its pass (kept in
-    ``cache``) computed for the reply's prompt and all its tokens but the last (those it holds
-    match the expected output's up to its last), to decode on from (``greedy_answers``)."""
+    """``states_before_last`` for each reply of a ``choices_along`` pass (row ``r``'s token
+    ``j`` at column ``j``)."""
     kept: list[Prefilled | None] = []
     for r, (p, o, reply) in enumerate(zip(prompts, outputs, replies, strict=True)):
-        n = len(p) + len(reply.ids) - 1
         row = (list(p) + list(o))[:len(p) + len(o) - 1]  # what the pass read in row r
-        kept.append(None if reply.done or n < 1 or n > len(row) else
-                    states_at(cache, r, list(range(n)), row[:n]))
+        kept.append(states_before_last(cache, r, range(len(row)), row, len(p), reply))
     return kept
 
 

@@ -176,7 +176,7 @@ def prefilled_cache(config: Any, rows: list[Prefilled], capacity: int) -> Any:
     positions a row."""
     cache = growing_cache(config, capacity)
     width = max(len(r.tokens) for r in rows)
-    for i, _layer in enumerate(cache.layers):
+    for i in range(len(cache.layers)):
         keys, values = rows[0].layers[i]
         k = keys.new_zeros((len(rows), keys.shape[0], width, keys.shape[-1]))
         v = values.new_zeros((len(rows), values.shape[0], width, values.shape[-1]))

@@ -37,8 +37,9 @@ from tunelab.catalog.greedy import (
     cache_bytes_per_token,
     greedy_answers,
     start_from_choices,
+    states_before_last,
 )
-from tunelab.catalog.kv_cache import Prefilled, pass_cache, states_at
+from tunelab.catalog.kv_cache import Prefilled, pass_cache
 from tunelab.catalog.labels import answers_as_labels, labels_to_end_at
 from tunelab.catalog.stopping import Reply, end_token_ids
 from tunelab.data.batches import collate, label_token_ids, pack, tokenize_example
@@ -300,7 +301,7 @@ class Evaluator:
                 started.append(reply)
                 answers.append(reply.text() if reply.done else None)
                 kept.append(None if reply.done else _states_before_last(
-                    cache, batch, at, it, len(reply.ids)))
+                    cache, batch, at, it, reply))
                 at += n
             del cache
         if on_progress is not None:
@@ -366,24 +367,22 @@ class Evaluator:
                      labels_to_end_at(self.labels, self.label_ids, budget))
 
 
-def _states_before_last(cache: Any, batch: Any, at: int, item: Any, held: int
+def _states_before_last(cache: Any, batch: Any, at: int, item: Any, reply: Reply
                         ) -> Prefilled | None:
-    """The keys and values the loss pass computed for ``item``'s prompt and the first ``held``
-    - 1 tokens of its expected output (all of an undecided answer's tokens but the last: the
-    choices it holds match the expected tokens up to its last), or for its prompt but the last
-    token when it holds none. ``at``: where its targets begin in ``batch``; in a packed row
-    the shared prefix (``batch.prefix``) is at the row's start and the rest of the example
-    where its first target is predicted from (``data/batches.py``)."""
-    n = len(item.prompt_ids) + held - 1
-    if cache is None or not item.output_ids or n < 1 or held > len(item.output_ids):
+    """``greedy.states_before_last`` for ``item``'s undecided ``reply`` in the loss pass's
+    ``batch`` (``at``: where its targets begin). In a packed row the shared prefix
+    (``batch.prefix``) is at the row's start and the rest of the example where its first
+    target is predicted from (``data/batches.py``); a padded row holds it from its start."""
+    if cache is None or not item.output_ids:
         return None
     row, last = int(batch.predict_rows[at]), int(batch.predict_cols[at])
     prefix = batch.prefix
     start = last - (len(item.prompt_ids) - 1 - prefix)  # the column of its token `prefix`
-    columns = [j if j < prefix else start + j - prefix for j in range(n)]
+    columns = [j if j < prefix else start + j - prefix for j in range(item.length - 1)]
     if min(columns) < 0 or max(columns) >= batch.input_ids.shape[1]:
         return None
-    return states_at(cache, row, columns, batch.input_ids[row, columns].tolist())
+    return states_before_last(cache, row, columns, batch.input_ids[row, columns].tolist(),
+                              len(item.prompt_ids), reply)
 
 
 def advice_of(evaluation: dict) -> Any:
