@@ -322,7 +322,7 @@ def _print_metric_note(ev: dict | None) -> None:
 def report_result(result) -> None:
     from tunelab.catalog.copying import COPIES_NOTE
     from tunelab.catalog.labels import labels_note
-    from tunelab.catalog.stopping import pieces_note
+    from tunelab.catalog.stopping import pieces_note, shape_note
 
     if result.resumed_from_epoch:
         console.print(f"(resumed from the checkpoint of epoch {result.resumed_from_epoch})")
@@ -400,6 +400,9 @@ def report_result(result) -> None:
     pieces = result.manifest.get("output_pieces")
     if pieces:
         console.print(f"[bold]Answers:[/] {pieces_note(pieces)}", highlight=False, soft_wrap=True)
+    shape = result.manifest.get("output_shape")
+    if shape:
+        console.print(f"[bold]Answers:[/] {shape_note(shape)}", highlight=False, soft_wrap=True)
     if result.manifest.get("copies_prompt") is True:
         console.print(f"[bold]Answers:[/] {COPIES_NOTE}", highlight=False, soft_wrap=True)
     console.print(

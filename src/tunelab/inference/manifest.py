@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.catalog.labels import MAX_ANSWER_LABELS
-from tunelab.catalog.stopping import MAX_OUTPUT_PIECES
+from tunelab.catalog.stopping import MAX_OUTPUT_PIECES, MAX_SHAPE_CHARS
 from tunelab.data.prompt_format import PromptFormat
 
 # A manifest lists every step's snapshot: ~200 bytes a step, so even 100,000 steps stay far
@@ -33,6 +33,8 @@ class ServedFacts:
     answer_labels: tuple[str, ...] | None = None
     # what every training output holds, in order: an answer may not end before (stopping.py)
     output_pieces: tuple[str, ...] = ()
+    # the one fixed shape of every training output: an answer ends at its length (stopping.py)
+    output_shape: str = ""
     # tuned to copy its prompt's words: a near word of the prompt beats a new one (copying.py)
     copies_prompt: bool = False
     prompt_format: PromptFormat = field(default_factory=PromptFormat)
@@ -70,10 +72,13 @@ def _read(manifest: str, mtime_ns: int, size: int) -> ServedFacts:
     pieces = data.get("output_pieces")
     pieces_ok = (isinstance(pieces, list) and len(pieces) <= MAX_OUTPUT_PIECES
                  and all(isinstance(x, str) and x for x in pieces))
+    shape = data.get("output_shape")
+    shape_ok = isinstance(shape, str) and 0 < len(shape) <= MAX_SHAPE_CHARS
     return ServedFacts(
         system_instruction=system if isinstance(system, str) else None,
         answer_labels=tuple(labels) if labels_ok else None,
         output_pieces=tuple(pieces) if pieces_ok else (),
+        output_shape=shape if shape_ok else "",
         copies_prompt=data.get("copies_prompt") is True,
         prompt_format=PromptFormat.from_dict(data.get("prompt_format")),
     )

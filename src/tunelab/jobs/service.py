@@ -264,7 +264,7 @@ class TuningService(DataFiles):
         or, before the first score, the split recorded when the job was queued."""
         from tunelab.catalog.copying import COPIES_NOTE
         from tunelab.catalog.labels import labels_note
-        from tunelab.catalog.stopping import pieces_note
+        from tunelab.catalog.stopping import pieces_note, shape_note
         from tunelab.inference.manifest import served_facts
         from tunelab.training.loop import read_evaluation
 
@@ -281,6 +281,8 @@ class TuningService(DataFiles):
             choices.append(f"Answers: {labels_note(labels)}")
         if facts.output_pieces:
             choices.append(f"Answers: {pieces_note(facts.output_pieces)}")
+        if facts.output_shape:
+            choices.append(f"Answers: {shape_note(facts.output_shape)}")
         if facts.copies_prompt:  # catalog/copying.py
             choices.append(f"Answers: {COPIES_NOTE}")
         extra = ({"hyperparameter_choices": choices} if choices else {}) | (

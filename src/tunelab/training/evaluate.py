@@ -205,7 +205,7 @@ class Evaluator:
     def __init__(self, base: Any, validation: list[Example], metric: str,
                  packed: bool = False, share_prefix: bool = False,
                  labels: Sequence[str] | None = None, pieces: Sequence[str] = (),
-                 copies: bool = False):
+                 copies: bool = False, shape: str = ""):
         """``metric``: what the answers are scored by (``metric_for``). ``packed``: the loss
         pass lays each group of examples in one row, as the trainer does where its model
         attends by example (``data/batches.py`` ``pack``); with ``share_prefix``, their
@@ -213,9 +213,11 @@ class Evaluator:
         labels (``catalog/labels.py``): an answer that is none of them is replaced by the
         most likely one, as the tuned model's served answers are. ``pieces``: what every
         training output holds; an answer may not end before (``catalog/stopping.py``).
-        ``copies``: the training outputs copy their inputs' words (``copies_prompt``)."""
+        ``copies``: the training outputs copy their inputs' words (``copies_prompt``).
+        ``shape``: the one fixed shape of every output (``output_shape``): an answer ends at
+        its length."""
         self.base = base
-        self.pieces, self.copies = list(pieces), copies
+        self.pieces, self.copies, self.shape = list(pieces), copies, shape
         self.labels = list(labels) if labels else None
         self.examples = validation[:MAX_VALIDATION]
         self.metric = metric
@@ -364,7 +366,7 @@ class Evaluator:
         budget = self._budget(prompt_length)
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget,
                      self.pieces, source, self.copies,
-                     labels_to_end_at(self.labels, self.label_ids, budget))
+                     labels_to_end_at(self.labels, self.label_ids, budget), len(self.shape))
 
 
 def _states_before_last(cache: Any, batch: Any, at: int, item: Any, reply: Reply

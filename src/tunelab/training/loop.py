@@ -36,7 +36,7 @@ from tunelab.catalog.copying import copies_prompt
 from tunelab.catalog.greedy import head_logits
 from tunelab.catalog.labels import answer_labels
 from tunelab.catalog.loading import LoadedBase
-from tunelab.catalog.stopping import output_pieces
+from tunelab.catalog.stopping import output_pieces, output_shape
 from tunelab.data.batches import (
     Batch,
     TokenizedExample,
@@ -502,6 +502,9 @@ def train(
     # what every output holds, in order: no answer ends before (catalog/stopping.py); a
     # classifier's answers are its labels already
     pieces = [] if labels else output_pieces([ex.output for ex in examples])
+    # the one fixed shape of every output (a date's 9999-99-99), held-out ones too: no answer
+    # runs past its length (catalog/stopping.py)
+    shape = "" if labels else output_shape([ex.output for ex in [*examples, *validation]])
     # outputs that copy their inputs' words: a near word of the prompt beats a new one
     # (catalog/copying.py)
     copies = not labels and copies_prompt([ex.text_input for ex in examples],
@@ -547,7 +550,7 @@ def train(
             # chosen among the labels as served answers are (catalog/labels.py)
             evaluator = Evaluator(base, validation, metric, packed=span == float("inf"),
                                   share_prefix=share, labels=labels, pieces=pieces,
-                                  copies=copies)
+                                  copies=copies, shape=shape)
         evaluation: dict | None = None
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(params, hp.learning_rate)
@@ -711,6 +714,9 @@ def train(
         # the pieces every training output holds: a served answer does not end before
         # (catalog/stopping.py)
         "output_pieces": pieces,
+        # the one fixed shape of every output: a served answer ends at its length
+        # (catalog/stopping.py)
+        "output_shape": shape,
         # the outputs copy their inputs' words: a served answer gives up a new word for a
         # near one of its prompt's (catalog/copying.py)
         "copies_prompt": copies,
