@@ -64,3 +64,23 @@ def arithmetic_examples(n: int = 24) -> list[Example]:
 @pytest.fixture
 def examples() -> list[Example]:
     return arithmetic_examples()
+
+
+def scored_and_served(tiny_base, tiny_serving_base, adapter, examples, **evaluator_args):
+    """The answers validation scoring gives ``examples`` with ``adapter`` on the training
+    model (``Evaluator`` with ``evaluator_args``), and the ones the service gives them."""
+    import torch
+    from peft import PeftModel
+
+    from tunelab.inference.generate import Generator
+    from tunelab.training.evaluate import EXACT_MATCH, Evaluator
+    from tunelab.training.loop import _private_model
+
+    model = PeftModel.from_pretrained(_private_model(tiny_base.model), adapter).eval()
+    evaluator = Evaluator(tiny_base, examples, EXACT_MATCH, **evaluator_args)
+    with torch.no_grad():
+        _, scored = evaluator.score(model)
+    served = Generator(tiny_serving_base).answers(
+        [([("user", ex.text_input)], None) for ex in examples], evaluator.max_new_tokens,
+        adapter)
+    return scored, served

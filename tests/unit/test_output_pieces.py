@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import scored_and_served
 
 from tunelab.catalog.stopping import (
     FINISHED,
@@ -18,7 +19,6 @@ from tunelab.catalog.stopping import (
 )
 from tunelab.data.examples import Example
 from tunelab.inference.generate import GenerationConfig, Generator
-from tunelab.training.evaluate import EXACT_MATCH, Evaluator
 from tunelab.training.hyperparameters import Hyperparameters
 from tunelab.training.loop import train
 
@@ -126,20 +126,9 @@ def test_served_answers_do_not_end_before_the_pieces(tiny_serving_base, extracto
 
 def test_validation_scores_count_the_answers_the_model_serves(tiny_base, tiny_serving_base,
                                                                extractor):
-    from peft import PeftModel
-
-    from tunelab.training.loop import _private_model
-
     adapter, _ = extractor
-    examples = _entities(8)
-    model = PeftModel.from_pretrained(_private_model(tiny_base.model), adapter).eval()
     copies = json.loads((adapter.parent / "manifest.json").read_text())["copies_prompt"]
     assert copies is True  # the names and cities are the prompts' own (catalog/copying.py)
-    evaluator = Evaluator(tiny_base, examples, EXACT_MATCH, pieces=["people: ", "; cities: "],
-                          copies=copies)
-    with torch.no_grad():
-        _, scored = evaluator.score(model)
-    served = Generator(tiny_serving_base).answers(
-        [([("user", ex.text_input)], None) for ex in examples], evaluator.max_new_tokens,
-        adapter)
+    scored, served = scored_and_served(tiny_base, tiny_serving_base, adapter, _entities(8),
+                                       pieces=["people: ", "; cities: "], copies=copies)
     assert scored == served

@@ -8,12 +8,11 @@ import random
 import shutil
 
 import pytest
-import torch
+from conftest import scored_and_served
 
 from tunelab.catalog.stopping import FINISHED, Reply, output_shape, shape_of
 from tunelab.data.examples import Example
 from tunelab.inference.generate import GenerationConfig, Generator
-from tunelab.training.evaluate import EXACT_MATCH, Evaluator
 from tunelab.training.hyperparameters import Hyperparameters
 from tunelab.training.loop import train
 
@@ -127,18 +126,8 @@ def test_served_answers_end_at_the_shapes_length(tiny_serving_base, dater):
 
 
 def test_validation_scores_count_the_cut_answers(tiny_base, tiny_serving_base, dater):
-    from peft import PeftModel
-
-    from tunelab.training.loop import _private_model
-
     adapter, _ = dater
-    examples = _dates(8, seed=2)
-    model = PeftModel.from_pretrained(_private_model(tiny_base.model), adapter).eval()
-    evaluator = Evaluator(tiny_base, examples, EXACT_MATCH, shape="9999-99-99")
-    with torch.no_grad():
-        _, scored = evaluator.score(model)
-    served = Generator(tiny_serving_base).answers(
-        [([("user", ex.text_input)], None) for ex in examples], evaluator.max_new_tokens,
-        adapter)
+    scored, served = scored_and_served(tiny_base, tiny_serving_base, adapter,
+                                       _dates(8, seed=2), shape="9999-99-99")
     assert scored == served
     assert all(len(a.strip()) <= 10 for a in scored)
