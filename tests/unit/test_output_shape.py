@@ -16,6 +16,7 @@ from tunelab.inference.generate import GenerationConfig, Generator
 from tunelab.training.hyperparameters import Hyperparameters
 from tunelab.training.loop import train
 
+DATE = "9999-99-99"
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 
 
@@ -59,9 +60,9 @@ def test_no_shape_where_outputs_differ(outputs):
     assert output_shape(outputs) == ""
 
 
-def _fed(tiny_base, text: str, length: int, end: bool = False) -> Reply:
+def _fed(tiny_base, text: str, shape: str, end: bool = False) -> Reply:
     tok = tiny_base.tokenizer
-    reply = Reply(tok, {tok.eos_token_id}, [], budget=50, length=length)
+    reply = Reply(tok, {tok.eos_token_id}, [], budget=50, shape=shape)
     for t in tok(text, add_special_tokens=False)["input_ids"]:
         reply.add(t)
     if end:
@@ -70,17 +71,17 @@ def _fed(tiny_base, text: str, length: int, end: bool = False) -> Reply:
 
 
 def test_a_reply_ends_at_its_shapes_length(tiny_base):
-    reply = _fed(tiny_base, "2029-01-2029", 10)
+    reply = _fed(tiny_base, "2029-01-2029", DATE)
     assert reply.done and reply.reason == FINISHED and reply.text() == "2029-01-20"
     # leading whitespace is not counted
-    assert _fed(tiny_base, "  2029-01-2029", 10).text() == "  2029-01-20"
+    assert _fed(tiny_base, "  2029-01-2029", DATE).text() == "  2029-01-20"
     # a shorter answer is left as it is, and ends at its end token
-    short = _fed(tiny_base, "2029-01-2", 10)
+    short = _fed(tiny_base, "2029-01-2", DATE)
     assert not short.done and short.text() == "2029-01-2"
     short.add(tiny_base.tokenizer.eos_token_id)
     assert short.done and short.text() == "2029-01-2"
     # no shape: no cut
-    assert _fed(tiny_base, "2029-01-2029", 0, end=True).text() == "2029-01-2029"
+    assert _fed(tiny_base, "2029-01-2029", "", end=True).text() == "2029-01-2029"
 
 
 @pytest.fixture(scope="module")

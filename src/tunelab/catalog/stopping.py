@@ -176,10 +176,10 @@ class Reply:
 
     def __init__(self, tokenizer: Any, end_ids: set[int], stops: list[str], budget: int,
                  pieces: Sequence[str] = (), source: str = "", back_to_prompt: bool = False,
-                 labels: Sequence[str] = (), length: int = 0):
+                 labels: Sequence[str] = (), shape: str = ""):
         """``pieces``: what the answer must hold before it may end (``output_pieces``);
-        ``length``: where every training output has one fixed shape (``output_shape``), its
-        length: the answer ends once its text (without leading whitespace) is that long;
+        ``shape``: the one fixed shape of every training output (``output_shape``; "": none):
+        the answer ends once its text (without leading whitespace) is that long;
         ``source``: the prompt's text, whose words greedy prefers to copy among near-equal
         tokens (``catalog/copying.py``; empty: none); ``back_to_prompt``: a model tuned to copy
         (``copies_prompt``), which also gives up a new word for a near one of the prompt's.
@@ -191,7 +191,7 @@ class Reply:
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
-        self.length = max(0, length)
+        self.length = len(shape)
         # the prompt's words read once: whole, and every beginning of them
         self.whole_words = prompt_words(source) if source else frozenset()
         self.copy_words = prefixes_of(self.whole_words)

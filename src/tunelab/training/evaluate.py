@@ -366,7 +366,7 @@ class Evaluator:
         budget = self._budget(prompt_length)
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget,
                      self.pieces, source, self.copies,
-                     labels_to_end_at(self.labels, self.label_ids, budget), len(self.shape))
+                     labels_to_end_at(self.labels, self.label_ids, budget), self.shape)
 
 
 def _states_before_last(cache: Any, batch: Any, at: int, item: Any, reply: Reply
