@@ -10,7 +10,16 @@ import shutil
 import pytest
 from conftest import scored_and_served
 
-from tunelab.catalog.stopping import FINISHED, Reply, output_shape, shape_of
+from tunelab.catalog.greedy import start_from_choices
+from tunelab.catalog.stopping import (
+    FINISHED,
+    Reply,
+    _fits,
+    keep_to_shape,
+    output_shape,
+    shape_masks,
+    shape_of,
+)
 from tunelab.data.examples import Example
 from tunelab.inference.generate import GenerationConfig, Generator
 from tunelab.training.hyperparameters import Hyperparameters
@@ -99,7 +108,7 @@ def dater(tiny_base, tmp_path_factory):
     return r.adapter_dir, bare / "adapter"
 
 
-def test_served_answers_end_at_the_shapes_length(tiny_serving_base, dater):
+def test_served_answers_keep_to_the_shape(tiny_serving_base, dater):
     adapter, bare = dater
     gen = Generator(tiny_serving_base)
     cfg = GenerationConfig(max_output_tokens=24)
@@ -109,26 +118,114 @@ def test_served_answers_end_at_the_shapes_length(tiny_serving_base, dater):
         return [gen.generate([("user", p)], None, cfg, adapter_dir).candidates[0]
                 for p in prompts]
 
-    cut, free = served(adapter), served(bare)
-    # on its own the model writes past ten characters: the shape is what changed them
-    assert any(len(c.text.strip()) > 10 for c in free)
-    for c, f in zip(cut, free, strict=True):
-        start = len(f.text) - len(f.text.lstrip())
-        # the same greedy answer, cut at the shape's length (or left as it is if shorter)
-        assert c.text == f.text[:start + 10]
-        assert len(c.text.strip()) <= 10
-        if len(f.text.strip()) > 10:
-            assert c.finish_reason == FINISHED
+    kept, free = served(adapter), served(bare)
+    # on its own the model writes past ten characters and off the shape: the shape is what
+    # changed them
+    assert any(len(f.text.strip()) > 10 for f in free)
+    assert any(shape_of(f.text.strip()[:10]) != DATE for f in free)
+    for k, f in zip(kept, free, strict=True):
+        # every answer is whole: a digit at each 9, '-' at each '-', ten characters, ended
+        assert shape_of(k.text.strip()) == DATE and k.finish_reason == FINISHED
+        # greedy's own answer as far as it kept the shape (one byte a token here)
+        text = f.text.lstrip()
+        same = next((i for i in range(10) if i >= len(text)
+                     or shape_of(text[i]) != DATE[i]), 10)
+        assert k.text.lstrip()[:same] == text[:same]
     # batched (tunelab eval) and streamed answers are the same
     assert gen.answers([([("user", p)], None) for p in prompts], 24, adapter) == [
-        c.text for c in cut]
+        k.text for k in kept]
     streamed = "".join(ch.text for ch in gen.stream([("user", prompts[0])], None, cfg, adapter))
-    assert streamed == cut[0].text
+    assert streamed == kept[0].text
+    # a sampled answer keeps to it too
+    hot = GenerationConfig(max_output_tokens=24, temperature=1.5, seed=3)
+    for p in prompts[:3]:
+        text = gen.generate([("user", p)], None, hot, adapter).candidates[0].text
+        assert shape_of(text.strip()) == DATE
 
 
-def test_validation_scores_count_the_cut_answers(tiny_base, tiny_serving_base, dater):
+def _reply(tiny_base, shape: str, text: str = "") -> Reply:
+    tok = tiny_base.tokenizer
+    reply = Reply(tok, {tok.eos_token_id}, [], budget=50, shape=shape)
+    for t in tok(text, add_special_tokens=False)["input_ids"]:
+        reply.add(t)
+    return reply
+
+
+def _token(tiny_base, char: str) -> int:
+    (token,) = tiny_base.tokenizer(char, add_special_tokens=False)["input_ids"]
+    return token
+
+
+def test_greedy_takes_the_most_likely_token_that_keeps_the_shape(tiny_base):
+    import torch
+
+    tok = tiny_base.tokenizer
+    h, three, colon = (_token(tiny_base, c) for c in "h3:")
+    logits = torch.zeros((2, len(tok)))
+    logits[:, h], logits[:, three], logits[:, colon] = 5.0, 4.0, 3.0
+    at_two, free = _reply(tiny_base, "99:99", "2"), _reply(tiny_base, "")
+    keep_to_shape(logits, [at_two, free])
+    # a digit at the second place: '3', the most likely digit; the reply without a shape
+    # keeps every token
+    assert int(logits[0].argmax()) == three and int(logits[1].argmax()) == h
+    assert logits[0, h] == float("-inf") and logits[1, h] == 5.0
+    # after two digits only ':' fits
+    allowed = _reply(tiny_base, "99:99", "12").allowed()
+    assert allowed.nonzero().flatten().tolist() == [colon]
+    # no end before the shape is whole: the end token is no character of it
+    assert not _reply(tiny_base, "99:99", "1").allowed()[tok.eos_token_id]
+    # the loss pass's candidates alike: the first that keeps the shape, or none taken
+    reply = start_from_choices(_reply(tiny_base, "99:99", "2"), [three],
+                               [([5.0, 4.0], [h, three])])
+    assert reply.text() == "23"
+    reply = start_from_choices(_reply(tiny_base, "99:99", "2"), [h], [([5.0], [h])])
+    assert reply.text() == "2"  # decoded on from here, where every token is looked at
+
+
+def test_what_a_place_of_the_shape_allows(tiny_base):
+    tok = tiny_base.tokenizer
+    masks = shape_masks(tok, "aa-99")
+    assert masks.shape == (5, len(tok))
+    words = [{tok.decode([i]) for i in row.nonzero().flatten().tolist()} for row in masks]
+    assert {"A", "b", "z"} <= words[0] and not words[0] & {"1", "-", " "}
+    assert words[2] == {"-"} and {"0", "9"} <= words[3]
+    # a token may begin with whitespace at the first place only, and run past the shape's end
+    # (the answer is cut there); part of a character's bytes fits no letter or digit
+    assert _fits(" ab", "a") is False and _fits("a", "aa-99") and _fits("99-", "99")
+    assert not _fits("\ufffd", "a") and _fits("\ufffd", "é-9") and not _fits("", "9")
+    # a reply whose text ends inside a character is not held to a place yet
+    split = _reply(tiny_base, "aé-99", "x")
+    split.add(tok("é", add_special_tokens=False)["input_ids"][0])
+    assert split.incomplete and split.allowed() is None
+
+
+def _digits_only_tokenizer():
+    """A real tokenizer whose vocabulary holds the ten digits, '-' and the specials alone."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {c: i for i, c in enumerate([*"0123456789-", "<unk>", "<eos>"])}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    raw.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="<eos>")
+
+
+def test_no_token_is_refused_where_the_shape_cannot_be_written():
+    tok = _digits_only_tokenizer()
+    assert tok.decode(tok("12-3", add_special_tokens=False)["input_ids"]) == "12-3"
+    masks = shape_masks(tok, "99-9")
+    assert [tok.decode(row.nonzero().flatten().tolist()) for row in masks] == [
+        "0123456789", "0123456789", "-", "0123456789"]
+    # no token writes a letter: a shape with one holds nothing back
+    assert shape_masks(tok, "9a") is None
+    reply = Reply(tok, {tok.eos_token_id}, [], budget=5, shape="9a")
+    assert reply.allowed() is None
+
+
+def test_validation_scores_count_the_kept_answers(tiny_base, tiny_serving_base, dater):
     adapter, _ = dater
     scored, served = scored_and_served(tiny_base, tiny_serving_base, adapter,
                                        _dates(8, seed=2), shape="9999-99-99")
     assert scored == served
-    assert all(len(a.strip()) <= 10 for a in scored)
+    assert all(shape_of(a.strip()) == DATE for a in scored)

@@ -27,7 +27,7 @@ from tunelab.catalog.kv_cache import (
     states_at,
     with_cache,
 )
-from tunelab.catalog.stopping import Reply, refuse_end
+from tunelab.catalog.stopping import Reply, refuse_off_format
 
 # Prompts answered together: at most ANSWER_BATCH, and as many as keep their decoding cache
 # within CACHE_BYTES. A pass costs little more for 32 rows than for 16 (above): 32 prompts of the
@@ -128,7 +128,8 @@ def _decode(model: Any, prompts: list[list[int]], replies: list[Reply], pad_id: 
                     use_cache=True, logits_to_keep=1, **with_cache(model, past))
         past = cache_of(out)
         logits = out.logits[:, -1]
-        refuse_end(logits, replies)  # not before an answer's format is whole (stopping.py)
+        # no end before an answer's format is whole, no token off its shape (stopping.py)
+        refuse_off_format(logits, replies)
         prefer_copies(logits, replies)  # near-equal tokens: the one copying the prompt (copying.py)
         nxt = torch.argmax(logits, dim=-1).tolist()
         for reply, t in zip(replies, nxt, strict=True):
@@ -225,8 +226,16 @@ def start_from_choices(reply: Reply, expected: Sequence[int],
     """``reply`` fed with greedy's choices (``choose`` among each position's ``candidates``,
     from ``choices_along`` or a loss pass) as far as they determine the answer: to its end,
     or up to and including the first choice that differs from the ``expected`` token
-    (greedy's choice after a prefix greedy also chose)."""
+    (greedy's choice after a prefix greedy also chose). Candidates off the answer's shape are
+    passed over (``Reply.allowed``): greedy's choice is the first that keeps it."""
     for want, (values, ids) in zip(expected, candidates, strict=True):
+        allowed = reply.allowed()
+        if allowed is not None:
+            kept = [(v, i) for v, i in zip(values, ids, strict=True)
+                    if i < allowed.shape[0] and allowed[i]]
+            if not kept:
+                break  # no candidate keeps the shape: decoded on from here (stopping.py)
+            values, ids = [v for v, _ in kept], [i for _, i in kept]
         if ids[0] in reply.end_ids and not reply.may_end:
             break  # greedy's end refused (stopping.py): decoded on from here
         got = choose(reply, values, ids)  # near-equal tokens: the copy (copying.py)

@@ -24,13 +24,21 @@ the same length, and at each place a digit, a letter or the same other character
 answer ends once it is that long (``Reply``: the text is cut there, as at a stop text). A 135M
 model tuned on 20 dates answered ``2029-01-2029`` for ``20-JAN-2029`` and ``2032-02-2032`` for
 ``20.02.2032``: right up to the tenth character, then on with the input's year (docs/quality.md).
-An answer shorter than the shape is left as it is.
+
+**And in its shape all along.** While an answer is shorter than its shape, each token it may
+take must continue the shape (``keep_to_shape``, ``Reply.allowed``): a digit where the shape has
+``9``, a letter where it has ``a``, the very character elsewhere; the decoders take the most
+likely such token, as ``refuse_end`` takes the most likely one that is not an end. A model tuned
+on 40 spoken times (``"2h50 am"`` → ``02:50``) answered ``0h50``, keeping the input's letter
+where every training output has a digit; and one tuned on 20 dates ended ``2007-09-2nd``. An
+answer ends only once it is whole, so none is shorter than the shape either.
 """
 
 from __future__ import annotations
 
 import functools
 import statistics
+import weakref
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 from typing import Any
@@ -135,7 +143,85 @@ def output_shape(outputs: Sequence[str]) -> str:
 def shape_note(shape: str) -> str:
     """The choice in one line, for the CLI, the Studio and the operation's metadata."""
     return (f"every training output has one shape, {shape!r} (9: a digit, a: a letter); an "
-            f"answer ends once it is {len(shape)} characters long.")
+            f"answer keeps to it and ends once it is {len(shape)} characters long.")
+
+
+def _fits(token_shape: str, rest: str) -> bool:
+    """Whether a token whose text has ``token_shape`` continues a shape whose places still to
+    write are ``rest`` (a token longer than ``rest`` fits if it begins so: the answer is cut at
+    the shape's end). A token holding part of a character's bytes (``INCOMPLETE``) fits only
+    where the shape has a character outside ASCII other than a letter or digit: a letter is
+    written with a token holding it whole (a random model given parts for letters wrote bytes
+    that are no character at all)."""
+    return bool(token_shape) and all(
+        c == r or (c == INCOMPLETE and ord(r) > 127)
+        for c, r in zip(token_shape, rest, strict=False))
+
+
+# Each tokenizer's tokens as text, made once (a second for a vocabulary of 262,144), and the
+# tokens each shape allows at each place: at most SHAPE_MASKS shapes a tokenizer.
+_TOKEN_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+SHAPE_MASKS = 8
+
+
+def _token_shapes(tokenizer: Any) -> dict:
+    """``{"shapes": {token shape: [token ids]}, "masks": {shape: allowed}}`` for
+    ``tokenizer``, made when first asked for. A token's text is read after another token
+    (``a``), so a tokenizer that drops a word's leading space at the start of a text still
+    shows it; special tokens and tokens with no text are in no shape."""
+    try:
+        return _TOKEN_SHAPES[tokenizer]
+    except KeyError:
+        pass
+    anchor = tokenizer("a", add_special_tokens=False)["input_ids"][:1]
+    lead = len(tokenizer.decode(anchor, skip_special_tokens=False,
+                                clean_up_tokenization_spaces=False))
+    size = len(tokenizer)
+    texts = tokenizer.batch_decode([anchor + [i] for i in range(size)],
+                                   skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    special = set(tokenizer.all_special_ids)
+    shapes: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        if i not in special and text[lead:]:
+            shapes.setdefault(shape_of(text[lead:]), []).append(i)
+    found = {"shapes": shapes, "masks": {}, "size": size}
+    _TOKEN_SHAPES[tokenizer] = found
+    return found
+
+
+def shape_masks(tokenizer: Any, shape: str) -> Any:
+    """A bool tensor, one row for each place of ``shape`` (the characters written so far,
+    leading whitespace not counted) and a column for each of ``tokenizer``'s tokens: whether the
+    token may come next (``_fits``). At the first place a token may also begin with whitespace
+    (not counted, as ``Reply`` does not count it). None where some place allows no token at
+    all (a shape this tokenizer cannot write): then no token is refused."""
+    import torch
+
+    found = _token_shapes(tokenizer)
+    masks = found["masks"]
+    if shape not in masks:
+        allowed = torch.zeros((len(shape), found["size"]), dtype=torch.bool)
+        for token_shape, ids in found["shapes"].items():
+            index = torch.tensor(ids)
+            stripped = token_shape.lstrip()
+            for k in range(len(shape)):
+                if _fits(token_shape, shape[k:]) or (k == 0 and _fits(stripped, shape)):
+                    allowed[k, index] = True
+        if len(masks) >= SHAPE_MASKS:
+            masks.pop(next(iter(masks)))
+        masks[shape] = allowed if bool(allowed.any(dim=1).all()) else None
+    return masks[shape]
+
+
+def keep_to_shape(logits: Any, replies: Sequence[Reply]) -> None:
+    """Where a reply must keep to its shape (``Reply.allowed``), its row of next-token
+    ``logits`` gets no token that would leave it: the most likely one that keeps it is chosen."""
+    for row, reply in enumerate(replies):
+        allowed = reply.allowed()
+        if allowed is not None:
+            n = min(allowed.shape[0], logits.shape[-1])
+            logits[row, :n].masked_fill_(~allowed[:n].to(logits.device), float("-inf"))
+            logits[row, n:] = float("-inf")
 
 
 def pieces_note(pieces: Sequence[str]) -> str:
@@ -191,7 +277,7 @@ class Reply:
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
-        self.length = len(shape)
+        self.shape, self.length = shape, len(shape)
         # the prompt's words read once: whole, and every beginning of them
         self.whole_words = prompt_words(source) if source else frozenset()
         self.copy_words = prefixes_of(self.whole_words)
@@ -230,6 +316,16 @@ class Reply:
         end = start + self.length
         return end if len(text) >= end else None
 
+    def allowed(self) -> Any:
+        """The tokens that may come next to keep the answer in its shape (a bool tensor over
+        the vocabulary, ``shape_masks``), or None where any may: no shape, done, or a character
+        still split across tokens (its place in the shape not yet known)."""
+        if not self.length or self.done or self.incomplete:
+            return None
+        masks = shape_masks(self.tokenizer, self.shape)
+        k = len(self.decoded.lstrip())
+        return None if masks is None or k >= self.length else masks[k]
+
     @property
     def off_labels(self) -> bool:
         """Whether the answer can no longer be one of ``labels`` (compared as ``is_label``
@@ -259,6 +355,13 @@ class Reply:
     def text(self) -> str:
         """The answer so far (a final, incomplete character left out unless it was cut)."""
         return self.decoded if self.cut else self.decoded.rstrip(INCOMPLETE)
+
+
+def refuse_off_format(logits: Any, replies: Sequence[Reply]) -> None:
+    """What no reply may take next, refused in its row of next-token ``logits``: an end before
+    its pieces are whole (``refuse_end``), a token off its shape (``keep_to_shape``)."""
+    refuse_end(logits, replies)
+    keep_to_shape(logits, replies)
 
 
 def refuse_end(logits: Any, replies: Sequence[Reply]) -> None:

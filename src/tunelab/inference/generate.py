@@ -31,7 +31,7 @@ from tunelab.catalog.greedy import (
 from tunelab.catalog.kv_cache import cache_of, growing_cache, pass_cache, with_cache
 from tunelab.catalog.labels import answers_as_labels, is_label, labels_to_end_at
 from tunelab.catalog.loading import LoadedBase
-from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids, refuse_end
+from tunelab.catalog.stopping import FINISHED, Reply, end_token_ids, refuse_off_format
 from tunelab.catalog.templates import Turn
 from tunelab.data.batches import encode_pieces, encode_prompt, label_token_ids
 from tunelab.errors import InvalidArgument, NotFound
@@ -371,7 +371,7 @@ class Generator:
                             **with_cache(model, past))
                 past = cache_of(out)
                 logits = out.logits[0, -1].float()
-                refuse_end(logits[None], [reply])  # not before its format is whole
+                refuse_off_format(logits[None], [reply])  # its format whole, its shape kept
                 prefer_copies(logits[None], [reply])  # greedy only: no words when sampled
                 nxt = _sample(logits, config, gen)
                 reply.add(nxt)
