@@ -258,3 +258,19 @@ def test_tune_says_when_answers_may_not_end_before_the_format_is_whole(tmp_path,
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["copies_prompt"] is True
     assert ("Answers: the training outputs copy their words from the prompts; where the model "
             "hesitates between a new word and one of the prompt's, it writes the prompt's.") in said
+
+
+def test_tune_says_when_answers_keep_to_one_shape(tmp_path, env):
+    """Outputs of one fixed shape (catalog/stopping.py, a time's 99:99): the run says so in one
+    line, and the manifest keeps the shape every answer is held to."""
+    data = tmp_path / "times.jsonl"
+    data.write_text("".join(json.dumps({
+        "text_input": f"{i % 12 + 1} past {i % 9 + 1} in the evening",
+        "output": f"{i % 9 + 13}:{i % 12 + 1:02d}"}) + "\n" for i in range(24)))
+    r = run(["tune", str(data), "--base-model", "tiny", "--epochs", "1", "-o", "out"], env,
+            tmp_path)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stdout.split())
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["output_shape"] == "99:99"
+    assert ("Answers: every training output has one shape, '99:99' (9: a digit, a: a letter); "
+            "an answer keeps to it and ends once it is 5 characters long.") in said

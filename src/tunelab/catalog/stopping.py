@@ -158,7 +158,7 @@ def _fits(token_shape: str, rest: str) -> bool:
         for c, r in zip(token_shape, rest, strict=False))
 
 
-# Each tokenizer's tokens as text, made once (a second for a vocabulary of 262,144), and the
+# Each tokenizer's tokens as text, made once (1.5 s for a vocabulary of 262,144), and the
 # tokens each shape allows at each place: at most SHAPE_MASKS shapes a tokenizer.
 _TOKEN_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 SHAPE_MASKS = 8
@@ -177,8 +177,11 @@ def _token_shapes(tokenizer: Any) -> dict:
     lead = len(tokenizer.decode(anchor, skip_special_tokens=False,
                                 clean_up_tokenization_spaces=False))
     size = len(tokenizer)
-    texts = tokenizer.batch_decode([anchor + [i] for i in range(size)],
-                                   skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    pairs = [anchor + [i] for i in range(size)]
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # a fast tokenizer: 3-8× quicker
+    texts = (backend.decode_batch(pairs, skip_special_tokens=False) if backend is not None
+             else tokenizer.batch_decode(pairs, skip_special_tokens=False,
+                                         clean_up_tokenization_spaces=False))
     special = set(tokenizer.all_special_ids)
     shapes: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
@@ -265,7 +268,8 @@ class Reply:
                  labels: Sequence[str] = (), shape: str = ""):
         """``pieces``: what the answer must hold before it may end (``output_pieces``);
         ``shape``: the one fixed shape of every training output (``output_shape``; "": none):
-        the answer ends once its text (without leading whitespace) is that long;
+        each token keeps to it (``allowed``), and the answer ends once its text (without
+        leading whitespace) is that long;
         ``source``: the prompt's text, whose words greedy prefers to copy among near-equal
         tokens (``catalog/copying.py``; empty: none); ``back_to_prompt``: a model tuned to copy
         (``copies_prompt``), which also gives up a new word for a near one of the prompt's.
