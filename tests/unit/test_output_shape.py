@@ -229,3 +229,19 @@ def test_validation_scores_count_the_kept_answers(tiny_base, tiny_serving_base, 
                                        _dates(8, seed=2), shape="9999-99-99")
     assert scored == served
     assert all(shape_of(a.strip()) == DATE for a in scored)
+
+
+def test_shapes_asked_for_from_many_threads_at_once():
+    """The server answers in several threads: each shape's tokens are worked out once and
+    alike, also while older shapes are let go (more than SHAPE_MASKS of them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tunelab.catalog.stopping import SHAPE_MASKS
+
+    tok = _digits_only_tokenizer()
+    shapes = ["9" * n + "-9" for n in range(1, SHAPE_MASKS + 5)] * 3
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda s: shape_masks(tok, s), shapes))
+    for shape, masks in zip(shapes, found, strict=True):
+        assert [tok.decode(row.nonzero().flatten().tolist()) for row in masks] == (
+            ["0123456789"] * (len(shape) - 2) + ["-", "0123456789"])

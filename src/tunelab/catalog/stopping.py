@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import statistics
+import threading
 import weakref
 from collections.abc import Sequence
 from difflib import SequenceMatcher
@@ -162,6 +163,7 @@ def _fits(token_shape: str, rest: str) -> bool:
 # tokens each shape allows at each place: at most SHAPE_MASKS shapes a tokenizer.
 _TOKEN_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 SHAPE_MASKS = 8
+_SHAPES_LOCK = threading.Lock()  # the server answers requests in several threads
 
 
 def _token_shapes(tokenizer: Any) -> dict:
@@ -198,6 +200,11 @@ def shape_masks(tokenizer: Any, shape: str) -> Any:
     token may come next (``_fits``). At the first place a token may also begin with whitespace
     (not counted, as ``Reply`` does not count it). None where some place allows no token at
     all (a shape this tokenizer cannot write): then no token is refused."""
+    with _SHAPES_LOCK:
+        return _shape_masks(tokenizer, shape)
+
+
+def _shape_masks(tokenizer: Any, shape: str) -> Any:
     import torch
 
     found = _token_shapes(tokenizer)
@@ -282,6 +289,7 @@ class Reply:
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
         self.shape, self.length = shape, len(shape)
+        self._masks: Any = False  # shape_masks, once asked for
         # the prompt's words read once: whole, and every beginning of them
         self.whole_words = prompt_words(source) if source else frozenset()
         self.copy_words = prefixes_of(self.whole_words)
@@ -326,9 +334,10 @@ class Reply:
         still split across tokens (its place in the shape not yet known)."""
         if not self.length or self.done or self.incomplete:
             return None
-        masks = shape_masks(self.tokenizer, self.shape)
+        if self._masks is False:  # looked up once a reply
+            self._masks = shape_masks(self.tokenizer, self.shape)
         k = len(self.decoded.lstrip())
-        return None if masks is None or k >= self.length else masks[k]
+        return None if self._masks is None or k >= self.length else self._masks[k]
 
     @property
     def off_labels(self) -> bool:
