@@ -190,13 +190,33 @@ def test_what_a_place_of_the_shape_allows(tiny_base):
     assert {"A", "b", "z"} <= words[0] and not words[0] & {"1", "-", " "}
     assert words[2] == {"-"} and {"0", "9"} <= words[3]
     # a token may begin with whitespace at the first place only, and run past the shape's end
-    # (the answer is cut there); part of a character's bytes fits no letter or digit
+    # (the answer is cut there); part of a character's bytes fits a letter or a character
+    # outside ASCII, never a digit or an ASCII sign
     assert _fits(" ab", "a") is False and _fits("a", "aa-99") and _fits("99-", "99")
-    assert not _fits("\ufffd", "a") and _fits("\ufffd", "é-9") and not _fits("", "9")
+    assert _fits("\ufffd", "a") and _fits("\ufffd", "é-9") and _fits("9\ufffd", "9a")
+    assert not _fits("\ufffd", "9") and not _fits("\ufffd", "-") and not _fits("", "9")
     # a reply whose text ends inside a character is not held to a place yet
     split = _reply(tiny_base, "aé-99", "x")
     split.add(tok("é", add_special_tokens=False)["input_ids"][0])
     assert split.incomplete and split.allowed() is None
+
+
+def test_a_character_of_several_tokens_keeps_its_place(tiny_base):
+    """A letter the vocabulary writes in several tokens (the tiny model's: one a byte; the
+    default model's '年' is two): its first part may come where the shape has a letter, the
+    answer is free while the character is incomplete, and the shape holds again after it."""
+    tok = tiny_base.tokenizer
+    first, second, third = tok("年", add_special_tokens=False)["input_ids"]
+    reply = _reply(tiny_base, "9999a99a", "2021")
+    assert reply.allowed()[first]  # a letter's first byte at a letter's place
+    assert not _reply(tiny_base, "9999a99a", "202").allowed()[first]  # not at a digit's
+    reply.add(first)
+    assert reply.incomplete and reply.allowed() is None
+    reply.add(second)
+    reply.add(third)
+    assert reply.text() == "2021年" and not reply.incomplete
+    digits = {tok.decode([i]) for i in reply.allowed().nonzero().flatten().tolist()}
+    assert digits == set("0123456789")
 
 
 def _digits_only_tokenizer():

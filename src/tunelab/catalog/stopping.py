@@ -150,13 +150,19 @@ def shape_note(shape: str) -> str:
 def _fits(token_shape: str, rest: str) -> bool:
     """Whether a token whose text has ``token_shape`` continues a shape whose places still to
     write are ``rest`` (a token longer than ``rest`` fits if it begins so: the answer is cut at
-    the shape's end). A token holding part of a character's bytes (``INCOMPLETE``) fits only
-    where the shape has a character outside ASCII other than a letter or digit: a letter is
-    written with a token holding it whole (a random model given parts for letters wrote bytes
-    that are no character at all)."""
-    return bool(token_shape) and all(
-        c == r or (c == INCOMPLETE and ord(r) > 127)
-        for c, r in zip(token_shape, rest, strict=False))
+    the shape's end). Part of a character's bytes (``INCOMPLETE``: a character that is more
+    than one token, as a CJK character or ``Ё`` is to the default model's vocabulary) fits
+    where the shape has a letter or a character outside ASCII; what follows it in the token is
+    not checked, since how many characters its bytes end up making is not known until they are
+    whole (``Reply.allowed`` then holds the answer to the shape again)."""
+    if not token_shape:
+        return False
+    for c, r in zip(token_shape, rest, strict=False):
+        if c == INCOMPLETE:
+            return r == "a" or ord(r) > 127
+        if c != r:
+            return False
+    return True
 
 
 # Each tokenizer's tokens as text, made once (1.5 s for a vocabulary of 262,144), and the
