@@ -52,6 +52,34 @@ def test_split_is_deterministic_and_listed():
     assert not a.warnings
 
 
+def test_a_repeated_input_is_held_out_with_all_its_copies_or_not_at_all():
+    import random
+
+    from tunelab.data.split import SPLIT_SEED
+
+    # without repeated inputs the split is the seed's plain draw
+    exs = [Example(f"input {i}", f"out {i}") for i in range(90)]
+    assert split_validation(exs).held_out == [
+        i + 1 for i in sorted(random.Random(SPLIT_SEED).sample(range(90), 9))]
+    # a third of the inputs given twice or three times (a copied line, two phrasings of one
+    # answer), the copies apart in the file
+    rows = [Example(f"input {i % 60}", f"out {i % 60}") for i in range(80)]
+    rows += [Example(f" input {i} ", f"other {i}") for i in range(0, 30, 3)]
+    for for_refit in (False, True):
+        split = split_validation(rows, for_refit=for_refit)
+        trained = {ex.text_input.strip() for ex in split.train}
+        assert not any(ex.text_input.strip() in trained for ex in split.validation)
+        assert not split.warnings
+        assert len(split.validation) == hold_out_count(len(rows), for_refit)
+        assert split.held_out == split_validation(list(rows), for_refit=for_refit).held_out
+        assert split.examples == rows  # a refit still trains on every example, in order
+    # every input the same: nothing can be held apart; the draw is kept and says so
+    same = [Example("the one input", f"out {i}") for i in range(40)]
+    split = split_validation(same)
+    assert len(split.validation) == 8 and "8 of 8 validation inputs also appear" in str(
+        split.warnings[0])
+
+
 def test_below_40_nothing_is_held_out_and_it_says_so():
     split = split_validation(labelled(30))
     assert split.source == NONE and split.validation == [] and len(split.train) == 30

@@ -18,6 +18,9 @@ epochs; the share held out sets only the first run's length and what its scores 
 quarter held out made a 100-example job 1.91× the steps of Gemini's fixed defaults (95 + 125
 against 115), a third makes it 1.83× (85 + 125), keeping the job's time under twice theirs
 with a margin for the scoring (``training/refit.py``).
+
+An input given more than once is held out with all its copies or not at all (``_held_apart``):
+a copy on each side would score memory, not how the model answers new inputs.
 """
 
 from __future__ import annotations
@@ -120,12 +123,44 @@ def split_validation(examples: list[Example], given: list[Example] | None = None
     k = hold_out_count(len(examples), for_refit)
     if k == 0:
         return Split(list(examples), [], NONE)
-    chosen = sorted(random.Random(SPLIT_SEED).sample(range(len(examples)), k))
+    chosen = _held_apart(examples, random.Random(SPLIT_SEED).sample(range(len(examples)), k))
     picked = set(chosen)
     train = [ex for i, ex in enumerate(examples) if i not in picked]
     validation = [examples[i] for i in chosen]
     return Split(train, validation, HELD_OUT, [i + 1 for i in chosen],
                  duplicate_warnings(train, validation), for_refit)
+
+
+def _input_key(ex: Example) -> tuple:
+    """What makes two examples the same input (``duplicate_warnings`` compares them so)."""
+    return (ex.system, ex.text_input.strip())
+
+
+def _held_apart(examples: list[Example], drawn: list[int]) -> list[int]:
+    """The examples to hold out (their indices, in order): ``drawn``, with no input on both
+    sides. Data often repeats an input (a copied line, the same question with two phrasings of
+    one answer); held out on one side and trained on the other, it scores what the model
+    memorised and pulls the epoch chosen later. So an input is held out with all its copies or
+    not at all: a drawn example whose input is also among the trained ones goes back to
+    training with its copies, and inputs not drawn, in an order drawn from the same seed, take
+    its place, each with all its copies, where they fit in the count. Data without repeated
+    inputs keeps the split ``drawn`` gives, as before."""
+    groups: dict[tuple, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(_input_key(ex), []).append(i)
+    held = set(drawn)
+    for key in {_input_key(examples[i]) for i in drawn}:
+        members = groups[key]
+        if any(i not in held for i in members):
+            held.difference_update(members)
+    if len(held) < len(drawn):
+        rest = [members for members in groups.values() if not held.intersection(members)]
+        random.Random(SPLIT_SEED + 1).shuffle(rest)
+        for members in rest:
+            if len(held) + len(members) <= len(drawn):
+                held.update(members)
+    # every input repeated across the whole data (no group fits): the draw, and its warning
+    return sorted(held) or sorted(drawn)
 
 
 def rejoin(train: list[Example], validation: list[Example], held_out: list[int]) -> list[Example]:
@@ -142,8 +177,8 @@ def rejoin(train: list[Example], validation: list[Example], held_out: list[int])
 
 def duplicate_warnings(train: list[Example], validation: list[Example]) -> list[Problem]:
     """Validation inputs that are also training inputs score memory, not generalisation."""
-    seen = {(ex.system, ex.text_input.strip()) for ex in train}
-    dups = [i + 1 for i, ex in enumerate(validation) if (ex.system, ex.text_input.strip()) in seen]
+    seen = {_input_key(ex) for ex in train}
+    dups = [i + 1 for i, ex in enumerate(validation) if _input_key(ex) in seen]
     if not dups:
         return []
     shown = ", ".join(map(str, dups[:10])) + (f" and {len(dups) - 10} more" if len(dups) > 10
