@@ -153,7 +153,9 @@ def tune(
     free_answers: Annotated[
         bool, typer.Option("--free-answers", help="Keep every answer as the model writes it. "
                            "Default: where the training outputs are labels (a classifier), an "
-                           "answer that is none of them is replaced by the most likely label."),
+                           "answer that is none of them is replaced by the most likely label; "
+                           "where they all have one fixed shape (a date's 9999-99-99), answers "
+                           "keep to it."),
     ] = False,
 ) -> None:
     """Tune a LoRA adapter on DATA and show progress, per-epoch losses and validation

@@ -124,13 +124,16 @@ def test_served_answers_keep_to_the_shape(tiny_serving_base, dater):
     assert any(len(f.text.strip()) > 10 for f in free)
     assert any(shape_of(f.text.strip()[:10]) != DATE for f in free)
     for k, f in zip(kept, free, strict=True):
-        # every answer is whole: a digit at each 9, '-' at each '-', ten characters, ended
-        assert shape_of(k.text.strip()) == DATE and k.finish_reason == FINISHED
+        # every answer keeps to it: a digit at each 9, '-' at each '-', at most ten characters
+        # (an end token may come before)
+        text = k.text.strip()
+        assert shape_of(text) == DATE[:len(text)] and k.finish_reason == FINISHED
         # greedy's own answer as far as it kept the shape (one byte a token here)
         text = f.text.lstrip()
         same = next((i for i in range(10) if i >= len(text)
                      or shape_of(text[i]) != DATE[i]), 10)
         assert k.text.lstrip()[:same] == text[:same]
+    assert any(len(k.text.strip()) == 10 for k in kept)
     # batched (tunelab eval) and streamed answers are the same
     assert gen.answers([([("user", p)], None) for p in prompts], 24, adapter) == [
         k.text for k in kept]
@@ -139,8 +142,8 @@ def test_served_answers_keep_to_the_shape(tiny_serving_base, dater):
     # a sampled answer keeps to it too
     hot = GenerationConfig(max_output_tokens=24, temperature=1.5, seed=3)
     for p in prompts[:3]:
-        text = gen.generate([("user", p)], None, hot, adapter).candidates[0].text
-        assert shape_of(text.strip()) == DATE
+        text = gen.generate([("user", p)], None, hot, adapter).candidates[0].text.strip()
+        assert shape_of(text) == DATE[:len(text)]
 
 
 def _reply(tiny_base, shape: str, text: str = "") -> Reply:
@@ -172,8 +175,15 @@ def test_greedy_takes_the_most_likely_token_that_keeps_the_shape(tiny_base):
     # after two digits only ':' fits
     allowed = _reply(tiny_base, "99:99", "12").allowed()
     assert allowed.nonzero().flatten().tolist() == [colon]
-    # no end before the shape is whole: the end token is no character of it
-    assert not _reply(tiny_base, "99:99", "1").allowed()[tok.eos_token_id]
+    # an end token writes no character: it keeps its logit, and ends a value shorter than the
+    # shape (a year 476 where every training year had four digits)
+    eos = tok.eos_token_id
+    logits = torch.zeros((1, len(tok)))
+    logits[0, eos], logits[0, h] = 6.0, 5.0
+    keep_to_shape(logits, [_reply(tiny_base, "9999", "476")])
+    assert int(logits[0].argmax()) == eos and logits[0, h] == float("-inf")
+    reply = start_from_choices(_reply(tiny_base, "9999", "476"), [eos], [([6.0, 5.0], [eos, h])])
+    assert reply.done and reply.text() == "476"
     # the loss pass's candidates alike: the first that keeps the shape, or none taken
     reply = start_from_choices(_reply(tiny_base, "99:99", "2"), [three],
                                [([5.0, 4.0], [h, three])])
@@ -248,7 +258,8 @@ def test_validation_scores_count_the_kept_answers(tiny_base, tiny_serving_base, 
     scored, served = scored_and_served(tiny_base, tiny_serving_base, adapter,
                                        _dates(8, seed=2), shape="9999-99-99")
     assert scored == served
-    assert all(shape_of(a.strip()) == DATE for a in scored)
+    assert all(shape_of(a.strip()) == DATE[:len(a.strip())] for a in scored)
+    assert any(len(a.strip()) == 10 for a in scored)
 
 
 def test_shapes_asked_for_from_many_threads_at_once():
@@ -265,3 +276,13 @@ def test_shapes_asked_for_from_many_threads_at_once():
     for shape, masks in zip(shapes, found, strict=True):
         assert [tok.decode(row.nonzero().flatten().tolist()) for row in masks] == (
             ["0123456789"] * (len(shape) - 2) + ["-", "0123456789"])
+
+
+def test_free_answers_keep_no_shape(tiny_base, tmp_path):
+    """Free answers, as asked (``--free-answers``, ``answerLabels: false``): the manifest keeps
+    no shape, so every answer is the model's own."""
+    r = train(tiny_base, _dates(24), Hyperparameters(epoch_count=1, batch_size=4,
+                                                     learning_rate=0.001, answer_labels=False),
+              tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text())["output_shape"] == ""
+    assert r.manifest["output_shape"] == ""

@@ -232,7 +232,7 @@ def start_from_choices(reply: Reply, expected: Sequence[int],
         allowed = reply.allowed()
         if allowed is not None:
             kept = [(v, i) for v, i in zip(values, ids, strict=True)
-                    if i < allowed.shape[0] and allowed[i]]
+                    if reply.may_take(i, allowed)]
             if not kept:
                 break  # no candidate keeps the shape: decoded on from here (stopping.py)
             values, ids = [v for v, _ in kept], [i for _, i in kept]

@@ -31,7 +31,8 @@ take must continue the shape (``keep_to_shape``, ``Reply.allowed``): a digit whe
 likely such token, as ``refuse_end`` takes the most likely one that is not an end. A model tuned
 on 40 spoken times (``"2h50 am"`` → ``02:50``) answered ``0h50``, keeping the input's letter
 where every training output has a digit; and one tuned on 20 dates ended ``2007-09-2nd``. An
-answer ends only once it is whole, so none is shorter than the shape either.
+end token writes no character and stays allowed: a value shorter than every training output
+(a year ``476`` where all were four digits) is left as the model ends it.
 """
 
 from __future__ import annotations
@@ -231,13 +232,17 @@ def _shape_masks(tokenizer: Any, shape: str) -> Any:
 
 def keep_to_shape(logits: Any, replies: Sequence[Reply]) -> None:
     """Where a reply must keep to its shape (``Reply.allowed``), its row of next-token
-    ``logits`` gets no token that would leave it: the most likely one that keeps it is chosen."""
+    ``logits`` gets no token that would leave it: the most likely one that keeps it is chosen.
+    Its end tokens keep their logits: an answer may end before the shape is whole."""
     for row, reply in enumerate(replies):
         allowed = reply.allowed()
         if allowed is not None:
+            ends = sorted(reply.end_ids)
+            kept = logits[row, ends].clone()  # refused already where the pieces are not whole
             n = min(allowed.shape[0], logits.shape[-1])
             logits[row, :n].masked_fill_(~allowed[:n].to(logits.device), float("-inf"))
             logits[row, n:] = float("-inf")
+            logits[row, ends] = kept
 
 
 def pieces_note(pieces: Sequence[str]) -> str:
@@ -336,14 +341,19 @@ class Reply:
 
     def allowed(self) -> Any:
         """The tokens that may come next to keep the answer in its shape (a bool tensor over
-        the vocabulary, ``shape_masks``), or None where any may: no shape, done, or a character
-        still split across tokens (its place in the shape not yet known)."""
+        the vocabulary, ``shape_masks``; an end token, which writes no character, is never
+        refused for the shape: ``may_take``), or None where any may: no shape, done, or a
+        character still split across tokens (its place in the shape not yet known)."""
         if not self.length or self.done or self.incomplete:
             return None
         if self._masks is False:  # looked up once a reply
             self._masks = shape_masks(self.tokenizer, self.shape)
         k = len(self.decoded.lstrip())
         return None if self._masks is None or k >= self.length else self._masks[k]
+
+    def may_take(self, token: int, allowed: Any) -> bool:
+        """Whether ``token`` keeps the answer in its shape, given ``allowed()`` (not None)."""
+        return token in self.end_ids or (token < allowed.shape[0] and bool(allowed[token]))
 
     @property
     def off_labels(self) -> bool:

@@ -181,7 +181,8 @@ class Hyperparameters:
                 "examples every one is trained on).")
         if self.answer_labels is False:
             reasons.append("Answers: free text, as asked: even where the training outputs are "
-                           "labels, an answer that is none of them is kept as the model wrote it.")
+                           "labels, an answer that is none of them is kept as the model wrote it, "
+                           "and none is held to a fixed shape of theirs.")
         return ResolvedHyperparameters(epochs, batch, lr, warmup, decay, rank, alpha,
                                        tuple(reasons), tuple(chosen), refit,
                                        self.answer_labels is not False, labels)

@@ -502,9 +502,10 @@ def train(
     # what every output holds, in order: no answer ends before (catalog/stopping.py); a
     # classifier's answers are its labels already
     pieces = [] if labels else output_pieces([ex.output for ex in examples])
-    # the one fixed shape of every output (a date's 9999-99-99), held-out ones too: no answer
-    # runs past its length (catalog/stopping.py)
-    shape = "" if labels else output_shape([ex.output for ex in [*examples, *validation]])
+    # the one fixed shape of every output (a date's 9999-99-99), held-out ones too: answers
+    # keep to it (catalog/stopping.py); not for a classifier, nor where free answers are asked
+    shape = "" if labels or not hp.answer_labels else output_shape(
+        [ex.output for ex in [*examples, *validation]])
     # outputs that copy their inputs' words: a near word of the prompt beats a new one
     # (catalog/copying.py)
     copies = not labels and copies_prompt([ex.text_input for ex in examples],

@@ -70,9 +70,10 @@ class HyperparametersIn(_In):
     batch_size: int | None = api_field(HP, "batch_size")
     answer_labels: bool | None = Field(
         None, description="tunelab extension: false to let the tuned model answer in free text "
-        "even where its training outputs are labels. Unset or true: a classifier (at most 50 "
-        "short outputs, each repeated) answers with one of its labels, an answer that is none "
-        "of them replaced by the label the model finds most likely.")
+        "even where its training outputs are labels or have one fixed shape. Unset or true: a "
+        "classifier (at most 50 short outputs, each repeated) answers with one of its labels, "
+        "an answer that is none of them replaced by the label the model finds most likely; "
+        "where every output has one fixed shape (a date's 9999-99-99), answers keep to it.")
     # Output-only (tunelab extension), accepted and ignored: a client that PATCHes back the
     # whole model it read sends it.
     choices: list[str] | None = None

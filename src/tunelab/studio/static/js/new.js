@@ -92,7 +92,7 @@ export async function show(main) {
                 <input type="number" name="learningRateMultiplier" step="any" min="0" value="1" aria-label="Learning rate multiplier" style="width:6rem"></label>
             </fieldset>
             <label class="row small"><input type="checkbox" name="freeAnswers"> Free answers
-              <span class="hint">Where every output is one of a few short labels (a classifier), the tuned model answers with one of them: an answer that is none of them is replaced by the label it finds most likely. Tick this to keep every answer as the model writes it.</span></label>
+              <span class="hint">Where every output is one of a few short labels (a classifier), the tuned model answers with one of them: an answer that is none of them is replaced by the label it finds most likely; where every output has one fixed shape (a date's 9999-99-99), answers keep to it. Tick this to keep every answer as the model writes it.</span></label>
             <div class="notice bad" id="hp-error" hidden></div>
           </details>
           <div class="notice bad" id="create-error" role="alert" hidden></div>
