@@ -505,6 +505,11 @@ def test_validate_warnings(exs: list[Example], expected: list[Expected]) -> None
     [f"{c}: describe it" for c in "Paris Rome Oslo Bern Kyiv Riga Baku Doha Lima Quito Sofia "
      "Minsk Dakar Accra Suva Male Apia Lome Rabat Tunis".split()],  # content, not labels
     [f"see https://example.com/{i} at 10:{i:02d}" for i in range(20)],  # URLs, times
+    # free phrasings, a few of which open with "<city> order:" (a city twice or three times)
+    [f"Please ship {i} mugs to {c}." for i, c in enumerate("Lima Pune Riga Bern Cork Oslo "
+                                                         "Accra Quito Porto Osaka".split())]
+    + [f"{c} order: {i} red mugs" for i, c in enumerate("Oslo Oslo Oslo Cork Cork Bern Lima "
+                                                       "Pune Riga Quito".split())],
 ])
 def test_consistent_formats_give_no_warning(inputs: list[str]) -> None:
     assert validate(qa(inputs)) == []
