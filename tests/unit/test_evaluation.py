@@ -554,3 +554,25 @@ def test_the_keys_and_values_kept_across_loss_passes_stay_within_their_bound(mod
     assert any(given) and not all(given)  # the first pass's, not the later ones'
     assert abs(bound_loss - loss) < 1e-5
     assert bound_answers == answers
+
+
+def test_the_first_models_misses_are_listed_first():
+    """Against its base nearly every example differs; the examples the first model (the tuned
+    one) answers wrongly lead the list, the rest follow, each part in the examples' order."""
+    from tunelab.training.evaluate import MAX_DIFFERENCES, Answerer, compare
+
+    examples = [Example(f"q{i}", f"a{i}") for i in range(MAX_DIFFERENCES + 10)]
+    misses = {3, 17, 26}  # the tuned model's wrong answers, one past the listed 20
+
+    def tuned(ex: Example) -> str:
+        return "wrong" if int(ex.text_input[1:]) in misses else ex.output
+
+    out = compare(examples, [Answerer("tuned", tuned), Answerer("base", lambda ex: "no idea")])
+    listed = [d["text_input"] for d in out["differences"]]
+    assert out["differing_count"] == len(examples)
+    assert listed[:3] == ["q3", "q17", "q26"]
+    assert listed[3:] == [f"q{i}" for i in range(len(examples)) if i not in misses][
+        :MAX_DIFFERENCES - 3]
+    # models that agree are not listed; one model alone lists nothing
+    same = compare(examples[:4], [Answerer("x", tuned), Answerer("y", tuned)])
+    assert same["differing_count"] == 0 and same["differences"] == []
