@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -252,7 +253,15 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console,
+        # a log or a pipe shows no live bar (it would print only its last state): a plain line
+        # per epoch instead (``step`` below)
+        disable=not console.is_terminal,
     )
+    lines = not console.is_terminal
+    started = time.monotonic()
+    refit_epoch_steps = resolved.steps_per_epoch(len(everything))
+    from tunelab.cli_service import progress_line
+
     with CancelFlag() as cancel, progress:
         task = progress.add_task(
             "tune",
@@ -273,12 +282,20 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
         def step(s) -> None:
             if s.step <= first_total:
                 progress.update(task, completed=s.step, epoch=s.epoch, loss=f"{s.mean_loss:.4f}")
+                if lines and (s.step % per_epoch == 0 or s.step == first_total):
+                    progress_line(console, f"epoch {s.epoch}/{resolved.epoch_count}", s.step,
+                                  progress.tasks[0].total, s.mean_loss, started)
                 return
             # the refit on every example (training/refit.py): its own epochs, its real length
-            epochs = -(-(s.total_steps - first_total) // resolved.steps_per_epoch(len(everything)))
+            epochs = -(-(s.total_steps - first_total) // refit_epoch_steps)
             progress.update(task, completed=s.step, total=s.total_steps,
                             epoch=s.epoch - resolved.epoch_count, epochs=epochs,
                             loss=f"{s.mean_loss:.4f}", note=f"refit on all {len(everything)}")
+            if lines and ((s.step - first_total) % refit_epoch_steps == 0
+                          or s.step == s.total_steps):
+                progress_line(console, f"refit on all {len(everything)}, epoch "
+                              f"{s.epoch - resolved.epoch_count}/{epochs}", s.step,
+                              s.total_steps, s.mean_loss, started)
 
         return train(
             base,

@@ -355,7 +355,9 @@ def submit_and_follow(
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=out,
+        disable=not out.is_terminal,  # a log or a pipe: a line per epoch instead
     )
+    started, said_epoch, said_queue = time.monotonic(), None, None
     with _client(server) as c:
         op = _check(c.post("/v1beta/tunedModels", json=body))
         meta = op["metadata"]
@@ -381,6 +383,14 @@ def submit_and_follow(
                     loss=f"{snaps[-1]['meanLoss']:.4f}" if snaps else "–",
                     note=f"queued (position {pos})" if pos else "",
                 )
+                if not out.is_terminal:
+                    if pos and pos != said_queue:
+                        out.print(f"tuning: queued (position {pos})", highlight=False)
+                    said_queue = pos
+                    if snaps and snaps[-1]["epoch"] != said_epoch:
+                        said_epoch = snaps[-1]["epoch"]
+                        progress_line(out, f"epoch {said_epoch}", meta.get("completedSteps", 0),
+                                      meta.get("totalSteps"), snaps[-1]["meanLoss"], started)
                 if op.get("done"):
                     break
                 try:
@@ -392,6 +402,10 @@ def submit_and_follow(
                     cancelled = True
                     out.print("Cancelling (Ctrl-C again to stop following)…")
                     _check(c.post(f"/v1beta/{op['name']}:cancel"))
+        if not out.is_terminal:  # where the job ended, as the bar would show it
+            meta, snaps = op["metadata"], op["metadata"].get("snapshots") or []
+            progress_line(out, "ended", meta.get("completedSteps", 0), meta.get("totalSteps"),
+                          snaps[-1]["meanLoss"] if snaps else None, started)
         name = op["metadata"]["tunedModel"]
         if "error" in op:
             out.print(f"[yellow]{name}: {op['error'].get('message', '')}[/]")
@@ -404,6 +418,17 @@ def submit_and_follow(
         if evaluation.get("refit"):  # training/refit.py: what is served, in words
             out.print(f"[bold]Served:[/] {evaluation['refit']}", highlight=False)
         return op
+
+
+def progress_line(to: Console, what: str, done: int, total: int | None, loss: float | None,
+                  started: float) -> None:
+    """One plain line of a tune's progress, for a log or a pipe (which shows no live bar):
+    ``tuning: epoch 2/5, step 20/50, loss 0.0312, 1:05 elapsed``."""
+    elapsed = int(time.monotonic() - started)
+    of = f"/{total}" if total else ""
+    said = f", loss {loss:.4f}" if loss is not None else ""
+    to.print(f"tuning: {what}, step {done}{of}{said}, {elapsed // 60}:{elapsed % 60:02d} "
+             "elapsed", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,7 +21,12 @@ def test_tune_with_server_follows_progress(service, tmp_path):
              "--display-name", "From CLI")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Submitted tunedModels/from-cli-" in r.stdout
-    assert "5/5" in r.stdout and "is ACTIVE" in r.stdout
+    assert "is ACTIVE" in r.stdout
+    # not a terminal: no live bar, a line as each epoch is seen and one where the job ended
+    said = [line for line in r.stdout.splitlines() if line.startswith("tuning: ")]
+    assert said[-1].startswith("tuning: ended, step 5/5, loss ") and "elapsed" in said[-1]
+    assert any(line.startswith("tuning: epoch 1, step ") for line in said)
+    assert "tuning ━" not in r.stdout
 
 
 def test_jobs_and_cancel(service, client):

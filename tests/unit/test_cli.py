@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,7 +65,11 @@ def test_tune_then_generate_then_use_epoch(tmp_path, env):
     assert "Per epoch" in r.stdout and "Epoch advice: From the training loss" in r.stdout
     assert "24 examples: 2 epochs × 6 steps (batch size 4)" in " ".join(r.stdout.split())
     assert "fewer than 40, so none were held out" in r.stdout
-    assert "12/12" in r.stdout  # the progress bar finished: ceil(24/4) * 2 steps
+    # not a terminal: no live bar, a line per epoch (ceil(24/4) = 6 steps each)
+    said = [line for line in r.stdout.splitlines() if line.startswith("tuning: ")]
+    assert [line.split(", loss ")[0] for line in said] == [
+        "tuning: epoch 1/2, step 6/12", "tuning: epoch 2/2, step 12/12"]
+    assert all(line.endswith(" elapsed") for line in said) and "tuning ━" not in r.stdout
     assert "Warning" not in r.stdout + r.stderr  # no library deprecation notices
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "completed" and len(manifest["snapshots"]) == 12
@@ -186,6 +191,12 @@ def test_tune_with_a_refit_then_choose_an_epoch_and_the_refit_again(tmp_path, en
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())  # rich wraps long lines
     assert "Served model: a refit (automatic)" in text
+    # a line per epoch of each run: 32 examples in 4 steps an epoch, then 48 in 6
+    said = [line.split(", loss ")[0] for line in r.stdout.splitlines()
+            if line.startswith("tuning: ")]
+    assert re.fullmatch(r"tuning: epoch 1/\d+, step 4/\d+", said[0]), said
+    refit = [line for line in said if line.startswith("tuning: refit on all 48, epoch ")]
+    assert refit and refit[-1].startswith(f"tuning: refit on all 48, epoch {len(refit)}/")
     assert "Served: The served model is a refit: it trained on all 48 examples for" in text
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     epoch = manifest["refit"]["from_epoch"]
