@@ -526,14 +526,21 @@ def eval_models(
                 f"{data} holds {len(examples)} examples; at most {MAX_VALIDATION} are scored "
                 "(each model answers every one). Use a sample of the file.")
         answerers = _answerers(settings, list(models), examples, server, base)
+        lines = not console.is_terminal  # a log or a pipe: a line per model answered
+        started = time.monotonic()
         with Progress(TextColumn("[bold blue]answering {task.fields[model]}"), BarColumn(),
-                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                      disable=lines) as progress:
             task = progress.add_task("eval", total=len(examples) * len(answerers), model="")
             answered: dict[str, int] = {}
 
             def advance(name: str, done: int, total: int) -> None:
                 answered[name] = done
                 progress.update(task, completed=sum(answered.values()), model=name)
+                if lines and done == total:
+                    elapsed = int(time.monotonic() - started)
+                    console.print(f"answered: {name}, {done}/{total}, {elapsed // 60}:"
+                                  f"{elapsed % 60:02d} elapsed", highlight=False)
 
             out = compare(examples, answerers, advance)
     show_evaluation(out, data, show)

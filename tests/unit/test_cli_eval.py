@@ -46,6 +46,9 @@ def test_tune_holds_out_scores_each_epoch_then_eval_compares_with_the_base(tmp_p
     assert any(" out " in line and " ms " in line for line in lines)  # the tuned model
     assert any(" tiny " in line and " ms " in line for line in lines)  # the base, added
     assert "accuracy" in e.stdout and "mean latency" in e.stdout
+    # not a terminal: a line as each model has answered every example, no live bar
+    assert [line.split(", ")[:2] for line in lines if line.startswith("answered: ")] == [
+        ["answered: out", "6/6"], ["answered: tiny", "6/6"]]
     assert ("Answers that differ" in e.stdout
             or "Every model gave the same answer" in e.stdout)
     assert "Traceback" not in e.stderr
