@@ -546,6 +546,17 @@ def eval_models(
     show_evaluation(out, data, show)
     from rich.markup import escape
 
+    from tunelab.inference.manifest import rules_words
+    from tunelab.training import adapter_path
+
+    for r in out["results"]:  # a base model asked as the tuned model is
+        if r.get("asked_as"):
+            console.print(
+                f"[dim]{escape(r['model'])} was asked as {escape(r['asked_as'])} is, with "
+                f"{rules_words(adapter_path(Path(r['asked_as'])))}, as the validation scores "
+                "of tunelab tune ask a base model: its score is what those rules give a model "
+                "not tuned.[/]", highlight=False, soft_wrap=True)
+
     for name in models:  # a tuned classifier tested on outputs that are none of its labels
         note = _unreachable_labels(name, examples, server)
         if note:
@@ -558,6 +569,7 @@ def _answerers(settings: Settings, names: list[str], examples, server: str | Non
     """An ``Answerer`` for each model; local ones share a loaded base and answer many
     examples at once, served ones one request each."""
     from tunelab.inference import Generator
+    from tunelab.inference.manifest import answer_rules_of
     from tunelab.training import adapter_path, read_manifest
     from tunelab.training.evaluate import ANSWER_MARGIN_TOKENS, Answerer, generator_answerer
 
@@ -575,6 +587,20 @@ def _answerers(settings: Settings, names: list[str], examples, server: str | Non
                 extra = _checked(extra)["baseModel"]
             if extra not in names:
                 names, served = [*names, extra], [*served, extra]
+    local: dict[str, tuple[str, Path | None]] = {}  # name: (base model, adapter or None)
+    for name in names:
+        if name in served:
+            continue
+        path = Path(name)
+        if (path / "manifest.json").exists():
+            local[name] = read_manifest(path)["base_model"], adapter_path(path)
+        elif path.exists():
+            raise TunelabError(f"{name} is not a tuning output directory (no manifest.json).")
+        else:
+            local[name] = name.removeprefix("models/"), None
+    # a base model is asked as the first tuned model is, as its validation scores ask it
+    rules = answer_rules_of([adapter for _, adapter in local.values()])
+    rules_name = next((n for n, (_, a) in local.items() if a is not None and a == rules), None)
     generators: dict = {}
     out = []
     for name in names:
@@ -584,17 +610,13 @@ def _answerers(settings: Settings, names: list[str], examples, server: str | Non
             budget = max(len(ex.output) for ex in examples) + ANSWER_MARGIN_TOKENS
             out.append(Answerer(name, _served_answer(server, name, budget)))
             continue
-        path = Path(name)
-        if (path / "manifest.json").exists():
-            base_name, adapter = read_manifest(path)["base_model"], adapter_path(path)
-        elif path.exists():
-            raise TunelabError(f"{name} is not a tuning output directory (no manifest.json).")
-        else:
-            base_name, adapter = name.removeprefix("models/"), None
+        base_name, adapter = local[name]
         if base_name not in generators:
             generators[base_name] = Generator(_load_base(settings, base_name),
                                               settings.adapter_cache_bytes)
-        out.append(generator_answerer(name, generators[base_name], adapter, examples))
+        out.append(generator_answerer(name, generators[base_name], adapter, examples,
+                                      rules_of=rules if adapter is None else None,
+                                      asked_as=rules_name))
     return out
 
 

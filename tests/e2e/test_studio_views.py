@@ -206,6 +206,9 @@ def test_compare_view_scores_models_side_by_side(new_page, alice, tmp_path):
         assert row.locator("td.score").inner_text() == f"{r['score']:.3f}"
         assert row.locator("td").nth(3).inner_text().endswith(" ms")
     assert page.locator("#differences tbody tr").count() == len(expected["differences"])
+    assert expected["differences"]  # this model's wrong answers are listed first
+    assert "those Parity (this model) answers wrongly first" in " ".join(
+        page.locator("#results p.hint").all_inner_texts())
     heads = page.locator("#differences thead th").all_text_contents()
     assert heads[:2] == ["Input", "Expected"] and len(heads) == 2 + len(expected["results"])
     screenshot(page, "compare")
@@ -255,6 +258,9 @@ def test_compare_view_says_when_expected_outputs_are_none_of_the_labels(new_page
     assert "2 of the 3 expected outputs are none of its 3 labels (warranty)" in notice
     assert "Free answers" in notice and "--free-answers" not in notice
     assert page.locator(".notice.unreachable").count() == 1  # not on the base model's row
+    # the base beside it was asked with its labels, as each epoch's scores ask a base model
+    asked = page.locator("p.asked-as").inner_text()
+    assert "(base) was asked as" in asked and "with its 3 labels" in asked
 
     # rows within the labels: no notice
     page.fill("#pasted", "message 903\trefund\nmessage 904\taccount\n")

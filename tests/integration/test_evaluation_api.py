@@ -105,6 +105,25 @@ def test_evaluate_compares_the_tuned_model_with_its_base(client, held_out):
     assert out["differingCount"] == len(out.get("differences", []))
 
 
+def test_the_base_is_asked_as_the_tuned_model_is_and_scores_as_in_its_validation(client,
+                                                                                 held_out):
+    """A tuned classifier answers with its labels; the base model beside it is asked the same
+    way (as the validation scores ask it), so on the held-out examples :evaluate gives the base
+    the very score the job's baseline reports, and every base answer is one of the labels."""
+    _, op = held_out
+    ev = op["metadata"]["evaluation"]
+    every = labelled(48)
+    test = [every[n - 1] for n in ev["validation"]["heldOutExamples"]]
+    out = client.post("/v1beta/tunedModels/held:evaluate",
+                      json={"testData": {"examples": {"examples": test}}}).json()
+    tuned, base = out["results"]
+    assert base["model"] == "models/tiny-random" and "askedAs" not in tuned
+    assert base["askedAs"] == "tunedModels/held" and base["askedWith"] == "its 2 labels"
+    assert base["score"] == ev["baseline"]["score"]
+    for d in out.get("differences", []):
+        assert d["answers"][1]["text"] in ("even", "odd")
+
+
 def test_evaluate_scores_short_values_by_exact_match(client, held_out):
     """Values (codes, dates, amounts) are right or wrong: the metric is exactMatch, and token F1
     is reported beside it."""

@@ -46,6 +46,11 @@ def test_tune_holds_out_scores_each_epoch_then_eval_compares_with_the_base(tmp_p
     assert any(" out " in line and " ms " in line for line in lines)  # the tuned model
     assert any(" tiny " in line and " ms " in line for line in lines)  # the base, added
     assert "accuracy" in e.stdout and "mean latency" in e.stdout
+    # the base beside a tuned classifier is asked with its labels, as the validation scores
+    # ask it: every one of its answers listed is a label, and a line says why
+    said = " ".join(e.stdout.split())
+    assert ("tiny was asked as out is, with its 2 labels, as the validation scores of tunelab "
+            "tune ask a base model") in said
     # not a terminal: a line as each model has answered every example, no live bar
     assert [line.split(", ")[:2] for line in lines if line.startswith("answered: ")] == [
         ["answered: out", "6/6"], ["answered: tiny", "6/6"]]

@@ -272,3 +272,28 @@ def test_answer_batches_keep_the_cache_within_its_bound(tiny_serving_base):
         assert len(b) == 1 or len(b) * (max(lengths[i] for i in b) + 8) * per_token <= CACHE_BYTES
     assert [6] in batches  # longer than the bound alone: a batch of its own
     assert answer_batches([], 8, config) == []
+
+
+def test_a_base_model_is_asked_with_the_rules_of_the_first_tuned_model(tmp_path):
+    """The rules a tuned model keeps are read from its manifest and said in words; a base
+    model in a comparison takes those of the first tuned model, where it keeps any."""
+    import json
+
+    from tunelab.inference.manifest import answer_rules_of, rules_words
+
+    def tuned(name: str, **facts) -> object:
+        (tmp_path / name / "adapter").mkdir(parents=True)
+        (tmp_path / name / "manifest.json").write_text(json.dumps(facts))
+        return tmp_path / name / "adapter"
+
+    classifier = tuned("c", answer_labels=["no", "yes"], system_instruction="Be brief.")
+    dates = tuned("d", output_shape="9999-99-99", copies_prompt=True)
+    free = tuned("f", answer_labels=None)
+    assert rules_words(classifier) == "its system prompt and its 2 labels"
+    assert rules_words(dates) == ("its outputs' fixed shape and its preference for the prompt's "
+                                  "words")
+    assert rules_words(free) is None and rules_words(None) is None
+    assert answer_rules_of([None, classifier, dates]) == classifier
+    assert answer_rules_of([dates, classifier]) == dates
+    assert answer_rules_of([free, classifier]) is None  # the first tuned model keeps none
+    assert answer_rules_of([None, None]) is None

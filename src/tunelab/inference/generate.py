@@ -241,6 +241,7 @@ class Generator:
         adapter: Path | None = None,
         on_progress: Callable[[int], None] | None = None,
         expected: Sequence[str] | None = None,
+        rules_of: Path | None = None,
     ) -> list[str]:
         """Greedy answers to many requests ((turns, system instruction) each), decoded
         together in batches (``catalog/greedy.py``: up to 32, fewer for long prompts): what
@@ -248,15 +249,20 @@ class Generator:
         the time. ``on_progress``: the number answered so far, after each batch. ``expected``
         (a test file's outputs, one per request): one pass reads greedy's choices along each
         expected output first (``choices_along``), so the answers a model gets right take no
-        decoding, and the others are decoded on from their first mismatch."""
+        decoding, and the others are decoded on from their first mismatch. ``rules_of``:
+        another tuned model's adapter whose recorded rules the answers keep instead of
+        ``adapter``'s (its remembered system prompt, labels, pieces, copy rule and shape): a
+        base model compared with a tuned model is asked as that model is, as the validation
+        scores ask it (``training/evaluate.py``)."""
 
         if max_output_tokens < 1:
             raise InvalidArgument(f"maxOutputTokens must be at least 1, got {max_output_tokens}")
         limit = self.base.spec.context_length
         prompts, sources = [], []
+        rules = adapter if rules_of is None else rules_of
         for turns, system in requests:
             sources.append(copy_source(turns))
-            ids = self.prompt_ids(turns, self.system_for(adapter, system))
+            ids = self.prompt_ids(turns, self.system_for(rules, system))
             if len(ids) >= limit:
                 start = turns[-1][1][:40]
                 raise InvalidArgument(
@@ -269,7 +275,7 @@ class Generator:
         pad = tok.pad_token_id
         wanted = None if expected is None else [
             encode_pieces(tok, template.output_pieces(text)) for text in expected]
-        facts = served_facts(adapter)
+        facts = served_facts(rules)
         labels = facts.answer_labels  # a tuned classifier's (catalog/labels.py)
         label_ids = labels and label_token_ids(tok, template, labels)
         out: list[str] = []

@@ -82,3 +82,36 @@ def _read(manifest: str, mtime_ns: int, size: int) -> ServedFacts:
         copies_prompt=data.get("copies_prompt") is True,
         prompt_format=PromptFormat.from_dict(data.get("prompt_format")),
     )
+
+
+def rules_words(adapter: Path | None) -> str | None:
+    """The rules a tuned model's answers keep, in words (``its system prompt and its 5
+    labels``), or None where it keeps none (free text, no shared system prompt)."""
+    facts = served_facts(adapter)
+    parts = []
+    if facts.system_instruction:
+        parts.append("its system prompt")
+    if facts.answer_labels:
+        parts.append(f"its {len(facts.answer_labels)} labels")
+    if facts.output_shape:
+        parts.append("its outputs' fixed shape")
+    elif facts.output_pieces:
+        parts.append("the parts every output holds")
+    if facts.copies_prompt:
+        parts.append("its preference for the prompt's words")
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def answer_rules_of(adapters: list[Path | None]) -> Path | None:
+    """The adapter whose rules a base model in a comparison answers by: the first tuned
+    model's, where it keeps any (``rules_words``); None otherwise (``adapters`` holds None
+    for a base model). A tuned model keeps rules learnt from its data -- it answers with its
+    labels, keeps to its outputs' shape, remembers their system prompt -- and its validation
+    scores ask the base model the same way, so the base's score is what those rules give an
+    untuned model, not a chat answer scored against labels; ``tunelab eval``, ``:evaluate``
+    and the compare page ask it so too (``Generator.answers``' ``rules_of``), and their base
+    score is the one ``tunelab tune`` reports."""
+    first = next((a for a in adapters if a is not None), None)
+    return first if first is not None and rules_words(first) is not None else None

@@ -421,23 +421,27 @@ class Answerer:
     name: str
     one: Callable[[Example], str]
     many: Callable[[Sequence[Example], Callable[[int], None], bool], list[str]] | None = None
+    asked_as: str | None = None  # a base model asked as this tuned model is (answer_rules_of)
 
 
 def generator_answerer(name: str, generator: Any, adapter: Any,
-                       examples: Sequence[Example]) -> Answerer:
+                       examples: Sequence[Example], rules_of: Any = None,
+                       asked_as: str | None = None) -> Answerer:
     """A model loaded in this process: ``generator`` (an ``inference.Generator``) with
     ``adapter`` (a tuned model's adapter folder, or None for the base model), answering at most
     the longest expected output of ``examples`` plus ``ANSWER_MARGIN_TOKENS`` tokens, greedily
     and stopped as served answers are; one example alone (timed: a served answer's latency),
     many together (up to 32 a batch), the answers their expected outputs already decide read
-    from one pass (``Generator.answers``)."""
+    from one pass (``Generator.answers``). ``rules_of``: for a base model compared with a tuned
+    model, that model's adapter (``asked_as`` its name): the base is asked as it is
+    (``inference/manifest.py`` ``answer_rules_of``)."""
     budget = answer_budget(generator.base.tokenizer, generator.base.template, examples)
 
     def requests(exs: Sequence[Example]) -> list:
         return [([("user", ex.text_input)], ex.system) for ex in exs]
 
     def one(ex: Example) -> str:
-        return generator.answers(requests([ex]), budget, adapter)[0]
+        return generator.answers(requests([ex]), budget, adapter, rules_of=rules_of)[0]
 
     def many(exs: Sequence[Example], progress: Callable[[int], None] | None = None,
              often_right: bool = False) -> list[str]:
@@ -446,9 +450,10 @@ def generator_answerer(name: str, generator: Any, adapter: Any,
         # on 47 test examples its answers took 35.7 s so against 27.2 s decoded; a tuned model
         # right on four in five of them, 21.0 s against 36.2 s (docs/evaluation.md).
         return generator.answers(requests(exs), budget, adapter, progress,
-                                 expected=[ex.output for ex in exs] if often_right else None)
+                                 expected=[ex.output for ex in exs] if often_right else None,
+                                 rules_of=rules_of)
 
-    return Answerer(name, one, many)
+    return Answerer(name, one, many, asked_as if rules_of is not None else None)
 
 
 # Examples a model that answers many at once also answers alone, one by one, to time a single
@@ -463,7 +468,8 @@ def compare(
 ) -> dict:
     """Answer every example with every model and score them on one scale.
 
-    Returns ``{"metric", "example_count", "results": [{"model", scores…, "mean_latency_ms"}],
+    Returns ``{"metric", "example_count", "results": [{"model", scores…, "mean_latency_ms",
+    "asked_as" (a base model asked as that tuned model is, where it was)}],
     "differences": [{"text_input", "expected", "answers": [{"model", "text"}]}],
     "differing_count"}``; differences are the examples where the models' answers are not all
     the same (at most ``MAX_DIFFERENCES`` are listed, those the first model answers wrongly
@@ -495,7 +501,8 @@ def compare(
             answers += model.many(examples[done:], progress, first.exact_match >= 0.5)
         scores = score_answers([ex.output for ex in examples], answers, metric)
         results.append({"model": name, **scores.to_dict(),
-                        "mean_latency_ms": 1000 * seconds / max(len(alone), 1)})
+                        "mean_latency_ms": 1000 * seconds / max(len(alone), 1),
+                        **({"asked_as": model.asked_as} if model.asked_as else {})})
         all_answers.append(answers)
     differing = [i for i in range(len(examples))
                  if len({a[i].strip() for a in all_answers}) > 1]

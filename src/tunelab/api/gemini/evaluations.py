@@ -60,6 +60,12 @@ class ModelScore(_Camel):
         None, description="Only for a tuned classifier (it answers with its labels) tested on "
         "expected outputs that are none of them: how many, in one sentence (it cannot be right "
         "on those).")
+    asked_as: str | None = Field(
+        None, description="Only for a base model compared with a tuned model that keeps rules "
+        "learnt from its data (a remembered system prompt, labels, an output shape): the tuned "
+        "model it was asked as, with those rules, as the validation scores ask a base model.")
+    asked_with: str | None = Field(
+        None, description="With askedAs: those rules, in words.")
 
 
 class Answer(_Camel):
@@ -116,6 +122,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     """tunelab extension: the tuned model and others on the same test examples, one score
     scale (accuracy for labels, exact match for short values, else token F1), latency, and
     the answers that differ."""
+    from tunelab.inference.manifest import answer_rules_of, rules_words
     from tunelab.training.evaluate import compare, generator_answerer, metric_note, metric_wire
 
     data = body.test_data
@@ -140,7 +147,12 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     names = list(dict.fromkeys([name, *others]))
     targets = [(n, *_target(request, principal, n)) for n in names]
 
-    out = compare(examples, [generator_answerer(n, g, a, examples) for n, g, a in targets])
+    # a base model is asked as the first tuned model is, as its validation scores ask it
+    rules = answer_rules_of([a for _, _, a in targets])
+    rules_name = next((n for n, _, a in targets if a is not None and a == rules), None)
+    out = compare(examples, [
+        generator_answerer(n, g, a, examples, rules_of=rules if a is None else None,
+                           asked_as=rules_name) for n, g, a in targets])
     notes = {n: _unreachable(a, examples) for n, _, a in targets}
     return EvaluateResponse(
         metric=metric_wire(out["metric"]),
@@ -148,7 +160,8 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
         example_count=out["example_count"],
         results=[ModelScore(**{k: v for k, v in r.items() if k != "confusion"},
                             confusion=[s.ConfusionCount(**c) for c in r.get("confusion") or []]
-                            or None, unreachable_note=notes.get(r["model"]))
+                            or None, unreachable_note=notes.get(r["model"]),
+                            asked_with=rules_words(rules) if r.get("asked_as") else None)
                  for r in out["results"]],
         differences=[Difference(text_input=d["text_input"], expected=d["expected"],
                                 answers=[Answer(**a) for a in d["answers"]])

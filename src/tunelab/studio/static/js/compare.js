@@ -159,10 +159,11 @@ export async function show(main, id) {
         <td data-label="${other.name}" class="mono">${fmtScore(r[other.key])}</td>
         <td data-label="Time per answer" class="mono">${Math.round(r.meanLatencyMs)} ms</td></tr>`)}
       </tbody></table></div>
+      ${out.results.filter((r) => r.askedAs).map((r) => html`<p class="hint asked-as">${nameOf(r.model)} was asked as ${nameOf(r.askedAs)} is, with ${r.askedWith}, as the scores of each epoch ask a base model: its score is what those rules give a model that was not tuned.</p>`)}
       ${out.results.filter((r) => r.unreachableNote).map((r) => html`<div class="notice warn unreachable" role="status">${nameOf(r.model)}: ${r.unreachableNote} To let a model answer freely, create it again with <strong>Free answers</strong> ticked under Advanced settings.</div>`)}
       <h3>Answers that differ</h3>
       ${out.differences.length ? html`
-        <p class="hint">${out.differingCount > out.differences.length ? `The first ${out.differences.length} of ${out.differingCount} examples` : `${out.differingCount} example${out.differingCount === 1 ? "" : "s"}`} where the models answer differently; ✔ marks an answer equal to the expected output.</p>
+        <p class="hint">${out.differingCount > out.differences.length ? `The first ${out.differences.length} of ${out.differingCount} examples` : `${out.differingCount} example${out.differingCount === 1 ? "" : "s"}`} where the models answer differently, those ${nameOf(models[0])} answers wrongly first; ✔ marks an answer equal to the expected output.</p>
         <div class="diff-wrap"><table class="list small" id="differences"><thead><tr><th>Input</th><th>Expected</th>${models.map((m) => html`<th>${nameOf(m)}</th>`)}</tr></thead><tbody>
         ${out.differences.map((d) => {
           const by = new Map(d.answers.map((a) => [a.model, a.text]));
