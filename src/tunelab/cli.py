@@ -510,6 +510,9 @@ def eval_models(
     input_column: Annotated[str | None, typer.Option(help="CSV/JSON input column.")] = None,
     output_column: Annotated[str | None, typer.Option(help="CSV/JSON output column.")] = None,
     show: Annotated[int, typer.Option(help="Differing answers shown side by side.")] = 10,
+    json_file: Annotated[Path | None, typer.Option(
+        "--json", help="Also write the scores and the differing answers to this file, as JSON "
+        "shaped as the API's :evaluate response (for scripts).")] = None,
 ) -> None:
     """Score models on one test file: a table of scores and latency, then the examples where
     their answers differ, side by side (greedy answers; see docs/evaluation.md)."""
@@ -518,6 +521,9 @@ def eval_models(
     from tunelab.training.evaluate import compare
 
     settings = Settings()
+    if json_file is not None and not json_file.absolute().parent.is_dir():
+        raise fail(f"--json {json_file}: the folder {json_file.parent} does not exist; "
+                   "create it, or name a file in a folder that does.", 2)
     with reported(data="The test data"):
         examples = read_file(data, input_column=input_column, output_column=output_column)
         validate(examples, min_examples=1, location=str(data))
@@ -551,17 +557,54 @@ def eval_models(
 
     for r in out["results"]:  # a base model asked as the tuned model is
         if r.get("asked_as"):
+            r["asked_with"] = rules_words(adapter_path(Path(r["asked_as"])))
             console.print(
                 f"[dim]{escape(r['model'])} was asked as {escape(r['asked_as'])} is, with "
-                f"{rules_words(adapter_path(Path(r['asked_as'])))}, as the validation scores "
-                "of tunelab tune ask a base model: its score is what those rules give a model "
-                "not tuned.[/]", highlight=False, soft_wrap=True)
+                f"{r['asked_with']}, as the validation scores of tunelab tune ask a base "
+                "model: its score is what those rules give a model not tuned.[/]",
+                highlight=False, soft_wrap=True)
 
-    for name in models:  # a tuned classifier tested on outputs that are none of its labels
+    for r in out["results"]:  # a tuned classifier tested on outputs none of its labels
+        name = r["model"]
         note = _unreachable_labels(name, examples, server)
         if note:
+            r["unreachable_note"] = note
             console.print(f"[yellow]{escape(name)}:[/] {escape(note)} To let it answer freely, "
                           "tune it again with --free-answers.", highlight=False, soft_wrap=True)
+    if json_file is not None:
+        with reported():
+            _write_evaluation_json(json_file, out)
+
+
+def _wire(value):
+    """``value`` with every key in the API's camelCase (``mean_latency_ms`` →
+    ``meanLatencyMs``)."""
+    if isinstance(value, dict):
+        return {(k.split("_")[0] + "".join(p.title() for p in k.split("_")[1:])): _wire(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wire(v) for v in value]
+    return value
+
+
+def _write_evaluation_json(path: Path, out: dict) -> None:
+    """The comparison as ``:evaluate`` answers it: ``metric``, ``metricNote``,
+    ``exampleCount``, ``results[]``, ``differences[]``, ``differingCount``."""
+    import json
+
+    from tunelab.training.evaluate import metric_note, metric_wire
+
+    wire = _wire({**out, "metric": metric_wire(out["metric"]),
+                  "metric_note": metric_note(out["metric"]),
+                  "results": [{k: v for k, v in r.items() if k not in ("count", "metric")}
+                              for r in out["results"]]})
+    try:
+        path.write_text(json.dumps(wire, indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+    except OSError as e:
+        raise TunelabError(f"Cannot write {path}: {e.strerror or e}. Choose a file in a folder "
+                           "you can write to.") from None
+    console.print(f"Scores written to {path}", highlight=False)
 
 
 def _answerers(settings: Settings, names: list[str], examples, server: str | None,

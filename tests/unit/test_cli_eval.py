@@ -57,8 +57,10 @@ def test_tune_holds_out_scores_each_epoch_then_eval_compares_with_the_base(tmp_p
     assert ("Answers that differ" in e.stdout
             or "Every model gave the same answer" in e.stdout)
     assert "Traceback" not in e.stderr
-    # with none shown, the count of differing answers still (never "the same answer")
-    quiet = run(["eval", "out", "--data", str(test), "--show", "0"], env, tmp_path)
+    # with none shown, the count of differing answers still (never "the same answer"); and
+    # everything in a JSON file shaped as the API's :evaluate response
+    quiet = run(["eval", "out", "--data", str(test), "--show", "0", "--json", "scores.json"],
+                env, tmp_path)
     assert quiet.returncode == 0, quiet.stderr
     said = " ".join(quiet.stdout.split())
     differing = re.search(r"Answers that differ \((\d+) of 6 examples", " ".join(e.stdout.split()))
@@ -66,6 +68,25 @@ def test_tune_holds_out_scores_each_epoch_then_eval_compares_with_the_base(tmp_p
         assert f"answers differ on {differing[1]} of 6 examples (--show N lists them" in said
     else:
         assert "Every model gave the same answer to every example." in said
+    assert "Scores written to scores.json" in said
+    wire = json.loads((tmp_path / "scores.json").read_text())
+    assert wire["metric"] == "accuracy" and wire["exampleCount"] == 6
+    assert wire["metricNote"].startswith("Accuracy ranks them")
+    tuned, base = wire["results"]
+    assert tuned["model"] == "out" and base["model"] == "tiny"
+    assert {"score", "exactMatch", "accuracy", "confusion", "meanLatencyMs"} <= tuned.keys()
+    assert base["askedAs"] == "out" and base["askedWith"] == "its 2 labels"
+    assert f"{tuned['score']:.3f}" in quiet.stdout and f"{base['score']:.3f}" in quiet.stdout
+    assert wire["differingCount"] == len(wire["differences"]) == int(
+        differing[1] if differing else 0)
+    for d in wire["differences"]:
+        assert {"textInput", "expected", "answers"} == d.keys()
+    # a file in a folder that does not exist is refused before anything is answered
+    bad = run(["eval", "out", "--data", str(test), "--json", "no/such/dir/s.json"], env,
+              tmp_path)
+    assert bad.returncode == 2 and "the folder no/such/dir does not exist" in " ".join(
+        bad.stderr.split())
+    assert "answered:" not in bad.stdout and "Traceback" not in bad.stderr
 
 
 def test_short_values_are_ranked_by_exact_match_in_the_tables(tmp_path, env):  # noqa: F811
