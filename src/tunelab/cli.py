@@ -532,6 +532,8 @@ def eval_models(
                 f"{data} holds {len(examples)} examples; at most {MAX_VALIDATION} are scored "
                 "(each model answers every one). Use a sample of the file.")
         answerers = _answerers(settings, list(models), examples, server, base)
+        from tunelab.cli_service import elapsed
+
         lines = not console.is_terminal  # a log or a pipe: a line per model answered
         started = time.monotonic()
         with Progress(TextColumn("[bold blue]answering {task.fields[model]}"), BarColumn(),
@@ -544,9 +546,8 @@ def eval_models(
                 answered[name] = done
                 progress.update(task, completed=sum(answered.values()), model=name)
                 if lines and done == total:
-                    elapsed = int(time.monotonic() - started)
-                    console.print(f"answered: {name}, {done}/{total}, {elapsed // 60}:"
-                                  f"{elapsed % 60:02d} elapsed", highlight=False)
+                    console.print(f"answered: {name}, {done}/{total}, {elapsed(started)} "
+                                  "elapsed", highlight=False)
 
             out = compare(examples, answerers, advance)
     show_evaluation(out, data, show)

@@ -425,11 +425,16 @@ def progress_line(to: Console, what: str, done: int, total: int | None, loss: fl
     """One plain line of a tune's progress, for a log or a pipe (which shows no live bar):
     ``tuning: epoch 2/5, step 20/50, loss 0.0312 (last step), 1:05 elapsed`` (the table of
     epochs after training gives each epoch's mean)."""
-    elapsed = int(time.monotonic() - started)
     of = f"/{total}" if total else ""
     said = f", loss {loss:.4f} (last step)" if loss is not None else ""
-    to.print(f"tuning: {what}, step {done}{of}{said}, {elapsed // 60}:{elapsed % 60:02d} "
-             "elapsed", highlight=False)
+    to.print(f"tuning: {what}, step {done}{of}{said}, {elapsed(started)} elapsed",
+             highlight=False)
+
+
+def elapsed(started: float) -> str:
+    """The time since ``started`` (``time.monotonic``) as ``m:ss``."""
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def register(app: typer.Typer) -> None:
