@@ -80,6 +80,47 @@ def test_a_repeated_input_is_held_out_with_all_its_copies_or_not_at_all():
         split.warnings[0])
 
 
+def test_no_label_of_a_classifier_is_held_out_whole():
+    """A 12-way classifier of 40 examples, three or four of each label: the seed's plain draw
+    holds out all three examples of one label (then never learnt by the first run, and no
+    classifier's data: a held-out output no training example has). One goes back to training
+    and another example takes its place: the count is kept, every label is trained on, and
+    the label rule holds on the split as on the whole data."""
+    import random
+
+    from tunelab.catalog.labels import answer_labels
+    from tunelab.data.split import SPLIT_SEED, _held_apart
+
+    def labels_hold(split) -> bool:
+        return answer_labels([ex.text_input for ex in split.train],
+                             [ex.output for ex in split.train],
+                             [ex.output for ex in split.validation]) is not None
+
+    names = [f"intent_{c}" for c in "abcdefghijkl"]
+    rows = [Example(f"customer message number {i} about {i * 7 % 11} things", names[i % 12])
+            for i in range(40)]
+    assert answer_labels([ex.text_input for ex in rows], [ex.output for ex in rows])
+    for for_refit in (False, True):
+        k = hold_out_count(len(rows), for_refit)
+        drawn = _held_apart(rows, random.Random(SPLIT_SEED).sample(range(len(rows)), k))
+        whole = {rows[i].output for i in drawn} - {rows[i].output for i in range(len(rows))
+                                                    if i not in drawn}
+        split = split_validation(rows, for_refit=for_refit)
+        assert len(split.validation) == k and labels_hold(split)
+        assert {ex.output for ex in split.train} == set(names)
+        assert split.examples == rows
+        if whole:  # the draw held a label out whole: the split differs from it there only
+            assert set(split.held_out) != {i + 1 for i in drawn}
+    assert any(  # the case this is for occurs in this data
+        {rows[i].output for i in d} - {rows[i].output for i in range(40) if i not in d}
+        for d in (_held_apart(rows, random.Random(SPLIT_SEED).sample(range(40), k))
+                  for k in (8, 13)))
+    # outputs that are not labels (every one new) keep the plain draw
+    values = [Example(f"input {i}", f"value {i}") for i in range(60)]
+    assert split_validation(values, for_refit=True).held_out == [
+        i + 1 for i in sorted(random.Random(SPLIT_SEED).sample(range(60), 20))]
+
+
 def test_below_40_nothing_is_held_out_and_it_says_so():
     split = split_validation(labelled(30))
     assert split.source == NONE and split.validation == [] and len(split.train) == 30

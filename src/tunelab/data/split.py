@@ -20,12 +20,14 @@ against 115), a third makes it 1.83× (85 + 125), keeping the job's time under t
 with a margin for the scoring (``training/refit.py``).
 
 An input given more than once is held out with all its copies or not at all (``_held_apart``):
-a copy on each side would score memory, not how the model answers new inputs.
+a copy on each side would score memory, not how the model answers new inputs. And where the
+outputs are a set of labels, no label is held out whole (``_labels_kept``).
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tunelab.data.examples import Example
@@ -123,7 +125,8 @@ def split_validation(examples: list[Example], given: list[Example] | None = None
     k = hold_out_count(len(examples), for_refit)
     if k == 0:
         return Split(list(examples), [], NONE)
-    chosen = _held_apart(examples, random.Random(SPLIT_SEED).sample(range(len(examples)), k))
+    chosen = _labels_kept(examples, _held_apart(
+        examples, random.Random(SPLIT_SEED).sample(range(len(examples)), k)))
     picked = set(chosen)
     train = [ex for i, ex in enumerate(examples) if i not in picked]
     validation = [examples[i] for i in chosen]
@@ -161,6 +164,46 @@ def _held_apart(examples: list[Example], drawn: list[int]) -> list[int]:
                 held.update(members)
     # every input repeated across the whole data (no group fits): the draw, and its warning
     return sorted(held) or sorted(drawn)
+
+
+def _labels_kept(examples: list[Example], held: list[int]) -> list[int]:
+    """The examples to hold out (their indices, in order): ``held``, with every output of a
+    set of labels still trained on. Where the outputs are a classifier's labels (the rule of
+    ``catalog/labels.py`` on every example), a draw can hold out every example of a rare
+    label; the first run could then never learn it, its held-out examples would score that
+    alone, and a held-out output no training example has makes the data no classifier's
+    (``catalog/labels.py``: the labels are the training outputs). So one example of such an
+    output goes back to training, and other examples take its place, in an order drawn from
+    the same seed, where they fit in the count without leaving an output (or an input,
+    ``_held_apart``) on one side only. Data whose outputs are not labels (an extraction's
+    values may well be new at validation: that is what it is scored on), or whose draw holds
+    out no label whole, keeps the split ``held`` gives."""
+    from tunelab.catalog.labels import answer_labels
+
+    outputs = [ex.output.strip() for ex in examples]
+    if answer_labels([ex.text_input for ex in examples], outputs) is None:
+        return held
+    groups: dict[tuple, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(_input_key(ex), []).append(i)
+    kept = set(held)
+    trained = Counter(o for i, o in enumerate(outputs) if i not in kept)
+    for i in sorted(held):
+        if i in kept and trained[outputs[i]] == 0:  # every example of it held out
+            members = [j for j in groups[_input_key(examples[i])] if j in kept]
+            kept.difference_update(members)  # back to training, with its input's copies
+            trained.update(outputs[j] for j in members)
+    if len(kept) == len(held):
+        return held
+    rest = [members for members in groups.values() if not kept.intersection(members)]
+    random.Random(SPLIT_SEED + 2).shuffle(rest)
+    for members in rest:
+        leaving = Counter(outputs[i] for i in members)
+        if (len(kept) + len(members) <= len(held)
+                and all(trained[o] > n for o, n in leaving.items())):
+            kept.update(members)
+            trained.subtract(leaving)
+    return sorted(kept)
 
 
 def rejoin(train: list[Example], validation: list[Example], held_out: list[int]) -> list[Example]:
