@@ -553,12 +553,8 @@ def eval_models(
     show_evaluation(out, data, show)
     from rich.markup import escape
 
-    from tunelab.inference.manifest import rules_words
-    from tunelab.training import adapter_path
-
     for r in out["results"]:  # a base model asked as the tuned model is
         if r.get("asked_as"):
-            r["asked_with"] = rules_words(adapter_path(Path(r["asked_as"])))
             console.print(
                 f"[dim]{escape(r['model'])} was asked as {escape(r['asked_as'])} is, with "
                 f"{r['asked_with']}, as the validation scores of tunelab tune ask a base "
@@ -579,10 +575,11 @@ def eval_models(
 
 def _wire(value):
     """``value`` with every key in the API's camelCase (``mean_latency_ms`` →
-    ``meanLatencyMs``)."""
+    ``meanLatencyMs``), as the API's models name them (``to_camel``)."""
+    from pydantic.alias_generators import to_camel
+
     if isinstance(value, dict):
-        return {(k.split("_")[0] + "".join(p.title() for p in k.split("_")[1:])): _wire(v)
-                for k, v in value.items()}
+        return {to_camel(k): _wire(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_wire(v) for v in value]
     return value
@@ -643,8 +640,7 @@ def _answerers(settings: Settings, names: list[str], examples, server: str | Non
         else:
             local[name] = name.removeprefix("models/"), None
     # a base model is asked as the first tuned model is, as its validation scores ask it
-    rules = answer_rules_of([adapter for _, adapter in local.values()])
-    rules_name = next((n for n, (_, a) in local.items() if a is not None and a == rules), None)
+    rules = answer_rules_of([(n, adapter) for n, (_, adapter) in local.items()])
     generators: dict = {}
     out = []
     for name in names:
@@ -659,8 +655,7 @@ def _answerers(settings: Settings, names: list[str], examples, server: str | Non
             generators[base_name] = Generator(_load_base(settings, base_name),
                                               settings.adapter_cache_bytes)
         out.append(generator_answerer(name, generators[base_name], adapter, examples,
-                                      rules_of=rules if adapter is None else None,
-                                      asked_as=rules_name))
+                                      asked_as=rules if adapter is None else None))
     return out
 
 

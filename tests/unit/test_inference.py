@@ -293,7 +293,9 @@ def test_a_base_model_is_asked_with_the_rules_of_the_first_tuned_model(tmp_path)
     assert rules_words(dates) == ("its outputs' fixed shape and its preference for the prompt's "
                                   "words")
     assert rules_words(free) is None and rules_words(None) is None
-    assert answer_rules_of([None, classifier, dates]) == classifier
-    assert answer_rules_of([dates, classifier]) == dates
-    assert answer_rules_of([free, classifier]) is None  # the first tuned model keeps none
-    assert answer_rules_of([None, None]) is None
+    assert answer_rules_of([("base", None), ("c", classifier), ("d", dates)]) == (
+        "c", classifier, "its system prompt and its 2 labels")
+    assert answer_rules_of([("d", dates), ("c", classifier)])[:2] == ("d", dates)
+    # the first tuned model keeps none
+    assert answer_rules_of([("f", free), ("c", classifier)]) is None
+    assert answer_rules_of([("base", None), ("other", None)]) is None

@@ -15,6 +15,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from tunelab.catalog.labels import MAX_ANSWER_LABELS
 from tunelab.catalog.stopping import MAX_OUTPUT_PIECES, MAX_SHAPE_CHARS
@@ -104,14 +105,24 @@ def rules_words(adapter: Path | None) -> str | None:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def answer_rules_of(adapters: list[Path | None]) -> Path | None:
-    """The adapter whose rules a base model in a comparison answers by: the first tuned
-    model's, where it keeps any (``rules_words``); None otherwise (``adapters`` holds None
-    for a base model). A tuned model keeps rules learnt from its data -- it answers with its
-    labels, keeps to its outputs' shape, remembers their system prompt -- and its validation
-    scores ask the base model the same way, so the base's score is what those rules give an
-    untuned model, not a chat answer scored against labels; ``tunelab eval``, ``:evaluate``
-    and the compare page ask it so too (``Generator.answers``' ``rules_of``), and their base
-    score is the one ``tunelab tune`` reports."""
-    first = next((a for a in adapters if a is not None), None)
-    return first if first is not None and rules_words(first) is not None else None
+class AskedAs(NamedTuple):
+    """The tuned model a base model in a comparison is asked as: its name, its adapter and its
+    rules in words (``rules_words``)."""
+
+    name: str
+    adapter: Path
+    words: str
+
+
+def answer_rules_of(models: list[tuple[str, Path | None]]) -> AskedAs | None:
+    """The tuned model whose rules a base model in a comparison answers by, from the compared
+    ``(name, adapter)`` pairs (adapter None for a base model): the first tuned model, where it
+    keeps any rules (``rules_words``); None otherwise. A tuned model keeps rules learnt from its
+    data -- it answers with its labels, keeps to its outputs' shape, remembers their system
+    prompt -- and its validation scores ask the base model the same way, so the base's score is
+    what those rules give an untuned model, not a chat answer scored against labels;
+    ``tunelab eval``, ``:evaluate`` and the compare page ask it so too (``Generator.answers``'
+    ``rules_of``), and their base score is the one ``tunelab tune`` reports."""
+    name, adapter = next(((n, a) for n, a in models if a is not None), (None, None))
+    words = rules_words(adapter) if adapter is not None else None
+    return AskedAs(name, adapter, words) if name is not None and words else None

@@ -421,20 +421,23 @@ class Answerer:
     name: str
     one: Callable[[Example], str]
     many: Callable[[Sequence[Example], Callable[[int], None], bool], list[str]] | None = None
-    asked_as: str | None = None  # a base model asked as this tuned model is (answer_rules_of)
+    # a base model asked as this tuned model is, and with which of its rules, in words
+    # (inference/manifest.py answer_rules_of)
+    asked_as: str | None = None
+    asked_with: str | None = None
 
 
 def generator_answerer(name: str, generator: Any, adapter: Any,
-                       examples: Sequence[Example], rules_of: Any = None,
-                       asked_as: str | None = None) -> Answerer:
+                       examples: Sequence[Example], asked_as: Any = None) -> Answerer:
     """A model loaded in this process: ``generator`` (an ``inference.Generator``) with
     ``adapter`` (a tuned model's adapter folder, or None for the base model), answering at most
     the longest expected output of ``examples`` plus ``ANSWER_MARGIN_TOKENS`` tokens, greedily
     and stopped as served answers are; one example alone (timed: a served answer's latency),
     many together (up to 32 a batch), the answers their expected outputs already decide read
-    from one pass (``Generator.answers``). ``rules_of``: for a base model compared with a tuned
-    model, that model's adapter (``asked_as`` its name): the base is asked as it is
-    (``inference/manifest.py`` ``answer_rules_of``)."""
+    from one pass (``Generator.answers``). ``asked_as``: for a base model compared with a tuned
+    model that keeps rules, that model (``inference/manifest.py`` ``AskedAs``): the base is
+    asked with its rules."""
+    rules_of = asked_as.adapter if asked_as is not None else None
     budget = answer_budget(generator.base.tokenizer, generator.base.template, examples)
 
     def requests(exs: Sequence[Example]) -> list:
@@ -453,7 +456,9 @@ def generator_answerer(name: str, generator: Any, adapter: Any,
                                  expected=[ex.output for ex in exs] if often_right else None,
                                  rules_of=rules_of)
 
-    return Answerer(name, one, many, asked_as if rules_of is not None else None)
+    if asked_as is None:
+        return Answerer(name, one, many)
+    return Answerer(name, one, many, asked_as.name, asked_as.words)
 
 
 # Examples a model that answers many at once also answers alone, one by one, to time a single
@@ -469,7 +474,8 @@ def compare(
     """Answer every example with every model and score them on one scale.
 
     Returns ``{"metric", "example_count", "results": [{"model", scores…, "mean_latency_ms",
-    "asked_as" (a base model asked as that tuned model is, where it was)}],
+    "asked_as", "asked_with" (a base model asked as that tuned model is, with those of its
+    rules, where it was)}],
     "differences": [{"text_input", "expected", "answers": [{"model", "text"}]}],
     "differing_count"}``; differences are the examples where the models' answers are not all
     the same (at most ``MAX_DIFFERENCES`` are listed, those the first model answers wrongly
@@ -502,7 +508,8 @@ def compare(
         scores = score_answers([ex.output for ex in examples], answers, metric)
         results.append({"model": name, **scores.to_dict(),
                         "mean_latency_ms": 1000 * seconds / max(len(alone), 1),
-                        **({"asked_as": model.asked_as} if model.asked_as else {})})
+                        **({"asked_as": model.asked_as, "asked_with": model.asked_with}
+                           if model.asked_as else {})})
         all_answers.append(answers)
     differing = [i for i in range(len(examples))
                  if len({a[i].strip() for a in all_answers}) > 1]

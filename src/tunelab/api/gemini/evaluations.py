@@ -122,7 +122,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     """tunelab extension: the tuned model and others on the same test examples, one score
     scale (accuracy for labels, exact match for short values, else token F1), latency, and
     the answers that differ."""
-    from tunelab.inference.manifest import answer_rules_of, rules_words
+    from tunelab.inference.manifest import answer_rules_of
     from tunelab.training.evaluate import compare, generator_answerer, metric_note, metric_wire
 
     data = body.test_data
@@ -148,11 +148,10 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
     targets = [(n, *_target(request, principal, n)) for n in names]
 
     # a base model is asked as the first tuned model is, as its validation scores ask it
-    rules = answer_rules_of([a for _, _, a in targets])
-    rules_name = next((n for n, _, a in targets if a is not None and a == rules), None)
+    rules = answer_rules_of([(n, a) for n, _, a in targets])
     out = compare(examples, [
-        generator_answerer(n, g, a, examples, rules_of=rules if a is None else None,
-                           asked_as=rules_name) for n, g, a in targets])
+        generator_answerer(n, g, a, examples, asked_as=rules if a is None else None)
+        for n, g, a in targets])
     notes = {n: _unreachable(a, examples) for n, _, a in targets}
     return EvaluateResponse(
         metric=metric_wire(out["metric"]),
@@ -160,8 +159,7 @@ def evaluate_tuned_model(model_id: str, body: EvaluateRequest, request: Request,
         example_count=out["example_count"],
         results=[ModelScore(**{k: v for k, v in r.items() if k != "confusion"},
                             confusion=[s.ConfusionCount(**c) for c in r.get("confusion") or []]
-                            or None, unreachable_note=notes.get(r["model"]),
-                            asked_with=rules_words(rules) if r.get("asked_as") else None)
+                            or None, unreachable_note=notes.get(r["model"]))
                  for r in out["results"]],
         differences=[Difference(text_input=d["text_input"], expected=d["expected"],
                                 answers=[Answer(**a) for a in d["answers"]])
