@@ -89,7 +89,7 @@ def test_no_label_of_a_classifier_is_held_out_whole():
     import random
 
     from tunelab.catalog.labels import answer_labels
-    from tunelab.data.split import SPLIT_SEED, _held_apart
+    from tunelab.data.split import SPLIT_SEED, _held_apart, _input_groups
 
     def labels_hold(split) -> bool:
         return answer_labels([ex.text_input for ex in split.train],
@@ -102,7 +102,8 @@ def test_no_label_of_a_classifier_is_held_out_whole():
     assert answer_labels([ex.text_input for ex in rows], [ex.output for ex in rows])
     for for_refit in (False, True):
         k = hold_out_count(len(rows), for_refit)
-        drawn = _held_apart(rows, random.Random(SPLIT_SEED).sample(range(len(rows)), k))
+        drawn = _held_apart(rows, _input_groups(rows),
+                            random.Random(SPLIT_SEED).sample(range(len(rows)), k))
         whole = {rows[i].output for i in drawn} - {rows[i].output for i in range(len(rows))
                                                     if i not in drawn}
         split = split_validation(rows, for_refit=for_refit)
@@ -113,7 +114,8 @@ def test_no_label_of_a_classifier_is_held_out_whole():
             assert set(split.held_out) != {i + 1 for i in drawn}
     assert any(  # the case this is for occurs in this data
         {rows[i].output for i in d} - {rows[i].output for i in range(40) if i not in d}
-        for d in (_held_apart(rows, random.Random(SPLIT_SEED).sample(range(40), k))
+        for d in (_held_apart(rows, _input_groups(rows),
+                              random.Random(SPLIT_SEED).sample(range(40), k))
                   for k in (8, 13)))
     # outputs that are not labels (every one new) keep the plain draw
     values = [Example(f"input {i}", f"value {i}") for i in range(60)]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tunelab.data.examples import Example
@@ -125,8 +126,9 @@ def split_validation(examples: list[Example], given: list[Example] | None = None
     k = hold_out_count(len(examples), for_refit)
     if k == 0:
         return Split(list(examples), [], NONE)
-    chosen = _labels_kept(examples, _held_apart(
-        examples, random.Random(SPLIT_SEED).sample(range(len(examples)), k)))
+    groups = _input_groups(examples)
+    chosen = _labels_kept(examples, groups, _held_apart(
+        examples, groups, random.Random(SPLIT_SEED).sample(range(len(examples)), k)))
     picked = set(chosen)
     train = [ex for i, ex in enumerate(examples) if i not in picked]
     validation = [examples[i] for i in chosen]
@@ -139,34 +141,48 @@ def _input_key(ex: Example) -> tuple:
     return (ex.system, ex.text_input.strip())
 
 
-def _held_apart(examples: list[Example], drawn: list[int]) -> list[int]:
-    """The examples to hold out (their indices, in order): ``drawn``, with no input on both
-    sides. Data often repeats an input (a copied line, the same question with two phrasings of
-    one answer); held out on one side and trained on the other, it scores what the model
-    memorised and pulls the epoch chosen later. So an input is held out with all its copies or
-    not at all: a drawn example whose input is also among the trained ones goes back to
-    training with its copies, and inputs not drawn, in an order drawn from the same seed, take
-    its place, each with all its copies, where they fit in the count. Data without repeated
-    inputs keeps the split ``drawn`` gives, as before."""
+def _input_groups(examples: list[Example]) -> dict[tuple, list[int]]:
+    """Each input (``_input_key``) and the indices of the examples that give it."""
     groups: dict[tuple, list[int]] = {}
     for i, ex in enumerate(examples):
         groups.setdefault(_input_key(ex), []).append(i)
+    return groups
+
+
+def _refill(groups: dict[tuple, list[int]], held: set[int], count: int, seed: int,
+            admit: Callable[[list[int]], bool] = lambda members: True) -> None:
+    """Hold out more inputs, each with all its copies, in an order drawn from ``seed``, where
+    they fit in ``count`` and ``admit`` lets them (which, letting them, records them taken)."""
+    rest = [members for members in groups.values() if not held.intersection(members)]
+    random.Random(seed).shuffle(rest)
+    for members in rest:
+        if len(held) + len(members) <= count and admit(members):
+            held.update(members)
+
+
+def _held_apart(examples: list[Example], groups: dict[tuple, list[int]],
+                drawn: list[int]) -> list[int]:
+    """The examples to hold out (their indices, in order): ``drawn``, with no input on both
+    sides (``groups``: ``_input_groups``). Data often repeats an input (a copied line, the same
+    question with two phrasings of one answer); held out on one side and trained on the other,
+    it scores what the model memorised and pulls the epoch chosen later. So an input is held
+    out with all its copies or not at all: a drawn example whose input is also among the
+    trained ones goes back to training with its copies, and inputs not drawn, in an order drawn
+    from the same seed, take its place, each with all its copies, where they fit in the count.
+    Data without repeated inputs keeps the split ``drawn`` gives, as before."""
     held = set(drawn)
     for key in {_input_key(examples[i]) for i in drawn}:
         members = groups[key]
         if any(i not in held for i in members):
             held.difference_update(members)
     if len(held) < len(drawn):
-        rest = [members for members in groups.values() if not held.intersection(members)]
-        random.Random(SPLIT_SEED + 1).shuffle(rest)
-        for members in rest:
-            if len(held) + len(members) <= len(drawn):
-                held.update(members)
+        _refill(groups, held, len(drawn), SPLIT_SEED + 1)
     # every input repeated across the whole data (no group fits): the draw, and its warning
     return sorted(held) or sorted(drawn)
 
 
-def _labels_kept(examples: list[Example], held: list[int]) -> list[int]:
+def _labels_kept(examples: list[Example], groups: dict[tuple, list[int]],
+                 held: list[int]) -> list[int]:
     """The examples to hold out (their indices, in order): ``held``, with every output of a
     set of labels still trained on. Where the outputs are a classifier's labels (the rule of
     ``catalog/labels.py`` on every example), a draw can hold out every example of a rare
@@ -183,9 +199,6 @@ def _labels_kept(examples: list[Example], held: list[int]) -> list[int]:
     outputs = [ex.output.strip() for ex in examples]
     if answer_labels([ex.text_input for ex in examples], outputs) is None:
         return held
-    groups: dict[tuple, list[int]] = {}
-    for i, ex in enumerate(examples):
-        groups.setdefault(_input_key(ex), []).append(i)
     kept = set(held)
     trained = Counter(o for i, o in enumerate(outputs) if i not in kept)
     for i in sorted(held):
@@ -195,14 +208,15 @@ def _labels_kept(examples: list[Example], held: list[int]) -> list[int]:
             trained.update(outputs[j] for j in members)
     if len(kept) == len(held):
         return held
-    rest = [members for members in groups.values() if not kept.intersection(members)]
-    random.Random(SPLIT_SEED + 2).shuffle(rest)
-    for members in rest:
+
+    def leaves_each_label_trained(members: list[int]) -> bool:
         leaving = Counter(outputs[i] for i in members)
-        if (len(kept) + len(members) <= len(held)
-                and all(trained[o] > n for o, n in leaving.items())):
-            kept.update(members)
-            trained.subtract(leaving)
+        if any(trained[o] <= n for o, n in leaving.items()):
+            return False
+        trained.subtract(leaving)
+        return True
+
+    _refill(groups, kept, len(held), SPLIT_SEED + 2, leaves_each_label_trained)
     return sorted(kept)
 
 
