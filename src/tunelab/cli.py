@@ -242,6 +242,7 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
 
     if (note := allocator_note()) is not None:
         console.print(f"  memory: {note}", highlight=False, soft_wrap=True)
+    lines = not console.is_terminal
     progress = Progress(
         TextColumn("[bold blue]tuning"),
         BarColumn(),
@@ -255,9 +256,8 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
         console=console,
         # a log or a pipe shows no live bar (it would print only its last state): a plain line
         # per epoch instead (``step`` below)
-        disable=not console.is_terminal,
+        disable=lines,
     )
-    lines = not console.is_terminal
     started = time.monotonic()
     refit_epoch_steps = resolved.steps_per_epoch(len(everything))
     from tunelab.cli_service import progress_line
