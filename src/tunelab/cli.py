@@ -418,7 +418,9 @@ def report_result(result) -> None:
                       soft_wrap=True)
     pieces = result.manifest.get("output_pieces")
     if pieces:
-        console.print(f"[bold]Answers:[/] {pieces_note(pieces)}", highlight=False, soft_wrap=True)
+        ends = result.manifest.get("output_ends") or ()
+        console.print(f"[bold]Answers:[/] {pieces_note(pieces, ends)}", highlight=False,
+                      soft_wrap=True)
     shape = result.manifest.get("output_shape")
     if shape:
         console.print(f"[bold]Answers:[/] {shape_note(shape)}", highlight=False, soft_wrap=True)

@@ -264,7 +264,9 @@ def test_tune_says_when_answers_may_not_end_before_the_format_is_whole(tmp_path,
     pieces = json.loads((tmp_path / "out" / "manifest.json").read_text())["output_pieces"]
     assert pieces == ["host: ", "; room: "]
     assert ("Answers: every training output holds 2 pieces of text in the same order "
-            "('host: ', '; room: '); an answer does not end before it holds them all.") in said
+            "('host: ', '; room: '); an answer does not end before it holds them all, and "
+            "ends where it would write 'host: ' or '; room: ' again after the last of them."
+            ) in said
     # the names in the outputs are the prompts' own: a model tuned to copy (catalog/copying.py)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["copies_prompt"] is True
     assert ("Answers: the training outputs copy their words from the prompts; where the model "

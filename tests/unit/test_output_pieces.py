@@ -14,6 +14,7 @@ from tunelab.catalog.stopping import (
     FINISHED,
     Reply,
     has_pieces,
+    output_ends,
     output_pieces,
     refuse_end,
 )
@@ -82,6 +83,28 @@ def test_a_reply_may_not_end_before_its_pieces(tiny_base):
     assert reply.done and reply.reason == FINISHED
 
 
+def test_an_answer_as_long_as_the_longest_output_may_end_without_its_pieces(tiny_base):
+    tok = tiny_base.tokenizer
+    eos = tok.eos_token_id
+    text = "Ada Okafor went to Porto"  # no pieces: a copy of the prompt
+    held, bounded = (Reply(tok, {eos}, [], budget=50, pieces=["people: ", "; cities: "],
+                           longest=n) for n in (0, len(text)))
+    for t in tok(text, add_special_tokens=False)["input_ids"][:-1]:
+        held.add(t)
+        bounded.add(t)
+    assert not held.may_end and not bounded.may_end  # shorter than the longest output
+    last = tok(text, add_special_tokens=False)["input_ids"][-1]
+    held.add(last)
+    bounded.add(last)
+    assert bounded.text() == text
+    assert not held.may_end  # no length recorded (an older manifest): held open to its budget
+    assert bounded.may_end
+    logits = torch.zeros(2, len(tok))
+    logits[:, eos] = 10.0
+    refuse_end(logits, [held, bounded])
+    assert int(logits[0].argmax()) != eos and int(logits[1].argmax()) == eos
+
+
 @pytest.fixture(scope="module")
 def extractor(tiny_base, tmp_path_factory):
     """A tiny model tuned on "sentence → people: …; cities: …", enough to end its answers."""
@@ -113,10 +136,14 @@ def test_served_answers_do_not_end_before_the_pieces(tiny_serving_base, extracto
                 for p in asked]
 
     guarded, free = served(adapter), served(bare)
-    # every answer either holds the pieces or ran out of tokens: none ended without them
-    assert all(has_pieces(c.text, pieces) or c.finish_reason == "MAX_TOKENS" for c in guarded)
+    longest = max(len(ex.output) for ex in _entities(36))
+    # every answer holds the pieces, ran out of tokens or is as long as the longest training
+    # output: none ended short without them
+    assert all(has_pieces(c.text, pieces) or c.finish_reason == "MAX_TOKENS"
+               or len(c.text.strip()) >= longest for c in guarded)
     # on its own the model ends some answers early: the guard is what changed them
-    assert any(c.finish_reason == FINISHED and not has_pieces(c.text, pieces) for c in free)
+    assert any(c.finish_reason == FINISHED and not has_pieces(c.text, pieces)
+               and len(c.text.strip()) < longest for c in free)
     # batched (tunelab eval) and streamed answers are the same
     batched = gen.answers([([("user", p)], None) for p in prompts], 64, adapter)
     assert batched == [c.text for c in guarded[:len(prompts)]]
@@ -132,3 +159,119 @@ def test_validation_scores_count_the_answers_the_model_serves(tiny_base, tiny_se
     scored, served = scored_and_served(tiny_base, tiny_serving_base, adapter, _entities(8),
                                        pieces=["people: ", "; cities: "], copies=copies)
     assert scored == served
+
+
+# product titles normalised: "brand | model | storage | color", three " | " in every output
+BRANDS = ["Apple", "Nokia", "Sony", "Google"]
+MODELS = ["X30", "G21", "Pixel 7", "Edge"]
+COLORS = ["black", "green", "gray", "white", "blue"]
+
+
+def _titles(n: int) -> list[Example]:
+    return [Example(f"{BRANDS[i % 4]}/{MODELS[(i * 3) % 4]}/{64 * (1 + i % 3)}GB/{COLORS[i % 5]}",
+                    f"{BRANDS[i % 4]} | {MODELS[(i * 3) % 4]} | {64 * (1 + i % 3)} GB | "
+                    f"{COLORS[i % 5]}") for i in range(n)]
+
+
+def test_the_texts_that_end_an_answer_after_its_last_piece():
+    titles = [ex.output for ex in _titles(20)]
+    pieces = output_pieces(titles)
+    assert pieces == [" | ", " GB | "]
+    assert output_ends(titles, pieces) == [" | ", " GB | "]
+    # each text once, in order
+    assert output_ends(titles, [" | ", " | ", " GB | "]) == [" | ", " GB | "]
+    entities = [ex.output for ex in _entities(20)]
+    assert output_ends(entities, ["people: ", "; cities: "]) == ["people: ", "; cities: "]
+    # where some output holds a piece's text again after its last piece, it ends nothing
+    lists = ["a | b | c", "d | e | f | g", "h | i | j", "k | l | m | n | o", "p | q | r"]
+    assert output_pieces(lists) == [" | ", " | "]
+    assert output_ends(lists, [" | ", " | "]) == []
+    # no pieces, or too few outputs that hold them: no ends
+    assert output_ends(titles, []) == []
+    assert output_ends(titles[:3] + ["free text"] * 10, [" | ", " | ", " | "]) == []
+
+
+def test_a_reply_ends_where_it_would_go_on_past_its_pieces(tiny_base):
+    tok = tiny_base.tokenizer
+    pieces = [" | ", " GB | ", " | "]
+    tokens = tok("X30 | 512 GB | green | Nokia | official | 2022 | 10", add_special_tokens=False
+                 )["input_ids"]
+    reply = Reply(tok, set(), [], budget=100, pieces=pieces, ends=[" | "])
+    for t in tokens:
+        reply.add(t)
+        if reply.done:
+            break
+    assert reply.done and reply.reason == FINISHED and reply.cut
+    assert reply.text() == "X30 | 512 GB | green | Nokia"
+    assert len(reply.ids) < len(tokens)  # stopped as soon as the text was complete
+    assert reply.may_end
+    # the same text while the pieces are not all written yet is not cut; without ends, never
+    for ends, prefix_pieces in (([" | "], [" | "] * 6), ([], pieces)):
+        other = Reply(tok, set(), [], budget=100, pieces=prefix_pieces, ends=ends)
+        for t in tokens:
+            other.add(t)
+        assert not other.done and other.text() == tok.decode(tokens)
+
+
+@pytest.fixture(scope="module")
+def normaliser(tiny_base, tmp_path_factory):
+    """A tiny model tuned on product titles → "brand | model | storage | color"."""
+    out = tmp_path_factory.mktemp("normaliser")
+    r = train(tiny_base, _titles(36), Hyperparameters(epoch_count=10, batch_size=4,
+                                                      learning_rate=0.01), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["output_pieces"] == [" | ", " GB | "]
+    assert manifest["output_ends"] == [" | ", " GB | "]
+    assert manifest["longest_output_chars"] == max(len(ex.output) for ex in _titles(36))
+    bare = tmp_path_factory.mktemp("bare-ends")
+    shutil.copytree(r.adapter_dir, bare / "adapter")
+    (bare / "manifest.json").write_text(json.dumps({**manifest, "output_ends": []}))
+    return r.adapter_dir, bare / "adapter"
+
+
+# titles of brands, models and colors never trained on
+ASKED = [f"{b}/{m}/{s}GB/{c}" for b in ("Motorola", "Xiaomi") for m in ("Razr", "Poco F5")
+         for s in (128, 512) for c in ("red", "silver", "blue", "green", "black")]
+
+
+def _past_last_piece(text: str, pieces: list[str]) -> str:
+    """What ``text`` holds after its last piece ("" where it does not hold them all)."""
+    at = 0
+    for piece in pieces:
+        i = text.find(piece, at)
+        if i < 0:
+            return ""
+        at = i + len(piece)
+    return text[at:]
+
+
+def test_served_answers_end_where_they_would_go_on_past_their_pieces(tiny_serving_base,
+                                                                     normaliser):
+    adapter, bare = normaliser
+    gen = Generator(tiny_serving_base)
+    cfg = GenerationConfig(max_output_tokens=48)
+    asked = ASKED
+    pieces = [" | ", " GB | "]
+
+    def served(adapter_dir):
+        return [gen.generate([("user", p)], None, cfg, adapter_dir).candidates[0].text
+                for p in asked]
+
+    guarded, free = served(adapter), served(bare)
+    assert not any(" | " in _past_last_piece(t, pieces) for t in guarded)
+    # on its own the model goes on past them on some: the rule is what changed them
+    assert any(" | " in _past_last_piece(t, pieces) for t in free)
+    assert gen.answers([([("user", p)], None) for p in asked[:8]], 48, adapter) == guarded[:8]
+
+
+def test_validation_scores_end_answers_as_served(tiny_base, tiny_serving_base, normaliser):
+    adapter, _ = normaliser
+    copies = json.loads((adapter.parent / "manifest.json").read_text())["copies_prompt"]
+    # the unseen titles, some of which the model goes on past its pieces with
+    asked = [Example(p, "Motorola | Razr | 128 GB | red") for p in ASKED]
+    scored, served = scored_and_served(tiny_base, tiny_serving_base, adapter, asked,
+                                       pieces=[" | ", " GB | "], ends=[" | ", " GB | "],
+                                       copies=copies, longest=max(len(ex.output)
+                                                                  for ex in _titles(36)))
+    assert scored == served
+    assert any(_past_last_piece(t, [" | ", " GB | "]) for t in scored)

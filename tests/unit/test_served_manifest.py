@@ -63,3 +63,23 @@ def test_a_file_over_the_bound_is_not_read(tmp_path):
     with open(tmp_path / "manifest.json", "r+b") as f:  # sparse: no disk used
         f.truncate(MAX_MANIFEST_BYTES + 1)
     assert served_facts(adapter) == NO_FACTS
+
+
+def test_the_pieces_ends_and_longest_output_are_read_only_when_well_formed(tmp_path):
+    adapter = _write(tmp_path, {"output_pieces": [" | ", " GB | "], "output_ends": [" | "],
+                                "longest_output_chars": 43})
+    facts = served_facts(adapter)
+    assert facts.output_pieces == (" | ", " GB | ")
+    assert facts.output_ends == (" | ",)
+    assert facts.longest_output_chars == 43
+    bad_ends = ({"output_ends": [" | "]},  # ends without pieces end nothing
+                {"output_pieces": [" | "], "output_ends": [" | ", 3]},
+                {"output_pieces": [" | "], "output_ends": " | "},
+                {"output_pieces": [" | "], "output_ends": [""]})
+    for i, bad in enumerate(bad_ends):  # a folder each: the reader caches by time and size
+        (tmp_path / f"e{i}").mkdir()
+        assert served_facts(_write(tmp_path / f"e{i}", bad)).output_ends == ()
+    for i, bad in enumerate((-5, 0, True, "43", 4.5, None)):
+        (tmp_path / f"l{i}").mkdir()
+        facts = served_facts(_write(tmp_path / f"l{i}", {"longest_output_chars": bad}))
+        assert facts.longest_output_chars == 0

@@ -16,7 +16,20 @@ refusing those ends scored 71 / 100 against 52 on the same adapter (docs/quality
 are only kept where they are structure: with punctuation in them, never cutting through a word
 or a number (dates' ``-0`` is a chance piece of ``-04`` and ``-07``), and together a sizeable
 share of an output (``MIN_PIECES_SHARE``), so free text (where outputs share a ``. `` by chance)
-is never held open.
+is never held open. Nor is an answer held open forever: once it is as long as the longest
+training output (``longest``, in characters), it may end with a piece still missing. A 135M model
+tuned on 60 product titles → ``brand | model | 512 GB | color`` left the brand out of one unseen
+title (``X30 | 512 GB | green``), and with its end refused until a `` GB | `` came again, it wrote
+`` | Nokia | official | 2022 | 10 | 4 | 1 | 3 | …`` for 500 tokens, to the request's budget.
+
+**Nor on past them into another.** Where the text after an output's last piece never holds a
+piece's text again (``output_ends``: `` | `` in ``Apple | iPhone 13 | 128 GB | black``; a second
+JSON object's ``{"product": "``), the manifest keeps those texts, and once an answer holds every
+piece, the first of them after its last piece ends it (the text is cut before it, as at a stop
+text). A 135M model tuned on 60 product titles → ``brand | model | storage | color`` answered
+one unseen title ``X30 | 512 GB | green | Nokia | official | 2022 | 10 | 4 | …`` until its token
+budget ran out; it now ends at ``X30 | 512 GB | green | Nokia``. A text some output holds after
+its last piece (the ``, `` of a list that ends the output) is not among them.
 
 **Not past its fixed shape.** Where every training output has one fixed shape (``output_shape``:
 the same length, and at each place a digit, a letter or the same other character: a date's
@@ -245,12 +258,32 @@ def keep_to_shape(logits: Any, replies: Sequence[Reply]) -> None:
             logits[row, ends] = kept
 
 
-def pieces_note(pieces: Sequence[str]) -> str:
+def pieces_note(pieces: Sequence[str], ends: Sequence[str] = ()) -> str:
     """The choice in one line, for the CLI, the Studio and the operation's metadata."""
     shown = ", ".join(repr(p) for p in pieces[:6]) + (", …" if len(pieces) > 6 else "")
+    after = ""
+    if ends:
+        texts = " or ".join(repr(e) for e in ends[:3]) + (" …" if len(ends) > 3 else "")
+        after = f", and ends where it would write {texts} again after the last of them"
     return (f"every training output holds {len(pieces)} piece{'s' * (len(pieces) != 1)} of "
             f"text in the same order ({shown}); an answer does not end before it holds them "
-            "all.")
+            f"all{after}.")
+
+
+def output_ends(outputs: Sequence[str], pieces: Sequence[str]) -> list[str]:
+    """The texts of ``pieces`` (each once, in order) that no one of ``outputs`` holding the
+    pieces has after its last piece: an answer that holds its pieces ends before the first of
+    them after its last (module docstring). [] where no piece is kept, or fewer than
+    ``MIN_PIECES_OUTPUTS`` outputs hold the pieces (give the validation outputs too: the
+    texts after theirs count)."""
+    tails = []
+    for out in outputs[:MAX_PIECES_OUTPUTS]:
+        found = _found_in_order(out, pieces) if pieces else None
+        if found is not None:
+            tails.append(out[found[-1] + len(pieces[-1]):])
+    if len(tails) < MIN_PIECES_OUTPUTS:
+        return []
+    return [p for p in dict.fromkeys(pieces) if not any(p in tail for tail in tails)]
 
 
 def _found_in_order(text: str, pieces: Sequence[str]) -> list[int] | None:
@@ -283,8 +316,13 @@ class Reply:
 
     def __init__(self, tokenizer: Any, end_ids: set[int], stops: list[str], budget: int,
                  pieces: Sequence[str] = (), source: str = "", back_to_prompt: bool = False,
-                 labels: Sequence[str] = (), shape: str = ""):
+                 labels: Sequence[str] = (), shape: str = "", ends: Sequence[str] = (),
+                 longest: int = 0):
         """``pieces``: what the answer must hold before it may end (``output_pieces``);
+        ``ends``: texts that end it where they follow its last piece (``output_ends``);
+        ``longest``: the longest training output's length in characters: an answer that long
+        may end without its pieces (0: held open to its budget, as a manifest written before
+        this was recorded says nothing of its outputs' lengths);
         ``shape``: the one fixed shape of every training output (``output_shape``; "": none):
         each token keeps to it (``allowed``), and the answer ends once its text (without
         leading whitespace) is that long;
@@ -299,6 +337,8 @@ class Reply:
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(pieces)
+        self.ends = [e for e in ends if e] if self.pieces else []
+        self.longest = longest
         self.shape, self.length = shape, len(shape)
         self._masks: Any = False  # shape_masks, once asked for
         # the prompt's words read once: whole, and every beginning of them
@@ -323,6 +363,8 @@ class Reply:
         cut = find_stop(self.decoded, self.stops)
         if cut is None and self.length:
             cut = self._shape_end()
+        if cut is None and self.ends:
+            cut = self._past_pieces()
         if cut is not None:
             self.decoded = self.decoded[:cut]
             self.done, self.reason, self.cut = True, FINISHED, True
@@ -330,6 +372,16 @@ class Reply:
             self.done, self.reason = True, FINISHED
         elif len(self.ids) >= self.budget:
             self.done, self.reason = True, OUT_OF_TOKENS
+
+    def _past_pieces(self) -> int | None:
+        """Where one of ``ends`` begins after the answer's last piece, once it holds them all;
+        None before."""
+        found = _found_in_order(self.decoded, self.pieces)
+        if found is None:
+            return None
+        after = found[-1] + len(self.pieces[-1])
+        at = find_stop(self.decoded[after:], self.ends)
+        return None if at is None else after + at
 
     def _shape_end(self) -> int | None:
         """Where the answer's text reaches ``length`` characters past its leading whitespace
@@ -372,8 +424,10 @@ class Reply:
 
     @property
     def may_end(self) -> bool:
-        """Whether an end token may end the answer now: it holds its pieces (module docstring)."""
-        return not self.pieces or has_pieces(self.decoded, self.pieces)
+        """Whether an end token may end the answer now: it holds its pieces, or it is as long
+        as the longest training output (module docstring)."""
+        return not self.pieces or has_pieces(self.decoded, self.pieces) or (
+            0 < self.longest <= len(self.text().strip()))
 
     @property
     def incomplete(self) -> bool:

@@ -287,7 +287,8 @@ class Generator:
             replies = [Reply(tok, self._end_ids, [template.end], budget,
                              facts.output_pieces, sources[i], facts.copies_prompt,
                              labels_to_end_at(labels, label_ids, budget),
-                             facts.output_shape)
+                             facts.output_shape, facts.output_ends,
+                             facts.longest_output_chars)
                        for i, budget in zip(group, budgets, strict=True)]
             with self._weights(adapter) as model:
                 kept = None
@@ -362,7 +363,8 @@ class Generator:
         reply = Reply(self.base.tokenizer, self._end_ids,
                       [*user_stops, self.base.template.end], max_new, facts.output_pieces,
                       "" if config.temperature else copy_source(turns), facts.copies_prompt,
-                      shape=facts.output_shape)
+                      shape=facts.output_shape, ends=facts.output_ends,
+                      longest=facts.longest_output_chars)
         # a tuned classifier's answer is known to be a label only once it is whole
         labels = facts.answer_labels  # a tuned classifier's (catalog/labels.py)
         with self._weights(adapter) as model:

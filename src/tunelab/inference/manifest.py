@@ -34,6 +34,11 @@ class ServedFacts:
     answer_labels: tuple[str, ...] | None = None
     # what every training output holds, in order: an answer may not end before (stopping.py)
     output_pieces: tuple[str, ...] = ()
+    # texts that end an answer where they follow its last piece (stopping.py)
+    output_ends: tuple[str, ...] = ()
+    # the longest training output, in characters: an answer that long may end without its
+    # pieces (stopping.py; 0: not recorded)
+    longest_output_chars: int = 0
     # the one fixed shape of every training output: an answer ends at its length (stopping.py)
     output_shape: str = ""
     # tuned to copy its prompt's words: a near word of the prompt beats a new one (copying.py)
@@ -73,12 +78,18 @@ def _read(manifest: str, mtime_ns: int, size: int) -> ServedFacts:
     pieces = data.get("output_pieces")
     pieces_ok = (isinstance(pieces, list) and len(pieces) <= MAX_OUTPUT_PIECES
                  and all(isinstance(x, str) and x for x in pieces))
+    ends = data.get("output_ends")
+    ends_ok = pieces_ok and (isinstance(ends, list) and len(ends) <= MAX_OUTPUT_PIECES
+                             and all(isinstance(x, str) and x for x in ends))
+    longest = data.get("longest_output_chars")
     shape = data.get("output_shape")
     shape_ok = isinstance(shape, str) and 0 < len(shape) <= MAX_SHAPE_CHARS
     return ServedFacts(
         system_instruction=system if isinstance(system, str) else None,
         answer_labels=tuple(labels) if labels_ok else None,
         output_pieces=tuple(pieces) if pieces_ok else (),
+        output_ends=tuple(ends) if ends_ok else (),
+        longest_output_chars=longest if type(longest) is int and longest > 0 else 0,
         output_shape=shape if shape_ok else "",
         copies_prompt=data.get("copies_prompt") is True,
         prompt_format=PromptFormat.from_dict(data.get("prompt_format")),

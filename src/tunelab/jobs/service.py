@@ -280,7 +280,8 @@ class TuningService(DataFiles):
         if labels:
             choices.append(f"Answers: {labels_note(labels)}")
         if facts.output_pieces:
-            choices.append(f"Answers: {pieces_note(facts.output_pieces)}")
+            choices.append(
+                f"Answers: {pieces_note(facts.output_pieces, facts.output_ends)}")
         if facts.output_shape:
             choices.append(f"Answers: {shape_note(facts.output_shape)}")
         if facts.copies_prompt:  # catalog/copying.py

@@ -205,19 +205,23 @@ class Evaluator:
     def __init__(self, base: Any, validation: list[Example], metric: str,
                  packed: bool = False, share_prefix: bool = False,
                  labels: Sequence[str] | None = None, pieces: Sequence[str] = (),
-                 copies: bool = False, shape: str = ""):
+                 copies: bool = False, shape: str = "", ends: Sequence[str] = (),
+                 longest: int = 0):
         """``metric``: what the answers are scored by (``metric_for``). ``packed``: the loss
         pass lays each group of examples in one row, as the trainer does where its model
         attends by example (``data/batches.py`` ``pack``); with ``share_prefix``, their
         common prefix once. Else each example has a padded row. ``labels``: a classifier's
         labels (``catalog/labels.py``): an answer that is none of them is replaced by the
         most likely one, as the tuned model's served answers are. ``pieces``: what every
-        training output holds; an answer may not end before (``catalog/stopping.py``).
+        training output holds; an answer may not end before (``catalog/stopping.py``);
+        ``ends``: texts that end it after its last piece (``output_ends``); ``longest``: the
+        longest output's length, at which it may end without them.
         ``copies``: the training outputs copy their inputs' words (``copies_prompt``).
         ``shape``: the one fixed shape of every output (``output_shape``): an answer ends at
         its length."""
         self.base = base
         self.pieces, self.copies, self.shape = list(pieces), copies, shape
+        self.ends, self.longest = list(ends), longest
         self.labels = list(labels) if labels else None
         self.examples = validation[:MAX_VALIDATION]
         self.metric = metric
@@ -366,7 +370,8 @@ class Evaluator:
         budget = self._budget(prompt_length)
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget,
                      self.pieces, source, self.copies,
-                     labels_to_end_at(self.labels, self.label_ids, budget), self.shape)
+                     labels_to_end_at(self.labels, self.label_ids, budget), self.shape,
+                     self.ends, self.longest)
 
 
 def _states_before_last(cache: Any, batch: Any, at: int, item: Any, reply: Reply

@@ -36,7 +36,7 @@ from tunelab.catalog.copying import copies_prompt
 from tunelab.catalog.greedy import head_logits
 from tunelab.catalog.labels import answer_labels
 from tunelab.catalog.loading import LoadedBase
-from tunelab.catalog.stopping import output_pieces, output_shape
+from tunelab.catalog.stopping import output_ends, output_pieces, output_shape
 from tunelab.data.batches import (
     Batch,
     TokenizedExample,
@@ -502,6 +502,11 @@ def train(
     # what every output holds, in order: no answer ends before (catalog/stopping.py); a
     # classifier's answers are its labels already
     pieces = [] if labels else output_pieces([ex.output for ex in examples])
+    # and where a piece's text never comes again after the last piece, an answer ends there
+    # (catalog/stopping.py); the held-out outputs' ends count too
+    ends = output_ends([ex.output for ex in [*examples, *validation]], pieces)
+    # an answer as long as the longest output may end without its pieces
+    longest = max((len(ex.output.strip()) for ex in [*examples, *validation]), default=0)
     # the one fixed shape of every output (a date's 9999-99-99), held-out ones too: answers
     # keep to it (catalog/stopping.py); not for a classifier, nor where free answers are asked
     shape = "" if labels or not hp.answer_labels else output_shape(
@@ -550,7 +555,8 @@ def train(
             # its loss pass laid out as the steps are (one row, the prefix once); its answers
             # chosen among the labels as served answers are (catalog/labels.py)
             evaluator = Evaluator(base, validation, metric, packed=span == float("inf"),
-                                  share_prefix=share, labels=labels, pieces=pieces,
+                                  share_prefix=share, labels=labels, pieces=pieces, ends=ends,
+                                  longest=longest,
                                   copies=copies, shape=shape)
         evaluation: dict | None = None
         params = [p for p in model.parameters() if p.requires_grad]
@@ -715,6 +721,10 @@ def train(
         # the pieces every training output holds: a served answer does not end before
         # (catalog/stopping.py)
         "output_pieces": pieces,
+        # and the pieces' texts that end it where they follow the last piece
+        "output_ends": ends,
+        # the longest output, in characters: an answer that long may end without its pieces
+        "longest_output_chars": longest,
         # the one fixed shape of every output: a served answer ends at its length
         # (catalog/stopping.py)
         "output_shape": shape,
