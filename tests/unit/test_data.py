@@ -269,6 +269,23 @@ PARSE_ERRORS: list[tuple[str, str, bytes, dict, list[Expected]]] = [
     ("utf16", "d.csv", "input,output\n".encode("utf-16"), {}, [
         ("d.csv", "", "the file is UTF-16 encoded; re-save it as UTF-8"),
     ]),
+    # a workbook, a PDF, a compressed or binary file: said so, not read as text (its bytes
+    # used to be shown as a column's name)
+    ("xlsx", "d.xlsx", b"PK\x03\x04" + b"\x00" * 300, {}, [
+        ("d.xlsx", "", "the file is a ZIP archive: an Excel workbook (.xlsx) or another Office "
+         "document, not text. Save or export the examples as CSV UTF-8 (in Excel: Save As → "
+         "'CSV UTF-8'), JSON or JSONL"),
+    ]),
+    ("xls", "d.csv", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, {}, [
+        ("d.csv", "", "the file is an old Excel workbook (.xls) or another Office document"),
+    ]),
+    ("pdf", "d.json", b"%PDF-1.7\n...", {}, [("d.json", "", "the file is a PDF document")]),
+    ("gzip", "d.jsonl", b"\x1f\x8b\x08\x00" + b"\x00" * 20, {}, [
+        ("d.jsonl", "", "the file is compressed with gzip, not text"),
+    ]),
+    ("nul-bytes", "d.csv", b"input,output\na,b\x00c\n", {}, [
+        ("d.csv", "", "the file holds binary data (a NUL byte at byte offset 16), not text"),
+    ]),
     ("empty", "d.csv", b" \n\n", {}, [("d.csv", "", "the file is empty")]),
     ("nested-too-deeply", "d.json", b"[" * 100_000, {}, [("d.json", "", "nested too deeply")]),
     ("too-big", "d.jsonl", BIG, {}, [
@@ -649,3 +666,19 @@ def test_format_and_content_problems_of_every_row_in_one_pass(
     # Problem.row stays the example number of the file, counting the unreadable rows too
     assert [p.row for p in err.problems] == [int(e[0].rsplit(" ", 1)[1]) - (name == "d.csv")
                                              for e in expected]
+
+
+def test_column_and_field_names_are_shown_printable_and_short() -> None:
+    """A header of control characters or a huge name is shown escaped and cut, never raw."""
+    header = "\x1b[31mred\x07," + "x" * 500 + "," + ",".join(f"c{i}" for i in range(30))
+    err = problems_of(lambda: read_bytes((header + "\n" + "a," * 31 + "b\n").encode(), "d.csv"))
+    shown = " ".join(p.message for p in err.problems)
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "'\\x1b[31mred\\x07'" in shown
+    assert "'" + "x" * 40 + "…'" in shown and "x" * 41 not in shown
+    assert "and 12 more" in shown  # 32 columns, 20 named
+    record = {"\x00in": "a", "out": "b"}
+    err = problems_of(lambda: read_bytes(
+        ("\n".join([json.dumps(record)] * 3) + "\n").encode(), "d.jsonl"))
+    shown = " ".join(p.message for p in err.problems)
+    assert "\\x00in" in shown and "\x00" not in shown

@@ -128,6 +128,17 @@ def _text(value: Any, where: str, field: str, row: int, problems: list[Problem])
     return None
 
 
+_MAX_SHOWN_COLUMNS = 20
+_MAX_SHOWN_CHARS = 40
+
+
+def _name_shown(column: str) -> str:
+    """A column's name as a message shows it: characters that do not print escaped, and at
+    most ``_MAX_SHOWN_CHARS`` of them."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in column)
+    return text if len(text) <= _MAX_SHOWN_CHARS else text[:_MAX_SHOWN_CHARS] + "…"
+
+
 def _pick(record: dict, wanted: str | None, accepted: Sequence[str], field: str, where: str,
           row: int, problems: list[Problem]) -> str | None:
     keys = [k for k in record if isinstance(k, str)]
@@ -136,12 +147,15 @@ def _pick(record: dict, wanted: str | None, accepted: Sequence[str], field: str,
         return _text(record[found[0]], where, field, row, problems)
     kind = "input" if field == "text_input" else "output"
     if found:
-        names = ", ".join(f"'{k}'" for k in found)
+        names = ", ".join(f"'{_name_shown(k)}'" for k in found)
         problems.append(Problem(f"has several {kind} fields ({names}); keep only one",
                                 where, field, row))
     else:
-        have = ", ".join(keys) or "none"
-        expected = f"'{wanted}'" if wanted is not None else "one of " + ", ".join(accepted)
+        have = ", ".join(_name_shown(k) for k in keys[:_MAX_SHOWN_COLUMNS]) or "none"
+        if len(keys) > _MAX_SHOWN_COLUMNS:
+            have += f" and {len(keys) - _MAX_SHOWN_COLUMNS} more"
+        expected = (f"'{_name_shown(wanted)}'" if wanted is not None
+                    else "one of " + ", ".join(accepted))
         problems.append(Problem(f"no {kind} field; expected {expected} (the fields found: {have})",
                                 where, field, row))
     return None
@@ -416,11 +430,40 @@ def _too_big(name: str, size: int) -> Problem:
         "shorten them (tuning rarely gains from more than a few thousand examples)", name)
 
 
+# What a file that is not text at all begins with, and what it is; the advice after it.
+_BINARY_KINDS = (
+    (b"PK\x03\x04", "a ZIP archive: an Excel workbook (.xlsx) or another Office document"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel workbook (.xls) or another Office document"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "compressed with gzip"),
+    (b"PAR1", "a Parquet file"),
+)
+_AS_TEXT = ("Save or export the examples as CSV UTF-8 (in Excel: Save As → 'CSV UTF-8'), JSON or "
+            "JSONL")
+
+
+def _not_text(data: bytes) -> str | None:
+    """What ``data`` is where it is plainly not text (a known binary format, or NUL bytes),
+    said for a person; None otherwise."""
+    for magic, kind in _BINARY_KINDS:
+        if data.startswith(magic):
+            return f"the file is {kind}, not text. {_AS_TEXT}"
+    nul = data.find(b"\x00", 0, 1 << 16)
+    if nul >= 0:
+        return (f"the file holds binary data (a NUL byte at byte offset {nul:,}), not text. "
+                f"{_AS_TEXT}")
+    return None
+
+
 def _decode(data: bytes, name: str) -> str:
-    """UTF-8 (optionally with a BOM) → text, or a DatasetError naming each bad line and byte."""
+    """UTF-8 (optionally with a BOM) → text, or a DatasetError naming each bad line and byte
+    (or saying the file is not text at all)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DatasetError([Problem("the file is UTF-16 encoded; re-save it as UTF-8 (in Excel: "
                                     "Save As → 'CSV UTF-8')", name)])
+    binary = _not_text(data)
+    if binary is not None:
+        raise DatasetError([Problem(binary, name)])
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -562,16 +605,18 @@ def _parse_jsonl(text: str, name: str, input_key: str | None, output_key: str | 
 def _column_problem(where: str, kind: str, field: str, found: list[str], columns: list[str],
                     wanted: str | None, accepted: Sequence[str]) -> Problem:
     """No (or several) input/output columns: name the columns found and how to choose one."""
-    have = ", ".join(f"'{c}'" for c in columns) or "none"
+    have = ", ".join(f"'{_name_shown(c)}'" for c in columns[:_MAX_SHOWN_COLUMNS]) or "none"
+    if len(columns) > _MAX_SHOWN_COLUMNS:
+        have += f" and {len(columns) - _MAX_SHOWN_COLUMNS} more"
     how = (f"choose the {kind} column ({kind}Column when uploading, --{kind}-column in the "
            "CLI)")
     if found:
-        names = ", ".join(f"'{c}'" for c in found)
+        names = ", ".join(f"'{_name_shown(c)}'" for c in found)
         return Problem(f"several {kind} columns ({names}); rename or remove all but one, or "
                        f"{how}", where, field)
     if wanted is not None:
-        return Problem(f"no column named '{wanted}' (the {kind} column you chose); the columns "
-                       f"are: {have}", where, field)
+        return Problem(f"no column named '{_name_shown(wanted)}' (the {kind} column you "
+                       f"chose); the columns are: {have}", where, field)
     expected = ", ".join(accepted)
     return Problem(f"no {kind} column; the columns are: {have}; expected one named {expected} "
                    f"(any case). Rename the column, or {how}", where, field)
