@@ -105,19 +105,28 @@ def test_an_answer_as_long_as_the_longest_output_may_end_without_its_pieces(tiny
     assert int(logits[0].argmax()) != eos and int(logits[1].argmax()) == eos
 
 
+def _tuned_and_bare(tiny_base, tmp_path_factory, name: str, examples: list[Example],
+                    **without: object) -> tuple:
+    """A tiny model tuned on ``examples`` (enough to end its answers): its adapter, its
+    manifest, and the same adapter with the manifest's entries ``without`` (what the model
+    answers without that rule)."""
+    out = tmp_path_factory.mktemp(name)
+    r = train(tiny_base, examples, Hyperparameters(epoch_count=10, batch_size=4,
+                                                   learning_rate=0.01), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    bare = tmp_path_factory.mktemp(f"{name}-bare")
+    shutil.copytree(r.adapter_dir, bare / "adapter")
+    (bare / "manifest.json").write_text(json.dumps({**manifest, **without}))
+    return r.adapter_dir, manifest, bare / "adapter"
+
+
 @pytest.fixture(scope="module")
 def extractor(tiny_base, tmp_path_factory):
     """A tiny model tuned on "sentence → people: …; cities: …", enough to end its answers."""
-    out = tmp_path_factory.mktemp("extractor")
-    r = train(tiny_base, _entities(36), Hyperparameters(epoch_count=10, batch_size=4,
-                                                        learning_rate=0.01), out)
-    manifest = json.loads((out / "manifest.json").read_text())
+    adapter, manifest, bare = _tuned_and_bare(tiny_base, tmp_path_factory, "extractor",
+                                              _entities(36), output_pieces=[])
     assert manifest["output_pieces"] == ["people: ", "; cities: "]
-    # the same adapter without its pieces: what the model answers on its own
-    bare = tmp_path_factory.mktemp("bare")
-    shutil.copytree(r.adapter_dir, bare / "adapter")
-    (bare / "manifest.json").write_text(json.dumps({**manifest, "output_pieces": []}))
-    return r.adapter_dir, bare / "adapter"
+    return adapter, bare
 
 
 def test_served_answers_do_not_end_before_the_pieces(tiny_serving_base, extractor):
@@ -216,17 +225,12 @@ def test_a_reply_ends_where_it_would_go_on_past_its_pieces(tiny_base):
 @pytest.fixture(scope="module")
 def normaliser(tiny_base, tmp_path_factory):
     """A tiny model tuned on product titles → "brand | model | storage | color"."""
-    out = tmp_path_factory.mktemp("normaliser")
-    r = train(tiny_base, _titles(36), Hyperparameters(epoch_count=10, batch_size=4,
-                                                      learning_rate=0.01), out)
-    manifest = json.loads((out / "manifest.json").read_text())
+    adapter, manifest, bare = _tuned_and_bare(tiny_base, tmp_path_factory, "normaliser",
+                                              _titles(36), output_ends=[])
     assert manifest["output_pieces"] == [" | ", " GB | "]
     assert manifest["output_ends"] == [" | ", " GB | "]
     assert manifest["longest_output_chars"] == max(len(ex.output) for ex in _titles(36))
-    bare = tmp_path_factory.mktemp("bare-ends")
-    shutil.copytree(r.adapter_dir, bare / "adapter")
-    (bare / "manifest.json").write_text(json.dumps({**manifest, "output_ends": []}))
-    return r.adapter_dir, bare / "adapter"
+    return adapter, bare
 
 
 # titles of brands, models and colors never trained on
