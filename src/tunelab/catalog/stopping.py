@@ -20,16 +20,15 @@ is never held open. Nor is an answer held open forever: once it is as long as th
 training output (``longest``, in characters), it may end with a piece still missing. A 135M model
 tuned on 60 product titles → ``brand | model | 512 GB | color`` left the brand out of one unseen
 title (``X30 | 512 GB | green``), and with its end refused until a `` GB | `` came again, it wrote
-`` | Nokia | official | 2022 | 10 | 4 | 1 | 3 | …`` for 500 tokens, to the request's budget.
+`` | Nokia | official | 2022 | 10 | 4 | 1 | 3 | …`` to its budget of 1,024 tokens.
 
 **Nor on past them into another.** Where the text after an output's last piece never holds a
 piece's text again (``output_ends``: `` | `` in ``Apple | iPhone 13 | 128 GB | black``; a second
 JSON object's ``{"product": "``), the manifest keeps those texts, and once an answer holds every
 piece, the first of them after its last piece ends it (the text is cut before it, as at a stop
-text). A 135M model tuned on 60 product titles → ``brand | model | storage | color`` answered
-one unseen title ``X30 | 512 GB | green | Nokia | official | 2022 | 10 | 4 | …`` until its token
-budget ran out; it now ends at ``X30 | 512 GB | green | Nokia``. A text some output holds after
-its last piece (the ``, `` of a list that ends the output) is not among them.
+text): ``Nokia | X30 | 512 GB | green | Nokia | official`` ends at ``Nokia | X30 | 512 GB |
+green``. A text some output holds after its last piece (the ``, `` of a list that ends the
+output) is not among them.
 
 **Not past its fixed shape.** Where every training output has one fixed shape (``output_shape``:
 the same length, and at each place a digit, a letter or the same other character: a date's
