@@ -245,6 +245,28 @@ def test_6_every_row_problem_in_one_pass(new_page, studio_service):
     assert "3 fields" in page.locator('tr.msg[data-msg-for="2"]').inner_text()
     assert "output is empty" in page.locator('tr.msg[data-msg-for="7"]').inner_text()
     assert "Fix 2 rows" in page.locator("#data-errors").inner_text()
+    assert page.locator("#create-why").inner_text() == "Fix the data errors shown next to the rows."
+
+
+def test_6b_a_workbook_is_said_to_be_one(new_page, studio_service):
+    """An Excel workbook dropped on the page: what it is and what to do, above the table (it
+    used to be read as a CSV whose header was its bytes)."""
+    page, errors = new_page()
+    errors.expect("/v1beta/files", 400)
+    sign_in(page, "bob")
+    page.click("a:has-text('New tuned model')")
+    page.wait_for_selector("#drop")
+    page.set_input_files("#file", files=[{
+        "name": "orders.xlsx", "buffer": b"PK\x03\x04" + bytes(300),
+        "mimeType": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}])
+    page.wait_for_selector("#data-errors:has-text('Excel workbook')")
+    said = page.locator("#data-errors").inner_text()
+    assert "not text. Save or export the examples as CSV UTF-8" in said
+    assert "\x00" not in said and "PK" not in said
+    assert page.locator("tr[data-row]").count() == 0
+    assert page.locator("#create").is_disabled()
+    assert page.locator("#create-why").inner_text() == (
+        "Fix the data errors shown under Training data.")
 
 
 def test_7_column_picker_and_studio_words(new_page, studio_service):

@@ -503,7 +503,10 @@ export async function show(main) {
     if (!n && st.header) why = "Choose the input and output columns of the file.";
     else if (!n && !st.source) why = "Add training data to continue.";
     else if (st.checking) why = "Waiting for the data check…";
-    else if (!st.ready) why = "Fix the data errors shown next to the rows.";
+    else if (!st.ready) {   // errors on rows are shown beside them; a file's own above the table
+      const onRows = [...st.rowMsgs.values()].some((msgs) => msgs.some((m) => m.level === "bad"));
+      why = onRows ? "Fix the data errors shown next to the rows." : "Fix the data errors shown under Training data.";
+    }
     else if (!name) why = "Give the model a display name.";
     else if (name.length > 40 || problems.length) why = "Fix the settings above.";
     $("#create").disabled = Boolean(why) || st.creating;
