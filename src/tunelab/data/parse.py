@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.data.examples import Example
+from tunelab.data.prompt_format import quote
 from tunelab.errors import DatasetError, Problem
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # AI Studio's upload limit: 4 MiB = 4,194,304 bytes
@@ -129,14 +130,21 @@ def _text(value: Any, where: str, field: str, row: int, problems: list[Problem])
 
 
 _MAX_SHOWN_COLUMNS = 20
-_MAX_SHOWN_CHARS = 40
+_NAME_CHARS = 41  # a column's or field's name in a message: 40 characters and "…" at most
 
 
-def _name_shown(column: str) -> str:
-    """A column's name as a message shows it: characters that do not print escaped, and at
-    most ``_MAX_SHOWN_CHARS`` of them."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in column)
-    return text if len(text) <= _MAX_SHOWN_CHARS else text[:_MAX_SHOWN_CHARS] + "…"
+def _name_shown(name: str) -> str:
+    """A column's or field's name as a message shows it (``quote``)."""
+    return quote(name, _NAME_CHARS)
+
+
+def _names_listed(names: Sequence[str], quoted: bool = True) -> str:
+    """Names for a message: each shown (``_name_shown``), in quotes unless not ``quoted``, at
+    most ``_MAX_SHOWN_COLUMNS`` and how many more; "none" for none."""
+    shown = [_name_shown(n) for n in names[:_MAX_SHOWN_COLUMNS]]
+    text = ", ".join(f"'{n}'" if quoted else n for n in shown) or "none"
+    more = len(names) - _MAX_SHOWN_COLUMNS
+    return text + (f" and {more} more" if more > 0 else "")
 
 
 def _pick(record: dict, wanted: str | None, accepted: Sequence[str], field: str, where: str,
@@ -147,13 +155,11 @@ def _pick(record: dict, wanted: str | None, accepted: Sequence[str], field: str,
         return _text(record[found[0]], where, field, row, problems)
     kind = "input" if field == "text_input" else "output"
     if found:
-        names = ", ".join(f"'{_name_shown(k)}'" for k in found)
+        names = _names_listed(found)
         problems.append(Problem(f"has several {kind} fields ({names}); keep only one",
                                 where, field, row))
     else:
-        have = ", ".join(_name_shown(k) for k in keys[:_MAX_SHOWN_COLUMNS]) or "none"
-        if len(keys) > _MAX_SHOWN_COLUMNS:
-            have += f" and {len(keys) - _MAX_SHOWN_COLUMNS} more"
+        have = _names_listed(keys, quoted=False)
         expected = (f"'{_name_shown(wanted)}'" if wanted is not None
                     else "one of " + ", ".join(accepted))
         problems.append(Problem(f"no {kind} field; expected {expected} (the fields found: {have})",
@@ -605,13 +611,11 @@ def _parse_jsonl(text: str, name: str, input_key: str | None, output_key: str | 
 def _column_problem(where: str, kind: str, field: str, found: list[str], columns: list[str],
                     wanted: str | None, accepted: Sequence[str]) -> Problem:
     """No (or several) input/output columns: name the columns found and how to choose one."""
-    have = ", ".join(f"'{_name_shown(c)}'" for c in columns[:_MAX_SHOWN_COLUMNS]) or "none"
-    if len(columns) > _MAX_SHOWN_COLUMNS:
-        have += f" and {len(columns) - _MAX_SHOWN_COLUMNS} more"
+    have = _names_listed(columns)
     how = (f"choose the {kind} column ({kind}Column when uploading, --{kind}-column in the "
            "CLI)")
     if found:
-        names = ", ".join(f"'{_name_shown(c)}'" for c in found)
+        names = _names_listed(found)
         return Problem(f"several {kind} columns ({names}); rename or remove all but one, or "
                        f"{how}", where, field)
     if wanted is not None:

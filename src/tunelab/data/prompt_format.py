@@ -61,10 +61,12 @@ _REF_SEPARATOR = re.compile(r"[,;\s]+")
 _WORD = re.compile(r"\S+")
 
 
-def quote(text: str) -> str:
-    """A short, one-line rendering of ``text`` for a message."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= QUOTE_CHARS else flat[: QUOTE_CHARS - 1] + "…"
+def quote(text: str, limit: int = QUOTE_CHARS) -> str:
+    """A short, one-line rendering of ``text`` for a message: each run of whitespace one space,
+    characters that do not print escaped (``\\x1b``, never sent to a terminal), at most
+    ``limit`` characters with the "…" that cuts it."""
+    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(text.split()))
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def labels_of(text: str) -> list[str]:
