@@ -339,9 +339,8 @@ def _print_metric_note(ev: dict | None) -> None:
 
 
 def report_result(result) -> None:
-    from tunelab.catalog.copying import COPIES_NOTE
     from tunelab.catalog.labels import labels_note
-    from tunelab.catalog.stopping import pieces_note, shape_note
+    from tunelab.catalog.stopping import AnswerRules
 
     if result.resumed_from_epoch:
         console.print(f"(resumed from the checkpoint of epoch {result.resumed_from_epoch})")
@@ -416,16 +415,8 @@ def report_result(result) -> None:
         console.print(f"[bold]Answers:[/] {labels_note(labels)} (To keep every answer as "
                       "the model writes it, tune with --free-answers.)", highlight=False,
                       soft_wrap=True)
-    pieces = result.manifest.get("output_pieces")
-    if pieces:
-        ends = result.manifest.get("output_ends") or ()
-        console.print(f"[bold]Answers:[/] {pieces_note(pieces, ends)}", highlight=False,
-                      soft_wrap=True)
-    shape = result.manifest.get("output_shape")
-    if shape:
-        console.print(f"[bold]Answers:[/] {shape_note(shape)}", highlight=False, soft_wrap=True)
-    if result.manifest.get("copies_prompt") is True:
-        console.print(f"[bold]Answers:[/] {COPIES_NOTE}", highlight=False, soft_wrap=True)
+    for note in AnswerRules.from_record(result.manifest).notes():
+        console.print(f"[bold]Answers:[/] {note}", highlight=False, soft_wrap=True)
     console.print(
         f"Tokens/s: {result.tokens_per_second:.0f}. Adapter: {result.adapter_dir}\n"
         f'Try it: tunelab generate {result.output_dir} "your prompt"'

@@ -19,7 +19,7 @@ from tunelab.catalog.copying import (
     word_prefixes,
 )
 from tunelab.catalog.greedy import start_from_choices
-from tunelab.catalog.stopping import Reply
+from tunelab.catalog.stopping import AnswerRules, Reply
 
 pytestmark = pytest.mark.real_model
 
@@ -48,7 +48,7 @@ def _id(tok, text: str) -> int:
 
 def _reply(tok, source: str = PROMPT, answer: str = OPENING, copies: bool = True) -> Reply:
     """An answer being decoded; ``copies``: by a model tuned to copy (``copies_prompt``)."""
-    reply = Reply(tok, {tok.eos_token_id}, [], 40, source=source, back_to_prompt=copies)
+    reply = Reply(tok, {tok.eos_token_id}, [], 40, AnswerRules(copies=copies), source)
     for token in tok.encode(answer, add_special_tokens=False):
         reply.add(token)
     return reply

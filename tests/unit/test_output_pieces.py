@@ -12,6 +12,7 @@ from conftest import scored_and_served
 
 from tunelab.catalog.stopping import (
     FINISHED,
+    AnswerRules,
     Reply,
     has_pieces,
     output_ends,
@@ -67,7 +68,7 @@ def test_pieces_are_looked_for_in_order():
 def test_a_reply_may_not_end_before_its_pieces(tiny_base):
     tok = tiny_base.tokenizer
     eos = tok.eos_token_id
-    reply = Reply(tok, {eos}, [], budget=50, pieces=["people: ", "; cities: "])
+    reply = Reply(tok, {eos}, [], budget=50, rules=AnswerRules(pieces=("people: ", "; cities: ")))
     for t in tok("people: Ada", add_special_tokens=False)["input_ids"]:
         reply.add(t)
     assert not reply.may_end
@@ -87,8 +88,8 @@ def test_an_answer_as_long_as_the_longest_output_may_end_without_its_pieces(tiny
     tok = tiny_base.tokenizer
     eos = tok.eos_token_id
     text = "Ada Okafor went to Porto"  # no pieces: a copy of the prompt
-    held, bounded = (Reply(tok, {eos}, [], budget=50, pieces=["people: ", "; cities: "],
-                           longest=n) for n in (0, len(text)))
+    held, bounded = (Reply(tok, {eos}, [], budget=50, rules=AnswerRules(
+        pieces=("people: ", "; cities: "), longest=n)) for n in (0, len(text)))
     for t in tok(text, add_special_tokens=False)["input_ids"][:-1]:
         held.add(t)
         bounded.add(t)
@@ -163,10 +164,11 @@ def test_served_answers_do_not_end_before_the_pieces(tiny_serving_base, extracto
 def test_validation_scores_count_the_answers_the_model_serves(tiny_base, tiny_serving_base,
                                                                extractor):
     adapter, _ = extractor
-    copies = json.loads((adapter.parent / "manifest.json").read_text())["copies_prompt"]
-    assert copies is True  # the names and cities are the prompts' own (catalog/copying.py)
+    rules = AnswerRules.from_record(json.loads((adapter.parent / "manifest.json").read_text()))
+    assert rules.pieces == ("people: ", "; cities: ")
+    assert rules.copies is True  # the names and cities are the prompts' own (catalog/copying.py)
     scored, served = scored_and_served(tiny_base, tiny_serving_base, adapter, _entities(8),
-                                       pieces=["people: ", "; cities: "], copies=copies)
+                                       rules=rules)
     assert scored == served
 
 
@@ -205,7 +207,7 @@ def test_a_reply_ends_where_it_would_go_on_past_its_pieces(tiny_base):
     pieces = [" | ", " GB | ", " | "]
     tokens = tok("X30 | 512 GB | green | Nokia | official | 2022 | 10", add_special_tokens=False
                  )["input_ids"]
-    reply = Reply(tok, set(), [], budget=100, pieces=pieces, ends=[" | "])
+    reply = Reply(tok, set(), [], budget=100, rules=AnswerRules(tuple(pieces), (" | ",)))
     for t in tokens:
         reply.add(t)
         if reply.done:
@@ -216,7 +218,8 @@ def test_a_reply_ends_where_it_would_go_on_past_its_pieces(tiny_base):
     assert reply.may_end
     # the same text while the pieces are not all written yet is not cut; without ends, never
     for ends, prefix_pieces in (([" | "], [" | "] * 6), ([], pieces)):
-        other = Reply(tok, set(), [], budget=100, pieces=prefix_pieces, ends=ends)
+        other = Reply(tok, set(), [], budget=100,
+                      rules=AnswerRules(tuple(prefix_pieces), tuple(ends)))
         for t in tokens:
             other.add(t)
         assert not other.done and other.text() == tok.decode(tokens)
@@ -270,12 +273,12 @@ def test_served_answers_end_where_they_would_go_on_past_their_pieces(tiny_servin
 
 def test_validation_scores_end_answers_as_served(tiny_base, tiny_serving_base, normaliser):
     adapter, _ = normaliser
-    copies = json.loads((adapter.parent / "manifest.json").read_text())["copies_prompt"]
+    rules = AnswerRules.from_record(json.loads((adapter.parent / "manifest.json").read_text()))
+    assert rules.pieces == (" | ", " GB | ") and rules.ends == (" | ", " GB | ")
+    assert rules.longest == max(len(ex.output) for ex in _titles(36))
     # the unseen titles, some of which the model goes on past its pieces with
     asked = [Example(p, "Motorola | Razr | 128 GB | red") for p in ASKED]
     scored, served = scored_and_served(tiny_base, tiny_serving_base, adapter, asked,
-                                       pieces=[" | ", " GB | "], ends=[" | ", " GB | "],
-                                       copies=copies, longest=max(len(ex.output)
-                                                                  for ex in _titles(36)))
+                                       rules=rules)
     assert scored == served
     assert any(_past_last_piece(t, [" | ", " GB | "]) for t in scored)

@@ -13,6 +13,7 @@ from conftest import scored_and_served
 from tunelab.catalog.greedy import start_from_choices
 from tunelab.catalog.stopping import (
     FINISHED,
+    AnswerRules,
     Reply,
     _fits,
     keep_to_shape,
@@ -71,7 +72,7 @@ def test_no_shape_where_outputs_differ(outputs):
 
 def _fed(tiny_base, text: str, shape: str, end: bool = False) -> Reply:
     tok = tiny_base.tokenizer
-    reply = Reply(tok, {tok.eos_token_id}, [], budget=50, shape=shape)
+    reply = Reply(tok, {tok.eos_token_id}, [], budget=50, rules=AnswerRules(shape=shape))
     for t in tok(text, add_special_tokens=False)["input_ids"]:
         reply.add(t)
     if end:
@@ -148,7 +149,7 @@ def test_served_answers_keep_to_the_shape(tiny_serving_base, dater):
 
 def _reply(tiny_base, shape: str, text: str = "") -> Reply:
     tok = tiny_base.tokenizer
-    reply = Reply(tok, {tok.eos_token_id}, [], budget=50, shape=shape)
+    reply = Reply(tok, {tok.eos_token_id}, [], budget=50, rules=AnswerRules(shape=shape))
     for t in tok(text, add_special_tokens=False)["input_ids"]:
         reply.add(t)
     return reply
@@ -249,14 +250,14 @@ def test_no_token_is_refused_where_the_shape_cannot_be_written():
         "0123456789", "0123456789", "-", "0123456789"]
     # no token writes a letter: a shape with one holds nothing back
     assert shape_masks(tok, "9a") is None
-    reply = Reply(tok, {tok.eos_token_id}, [], budget=5, shape="9a")
+    reply = Reply(tok, {tok.eos_token_id}, [], budget=5, rules=AnswerRules(shape="9a"))
     assert reply.allowed() is None
 
 
 def test_validation_scores_count_the_kept_answers(tiny_base, tiny_serving_base, dater):
     adapter, _ = dater
     scored, served = scored_and_served(tiny_base, tiny_serving_base, adapter,
-                                       _dates(8, seed=2), shape="9999-99-99")
+                                       _dates(8, seed=2), rules=AnswerRules(shape=DATE))
     assert scored == served
     assert all(shape_of(a.strip()) == DATE[:len(a.strip())] for a in scored)
     assert any(len(a.strip()) == 10 for a in scored)

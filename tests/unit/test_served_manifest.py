@@ -69,17 +69,33 @@ def test_the_pieces_ends_and_longest_output_are_read_only_when_well_formed(tmp_p
     adapter = _write(tmp_path, {"output_pieces": [" | ", " GB | "], "output_ends": [" | "],
                                 "longest_output_chars": 43})
     facts = served_facts(adapter)
-    assert facts.output_pieces == (" | ", " GB | ")
-    assert facts.output_ends == (" | ",)
-    assert facts.longest_output_chars == 43
+    assert facts.rules.pieces == (" | ", " GB | ")
+    assert facts.rules.ends == (" | ",)
+    assert facts.rules.longest == 43
     bad_ends = ({"output_ends": [" | "]},  # ends without pieces end nothing
                 {"output_pieces": [" | "], "output_ends": [" | ", 3]},
                 {"output_pieces": [" | "], "output_ends": " | "},
                 {"output_pieces": [" | "], "output_ends": [""]})
     for i, bad in enumerate(bad_ends):  # a folder each: the reader caches by time and size
         (tmp_path / f"e{i}").mkdir()
-        assert served_facts(_write(tmp_path / f"e{i}", bad)).output_ends == ()
+        assert served_facts(_write(tmp_path / f"e{i}", bad)).rules.ends == ()
     for i, bad in enumerate((-5, 0, True, "43", 4.5, None)):
         (tmp_path / f"l{i}").mkdir()
         facts = served_facts(_write(tmp_path / f"l{i}", {"longest_output_chars": bad}))
-        assert facts.longest_output_chars == 0
+        assert facts.rules.longest == 0
+
+
+def test_the_rules_the_trainer_records_are_the_rules_served(tmp_path):
+    from tunelab.catalog.stopping import AnswerRules, answer_rules
+
+    titles = [f"{b} | X{i} | {g} GB | black" for i, (b, g) in enumerate(
+        [("Apple", 128), ("Nokia", 64), ("Sony", 256), ("Google", 512), ("Apple", 64),
+         ("Nokia", 128)])]
+    rules = answer_rules([f"a {t.lower()} phone" for t in titles], titles, titles[:2])
+    assert rules.pieces == (" | ", " GB | black") and rules.copies
+    assert rules.longest == max(len(t) for t in titles)
+    assert AnswerRules.from_record(rules.to_record()) == rules
+    assert served_facts(_write(tmp_path, rules.to_record())).rules == rules
+    # a classifier's answers are its labels: no pieces, shape or copying
+    assert answer_rules(titles, titles, classifier=True) == AnswerRules(
+        longest=rules.longest)

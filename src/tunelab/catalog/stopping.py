@@ -54,10 +54,11 @@ import statistics
 import threading
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
 
-from tunelab.catalog.copying import prefixes_of, prompt_words
+from tunelab.catalog.copying import COPIES_NOTE, copies_prompt, prefixes_of, prompt_words
 
 FINISHED = "STOP"  # an end token or a stop text
 OUT_OF_TOKENS = "MAX_TOKENS"  # the budget ran out first
@@ -309,25 +310,94 @@ def find_stop(text: str, stops: list[str]) -> int | None:
     return min(found) if found else None
 
 
+@dataclass(frozen=True)
+class AnswerRules:
+    """What a tuned model's training outputs say of how its answers are decoded: the one
+    object every answer for it keeps (``Reply``), made by the trainer (``answer_rules``),
+    recorded in its manifest and read back for serving (``inference/manifest.py``).
+
+    ``pieces``: what every training output holds, in order: an answer may not end before
+    (``output_pieces``); ``ends``: texts that end it where they follow its last piece
+    (``output_ends``); ``longest``: the longest output's length in characters: an answer that
+    long may end without its pieces (0: held open to its budget, as a manifest written before
+    this was recorded says nothing of its outputs' lengths); ``shape``: the one fixed shape of
+    every output (``output_shape``; "": none): each token keeps to it and the answer ends at its
+    length; ``copies``: the outputs copy their prompts' words (``catalog/copying.py``
+    ``copies_prompt``): a new word is given up for a near one of the prompt's."""
+
+    pieces: tuple[str, ...] = ()
+    ends: tuple[str, ...] = ()
+    longest: int = 0
+    shape: str = ""
+    copies: bool = False
+
+    def to_record(self) -> dict:
+        """The manifest's fields for these rules (read back by ``from_record``)."""
+        return {"output_pieces": list(self.pieces), "output_ends": list(self.ends),
+                "longest_output_chars": self.longest, "output_shape": self.shape,
+                "copies_prompt": self.copies}
+
+    @classmethod
+    def from_record(cls, data: dict) -> AnswerRules:
+        """The rules a manifest's fields record (``to_record``); a field missing or not well
+        formed is none (a manifest written before it was recorded, or not by the trainer)."""
+        pieces = data.get("output_pieces")
+        pieces_ok = (isinstance(pieces, list) and len(pieces) <= MAX_OUTPUT_PIECES
+                     and all(isinstance(x, str) and x for x in pieces))
+        ends = data.get("output_ends")
+        ends_ok = pieces_ok and (isinstance(ends, list) and len(ends) <= MAX_OUTPUT_PIECES
+                                 and all(isinstance(x, str) and x for x in ends))
+        longest = data.get("longest_output_chars")
+        shape = data.get("output_shape")
+        shape_ok = isinstance(shape, str) and 0 < len(shape) <= MAX_SHAPE_CHARS
+        return cls(pieces=tuple(pieces) if pieces_ok else (),
+                   ends=tuple(ends) if ends_ok else (),
+                   longest=longest if type(longest) is int and longest > 0 else 0,
+                   shape=shape if shape_ok else "",
+                   copies=data.get("copies_prompt") is True)
+
+    def notes(self) -> list[str]:
+        """One line on each rule, as the CLI and the operation's metadata say them."""
+        return ([pieces_note(self.pieces, self.ends)] if self.pieces else []) + (
+            [shape_note(self.shape)] if self.shape else []) + (
+            [COPIES_NOTE] if self.copies else [])
+
+
+NO_RULES = AnswerRules()  # a base model's answers, or a manifest that records none
+
+
+def answer_rules(inputs: Sequence[str], outputs: Sequence[str], held_out: Sequence[str] = (),
+                 classifier: bool = False, free: bool = False) -> AnswerRules:
+    """The rules of a model tuned on ``inputs`` → ``outputs`` (``held_out``: the validation
+    outputs, whose ends, lengths and shape count too). A ``classifier``'s answers are its
+    labels already (``catalog/labels.py``): no pieces, shape or copying; ``free``: free answers
+    were asked for (``answer_labels`` off), so no shape either."""
+    every = [*outputs, *held_out]
+    pieces = () if classifier else tuple(output_pieces(outputs))
+    return AnswerRules(
+        pieces=pieces,
+        # where a piece's text never comes again after the last piece, an answer ends there
+        ends=tuple(output_ends(every, pieces)),
+        longest=max((len(o.strip()) for o in every), default=0),
+        # the one fixed shape of every output (a date's 9999-99-99)
+        shape="" if classifier or free else output_shape(every),
+        copies=not classifier and copies_prompt(inputs, outputs))
+
+
 class Reply:
     """One answer being decoded, a token at a time (``add``), until ``done``; ``reason`` is
     ``FINISHED`` or ``OUT_OF_TOKENS`` once it is."""
 
     def __init__(self, tokenizer: Any, end_ids: set[int], stops: list[str], budget: int,
-                 pieces: Sequence[str] = (), source: str = "", back_to_prompt: bool = False,
-                 labels: Sequence[str] = (), shape: str = "", ends: Sequence[str] = (),
-                 longest: int = 0):
-        """``pieces``: what the answer must hold before it may end (``output_pieces``);
-        ``ends``: texts that end it where they follow its last piece (``output_ends``);
-        ``longest``: the longest training output's length in characters: an answer that long
-        may end without its pieces (0: held open to its budget, as a manifest written before
-        this was recorded says nothing of its outputs' lengths);
-        ``shape``: the one fixed shape of every training output (``output_shape``; "": none):
-        each token keeps to it (``allowed``), and the answer ends once its text (without
-        leading whitespace) is that long;
+                 rules: AnswerRules = NO_RULES, source: str = "",
+                 labels: Sequence[str] = ()):
+        """``rules``: the tuned model's (``AnswerRules``): its pieces, the texts that end it
+        after them, the longest output, the fixed shape (each token keeps to it, and the
+        answer ends once its text, without leading whitespace, is that long) and whether it
+        copies its prompt's words;
         ``source``: the prompt's text, whose words greedy prefers to copy among near-equal
-        tokens (``catalog/copying.py``; empty: none); ``back_to_prompt``: a model tuned to copy
-        (``copies_prompt``), which also gives up a new word for a near one of the prompt's.
+        tokens (``catalog/copying.py``; empty: none); a model tuned to copy
+        (``rules.copies``) also gives up a new word for a near one of the prompt's.
         ``labels``: a tuned classifier's labels, where an answer that is none of them is
         replaced by the most likely one (``catalog/labels.py``) and what it was is not shown:
         the answer ends as soon as it can no longer be one of them (``off_labels``), since
@@ -335,15 +405,15 @@ class Reply:
         classifier's validation examples runs every answer to its budget otherwise."""
         self.tokenizer, self.end_ids, self.stops, self.budget = (
             tokenizer, end_ids, [s for s in stops if s], budget)
-        self.pieces = list(pieces)
-        self.ends = [e for e in ends if e] if self.pieces else []
-        self.longest = longest
-        self.shape, self.length = shape, len(shape)
+        self.pieces = list(rules.pieces)
+        self.ends = [e for e in rules.ends if e] if self.pieces else []
+        self.longest = rules.longest
+        self.shape, self.length = rules.shape, len(rules.shape)
         self._masks: Any = False  # shape_masks, once asked for
         # the prompt's words read once: whole, and every beginning of them
         self.whole_words = prompt_words(source) if source else frozenset()
         self.copy_words = prefixes_of(self.whole_words)
-        self.back_to_prompt = back_to_prompt
+        self.back_to_prompt = rules.copies
         self.labels = tuple(labels)
         self.ids: list[int] = []
         self.decoded = ""

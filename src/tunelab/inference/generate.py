@@ -284,11 +284,8 @@ class Generator:
             batch = [prompts[i] for i in group]
             budgets = [min(max_output_tokens, limit - len(prompts[i])) for i in group]
             # an answer replaced by a label is not shown: it ends once it cannot be one
-            replies = [Reply(tok, self._end_ids, [template.end], budget,
-                             facts.output_pieces, sources[i], facts.copies_prompt,
-                             labels_to_end_at(labels, label_ids, budget),
-                             facts.output_shape, facts.output_ends,
-                             facts.longest_output_chars)
+            replies = [Reply(tok, self._end_ids, [template.end], budget, facts.rules,
+                             sources[i], labels_to_end_at(labels, label_ids, budget))
                        for i, budget in zip(group, budgets, strict=True)]
             with self._weights(adapter) as model:
                 kept = None
@@ -361,10 +358,8 @@ class Generator:
         # greedy prefers, among near-equal tokens, the one that copies the prompt's words
         # (catalog/copying.py); a sampled answer is sampled from the model's probabilities
         reply = Reply(self.base.tokenizer, self._end_ids,
-                      [*user_stops, self.base.template.end], max_new, facts.output_pieces,
-                      "" if config.temperature else copy_source(turns), facts.copies_prompt,
-                      shape=facts.output_shape, ends=facts.output_ends,
-                      longest=facts.longest_output_chars)
+                      [*user_stops, self.base.template.end], max_new, facts.rules,
+                      "" if config.temperature else copy_source(turns))
         # a tuned classifier's answer is known to be a label only once it is whole
         labels = facts.answer_labels  # a tuned classifier's (catalog/labels.py)
         with self._weights(adapter) as model:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tunelab.catalog.labels import MAX_ANSWER_LABELS
-from tunelab.catalog.stopping import MAX_OUTPUT_PIECES, MAX_SHAPE_CHARS
+from tunelab.catalog.stopping import NO_RULES, AnswerRules
 from tunelab.data.prompt_format import PromptFormat
 
 # A manifest lists every step's snapshot: ~200 bytes a step, so even 100,000 steps stay far
@@ -32,17 +32,10 @@ class ServedFacts:
 
     system_instruction: str | None = None
     answer_labels: tuple[str, ...] | None = None
-    # what every training output holds, in order: an answer may not end before (stopping.py)
-    output_pieces: tuple[str, ...] = ()
-    # texts that end an answer where they follow its last piece (stopping.py)
-    output_ends: tuple[str, ...] = ()
-    # the longest training output, in characters: an answer that long may end without its
-    # pieces (stopping.py; 0: not recorded)
-    longest_output_chars: int = 0
-    # the one fixed shape of every training output: an answer ends at its length (stopping.py)
-    output_shape: str = ""
-    # tuned to copy its prompt's words: a near word of the prompt beats a new one (copying.py)
-    copies_prompt: bool = False
+    # how its answers are decoded: the pieces every training output holds, where an answer
+    # ends after them, the longest output, their fixed shape, whether they copy the prompt's
+    # words (catalog/stopping.py AnswerRules)
+    rules: AnswerRules = NO_RULES
     prompt_format: PromptFormat = field(default_factory=PromptFormat)
 
 
@@ -75,23 +68,10 @@ def _read(manifest: str, mtime_ns: int, size: int) -> ServedFacts:
     labels = data.get("answer_labels")
     labels_ok = (isinstance(labels, list) and 2 <= len(labels) <= MAX_ANSWER_LABELS
                  and all(isinstance(x, str) and x.strip() for x in labels))
-    pieces = data.get("output_pieces")
-    pieces_ok = (isinstance(pieces, list) and len(pieces) <= MAX_OUTPUT_PIECES
-                 and all(isinstance(x, str) and x for x in pieces))
-    ends = data.get("output_ends")
-    ends_ok = pieces_ok and (isinstance(ends, list) and len(ends) <= MAX_OUTPUT_PIECES
-                             and all(isinstance(x, str) and x for x in ends))
-    longest = data.get("longest_output_chars")
-    shape = data.get("output_shape")
-    shape_ok = isinstance(shape, str) and 0 < len(shape) <= MAX_SHAPE_CHARS
     return ServedFacts(
         system_instruction=system if isinstance(system, str) else None,
         answer_labels=tuple(labels) if labels_ok else None,
-        output_pieces=tuple(pieces) if pieces_ok else (),
-        output_ends=tuple(ends) if ends_ok else (),
-        longest_output_chars=longest if type(longest) is int and longest > 0 else 0,
-        output_shape=shape if shape_ok else "",
-        copies_prompt=data.get("copies_prompt") is True,
+        rules=AnswerRules.from_record(data),
         prompt_format=PromptFormat.from_dict(data.get("prompt_format")),
     )
 
@@ -105,11 +85,11 @@ def rules_words(adapter: Path | None) -> str | None:
         parts.append("its system prompt")
     if facts.answer_labels:
         parts.append(f"its {len(facts.answer_labels)} labels")
-    if facts.output_shape:
+    if facts.rules.shape:
         parts.append("its outputs' fixed shape")
-    elif facts.output_pieces:
+    elif facts.rules.pieces:
         parts.append("the parts every output holds")
-    if facts.copies_prompt:
+    if facts.rules.copies:
         parts.append("its preference for the prompt's words")
     if not parts:
         return None

@@ -262,9 +262,7 @@ class TuningService(DataFiles):
     def evaluation(self, model_id: str) -> dict | None:
         """A model's validation record and per-epoch scores: the trainer's evaluation.json,
         or, before the first score, the split recorded when the job was queued."""
-        from tunelab.catalog.copying import COPIES_NOTE
         from tunelab.catalog.labels import labels_note
-        from tunelab.catalog.stopping import pieces_note, shape_note
         from tunelab.inference.manifest import served_facts
         from tunelab.training.loop import read_evaluation
 
@@ -279,13 +277,7 @@ class TuningService(DataFiles):
         labels = facts.answer_labels
         if labels:
             choices.append(f"Answers: {labels_note(labels)}")
-        if facts.output_pieces:
-            choices.append(
-                f"Answers: {pieces_note(facts.output_pieces, facts.output_ends)}")
-        if facts.output_shape:
-            choices.append(f"Answers: {shape_note(facts.output_shape)}")
-        if facts.copies_prompt:  # catalog/copying.py
-            choices.append(f"Answers: {COPIES_NOTE}")
+        choices += [f"Answers: {note}" for note in facts.rules.notes()]
         extra = ({"hyperparameter_choices": choices} if choices else {}) | (
             {"answer_labels": list(labels)} if labels else {})
         if found is not None:

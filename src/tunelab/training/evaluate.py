@@ -41,7 +41,7 @@ from tunelab.catalog.greedy import (
 )
 from tunelab.catalog.kv_cache import Prefilled, pass_cache
 from tunelab.catalog.labels import answers_as_labels, labels_to_end_at
-from tunelab.catalog.stopping import Reply, end_token_ids
+from tunelab.catalog.stopping import NO_RULES, AnswerRules, Reply, end_token_ids
 from tunelab.data.batches import collate, label_token_ids, pack, tokenize_example
 from tunelab.data.examples import Example
 from tunelab.data.split import MAX_VALIDATION
@@ -204,24 +204,16 @@ class Evaluator:
 
     def __init__(self, base: Any, validation: list[Example], metric: str,
                  packed: bool = False, share_prefix: bool = False,
-                 labels: Sequence[str] | None = None, pieces: Sequence[str] = (),
-                 copies: bool = False, shape: str = "", ends: Sequence[str] = (),
-                 longest: int = 0):
+                 labels: Sequence[str] | None = None, rules: AnswerRules = NO_RULES):
         """``metric``: what the answers are scored by (``metric_for``). ``packed``: the loss
         pass lays each group of examples in one row, as the trainer does where its model
         attends by example (``data/batches.py`` ``pack``); with ``share_prefix``, their
         common prefix once. Else each example has a padded row. ``labels``: a classifier's
         labels (``catalog/labels.py``): an answer that is none of them is replaced by the
-        most likely one, as the tuned model's served answers are. ``pieces``: what every
-        training output holds; an answer may not end before (``catalog/stopping.py``);
-        ``ends``: texts that end it after its last piece (``output_ends``); ``longest``: the
-        longest output's length, at which it may end without them.
-        ``copies``: the training outputs copy their inputs' words (``copies_prompt``).
-        ``shape``: the one fixed shape of every output (``output_shape``): an answer ends at
-        its length."""
+        most likely one, as the tuned model's served answers are. ``rules``: how the tuned
+        model's answers are decoded (``catalog/stopping.py`` ``AnswerRules``), as served."""
         self.base = base
-        self.pieces, self.copies, self.shape = list(pieces), copies, shape
-        self.ends, self.longest = list(ends), longest
+        self.rules = rules
         self.labels = list(labels) if labels else None
         self.examples = validation[:MAX_VALIDATION]
         self.metric = metric
@@ -369,9 +361,7 @@ class Evaluator:
         text is ``source`` (its words preferred among near-equal tokens, catalog/copying.py)."""
         budget = self._budget(prompt_length)
         return Reply(self.base.tokenizer, self.end_ids, [self.base.template.end], budget,
-                     self.pieces, source, self.copies,
-                     labels_to_end_at(self.labels, self.label_ids, budget), self.shape,
-                     self.ends, self.longest)
+                     self.rules, source, labels_to_end_at(self.labels, self.label_ids, budget))
 
 
 def _states_before_last(cache: Any, batch: Any, at: int, item: Any, reply: Reply

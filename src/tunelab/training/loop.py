@@ -32,11 +32,10 @@ from typing import Any
 
 from tunelab import __version__
 from tunelab.allocator import SHORT_OF_MEMORY_THRESHOLD_BYTES, fix_mmap_threshold
-from tunelab.catalog.copying import copies_prompt
 from tunelab.catalog.greedy import head_logits
 from tunelab.catalog.labels import answer_labels
 from tunelab.catalog.loading import LoadedBase
-from tunelab.catalog.stopping import output_ends, output_pieces, output_shape
+from tunelab.catalog.stopping import answer_rules
 from tunelab.data.batches import (
     Batch,
     TokenizedExample,
@@ -499,22 +498,14 @@ def train(
     else:
         labels = answer_labels([ex.text_input for ex in examples], [ex.output for ex in examples],
                                [ex.output for ex in validation])
-    # what every output holds, in order: no answer ends before (catalog/stopping.py); a
-    # classifier's answers are its labels already
-    pieces = [] if labels else output_pieces([ex.output for ex in examples])
-    # and where a piece's text never comes again after the last piece, an answer ends there
-    # (catalog/stopping.py); the held-out outputs' ends count too
-    ends = output_ends([ex.output for ex in [*examples, *validation]], pieces)
-    # an answer as long as the longest output may end without its pieces
-    longest = max((len(ex.output.strip()) for ex in [*examples, *validation]), default=0)
-    # the one fixed shape of every output (a date's 9999-99-99), held-out ones too: answers
-    # keep to it (catalog/stopping.py); not for a classifier, nor where free answers are asked
-    shape = "" if labels or not hp.answer_labels else output_shape(
-        [ex.output for ex in [*examples, *validation]])
-    # outputs that copy their inputs' words: a near word of the prompt beats a new one
-    # (catalog/copying.py)
-    copies = not labels and copies_prompt([ex.text_input for ex in examples],
-                                          [ex.output for ex in examples])
+    # how its answers are decoded (catalog/stopping.py): what every output holds, in order,
+    # and where an answer ends after it; the longest output; the one fixed shape of every
+    # output (the held-out ones too); whether outputs copy their inputs' words
+    # (catalog/copying.py). A classifier's answers are its labels already; free answers asked
+    # for keep to no shape.
+    rules = answer_rules([ex.text_input for ex in examples], [ex.output for ex in examples],
+                         [ex.output for ex in validation], classifier=bool(labels),
+                         free=not hp.answer_labels)
     lengths = sorted(it.length for it in tokenized)
     # the dtype a step keeps its activations in (fused_lora.keeps_bf16): the plan counts them
     # in it, the norms and the attention keep them in it
@@ -555,9 +546,7 @@ def train(
             # its loss pass laid out as the steps are (one row, the prefix once); its answers
             # chosen among the labels as served answers are (catalog/labels.py)
             evaluator = Evaluator(base, validation, metric, packed=span == float("inf"),
-                                  share_prefix=share, labels=labels, pieces=pieces, ends=ends,
-                                  longest=longest,
-                                  copies=copies, shape=shape)
+                                  share_prefix=share, labels=labels, rules=rules)
         evaluation: dict | None = None
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(params, hp.learning_rate)
@@ -718,19 +707,13 @@ def train(
         # a classifier's labels: a served answer that is none of them is replaced by the most
         # likely one (catalog/labels.py)
         "answer_labels": labels,
-        # the pieces every training output holds: a served answer does not end before
-        # (catalog/stopping.py)
-        "output_pieces": pieces,
-        # and the pieces' texts that end it where they follow the last piece
-        "output_ends": ends,
-        # the longest output, in characters: an answer that long may end without its pieces
-        "longest_output_chars": longest,
-        # the one fixed shape of every output: a served answer ends at its length
-        # (catalog/stopping.py)
-        "output_shape": shape,
-        # the outputs copy their inputs' words: a served answer gives up a new word for a
-        # near one of its prompt's (catalog/copying.py)
-        "copies_prompt": copies,
+        # how a served answer is decoded (catalog/stopping.py AnswerRules): the pieces every
+        # training output holds (an answer does not end before), the pieces' texts that end
+        # it where they follow the last piece, the longest output in characters (an answer
+        # that long may end without its pieces), the one fixed shape of every output (an
+        # answer ends at its length), and whether outputs copy their inputs' words (a new
+        # word given up for a near one of the prompt's, catalog/copying.py)
+        **rules.to_record(),
         "total_steps": total,
         "completed_steps": step,
         "epochs_run": len(epoch_losses),
