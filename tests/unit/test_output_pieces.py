@@ -17,7 +17,10 @@ from tunelab.catalog.stopping import (
     has_pieces,
     output_ends,
     output_pieces,
+    output_unspaced,
     refuse_end,
+    refuse_off_format,
+    unspaced_mask,
 )
 from tunelab.data.examples import Example
 from tunelab.inference.generate import GenerationConfig, Generator
@@ -225,6 +228,45 @@ def test_a_reply_ends_where_it_would_go_on_past_its_pieces(tiny_base):
         assert not other.done and other.text() == tok.decode(tokens)
 
 
+def test_the_pieces_no_output_puts_whitespace_after():
+    titles = [ex.output for ex in _titles(20)]
+    assert output_unspaced(titles, [" | ", " GB | "]) == [0, 1]
+    orders = [f'{{"item": "{w}", "quantity": {i}}}' for i, w in enumerate(
+        ["tea", "cake", "soup", "bread", "rice", "pie"])]
+    assert output_unspaced(orders, ['{"item": "', '", "quantity": ', "}"]) == [0, 1]
+    # one output with a space after the first piece: that place is not kept
+    spaced = [*orders, '{"item": " jam", "quantity": 2}']
+    assert output_unspaced(spaced, ['{"item": "', '", "quantity": ', "}"]) == [1]
+    # too few outputs holding the pieces, or none: nothing kept
+    assert output_unspaced(orders[:4] + ["free text"] * 10, ['{"item": "']) == []
+    assert output_unspaced(orders, []) == []
+
+
+def test_no_whitespace_is_written_right_after_such_a_piece(tiny_base):
+    tok = tiny_base.tokenizer
+    eos = tok.eos_token_id
+    rules = AnswerRules(pieces=('{"item": "', '"}'), unspaced=(0,))
+    spaced, bare = (tok(t, add_special_tokens=False)["input_ids"][0] for t in (" Maple", "m"))
+    assert not bool(unspaced_mask(tok)[spaced]) and bool(unspaced_mask(tok)[bare])
+    reply, free = (Reply(tok, {eos}, [], budget=50, rules=r)
+                   for r in (rules, AnswerRules(pieces=rules.pieces)))
+    opening = tok('{"item":', add_special_tokens=False)["input_ids"]
+    for t in opening:  # the piece not yet whole: any token may come
+        reply.add(t)
+        free.add(t)
+    assert reply.allowed() is None
+    for t in tok(' "', add_special_tokens=False)["input_ids"]:
+        reply.add(t)
+        free.add(t)
+    assert reply.text() == '{"item": "'
+    logits = torch.zeros(2, len(tok))
+    logits[:, spaced], logits[:, bare] = 5.0, 4.8  # " Maple" the most likely on both rows
+    refuse_off_format(logits, [reply, free])
+    assert int(logits[0].argmax()) == bare and int(logits[1].argmax()) == spaced
+    reply.add(bare)
+    assert reply.allowed() is None  # inside the value: spaces as the model writes them
+
+
 @pytest.fixture(scope="module")
 def normaliser(tiny_base, tmp_path_factory):
     """A tiny model tuned on product titles → "brand | model | storage | color"."""
@@ -232,6 +274,7 @@ def normaliser(tiny_base, tmp_path_factory):
                                               _titles(36), output_ends=[])
     assert manifest["output_pieces"] == [" | ", " GB | "]
     assert manifest["output_ends"] == [" | ", " GB | "]
+    assert manifest["output_unspaced"] == [0, 1]
     assert manifest["longest_output_chars"] == max(len(ex.output) for ex in _titles(36))
     return adapter, bare
 

@@ -93,8 +93,12 @@ def test_the_rules_the_trainer_records_are_the_rules_served(tmp_path):
          ("Nokia", 128)])]
     rules = answer_rules([f"a {t.lower()} phone" for t in titles], titles, titles[:2])
     assert rules.pieces == (" | ", " GB | black") and rules.copies
+    assert rules.unspaced == (0,)  # " GB | black" ends the outputs: nothing follows it
     assert rules.longest == max(len(t) for t in titles)
     assert AnswerRules.from_record(rules.to_record()) == rules
+    for bad in ([2], [-1], ["0"], 0, [True]):  # places that are not the pieces' own
+        assert AnswerRules.from_record({**rules.to_record(), "output_unspaced": bad}
+                                       ).unspaced == ()
     assert served_facts(_write(tmp_path, rules.to_record())).rules == rules
     # a classifier's answers are its labels: no pieces, shape or copying
     assert answer_rules(titles, titles, classifier=True) == AnswerRules(

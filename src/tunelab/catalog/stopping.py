@@ -30,6 +30,15 @@ text): ``Nokia | X30 | 512 GB | green | Nokia | official`` ends at ``Nokia | X30
 green``. A text some output holds after its last piece (the ``, `` of a list that ends the
 output) is not among them.
 
+**No whitespace where no output has it.** Where every training output goes on right after a
+piece without whitespace (a JSON value after ``"ingredient": "``; the brand after `` | ``),
+the manifest keeps that piece's place (``output_unspaced``), and a token that begins with
+whitespace is refused there (``Reply.allowed``, ``unspaced_mask``). Most of a vocabulary's
+words come in two spellings, with and without a leading space, and a prompt holds its words
+with one: a 135M model tuned on 60 ingredient lines → ``{"quantity": "1/4", "unit": "cup",
+"ingredient": "maple syrup"}`` answered ``"ingredient": " Maple Syrup"`` for ``about 100 tsp.
+maple syrup``, its `` Maple`` 0.24 nats above the ``m`` of ``maple``.
+
 **Not past its fixed shape.** Where every training output has one fixed shape (``output_shape``:
 the same length, and at each place a digit, a letter or the same other character: a date's
 ``9999-99-99``, a time's ``99:99``, a code's ``aa-999``), the manifest keeps the shape, and an
@@ -243,10 +252,28 @@ def _shape_masks(tokenizer: Any, shape: str) -> Any:
     return masks[shape]
 
 
+def unspaced_mask(tokenizer: Any) -> Any:
+    """A bool tensor over ``tokenizer``'s tokens: True for each token whose text does not begin
+    with whitespace (special tokens and tokens with no text included: they write none), made
+    once a tokenizer; None where no token begins with whitespace."""
+    with _SHAPES_LOCK:
+        found = _token_shapes(tokenizer)
+        if "unspaced" not in found:
+            import torch
+
+            mask = torch.ones(found["size"], dtype=torch.bool)
+            for token_shape, ids in found["shapes"].items():
+                if token_shape[:1].isspace():
+                    mask[torch.tensor(ids)] = False
+            found["unspaced"] = None if bool(mask.all()) else mask
+        return found["unspaced"]
+
+
 def keep_to_shape(logits: Any, replies: Sequence[Reply]) -> None:
-    """Where a reply must keep to its shape (``Reply.allowed``), its row of next-token
-    ``logits`` gets no token that would leave it: the most likely one that keeps it is chosen.
-    Its end tokens keep their logits: an answer may end before the shape is whole."""
+    """Where a reply must keep to its shape, or write no whitespace next (``Reply.allowed``),
+    its row of next-token ``logits`` gets no token that would not: the most likely one that
+    does is chosen. Its end tokens keep their logits: an answer may end before the shape is
+    whole."""
     for row, reply in enumerate(replies):
         allowed = reply.allowed()
         if allowed is not None:
@@ -258,13 +285,19 @@ def keep_to_shape(logits: Any, replies: Sequence[Reply]) -> None:
             logits[row, ends] = kept
 
 
-def pieces_note(pieces: Sequence[str], ends: Sequence[str] = ()) -> str:
+def pieces_note(pieces: Sequence[str], ends: Sequence[str] = (),
+                unspaced: Sequence[int] = ()) -> str:
     """The choice in one line, for the CLI, the Studio and the operation's metadata."""
     shown = ", ".join(repr(p) for p in pieces[:6]) + (", …" if len(pieces) > 6 else "")
     after = ""
     if ends:
         texts = " or ".join(repr(e) for e in ends[:3]) + (" …" if len(ends) > 3 else "")
         after = f", and ends where it would write {texts} again after the last of them"
+    if unspaced:
+        which = "any of them" if len(unspaced) == len(pieces) else (
+            f"{len(unspaced)} of them")
+        after += (f"; nor does it put a space right after {which}, as no training output "
+                  "does")
     return (f"every training output holds {len(pieces)} piece{'s' * (len(pieces) != 1)} of "
             f"text in the same order ({shown}); an answer does not end before it holds them "
             f"all{after}.")
@@ -284,6 +317,26 @@ def output_ends(outputs: Sequence[str], pieces: Sequence[str]) -> list[str]:
     if len(tails) < MIN_PIECES_OUTPUTS:
         return []
     return [p for p in dict.fromkeys(pieces) if not any(p in tail for tail in tails)]
+
+
+def output_unspaced(outputs: Sequence[str], pieces: Sequence[str]) -> list[int]:
+    """The places (indexes into ``pieces``) after which every one of ``outputs`` holding the
+    pieces goes on at once with a character that is not whitespace: an answer does not put
+    whitespace there either (module docstring). [] where fewer than ``MIN_PIECES_OUTPUTS``
+    outputs hold the pieces."""
+    held, spaced = 0, set()
+    for out in outputs[:MAX_PIECES_OUTPUTS]:
+        found = _found_in_order(out, pieces) if pieces else None
+        if found is None:
+            continue
+        held += 1
+        for i, (at, piece) in enumerate(zip(found, pieces, strict=True)):
+            after = out[at + len(piece):at + len(piece) + 1]
+            if not after or after.isspace():
+                spaced.add(i)
+    if held < MIN_PIECES_OUTPUTS:
+        return []
+    return [i for i in range(len(pieces)) if i not in spaced]
 
 
 def _found_in_order(text: str, pieces: Sequence[str]) -> list[int] | None:
@@ -320,13 +373,16 @@ class AnswerRules:
     (``output_pieces``); ``ends``: texts that end it where they follow its last piece
     (``output_ends``); ``longest``: the longest output's length in characters: an answer that
     long may end without its pieces (0: held open to its budget, as a manifest written before
-    this was recorded says nothing of its outputs' lengths); ``shape``: the one fixed shape of
-    every output (``output_shape``; "": none): each token keeps to it and the answer ends at its
-    length; ``copies``: the outputs copy their prompts' words (``catalog/copying.py``
-    ``copies_prompt``): a new word is given up for a near one of the prompt's."""
+    this was recorded says nothing of its outputs' lengths); ``unspaced``: the pieces (their
+    indexes) after which no output puts whitespace (``output_unspaced``); ``shape``: the one
+    fixed shape of every output (``output_shape``; "": none): each token keeps to it and the
+    answer ends at its length; ``copies``: the outputs copy their prompts' words
+    (``catalog/copying.py`` ``copies_prompt``): a new word is given up for a near one of the
+    prompt's."""
 
     pieces: tuple[str, ...] = ()
     ends: tuple[str, ...] = ()
+    unspaced: tuple[int, ...] = ()
     longest: int = 0
     shape: str = ""
     copies: bool = False
@@ -334,6 +390,7 @@ class AnswerRules:
     def to_record(self) -> dict:
         """The manifest's fields for these rules (read back by ``from_record``)."""
         return {"output_pieces": list(self.pieces), "output_ends": list(self.ends),
+                "output_unspaced": list(self.unspaced),
                 "longest_output_chars": self.longest, "output_shape": self.shape,
                 "copies_prompt": self.copies}
 
@@ -347,18 +404,22 @@ class AnswerRules:
         ends = data.get("output_ends")
         ends_ok = pieces_ok and (isinstance(ends, list) and len(ends) <= MAX_OUTPUT_PIECES
                                  and all(isinstance(x, str) and x for x in ends))
+        unspaced = data.get("output_unspaced")
+        unspaced_ok = pieces_ok and (isinstance(unspaced, list) and all(
+            type(i) is int and 0 <= i < len(pieces) for i in unspaced))
         longest = data.get("longest_output_chars")
         shape = data.get("output_shape")
         shape_ok = isinstance(shape, str) and 0 < len(shape) <= MAX_SHAPE_CHARS
         return cls(pieces=tuple(pieces) if pieces_ok else (),
                    ends=tuple(ends) if ends_ok else (),
+                   unspaced=tuple(sorted(set(unspaced))) if unspaced_ok else (),
                    longest=longest if type(longest) is int and longest > 0 else 0,
                    shape=shape if shape_ok else "",
                    copies=data.get("copies_prompt") is True)
 
     def notes(self) -> list[str]:
         """One line on each rule, as the CLI and the operation's metadata say them."""
-        return ([pieces_note(self.pieces, self.ends)] if self.pieces else []) + (
+        return ([pieces_note(self.pieces, self.ends, self.unspaced)] if self.pieces else []) + (
             [shape_note(self.shape)] if self.shape else []) + (
             [COPIES_NOTE] if self.copies else [])
 
@@ -378,6 +439,8 @@ def answer_rules(inputs: Sequence[str], outputs: Sequence[str], held_out: Sequen
         pieces=pieces,
         # where a piece's text never comes again after the last piece, an answer ends there
         ends=tuple(output_ends(every, pieces)),
+        # and where no output puts whitespace after a piece, no answer does
+        unspaced=tuple(output_unspaced(every, pieces)),
         longest=max((len(o.strip()) for o in every), default=0),
         # the one fixed shape of every output (a date's 9999-99-99)
         shape="" if classifier or free else output_shape(every),
@@ -407,6 +470,7 @@ class Reply:
             tokenizer, end_ids, [s for s in stops if s], budget)
         self.pieces = list(rules.pieces)
         self.ends = [e for e in rules.ends if e] if self.pieces else []
+        self.unspaced = frozenset(rules.unspaced) if self.pieces else frozenset()
         self.longest = rules.longest
         self.shape, self.length = rules.shape, len(rules.shape)
         self._masks: Any = False  # shape_masks, once asked for
@@ -462,15 +526,35 @@ class Reply:
 
     def allowed(self) -> Any:
         """The tokens that may come next to keep the answer in its shape (a bool tensor over
-        the vocabulary, ``shape_masks``; an end token, which writes no character, is never
-        refused for the shape: ``may_take``), or None where any may: no shape, done, or a
-        character still split across tokens (its place in the shape not yet known)."""
-        if not self.length or self.done or self.incomplete:
+        the vocabulary, ``shape_masks``), and without whitespace right after a piece no
+        training output has it after (``unspaced_mask``); an end token, which writes no
+        character, is never refused so (``may_take``). None where any may: no shape and no
+        such piece just written, done, or a character still split across tokens (its place in
+        the shape not yet known)."""
+        if self.done or self.incomplete:
             return None
-        if self._masks is False:  # looked up once a reply
-            self._masks = shape_masks(self.tokenizer, self.shape)
-        k = len(self.decoded.lstrip())
-        return None if self._masks is None or k >= self.length else self._masks[k]
+        shape = None
+        if self.length:
+            if self._masks is False:  # looked up once a reply
+                self._masks = shape_masks(self.tokenizer, self.shape)
+            k = len(self.decoded.lstrip())
+            shape = None if self._masks is None or k >= self.length else self._masks[k]
+        if self.unspaced and self._after_unspaced():
+            unspaced = unspaced_mask(self.tokenizer)
+            if unspaced is not None:
+                return unspaced if shape is None else shape & unspaced
+        return shape
+
+    def _after_unspaced(self) -> bool:
+        """Whether the answer's text ends with a piece (its pieces found in order) after
+        which no training output has whitespace."""
+        text, at, last = self.decoded, 0, -1
+        for i, piece in enumerate(self.pieces):
+            found = text.find(piece, at)
+            if found < 0:
+                break
+            at, last = found + len(piece), i
+        return last in self.unspaced and at == len(text)
 
     def may_take(self, token: int, allowed: Any) -> bool:
         """Whether ``token`` keeps the answer in its shape, given ``allowed()`` (not None)."""
