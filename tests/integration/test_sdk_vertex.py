@@ -83,6 +83,21 @@ def tuned(service):
     return client, job, wait_job(client, job.name), train
 
 
+def test_the_examples_held_out_count_in_the_dataset(service):
+    """Nothing set on 60 examples: 20 held out to choose the epoch, then a refit on all 60.
+    The job says the dataset's 60, not the 40 of the first run."""
+    client = vertex_client(service)
+    job = client.tunings.tune(base_model="tiny-random", training_dataset=types.TuningDataset(
+        gcs_uri=upload(service, vertex_data(60))))
+    done = wait_job(client, job.name)
+    assert done.state == types.JobState.JOB_STATE_SUCCEEDED
+    stats = done.tuning_data_stats.supervised_tuning_data_stats
+    assert stats.tuning_dataset_example_count == 60
+    # the steps of both runs: more than the first run's on 40 examples
+    hp = done.supervised_tuning_spec.hyper_parameters
+    assert stats.tuning_step_count > -(-40 // hp.batch_size) * hp.epoch_count
+
+
 def test_tune_poll_and_the_job_it_answers(tuned):
     _, job, done, train = tuned
     assert job.name.startswith("projects/my-project/locations/us-central1/tuningJobs/vertex-cap")

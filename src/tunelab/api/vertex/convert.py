@@ -94,7 +94,10 @@ def tuning_job_out(row: TunedModelRow, job: JobRow | None, op: OperationRow | No
                                     endpoint=f"{where}/endpoints/{row.id}")
         if row.state == "ACTIVE" else None,
         tuning_data_stats=v.TuningDataStats(supervised_tuning_data_stats=v.SupervisedTuningDataStats(
-            tuning_dataset_example_count=str(row.example_count),
+            # the training dataset's examples: those trained on first and any held out of it
+            # to choose the epoch, which a refit trains on too (training/refit.py)
+            tuning_dataset_example_count=str(row.example_count + len(
+                (spec.get("validation") or {}).get("held_out") or [])),
             tuning_step_count=str(row.total_steps),
         )),
     )
