@@ -185,6 +185,28 @@ def test_short_values_are_scored_by_exact_match():
     assert metric_for([f"v{i}" for i in range(8)] + sentences[:2]) == TOKEN_F1
 
 
+def test_structured_outputs_are_scored_by_exact_match():
+    """A JSON object or a template is right or wrong as a whole: its format's words would give
+    a wrong value most of token F1's credit."""
+    items = ["maple syrup", "sesame oil", "coconut milk", "rolled oats", "brown sugar"]
+    orders = [f'{{"quantity": "{i}", "unit": "cup", "ingredient": "{w}"}}'
+              for i, w in enumerate(items)]
+    assert metric_for(orders) == EXACT_MATCH
+    assert token_f1(orders[0].replace("maple syrup", "maple"), orders[0]) > 0.9
+    people = [f"people: {a} and {b}; cities: {c}" for a, b, c in (
+        ("Ada", "Ines", "Porto"), ("Lucy", "Kenji", "Oslo"), ("Mia", "James", "Lyon"),
+        ("Ines", "Lucy", "Graz"), ("Kenji", "Ada", "Split"))]
+    assert metric_for(people) == EXACT_MATCH
+    # free text that shares punctuation by chance stays token F1
+    notes = ["The kettle leaks. A refund is wanted soon.",
+             "My order came late, and the box was torn open.",
+             "Two of the cups are chipped. Please send new ones.",
+             "The charger stopped working after a week of use.",
+             "Wrong colour sent. I asked for blue, not grey.",
+             "Great service, thanks. The parcel arrived early."]
+    assert metric_for(notes) == TOKEN_F1
+
+
 # ---- the best epoch -------------------------------------------------------------------------
 
 

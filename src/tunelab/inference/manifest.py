@@ -1,9 +1,11 @@
 """What serving reads from a tuned model's manifest, read once per version of the file.
 
-The trainer writes ``manifest.json`` beside a tuned model's adapter. Serving needs three facts
+The trainer writes ``manifest.json`` beside a tuned model's adapter. Serving needs four facts
 from it: the system instruction the training examples all shared (answered with when a request
-brings none), the labels a tuned classifier answers with (``catalog/labels.py``) and the format
-its training prompts followed (``data/prompt_format.py``, checked by ``prompt_check.py``). The
+brings none), the labels a tuned classifier answers with (``catalog/labels.py``), what its
+training outputs say of how its answers are decoded (``catalog/stopping.py`` ``AnswerRules``,
+which reads its own fields) and the format its training prompts followed
+(``data/prompt_format.py``, checked by ``prompt_check.py``). The
 manifest also lists every snapshot -- too much to parse on each request -- so this module is its
 one reader: it stats the file, refuses one over the bound the trainer never writes, parses it
 once per (path, mtime, size) and keeps only what is well formed.
