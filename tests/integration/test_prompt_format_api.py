@@ -149,7 +149,8 @@ def test_a_model_whose_outputs_share_a_format_says_its_answers_keep_it(service, 
         "Answers: every training output holds 2 pieces of text in the same order "
         "('{\"ticket\": ', ', \"order\": '); an answer does not end before it holds them "
         "all, and ends where it would write '{\"ticket\": ' or ', \"order\": ' again after "
-        "the last of them.")
+        "the last of them; nor does it put a space right after any of them, as no training "
+        "output does.")
     assert not any("a classifier" in line for line in hp["choices"])
 
 

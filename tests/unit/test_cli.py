@@ -265,7 +265,8 @@ def test_tune_says_when_answers_may_not_end_before_the_format_is_whole(tmp_path,
     assert pieces == ["host: ", "; room: "]
     assert ("Answers: every training output holds 2 pieces of text in the same order "
             "('host: ', '; room: '); an answer does not end before it holds them all, and "
-            "ends where it would write 'host: ' or '; room: ' again after the last of them."
+            "ends where it would write 'host: ' or '; room: ' again after the last of them; "
+            "nor does it put a space right after any of them, as no training output does."
             ) in said
     # the names in the outputs are the prompts' own: a model tuned to copy (catalog/copying.py)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["copies_prompt"] is True
