@@ -339,17 +339,24 @@ def output_unspaced(outputs: Sequence[str], pieces: Sequence[str]) -> list[int]:
     return [i for i in range(len(pieces)) if i not in spaced]
 
 
-def _found_in_order(text: str, pieces: Sequence[str]) -> list[int] | None:
-    """Where each of ``pieces`` begins in ``text``, each found after the one before; None where
-    one is not."""
+def _found_so_far(text: str, pieces: Sequence[str]) -> list[int]:
+    """Where the first of ``pieces`` begin in ``text``, each found after the one before, up to
+    the first that is not."""
     found, at = [], 0
     for piece in pieces:
         i = text.find(piece, at)
         if i < 0:
-            return None
+            break
         found.append(i)
         at = i + len(piece)
     return found
+
+
+def _found_in_order(text: str, pieces: Sequence[str]) -> list[int] | None:
+    """Where each of ``pieces`` begins in ``text``, each found after the one before; None where
+    one is not."""
+    found = _found_so_far(text, pieces)
+    return found if len(found) == len(pieces) else None
 
 
 def has_pieces(text: str, pieces: Sequence[str]) -> bool:
@@ -548,13 +555,10 @@ class Reply:
     def _after_unspaced(self) -> bool:
         """Whether the answer's text ends with a piece (its pieces found in order) after
         which no training output has whitespace."""
-        text, at, last = self.decoded, 0, -1
-        for i, piece in enumerate(self.pieces):
-            found = text.find(piece, at)
-            if found < 0:
-                break
-            at, last = found + len(piece), i
-        return last in self.unspaced and at == len(text)
+        found = _found_so_far(self.decoded, self.pieces)
+        last = len(found) - 1
+        return last in self.unspaced and found[last] + len(self.pieces[last]) == len(
+            self.decoded)
 
     def may_take(self, token: int, allowed: Any) -> bool:
         """Whether ``token`` keeps the answer in its shape, given ``allowed()`` (not None)."""

@@ -35,8 +35,8 @@ class ServedFacts:
     system_instruction: str | None = None
     answer_labels: tuple[str, ...] | None = None
     # how its answers are decoded: the pieces every training output holds, where an answer
-    # ends after them, the longest output, their fixed shape, whether they copy the prompt's
-    # words (catalog/stopping.py AnswerRules)
+    # ends after them and where it puts no space, the longest output, their fixed shape,
+    # whether they copy the prompt's words (catalog/stopping.py AnswerRules)
     rules: AnswerRules = NO_RULES
     prompt_format: PromptFormat = field(default_factory=PromptFormat)
 
