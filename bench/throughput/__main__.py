@@ -24,13 +24,13 @@ from bench.throughput import data, report
 from bench.throughput.contenders import CONTENDERS
 from bench.throughput.measure import Result
 from tunelab.allocator import preload_env
+from tunelab.catalog.precision import CHOICES as PRECISIONS
 
 REPO = Path(__file__).resolve().parents[2]
 MISSING_TRL = (
     "trl is not installed; this benchmark compares against TRL's SFTTrainer. "
     "Install it with: pip install 'tunelab[bench]'"
 )
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

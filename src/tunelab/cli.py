@@ -236,7 +236,7 @@ def train_with_progress(base, examples, hp, out: Path, seed: int, validation=Non
     )
     for reason in resolved.reasons:
         console.print(f"  {reason}", highlight=False, soft_wrap=True)
-    console.print(f"  base weights in {base.precision.name}: {base.precision.reason}",
+    console.print(f"  base weights: {base.precision.label}: {base.precision.reason}",
                   highlight=False, soft_wrap=True)
     from tunelab.allocator import allocator_note
 
@@ -788,7 +788,7 @@ def _precision_cell(settings: Settings, spec: BaseModelSpec, device: str) -> str
     chosen = choose(settings.precision, device, settings.models_dir, *shape)
     speed = (f", bf16 at {chosen.fp32_ms / chosen.bf16_ms:.1f}x fp32's speed"
              if chosen.fp32_ms and chosen.bf16_ms else "")
-    return f"{chosen.name} ({shape[0]}x{shape[1]}{speed})"
+    return f"{chosen.label} ({shape[0]}x{shape[1]}{speed})"
 
 
 @app.command()

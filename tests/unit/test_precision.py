@@ -63,7 +63,7 @@ def test_cpu_flags_are_the_ones_that_decide_bf16():
 
 
 def test_an_unknown_setting_is_refused():
-    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+    with pytest.raises(ValueError, match="auto, fp32, bf16, bf16-stored"):
         choose("fp16", "cpu", None, 64, 256)
     with pytest.raises(ValueError):
         Settings(precision="fp16")
@@ -124,3 +124,43 @@ def test_tunelab_models_probes_each_model_with_its_own_shape(tmp_path, tiny_base
     if cache.exists():  # not cached when the machine was busy
         keys = json.loads(cache.read_text())
         assert keys and all(k.endswith("64x128") for k in keys), keys
+
+
+def test_auto_keeps_weights_in_bf16_where_bf16_products_are_not_faster(tmp_path, monkeypatch):
+    """Where the probe finds bf16 products slower, the products run in fp32 and the weights
+    are kept in bf16 (half the memory); where it finds them faster, bf16 throughout. The cache
+    holds the probe's answer alone."""
+    monkeypatch.setattr(precision, "machine_busy", lambda: False)
+    for measured, stored in (("fp32", True), ("bf16", False)):
+        monkeypatch.setattr(precision, "probe", lambda h, i, m=measured: Precision(m, "probed"))
+        chosen = choose("auto", "cpu", tmp_path / measured, 64, 256)
+        assert chosen.name == measured and chosen.stored is stored
+        assert ("kept in bf16" in chosen.reason) is stored
+        cached = json.loads((tmp_path / measured / CACHE_FILE).read_text())
+        assert [entry["storage"] for entry in cached.values()] == [None]
+        assert choose("auto", "cpu", tmp_path / measured, 64, 256) == chosen  # from the cache
+    assert not choose("fp32", "cpu", None, 64, 256).stored  # fp32 as the files hold it
+    explicit = choose("bf16-stored", "cpu", None, 64, 256)
+    assert explicit.name == "fp32" and explicit.stored
+    assert Settings(precision="bf16-stored").precision == "bf16-stored"
+
+
+def test_a_stored_base_trains_and_records_how_its_weights_were_kept(models_dir, tmp_path):
+    """Weights kept in bf16, products in fp32: the adapter is fp32, the loss falls, the
+    manifest says how the base was held, and the base's weights are still bf16 afterwards."""
+    from tunelab.catalog.wide_linear import StoredLinear
+
+    base = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 2, "bf16-stored")
+    stored = [m for m in base.model.modules() if type(m) is StoredLinear]
+    assert stored and all(m.weight.dtype == torch.bfloat16 for m in stored)
+    examples = [Example(f"say {i}", "yes" if i % 2 else "no") for i in range(24)]
+    result = train(base, examples, Hyperparameters(epoch_count=3, batch_size=4,
+                                                   learning_rate=5e-3), tmp_path / "out")
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+    assert result.manifest["precision"]["name"] == "fp32"
+    assert result.manifest["precision"]["storage"] == "bf16"
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors"))
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())
+    assert all(type(m) is StoredLinear and m.weight.dtype == torch.bfloat16 for m in stored)

@@ -4,6 +4,7 @@ at full precision."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
@@ -92,3 +93,90 @@ def test_a_bf16_base_gives_its_first_layer_and_rotary_tables_fp32_inputs(models_
     # table's values, unrounded by the output
     assert torch.equal(cos, ref_cos) and not torch.equal(narrow_cos.float(), ref_cos)
     torch.testing.assert_close(widened, reference, rtol=1e-2, atol=1e-2)
+
+
+# --- Weights stored in bf16, products in fp32 (TUNELAB_PRECISION=bf16-stored) ---------------
+
+
+def _rounded_fp32(models_dir):
+    """The tiny model in fp32 with its weights rounded to bf16 (a stored base is loaded from
+    the bf16 copy, so all of them are): what a stored base computes, done the plain way."""
+    from tunelab.catalog import get_base_model, load_base_model
+
+    fp32 = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "fp32")
+    with torch.no_grad():
+        for param in fp32.model.parameters():
+            param.copy_(param.bfloat16().float())
+    return fp32
+
+
+def test_a_stored_base_keeps_bf16_weights_and_answers_as_fp32_products_of_them(models_dir):
+    from tunelab.catalog import get_base_model, load_base_model
+    from tunelab.catalog.wide_linear import StoredLinear
+
+    stored = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "bf16-stored")
+    assert stored.precision.stored and stored.precision.label.startswith("fp32 products")
+    model = stored.model
+    head = model.get_output_embeddings()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m is not head]
+    assert linears and all(type(m) is StoredLinear for m in linears)
+    assert all(m.weight.dtype == torch.bfloat16 for m in linears)
+    # everything else is fp32: the embedding, the head, the norms
+    others = [p for n, p in model.named_parameters()
+              if not any(p is m.weight for m in linears)]
+    assert others and all(p.dtype == torch.float32 for p in others)
+    reference = _rounded_fp32(models_dir)
+    ids = torch.tensor([[5, 9, 3, 7, 11, 2, 8, 4]])
+    with torch.no_grad():
+        ours, theirs = model(ids).logits, reference.model(ids).logits
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def _lora_step(base, fuse: bool) -> tuple[float, dict]:
+    """One forward and backward of a LoRA model on ``base`` (B made non-zero so every
+    gradient flows): the loss and the adapter's gradients by name."""
+    from peft import get_peft_model
+
+    from tunelab.training.fused_lora import fuse_lora_layers, unfuse_lora_layers
+
+    torch.manual_seed(1)
+    model = get_peft_model(base.model, LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                           "gate_proj", "up_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.05)
+            # PEFT makes the A matrices in the base layer's dtype and then fp32 (so a bf16
+            # base's are bf16 values): the same values for both models
+            param.copy_(param.bfloat16().float())
+    if fuse:
+        assert fuse_lora_layers(model) > 0
+    ids = torch.tensor([[5, 9, 3, 7, 11, 2, 8, 4, 6, 10]])
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    if fuse:
+        unfuse_lora_layers(model)
+    model.unload()
+    return loss.item(), grads
+
+
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused layers", "PEFT's layers"])
+def test_training_through_stored_weights_gives_the_fp32_gradients_of_their_values(models_dir,
+                                                                                    fuse):
+    """The backward pass widens each weight again (the forward's widened copy is overwritten
+    by the next layer of that shape): loss and every adapter gradient are those of the plain
+    fp32 model holding the same rounded values."""
+    from tunelab.catalog import get_base_model, load_base_model
+
+    stored = load_base_model(get_base_model("tiny-random"), models_dir, "cpu", 1, "bf16-stored")
+    loss, grads = _lora_step(stored, fuse)
+    ref_loss, ref_grads = _lora_step(_rounded_fp32(models_dir), fuse)
+    assert grads.keys() == ref_grads.keys() and len(grads) > 10
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    # the frozen weights stayed bf16 and got no gradient
+    assert all(p.grad is None for p in stored.model.parameters())

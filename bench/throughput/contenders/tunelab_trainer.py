@@ -61,7 +61,8 @@ def run(workload: Workload, setup: Setup) -> Result:
     rows = [(t.prompt_ids + t.output_ids, len(t.prompt_ids)) for t in tokenized]
     return Result(
         contender="tunelab",
-        precision=f"{base.precision.name} frozen base",
+        precision=("bf16-stored frozen base, fp32 products" if base.precision.stored
+                   else f"{base.precision.name} frozen base"),
         settings={
             "precision": base.precision.reason,
             "learning rate": "constant",

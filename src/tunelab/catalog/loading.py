@@ -109,6 +109,7 @@ def load_base_model(
     from transformers.utils import logging as hf_logging
 
     from tunelab.catalog.wide_linear import (  # torch: imported when used
+        store_linear_weights,
         widen_embedding_output,
         widen_linear_outputs,
     )
@@ -122,12 +123,14 @@ def load_base_model(
     config = AutoConfig.from_pretrained(path)
     chosen = choose(precision, device, models_dir, *projection_shape(config))
     weights = path
-    if chosen.name == "bf16":
+    store = chosen.stored and device == "cpu"
+    if chosen.name == "bf16" or store:
         # a bf16 copy, written once: loading fp32 weights into bf16 maps and converts the whole
         # fp32 file at every load (sources.bf16_copy)
         with file_lock(models_dir / f".{spec.id}.lock"):
             weights = bf16_copy(path, models_dir / f"{spec.id}{BF16_CACHE_SUFFIX}")
-    model = AutoModelForCausalLM.from_pretrained(weights, config=config, dtype=chosen.dtype,
+    model = AutoModelForCausalLM.from_pretrained(weights, config=config,
+                                                 dtype=torch.bfloat16 if store else chosen.dtype,
                                                  **hub_kernels_off())
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
@@ -136,6 +139,10 @@ def load_base_model(
         # embedding's output in fp32, as autocast keeps it (wide_linear.py)
         widen_linear_outputs(model)
         widen_embedding_output(model)
+    elif store:
+        # the linear layers' weights stay bf16, their products run in fp32 (each weight
+        # widened just before it); the embedding, head and norms in fp32 (wide_linear.py)
+        store_linear_weights(model, skip=(model.get_output_embeddings(),))
     model.to(device)
     model.eval()
     if tokenizer.pad_token_id is None:

@@ -20,13 +20,15 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tunelab.fsutil import atomic_write_text
 
-CHOICES = ("auto", "fp32", "bf16")
+# "bf16-stored": fp32 products of weights kept in bf16 (what "auto" takes where bf16 products
+# are not faster); "fp32": fp32 weights, exactly as the model's files hold them
+CHOICES = ("auto", "fp32", "bf16", "bf16-stored")
 # bf16 must beat fp32 by this factor to be chosen: a marginal win is not worth the rounding.
 CLEAR_WIN = 1.3
 # The probe's matmul: this many tokens against a (hidden x intermediate) weight, the shape of the
@@ -65,16 +67,29 @@ def folder_shape(folder: Path) -> tuple[int, int] | None:
 class Precision:
     """What the frozen base weights are held in, and why."""
 
-    name: str  # "fp32" | "bf16"
+    name: str  # "fp32" | "bf16": the dtype the frozen base's products run in
     reason: str  # one line for `tunelab models` / `tunelab tune` and the manifest
     fp32_ms: float | None = None
     bf16_ms: float | None = None
+    # what the frozen linear layers' weights are kept in: "bf16" with fp32 products is half
+    # the memory for the cost of widening each weight before its product (wide_linear.py)
+    storage: str | None = None
 
     @property
     def dtype(self):
         import torch
 
         return torch.bfloat16 if self.name == "bf16" else torch.float32
+
+    @property
+    def stored(self) -> bool:
+        """Whether the weights are kept in bf16 for fp32 products."""
+        return self.name == "fp32" and self.storage == "bf16"
+
+    @property
+    def label(self) -> str:
+        """In a few words, for `tunelab models` and `tunelab tune`."""
+        return "fp32 products of bf16-stored weights" if self.stored else self.name
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,13 +178,17 @@ def choose(
 ) -> Precision:
     """The precision for a base model's frozen weights on ``device``.
 
-    ``setting`` is ``TUNELAB_PRECISION``: ``fp32`` and ``bf16`` are honoured as given; ``auto``
-    measures on a CPU (cached in ``cache_dir``) and takes bf16 on a CUDA device that supports it.
+    ``setting`` is ``TUNELAB_PRECISION``: ``fp32``, ``bf16`` and ``bf16-stored`` are honoured as
+    given; ``auto`` measures on a CPU (cached in ``cache_dir``), takes bf16 where its products
+    are clearly faster and ``bf16-stored`` elsewhere, and takes bf16 on a CUDA device that
+    supports it.
     """
     import torch
 
     if setting not in CHOICES:
         raise ValueError(f"precision must be one of {', '.join(CHOICES)}, not {setting!r}")
+    if setting == "bf16-stored":
+        return Precision("fp32", f"set by TUNELAB_PRECISION={setting}", storage="bf16")
     if setting != "auto":
         return Precision(setting, f"set by TUNELAB_PRECISION={setting}")
     if device.startswith("cuda"):
@@ -178,13 +197,30 @@ def choose(
         return Precision("fp32", "the GPU does not support bf16")
     if not device.startswith("cpu"):
         return Precision("fp32", f"fp32 on {device}")
+    return _stored_where_slower(_measured(cache_dir, hidden, inner))
+
+
+def _stored_where_slower(chosen: Precision) -> Precision:
+    """Where a CPU's bf16 products are not faster, its fp32 products read weights kept in
+    bf16: half the memory of the base, for widening each weight just before its product."""
+    if chosen.name != "fp32":
+        return chosen
+    return replace(chosen, storage="bf16",
+                   reason=f"{chosen.reason}; weights kept in bf16 for half the memory")
+
+
+def _measured(cache_dir: Path | None, hidden: int, inner: int) -> Precision:
+    """The probe's answer for this CPU and shape, from the cache in ``cache_dir`` where it
+    holds one."""
+    import torch
+
     key = f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads | " \
           f"{hidden}x{inner}"
     cache = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
     known = _read_cache(cache)
     if key in known:
         try:
-            return Precision(**known[key])
+            return Precision(**{k: v for k, v in known[key].items() if k != "storage"})
         except TypeError:
             pass  # an older cache entry: measure again
     chosen = probe(hidden, inner)

@@ -26,6 +26,7 @@ against 0.0045 without); docs/performance.md.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -65,3 +66,108 @@ def widen_embedding_output(model: Any) -> bool:
         return False
     embedding._tunelab_fp32_output = embedding.register_forward_hook(_fp32_output)
     return True
+
+
+# --- Weights stored in bf16, products in fp32 -----------------------------------------------
+
+
+class _Scratch(threading.local):
+    """One fp32 buffer per weight shape (per thread) that a stored weight is widened into just
+    before its product: the buffer is written again by the next weight of that shape, so no
+    more than one widened copy of each shape is ever alive (a few MB), and it is the same
+    memory every time (fresh pages would fault in at every widening)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple, torch.Tensor] = {}
+
+    def widen(self, weight: torch.Tensor) -> torch.Tensor:
+        key = (tuple(weight.shape), weight.device)
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            buffer = self.buffers[key] = torch.empty(weight.shape, dtype=torch.float32,
+                                                     device=weight.device)
+        return buffer.copy_(weight)
+
+
+_scratch = _Scratch()
+
+
+def is_stored(weight: torch.Tensor) -> bool:
+    """Whether ``weight`` is a frozen weight stored narrow whose products run in fp32."""
+    return getattr(weight, "_tunelab_stored", False)
+
+
+def compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype ``weight``'s products run in: fp32 for a stored weight, else its own."""
+    return torch.float32 if is_stored(weight) else weight.dtype
+
+
+def for_product(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` as its product reads it: a stored weight widened into the scratch buffer of
+    its shape (valid until the next widening of that shape), any other as it is."""
+    return _scratch.widen(weight) if is_stored(weight) else weight
+
+
+class _StoredProduct(torch.autograd.Function):
+    """``x Wᵀ + b`` for a stored ``W``: the backward pass widens ``W`` again rather than
+    keeping the widened copy (which the next layer's product overwrites)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x if weight.requires_grad else None, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, _scratch.widen(weight), bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad @ _scratch.widen(weight)
+        if ctx.needs_input_grad[1]:
+            flat = grad.reshape(-1, grad.shape[-1])
+            grad_w = (flat.t() @ x.reshape(-1, x.shape[-1])).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.reshape(-1, grad.shape[-1]).sum(0)
+        return grad_x, grad_w, grad_b
+
+
+class StoredLinear(nn.Linear):
+    """An ``nn.Linear`` whose weight is stored in bf16 (half the memory) and whose products run
+    in fp32 on a copy widened just before each one: for a CPU where bf16 products are slow,
+    a frozen base in half the memory for the cost of the widening. Input and result are fp32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = x if x.dtype == torch.float32 else x.float()
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return _StoredProduct.apply(x, self.weight, self.bias)
+        return F.linear(x, _scratch.widen(self.weight), self.bias)
+
+
+def store_linear_weights(model: Any, skip: tuple = ()) -> int:
+    """Make every plain bf16 ``nn.Linear`` of ``model`` (a model loaded in bf16) a
+    ``StoredLinear`` (the weight stays bf16, its products run in fp32), except the modules in
+    ``skip`` (the output head, whose weight may be the input embedding's); every other
+    floating-point parameter and buffer (the embedding, the norms, the head, the biases) becomes
+    fp32. The number of layers made stored."""
+    stored = 0
+    skipped = {id(m) for m in skip}
+    for module in model.modules():
+        if (type(module) is nn.Linear and module.weight.dtype == torch.bfloat16
+                and id(module) not in skipped):
+            module.weight._tunelab_stored = True
+            module.__class__ = StoredLinear
+            stored += 1
+    widened: dict[int, nn.Parameter] = {}  # one fp32 copy of a tensor two modules share
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.dtype == torch.bfloat16 and not is_stored(param):
+                if id(param) not in widened:
+                    widened[id(param)] = nn.Parameter(param.detach().float(),
+                                                      requires_grad=param.requires_grad)
+                module._parameters[name] = widened[id(param)]
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer is not None and buffer.dtype == torch.bfloat16:
+                module._buffers[name] = buffer.float()
+    return stored

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.catalog.wide_linear import WideLinear
+from tunelab.catalog.wide_linear import StoredLinear, WideLinear, compute_dtype, for_product
 
 
 class _Cast(threading.local):
@@ -133,7 +133,7 @@ def _lora_outputs(xc: torch.Tensor, xl: torch.Tensor, weights: tuple, biases: tu
     dtype = dtype or xl.dtype
     outs, start = [], 0
     for weight, bias, a, b, scaling in zip(weights, biases, a_s, b_s, scalings, strict=True):
-        y = _as(F.linear(xc, weight, bias), dtype)
+        y = _as(F.linear(xc, for_product(weight), bias), dtype)
         y.addmm_(xa[:, start:start + a.shape[0]], b.t(), alpha=scaling)
         start += a.shape[0]
         outs.append(y)
@@ -166,7 +166,8 @@ def _lora_grads(gs: list, xl: torch.Tensor, xa: torch.Tensor, weights: tuple, a_
     grad_x = None
     if need_x:
         for g, weight in zip(gs, weights, strict=True):
-            part = g.to(weight.dtype) @ weight
+            wide = for_product(weight)
+            part = g.to(wide.dtype) @ wide
             if grad_x is None:
                 grad_x = _as(part, xl.dtype)
             else:
@@ -199,7 +200,7 @@ class _LoraGroup(torch.autograd.Function):
                 *params: torch.Tensor | None) -> tuple:
         weights, biases, a_s, b_s = params[0::4], params[1::4], params[2::4], params[3::4]
         shape = x.shape
-        xc = _cast.of(x, weights[0].dtype).reshape(-1, shape[-1])
+        xc = _cast.of(x, compute_dtype(weights[0])).reshape(-1, shape[-1])
         xl = _as(x.reshape(-1, shape[-1]), a_s[0].dtype)
         ys, xa = _lora_outputs(xc, xl, weights, biases, a_s, b_s, scalings)
         ctx.save_for_backward(_kept_input(xc, xl), xa, *weights, *a_s, *b_s)
@@ -271,19 +272,19 @@ class _LoraMlp(torch.autograd.Function):
                 *params: torch.Tensor | None) -> torch.Tensor:
         weights, biases, a_s, b_s = params[0::4], params[1::4], params[2::4], params[3::4]
         shape = x.shape
-        xc = _cast.of(x, weights[0].dtype).reshape(-1, shape[-1])
+        xc = _cast.of(x, compute_dtype(weights[0])).reshape(-1, shape[-1])
         xl = _as(x.reshape(-1, shape[-1]), a_s[0].dtype)
         (g, u), xa = _lora_outputs(xc, xl, weights[:2], biases[:2], a_s[:2], b_s[:2],
                                    scalings[:2])
         h = act(g) * u
-        (y,), ha = _lora_outputs(h.to(weights[2].dtype), h, weights[2:], biases[2:], a_s[2:],
-                                 b_s[2:], scalings[2:])
+        (y,), ha = _lora_outputs(_as(h, compute_dtype(weights[2])), h, weights[2:],
+                                 biases[2:], a_s[2:], b_s[2:], scalings[2:])
         ctx.biases = None
         if _mlp_recompute.take() and any(ctx.needs_input_grad):
             # made again from the kept input and its A products (recomputed_mlps)
             ctx.biases = biases[:2]
             g = u = xa.new_empty(0)
-        elif keeps_bf16(weights[0].dtype):  # as precise as the frozen layers' inputs
+        elif keeps_bf16(xc.dtype):  # as precise as the frozen layers' inputs
             g, u = g.to(torch.bfloat16), u.to(torch.bfloat16)
         ctx.save_for_backward(_kept_input(xc, xl), xa, g, u, ha, *weights, *a_s, *b_s)
         ctx.act, ctx.scalings, ctx.x_shape, ctx.x_dtype = act, scalings, shape, x.dtype
@@ -295,8 +296,9 @@ class _LoraMlp(torch.autograd.Function):
         weights, a_s, b_s = rest[:3], rest[3:6], rest[6:]
         xl = _as(xk, a_s[0].dtype)
         if ctx.biases is not None:  # the forward's products again, to the bit
-            (g, u), _ = _lora_outputs(_as(xk, weights[0].dtype), xk, weights[:2], ctx.biases,
-                                      a_s[:2], b_s[:2], ctx.scalings[:2], xa, xl.dtype)
+            (g, u), _ = _lora_outputs(_as(xk, compute_dtype(weights[0])), xk, weights[:2],
+                                      ctx.biases, a_s[:2], b_s[:2], ctx.scalings[:2], xa,
+                                      xl.dtype)
             ctx.biases = None
         g, u = _as(g, xl.dtype), _as(u, xl.dtype)
         needs = ctx.needs_input_grad  # (x, act, scalings, out_dtype, then W, bias, A, B × 3)
@@ -356,7 +358,7 @@ def _fusable(layer: Any) -> str | None:
     if getattr(layer, "use_dora", {}).get(name) or not isinstance(
             layer.lora_dropout[name], nn.Identity):
         return None
-    if type(layer.get_base_layer()) not in (nn.Linear, WideLinear):
+    if type(layer.get_base_layer()) not in (nn.Linear, WideLinear, StoredLinear):
         return None
     if layer.lora_A[name].bias is not None or layer.lora_B[name].bias is not None:
         return None
@@ -365,8 +367,8 @@ def _fusable(layer: Any) -> str | None:
 
 def _parts(layer: Any, name: str) -> tuple:
     base = layer.get_base_layer()
-    # PEFT returns the dtype of the frozen layer's result: fp32 for a widened layer
-    out_dtype = torch.float32 if type(base) is WideLinear else base.weight.dtype
+    # PEFT returns the dtype of the frozen layer's result: fp32 for a widened or stored layer
+    out_dtype = torch.float32 if type(base) in (WideLinear, StoredLinear) else base.weight.dtype
     return (base.weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
             float(layer.scaling[name]), out_dtype)
 
@@ -399,7 +401,8 @@ def _group_forward(group: list, x: torch.Tensor) -> tuple | None:
         if name is None:
             return None
         parts.append(_parts(layer, name))
-    if len({(p[0].dtype, p[2].dtype, p[2].shape[1]) for p in parts}) != 1:
+    if len({(p[0].dtype, compute_dtype(p[0]), p[2].dtype, p[2].shape[1])
+            for p in parts}) != 1:
         return None
     params = [t for p in parts for t in p[:4]]
     return _LoraGroup.apply(x, tuple(p[4] for p in parts), tuple(p[5] for p in parts),
@@ -422,7 +425,7 @@ def _fused_mlp_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
                 break
             parts.append(_parts(layer, name))
         else:
-            if len({(p[0].dtype, p[2].dtype) for p in parts}) == 1:
+            if len({(p[0].dtype, compute_dtype(p[0]), p[2].dtype) for p in parts}) == 1:
                 return _LoraMlp.apply(x, self.act_fn, tuple(p[4] for p in parts),
                                       parts[2][5], *(t for p in parts for t in p[:4]))
     return type(self).forward(self, x)  # computing no gradient, or a layer's state changed
