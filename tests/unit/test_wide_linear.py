@@ -180,3 +180,29 @@ def test_training_through_stored_weights_gives_the_fp32_gradients_of_their_value
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
     # the frozen weights stayed bf16 and got no gradient
     assert all(p.grad is None for p in stored.model.parameters())
+
+
+def _resident_file_kb() -> int:
+    import re
+
+    status = open("/proc/self/status").read()
+    return int(re.search(r"RssFile:\s+(\d+)", status).group(1))
+
+
+def test_the_pages_of_a_converted_weights_file_are_given_back_and_no_other(tmp_path):
+    """A weight read from its mapped file and converted leaves its old pages resident while the
+    mapping stays: they are given back; memory of our own is left alone; either way the data
+    reads as before (a file's pages come back from the file)."""
+    from tunelab.catalog.wide_linear import release_file_pages
+
+    path = tmp_path / "weights.bin"
+    values = torch.arange(4 * 2**20, dtype=torch.int32)  # 16 MB
+    path.write_bytes(values.numpy().tobytes())
+    mapped = torch.from_file(str(path), shared=False, size=values.numel(), dtype=torch.int32)
+    assert torch.equal(mapped, values)  # read: resident
+    before = _resident_file_kb()
+    assert release_file_pages(mapped)
+    assert before - _resident_file_kb() > 12 * 1024  # most of its 16 MB
+    assert torch.equal(mapped, values)
+    own = values.clone()
+    assert not release_file_pages(own) and torch.equal(own, values)

@@ -26,6 +26,8 @@ against 0.0045 without); docs/performance.md.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 from typing import Any
 
@@ -145,6 +147,41 @@ class StoredLinear(nn.Linear):
         return F.linear(x, _scratch.widen(self.weight), self.bias)
 
 
+def _file_mapped(start: int, end: int) -> bool:
+    """Whether the addresses ``[start, end)`` lie in one mapping of a file (``/proc/self/maps``:
+    a path, not ``[heap]`` or an anonymous mapping)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                low, high = (int(a, 16) for a in fields[0].split("-"))
+                if low <= start and end <= high:
+                    return len(fields) == 6 and fields[5].strip().startswith("/")
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def release_file_pages(tensor: torch.Tensor) -> bool:
+    """Give back the resident pages of ``tensor``'s data where it is a view of a mapped file
+    that nothing will read again (loading maps the weights' file; a weight converted to
+    another dtype leaves its old pages resident while the mapping stays for the other
+    weights): the whole pages inside its bytes, with ``madvise(MADV_DONTNEED)``, which for a
+    file mapping drops them from this process and leaves the file as it is. Anything else
+    (memory of our own, another system) is left alone. Whether pages were given back."""
+    if tensor.device.type != "cpu" or not hasattr(os, "sysconf"):
+        return False
+    page = os.sysconf("SC_PAGE_SIZE")
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    first, last = -(-start // page) * page, end // page * page
+    if last <= first or not _file_mapped(start, end):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc.madvise(first, last - first, 4) == 0  # MADV_DONTNEED
+
+
 def store_linear_weights(model: Any, skip: tuple = ()) -> int:
     """Make every plain bf16 ``nn.Linear`` of ``model`` (a model loaded in bf16) a
     ``StoredLinear`` (the weight stays bf16, its products run in fp32), except the modules in
@@ -166,6 +203,7 @@ def store_linear_weights(model: Any, skip: tuple = ()) -> int:
                 if id(param) not in widened:
                     widened[id(param)] = nn.Parameter(param.detach().float(),
                                                       requires_grad=param.requires_grad)
+                    release_file_pages(param)
                 module._parameters[name] = widened[id(param)]
         for name, buffer in list(module.named_buffers(recurse=False)):
             if buffer is not None and buffer.dtype == torch.bfloat16:
