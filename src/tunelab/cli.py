@@ -779,13 +779,14 @@ def _precision_cell(settings: Settings, spec: BaseModelSpec, device: str) -> str
     """What ``spec``'s frozen weights are held in here, for its own projection shape (a short
     probe the first time, cached in the data dir: catalog/precision.py); before the model's
     first use its config is not on this machine, and nothing is converted to read it."""
-    from tunelab.catalog.loading import installed_shape
+    from tunelab.catalog.loading import installed_shape, installed_weight_bytes
     from tunelab.catalog.precision import choose
 
     shape = installed_shape(spec, settings.models_dir)
     if shape is None:
         return "chosen on first use"
-    chosen = choose(settings.precision, device, settings.models_dir, *shape)
+    chosen = choose(settings.precision, device, settings.models_dir, *shape,
+                    weight_bytes=installed_weight_bytes(spec, settings.models_dir))
     speed = (f", bf16 at {chosen.fp32_ms / chosen.bf16_ms:.1f}x fp32's speed"
              if chosen.fp32_ms and chosen.bf16_ms else "")
     return f"{chosen.label} ({shape[0]}x{shape[1]}{speed})"

@@ -59,10 +59,10 @@ class Settings(BaseSettings):
         default="auto",
         pattern="^(auto|fp32|bf16|bf16-stored)$",
         description="What the frozen base weights are held in: 'auto' (bf16 where a short probe "
-        "measures it clearly faster than fp32 on this CPU or the GPU supports it, else "
-        "'bf16-stored'; cached in the data dir), 'fp32', 'bf16', or 'bf16-stored' (weights kept "
-        "in bf16 for half the memory, products in fp32). LoRA weights, optimizer state and loss "
-        "are always fp32.",
+        "measures it clearly faster than fp32 on this CPU or the GPU supports it, cached in the "
+        "data dir; else fp32, kept in bf16 where memory is short), 'fp32', 'bf16', or "
+        "'bf16-stored' (weights kept in bf16 for half the memory, products in fp32). LoRA "
+        "weights, optimizer state and loss are always fp32.",
     )
     seed: int = Field(default=0, description="Seed for shuffling and LoRA initialisation.")
     train_memory_mb: int | None = Field(

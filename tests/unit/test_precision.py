@@ -126,20 +126,27 @@ def test_tunelab_models_probes_each_model_with_its_own_shape(tmp_path, tiny_base
         assert keys and all(k.endswith("64x128") for k in keys), keys
 
 
-def test_auto_keeps_weights_in_bf16_where_bf16_products_are_not_faster(tmp_path, monkeypatch):
-    """Where the probe finds bf16 products slower, the products run in fp32 and the weights
-    are kept in bf16 (half the memory); where it finds them faster, bf16 throughout. The cache
-    holds the probe's answer alone."""
+def test_auto_keeps_weights_in_bf16_where_bf16_is_slower_and_memory_short(tmp_path,
+                                                                           monkeypatch):
+    """Where the probe finds bf16 products slower and the base's fp32 weights would take more
+    than an eighth of the memory available, the products run in fp32 on weights kept in bf16;
+    with room, or where bf16 products are faster, not. The cache holds the probe's answer
+    alone (memory changes; the CPU does not)."""
     monkeypatch.setattr(precision, "machine_busy", lambda: False)
-    for measured, stored in (("fp32", True), ("bf16", False)):
+    monkeypatch.setattr(precision, "available_memory", lambda: 4 * 2**30)
+    for measured, size, stored in (("fp32", 600 * 2**20, True), ("fp32", 400 * 2**20, False),
+                                   ("fp32", None, False), ("bf16", 600 * 2**20, False)):
         monkeypatch.setattr(precision, "probe", lambda h, i, m=measured: Precision(m, "probed"))
-        chosen = choose("auto", "cpu", tmp_path / measured, 64, 256)
+        cache = tmp_path / f"{measured}-{size}"
+        chosen = choose("auto", "cpu", cache, 64, 256, weight_bytes=size)
         assert chosen.name == measured and chosen.stored is stored
         assert ("kept in bf16" in chosen.reason) is stored
-        cached = json.loads((tmp_path / measured / CACHE_FILE).read_text())
+        assert ("4.0 GB available" in chosen.reason) is stored
+        cached = json.loads((cache / CACHE_FILE).read_text())
         assert [entry["storage"] for entry in cached.values()] == [None]
-        assert choose("auto", "cpu", tmp_path / measured, 64, 256) == chosen  # from the cache
-    assert not choose("fp32", "cpu", None, 64, 256).stored  # fp32 as the files hold it
+        again = choose("auto", "cpu", cache, 64, 256, weight_bytes=size)  # from the cache
+        assert again == chosen
+    assert not choose("fp32", "cpu", None, 64, 256, weight_bytes=2**40).stored  # as set
     explicit = choose("bf16-stored", "cpu", None, 64, 256)
     assert explicit.name == "fp32" and explicit.stored
     assert Settings(precision="bf16-stored").precision == "bf16-stored"

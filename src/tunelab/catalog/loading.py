@@ -83,6 +83,21 @@ def materialize(spec: BaseModelSpec, models_dir: Path) -> Path:
         return spec.source.materialize(models_dir / spec.id)
 
 
+def weight_bytes(folder: Path) -> int:
+    """The bytes of a Hugging Face folder's safetensors weights (0 where there are none)."""
+    return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors") if f.is_file())
+
+
+def installed_weight_bytes(spec: BaseModelSpec, models_dir: Path) -> int | None:
+    """The bytes of ``spec``'s weights where they are on this machine as a Hugging Face
+    folder (as ``installed_shape`` finds it), else None."""
+    folder = getattr(spec.source, "path", None)
+    for candidate in (folder, models_dir / spec.id):
+        if candidate is not None and (size := weight_bytes(Path(candidate))):
+            return size
+    return None
+
+
 def installed_shape(spec: BaseModelSpec, models_dir: Path) -> tuple[int, int] | None:
     """The projection shape of ``spec`` from its config where its weights are on this machine
     as a Hugging Face folder (a local folder, or a catalog model converted on an earlier use);
@@ -121,7 +136,8 @@ def load_base_model(
     device = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)
-    chosen = choose(precision, device, models_dir, *projection_shape(config))
+    chosen = choose(precision, device, models_dir, *projection_shape(config),
+                    weight_bytes=weight_bytes(path))
     weights = path
     store = chosen.stored and device == "cpu"
     if chosen.name == "bf16" or store:

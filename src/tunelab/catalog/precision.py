@@ -37,6 +37,10 @@ PROBE_TOKENS = 256
 PROBE_BUDGET_S = 0.6
 CACHE_FILE = "precision.json"
 MAX_CONFIG_BYTES = 1_000_000  # a model's config.json is a few KB
+# Where bf16 products are not faster, the weights are kept in bf16 when their fp32 copy would
+# take more than this share of the memory available (the default model's 0.54 GB: below
+# ~4.3 GB available), since a job that fits matters more than its last few percent of speed.
+STORE_SHARE = 0.125
 
 
 def projection_shape(config: Any) -> tuple[int, int]:
@@ -174,13 +178,15 @@ def _torch_dtype(name: str):
 
 
 def choose(
-    setting: str, device: str, cache_dir: Path | None, hidden: int, inner: int
+    setting: str, device: str, cache_dir: Path | None, hidden: int, inner: int,
+    weight_bytes: int | None = None,
 ) -> Precision:
     """The precision for a base model's frozen weights on ``device``.
 
     ``setting`` is ``TUNELAB_PRECISION``: ``fp32``, ``bf16`` and ``bf16-stored`` are honoured as
     given; ``auto`` measures on a CPU (cached in ``cache_dir``), takes bf16 where its products
-    are clearly faster and ``bf16-stored`` elsewhere, and takes bf16 on a CUDA device that
+    are clearly faster, else fp32, with the weights stored in bf16 where memory is short for
+    the base's ``weight_bytes`` of fp32 weights; and takes bf16 on a CUDA device that
     supports it.
     """
     import torch
@@ -197,16 +203,33 @@ def choose(
         return Precision("fp32", "the GPU does not support bf16")
     if not device.startswith("cpu"):
         return Precision("fp32", f"fp32 on {device}")
-    return _stored_where_slower(_measured(cache_dir, hidden, inner))
+    return _stored_where_short(_measured(cache_dir, hidden, inner), weight_bytes)
 
 
-def _stored_where_slower(chosen: Precision) -> Precision:
-    """Where a CPU's bf16 products are not faster, its fp32 products read weights kept in
-    bf16: half the memory of the base, for widening each weight just before its product."""
-    if chosen.name != "fp32":
+def _stored_where_short(chosen: Precision, weight_bytes: int | None) -> Precision:
+    """Where a CPU's bf16 products are not faster and memory is short (the base's fp32
+    weights would take more than ``STORE_SHARE`` of the memory available), its fp32 products
+    read weights kept in bf16: half the memory of the base, for widening each weight just
+    before its product (measured: nothing on long steps, 6-10% of a tune of short examples;
+    docs/performance.md). A machine with room keeps the fp32 weights and their speed."""
+    free = available_memory()
+    if chosen.name != "fp32" or not weight_bytes or free is None or \
+            weight_bytes <= free * STORE_SHARE:
         return chosen
-    return replace(chosen, storage="bf16",
-                   reason=f"{chosen.reason}; weights kept in bf16 for half the memory")
+    return replace(chosen, storage="bf16", reason=(
+        f"{chosen.reason}; weights kept in bf16 for half the memory: in fp32 they would take "
+        f"more than {STORE_SHARE:.0%} of the {free / 2**30:.1f} GB available"))
+
+
+def available_memory() -> int | None:
+    """Bytes the system reports available (``MemAvailable`` of ``/proc/meminfo``), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _measured(cache_dir: Path | None, hidden: int, inner: int) -> Precision:

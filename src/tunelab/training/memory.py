@@ -27,8 +27,9 @@ trains.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from tunelab.catalog.precision import available_memory
 
 FP32 = 4
 MB = 1024 * 1024
@@ -66,17 +67,6 @@ def activation_bytes_per_token(config: Any, recompute: bool, mlp_fused: bool = T
     if not recompute:
         return layers * one_layer
     return layers * FP32 * hidden + one_layer
-
-
-def available_memory() -> int | None:
-    """Bytes the system reports available (``MemAvailable`` of ``/proc/meminfo``), or None."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def mlp_bytes_per_token(config: Any, bf16: bool = False) -> int:
