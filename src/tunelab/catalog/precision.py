@@ -27,7 +27,7 @@ from typing import Any
 from tunelab.fsutil import atomic_write_text
 
 # "bf16-stored": fp32 products of weights kept in bf16 (what "auto" takes where bf16 products
-# are not faster); "fp32": fp32 weights, exactly as the model's files hold them
+# are not faster and memory is short); "fp32": fp32 weights, exactly as the files hold them
 CHOICES = ("auto", "fp32", "bf16", "bf16-stored")
 # bf16 must beat fp32 by this factor to be chosen: a marginal win is not worth the rounding.
 CLEAR_WIN = 1.3
