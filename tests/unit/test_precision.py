@@ -149,6 +149,7 @@ def test_auto_keeps_weights_in_bf16_where_bf16_is_slower_and_memory_short(tmp_pa
     assert not choose("fp32", "cpu", None, 64, 256, weight_bytes=2**40).stored  # as set
     explicit = choose("bf16-stored", "cpu", None, 64, 256)
     assert explicit.name == "fp32" and explicit.stored
+    assert not choose("bf16-stored", "cuda", None, 64, 256).stored  # a CPU's way only
     assert Settings(precision="bf16-stored").precision == "bf16-stored"
 
 

@@ -88,25 +88,24 @@ def weight_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors") if f.is_file())
 
 
-def installed_weight_bytes(spec: BaseModelSpec, models_dir: Path) -> int | None:
-    """The bytes of ``spec``'s weights where they are on this machine as a Hugging Face
-    folder (as ``installed_shape`` finds it), else None."""
+def _installed_folders(spec: BaseModelSpec, models_dir: Path) -> list[Path]:
+    """Where ``spec``'s weights may be on this machine as a Hugging Face folder: a local
+    folder, or a catalog model converted on an earlier use (nothing is converted here)."""
     folder = getattr(spec.source, "path", None)
-    for candidate in (folder, models_dir / spec.id):
-        if candidate is not None and (size := weight_bytes(Path(candidate))):
-            return size
-    return None
+    return [Path(c) for c in (folder, models_dir / spec.id) if c is not None]
+
+
+def installed_weight_bytes(spec: BaseModelSpec, models_dir: Path) -> int | None:
+    """The bytes of ``spec``'s weights where they are on this machine, else None."""
+    return next((size for folder in _installed_folders(spec, models_dir)
+                 if (size := weight_bytes(folder))), None)
 
 
 def installed_shape(spec: BaseModelSpec, models_dir: Path) -> tuple[int, int] | None:
-    """The projection shape of ``spec`` from its config where its weights are on this machine
-    as a Hugging Face folder (a local folder, or a catalog model converted on an earlier use);
+    """The projection shape of ``spec`` from its config where its weights are on this machine;
     None before its first use, so that listing models converts nothing."""
-    folder = getattr(spec.source, "path", None)
-    for candidate in (folder, models_dir / spec.id):
-        if candidate is not None and (shape := folder_shape(Path(candidate))) is not None:
-            return shape
-    return None
+    return next((shape for folder in _installed_folders(spec, models_dir)
+                 if (shape := folder_shape(folder)) is not None), None)
 
 
 def load_base_model(
@@ -139,7 +138,7 @@ def load_base_model(
     chosen = choose(precision, device, models_dir, *projection_shape(config),
                     weight_bytes=weight_bytes(path))
     weights = path
-    store = chosen.stored and device == "cpu"
+    store = chosen.stored
     if chosen.name == "bf16" or store:
         # a bf16 copy, written once: loading fp32 weights into bf16 maps and converts the whole
         # fp32 file at every load (sources.bf16_copy)

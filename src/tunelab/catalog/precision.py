@@ -193,8 +193,11 @@ def choose(
 
     if setting not in CHOICES:
         raise ValueError(f"precision must be one of {', '.join(CHOICES)}, not {setting!r}")
-    if setting == "bf16-stored":
-        return Precision("fp32", f"set by TUNELAB_PRECISION={setting}", storage="bf16")
+    if setting == "bf16-stored":  # a CPU's way to halve the base's memory
+        if device.startswith("cpu"):
+            return Precision("fp32", f"set by TUNELAB_PRECISION={setting}", storage="bf16")
+        return Precision("fp32", f"set by TUNELAB_PRECISION={setting}: fp32 weights on "
+                                 f"{device}, where weights are kept in bf16 on a CPU only")
     if setting != "auto":
         return Precision(setting, f"set by TUNELAB_PRECISION={setting}")
     if device.startswith("cuda"):
@@ -243,7 +246,7 @@ def _measured(cache_dir: Path | None, hidden: int, inner: int) -> Precision:
     known = _read_cache(cache)
     if key in known:
         try:
-            return Precision(**{k: v for k, v in known[key].items() if k != "storage"})
+            return Precision(**known[key])
         except TypeError:
             pass  # an older cache entry: measure again
     chosen = probe(hidden, inner)
